@@ -1,0 +1,278 @@
+"""Settings: one frozen object built once from the YAML file, then ALERTBRIDGE_* env, then flags.
+
+Secrets (tokens) come only from the environment or from files named in the config or env;
+`Secret` never shows its value in repr or str, so it cannot leak into logs by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.errors import ConfigError, RuleError
+from bridge.model import Severity, parse_duration
+from bridge.rules import RuleSet, load_rules
+
+CONFIG_ENV = "ALERTBRIDGE_CONFIG"
+NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RECEIVER_TYPES = ("slack", "discord", "pagerduty", "email", "webhook")
+BRIDGE_RECEIVER = "alertbridge"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value that never prints.
+
+    >>> Secret("s3cret")
+    Secret('********')
+    """
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """An extra Alertmanager receiver (a notification channel) from config."""
+
+    name: str
+    type: str
+    severities: tuple[Severity, ...]
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 9470
+    db: str = "alertbridge.db"
+    webhook_token: Secret | None = None
+    api_token: Secret | None = None
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSettings:
+    url: str | None = None
+    scrape_interval: int = 15
+    evaluation_interval: int = 15
+    scrape_target: str = "127.0.0.1:9470"
+    job: str = "alertbridge"
+    alertmanager_target: str = "127.0.0.1:9093"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertmanagerSettings:
+    url: str | None = None
+    webhook_url: str = "http://127.0.0.1:9470/api/v1/alertmanager"
+    webhook_token_file: str = "/etc/alertmanager/alertbridge-webhook-token"  # noqa: S105 a path
+    group_wait: int = 30
+    group_interval: int = 300
+    repeat_interval: int = 4 * 3600
+    receivers: tuple[Receiver, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable, validated.
+
+    >>> Settings().namespace
+    'telemetry'
+    """
+
+    namespace: str = "telemetry"
+    rules: RuleSet = field(default_factory=RuleSet.default)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
+    alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
+    source: str = "<defaults>"
+
+
+def _section(raw: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, key, "must be a mapping")
+    return value
+
+
+def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any]:
+    """Check keys against a settings dataclass and coerce durations and ints."""
+    known = {f.name: f for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}.{key}"
+        if key not in known or known[key].type in ("Secret | None", "tuple[Receiver, ...]"):
+            raise ConfigError(source, name, "unknown setting")
+        default = getattr(cls(), key)
+        try:
+            if key.endswith(("_interval", "_wait")):
+                out[key] = parse_duration(value)
+            elif isinstance(default, int) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ValueError(f"must be a positive integer, got {value!r}")
+                out[key] = value
+            elif default is None or isinstance(default, str):
+                if not isinstance(value, str) or not value:
+                    raise ValueError(f"must be a non-empty string, got {value!r}")
+                out[key] = value
+            else:  # pragma: no cover - every field is one of the kinds above
+                raise ValueError("unsupported setting")
+        except ValueError as exc:
+            raise ConfigError(source, name, str(exc)) from None
+    return out
+
+
+def _receivers(raw: object, source: str) -> tuple[Receiver, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(source, "alertmanager.receivers", "must be a list")
+    out, names = [], {BRIDGE_RECEIVER}
+    for i, entry in enumerate(raw):
+        key = f"alertmanager.receivers[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(source, key, "must be a mapping")
+        unknown = set(entry) - {"name", "type", "severities", "config"}
+        if unknown:
+            raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown setting")
+        name = entry.get("name")
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_-]+$", name):
+            raise ConfigError(source, f"{key}.name", "must be a name of letters, digits, _ or -")
+        if name in names:
+            raise ConfigError(source, f"{key}.name", f"receiver {name!r} is defined twice")
+        names.add(name)
+        rtype = entry.get("type")
+        if rtype not in RECEIVER_TYPES:
+            raise ConfigError(source, f"{key}.type", f"must be one of {', '.join(RECEIVER_TYPES)}")
+        sev_raw = entry.get("severities", ["critical"])
+        if not isinstance(sev_raw, list) or not sev_raw:
+            raise ConfigError(source, f"{key}.severities", "must be a non-empty list")
+        try:
+            severities = tuple(Severity(s) for s in sev_raw)
+        except ValueError:
+            raise ConfigError(
+                source, f"{key}.severities", f"unknown severity in {sev_raw!r}"
+            ) from None
+        config = entry.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise ConfigError(source, f"{key}.config", "must be a mapping")
+        out.append(Receiver(name, rtype, severities, dict(config)))
+    return tuple(out)
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    """A token from env NAME, or from the file named by env NAME_FILE."""
+    if env.get(name):
+        return Secret(env[name])
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE", "file", f"cannot read: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE", "file", "is empty")
+        return Secret(value)
+    return None
+
+
+_ENV_OVERRIDES = {
+    "ALERTBRIDGE_NAMESPACE": ("", "namespace"),
+    "ALERTBRIDGE_HOST": ("server", "host"),
+    "ALERTBRIDGE_PORT": ("server", "port"),
+    "ALERTBRIDGE_DB": ("server", "db"),
+    "ALERTBRIDGE_PROMETHEUS_URL": ("prometheus", "url"),
+    "ALERTBRIDGE_ALERTMANAGER_URL": ("alertmanager", "url"),
+}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> Settings:
+    """Build Settings from a YAML file (or $ALERTBRIDGE_CONFIG), env, then non-None flags.
+
+    Flags: namespace, host, port, db.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get(CONFIG_ENV) or None
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(source, "file", f"cannot read: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, "yaml", str(exc).replace("\n", " ")) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(source, "file", "top level must be a mapping")
+        raw = loaded
+    unknown = set(raw) - {"namespace", "rules", "server", "prometheus", "alertmanager"}
+    if unknown:
+        raise ConfigError(source, sorted(unknown)[0], "unknown setting")
+    sections: dict[str, dict[str, Any]] = {
+        "server": dict(_section(raw, "server", source)),
+        "prometheus": dict(_section(raw, "prometheus", source)),
+        "alertmanager": dict(_section(raw, "alertmanager", source)),
+        "": {"namespace": raw.get("namespace", "telemetry")},
+    }
+    for var, (section, key) in _ENV_OVERRIDES.items():
+        if var in env:
+            value: Any = env[var]
+            if key == "port":
+                if not value.isdigit():
+                    raise ConfigError(var, "port", f"must be a port number, got {value!r}")
+                value = int(value)
+            sections[section][key] = value
+    flag_map = {"namespace": "", "host": "server", "port": "server", "db": "server"}
+    for key, value in flags.items():
+        if key not in flag_map:
+            raise TypeError(f"unknown flag {key}")
+        if value is not None:
+            sections[flag_map[key]][key] = value
+    namespace = sections[""]["namespace"]
+    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
+        raise ConfigError(source, "namespace", "must match [a-zA-Z_][a-zA-Z0-9_]*")
+    am_raw = sections["alertmanager"]
+    receivers = _receivers(am_raw.pop("receivers", None), source)
+    server = ServerSettings(**_typed(ServerSettings, sections["server"], "server", source))
+    if not 0 < server.port < 65536:
+        raise ConfigError(source, "server.port", f"must be 1..65535, got {server.port}")
+    server = replace(
+        server,
+        webhook_token=_secret(env, "ALERTBRIDGE_WEBHOOK_TOKEN"),
+        api_token=_secret(env, "ALERTBRIDGE_API_TOKEN"),
+    )
+    try:
+        rules = load_rules(raw.get("rules"), source)
+    except RuleError as exc:
+        raise ConfigError(source, f"rules.{exc.rule}.{exc.field}", exc.reason) from None
+    return Settings(
+        namespace=namespace,
+        rules=rules,
+        server=server,
+        prometheus=PrometheusSettings(
+            **_typed(PrometheusSettings, sections["prometheus"], "prometheus", source)
+        ),
+        alertmanager=AlertmanagerSettings(
+            **_typed(AlertmanagerSettings, am_raw, "alertmanager", source), receivers=receivers
+        ),
+        source=source,
+    )

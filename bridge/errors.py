@@ -1,0 +1,42 @@
+"""Domain errors: one root, a few documented subclasses carrying the fields a caller needs."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Root of every error alertbridge raises on purpose."""
+
+
+class RuleError(BridgeError):
+    """A rule is invalid. `rule` names it, `field` names the offending field.
+
+    >>> str(RuleError("high_cpu", "threshold", "must be finite"))
+    'rule high_cpu: threshold: must be finite'
+    """
+
+    def __init__(self, rule: str, field: str, reason: str, source: str | None = None) -> None:
+        self.rule = rule
+        self.field = field
+        self.reason = reason
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}rule {rule}: {field}: {reason}")
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid. `source` is the file (or env var), `key` the setting."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{source}: {key}: {reason}")
+
+
+class ToolError(BridgeError):
+    """An external tool (promtool, amtool) is missing or reported a failure."""
+
+    def __init__(self, tool: str, reason: str) -> None:
+        self.tool = tool
+        self.reason = reason
+        super().__init__(f"{tool}: {reason}")

@@ -1,0 +1,97 @@
+"""The `alertbridge` command line: rules list/generate/check and clean failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import main
+from bridge.generate import ALERTMANAGER_PATH, RULES_PATH
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_rules_list_table_shows_units_and_durations() -> None:
+    """The table has a row per rule with threshold units, cooldown and for."""
+    result = run("rules", "list")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == [
+        "NAME", "METRIC", "COND", "THRESHOLD", "SEVERITY", "COOLDOWN", "FOR", "ENABLED"
+    ]  # fmt: skip
+    assert lines[1].split() == [
+        "high_cpu", "system.cpu.percent", ">", "80", "%", "warning", "5m", "5m", "yes"
+    ]  # fmt: skip
+    assert len(lines) == 11
+
+
+def test_rules_list_json(write_config: Any) -> None:
+    """-o json gives every field, honouring the config file."""
+    path = write_config("rules: [{name: critical_cpu, enabled: false}]\n")
+    result = run("--config", str(path), "rules", "list", "-o", "json")
+    data = json.loads(result.output)
+    cpu = next(r for r in data if r["name"] == "critical_cpu")
+    assert cpu["enabled"] is False
+    assert cpu["threshold"] == 95
+    assert cpu["threshold_base"] == 0.95
+    assert cpu["threshold_base_text"] == "95%"
+
+
+def test_generate_writes_the_tree(tmp_path: Path) -> None:
+    """rules generate --out DIR writes the four files."""
+    result = run("rules", "generate", "--out", str(tmp_path))
+    assert result.exit_code == 0
+    assert (tmp_path / RULES_PATH).is_file()
+    assert (tmp_path / ALERTMANAGER_PATH).is_file()
+    assert result.output.count("wrote ") == 4
+
+
+@pytest.mark.e2e
+def test_check_passes_and_fails_with_tool_output(tmp_path: Path) -> None:
+    """rules check prints a line per check; a broken tree exits 1 with the tool's message."""
+    ok = run("rules", "check")
+    assert ok.exit_code == 0
+    assert ok.output.count("ok  ") == 14
+    run("rules", "generate", "--out", str(tmp_path))
+    rules = tmp_path / RULES_PATH
+    rules.write_text(rules.read_text().replace("expr: max by", "expr: max by by", 1))
+    bad = run("rules", "check", "--dir", str(tmp_path))
+    assert bad.exit_code == 1
+    assert "FAIL  promtool check rules" in bad.output
+    assert "parse error" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "rules: [{name: high_cpu, threshold: hot}]\n",
+            "rules.high_cpu.threshold: must be a number",
+        ),
+        ("severity: [\n", "yaml:"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_1(write_config: Any, config: str, message: str) -> None:
+    """Configuration errors print `alertbridge: error: FILE: KEY: reason` and exit 1."""
+    path = write_config(config)
+    result = CliRunner().invoke(main, ["--config", str(path), "rules", "list"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"alertbridge: error: {path}: ")
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_python_dash_m_bridge_is_the_same_cli() -> None:
+    """`python -m bridge` runs the same command line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "--version"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "alertbridge, version 0.1.0"

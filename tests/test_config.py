@@ -1,0 +1,150 @@
+"""Settings from YAML, env and flags; secrets that never print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import Secret, load_settings
+from bridge.errors import ConfigError
+from bridge.model import Severity
+
+
+def test_defaults_without_file() -> None:
+    """No file and no env: the built-in defaults."""
+    settings = load_settings(None, {})
+    assert settings.namespace == "telemetry"
+    assert len(settings.rules) == 10
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 9470)
+    assert settings.server.webhook_token is None
+
+
+def test_file_env_and_flags_layer(write_config: Any) -> None:
+    """File values, then ALERTBRIDGE_* env, then flags, each overriding the one before."""
+    path = write_config(
+        """
+namespace: shop
+server: {host: 127.0.0.2, port: 9000, db: file.db}
+prometheus: {scrape_interval: 5s, url: "http://127.0.0.1:9090"}
+alertmanager:
+  group_interval: 1m
+  receivers:
+    - {name: ops, type: slack, severities: [critical, error], config: {channel: "#ops"}}
+rules:
+  - {name: high_cpu, threshold: 90}
+"""
+    )
+    env = {"ALERTBRIDGE_PORT": "9100", "ALERTBRIDGE_DB": "env.db"}
+    settings = load_settings(path, env, db="flag.db", host=None)
+    assert settings.namespace == "shop"
+    assert settings.server.host == "127.0.0.2"
+    assert settings.server.port == 9100
+    assert settings.server.db == "flag.db"
+    assert settings.prometheus.scrape_interval == 5
+    assert settings.alertmanager.group_interval == 60
+    (receiver,) = settings.alertmanager.receivers
+    assert receiver.severities == (Severity.CRITICAL, Severity.ERROR)
+    high = settings.rules.get("high_cpu")
+    assert high is not None
+    assert high.threshold == 90
+    assert settings.source == str(path)
+
+
+def test_config_path_from_env(write_config: Any) -> None:
+    """ALERTBRIDGE_CONFIG names the file when no path is given."""
+    path = write_config("namespace: fromenv\n")
+    assert load_settings(None, {"ALERTBRIDGE_CONFIG": str(path)}).namespace == "fromenv"
+
+
+def test_secrets_from_env_and_file(tmp_path: Path) -> None:
+    """Tokens come from env or a *_FILE, and never show in repr."""
+    token_file = tmp_path / "api-token"
+    token_file.write_text("file-secret\n", encoding="utf-8")
+    env = {"ALERTBRIDGE_WEBHOOK_TOKEN": "env-secret", "ALERTBRIDGE_API_TOKEN_FILE": str(token_file)}
+    settings = load_settings(None, env)
+    assert settings.server.webhook_token == Secret("env-secret")
+    assert settings.server.api_token is not None
+    assert settings.server.api_token.value == "file-secret"
+    text = repr(settings) + str(settings.server.api_token)
+    assert "env-secret" not in text
+    assert "file-secret" not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("namespace: [", "yaml", ""),
+        ("- 1\n", "file", "top level must be a mapping"),
+        ("colour: blue\n", "colour", "unknown setting"),
+        ("namespace: bad-name\n", "namespace", "must match"),
+        ("server: 5\n", "server", "must be a mapping"),
+        ("server: {port: 0}\n", "server.port", "positive integer"),
+        ("server: {port: 70000}\n", "server.port", "1..65535"),
+        ("server: {port: '80'}\n", "server.port", "positive integer"),
+        ("server: {webhook_token: abc}\n", "server.webhook_token", "unknown setting"),
+        ("server: {host: ''}\n", "server.host", "non-empty string"),
+        ("prometheus: {scrape_interval: soon}\n", "prometheus.scrape_interval", "duration"),
+        ("alertmanager: {receivers: {}}\n", "alertmanager.receivers", "must be a list"),
+        (
+            "alertmanager: {receivers: [{name: a b, type: slack}]}\n",
+            "alertmanager.receivers[0].name",
+            "letters",
+        ),
+        (
+            "alertmanager: {receivers: [{name: alertbridge, type: slack}]}\n",
+            "alertmanager.receivers[0].name",
+            "defined twice",
+        ),
+        (
+            "alertmanager: {receivers: [{name: t, type: msteams}]}\n",
+            "alertmanager.receivers[0].type",
+            "must be one of",
+        ),
+        (
+            "alertmanager: {receivers: [{name: t, type: slack, severities: [loud]}]}\n",
+            "alertmanager.receivers[0].severities",
+            "unknown severity",
+        ),
+        (
+            "alertmanager: {receivers: [{name: t, type: slack, config: 1}]}\n",
+            "alertmanager.receivers[0].config",
+            "must be a mapping",
+        ),
+        (
+            "alertmanager: {receivers: [{name: t, type: slack, url: x}]}\n",
+            "alertmanager.receivers[0].url",
+            "unknown setting",
+        ),
+        ("rules: [{name: high_cpu, threshold: .nan}]\n", "rules.high_cpu.threshold", "finite"),
+    ],
+)
+def test_config_errors_name_file_and_key(
+    write_config: Any, text: str, key: str, fragment: str
+) -> None:
+    """Each bad setting raises ConfigError naming the file and the key."""
+    path = write_config(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+    assert info.value.source == str(path)
+    assert info.value.key == key
+    assert fragment in info.value.reason
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config path that does not exist is reported, not a traceback."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.yml", {})
+
+
+def test_bad_env_values(tmp_path: Path) -> None:
+    """A non-numeric port in env and an unreadable or empty token file are named errors."""
+    with pytest.raises(ConfigError, match="ALERTBRIDGE_PORT: port"):
+        load_settings(None, {"ALERTBRIDGE_PORT": "http"})
+    with pytest.raises(ConfigError, match="ALERTBRIDGE_API_TOKEN_FILE: file: cannot read"):
+        load_settings(None, {"ALERTBRIDGE_API_TOKEN_FILE": str(tmp_path / "nope")})
+    empty = tmp_path / "empty"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_settings(None, {"ALERTBRIDGE_WEBHOOK_TOKEN_FILE": str(empty)})

@@ -1,0 +1,97 @@
+"""promtool and amtool, the real Debian binaries, judge the generated files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.check import run_checks
+from bridge.config import load_settings
+from bridge.generate import ALERTMANAGER_PATH, RULES_PATH, render_all, write_all
+from bridge.tools import run_tool
+
+pytestmark = pytest.mark.e2e
+
+RICH_CONFIG = """
+rules:
+  - {name: high_cpu, threshold: 70, for: 1m, window: 2m, labels: {team: infra}}
+  - {name: slow_search, threshold: 1500, for: 30s, window: 90s}
+  - {name: low_throughput, threshold: 50, for: 0}
+  - {name: memory_info, metric: system.memory.used_mb, condition: ">=", threshold: 1024,
+     severity: info}
+  - {name: errors_nonzero, metric: errors.rate, condition: "!=", threshold: 0, severity: error}
+  - {name: cpu_exact, metric: system.cpu.percent, condition: "==", threshold: 50, severity: info}
+  - {name: cpu_idle, metric: system.cpu.percent, condition: "<=", threshold: 5, severity: info}
+  - {name: high_error_rate, enabled: false}
+alertmanager:
+  receivers:
+    - {name: ops-slack, type: slack, severities: [critical, error],
+       config: {api_url_file: /etc/alertmanager/slack-url, channel: "#ops"}}
+    - {name: mail, type: email, severities: [warning],
+       config: {to: ops@example.org, from: am@example.org, smarthost: "127.0.0.1:25"}}
+"""
+
+
+def _checked(tmp_path: Path, settings: Any) -> list[Any]:
+    write_all(render_all(settings), tmp_path)
+    return list(run_checks(settings, tmp_path))
+
+
+def test_default_rule_set_passes_every_check(tmp_path: Path) -> None:
+    """promtool check/test rules, check config, amtool check-config and routes all pass."""
+    results = _checked(tmp_path, load_settings(None, {}))
+    assert [r.name for r in results if not r.ok] == []
+    assert len(results) == 4 + 10
+
+
+def test_rich_config_passes_every_check(tmp_path: Path, write_config: Any) -> None:
+    """Overrides, short windows, every condition and channel receivers still pass the tools."""
+    settings = load_settings(write_config(RICH_CONFIG), {})
+    results = _checked(tmp_path / "out", settings)
+    failures = [(r.name, r.output) for r in results if not r.ok]
+    assert failures == []
+    routes = [r.name for r in results if "routes test" in r.name]
+    assert "amtool config routes test critical_cpu -> alertbridge,ops-slack" in routes
+    assert "amtool config routes test high_cpu -> alertbridge,mail" in routes
+
+
+def test_generated_unit_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
+    """Editing a threshold in the generated rules makes `promtool test rules` fail."""
+    settings = load_settings(None, {})
+    write_all(render_all(settings), tmp_path)
+    rules = tmp_path / RULES_PATH
+    text = rules.read_text()
+    rules.write_text(
+        text.replace(
+            "telemetry_system_cpu_usage_ratio) > 0.8", "telemetry_system_cpu_usage_ratio) >= 0.8"
+        )
+    )
+    failed = {r.name: r for r in run_checks(settings, tmp_path) if not r.ok}
+    assert list(failed) == ["promtool test rules prometheus/rules/telemetry.rules.test.yml"]
+    assert "high_cpu" in failed[next(iter(failed))].output
+
+
+def test_generated_unit_tests_catch_a_wrong_for(tmp_path: Path) -> None:
+    """Dropping a rule's `for` makes the pending-phase check of its unit test fail."""
+    settings = load_settings(None, {})
+    write_all(render_all(settings), tmp_path)
+    rules = tmp_path / RULES_PATH
+    rules.write_text(rules.read_text().replace("    for: 5m\n", "    for: 1m\n", 1))
+    result = run_tool(
+        "promtool", "test", "rules", str(tmp_path / "prometheus/rules/telemetry.rules.test.yml")
+    )
+    assert not result.ok
+    assert "high_cpu" in result.output
+
+
+def test_broken_alertmanager_config_fails_with_tool_message(tmp_path: Path) -> None:
+    """A route to an undefined receiver fails amtool check-config and its routes tests."""
+    settings = load_settings(None, {})
+    write_all(render_all(settings), tmp_path)
+    am = tmp_path / ALERTMANAGER_PATH
+    am.write_text(am.read_text().replace("receiver: alertbridge\n", "receiver: nowhere\n", 1))
+    failed = [r for r in run_checks(settings, tmp_path) if not r.ok]
+    assert failed[0].name.startswith("amtool check-config")
+    assert 'undefined receiver "nowhere"' in failed[0].output
