@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
+import logging
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +24,7 @@ from bridge.errors import BridgeError
 from bridge.generate import render_all, write_all
 from bridge.humanize import HUMANIZERS
 from bridge.model import AlertRule, format_duration
+from bridge.status import rule_states
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -182,3 +188,127 @@ def rules_check(ctx: click.Context, directory: Path | None) -> None:
     if failed:
         click.echo(f"{failed} check(s) failed", err=True)
         sys.exit(1)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: cannot know where it resolves, so treat it as exposed
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default 9470).")
+@click.option("--db", default=None, help="SQLite database file.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback address without the webhook and API tokens.",
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+)
+@click.pass_context
+@_fail_cleanly
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    db: str | None,
+    insecure: bool,
+    log_level: str,
+) -> None:
+    """Serve /metrics, the webhook receiver and the REST API until SIGINT or SIGTERM."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+
+    obj = ctx.ensure_object(dict)
+    settings = load_settings(obj.get("config"), host=host, port=port, db=db)
+    server = settings.server
+    missing = [
+        name
+        for name, token in (
+            ("ALERTBRIDGE_WEBHOOK_TOKEN", server.webhook_token),
+            ("ALERTBRIDGE_API_TOKEN", server.api_token),
+        )
+        if token is None
+    ]
+    if not is_loopback(server.host) and missing and not insecure:
+        raise click.ClickException(
+            f"refusing to listen on {server.host} without {' and '.join(missing)} "
+            "(set them, bind a loopback address, or pass --insecure)"
+        )
+    _configure_logging(log_level)
+    app = create_app(settings)
+    click.echo(f"alertbridge listening on http://{server.host}:{server.port}", err=True)
+    web.run_app(app, host=server.host, port=server.port, print=None, handle_signals=True)
+
+
+def _fetch_status(url: str, token: str | None) -> dict[str, Any]:
+    if not url.startswith(("http://", "https://")):
+        raise click.ClickException(f"--url must be http:// or https://, got {url!r}")
+    request = urllib.request.Request(url.rstrip("/") + "/api/v1/status")  # noqa: S310 - scheme checked
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - scheme checked above
+        data: dict[str, Any] = json.loads(response.read())
+        return data
+
+
+def _local_status(settings: Settings) -> dict[str, Any]:
+    from bridge.telemetry import CpuSampler, memory_used_bytes
+
+    sampler = CpuSampler()
+    time.sleep(0.5)  # CPU utilisation needs two readings of the CPU times
+    cpu = sampler()
+    metrics = {"system.memory.used_mb": memory_used_bytes() / 2**20}
+    if cpu is not None:
+        metrics["system.cpu.percent"] = cpu * 100
+    return {"snapshot": metrics, "rules": rule_states(settings.rules, metrics)}
+
+
+@main.command()
+@click.option("--url", default=None, help="Bridge base URL (default: the configured server).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@_fail_cleanly
+def status(ctx: click.Context, url: str | None, output: str) -> None:
+    """Telemetry against every rule: OK, or the severity of each rule that holds."""
+    settings = _settings(ctx)
+    url = url or f"http://{settings.server.host}:{settings.server.port}"
+    token = settings.server.api_token.value if settings.server.api_token else None
+    source = url
+    try:
+        data = _fetch_status(url, token)
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError):
+        source = "local (bridge not reachable at " + url + "; system metrics only)"
+        data = _local_status(settings)
+    if output == "json":
+        click.echo(json.dumps({"source": source, **data}, indent=2))
+        return
+    click.echo(f"source: {source}")
+    rows = [
+        [
+            r["rule"],
+            r["metric"],
+            "-" if r["value"] is None else f"{r['value']:.4g}",
+            f"{r['condition']} {r['threshold']:g} {r['unit']}".strip(),
+            r["state"],
+        ]
+        for r in data["rules"]
+    ]
+    click.echo(table(["rule", "metric", "value", "threshold", "state"], rows))

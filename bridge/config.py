@@ -82,6 +82,19 @@ class AlertmanagerSettings:
     receivers: tuple[Receiver, ...] = ()
 
 
+SYSTEM_SOURCES = ("psutil", "push", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Where system metrics come from and how snapshots are taken."""
+
+    system: str = "psutil"  # psutil: sampled here; push: set via the API; off: not exported
+    sample_interval: int = 5
+    window: int = 300
+    max_latencies_per_push: int = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, validated.
@@ -95,6 +108,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     source: str = "<defaults>"
 
 
@@ -115,7 +129,7 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> 
             raise ConfigError(source, name, "unknown setting")
         default = getattr(cls(), key)
         try:
-            if key.endswith(("_interval", "_wait")):
+            if key.endswith(("_interval", "_wait")) or key == "window":
                 out[key] = parse_duration(value)
             elif isinstance(default, int) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -193,6 +207,7 @@ _ENV_OVERRIDES = {
     "ALERTBRIDGE_DB": ("server", "db"),
     "ALERTBRIDGE_PROMETHEUS_URL": ("prometheus", "url"),
     "ALERTBRIDGE_ALERTMANAGER_URL": ("alertmanager", "url"),
+    "ALERTBRIDGE_TELEMETRY_SYSTEM": ("telemetry", "system"),
 }
 
 
@@ -224,13 +239,14 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ConfigError(source, "file", "top level must be a mapping")
         raw = loaded
-    unknown = set(raw) - {"namespace", "rules", "server", "prometheus", "alertmanager"}
+    unknown = set(raw) - {"namespace", "rules", "server", "prometheus", "alertmanager", "telemetry"}
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
     sections: dict[str, dict[str, Any]] = {
         "server": dict(_section(raw, "server", source)),
         "prometheus": dict(_section(raw, "prometheus", source)),
         "alertmanager": dict(_section(raw, "alertmanager", source)),
+        "telemetry": dict(_section(raw, "telemetry", source)),
         "": {"namespace": raw.get("namespace", "telemetry")},
     }
     for var, (section, key) in _ENV_OVERRIDES.items():
@@ -260,6 +276,13 @@ def load_settings(
         webhook_token=_secret(env, "ALERTBRIDGE_WEBHOOK_TOKEN"),
         api_token=_secret(env, "ALERTBRIDGE_API_TOKEN"),
     )
+    telemetry = TelemetrySettings(
+        **_typed(TelemetrySettings, sections["telemetry"], "telemetry", source)
+    )
+    if telemetry.system not in SYSTEM_SOURCES:
+        raise ConfigError(source, "telemetry.system", f"must be one of {', '.join(SYSTEM_SOURCES)}")
+    if telemetry.window <= 0 or telemetry.sample_interval <= 0:
+        raise ConfigError(source, "telemetry", "window and sample_interval must be positive")
     try:
         rules = load_rules(raw.get("rules"), source)
     except RuleError as exc:
@@ -274,5 +297,6 @@ def load_settings(
         alertmanager=AlertmanagerSettings(
             **_typed(AlertmanagerSettings, am_raw, "alertmanager", source), receivers=receivers
         ),
+        telemetry=telemetry,
         source=source,
     )

@@ -40,3 +40,25 @@ class ToolError(BridgeError):
         self.tool = tool
         self.reason = reason
         super().__init__(f"{tool}: {reason}")
+
+
+class ApiError(BridgeError):
+    """An error a client caused or must know about; the app turns it into JSON with `status`.
+
+    >>> ApiError(404, "not_found", "no alert 7").status
+    404
+    """
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidInput(ApiError):
+    """The request body or a parameter is invalid and will never become valid (HTTP 400)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(400, "invalid_input", f"{field}: {reason}", field)

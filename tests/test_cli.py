@@ -95,3 +95,46 @@ def test_python_dash_m_bridge_is_the_same_cli() -> None:
         [sys.executable, "-m", "bridge", "--version"], capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip() == "alertbridge, version 0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False), ("192.0.2.10", False), ("bridge.example.org", False)],
+)  # fmt: skip
+def test_is_loopback(host: str, loopback: bool) -> None:
+    """Only loopback addresses (and localhost) count as private; host names do not."""
+    from bridge.cli import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_serve_refuses_exposed_address_without_tokens() -> None:
+    """Binding 0.0.0.0 without tokens fails before listening, naming the missing variables."""
+    result = CliRunner(env={"ALERTBRIDGE_API_TOKEN": "x"}).invoke(
+        main, ["serve", "--host", "0.0.0.0", "--port", "1"]
+    )
+    assert result.exit_code == 1
+    assert "refusing to listen on 0.0.0.0 without ALERTBRIDGE_WEBHOOK_TOKEN" in result.output
+    assert "ALERTBRIDGE_API_TOKEN" not in result.output.split("without", 1)[1].split("(")[0]
+
+
+def test_status_falls_back_to_local_system_metrics() -> None:
+    """No bridge at the URL: status says so and evaluates local CPU and memory only."""
+    from tests.support import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run("status", "--url", url, "-o", "json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["source"].startswith(f"local (bridge not reachable at {url}")
+    states = {r["rule"]: r["state"] for r in data["rules"]}
+    assert states["slow_search"] == "NO_DATA"
+    assert states["high_memory"] in {"OK", "WARNING"}
+
+
+def test_status_rejects_non_http_url() -> None:
+    """--url must be http(s): a file: URL is refused with a clear message."""
+    result = run("status", "--url", "file:///etc/passwd")
+    assert result.exit_code == 1
+    assert "--url must be http:// or https://" in result.output

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.catalog import LATENCY_BUCKETS, Kind, MetricSpec
+from bridge.promql import bucket_quantile
 
 TEST_LABELS = {"job": "app", "instance": "app-1:8080"}
 RATIO_TOTAL_RATE = 10_000  # operations per second in ratio fixtures: 1e-4 resolution
@@ -56,27 +57,6 @@ def _counter_values(levels: list[tuple[int, int]]) -> str:
         value = start + inc * (n - 1)
         first = False
     return " ".join(parts)
-
-
-def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """Prometheus 2.42 bucketQuantile on (upper bound, cumulative count), +Inf last."""
-    if len(buckets) < 2 or buckets[-1][0] != math.inf:
-        return math.nan
-    total = buckets[-1][1]
-    if total == 0:
-        return math.nan
-    rank = q * total
-    b = next(i for i, (_, c) in enumerate([*buckets[:-1], buckets[-1]]) if c >= rank)
-    if b == len(buckets) - 1:
-        return buckets[-2][0]
-    if b == 0 and buckets[0][0] <= 0:
-        return buckets[0][0]
-    start, end, count = 0.0, buckets[b][0], buckets[b][1]
-    if b > 0:
-        start = buckets[b - 1][0]
-        count -= buckets[b - 1][1]
-        rank -= buckets[b - 1][1]
-    return start + (end - start) * (rank / count)
 
 
 class Fixture:

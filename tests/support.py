@@ -1,0 +1,175 @@
+"""Real processes on free loopback ports for end-to-end tests: the bridge, Prometheus."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.tools import find_tool
+
+T = TypeVar("T")
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 30.0, every: float = 0.1
+) -> T:
+    """Poll `probe` (bounded in time) until it returns something truthy; that is returned.
+
+    Used only where the event lives in another process (a scrape, a rule evaluation) and there
+    is nothing in this process to await.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            last_error = exc
+        time.sleep(every)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
+
+
+def http_json(
+    url: str,
+    body: Any | None = None,
+    token: str | None = None,
+    method: str | None = None,
+) -> tuple[int, Any]:
+    """(status, decoded JSON body) of a request; 4xx/5xx are returned, not raised."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+class Proc:
+    """A child process with its log file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.log = log
+        self._handle = log.open("wb")
+        self.popen = subprocess.Popen(
+            argv, stdout=self._handle, stderr=subprocess.STDOUT, env=dict(env),
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        self._handle.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the process and wait for it; SIGKILL if it does not stop in time."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        self._handle.close()
+        return self.popen.returncode
+
+
+@contextmanager
+def running(proc: Proc) -> Iterator[Proc]:
+    """Stop the process however the block ends; show its log if the block failed."""
+    try:
+        yield proc
+    except BaseException:
+        sys.stderr.write(f"--- {proc.name} log ---\n{proc.output()[-4000:]}\n")
+        raise
+    finally:
+        proc.stop()
+
+
+def bridge_env(**extra: str) -> dict[str, str]:
+    """The environment for a bridge child: this one minus ALERTBRIDGE_*, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
+    env.update(extra)
+    return env
+
+
+def start_bridge(
+    tmp: Path, port: int, env: Mapping[str, str], config: Path | None = None, name: str = "bridge"
+) -> Proc:
+    """`alertbridge serve` on loopback; returns once /-/ready answers."""
+    argv = [sys.executable, "-m", "bridge"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    argv += ["serve", "--host", LOOPBACK, "--port", str(port), "--db", str(tmp / f"{name}.db")]
+    proc = Proc(name, argv, tmp / f"{name}.log", env)
+    url = f"http://{LOOPBACK}:{port}/-/ready"
+    try:
+        wait_for(f"{name} ready", lambda: proc.popen.poll() is None and http_text(url), 20)
+    except AssertionError:
+        proc.stop()
+        raise AssertionError(f"{name} did not start:\n{proc.output()[-3000:]}") from None
+    return proc
+
+
+def start_prometheus(tmp: Path, config: Path, port: int) -> Proc:
+    """The Debian `prometheus` binary with `config`, its TSDB under tmp, on loopback."""
+    url = f"http://{LOOPBACK}:{port}"
+    argv = [
+        find_tool("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp / 'prometheus-data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        f"--web.external-url={url}",
+        "--log.level=warn",
+    ]
+    proc = Proc("prometheus", argv, tmp / "prometheus.log", os.environ)
+    try:
+        wait_for("prometheus ready", lambda: http_text(f"{url}/-/ready"), 30)
+    except AssertionError:
+        proc.stop()
+        raise AssertionError(f"prometheus did not start:\n{proc.output()[-3000:]}") from None
+    return proc
+
+
+def prom_query(base: str, expr: str) -> list[dict[str, Any]]:
+    """Instant query results (empty list when there are none)."""
+    status, body = http_json(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    if status != 200 or body["status"] != "success":
+        raise ValueError(f"query {expr!r} failed: {body}")
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
