@@ -13,15 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import Gauge, generate_latest
 
-from bridge.app import REGISTRY, create_app
+from bridge.app import create_app
 from bridge.config import load_settings
+from bridge.keys import REGISTRY
 
 MAX_SECONDS = 60.0  # per measurement: stop early rather than run away
 
@@ -65,7 +68,12 @@ def row(label: str, samples: list[float], extra: str = "") -> str:
 
 
 async def measure(label: str, extra_series: int, requests: int) -> None:
-    app = create_app(load_settings(None, {}), background=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        await _measure(label, extra_series, requests, str(Path(tmp) / "bench.db"))
+
+
+async def _measure(label: str, extra_series: int, requests: int, db: str) -> None:
+    app = create_app(load_settings(None, {}, db=db), background=False)
     registry = app[REGISTRY]
     if extra_series:
         gauge = Gauge("bench_series", "Synthetic labelled series.", ["series"], registry=registry)

@@ -1,87 +1,31 @@
-"""The aiohttp application: wiring of telemetry, metrics and the HTTP API (no business logic)."""
+"""The aiohttp application factory: wires telemetry, storage, the API and background tasks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from bridge.config import Secret, Settings
-from bridge.errors import ApiError, InvalidInput
+from bridge import api
+from bridge.config import Settings
+from bridge.embedded import EmbeddedEvaluator
+from bridge.httputil import check_token, make_errors_middleware, read_json
+from bridge.keys import METRICS, NOTIFIER, REGISTRY, SETTINGS, STORE, TELEMETRY, WRITER
+from bridge.model import Severity
+from bridge.notify import Notifier
 from bridge.selfmetrics import BridgeMetrics
 from bridge.status import rule_states
+from bridge.store import Store, get_alert, now_ns, prune, state_counts
 from bridge.telemetry import CpuSampler, Telemetry, apply_batch, memory_used_bytes, parse_batch
+from bridge.writer import Writer
 
 log = logging.getLogger(__name__)
-
-SETTINGS = web.AppKey("settings", Settings)
-REGISTRY = web.AppKey("registry", CollectorRegistry)
-TELEMETRY = web.AppKey("telemetry", Telemetry)
-METRICS = web.AppKey("metrics", BridgeMetrics)
-
 routes = web.RouteTableDef()
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    """The one JSON error shape: {"error": code, "message": ..., "field": ...}."""
-    body: dict[str, Any] = {"error": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map domain errors and aiohttp's HTTP errors to JSON; never leak internals."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].server.max_body_bytes
-        return error_response(413, "too_large", f"request body exceeds {limit} bytes")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal error")
-
-
-def check_token(request: web.Request, expected: Secret | None) -> None:
-    """Require `Authorization: Bearer <token>` when a token is configured (constant-time)."""
-    if expected is None:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), expected.value.encode()
-    )
-    if not ok:
-        raise ApiError(401, "unauthorized", "missing or invalid bearer token")
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON: 413 when too large, 400 for bad UTF-8 or malformed JSON."""
-    raw = await request.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("body", f"not valid UTF-8 at byte {exc.start}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput("body", f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
+PRUNE_EVERY_SECONDS = 3600
 
 
 @routes.get("/metrics")
@@ -106,7 +50,7 @@ async def healthy(request: web.Request) -> web.Response:
 
 @routes.get("/-/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the application has finished starting."""
+    """Readiness: storage is open (the app only serves once its cleanup contexts ran)."""
     return web.Response(text="alertbridge is Ready.\n")
 
 
@@ -138,54 +82,133 @@ async def push_telemetry(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/status")
 async def status(request: web.Request) -> web.Response:
-    """The telemetry snapshot (seed units) against every enabled rule."""
+    """The telemetry snapshot (seed units) against every enabled rule, and alert counts."""
     settings = request.app[SETTINGS]
     check_token(request, settings.server.api_token)
     snapshot = request.app[TELEMETRY].snapshot()
-    metrics = snapshot.as_metrics()
+    values = snapshot.as_metrics()
+    counts = await asyncio.to_thread(request.app[STORE].read, state_counts)
+    by_state: dict[str, int] = {"firing": 0, "acknowledged": 0, "resolved": 0}
+    for (state, _), count in counts.items():
+        by_state[state] = by_state.get(state, 0) + count
     return web.json_response(
         {
-            "snapshot": {**metrics, "window_seconds": snapshot.span_seconds},
-            "rules": rule_states(settings.rules, metrics),
+            "snapshot": {**values, "window_seconds": snapshot.span_seconds},
+            "rules": rule_states(settings.rules, values),
+            "alerts": by_state,
         }
     )
 
 
-async def _sample_forever(app: web.Application) -> None:
-    settings, telemetry = app[SETTINGS], app[TELEMETRY]
-    cpu = CpuSampler() if settings.telemetry.system == "psutil" else None
-    while True:
+def _every(
+    seconds: float, name: str, step: Callable[[web.Application], Awaitable[None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running `step` now and then every `seconds`, logging its failures."""
+
+    async def loop(app: web.Application) -> None:
+        while True:
+            try:
+                await step(app)
+            except Exception:
+                log.exception("background task %s failed; retrying in %ss", name, seconds)
+            await asyncio.sleep(seconds)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop(app), name=f"alertbridge-{name}")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the store and its group-commit writer; close them after the last request."""
+    settings = app[SETTINGS]
+    store = await asyncio.to_thread(Store, settings.server.db)
+    app[STORE] = store
+    async with Writer(store) as writer:
+        app[WRITER] = writer
+        yield
+        await app[NOTIFIER].drain()
+    store.close()
+
+
+def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
+    cpu = CpuSampler() if app[SETTINGS].telemetry.system == "psutil" else None
+
+    async def step(app: web.Application) -> None:
         if cpu is not None:
-            telemetry.set_system(cpu(), memory_used_bytes())
-        telemetry.tick()
-        await asyncio.sleep(settings.telemetry.sample_interval)
+            app[TELEMETRY].set_system(cpu(), memory_used_bytes())
+        app[TELEMETRY].tick()
+
+    return step
 
 
-async def sampler_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Sample system metrics and remember counters for snapshots, in the background."""
-    task = asyncio.create_task(_sample_forever(app), name="alertbridge-sampler")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def _refresh_counts(app: web.Application) -> None:
+    counts = await asyncio.to_thread(app[STORE].read, state_counts)
+    gauge = app[METRICS].stored_alerts
+    gauge.clear()
+    for (state, severity), count in counts.items():
+        gauge.labels(state=state, severity=severity).set(count)
+
+
+async def _prune(app: web.Application) -> None:
+    for _ in range(1000):  # bounded: at most 5 million rows a round
+        if not await app[WRITER].submit(prune(now_ns())):
+            break
+
+
+def _embedded(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
+    settings = app[SETTINGS]
+    instance = f"{settings.server.host}:{settings.server.port}"
+    evaluator = EmbeddedEvaluator(
+        list(settings.rules.enabled), app[TELEMETRY], settings.prometheus.job, instance
+    )
+
+    async def step(app: web.Application) -> None:
+        result = await evaluator.evaluate_once(app[WRITER])
+        if result.fired or result.resolved:
+            ids = result.fired + result.resolved
+            alerts = await asyncio.to_thread(
+                app[STORE].read, lambda c: [get_alert(c, i) for i in ids]
+            )
+            app[NOTIFIER].notify(alerts)
+
+    return step
 
 
 def create_app(
     settings: Settings,
     *,
     telemetry: Telemetry | None = None,
+    notifier: Notifier | None = None,
     background: bool = True,
 ) -> web.Application:
-    """Build the application. `background=False` leaves out the sampler (for tests)."""
+    """Build the application.
+
+    `background=False` leaves out the periodic tasks (sampler, embedded evaluator, retention,
+    count refresh) so tests drive them; storage is always opened in a cleanup context.
+    """
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=settings.server.max_body_bytes
+        middlewares=[make_errors_middleware(settings.server.max_body_bytes)],
+        client_max_size=settings.server.max_body_bytes,
     )
     telemetry = telemetry or Telemetry(settings.namespace, window_seconds=settings.telemetry.window)
     app[SETTINGS] = settings
     app[TELEMETRY] = telemetry
     app[REGISTRY] = telemetry.registry
     app[METRICS] = BridgeMetrics(telemetry.registry)
+    app[NOTIFIER] = notifier or Notifier(Severity.WARNING)
     app.add_routes(routes)
+    app.add_routes(api.routes)
+    app.cleanup_ctx.append(storage_ctx)
     if background:
-        app.cleanup_ctx.append(sampler_ctx)
+        interval = settings.telemetry.sample_interval
+        app.cleanup_ctx.append(_every(interval, "sampler", _sampler(app)))
+        app.cleanup_ctx.append(_every(interval, "counts", _refresh_counts))
+        app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune))
+        if settings.alertmanager.url is None:
+            app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app)))
     return app

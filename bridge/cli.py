@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import getpass
 import ipaddress
 import json
 import logging
@@ -11,7 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ import click
 
 from bridge import __version__
 from bridge.check import run_checks
+from bridge.client import AlertClient, LocalClient, RemoteClient
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError
 from bridge.generate import render_all, write_all
@@ -312,3 +315,230 @@ def status(ctx: click.Context, url: str | None, output: str) -> None:
         for r in data["rules"]
     ]
     click.echo(table(["rule", "metric", "value", "threshold", "state"], rows))
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no USER/LOGNAME in a container
+        return "cli"
+
+
+def _target_options(func: F) -> F:
+    func = click.option(
+        "--url", default=None, help="A running bridge (token from ALERTBRIDGE_API_TOKEN)."
+    )(func)
+    return click.option(
+        "--db", default=None, help="Local database file (default: server.db of the config)."
+    )(func)
+
+
+@contextlib.contextmanager
+def _client(ctx: click.Context, url: str | None, db: str | None) -> Iterator[AlertClient]:
+    settings = _settings(ctx)
+    client: LocalClient | RemoteClient
+    if url:
+        client = RemoteClient(url, settings.server.api_token)
+    else:
+        path = db or settings.server.db
+        if not Path(path).exists():
+            raise BridgeError(
+                f"no alert database at {path} (pass --db PATH of a bridge's database, or --url)"
+            )
+        client = LocalClient(path)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _short_time(text: str | None) -> str:
+    return "-" if text is None else text[:19].replace("T", " ")
+
+
+def _alert_rows(alerts: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            str(a["id"]),
+            a["state"],
+            a["severity"] or "-",
+            a["alertname"],
+            a["labels"].get("instance", "-"),
+            _short_time(a["starts_at"]),
+            a["acked_by"] or "-",
+            (a["annotations"].get("summary") or "")[:60],
+        ]
+        for a in alerts
+    ]
+    headers = ["id", "state", "severity", "alertname", "instance", "started", "acked by", "summary"]
+    return table(headers, rows)
+
+
+def _echo_alert(alert: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(alert, indent=2))
+    else:
+        click.echo(_alert_rows([alert]))
+
+
+@main.command("alerts")
+@click.option("--status", type=click.Choice(["firing", "resolved"]), default=None)
+@click.option("--severity", multiple=True, help="Repeat or comma-separate.")
+@click.option("--rule", default=None, help="Alert (rule) name.")
+@click.option("--since", default=None, help="RFC 3339 time, or a duration ago such as 2h.")
+@click.option("--until", default=None, help="RFC 3339 time, or a duration ago.")
+@click.option("--filter", "filters", multiple=True, help='Label matcher, e.g. team="infra".')
+@click.option("--acknowledged/--unacknowledged", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--cursor", default=None, help="next_cursor of the previous page.")
+@click.option("--ack", "ack_id", type=int, default=None, help="Acknowledge this alert id instead.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@_fail_cleanly
+def alerts_command(
+    ctx: click.Context,
+    status: str | None,
+    severity: tuple[str, ...],
+    rule: str | None,
+    since: str | None,
+    until: str | None,
+    filters: tuple[str, ...],
+    acknowledged: bool | None,
+    limit: int,
+    cursor: str | None,
+    ack_id: int | None,
+    output: str,
+    url: str | None,
+    db: str | None,
+) -> None:
+    """List stored alerts, newest first (or acknowledge one with --ack ID)."""
+    with _client(ctx, url, db) as client:
+        if ack_id is not None:
+            _echo_alert(client.ack(ack_id, _default_actor(), ""), output)
+            return
+        params: dict[str, list[str]] = {"limit": [str(limit)]}
+        for key, value in (("status", status), ("rule", rule), ("since", since),
+                           ("until", until), ("cursor", cursor)):  # fmt: skip
+            if value:
+                params[key] = [value]
+        if severity:
+            params["severity"] = list(severity)
+        if filters:
+            params["filter"] = list(filters)
+        if acknowledged is not None:
+            params["acknowledged"] = [str(acknowledged).lower()]
+        page = client.list(params)
+    if output == "json":
+        click.echo(json.dumps(page, indent=2))
+        return
+    click.echo(_alert_rows(page["alerts"]))
+    if page["next_cursor"]:
+        click.echo(f"(more: --cursor {page['next_cursor']})")
+
+
+@main.command()
+@click.argument("alert_id", type=int)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@_fail_cleanly
+def show(ctx: click.Context, alert_id: int, output: str, url: str | None, db: str | None) -> None:
+    """One alert with labels, annotations and its audit trail."""
+    with _client(ctx, url, db) as client:
+        alert = client.show(alert_id)
+    if output == "json":
+        click.echo(json.dumps(alert, indent=2))
+        return
+    click.echo(_alert_rows([alert]))
+    for key in ("labels", "annotations"):
+        click.echo(f"{key}:")
+        for name, value in alert[key].items():
+            click.echo(f"  {name}={value}")
+    click.echo("events:")
+    for event in alert["events"]:
+        detail = f": {event['detail']}" if event["detail"] else ""
+        click.echo(f"  {_short_time(event['at'])}  {event['kind']} by {event['actor']}{detail}")
+
+
+def _by_option(func: F) -> F:
+    return click.option("--by", default=None, help="Who does it (default: your user name).")(func)
+
+
+@main.command()
+@click.argument("alert_id", type=int)
+@click.option("--comment", "-c", default="", help="Why, for the audit trail.")
+@_by_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@_fail_cleanly
+def ack(ctx: click.Context, alert_id: int, comment: str, by: str | None, output: str,
+        url: str | None, db: str | None) -> None:  # fmt: skip
+    """Acknowledge a firing alert."""
+    with _client(ctx, url, db) as client:
+        _echo_alert(client.ack(alert_id, by or _default_actor(), comment), output)
+
+
+@main.command()
+@click.argument("alert_id", type=int)
+@click.option("--comment", "-c", default="", help="Why, for the audit trail.")
+@_by_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@_fail_cleanly
+def unack(ctx: click.Context, alert_id: int, comment: str, by: str | None, output: str,
+          url: str | None, db: str | None) -> None:  # fmt: skip
+    """Withdraw an acknowledgement."""
+    with _client(ctx, url, db) as client:
+        _echo_alert(client.unack(alert_id, by or _default_actor(), comment), output)
+
+
+@main.command()
+@click.argument("alert_id", type=int)
+@click.argument("text")
+@_by_option
+@_target_options
+@click.pass_context
+@_fail_cleanly
+def note(ctx: click.Context, alert_id: int, text: str, by: str | None, url: str | None,
+         db: str | None) -> None:  # fmt: skip
+    """Add a note to an alert's audit trail."""
+    with _client(ctx, url, db) as client:
+        event = client.note(alert_id, by or _default_actor(), text)
+    click.echo(f"note {event['id']} added to alert {alert_id}")
+
+
+@main.command("assign")
+@click.argument("alert_id", type=int)
+@click.argument("who")
+@_by_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@_fail_cleanly
+def assign_command(ctx: click.Context, alert_id: int, who: str, by: str | None, output: str,
+                   url: str | None, db: str | None) -> None:  # fmt: skip
+    """Assign an alert to WHO ("" unassigns)."""
+    with _client(ctx, url, db) as client:
+        _echo_alert(client.assign(alert_id, by or _default_actor(), who), output)
+
+
+@main.command()
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Set the retention.")
+@click.option("--prune", "prune_now", is_flag=True, help="Delete what is past retention now.")
+@click.option("--db", default=None, help="Local database file (default: server.db).")
+@click.pass_context
+@_fail_cleanly
+def retention(ctx: click.Context, days: int | None, prune_now: bool, db: str | None) -> None:
+    """Show or set how long resolved alerts are kept (firing ones always are)."""
+    with _client(ctx, None, db) as client:
+        assert isinstance(client, LocalClient)
+        kept = client.retention(days)
+        click.echo(f"retention: {kept} days (resolved alerts and their events)")
+        if prune_now:
+            click.echo(f"pruned {client.prune()} resolved alert(s)")

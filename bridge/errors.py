@@ -62,3 +62,28 @@ class InvalidInput(ApiError):
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(400, "invalid_input", f"{field}: {reason}", field)
+
+
+class NotFound(ApiError):
+    """No such object (HTTP 404)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, "not_found", message)
+
+
+class Conflict(ApiError):
+    """The object's state forbids the change (HTTP 409)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(409, "conflict", message)
+
+
+class Unprocessable(ApiError):
+    """Well-formed JSON whose values are unacceptable (HTTP 422)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(422, "unprocessable", f"{field}: {reason}", field)
+
+
+class StoreError(BridgeError):
+    """Storage failed (disk, lock, corruption): the caller should retry later (HTTP 503)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +23,8 @@ MakeClient = Callable[..., Awaitable[Client]]
 TOKEN = "api-token-for-tests"
 
 
-def settings(**server: Any) -> Settings:
-    base = load_settings(None, {})
+def settings(tmp_path: Path, **server: Any) -> Settings:
+    base = load_settings(None, {}, db=str(tmp_path / "alerts.db"))
     return dataclasses.replace(
         base,
         server=dataclasses.replace(base.server, **server),
@@ -32,11 +33,10 @@ def settings(**server: Any) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: MakeClient) -> Client:
-    """A fresh app with an API token, system metrics pushed, no background sampler."""
-    return await aiohttp_client(
-        create_app(settings(api_token=Secret(TOKEN), max_body_bytes=4096), background=False)
-    )
+async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+    """A fresh app with an API token, system metrics pushed, no background tasks."""
+    app_settings = settings(tmp_path, api_token=Secret(TOKEN), max_body_bytes=4096)
+    return await aiohttp_client(create_app(app_settings, background=False))
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -147,9 +147,13 @@ async def test_push_errors_are_json_and_record_nothing(
     assert values["telemetry_operations_total"] == 0
 
 
-async def test_push_of_system_metrics_conflicts_when_sampled(aiohttp_client: MakeClient) -> None:
+async def test_push_of_system_metrics_conflicts_when_sampled(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
     """With telemetry.system: psutil, a pushed CPU value is a 409 naming the setting."""
-    app_settings = dataclasses.replace(settings(), telemetry=TelemetrySettings(system="psutil"))
+    app_settings = dataclasses.replace(
+        settings(tmp_path), telemetry=TelemetrySettings(system="psutil")
+    )
     client = await aiohttp_client(create_app(app_settings, background=False))
     response = await client.post("/api/v1/telemetry", json={"cpu_usage_ratio": 0.5})
     assert response.status == 409

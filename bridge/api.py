@@ -1,0 +1,201 @@
+"""HTTP handlers of the webhook receiver and the alerts REST API (wiring only, rules in store)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from bridge.config import Secret
+from bridge.errors import ApiError, InvalidInput, StoreError, Unprocessable
+from bridge.httputil import check_token, read_json
+from bridge.keys import METRICS, NOTIFIER, SETTINGS, STORE, WRITER
+from bridge.openapi import SPEC
+from bridge.query import parse_alert_query
+from bridge.store import (
+    IngestResult,
+    acknowledge,
+    add_note,
+    assign,
+    get_alert,
+    get_events,
+    ingest,
+    list_alerts,
+    now_ns,
+    unacknowledge,
+)
+from bridge.webhook import parse_notification
+
+routes = web.RouteTableDef()
+T = TypeVar("T")
+
+
+def check_webhook_auth(request: web.Request, expected: Secret | None) -> None:
+    """Bearer token, or basic auth whose password is the token; constant-time comparison."""
+    if expected is None:
+        return
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    given = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            given = ""
+    elif scheme.lower() != "bearer":
+        given = ""
+    if not hmac.compare_digest(given.encode(), expected.value.encode()):
+        raise ApiError(401, "unauthorized", "missing or invalid webhook credentials")
+
+
+@routes.post("/api/v1/alertmanager")
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    """Store an Alertmanager notification; 2xx only once it is committed to disk."""
+    app = request.app
+    metrics = app[METRICS]
+    started = time.perf_counter()
+    try:
+        check_webhook_auth(request, app[SETTINGS].server.webhook_token)
+        notification = parse_notification(await read_json(request))
+        try:
+            result = await app[WRITER].submit(ingest(notification.alerts, now_ns()))
+        except StoreError:
+            metrics.store_errors.labels(operation="ingest").inc()
+            raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+    except ApiError as exc:
+        metrics.webhook_requests.labels(code=str(exc.status)).inc()
+        raise
+    except web.HTTPException as exc:
+        metrics.webhook_requests.labels(code=str(exc.status)).inc()
+        raise
+    for alert in notification.alerts:
+        metrics.alerts_received.labels(status=alert.status).inc()
+    metrics.webhook_requests.labels(code="200").inc()
+    metrics.webhook_duration.observe(time.perf_counter() - started)
+    await _notify(request, result)
+    return web.json_response(
+        {
+            "stored": len(notification.alerts),
+            "fired": len(result.fired),
+            "resolved": len(result.resolved),
+            "repeats": result.repeats,
+        }
+    )
+
+
+async def _notify(request: web.Request, result: IngestResult) -> None:
+    """Hand the alerts that changed to the notification callbacks (after the commit)."""
+    notifier = request.app[NOTIFIER]
+    ids = result.fired + result.resolved
+    if ids and notifier.callbacks:
+        notifier.notify(await _read(request, lambda c: [get_alert(c, i) for i in ids]))
+
+
+async def _read(request: web.Request, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run a read off the event loop on a per-thread connection."""
+    try:
+        return await asyncio.to_thread(request.app[STORE].read, fn)
+    except StoreError:
+        request.app[METRICS].store_errors.labels(operation="read").inc()
+        raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+
+
+def _api_auth(request: web.Request) -> None:
+    check_token(request, request.app[SETTINGS].server.api_token)
+
+
+@routes.get("/api/v1/alerts")
+async def alerts_list(request: web.Request) -> web.Response:
+    """Alerts, newest first, filtered and paginated."""
+    _api_auth(request)
+    params = {key: request.query.getall(key) for key in request.query}
+    query = parse_alert_query(params, now_ns())
+    alerts = await _read(request, lambda c: list_alerts(c, query))
+    cursor = str(alerts[-1].id) if len(alerts) == query.limit else None
+    return web.json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
+
+
+def _alert_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise InvalidInput("id", f"must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+@routes.get("/api/v1/alerts/{id}")
+async def alerts_get(request: web.Request) -> web.Response:
+    """One alert with its audit trail."""
+    _api_auth(request)
+    alert_id = _alert_id(request)
+    alert, events = await _read(
+        request, lambda c: (get_alert(c, alert_id), get_events(c, alert_id))
+    )
+    return web.json_response({**alert.to_json(), "events": [e.to_json() for e in events]})
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise Unprocessable("body", "must be a JSON object")
+    return body
+
+
+async def _write(request: web.Request, job: Callable[[sqlite3.Connection], T]) -> T:
+    try:
+        return await request.app[WRITER].submit(job)
+    except StoreError:
+        request.app[METRICS].store_errors.labels(operation="api").inc()
+        raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+
+
+@routes.post("/api/v1/alerts/{id}/ack")
+async def alerts_ack(request: web.Request) -> web.Response:
+    """Acknowledge: body {"by": ..., "comment": ...}."""
+    _api_auth(request)
+    alert_id, body = _alert_id(request), await _body(request)
+    job = acknowledge(alert_id, body.get("by"), body.get("comment"), now_ns())
+    alert = await _write(request, job)
+    return web.json_response(alert.to_json())
+
+
+@routes.post("/api/v1/alerts/{id}/unack")
+async def alerts_unack(request: web.Request) -> web.Response:
+    """Withdraw an acknowledgement: body {"by": ..., "comment": ...}."""
+    _api_auth(request)
+    alert_id, body = _alert_id(request), await _body(request)
+    job = unacknowledge(alert_id, body.get("by"), body.get("comment"), now_ns())
+    alert = await _write(request, job)
+    return web.json_response(alert.to_json())
+
+
+@routes.post("/api/v1/alerts/{id}/notes")
+async def alerts_note(request: web.Request) -> web.Response:
+    """Add a note: body {"by": ..., "text": ...}."""
+    _api_auth(request)
+    alert_id, body = _alert_id(request), await _body(request)
+    event = await _write(request, add_note(alert_id, body.get("by"), body.get("text"), now_ns()))
+    return web.json_response(event.to_json(), status=201)
+
+
+@routes.post("/api/v1/alerts/{id}/assign")
+async def alerts_assign(request: web.Request) -> web.Response:
+    """Assign: body {"by": ..., "assignee": ...} (null or "" unassigns)."""
+    _api_auth(request)
+    alert_id, body = _alert_id(request), await _body(request)
+    job = assign(alert_id, body.get("by"), body.get("assignee"), now_ns())
+    alert = await _write(request, job)
+    return web.json_response(alert.to_json())
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document of this API."""
+    return web.json_response(SPEC)

@@ -1,0 +1,171 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge import __version__
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _responses(ok: str, *codes: int, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        ok: {"description": "OK", "content": {"application/json": {"schema": schema or {}}}}
+    }
+    reasons = {400: "Invalid input", 401: "Missing or wrong token", 404: "Not found",
+               409: "Conflict with the alert's state", 413: "Body too large",
+               422: "Unacceptable values", 503: "Storage unavailable, retry"}  # fmt: skip
+    for code in codes:
+        out[str(code)] = {
+            "description": reasons[code],
+            "content": {"application/json": {"schema": _ERROR}},
+        }
+    return out
+
+
+_ALERT = {"$ref": "#/components/schemas/Alert"}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _action(summary: str, fields: dict[str, Any], required: list[str], ok: str = "200") -> Any:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "parameters": [_ID],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "properties": fields, "required": required}
+                    }
+                },
+            },
+            "responses": _responses(ok, 400, 401, 404, 409, 422, 503, schema=_ALERT),
+        }
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description,
+            "schema": schema or {"type": "string"}}  # fmt: skip
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "alertbridge", "version": __version__},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            },
+            "Alert": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "fingerprint": {"type": "string"},
+                    "status": {"enum": ["firing", "resolved"]},
+                    "state": {"enum": ["firing", "acknowledged", "resolved"]},
+                    "alertname": {"type": "string"},
+                    "severity": {"type": "string"},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "starts_at": {"type": "string", "format": "date-time"},
+                    "ends_at": {"type": ["string", "null"], "format": "date-time"},
+                    "receive_count": {"type": "integer"},
+                    "acknowledged": {"type": "boolean"},
+                    "acked_by": {"type": ["string", "null"]},
+                    "assignee": {"type": ["string", "null"]},
+                    "silence_id": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+    "paths": {
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus exposition",
+                "responses": {"200": {"description": "text/plain or application/openmetrics-text"}},
+            }
+        },
+        "/-/healthy": {"get": {"summary": "Liveness", "responses": {"200": {"description": "OK"}}}},
+        "/-/ready": {"get": {"summary": "Readiness", "responses": {"200": {"description": "OK"}}}},
+        "/api/v1/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}
+        },
+        "/api/v1/alertmanager": {
+            "post": {
+                "summary": "Alertmanager webhook (version 4); 2xx once stored durably",
+                "security": [{"bearer": []}],
+                "responses": _responses("200", 400, 401, 413, 503),
+            }
+        },
+        "/api/v1/telemetry": {
+            "post": {
+                "summary": "Record a telemetry batch",
+                "security": [{"bearer": []}],
+                "responses": _responses("200", 400, 401, 409, 413),
+            }
+        },
+        "/api/v1/status": {
+            "get": {
+                "summary": "Snapshot against each rule, alert counts",
+                "security": [{"bearer": []}],
+                "responses": _responses("200", 401),
+            }
+        },
+        "/api/v1/alerts": {
+            "get": {
+                "summary": "List alerts, newest first",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    _query("status", "firing or resolved"),
+                    _query("severity", "repeatable, or comma-separated"),
+                    _query("rule", "alert name"),
+                    _query("filter", 'repeatable label matcher: team="x", a!="b", c=~"re"'),
+                    _query("since", "RFC 3339, or a duration ago (2h)"),
+                    _query("until", "RFC 3339, or a duration ago"),
+                    _query("acknowledged", "true or false"),
+                    _query("limit", "1..1000, default 50", {"type": "integer"}),
+                    _query("cursor", "next_cursor of the previous page"),
+                ],
+                "responses": _responses("200", 400, 401, 503),
+            }
+        },
+        "/api/v1/alerts/{id}": {
+            "get": {
+                "summary": "One alert with its events",
+                "security": [{"bearer": []}],
+                "parameters": [_ID],
+                "responses": _responses("200", 400, 401, 404, 503, schema=_ALERT),
+            }
+        },
+        "/api/v1/alerts/{id}/ack": _action(
+            "Acknowledge", {"by": {"type": "string"}, "comment": {"type": "string"}}, ["by"]
+        ),
+        "/api/v1/alerts/{id}/unack": _action(
+            "Withdraw an acknowledgement",
+            {"by": {"type": "string"}, "comment": {"type": "string"}},
+            ["by"],
+        ),
+        "/api/v1/alerts/{id}/notes": _action(
+            "Add a note",
+            {"by": {"type": "string"}, "text": {"type": "string"}},
+            ["by", "text"],
+            ok="201",
+        ),
+        "/api/v1/alerts/{id}/assign": _action(
+            "Assign (null or empty unassigns)",
+            {"by": {"type": "string"}, "assignee": {"type": ["string", "null"]}},
+            ["by"],
+        ),
+    },
+}

@@ -1,0 +1,135 @@
+"""Group commit: one writer thread runs queued jobs in shared transactions, one fsync per batch.
+
+Each job runs inside its own SAVEPOINT, so a job that raises (an unknown id, a conflict) is
+rolled back alone and its caller gets the error, while the others commit. If the COMMIT itself
+fails (disk full, I/O error, lock timeout) every caller in the batch gets a StoreError and
+nothing of the batch is stored. A caller's future resolves only after COMMIT returned: with
+`synchronous=FULL` the data is on disk when the webhook answers 2xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from bridge.errors import StoreError
+from bridge.store import Job, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Pending:
+    job: Job[Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Writer:
+    """The single writer of a Store, shared by every async caller.
+
+    >>> # async with Writer(store) as writer: await writer.submit(job)
+    """
+
+    def __init__(self, store: Store, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="alertbridge-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the queued jobs, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    async def __aenter__(self) -> Writer:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def submit(self, job: Job[T]) -> T:
+        """Run `job` in the next batch; returns its result after the batch committed."""
+        if self._thread is None:
+            raise StoreError("the writer is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Pending(job, future, loop))
+        return await future
+
+    def _run(self) -> None:
+        conn = self.store.new_connection()
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(conn, [p for p in batch if isinstance(p, _Pending)])
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for pending in batch:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        outcomes.append((pending.job(conn), None))
+                        conn.execute("RELEASE job")
+                    except sqlite3.Error:
+                        raise  # the connection itself is in trouble: fail the whole batch
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        outcomes.append((None, exc))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.error("storage batch of %d job(s) failed: %s", len(batch), exc)
+            failure = StoreError(f"storage failed: {exc}")
+            outcomes = [(None, failure)] * len(batch)
+        self.batches += 1
+        self.jobs += len(batch)
+        for pending, (result, error) in zip(batch, outcomes, strict=True):
+            pending.loop.call_soon_threadsafe(_settle, pending.future, result, error)
