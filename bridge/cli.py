@@ -304,6 +304,9 @@ def status(ctx: click.Context, url: str | None, output: str) -> None:
         click.echo(json.dumps({"source": source, **data}, indent=2))
         return
     click.echo(f"source: {source}")
+    if "alerts" in data:
+        counts = ", ".join(f"{state} {n}" for state, n in data["alerts"].items())
+        click.echo(f"alerts: {counts}")
     rows = [
         [
             r["rule"],

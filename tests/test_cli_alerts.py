@@ -1,0 +1,125 @@
+"""The alert commands on a local database and on a remote bridge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import main
+from bridge.store import NS, Store, ingest
+from tests.payloads import am_alert, notification
+from tests.support import LOOPBACK, bridge_env, free_port, http_json, running, start_bridge
+from tests.test_store import T0, received
+
+LONG_AGO = T0 - 3 * 365 * 86400 * NS  # ended years before any run of this suite
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A database with two firing alerts (ids 1, 2) and one resolved (3)."""
+    path = tmp_path / "alerts.db"
+    store = Store(path)
+    store.run(ingest([received(fingerprint="1" * 16), received(fingerprint="2" * 16,
+                      alertname="critical_cpu", severity="critical"),
+                      received("resolved", starts=LONG_AGO, ends=LONG_AGO + 5,
+                               fingerprint="3" * 16)], T0))  # fmt: skip
+    store.close()
+    return str(path)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner(env=env).invoke(main, list(args))
+
+
+def test_list_table_and_json(db: str) -> None:
+    """alerts prints a table with state and summary; -o json the API's shape."""
+    table = cli("alerts", "--db", db, "--status", "firing")
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert lines[0].split()[:4] == ["ID", "STATE", "SEVERITY", "ALERTNAME"]
+    assert [line.split()[0] for line in lines[1:]] == ["2", "1"]
+    data = json.loads(cli("alerts", "--db", db, "-o", "json", "--severity", "critical").output)
+    assert [a["alertname"] for a in data["alerts"]] == ["critical_cpu"]
+
+
+def test_ack_note_assign_unack_show(db: str) -> None:
+    """Actions on a local database, visible in show's audit trail."""
+    assert cli("ack", "1", "--db", db, "--by", "alice", "-c", "on it").exit_code == 0
+    assert cli("note", "1", "fan replaced", "--db", db, "--by", "bob").output.startswith("note ")
+    assert cli("assign", "1", "carol", "--db", db, "--by", "bob").exit_code == 0
+    assert cli("unack", "1", "--db", db, "--by", "alice").exit_code == 0
+    shown = cli("show", "1", "--db", db)
+    trail = [line.split()[2:5] for line in shown.output.split("events:")[1].splitlines()[1:]]
+    assert trail == [["fired", "by", "alertmanager"], ["acknowledged", "by", "alice:"],
+                     ["note", "by", "bob:"], ["assigned", "by", "bob:"],
+                     ["unacknowledged", "by", "alice"]]  # fmt: skip
+    acked = cli("alerts", "--db", db, "--ack", "2", "-o", "json")
+    assert json.loads(acked.output)["acknowledged"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ack", "99"], "no alert with id 99"),
+        (["ack", "3"], "alert 3 is resolved"),
+        (["unack", "1"], "alert 1 is not acknowledged"),
+        (["note", "1", " "], "text: must be a non-empty string"),
+        (["alerts", "--since", "last week"], "since: must be RFC 3339"),
+        (["alerts", "--filter", "team~x"], "not a label matcher"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(db: str, args: list[str], message: str) -> None:
+    """Unknown ids, wrong states and bad filters: a clear message, exit 1, no traceback."""
+    result = cli(*args, "--db", db)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_database_is_explained(tmp_path: Path) -> None:
+    """Pointing at a database that does not exist does not create an empty one."""
+    result = cli("alerts", "--db", str(tmp_path / "nope.db"))
+    assert result.exit_code == 1
+    assert "no alert database at" in result.output
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_retention_show_set_prune(db: str) -> None:
+    """retention shows the default, persists a new value and prunes on demand."""
+    assert "retention: 90 days" in cli("retention", "--db", db).output
+    assert "retention: 7 days" in cli("retention", "--db", db, "--days", "7").output
+    assert "retention: 7 days" in cli("retention", "--db", db).output
+    pruned = cli("retention", "--db", db, "--prune")
+    assert "pruned 1 resolved alert(s)" in pruned.output
+    assert cli("retention", "--db", db, "--days", "0").exit_code == 2
+
+
+@pytest.mark.e2e
+def test_remote_commands_against_a_live_bridge(tmp_path: Path) -> None:
+    """--url works the same as --db, through the REST API with the token from the env."""
+    port = free_port()
+    env = bridge_env(ALERTBRIDGE_API_TOKEN="api", ALERTBRIDGE_WEBHOOK_TOKEN="hook")
+    with running(start_bridge(tmp_path, port, env)):
+        base = f"http://{LOOPBACK}:{port}"
+        status, _ = http_json(f"{base}/api/v1/alertmanager", notification(am_alert()), "hook")
+        assert status == 200
+        token_env = {"ALERTBRIDGE_API_TOKEN": "api"}
+        listed = cli("alerts", "--url", base, "-o", "json", env=token_env)
+        assert [a["id"] for a in json.loads(listed.output)["alerts"]] == [1]
+        acked = cli("ack", "1", "--url", base, "--by", "alice", env=token_env)
+        assert acked.exit_code == 0, acked.output
+        again = cli("ack", "1", "--url", base, "--by", "bob", env=token_env)
+        assert again.exit_code == 1
+        assert "already acknowledged by alice" in again.output
+        denied = cli("alerts", "--url", base, env={"ALERTBRIDGE_API_TOKEN": "wrong"})
+        assert denied.exit_code == 1
+        assert "missing or invalid bearer token" in denied.output
+        status_out = cli("status", "--url", base, env=token_env)
+        assert "alerts: firing 0, acknowledged 1, resolved 0" in status_out.output
+    unreachable = cli("alerts", "--url", base, env=token_env)
+    assert unreachable.exit_code == 1
+    assert f"cannot reach {base}" in unreachable.output

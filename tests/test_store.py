@@ -1,0 +1,322 @@
+"""The SQLite store: HA delivery rules, order independence, actions, listing, retention."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.errors import Conflict, NotFound, StoreError, Unprocessable
+from bridge.matchers import Matcher
+from bridge.store import (
+    MIGRATIONS,
+    NS,
+    AlertQuery,
+    Store,
+    acknowledge,
+    add_note,
+    assign,
+    get_alert,
+    get_events,
+    get_retention,
+    ingest,
+    list_alerts,
+    prune,
+    set_retention,
+    unacknowledge,
+)
+from bridge.webhook import ReceivedAlert
+
+T0 = 1_795_428_000 * NS
+
+
+def received(
+    status: str = "firing",
+    starts: int = T0,
+    ends: int | None = None,
+    fingerprint: str = "0123456789abcdef",
+    **labels: str,
+) -> ReceivedAlert:
+    all_labels = {"alertname": "high_cpu", "severity": "warning", "instance": "a:1", **labels}
+    return ReceivedAlert(
+        fingerprint=fingerprint,
+        status=status,
+        starts_at=starts,
+        ends_at=ends if status == "resolved" else None,
+        labels=dict(sorted(all_labels.items())),
+        annotations={"summary": f"{status} at {ends}"},
+        generator_url="",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "alerts.db")
+    yield s
+    s.close()
+
+
+def rows(store: Store) -> list[tuple[object, ...]]:
+    return store.read(
+        lambda c: c.execute(
+            "SELECT fingerprint, starts_at, status, ends_at, receive_count FROM alerts ORDER BY id"
+        ).fetchall()
+    )
+
+
+def kinds(store: Store, alert_id: int) -> list[str]:
+    return [e.kind for e in store.read(lambda c: get_events(c, alert_id))]
+
+
+def test_schema_pragmas(store: Store) -> None:
+    """WAL, synchronous=FULL, and user_version = number of migrations."""
+    conn = store.new_connection()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database written by a newer alertbridge is not touched."""
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer than this alertbridge"):
+        Store(path)
+
+
+def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
+    """Opening an existing database applies no migration again."""
+    first = Store(tmp_path / "a.db")
+    first.run(ingest([received()], T0))
+    first.close()
+    second = Store(tmp_path / "a.db")
+    assert len(rows(second)) == 1
+    second.close()
+
+
+def test_firing_then_resolved(store: Store) -> None:
+    """One episode: fired, then resolved with its end time; two events."""
+    fired = store.run(ingest([received()], T0))
+    done = store.run(ingest([received("resolved", ends=T0 + 60 * NS)], T0 + 61 * NS))
+    assert fired.fired == done.resolved == [1]
+    assert rows(store) == [("0123456789abcdef", T0, "resolved", T0 + 60 * NS, 2)]
+    assert kinds(store, 1) == ["fired", "resolved"]
+
+
+def test_exact_repeat_only_counts(store: Store) -> None:
+    """The same (fingerprint, startsAt, status) again is a no-op but for receive_count."""
+    store.run(ingest([received()], T0))
+    result = store.run(ingest([received(), received()], T0 + NS))
+    assert (result.fired, result.resolved, result.repeats) == ([], [], 2)
+    assert rows(store) == [("0123456789abcdef", T0, "firing", None, 3)]
+    assert kinds(store, 1) == ["fired"]
+
+
+def test_stale_firing_never_reopens(store: Store) -> None:
+    """A late firing of a resolved episode (HA replica) leaves it resolved."""
+    store.run(ingest([received(), received("resolved", ends=T0 + 60 * NS)], T0))
+    store.run(ingest([received()], T0 + 65 * NS))
+    assert rows(store)[0][2:4] == ("resolved", T0 + 60 * NS)
+
+
+def test_new_episode_is_a_new_row(store: Store) -> None:
+    """A re-fire has a new startsAt: a second episode with its own id."""
+    store.run(ingest([received(), received("resolved", ends=T0 + 60 * NS)], T0))
+    result = store.run(ingest([received(starts=T0 + 120 * NS)], T0 + 121 * NS))
+    assert result.fired == [2]
+    assert [r[2] for r in rows(store)] == ["resolved", "firing"]
+
+
+def test_old_resolved_never_touches_newer_episode(store: Store) -> None:
+    """A stale resolved of the previous episode arriving after a new one fired."""
+    store.run(ingest([received()], T0))
+    store.run(ingest([received(starts=T0 + 120 * NS)], T0 + 121 * NS))
+    store.run(ingest([received("resolved", ends=T0 + 60 * NS)], T0 + 122 * NS))
+    assert [(r[1], r[2]) for r in rows(store)] == [(T0, "resolved"), (T0 + 120 * NS, "firing")]
+
+
+def test_resolved_first_then_firing(store: Store) -> None:
+    """Resolved before its firing (reordered): stored resolved, the firing changes nothing."""
+    store.run(ingest([received("resolved", ends=T0 + 60 * NS)], T0))
+    store.run(ingest([received()], T0 + NS))
+    assert rows(store) == [("0123456789abcdef", T0, "resolved", T0 + 60 * NS, 2)]
+    assert kinds(store, 1) == ["resolved"]
+
+
+def test_earliest_end_wins(store: Store) -> None:
+    """Two replicas report slightly different ends: the earliest is kept, in either order."""
+    store.run(ingest([received("resolved", ends=T0 + 62 * NS)], T0))
+    store.run(ingest([received("resolved", ends=T0 + 60 * NS)], T0))
+    store.run(ingest([received("resolved", ends=T0 + 61 * NS)], T0))
+    assert rows(store)[0][3] == T0 + 60 * NS
+
+
+Receipt = tuple[int, str, int]  # (episode index, status, end offset in seconds)
+
+episodes = st.integers(min_value=1, max_value=3)
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> list[Receipt]:
+    """The receipts of a few episodes of one alert, each delivered 1-3 times (HA)."""
+    out: list[Receipt] = []
+    for index in range(draw(episodes)):
+        resolved = draw(st.booleans()) or index < 2
+        out += [(index, "firing", 0)] * draw(st.integers(1, 3))
+        if resolved:
+            ends = draw(st.lists(st.integers(60, 65), min_size=1, max_size=3))
+            out += [(index, "resolved", e) for e in ends]
+    return out
+
+
+def _final(receipts: list[Receipt]) -> list[tuple[object, ...]]:
+    with tempfile.TemporaryDirectory(prefix="order-") as tmp:
+        return _replay(Store(Path(tmp) / "alerts.db"), receipts)
+
+
+def _replay(store: Store, receipts: list[Receipt]) -> list[tuple[object, ...]]:
+    try:
+        for index, status, end in receipts:
+            starts = T0 + index * 1000 * NS
+            alert = received(status, starts=starts, ends=starts + end * NS)
+            store.run(ingest([alert], T0))
+        return sorted(rows(store), key=lambda r: (str(r[0]), int(r[1])))  # type: ignore[call-overload]
+    finally:
+        store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(deliveries(), st.randoms(use_true_random=False))
+def test_arrival_order_does_not_change_final_state(
+    receipts: list[Receipt], rng: random.Random
+) -> None:
+    """Shuffled HA deliveries end in the same rows: one per episode, same status, end, count."""
+    shuffled = receipts[:]
+    rng.shuffle(shuffled)
+    ordered = _final(receipts)
+    mixed = _final(shuffled)
+    assert ordered == mixed
+    expected_resolved = {i for i, s, _ in receipts if s == "resolved"}
+    assert len(ordered) == len({i for i, _, _ in receipts})
+    assert {i for i, row in enumerate(ordered) if row[2] == "resolved"} == expected_resolved
+    assert sum(int(row[4]) for row in ordered) == len(receipts)  # type: ignore[call-overload]
+
+
+def test_ack_unack_note_assign_and_their_events(store: Store) -> None:
+    """Each action changes the row and appends an event with its actor."""
+    store.run(ingest([received()], T0))
+    acked = store.run(acknowledge(1, "alice", "looking", T0 + NS))
+    assert (acked.acknowledged, acked.acked_by, acked.ack_comment, acked.state) == (
+        True, "alice", "looking", "acknowledged")  # fmt: skip
+    with pytest.raises(Conflict, match="already acknowledged by alice"):
+        store.run(acknowledge(1, "bob", "", T0 + NS))
+    store.run(add_note(1, "bob", "disk is fine", T0 + 2 * NS))
+    assert store.run(assign(1, "bob", "carol", T0 + 3 * NS)).assignee == "carol"
+    assert store.run(assign(1, "bob", "", T0 + 4 * NS)).assignee is None
+    unacked = store.run(unacknowledge(1, "alice", "false alarm", T0 + 5 * NS))
+    assert unacked.state == "firing"
+    with pytest.raises(Conflict, match="not acknowledged"):
+        store.run(unacknowledge(1, "alice", "", T0))
+    events = store.read(lambda c: get_events(c, 1))
+    assert [(e.kind, e.actor, e.detail) for e in events] == [
+        ("fired", "alertmanager", ""),
+        ("acknowledged", "alice", "looking"),
+        ("note", "bob", "disk is fine"),
+        ("assigned", "bob", "carol"),
+        ("assigned", "bob", ""),
+        ("unacknowledged", "alice", "false alarm"),
+    ]
+
+
+def test_action_errors(store: Store) -> None:
+    """Unknown id is NotFound, a resolved alert cannot be acked, bad values are Unprocessable."""
+    with pytest.raises(NotFound, match="no alert with id 7"):
+        store.run(acknowledge(7, "a", "", T0))
+    store.run(ingest([received("resolved", ends=T0)], T0))
+    with pytest.raises(Conflict, match="resolved"):
+        store.run(acknowledge(1, "a", "", T0))
+    with pytest.raises(Unprocessable, match="by"):
+        acknowledge(1, "", "", T0)
+    with pytest.raises(Unprocessable, match="text"):
+        add_note(1, "a", "   ", T0)
+    with pytest.raises(Unprocessable, match="comment"):
+        acknowledge(1, "a", 5, T0)
+    with pytest.raises(Unprocessable, match="at most"):
+        add_note(1, "a", "x" * 10_001, T0)
+    assert kinds(store, 1) == ["resolved"]  # nothing half-written
+
+
+def test_list_filters_and_pagination(store: Store) -> None:
+    """status, severity, rule, label matchers, time range, ack and id cursor all narrow."""
+    alerts = [
+        received(
+            fingerprint=f"{i:016x}", starts=T0 + i * NS, alertname=name, severity=sev, team=team
+        )
+        for i, (name, sev, team) in enumerate(
+            [
+                ("high_cpu", "warning", "infra"),
+                ("critical_cpu", "critical", "infra"),
+                ("slow_search", "warning", "search"),
+                ("high_cpu", "warning", "search"),
+            ]
+        )
+    ]
+    store.run(ingest(alerts, T0))
+    store.run(ingest([received("resolved", starts=T0 + 3 * NS, ends=T0 + 9 * NS,
+                               fingerprint=f"{3:016x}")], T0))  # fmt: skip
+    store.run(acknowledge(1, "a", "", T0))
+
+    def ids(**kw: object) -> list[int]:
+        return [a.id for a in store.read(lambda c: list_alerts(c, AlertQuery(**kw)))]  # type: ignore[arg-type]
+
+    assert ids() == [4, 3, 2, 1]
+    assert ids(status="firing") == [3, 2, 1]
+    assert ids(severities=("critical",)) == [2]
+    assert ids(rule="high_cpu") == [4, 1]
+    assert ids(matchers=(Matcher.parse('team="search"'),)) == [4, 3]
+    assert ids(matchers=(Matcher.parse('team!="search"'),)) == [2, 1]
+    assert ids(matchers=(Matcher.parse('alertname=~"high.*|slow_search"'),)) == [4, 3, 1]
+    assert ids(matchers=(Matcher.parse('team!~"inf.*"'),)) == [4, 3]
+    assert ids(matchers=(Matcher.parse('absent=""'),)) == [4, 3, 2, 1]
+    assert ids(since=T0 + NS, until=T0 + 3 * NS) == [3, 2]
+    assert ids(acknowledged=True) == [1]
+    assert ids(acknowledged=False, status="firing") == [3, 2]
+    assert ids(limit=2) == [4, 3]
+    assert ids(limit=2, before_id=3) == [2, 1]
+
+
+def test_retention_persists_and_prunes_only_old_resolved(store: Store) -> None:
+    """Resolved alerts older than the retention go with their events; firing ones stay."""
+    day = 86400 * NS
+    store.run(ingest([received("resolved", starts=T0, ends=T0 + NS, fingerprint="a" * 16),
+                      received("resolved", starts=T0, ends=T0 + 9 * day, fingerprint="b" * 16),
+                      received(starts=T0, fingerprint="c" * 16)], T0))  # fmt: skip
+    assert store.read(get_retention) == 90
+    assert store.run(set_retention(7)) == 7
+    assert store.read(get_retention) == 7
+    removed = store.run(prune(T0 + 10 * day))
+    assert removed == 1
+    left = store.read(lambda c: list_alerts(c, AlertQuery()))
+    assert sorted(a.fingerprint for a in left) == ["b" * 16, "c" * 16]
+    orphan = store.read(lambda c: c.execute("SELECT count(*) FROM events WHERE alert_id = 1"))
+    assert orphan.fetchone()[0] == 0
+    assert store.run(prune(T0 + 400 * day)) == 1  # b; c is firing and always kept
+    with pytest.raises(Unprocessable):
+        set_retention(0)
+
+
+def test_get_alert_json_shape(store: Store) -> None:
+    """to_json gives RFC 3339 times and the derived state."""
+    store.run(ingest([received()], T0))
+    data = store.read(lambda c: get_alert(c, 1)).to_json()
+    assert data["starts_at"] == "2026-11-23T10:00:00Z"
+    assert data["ends_at"] is None
+    assert data["state"] == "firing"
+    assert data["labels"]["alertname"] == "high_cpu"

@@ -1,0 +1,162 @@
+"""Parsing Alertmanager's version 4 webhook payload."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.webhook import InvalidPayload, parse_notification, parse_time
+from tests.payloads import am_alert, notification
+
+
+def test_parses_firing_and_resolved() -> None:
+    """Fields land in typed values; the zero endsAt of a firing alert is None."""
+    payload = notification(
+        am_alert(),
+        am_alert("fedcba9876543210", "resolved", ends_at="2026-11-23T10:05:00.000000001Z"),
+    )
+    parsed = parse_notification(payload)
+    assert parsed.receiver == "alertbridge"
+    firing, resolved = parsed.alerts
+    assert firing.ends_at is None
+    assert firing.starts_at == 1_795_428_000_123_000_000
+    assert firing.alertname == "high_cpu"
+    assert firing.severity == "warning"
+    assert resolved.ends_at == 1_795_428_300_000_000_001
+
+
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [
+        ("2026-11-23T10:00:00Z", 1_795_428_000_000_000_000),
+        ("2026-11-23T10:00:00.5Z", 1_795_428_000_500_000_000),
+        ("2026-11-23T10:00:00.123456789Z", 1_795_428_000_123_456_789),
+        ("2026-11-23T11:00:00+01:00", 1_795_428_000_000_000_000),
+        ("2026-11-23T09:30:00.25-00:30", 1_795_428_000_250_000_000),
+        ("0001-01-01T00:00:00Z", None),
+    ],
+)
+def test_timestamps_with_ms_ns_and_offsets(text: str, ns: int | None) -> None:
+    """Millisecond and nanosecond fractions and zone offsets are exact; zero time is None."""
+    assert parse_time(text, "t") == ns
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-11-23 10:00:00Z", "2026-02-30T10:00:00Z", "2026-11-23T25:00:00Z",
+             "2026-11-23T10:00:00.1234567891Z", "yesterday", "2026-11-23T10:00:00"],
+)  # fmt: skip
+def test_bad_timestamps(text: str) -> None:
+    """Anything that is not a valid RFC 3339 instant is rejected with the field named."""
+    with pytest.raises(InvalidPayload) as info:
+        parse_time(text, "alerts[0].startsAt")
+    assert info.value.field == "alerts[0].startsAt"
+
+
+def _broken(path: list[Any], value: Any) -> dict[str, Any]:
+    payload = notification(am_alert())
+    target: Any = payload
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (["version"], "3", "version"),
+        (["version"], KeyError, "version"),
+        (["status"], "pending", "status"),
+        (["alerts"], {}, "alerts"),
+        (["truncatedAlerts"], -1, "truncatedAlerts"),
+        (["alerts", 0], "x", "alerts[0]"),
+        (["alerts", 0, "status"], "ok", "alerts[0].status"),
+        (["alerts", 0, "fingerprint"], "XYZ", "alerts[0].fingerprint"),
+        (["alerts", 0, "fingerprint"], KeyError, "alerts[0].fingerprint"),
+        (["alerts", 0, "labels"], KeyError, "alerts[0].labels"),
+        (["alerts", 0, "labels"], ["a"], "alerts[0].labels"),
+        (["alerts", 0, "labels", "alertname"], KeyError, "alerts[0].labels.alertname"),
+        (["alerts", 0, "labels", "team"], 5, "alerts[0].labels.team"),
+        (["alerts", 0, "annotations", "summary"], None, "alerts[0].annotations.summary"),
+        (["alerts", 0, "startsAt"], KeyError, "alerts[0].startsAt"),
+        (["alerts", 0, "startsAt"], "0001-01-01T00:00:00Z", "alerts[0].startsAt"),
+        (["alerts", 0, "startsAt"], 1700000000, "alerts[0].startsAt"),
+        (["alerts", 0, "endsAt"], "soon", "alerts[0].endsAt"),
+        (["alerts", 0, "generatorURL"], 5, "alerts[0].generatorURL"),
+    ],
+)
+def test_invalid_payloads_name_the_field(path: list[Any], value: Any, field: str) -> None:
+    """Each malformed part raises InvalidPayload with its JSON path."""
+    with pytest.raises(InvalidPayload) as info:
+        parse_notification(_broken(path, value))
+    assert info.value.field == field
+
+
+def test_resolved_needs_an_end() -> None:
+    """A resolved alert with the zero endsAt is invalid."""
+    payload = notification(am_alert(status="resolved"))
+    with pytest.raises(InvalidPayload, match=r"alerts\[0\].endsAt"):
+        parse_notification(payload)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_arbitrary_json_raises_only_invalid_payload(value: Any) -> None:
+    """Whatever JSON arrives, parsing either succeeds or raises InvalidPayload (never a crash)."""
+    with contextlib.suppress(InvalidPayload):
+        parse_notification(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "version",
+                "status",
+                "alerts",
+                "labels",
+                "startsAt",
+                "endsAt",
+                "fingerprint",
+                "annotations",
+                "truncatedAlerts",
+            ]
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    json_values,
+)
+def test_mutated_valid_payloads_raise_only_invalid_payload(keys: list[str], value: Any) -> None:
+    """A valid payload with fields replaced by arbitrary JSON never crashes the parser."""
+    payload = copy.deepcopy(notification(am_alert(), am_alert("fedcba9876543210")))
+    for key in keys:
+        alerts = payload["alerts"]
+        if key in payload:
+            payload[key] = copy.deepcopy(value)
+        elif isinstance(alerts, list) and alerts and isinstance(alerts[0], dict):
+            alerts[0][key] = copy.deepcopy(value)
+    try:
+        parsed = parse_notification(json.loads(json.dumps(payload)))
+    except InvalidPayload:
+        return
+    assert all(len(a.fingerprint) == 16 for a in parsed.alerts)

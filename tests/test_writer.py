@@ -1,0 +1,65 @@
+"""Group commit: shared transactions, per-job isolation, failure of a whole batch, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import NotFound, StoreError
+from bridge.store import NS, Store, acknowledge, ingest
+from bridge.writer import Writer
+from tests.test_store import T0, received, rows
+
+
+async def test_concurrent_jobs_share_commits(tmp_path: Path) -> None:
+    """200 concurrent ingests commit in far fewer transactions, all durable."""
+    store = Store(tmp_path / "a.db")
+    async with Writer(store) as writer:
+        jobs = [writer.submit(ingest([received(fingerprint=f"{i:016x}")], T0)) for i in range(200)]
+        results = await asyncio.gather(*jobs)
+    assert [r.fired for r in results] == [[i + 1] for i in range(200)]
+    assert writer.jobs == 200
+    assert writer.batches < 200
+    assert len(rows(store)) == 200
+    store.close()
+
+
+async def test_failing_job_does_not_fail_its_batch(tmp_path: Path) -> None:
+    """A job raising a domain error is rolled back alone; the rest of the batch commits."""
+    store = Store(tmp_path / "a.db")
+    async with Writer(store) as writer:
+        good = writer.submit(ingest([received()], T0))
+        bad = writer.submit(acknowledge(99, "a", "", T0))
+        other = writer.submit(ingest([received(fingerprint="f" * 16)], T0))
+        results = await asyncio.gather(good, bad, other, return_exceptions=True)
+    assert isinstance(results[1], NotFound)
+    assert len(rows(store)) == 2
+    store.close()
+
+
+async def test_locked_database_fails_the_batch_then_recovers(tmp_path: Path) -> None:
+    """While another process holds the write lock jobs fail (StoreError); afterwards they work."""
+    store = Store(tmp_path / "a.db", busy_timeout_ms=50)
+    blocker = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    async with Writer(store) as writer:
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreError, match="database is locked"):
+            await writer.submit(ingest([received()], T0))
+        assert rows(store) == []
+        blocker.execute("ROLLBACK")
+        result = await writer.submit(ingest([received()], T0 + NS))
+    assert result.fired == [1]
+    blocker.close()
+    store.close()
+
+
+async def test_submit_after_stop_is_a_store_error(tmp_path: Path) -> None:
+    """A stopped writer refuses work instead of hanging."""
+    store = Store(tmp_path / "a.db")
+    writer = Writer(store)
+    with pytest.raises(StoreError, match="not running"):
+        await writer.submit(ingest([received()], T0))
+    store.close()
