@@ -74,8 +74,11 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     except web.HTTPException as exc:
         metrics.webhook_requests.labels(code=str(exc.status)).inc()
         raise
-    for alert in notification.alerts:
-        metrics.alerts_received.labels(status=alert.status).inc()
+    firing = sum(1 for a in notification.alerts if a.status == "firing")
+    if firing:
+        metrics.alerts_received.labels(status="firing").inc(firing)
+    if len(notification.alerts) > firing:
+        metrics.alerts_received.labels(status="resolved").inc(len(notification.alerts) - firing)
     metrics.webhook_requests.labels(code="200").inc()
     metrics.webhook_duration.observe(time.perf_counter() - started)
     await _notify(request, result)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,20 +35,29 @@ def parse_time(value: object, field: str) -> int | None:
     """RFC 3339 with up to nanosecond fractions -> integer ns since the epoch (None for zero)."""
     if not isinstance(value, str):
         raise InvalidPayload(field, f"must be an RFC 3339 timestamp string, got {value!r}")
+    try:
+        return _parse_time_cached(value)
+    except ValueError as exc:
+        raise InvalidPayload(field, str(exc)) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time_cached(value: str) -> int | None:
+    # Alerts of one group share endsAt (the zero time while firing) and often startsAt.
     match = _RFC3339.match(value)
     if not match:
-        raise InvalidPayload(field, f"not an RFC 3339 timestamp: {value!r}")
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     if year == ZERO_TIME_YEAR:
         return None
     fraction, zone = match.group(7) or "", match.group(8)
     if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
-        raise InvalidPayload(field, f"not a valid date and time: {value!r}")
+        raise ValueError(f"not a valid date and time: {value!r}")
     try:
         seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
         calendar.weekday(year, month, day)  # rejects 2026-02-30
     except ValueError:
-        raise InvalidPayload(field, f"not a valid date: {value!r}") from None
+        raise ValueError(f"not a valid date: {value!r}") from None
     if zone not in ("Z", "z"):
         sign = 1 if zone[0] == "+" else -1
         seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)

@@ -34,6 +34,11 @@ class _Pending:
 _STOP = object()
 
 
+def _settle_all(settled: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        _settle(future, result, error)
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.cancelled():
         return
@@ -131,5 +136,9 @@ class Writer:
             outcomes = [(None, failure)] * len(batch)
         self.batches += 1
         self.jobs += len(batch)
+        # One wake-up per event loop per batch, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
         for pending, (result, error) in zip(batch, outcomes, strict=True):
-            pending.loop.call_soon_threadsafe(_settle, pending.future, result, error)
+            by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)

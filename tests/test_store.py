@@ -176,32 +176,43 @@ def deliveries(draw: st.DrawFn) -> list[Receipt]:
     return out
 
 
-def _final(receipts: list[Receipt]) -> list[tuple[object, ...]]:
+def _final(receipts: list[Receipt], chunks: list[int]) -> list[tuple[object, ...]]:
     with tempfile.TemporaryDirectory(prefix="order-") as tmp:
-        return _replay(Store(Path(tmp) / "alerts.db"), receipts)
+        return _replay(Store(Path(tmp) / "alerts.db"), receipts, chunks)
 
 
-def _replay(store: Store, receipts: list[Receipt]) -> list[tuple[object, ...]]:
+def _replay(store: Store, receipts: list[Receipt], chunks: list[int]) -> list[tuple[object, ...]]:
+    """Deliver the receipts in notifications of the given sizes (cycling), as replicas would."""
+    alerts = []
+    for index, status, end in receipts:
+        starts = T0 + index * 1000 * NS
+        alerts.append(received(status, starts=starts, ends=starts + end * NS))
     try:
-        for index, status, end in receipts:
-            starts = T0 + index * 1000 * NS
-            alert = received(status, starts=starts, ends=starts + end * NS)
-            store.run(ingest([alert], T0))
+        position, sizes = 0, iter(chunks * (len(alerts) + 1))
+        while position < len(alerts):
+            size = next(sizes)
+            store.run(ingest(alerts[position : position + size], T0))
+            position += size
         return sorted(rows(store), key=lambda r: (str(r[0]), int(r[1])))  # type: ignore[call-overload]
     finally:
         store.close()
 
 
 @settings(max_examples=60, deadline=None)
-@given(deliveries(), st.randoms(use_true_random=False))
+@given(
+    deliveries(),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(1, 6), min_size=1, max_size=4),
+)
 def test_arrival_order_does_not_change_final_state(
-    receipts: list[Receipt], rng: random.Random
+    receipts: list[Receipt], rng: random.Random, chunks: list[int]
 ) -> None:
-    """Shuffled HA deliveries end in the same rows: one per episode, same status, end, count."""
+    """Shuffled HA deliveries, one by one or in notifications of several alerts (both ingest
+    paths), end in the same rows: one per episode, same status, end and receive count."""
     shuffled = receipts[:]
     rng.shuffle(shuffled)
-    ordered = _final(receipts)
-    mixed = _final(shuffled)
+    ordered = _final(receipts, [1])
+    mixed = _final(shuffled, chunks)
     assert ordered == mixed
     expected_resolved = {i for i, s, _ in receipts if s == "resolved"}
     assert len(ordered) == len({i for i, _, _ in receipts})

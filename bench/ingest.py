@@ -1,0 +1,260 @@
+"""Benchmark: webhook ingestion vs. a bare parse-and-200 ceiling; listing and acking at 1M rows.
+
+    .venv/bin/python -m bench.ingest [--seconds 8] [--clients 32] [--rows 1000000]
+
+1. Ingestion: two server processes on free loopback ports, loaded in turn by the same client
+   (this process, `--clients` concurrent connections, bounded by --seconds and a request cap):
+   - ceiling: a bare aiohttp handler that json-parses the body and answers 200;
+   - receiver: `alertbridge serve` (auth, validation, durable group-committed SQLite).
+   Each notification carries new fingerprints, so every alert is an insert plus an event.
+2. A store of --rows alerts (1% firing): list 50 firing alerts with filters, beside the bare
+   SQL floor (ids only, same WHERE); ack one alert (a durable transaction), beside the floor
+   of an empty durable transaction on the same database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bridge.matchers import Matcher
+from bridge.store import NS, AlertQuery, Store, acknowledge, list_alerts, now_ns
+from tests.support import LOOPBACK, free_port, http_text, wait_for
+
+TOKEN = "bench-token"
+_fingerprints = itertools.count(1)
+
+
+def payload(alerts: int) -> bytes:
+    base = now_ns()
+    items = []
+    for _ in range(alerts):
+        n = next(_fingerprints)
+        items.append({
+            "status": "firing",
+            "labels": {"alertname": "high_cpu", "severity": "warning", "instance": f"i{n}:9100",
+                       "job": "app", "metric": "system.cpu.percent"},
+            "annotations": {"summary": "CPU usage is high", "description": "CPU is 91%"},
+            "startsAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // NS)) + ".123Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://127.0.0.1:9090/graph",
+            "fingerprint": f"{n:016x}",
+        })  # fmt: skip
+    body = {"receiver": "alertbridge", "status": "firing", "alerts": items, "groupLabels": {},
+            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
+            "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0}  # fmt: skip
+    return json.dumps(body).encode()
+
+
+def serve_bare(port: int) -> None:
+    """The ceiling: parse the JSON, answer 200."""
+
+    async def handler(request: web.Request) -> web.Response:
+        json.loads(await request.read())
+        return web.json_response({"ok": True})
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/api/v1/alertmanager", handler)
+    app.router.add_get("/-/ready", ready)
+    web.run_app(app, host=LOOPBACK, port=port, print=None, access_log=None)
+
+
+def start(argv: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("server", lambda: http_text(f"http://{LOOPBACK}:{port}/-/ready"), 20)
+    return proc
+
+
+async def load(port: int, alerts: int, clients: int, seconds: float) -> tuple[int, list[float]]:
+    """Requests done and their latencies, `clients` connections for `seconds` (capped)."""
+    url = f"http://{LOOPBACK}:{port}/api/v1/alertmanager"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    bodies = [payload(alerts) for _ in range(min(20_000, int(4000 * seconds / alerts) + clients))]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    body_iter = iter(bodies)
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for body in body_iter:
+            if time.monotonic() > deadline:
+                return
+            start_at = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - start_at)
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        began = time.monotonic()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        elapsed = time.monotonic() - began
+    if errors:
+        raise SystemExit(f"{errors} requests failed")
+    return int(len(latencies) / elapsed), latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
+    env["ALERTBRIDGE_WEBHOOK_TOKEN"] = TOKEN
+    env["ALERTBRIDGE_ALERTMANAGER_URL"] = "http://127.0.0.1:9"  # no embedded evaluator
+    for alerts in (1, 100):
+        print(f"-- {alerts}-alert notifications, {args.clients} clients, {args.seconds:g}s each")
+        rates = {}
+        for name in ("ceiling", "receiver"):
+            port = free_port()
+            if name == "ceiling":
+                argv = [sys.executable, "-m", "bench.ingest", "--serve-bare", str(port)]
+            else:
+                argv = [sys.executable, "-m", "bridge", "serve", "--host", LOOPBACK, "--port",
+                        str(port), "--db", str(tmp / f"ingest-{alerts}.db"), "--log-level",
+                        "warning"]  # fmt: skip
+            proc = start(argv, port, env)
+            try:
+                rate, lat = await load(port, alerts, args.clients, args.seconds)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            rates[name] = rate
+            print(f"{name:<9} {rate:>7} notifications/s  {rate * alerts:>8} alerts/s  "
+                  f"p50 {pct(lat, 0.5):6.2f} ms  p99 {pct(lat, 0.99):6.2f} ms")  # fmt: skip
+        print(f"receiver/ceiling: {rates['receiver'] / rates['ceiling']:.0%}")
+
+
+def build_store(path: Path, rows: int) -> None:
+    """rows alerts, 1% firing, four teams, four severities; one event each."""
+    import sqlite3
+
+    from bridge.store import connect, migrate
+
+    conn = connect(path)
+    migrate(conn)
+    conn.execute("PRAGMA synchronous = OFF")  # building only; measured work runs with FULL
+    severities = ["info", "warning", "error", "critical"]
+    now = now_ns()
+    rng = random.Random(7)
+    conn.execute("BEGIN")
+    batch: list[tuple[Any, ...]] = []
+    for i in range(rows):
+        firing = rng.random() < 0.01
+        sev = severities[i % 4]
+        labels = json.dumps({"alertname": f"rule_{i % 10}", "instance": f"i{i % 500}:9100",
+                             "severity": sev, "team": f"team{i % 4}"}, sort_keys=True)  # fmt: skip
+        start_at = now - (rows - i) * NS
+        batch.append((f"{i:016x}", start_at, None if firing else start_at + 60 * NS,
+                      "firing" if firing else "resolved", f"rule_{i % 10}", sev, labels,
+                      '{"summary":"x"}', "", "alertmanager", start_at, start_at, 1, start_at))  # fmt: skip
+        if len(batch) == 50_000:
+            _insert(conn, batch)
+            batch = []
+    _insert(conn, batch)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("ANALYZE")
+    conn.close()
+    del sqlite3
+
+
+def _insert(conn: Any, batch: list[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        "INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,"
+        " annotations, generator_url, source, first_received_at, last_received_at,"
+        " receive_count, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        batch,
+    )
+    conn.execute(
+        "INSERT INTO events (alert_id, at, kind, actor, detail) SELECT id, starts_at, 'fired',"
+        " 'alertmanager', '' FROM alerts WHERE id > (SELECT coalesce(max(alert_id), 0) FROM events)"
+    )
+
+
+def timed(fn: Any, count: int) -> list[float]:
+    out = []
+    deadline = time.monotonic() + 30
+    for _ in range(count):
+        began = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - began)
+        if time.monotonic() > deadline:
+            break
+    return out
+
+
+def queries(args: argparse.Namespace, tmp: Path) -> None:
+    path = tmp / "million.db"
+    began = time.monotonic()
+    build_store(path, args.rows)
+    print(f"-- store of {args.rows} alerts built in {time.monotonic() - began:.1f}s "
+          f"({path.stat().st_size / 2**20:.0f} MiB)")  # fmt: skip
+    store = Store(path)
+    conn = store.new_connection()
+    query = AlertQuery(status="firing", severities=("critical", "error"),
+                       matchers=(Matcher.parse('team=~"team[23]"'),), limit=50)  # fmt: skip
+    found = store.read(lambda c: list_alerts(c, query))
+    assert len(found) == 50, len(found)
+    floor = timed(lambda: conn.execute(
+        "SELECT id FROM alerts WHERE status = 'firing' AND severity IN ('critical', 'error')"
+        " AND regexp('team[23]', json_extract(labels, '$.team')) ORDER BY id DESC LIMIT 50"
+    ).fetchall(), 200)  # fmt: skip
+    listing = timed(lambda: store.read(lambda c: list_alerts(c, query)), 200)
+    print(f"list 50 firing (status+severity+regex matcher): p50 {pct(listing, .5):.2f} ms  "
+          f"p99 {pct(listing, .99):.2f} ms   floor (ids only) p50 {pct(floor, .5):.2f} ms")  # fmt: skip
+    firing = [r[0] for r in conn.execute(
+        "SELECT id FROM alerts WHERE status = 'firing' ORDER BY id LIMIT 200")]  # fmt: skip
+    ids = iter(firing)
+    acks = timed(lambda: store.run(acknowledge(next(ids), "bench", "", now_ns())), len(firing))
+
+    def empty_commit() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('bench', 'x')")
+        conn.execute("COMMIT")
+
+    fsync = timed(empty_commit, 200)
+    print(f"ack (durable transaction): p50 {pct(acks, .5):.2f} ms  p99 {pct(acks, .99):.2f} ms   "
+          f"floor (1-row durable commit) p50 {pct(fsync, .5):.2f} ms")  # fmt: skip
+    conn.close()
+    store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        asyncio.run(ingestion(args, Path(tmp)))
+        queries(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
