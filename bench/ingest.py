@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,19 +43,35 @@ def payload(alerts: int) -> bytes:
     items = []
     for _ in range(alerts):
         n = next(_fingerprints)
-        items.append({
-            "status": "firing",
-            "labels": {"alertname": "high_cpu", "severity": "warning", "instance": f"i{n}:9100",
-                       "job": "app", "metric": "system.cpu.percent"},
-            "annotations": {"summary": "CPU usage is high", "description": "CPU is 91%"},
-            "startsAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // NS)) + ".123Z",
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://127.0.0.1:9090/graph",
-            "fingerprint": f"{n:016x}",
-        })  # fmt: skip
-    body = {"receiver": "alertbridge", "status": "firing", "alerts": items, "groupLabels": {},
-            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
-            "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0}  # fmt: skip
+        items.append(
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "high_cpu",
+                    "severity": "warning",
+                    "instance": f"i{n}:9100",
+                    "job": "app",
+                    "metric": "system.cpu.percent",
+                },
+                "annotations": {"summary": "CPU usage is high", "description": "CPU is 91%"},
+                "startsAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // NS)) + ".123Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://127.0.0.1:9090/graph",
+                "fingerprint": f"{n:016x}",
+            }
+        )
+    body = {
+        "receiver": "alertbridge",
+        "status": "firing",
+        "alerts": items,
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "version": "4",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+    }
     return json.dumps(body).encode()
 
 
@@ -131,9 +146,20 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
             if name == "ceiling":
                 argv = [sys.executable, "-m", "bench.ingest", "--serve-bare", str(port)]
             else:
-                argv = [sys.executable, "-m", "bridge", "serve", "--host", LOOPBACK, "--port",
-                        str(port), "--db", str(tmp / f"ingest-{alerts}.db"), "--log-level",
-                        "warning"]  # fmt: skip
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "bridge",
+                    "serve",
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    str(port),
+                    "--db",
+                    str(tmp / f"ingest-{alerts}.db"),
+                    "--log-level",
+                    "warning",
+                ]
             proc = start(argv, port, env)
             try:
                 rate, lat = await load(port, alerts, args.clients, args.seconds)
@@ -141,15 +167,15 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
                 proc.terminate()
                 proc.wait(10)
             rates[name] = rate
-            print(f"{name:<9} {rate:>7} notifications/s  {rate * alerts:>8} alerts/s  "
-                  f"p50 {pct(lat, 0.5):6.2f} ms  p99 {pct(lat, 0.99):6.2f} ms")  # fmt: skip
+            print(
+                f"{name:<9} {rate:>7} notifications/s  {rate * alerts:>8} alerts/s  "
+                f"p50 {pct(lat, 0.5):6.2f} ms  p99 {pct(lat, 0.99):6.2f} ms"
+            )
         print(f"receiver/ceiling: {rates['receiver'] / rates['ceiling']:.0%}")
 
 
 def build_store(path: Path, rows: int) -> None:
     """rows alerts, 1% firing, four teams, four severities; one event each."""
-    import sqlite3
-
     from bridge.store import connect, migrate
 
     conn = connect(path)
@@ -163,12 +189,34 @@ def build_store(path: Path, rows: int) -> None:
     for i in range(rows):
         firing = rng.random() < 0.01
         sev = severities[i % 4]
-        labels = json.dumps({"alertname": f"rule_{i % 10}", "instance": f"i{i % 500}:9100",
-                             "severity": sev, "team": f"team{i % 4}"}, sort_keys=True)  # fmt: skip
+        labels = json.dumps(
+            {
+                "alertname": f"rule_{i % 10}",
+                "instance": f"i{i % 500}:9100",
+                "severity": sev,
+                "team": f"team{i % 4}",
+            },
+            sort_keys=True,
+        )
         start_at = now - (rows - i) * NS
-        batch.append((f"{i:016x}", start_at, None if firing else start_at + 60 * NS,
-                      "firing" if firing else "resolved", f"rule_{i % 10}", sev, labels,
-                      '{"summary":"x"}', "", "alertmanager", start_at, start_at, 1, start_at))  # fmt: skip
+        batch.append(
+            (
+                f"{i:016x}",
+                start_at,
+                None if firing else start_at + 60 * NS,
+                "firing" if firing else "resolved",
+                f"rule_{i % 10}",
+                sev,
+                labels,
+                '{"summary":"x"}',
+                "",
+                "alertmanager",
+                start_at,
+                start_at,
+                1,
+                start_at,
+            )
+        )
         if len(batch) == 50_000:
             _insert(conn, batch)
             batch = []
@@ -177,7 +225,6 @@ def build_store(path: Path, rows: int) -> None:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("ANALYZE")
     conn.close()
-    del sqlite3
 
 
 def _insert(conn: Any, batch: list[tuple[Any, ...]]) -> None:
@@ -209,23 +256,36 @@ def queries(args: argparse.Namespace, tmp: Path) -> None:
     path = tmp / "million.db"
     began = time.monotonic()
     build_store(path, args.rows)
-    print(f"-- store of {args.rows} alerts built in {time.monotonic() - began:.1f}s "
-          f"({path.stat().st_size / 2**20:.0f} MiB)")  # fmt: skip
+    print(
+        f"-- store of {args.rows} alerts built in {time.monotonic() - began:.1f}s "
+        f"({path.stat().st_size / 2**20:.0f} MiB)"
+    )
     store = Store(path)
     conn = store.new_connection()
-    query = AlertQuery(status="firing", severities=("critical", "error"),
-                       matchers=(Matcher.parse('team=~"team[23]"'),), limit=50)  # fmt: skip
+    query = AlertQuery(
+        status="firing",
+        severities=("critical", "error"),
+        matchers=(Matcher.parse('team=~"team[23]"'),),
+        limit=50,
+    )
     found = store.read(lambda c: list_alerts(c, query))
     assert len(found) == 50, len(found)
-    floor = timed(lambda: conn.execute(
-        "SELECT id FROM alerts WHERE status = 'firing' AND severity IN ('critical', 'error')"
-        " AND regexp('team[23]', json_extract(labels, '$.team')) ORDER BY id DESC LIMIT 50"
-    ).fetchall(), 200)  # fmt: skip
+    floor = timed(
+        lambda: conn.execute(
+            "SELECT id FROM alerts WHERE status = 'firing' AND severity IN ('critical', 'error')"
+            " AND regexp('team[23]', json_extract(labels, '$.team')) ORDER BY id DESC LIMIT 50"
+        ).fetchall(),
+        200,
+    )
     listing = timed(lambda: store.read(lambda c: list_alerts(c, query)), 200)
-    print(f"list 50 firing (status+severity+regex matcher): p50 {pct(listing, .5):.2f} ms  "
-          f"p99 {pct(listing, .99):.2f} ms   floor (ids only) p50 {pct(floor, .5):.2f} ms")  # fmt: skip
-    firing = [r[0] for r in conn.execute(
-        "SELECT id FROM alerts WHERE status = 'firing' ORDER BY id LIMIT 200")]  # fmt: skip
+    print(
+        f"list 50 firing (status+severity+regex matcher): p50 {pct(listing, 0.5):.2f} ms  "
+        f"p99 {pct(listing, 0.99):.2f} ms   floor (ids only) p50 {pct(floor, 0.5):.2f} ms"
+    )
+    firing = [
+        r[0]
+        for r in conn.execute("SELECT id FROM alerts WHERE status = 'firing' ORDER BY id LIMIT 200")
+    ]
     ids = iter(firing)
     acks = timed(lambda: store.run(acknowledge(next(ids), "bench", "", now_ns())), len(firing))
 
@@ -235,8 +295,10 @@ def queries(args: argparse.Namespace, tmp: Path) -> None:
         conn.execute("COMMIT")
 
     fsync = timed(empty_commit, 200)
-    print(f"ack (durable transaction): p50 {pct(acks, .5):.2f} ms  p99 {pct(acks, .99):.2f} ms   "
-          f"floor (1-row durable commit) p50 {pct(fsync, .5):.2f} ms")  # fmt: skip
+    print(
+        f"ack (durable transaction): p50 {pct(acks, 0.5):.2f} ms  p99 {pct(acks, 0.99):.2f} ms   "
+        f"floor (1-row durable commit) p50 {pct(fsync, 0.5):.2f} ms"
+    )
     conn.close()
     store.close()
 
