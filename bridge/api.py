@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bridge.config import Secret
 from bridge.errors import ApiError, InvalidInput, StoreError, Unprocessable
-from bridge.httputil import check_token, read_json
+from bridge.httputil import Handler, check_token, read_json
 from bridge.keys import METRICS, NOTIFIER, SETTINGS, STORE, WRITER
 from bridge.openapi import SPEC
 from bridge.query import parse_alert_query
@@ -159,43 +159,27 @@ async def _write(request: web.Request, job: Callable[[sqlite3.Connection], T]) -
         raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
 
 
-@routes.post("/api/v1/alerts/{id}/ack")
-async def alerts_ack(request: web.Request) -> web.Response:
-    """Acknowledge: body {"by": ..., "comment": ...}."""
-    _api_auth(request)
-    alert_id, body = _alert_id(request), await _body(request)
-    job = acknowledge(alert_id, body.get("by"), body.get("comment"), now_ns())
-    alert = await _write(request, job)
-    return web.json_response(alert.to_json())
+Action = Callable[[int, object, object, int], Callable[[sqlite3.Connection], Any]]
 
 
-@routes.post("/api/v1/alerts/{id}/unack")
-async def alerts_unack(request: web.Request) -> web.Response:
-    """Withdraw an acknowledgement: body {"by": ..., "comment": ...}."""
-    _api_auth(request)
-    alert_id, body = _alert_id(request), await _body(request)
-    job = unacknowledge(alert_id, body.get("by"), body.get("comment"), now_ns())
-    alert = await _write(request, job)
-    return web.json_response(alert.to_json())
+def _action(make_job: Action, field: str, status: int = 200) -> Handler:
+    """A handler for POST /api/v1/alerts/{id}/<action> with body {"by": ..., field: ...}."""
+
+    async def handler(request: web.Request) -> web.Response:
+        _api_auth(request)
+        alert_id, body = _alert_id(request), await _body(request)
+        result = await _write(
+            request, make_job(alert_id, body.get("by"), body.get(field), now_ns())
+        )
+        return web.json_response(result.to_json(), status=status)
+
+    return handler
 
 
-@routes.post("/api/v1/alerts/{id}/notes")
-async def alerts_note(request: web.Request) -> web.Response:
-    """Add a note: body {"by": ..., "text": ...}."""
-    _api_auth(request)
-    alert_id, body = _alert_id(request), await _body(request)
-    event = await _write(request, add_note(alert_id, body.get("by"), body.get("text"), now_ns()))
-    return web.json_response(event.to_json(), status=201)
-
-
-@routes.post("/api/v1/alerts/{id}/assign")
-async def alerts_assign(request: web.Request) -> web.Response:
-    """Assign: body {"by": ..., "assignee": ...} (null or "" unassigns)."""
-    _api_auth(request)
-    alert_id, body = _alert_id(request), await _body(request)
-    job = assign(alert_id, body.get("by"), body.get("assignee"), now_ns())
-    alert = await _write(request, job)
-    return web.json_response(alert.to_json())
+routes.post("/api/v1/alerts/{id}/ack")(_action(acknowledge, "comment"))
+routes.post("/api/v1/alerts/{id}/unack")(_action(unacknowledge, "comment"))
+routes.post("/api/v1/alerts/{id}/notes")(_action(add_note, "text", status=201))
+routes.post("/api/v1/alerts/{id}/assign")(_action(assign, "assignee"))
 
 
 @routes.get("/api/v1/openapi.json")

@@ -471,34 +471,26 @@ def _by_option(func: F) -> F:
     return click.option("--by", default=None, help="Who does it (default: your user name).")(func)
 
 
-@main.command()
-@click.argument("alert_id", type=int)
-@click.option("--comment", "-c", default="", help="Why, for the audit trail.")
-@_by_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-@_target_options
-@click.pass_context
-@_fail_cleanly
-def ack(ctx: click.Context, alert_id: int, comment: str, by: str | None, output: str,
-        url: str | None, db: str | None) -> None:  # fmt: skip
-    """Acknowledge a firing alert."""
-    with _client(ctx, url, db) as client:
-        _echo_alert(client.ack(alert_id, by or _default_actor(), comment), output)
+def _ack_command(name: str, summary: str, acking: bool) -> None:
+    """Register `ack` or `unack`: the same options, one client call apart."""
+
+    @main.command(name, help=summary)
+    @click.argument("alert_id", type=int)
+    @click.option("--comment", "-c", default="", help="Why, for the audit trail.")
+    @_by_option
+    @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+    @_target_options
+    @click.pass_context
+    @_fail_cleanly
+    def command(ctx: click.Context, alert_id: int, comment: str, by: str | None, output: str,
+                url: str | None, db: str | None) -> None:  # fmt: skip
+        with _client(ctx, url, db) as client:
+            call = client.ack if acking else client.unack
+            _echo_alert(call(alert_id, by or _default_actor(), comment), output)
 
 
-@main.command()
-@click.argument("alert_id", type=int)
-@click.option("--comment", "-c", default="", help="Why, for the audit trail.")
-@_by_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-@_target_options
-@click.pass_context
-@_fail_cleanly
-def unack(ctx: click.Context, alert_id: int, comment: str, by: str | None, output: str,
-          url: str | None, db: str | None) -> None:  # fmt: skip
-    """Withdraw an acknowledgement."""
-    with _client(ctx, url, db) as client:
-        _echo_alert(client.unack(alert_id, by or _default_actor(), comment), output)
+_ack_command("ack", "Acknowledge a firing alert.", acking=True)
+_ack_command("unack", "Withdraw an acknowledgement.", acking=False)
 
 
 @main.command()
