@@ -16,7 +16,7 @@ from aiohttp import web
 from bridge.config import Secret
 from bridge.errors import ApiError, InvalidInput, StoreError, Unprocessable
 from bridge.httputil import Handler, check_token, read_json
-from bridge.keys import METRICS, NOTIFIER, SETTINGS, STORE, WRITER
+from bridge.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
 from bridge.openapi import SPEC
 from bridge.query import parse_alert_query
 from bridge.store import (
@@ -81,6 +81,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         metrics.alerts_received.labels(status="resolved").inc(len(notification.alerts) - firing)
     metrics.webhook_requests.labels(code="200").inc()
     metrics.webhook_duration.observe(time.perf_counter() - started)
+    if result.resolved:
+        _kick(request)  # an acknowledged alert that resolved has a silence to expire
     await _notify(request, result)
     return web.json_response(
         {
@@ -90,6 +92,13 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             "repeats": result.repeats,
         }
     )
+
+
+def _kick(request: web.Request) -> None:
+    """Wake the Alertmanager reconciler, if one runs, to act on a state change now."""
+    reconciler = request.app.get(RECONCILER)
+    if reconciler is not None:
+        reconciler.kick()
 
 
 async def _notify(request: web.Request, result: IngestResult) -> None:
@@ -171,6 +180,7 @@ def _action(make_job: Action, field: str, status: int = 200) -> Handler:
         result = await _write(
             request, make_job(alert_id, body.get("by"), body.get(field), now_ns())
         )
+        _kick(request)
         return web.json_response(result.to_json(), status=status)
 
     return handler

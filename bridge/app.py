@@ -7,14 +7,25 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from bridge import api
+from bridge.alertmanager import AlertmanagerClient, Reconciler
 from bridge.config import Settings
 from bridge.embedded import EmbeddedEvaluator
 from bridge.httputil import check_token, make_errors_middleware, read_json
-from bridge.keys import METRICS, NOTIFIER, REGISTRY, SETTINGS, STORE, TELEMETRY, WRITER
+from bridge.keys import (
+    METRICS,
+    NOTIFIER,
+    RECONCILER,
+    REGISTRY,
+    SETTINGS,
+    STORE,
+    TELEMETRY,
+    WRITER,
+)
 from bridge.model import Severity
 from bridge.notify import Notifier
 from bridge.selfmetrics import BridgeMetrics
@@ -135,6 +146,26 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     store.close()
 
 
+async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Silences and reconciliation against the configured Alertmanager."""
+    am = app[SETTINGS].alertmanager
+    assert am.url is not None
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(
+            app[STORE],
+            app[WRITER].submit,
+            AlertmanagerClient(am.url, session),
+            silence_seconds=am.silence_duration,
+            max_ack_seconds=am.max_ack_duration or None,
+        )
+        app[RECONCILER] = reconciler
+        task = asyncio.create_task(reconciler.run_forever(am.reconcile_interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
     cpu = CpuSampler() if app[SETTINGS].telemetry.system == "psutil" else None
 
@@ -211,4 +242,6 @@ def create_app(
         app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune))
         if settings.alertmanager.url is None:
             app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app)))
+        else:
+            app.cleanup_ctx.append(alertmanager_ctx)
     return app

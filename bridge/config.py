@@ -79,6 +79,9 @@ class AlertmanagerSettings:
     group_wait: int = 30
     group_interval: int = 300
     repeat_interval: int = 4 * 3600
+    reconcile_interval: int = 30
+    silence_duration: int = 3600  # each ack silence lasts this long, extended while firing
+    max_ack_duration: int = 0  # 0: an ack lasts until resolution
     receivers: tuple[Receiver, ...] = ()
 
 
@@ -129,8 +132,10 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> 
             raise ConfigError(source, name, "unknown setting")
         default = getattr(cls(), key)
         try:
-            if key.endswith(("_interval", "_wait")) or key == "window":
+            if key.endswith(("_interval", "_wait", "_duration")) or key == "window":
                 out[key] = parse_duration(value)
+                if out[key] == 0 and key != "max_ack_duration":
+                    raise ValueError("must be longer than 0s")
             elif isinstance(default, int) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                     raise ValueError(f"must be a positive integer, got {value!r}")

@@ -87,3 +87,7 @@ class Unprocessable(ApiError):
 
 class StoreError(BridgeError):
     """Storage failed (disk, lock, corruption): the caller should retry later (HTTP 503)."""
+
+
+class AlertmanagerError(BridgeError):
+    """Alertmanager's API could not be reached or refused a request."""

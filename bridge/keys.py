@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from bridge.alertmanager import Reconciler
 from bridge.config import Settings
 from bridge.notify import Notifier
 from bridge.selfmetrics import BridgeMetrics
@@ -19,3 +20,4 @@ METRICS = web.AppKey("metrics", BridgeMetrics)
 STORE = web.AppKey("store", Store)
 WRITER = web.AppKey("writer", Writer)
 NOTIFIER = web.AppKey("notifier", Notifier)
+RECONCILER = web.AppKey("reconciler", Reconciler)

@@ -69,6 +69,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_alert ON events (alert_id, id);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: the Alertmanager silence behind an acknowledgement
+    #    silence_state: NULL (none), pending (to create), active, expiring (to expire), expired
+    """
+    ALTER TABLE alerts ADD COLUMN silence_state TEXT;
+    ALTER TABLE alerts ADD COLUMN silenced_until INTEGER;
+    CREATE INDEX alerts_silence_state ON alerts (silence_state) WHERE silence_state IS NOT NULL;
+    """,
 )
 
 EVENT_KINDS = (
@@ -131,6 +138,8 @@ class StoredAlert:
     assignee: str | None
     silence_id: str | None
     updated_at: int
+    silence_state: str | None = None
+    silenced_until: int | None = None
 
     @property
     def acknowledged(self) -> bool:
@@ -166,6 +175,8 @@ class StoredAlert:
             "ack_comment": self.ack_comment,
             "assignee": self.assignee,
             "silence_id": self.silence_id,
+            "silence_state": self.silence_state,
+            "silenced_until": format_time(self.silenced_until),
         }
 
 
@@ -202,7 +213,7 @@ class IngestResult:
 _COLUMNS = (
     "id, fingerprint, status, alertname, severity, labels, annotations, generator_url, source, "
     "starts_at, ends_at, first_received_at, last_received_at, receive_count, acked_at, acked_by, "
-    "ack_comment, assignee, silence_id, updated_at"
+    "ack_comment, assignee, silence_id, updated_at, silence_state, silenced_until"
 )
 
 
@@ -404,8 +415,21 @@ def _apply_known(
     return True
 
 
+def _write_events(
+    conn: sqlite3.Connection, events: list[tuple[int, int, str, str, str]], actor: str | None
+) -> None:
+    if actor is not None:  # who learnt of it, when not the source itself (the reconciler)
+        events = [(alert_id, at, kind, actor, detail) for alert_id, at, kind, _, detail in events]
+    conn.executemany(
+        "INSERT INTO events (alert_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)", events
+    )
+
+
 def ingest(
-    alerts: Sequence[ReceivedAlert], received_at: int, source: str = "alertmanager"
+    alerts: Sequence[ReceivedAlert],
+    received_at: int,
+    source: str = "alertmanager",
+    actor: str | None = None,
 ) -> Job[IngestResult]:
     """Job: apply received alerts by the HA rules; returns what changed."""
 
@@ -414,10 +438,7 @@ def ingest(
         events: list[tuple[int, int, str, str, str]] = []
         if len(alerts) <= SMALL_BATCH:
             repeats = _ingest_each(conn, alerts, received_at, source, events, result)
-            conn.executemany(
-                "INSERT INTO events (alert_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
-                events,
-            )
+            _write_events(conn, events, actor)
             return IngestResult(result.fired, result.resolved, repeats)
         existing = _existing(conn, alerts)
         new: list[ReceivedAlert] = []
@@ -435,9 +456,7 @@ def ingest(
         for a in known:
             if _apply_known(conn, a, received_at, source, events, result):
                 repeats += 1
-        conn.executemany(
-            "INSERT INTO events (alert_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)", events
-        )
+        _write_events(conn, events, actor)
         return IngestResult(result.fired, result.resolved, repeats)
 
     return job
@@ -472,10 +491,12 @@ def acknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job[S
             raise Conflict(f"alert {alert_id} is resolved: only firing alerts can be acknowledged")
         if alert.acknowledged:
             raise Conflict(f"alert {alert_id} is already acknowledged by {alert.acked_by}")
+        # An Alertmanager alert gets a silence; the reconciler creates it (see alertmanager.py).
+        silence = "pending" if alert.source == "alertmanager" else alert.silence_state
         conn.execute(
-            "UPDATE alerts SET acked_at = ?, acked_by = ?, ack_comment = ?, updated_at = ?"
-            " WHERE id = ?",
-            (at, by, note, at, alert_id),
+            "UPDATE alerts SET acked_at = ?, acked_by = ?, ack_comment = ?, updated_at = ?,"
+            " silence_state = ? WHERE id = ?",
+            (at, by, note, at, silence, alert_id),
         )
         _event(conn, alert_id, at, "acknowledged", by, note)
         return _get(conn, alert_id)
@@ -492,10 +513,13 @@ def unacknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job
         alert = _get(conn, alert_id)
         if not alert.acknowledged:
             raise Conflict(f"alert {alert_id} is not acknowledged")
+        silence = {"active": "expiring", "pending": None}.get(
+            alert.silence_state or "", alert.silence_state
+        )
         conn.execute(
             "UPDATE alerts SET acked_at = NULL, acked_by = NULL, ack_comment = NULL,"
-            " updated_at = ? WHERE id = ?",
-            (at, alert_id),
+            " updated_at = ?, silence_state = ? WHERE id = ?",
+            (at, silence, alert_id),
         )
         _event(conn, alert_id, at, "unacknowledged", by, note)
         return _get(conn, alert_id)
@@ -536,6 +560,65 @@ def assign(alert_id: int, actor: object, assignee: object, at: int) -> Job[Store
         return _get(conn, alert_id)
 
     return job
+
+
+def set_silence(
+    alert_id: int,
+    state: str | None,
+    at: int,
+    silence_id: str | None = None,
+    until: int | None = None,
+    event: tuple[str, str, str] | None = None,
+) -> Job[StoredAlert]:
+    """Job: record the silence state of an alert (and optionally an event kind, actor, detail)."""
+
+    def job(conn: sqlite3.Connection) -> StoredAlert:
+        _get(conn, alert_id)
+        conn.execute(
+            "UPDATE alerts SET silence_state = ?, silence_id = coalesce(?, silence_id),"
+            " silenced_until = ?, updated_at = ? WHERE id = ?",
+            (state, silence_id, until, at, alert_id),
+        )
+        if event is not None:
+            _event(conn, alert_id, at, *event)
+        return _get(conn, alert_id)
+
+    return job
+
+
+def resolve_learnt(alert_id: int, at: int, how: str) -> Job[StoredAlert | None]:
+    """Job: mark a firing episode resolved because Alertmanager no longer has it."""
+
+    def job(conn: sqlite3.Connection) -> StoredAlert | None:
+        alert = _get(conn, alert_id)
+        if alert.status != "firing":
+            return None
+        conn.execute(
+            "UPDATE alerts SET status = 'resolved', ends_at = ?, updated_at = ? WHERE id = ?",
+            (at, at, alert_id),
+        )
+        _event(conn, alert_id, at, "resolved", "reconciler", how)
+        return _get(conn, alert_id)
+
+    return job
+
+
+def silence_work(conn: sqlite3.Connection) -> list[StoredAlert]:
+    """Alerts whose silence needs an action: pending, expiring, or active and still firing."""
+    sql = (
+        f"SELECT {_COLUMNS} FROM alerts"  # noqa: S608 - a constant column list
+        " WHERE silence_state IN ('pending', 'expiring', 'active')"
+    )
+    return [_alert(r) for r in conn.execute(sql)]
+
+
+def firing_from_alertmanager(conn: sqlite3.Connection) -> list[StoredAlert]:
+    """Stored firing episodes that Alertmanager sent (reconciliation compares them)."""
+    sql = (
+        f"SELECT {_COLUMNS} FROM alerts"  # noqa: S608 - a constant column list
+        " WHERE status = 'firing' AND source = 'alertmanager'"
+    )
+    return [_alert(r) for r in conn.execute(sql)]
 
 
 def set_retention(days: int) -> Job[int]:

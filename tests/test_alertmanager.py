@@ -1,0 +1,212 @@
+"""Silences and reconciliation against a stand-in Alertmanager API (aiohttp test server)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bridge.alertmanager import AlertmanagerClient, Reconciler
+from bridge.store import (
+    NS,
+    Store,
+    acknowledge,
+    get_alert,
+    get_events,
+    ingest,
+    now_ns,
+    unacknowledge,
+)
+from bridge.webhook import ReceivedAlert
+from bridge.writer import Writer
+
+
+class FakeAlertmanager:
+    """The v2 endpoints the reconciler uses, with switchable failure."""
+
+    def __init__(self) -> None:
+        self.silences: dict[str, dict[str, Any]] = {}
+        self.alerts: list[dict[str, Any]] = []
+        self.down = False
+        self.app = web.Application()
+        self.app.router.add_post("/api/v2/silences", self.post_silence)
+        self.app.router.add_delete("/api/v2/silence/{id}", self.delete_silence)
+        self.app.router.add_get("/api/v2/alerts", self.get_alerts)
+
+    def _check(self) -> None:
+        if self.down:
+            raise web.HTTPServiceUnavailable(text="down")
+
+    async def post_silence(self, request: web.Request) -> web.Response:
+        self._check()
+        body = await request.json()
+        silence_id = body.get("id") or str(uuid.uuid4())
+        self.silences[silence_id] = {**body, "state": "active"}
+        return web.json_response({"silenceID": silence_id})
+
+    async def delete_silence(self, request: web.Request) -> web.Response:
+        self._check()
+        silence = self.silences.get(request.match_info["id"])
+        if silence is None:
+            return web.json_response("silence not found", status=500)
+        silence["state"] = "expired"
+        return web.Response()
+
+    async def get_alerts(self, request: web.Request) -> web.Response:
+        self._check()
+        return web.json_response(self.alerts)
+
+
+LABELS = {"alertname": "high_cpu", "instance": "a:1", "job": "app", "severity": "warning"}
+
+
+def whole_seconds(ns: int) -> int:
+    """The stand-in prints whole seconds, so keys must be whole seconds to match."""
+    return ns // NS * NS
+
+
+def firing(starts: int, fingerprint: str = "0123456789abcdef") -> ReceivedAlert:
+    return ReceivedAlert(fingerprint, "firing", starts, None, LABELS, {"summary": "s"}, "")
+
+
+def am_view(alert: ReceivedAlert, ends: int) -> dict[str, Any]:
+    def rfc(ns: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // NS)) + "Z"
+
+    return {"fingerprint": alert.fingerprint, "startsAt": rfc(alert.starts_at),
+            "endsAt": rfc(ends), "labels": dict(alert.labels), "annotations": {},
+            "status": {"state": "active"}}  # fmt: skip
+
+
+Env = tuple[FakeAlertmanager, Store, Writer, Reconciler, list[float]]
+
+
+@pytest.fixture
+async def env(
+    tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> AsyncIterator[Env]:
+    fake = FakeAlertmanager()
+    server = await aiohttp_server(fake.app)
+    store = Store(tmp_path / "a.db")
+    clock = [0.0]
+    async with aiohttp.ClientSession() as session, Writer(store) as writer:
+        client = AlertmanagerClient(str(server.make_url("/")), session)
+        reconciler = Reconciler(store, writer.submit, client, silence_seconds=600,
+                                backoff_base=10, clock=lambda: clock[0])  # fmt: skip
+        yield fake, store, writer, reconciler, clock
+    store.close()
+
+
+def events(store: Store, alert_id: int) -> list[tuple[str, str, str]]:
+    return [(e.kind, e.actor, e.detail) for e in store.read(lambda c: get_events(c, alert_id))]
+
+
+async def test_ack_creates_exact_silence_and_unack_expires_it(env: Env) -> None:
+    """Pending -> a silence with exact matchers on the full label set -> expired on unack."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    acked = await writer.submit(acknowledge(1, "alice", "disk", now_ns()))
+    assert acked.silence_state == "pending"
+    await reconciler.run_once()
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert alert.silence_state == "active"
+    silence = fake.silences[alert.silence_id or ""]
+    assert silence["matchers"] == [
+        {"name": k, "value": v, "isRegex": False, "isEqual": True}
+        for k, v in sorted(LABELS.items())
+    ]
+    assert (silence["createdBy"], silence["comment"]) == ("alice", "disk (alertbridge alert 1)")
+    await writer.submit(unacknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    assert fake.silences[alert.silence_id or ""]["state"] == "expired"
+    assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"
+    assert [k for k, _, _ in events(store, 1)] == [
+        "fired", "acknowledged", "silenced", "unacknowledged", "expired"]  # fmt: skip
+
+
+async def test_silenced_alert_resolution_is_learnt_and_silence_expired(env: Env) -> None:
+    """Alertmanager stops listing a silenced alert: resolved in the store, silence expired."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    fake.alerts = []
+    await reconciler.run_once()
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert (alert.status, alert.silence_state) == ("resolved", "expired")
+    assert fake.silences[alert.silence_id or ""]["state"] == "expired"
+    resolved = [e for e in events(store, 1) if e[0] == "resolved"]
+    assert resolved == [("resolved", "reconciler", "Alertmanager no longer lists it as active")]
+
+
+async def test_past_ends_at_counts_as_over(env: Env) -> None:
+    """Listed with an endsAt in the past: resolved too."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns()) - 120 * NS
+    fake.alerts = [am_view(firing(starts), now_ns() - 10 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
+
+
+async def test_missing_firing_alerts_are_inserted(env: Env) -> None:
+    """An alert firing in Alertmanager but absent from the store (bridge was down) is added."""
+    fake, store, _, reconciler, _ = env
+    starts = whole_seconds(now_ns()) - 30 * NS
+    fake.alerts = [am_view(firing(starts, "fedcba9876543210"), now_ns() + 60 * NS)]
+    await reconciler.run_once()
+    await reconciler.run_once()  # idempotent
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert (alert.fingerprint, alert.status, alert.alertname) == (
+        "fedcba9876543210", "firing", "high_cpu")  # fmt: skip
+    assert events(store, 1) == [("fired", "reconciler", "")]
+
+
+async def test_unreachable_alertmanager_keeps_ack_pending_with_backoff(env: Env) -> None:
+    """While Alertmanager is down the ack stands, pending; retries back off; then it works."""
+    fake, store, writer, reconciler, clock = env
+    starts = whole_seconds(now_ns())
+    await writer.submit(ingest([firing(starts)], starts))
+    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    fake.down = True
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    await reconciler.run_once()  # within backoff: no second attempt
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert (alert.acknowledged, alert.silence_state) == (True, "pending")
+    attempts = reconciler.failures
+    fake.down = False
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).silence_state == "pending"  # still backing off
+    clock[0] += 10
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).silence_state == "active"
+    assert attempts == 3  # sync failed twice, silence creation once (then backed off)
+
+
+async def test_silence_is_extended_before_it_ends(env: Env) -> None:
+    """With under half its duration left, an active silence is updated in place (same id)."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    fake.alerts = [am_view(firing(starts), now_ns() + 3600 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    first = store.read(lambda c: get_alert(c, 1))
+    reconciler.silence_seconds = 10_000  # now 600 s left is less than half of 10,000 s
+    await reconciler.run_once()
+    second = store.read(lambda c: get_alert(c, 1))
+    assert second.silence_id == first.silence_id
+    assert (second.silenced_until or 0) > (first.silenced_until or 0)
+    assert len(fake.silences) == 1
