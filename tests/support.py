@@ -173,3 +173,25 @@ def prom_query(base: str, expr: str) -> list[dict[str, Any]]:
         raise ValueError(f"query {expr!r} failed: {body}")
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+def start_alertmanager(tmp: Path, config: Path, port: int, name: str = "alertmanager",
+                       cluster: list[str] | None = None) -> Proc:  # fmt: skip
+    """The Debian `prometheus-alertmanager` on loopback; gossip off unless `cluster` is given."""
+    url = f"http://{LOOPBACK}:{port}"
+    argv = [
+        find_tool("prometheus-alertmanager"),
+        f"--config.file={config}",
+        f"--storage.path={tmp / (name + '-data')}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        f"--web.external-url={url}",
+        "--log.level=warn",
+    ]
+    argv += cluster if cluster is not None else ["--cluster.listen-address="]
+    proc = Proc(name, argv, tmp / f"{name}.log", os.environ)
+    try:
+        wait_for(f"{name} ready", lambda: http_text(f"{url}/-/ready"), 30)
+    except AssertionError:
+        proc.stop()
+        raise AssertionError(f"{name} did not start:\n{proc.output()[-3000:]}") from None
+    return proc
