@@ -8,8 +8,10 @@ import getpass
 import ipaddress
 import json
 import logging
+import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -537,3 +539,35 @@ def retention(ctx: click.Context, days: int | None, prune_now: bool, db: str | N
         click.echo(f"retention: {kept} days (resolved alerts and their events)")
         if prune_now:
             click.echo(f"pruned {client.prune()} resolved alert(s)")
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Work directory for configs, data and logs (default: a new temporary one).",
+)
+@click.pass_context
+@_fail_cleanly
+def dev(ctx: click.Context, workdir: Path | None) -> None:
+    """Run real Prometheus + Alertmanager + the bridge on loopback until Ctrl-C."""
+    from bridge.dev import Stack, run_dev
+
+    settings = _settings(ctx)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def ready(stack: Stack) -> None:
+        click.echo(f"alertbridge   {stack.bridge}   (metrics {stack.bridge}/metrics)")
+        click.echo(f"prometheus    {stack.prometheus}")
+        click.echo(f"alertmanager  {stack.alertmanager}")
+        click.echo(f"files and logs in {stack.workdir}; Ctrl-C stops everything", err=True)
+
+    if workdir is not None:
+        run_dev(settings, workdir, ready, stop)
+        return
+    with tempfile.TemporaryDirectory(prefix="alertbridge-dev-") as tmp:
+        run_dev(settings, Path(tmp), ready, stop)
