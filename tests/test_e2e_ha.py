@@ -1,0 +1,84 @@
+"""Two clustered Alertmanagers (gossip on loopback) both notify the bridge: one row per episode.
+
+Alertmanager delivers at least once; each replica may send the same notification, stale
+"firing" after "resolved" included (FACTS.md). The store must end with exactly one row per
+(fingerprint, startsAt) episode, in its final state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bridge.cli import main
+from tests.support import (
+    LOOPBACK,
+    bridge_env,
+    free_port,
+    http_json,
+    running,
+    start_alertmanager,
+    start_bridge,
+    start_prometheus,
+    wait_for,
+)
+from tests.test_e2e_alerting import API, CONFIG, HOOK, stored
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_replicas_one_row_per_episode(tmp_path: Path) -> None:
+    """Two firing/resolved cycles through a 2-node cluster: two rows, both resolved, no dupes."""
+    bridge_port, prom_port = free_port(), free_port()
+    am_ports, gossip = (free_port(), free_port()), (free_port(), free_port())
+    token = tmp_path / "webhook-token"
+    token.write_text(HOOK)
+    config = tmp_path / "alertbridge.yml"
+    text = CONFIG.format(loop=LOOPBACK, bridge=bridge_port, am=am_ports[0], token=token)
+    config.write_text(text.replace("reconcile_interval: 1s", "reconcile_interval: 1h"))
+    gen = tmp_path / "gen"
+    assert CliRunner().invoke(main, ["--config", str(config), "rules", "generate", "--out",
+                                     str(gen)]).exit_code == 0  # fmt: skip
+    prom_config = gen / "prometheus/prometheus.yml"
+    doc: dict[str, Any] = yaml.safe_load(prom_config.read_text())
+    doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
+        f"{LOOPBACK}:{p}" for p in am_ports
+    ]
+    prom_config.write_text(yaml.safe_dump(doc))
+
+    def cluster(i: int) -> list[str]:
+        return [f"--cluster.listen-address={LOOPBACK}:{gossip[i]}",
+                f"--cluster.advertise-address={LOOPBACK}:{gossip[i]}",
+                f"--cluster.peer={LOOPBACK}:{gossip[1 - i]}",
+                "--cluster.settle-timeout=2s", "--cluster.peer-timeout=1s"]  # fmt: skip
+
+    am_config = gen / "alertmanager/alertmanager.yml"
+    env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
+    base = f"http://{LOOPBACK}:{bridge_port}"
+    with (
+        running(start_bridge(tmp_path, bridge_port, env, config)),
+        running(start_alertmanager(tmp_path, am_config, am_ports[0], "am-a", cluster(0))),
+        running(start_alertmanager(tmp_path, am_config, am_ports[1], "am-b", cluster(1))),
+        running(start_prometheus(tmp_path, prom_config, prom_port)),
+    ):
+        peers = http_json(f"http://{LOOPBACK}:{am_ports[0]}/api/v2/status")[1]["cluster"]["peers"]
+        assert len(peers) == 2
+
+        def firing() -> int:
+            return len(stored(base, rule="high_cpu", status="firing"))
+
+        for cycle in range(2):
+            http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.85}, API)
+            wait_for(f"cycle {cycle} firing", lambda: firing() == 1, 60)
+            http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.10}, API)
+            wait_for(f"cycle {cycle} resolved", lambda: firing() == 0, 60)
+        episodes = stored(base, rule="high_cpu")
+        assert len(episodes) == 2
+        assert {a["status"] for a in episodes} == {"resolved"}
+        assert len({(a["fingerprint"], a["starts_at"]) for a in episodes}) == 2
+        assert len({a["fingerprint"] for a in episodes}) == 1  # same alert, two episodes
+        print("\nreceive counts per episode:", [a["receive_count"] for a in episodes])
