@@ -129,13 +129,18 @@ def bridge_env(**extra: str) -> dict[str, str]:
 
 
 def start_bridge(
-    tmp: Path, port: int, env: Mapping[str, str], config: Path | None = None, name: str = "bridge"
+    tmp: Path,
+    port: int,
+    env: Mapping[str, str],
+    config: Path | None = None,
+    name: str = "bridge",
+    db: str = "bridge.db",
 ) -> Proc:
-    """`alertbridge serve` on loopback; returns once /-/ready answers."""
+    """`alertbridge serve` on loopback with its database tmp/db; returns once /-/ready answers."""
     argv = [sys.executable, "-m", "bridge"]
     if config is not None:
         argv += ["--config", str(config)]
-    argv += ["serve", "--host", LOOPBACK, "--port", str(port), "--db", str(tmp / f"{name}.db")]
+    argv += ["serve", "--host", LOOPBACK, "--port", str(port), "--db", str(tmp / db)]
     proc = Proc(name, argv, tmp / f"{name}.log", env)
     url = f"http://{LOOPBACK}:{port}/-/ready"
     try:
