@@ -140,3 +140,46 @@ def test_alert_ack_silence_resolve(tmp_path: Path) -> None:
         expired = http_json(f"{am}/api/v2/silence/{active['id']}")[1]
         assert expired["status"]["state"] == "expired"
         print(json.dumps([(e["kind"], e["actor"], e["detail"]) for e in detail["events"]]))
+
+
+def test_threshold_to_stored_latency(tmp_path: Path) -> None:
+    """(f) Time from pushing a value past high_cpu to the alert being stored, over 5 episodes.
+
+    Scrape and evaluation 1 s, group_wait 1 s: printed (median), not asserted; the reconciler is
+    slowed down so that the webhook path alone is measured.
+    """
+    bridge_port, am_port, prom_port = free_port(), free_port(), free_port()
+    token = tmp_path / "webhook-token"
+    token.write_text(HOOK)
+    config = tmp_path / "alertbridge.yml"
+    text = CONFIG.format(loop=LOOPBACK, bridge=bridge_port, am=am_port, token=token)
+    config.write_text(text.replace("reconcile_interval: 1s", "reconcile_interval: 1h"))
+    gen = tmp_path / "gen"
+    assert CliRunner().invoke(main, ["--config", str(config), "rules", "generate", "--out",
+                                     str(gen)]).exit_code == 0  # fmt: skip
+    env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
+    base = f"http://{LOOPBACK}:{bridge_port}"
+    latencies = []
+    with (
+        running(start_bridge(tmp_path, bridge_port, env, config)),
+        running(start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)),
+        running(start_prometheus(tmp_path, gen / "prometheus/prometheus.yml", prom_port)),
+    ):
+        http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.10}, API)
+        for cycle in range(5):
+            before = len(stored(base, rule="high_cpu"))
+            pushed = time.monotonic()
+            http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.85}, API)
+
+            def new_episode(before: int = before) -> bool:
+                return len(stored(base, rule="high_cpu")) > before
+
+            wait_for(f"episode {cycle} stored", new_episode, 60, every=0.01)
+            latencies.append(time.monotonic() - pushed)
+            http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.10}, API)
+            wait_for(f"episode {cycle} resolved",
+                     lambda: not stored(base, rule="high_cpu", status="firing"), 60)  # fmt: skip
+    latencies.sort()
+    print(f"\nthreshold crossed -> stored: median {latencies[2]:.2f} s, "
+          f"min {latencies[0]:.2f} s, max {latencies[-1]:.2f} s")  # fmt: skip
+    assert len(latencies) == 5
