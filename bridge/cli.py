@@ -364,6 +364,14 @@ def _short_time(text: str | None) -> str:
     return "-" if text is None else text[:19].replace("T", " ")
 
 
+def silence_text(alert: dict[str, Any]) -> str:
+    """ "pending", "until 2026-11-23 10:00:00", "expired" or "-"."""
+    state = alert.get("silence_state")
+    if state == "active" and alert.get("silenced_until"):
+        return f"until {_short_time(alert['silenced_until'])}"
+    return state or "-"
+
+
 def _alert_rows(alerts: list[dict[str, Any]]) -> str:
     rows = [
         [
@@ -374,11 +382,13 @@ def _alert_rows(alerts: list[dict[str, Any]]) -> str:
             a["labels"].get("instance", "-"),
             _short_time(a["starts_at"]),
             a["acked_by"] or "-",
+            silence_text(a),
             (a["annotations"].get("summary") or "")[:60],
         ]
         for a in alerts
     ]
-    headers = ["id", "state", "severity", "alertname", "instance", "started", "acked by", "summary"]
+    headers = ["id", "state", "severity", "alertname", "instance", "started", "acked by",
+               "silence", "summary"]  # fmt: skip
     return table(headers, rows)
 
 

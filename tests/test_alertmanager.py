@@ -210,3 +210,37 @@ async def test_silence_is_extended_before_it_ends(env: Env) -> None:
     assert second.silence_id == first.silence_id
     assert (second.silenced_until or 0) > (first.silenced_until or 0)
     assert len(fake.silences) == 1
+
+
+async def test_max_ack_duration_lets_the_silence_run_out(env: Env) -> None:
+    """Past the maximum ack duration the silence is not extended, then recorded as expired."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    fake.alerts = [am_view(firing(starts), now_ns() + 3600 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    await writer.submit(acknowledge(1, "alice", "", now_ns() - 100 * NS))
+    await reconciler.run_once()
+    created = store.read(lambda c: get_alert(c, 1))
+    reconciler.max_ack_seconds = 50
+    reconciler.silence_seconds = 10_000  # extension would be due now
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).silenced_until == created.silenced_until
+    await writer.submit(lambda c: c.execute("UPDATE alerts SET silenced_until = 1"))
+    await reconciler.run_once()
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert alert.silence_state == "expired"
+    assert events(store, 1)[-1] == (
+        "expired",
+        "alertbridge",
+        "maximum acknowledgement duration reached",
+    )
+
+
+async def test_local_alerts_need_no_silence(env: Env) -> None:
+    """An alert from the embedded evaluator is acknowledged without any silence."""
+    fake, _, writer, reconciler, _ = env
+    await writer.submit(ingest([firing(whole_seconds(now_ns()))], now_ns(), source="local"))
+    acked = await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    assert acked.silence_state is None
+    await reconciler.run_once()
+    assert fake.silences == {}

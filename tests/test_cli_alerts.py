@@ -49,6 +49,8 @@ def test_list_table_and_json(db: str) -> None:
 def test_ack_note_assign_unack_show(db: str) -> None:
     """Actions on a local database, visible in show's audit trail."""
     assert cli("ack", "1", "--db", db, "--by", "alice", "-c", "on it").exit_code == 0
+    row = next(r for r in cli("alerts", "--db", db).output.splitlines() if r.startswith("1 "))
+    assert row.split()[1:2] + row.split()[7:9] == ["acknowledged", "alice", "pending"]
     assert cli("note", "1", "fan replaced", "--db", db, "--by", "bob").output.startswith("note ")
     assert cli("assign", "1", "carol", "--db", db, "--by", "bob").exit_code == 0
     assert cli("unack", "1", "--db", db, "--by", "alice").exit_code == 0
