@@ -30,8 +30,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.actions import acknowledge
 from bridge.matchers import Matcher
-from bridge.store import NS, AlertQuery, Store, acknowledge, list_alerts, now_ns
+from bridge.store import NS, AlertQuery, Store, list_alerts, now_ns
 from tests.support import LOOPBACK, free_port, http_text, wait_for
 
 TOKEN = "bench-token"

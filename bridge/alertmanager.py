@@ -23,19 +23,10 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from bridge.actions import resolve_learnt, set_silence
+from bridge.episodes import ingest
 from bridge.errors import AlertmanagerError, InvalidInput
-from bridge.store import (
-    NS,
-    Job,
-    Store,
-    StoredAlert,
-    firing_from_alertmanager,
-    ingest,
-    now_ns,
-    resolve_learnt,
-    set_silence,
-    silence_work,
-)
+from bridge.store import NS, Job, Store, StoredAlert, firing_from_alertmanager, now_ns, silence_work
 from bridge.webhook import ReceivedAlert, parse_time
 
 log = logging.getLogger(__name__)

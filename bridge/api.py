@@ -13,24 +13,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from bridge.actions import acknowledge, add_note, assign, unacknowledge
 from bridge.config import Secret
+from bridge.episodes import IngestResult, ingest
 from bridge.errors import ApiError, InvalidInput, StoreError, Unprocessable
 from bridge.httputil import Handler, check_token, read_json
 from bridge.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
 from bridge.openapi import SPEC
 from bridge.query import parse_alert_query
-from bridge.store import (
-    IngestResult,
-    acknowledge,
-    add_note,
-    assign,
-    get_alert,
-    get_events,
-    ingest,
-    list_alerts,
-    now_ns,
-    unacknowledge,
-)
+from bridge.store import get_alert, get_events, list_alerts, now_ns
 from bridge.webhook import parse_notification
 
 routes = web.RouteTableDef()

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from bridge import api
+from bridge.actions import prune
 from bridge.alertmanager import AlertmanagerClient, Reconciler
 from bridge.config import Settings
 from bridge.embedded import EmbeddedEvaluator
@@ -30,7 +31,7 @@ from bridge.model import Severity
 from bridge.notify import Notifier
 from bridge.selfmetrics import BridgeMetrics
 from bridge.status import rule_states
-from bridge.store import Store, get_alert, now_ns, prune, state_counts
+from bridge.store import Store, get_alert, now_ns, state_counts
 from bridge.telemetry import CpuSampler, Telemetry, apply_batch, memory_used_bytes, parse_batch
 from bridge.writer import Writer
 

@@ -9,23 +9,11 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from bridge.actions import acknowledge, add_note, assign, prune, set_retention, unacknowledge
 from bridge.config import Secret
 from bridge.errors import ApiError, BridgeError
 from bridge.query import parse_alert_query
-from bridge.store import (
-    Store,
-    acknowledge,
-    add_note,
-    assign,
-    get_alert,
-    get_events,
-    get_retention,
-    list_alerts,
-    now_ns,
-    prune,
-    set_retention,
-    unacknowledge,
-)
+from bridge.store import Store, get_alert, get_events, get_retention, list_alerts, now_ns
 
 Params = Mapping[str, Sequence[str]]
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import time
 
+from bridge.episodes import IngestResult, ingest, local_fingerprint
 from bridge.evaluator import Alert, Evaluator
 from bridge.generate.prometheus import Annotations
 from bridge.model import AlertRule
-from bridge.store import IngestResult, ingest, local_fingerprint, now_ns
+from bridge.store import now_ns
 from bridge.telemetry import Telemetry
 from bridge.webhook import ReceivedAlert
 from bridge.writer import Writer

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bridge.dev import free_port
 from bridge.tools import find_tool
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["LOOPBACK", "free_port"]  # free_port: the one `alertbridge dev` uses
 
 
 def wait_for(

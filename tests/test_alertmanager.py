@@ -13,17 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bridge.actions import acknowledge, unacknowledge
 from bridge.alertmanager import AlertmanagerClient, Reconciler
-from bridge.store import (
-    NS,
-    Store,
-    acknowledge,
-    get_alert,
-    get_events,
-    ingest,
-    now_ns,
-    unacknowledge,
-)
+from bridge.episodes import ingest
+from bridge.store import NS, Store, get_alert, get_events, now_ns
 from bridge.webhook import ReceivedAlert
 from bridge.writer import Writer
 

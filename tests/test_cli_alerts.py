@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
-from bridge.store import NS, Store, ingest
+from bridge.episodes import ingest
+from bridge.store import NS, Store
 from tests.payloads import am_alert, notification
 from tests.support import LOOPBACK, bridge_env, free_port, http_json, running, start_bridge
 from tests.test_store import T0, received

@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.actions import acknowledge, add_note, assign, prune, set_retention, unacknowledge
+from bridge.episodes import ingest
 from bridge.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.matchers import Matcher
 from bridge.store import (
@@ -19,17 +21,10 @@ from bridge.store import (
     NS,
     AlertQuery,
     Store,
-    acknowledge,
-    add_note,
-    assign,
     get_alert,
     get_events,
     get_retention,
-    ingest,
     list_alerts,
-    prune,
-    set_retention,
-    unacknowledge,
 )
 from bridge.webhook import ReceivedAlert
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.actions import acknowledge
+from bridge.episodes import ingest
 from bridge.errors import NotFound, StoreError
-from bridge.store import NS, Store, acknowledge, ingest
+from bridge.store import NS, Store
 from bridge.writer import Writer
 from tests.test_store import T0, received, rows
 
