@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from aiohttp import web
 
 from bridge.actions import acknowledge
@@ -162,15 +163,21 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
                     "warning",
                 ]
             proc = start(argv, port, env)
+            server = psutil.Process(proc.pid)
             try:
+                before = server.cpu_times()
                 rate, lat = await load(port, alerts, args.clients, args.seconds)
+                after = server.cpu_times()
             finally:
                 proc.terminate()
                 proc.wait(10)
             rates[name] = rate
+            # CPU per notification is steadier than throughput on a machine the client shares.
+            cpu = (after.user + after.system - before.user - before.system) / len(lat)
             print(
                 f"{name:<9} {rate:>7} notifications/s  {rate * alerts:>8} alerts/s  "
-                f"p50 {pct(lat, 0.5):6.2f} ms  p99 {pct(lat, 0.99):6.2f} ms"
+                f"p50 {pct(lat, 0.5):6.2f} ms  p99 {pct(lat, 0.99):6.2f} ms  "
+                f"server CPU {cpu * 1e6:5.0f} us/notification"
             )
         print(f"receiver/ceiling: {rates['receiver'] / rates['ceiling']:.0%}")
 

@@ -17,7 +17,7 @@ from bridge.actions import acknowledge, add_note, assign, unacknowledge
 from bridge.config import Secret
 from bridge.episodes import IngestResult, ingest
 from bridge.errors import ApiError, InvalidInput, StoreError, Unprocessable
-from bridge.httputil import Handler, check_token, read_json
+from bridge.httputil import Handler, check_token, json_response, read_json
 from bridge.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
 from bridge.openapi import SPEC
 from bridge.query import parse_alert_query
@@ -67,15 +67,15 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         raise
     firing = sum(1 for a in notification.alerts if a.status == "firing")
     if firing:
-        metrics.alerts_received.labels(status="firing").inc(firing)
+        metrics.received_firing.inc(firing)
     if len(notification.alerts) > firing:
-        metrics.alerts_received.labels(status="resolved").inc(len(notification.alerts) - firing)
-    metrics.webhook_requests.labels(code="200").inc()
+        metrics.received_resolved.inc(len(notification.alerts) - firing)
+    metrics.webhook_ok.inc()
     metrics.webhook_duration.observe(time.perf_counter() - started)
     if result.resolved:
         _kick(request)  # an acknowledged alert that resolved has a silence to expire
     await _notify(request, result)
-    return web.json_response(
+    return json_response(
         {
             "stored": len(notification.alerts),
             "fired": len(result.fired),

@@ -10,10 +10,11 @@ inserted with one executemany after one lookup; known ones are applied row by ro
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import orjson
 
 from bridge.store import Job, dumps_map
 from bridge.webhook import ReceivedAlert
@@ -88,7 +89,7 @@ def _existing(conn: sqlite3.Connection, alerts: Sequence[ReceivedAlert]) -> set[
     """Which (fingerprint, startsAt) episodes are stored already: one statement for the lot."""
     if not alerts:
         return set()
-    keys = json.dumps([[a.fingerprint, a.starts_at] for a in alerts])
+    keys = orjson.dumps([[a.fingerprint, a.starts_at] for a in alerts]).decode()
     rows = conn.execute(
         "SELECT a.fingerprint, a.starts_at FROM json_each(?) AS j JOIN alerts AS a"
         " ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from bridge.config import Secret
@@ -62,13 +62,21 @@ def check_token(request: web.Request, expected: Secret | None) -> None:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON: 413 when too large, 400 for bad UTF-8 or malformed JSON."""
+    """The request body as JSON: 413 when too large, 400 for bad UTF-8 or malformed JSON.
+
+    orjson is strict RFC 8259: NaN/Infinity literals and integers beyond 64 bits are malformed.
+    """
     raw = await request.read()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("body", f"not valid UTF-8 at byte {exc.start}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise InvalidInput("body", f"not valid UTF-8 at byte {bad.start}") from None
         raise InvalidInput("body", f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON response encoded with orjson."""
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

@@ -31,6 +31,10 @@ class BridgeMetrics:
             ["status"],
             registry=registry,
         )
+        # Children resolved once: the webhook's hot path skips the label lookups.
+        self.webhook_ok = self.webhook_requests.labels(code="200")
+        self.received_firing = self.alerts_received.labels(status="firing")
+        self.received_resolved = self.alerts_received.labels(status="resolved")
         self.webhook_duration = Histogram(
             "alertbridge_webhook_duration_seconds",
             "Time to handle a webhook request, storage included.",

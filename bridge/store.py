@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from bridge.errors import NotFound, StoreError
 from bridge.matchers import Matcher
 
@@ -97,11 +99,9 @@ def format_time(ns: int | None) -> str | None:
     return text + "Z"
 
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def dumps_map(mapping: Mapping[str, str]) -> str:
-    return _ENCODER.encode(dict(mapping))
+    """Labels or annotations as compact JSON text with sorted keys (stable for comparisons)."""
+    return orjson.dumps(dict(mapping), option=orjson.OPT_SORT_KEYS).decode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,22 +110,13 @@ class Writer:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
+        outcomes: list[tuple[Any, BaseException | None]]
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for pending in batch:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        outcomes.append((pending.job(conn), None))
-                        conn.execute("RELEASE job")
-                    except sqlite3.Error:
-                        raise  # the connection itself is in trouble: fail the whole batch
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                        outcomes.append((None, exc))
-                conn.execute("COMMIT")
+                outcomes = self._run_jobs(conn, batch)
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -142,3 +133,33 @@ class Writer:
             by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_settle_all, settled)
+
+    @staticmethod
+    def _run_jobs(
+        conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Run the jobs in the open transaction; a job's own error undoes only its work.
+
+        sqlite3 errors propagate: the connection itself is in trouble, the batch fails.
+        """
+        if len(batch) == 1:  # nothing to isolate it from: its error rolls back the transaction
+            try:
+                return [(batch[0].job(conn), None)]
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                conn.execute("ROLLBACK")
+                return [(None, exc)]
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        for pending in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                outcomes.append((pending.job(conn), None))
+                conn.execute("RELEASE job")
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((None, exc))
+        return outcomes

@@ -65,3 +65,21 @@ async def test_submit_after_stop_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not running"):
         await writer.submit(ingest([received()], T0))
     store.close()
+
+
+async def test_lone_failing_job_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A batch of one job that writes and then raises is rolled back; the writer carries on."""
+    store = Store(tmp_path / "a.db")
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        ingest([received()], T0)(conn)
+        raise NotFound("changed my mind")
+
+    async with Writer(store) as writer:
+        with pytest.raises(NotFound, match="changed my mind"):
+            await writer.submit(half_then_fail)
+        assert rows(store) == []
+        result = await writer.submit(ingest([received(fingerprint="f" * 16)], T0))
+    assert result.fired == [1]
+    assert writer.batches == writer.jobs == 2
+    store.close()
