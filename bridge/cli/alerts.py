@@ -1,0 +1,240 @@
+"""The alert commands: alerts, show, ack, unack, note, assign, retention."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.cli.common import (
+    F,
+    default_actor,
+    fail_cleanly,
+    main,
+    settings_of,
+    short_time,
+    table,
+)
+from bridge.client import AlertClient, LocalClient, RemoteClient
+from bridge.errors import BridgeError
+
+
+def _target_options(func: F) -> F:
+    func = click.option(
+        "--url", default=None, help="A running bridge (token from ALERTBRIDGE_API_TOKEN)."
+    )(func)
+    return click.option(
+        "--db", default=None, help="Local database file (default: server.db of the config)."
+    )(func)
+
+
+@contextlib.contextmanager
+def _client(ctx: click.Context, url: str | None, db: str | None) -> Iterator[AlertClient]:
+    settings = settings_of(ctx)
+    client: LocalClient | RemoteClient
+    if url:
+        client = RemoteClient(url, settings.server.api_token)
+    else:
+        path = db or settings.server.db
+        if not Path(path).exists():
+            raise BridgeError(
+                f"no alert database at {path} (pass --db PATH of a bridge's database, or --url)"
+            )
+        client = LocalClient(path)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def silence_text(alert: dict[str, Any]) -> str:
+    """ "pending", "until 2026-11-23 10:00:00", "expired" or "-"."""
+    state = alert.get("silence_state")
+    if state == "active" and alert.get("silenced_until"):
+        return f"until {short_time(alert['silenced_until'])}"
+    return state or "-"
+
+
+def _alert_rows(alerts: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            str(a["id"]),
+            a["state"],
+            a["severity"] or "-",
+            a["alertname"],
+            a["labels"].get("instance", "-"),
+            short_time(a["starts_at"]),
+            a["acked_by"] or "-",
+            silence_text(a),
+            (a["annotations"].get("summary") or "")[:60],
+        ]
+        for a in alerts
+    ]
+    headers = ["id", "state", "severity", "alertname", "instance", "started", "acked by",
+               "silence", "summary"]  # fmt: skip
+    return table(headers, rows)
+
+
+def _echo_alert(alert: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(alert, indent=2))
+    else:
+        click.echo(_alert_rows([alert]))
+
+
+@main.command("alerts")
+@click.option("--status", type=click.Choice(["firing", "resolved"]), default=None)
+@click.option("--severity", multiple=True, help="Repeat or comma-separate.")
+@click.option("--rule", default=None, help="Alert (rule) name.")
+@click.option("--since", default=None, help="RFC 3339 time, or a duration ago such as 2h.")
+@click.option("--until", default=None, help="RFC 3339 time, or a duration ago.")
+@click.option("--filter", "filters", multiple=True, help='Label matcher, e.g. team="infra".')
+@click.option("--acknowledged/--unacknowledged", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--cursor", default=None, help="next_cursor of the previous page.")
+@click.option("--ack", "ack_id", type=int, default=None, help="Acknowledge this alert id instead.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@fail_cleanly
+def alerts_command(
+    ctx: click.Context,
+    status: str | None,
+    severity: tuple[str, ...],
+    rule: str | None,
+    since: str | None,
+    until: str | None,
+    filters: tuple[str, ...],
+    acknowledged: bool | None,
+    limit: int,
+    cursor: str | None,
+    ack_id: int | None,
+    output: str,
+    url: str | None,
+    db: str | None,
+) -> None:
+    """List stored alerts, newest first (or acknowledge one with --ack ID)."""
+    with _client(ctx, url, db) as client:
+        if ack_id is not None:
+            _echo_alert(client.ack(ack_id, default_actor(), ""), output)
+            return
+        params: dict[str, list[str]] = {"limit": [str(limit)]}
+        for key, value in (("status", status), ("rule", rule), ("since", since),
+                           ("until", until), ("cursor", cursor)):  # fmt: skip
+            if value:
+                params[key] = [value]
+        if severity:
+            params["severity"] = list(severity)
+        if filters:
+            params["filter"] = list(filters)
+        if acknowledged is not None:
+            params["acknowledged"] = [str(acknowledged).lower()]
+        page = client.list(params)
+    if output == "json":
+        click.echo(json.dumps(page, indent=2))
+        return
+    click.echo(_alert_rows(page["alerts"]))
+    if page["next_cursor"]:
+        click.echo(f"(more: --cursor {page['next_cursor']})")
+
+
+@main.command()
+@click.argument("alert_id", type=int)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@fail_cleanly
+def show(ctx: click.Context, alert_id: int, output: str, url: str | None, db: str | None) -> None:
+    """One alert with labels, annotations and its audit trail."""
+    with _client(ctx, url, db) as client:
+        alert = client.show(alert_id)
+    if output == "json":
+        click.echo(json.dumps(alert, indent=2))
+        return
+    click.echo(_alert_rows([alert]))
+    for key in ("labels", "annotations"):
+        click.echo(f"{key}:")
+        for name, value in alert[key].items():
+            click.echo(f"  {name}={value}")
+    click.echo("events:")
+    for event in alert["events"]:
+        detail = f": {event['detail']}" if event["detail"] else ""
+        click.echo(f"  {short_time(event['at'])}  {event['kind']} by {event['actor']}{detail}")
+
+
+def _by_option(func: F) -> F:
+    return click.option("--by", default=None, help="Who does it (default: your user name).")(func)
+
+
+def _ack_command(name: str, summary: str, acking: bool) -> None:
+    """Register `ack` or `unack`: the same options, one client call apart."""
+
+    @main.command(name, help=summary)
+    @click.argument("alert_id", type=int)
+    @click.option("--comment", "-c", default="", help="Why, for the audit trail.")
+    @_by_option
+    @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+    @_target_options
+    @click.pass_context
+    @fail_cleanly
+    def command(ctx: click.Context, alert_id: int, comment: str, by: str | None, output: str,
+                url: str | None, db: str | None) -> None:  # fmt: skip
+        with _client(ctx, url, db) as client:
+            call = client.ack if acking else client.unack
+            _echo_alert(call(alert_id, by or default_actor(), comment), output)
+
+
+_ack_command("ack", "Acknowledge a firing alert.", acking=True)
+
+
+_ack_command("unack", "Withdraw an acknowledgement.", acking=False)
+
+
+@main.command()
+@click.argument("alert_id", type=int)
+@click.argument("text")
+@_by_option
+@_target_options
+@click.pass_context
+@fail_cleanly
+def note(ctx: click.Context, alert_id: int, text: str, by: str | None, url: str | None,
+         db: str | None) -> None:  # fmt: skip
+    """Add a note to an alert's audit trail."""
+    with _client(ctx, url, db) as client:
+        event = client.note(alert_id, by or default_actor(), text)
+    click.echo(f"note {event['id']} added to alert {alert_id}")
+
+
+@main.command("assign")
+@click.argument("alert_id", type=int)
+@click.argument("who")
+@_by_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@fail_cleanly
+def assign_command(ctx: click.Context, alert_id: int, who: str, by: str | None, output: str,
+                   url: str | None, db: str | None) -> None:  # fmt: skip
+    """Assign an alert to WHO ("" unassigns)."""
+    with _client(ctx, url, db) as client:
+        _echo_alert(client.assign(alert_id, by or default_actor(), who), output)
+
+
+@main.command()
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Set the retention.")
+@click.option("--prune", "prune_now", is_flag=True, help="Delete what is past retention now.")
+@click.option("--db", default=None, help="Local database file (default: server.db).")
+@click.pass_context
+@fail_cleanly
+def retention(ctx: click.Context, days: int | None, prune_now: bool, db: str | None) -> None:
+    """Show or set how long resolved alerts are kept (firing ones always are)."""
+    with _client(ctx, None, db) as client:
+        assert isinstance(client, LocalClient)
+        kept = client.retention(days)
+        click.echo(f"retention: {kept} days (resolved alerts and their events)")
+        if prune_now:
+            click.echo(f"pruned {client.prune()} resolved alert(s)")

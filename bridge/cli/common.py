@@ -1,0 +1,83 @@
+"""The command group, shared options and helpers of the `alertbridge` CLI."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from bridge import __version__
+from bridge.config import Settings, load_settings
+from bridge.errors import BridgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail_cleanly(func: F) -> F:
+    """Turn domain errors into one line on stderr and exit status 1; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BridgeError as exc:
+            click.echo(f"alertbridge: error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned text table, as amtool prints."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = load_settings(obj.get("config"))
+    settings: Settings = obj["settings"]
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="alertbridge")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="ALERTBRIDGE_CONFIG",
+    help="YAML configuration file (env ALERTBRIDGE_CONFIG).",
+)
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """alertbridge: telemetry to Prometheus + Alertmanager, alerts back to durable storage."""
+    ctx.ensure_object(dict)["config"] = config
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no USER/LOGNAME in a container
+        return "cli"
+
+
+def short_time(text: str | None) -> str:
+    return "-" if text is None else text[:19].replace("T", " ")
