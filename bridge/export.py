@@ -1,0 +1,293 @@
+"""Export stored alerts to Parquet, CSV or JSON Lines: streamed, atomic, anonymised by default.
+
+Anonymisation replaces every label value outside an allowlist with a keyed HMAC-SHA256
+pseudonym (stable for a key, so exports of one deployment can be joined), pseudonymises the
+people fields and the fingerprint (a hash of the label set), and scrubs those same values out
+of annotations and comments wherever they appear.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bridge.errors import BridgeError
+from bridge.store import COLUMNS, NS, Store, StoredAlert, format_time, row_to_alert
+
+FORMATS = ("parquet", "csv", "json")
+#: Label names whose values describe the rule, not the system or people: kept as they are.
+ALLOWED_LABELS = frozenset(
+    {"alertname", "severity", "metric", "job", "status", "le", "quantile", "state"}
+)
+BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What an export wrote."""
+
+    path: Path
+    records: int
+    bytes: int
+    format: str
+
+
+class Anonymizer:
+    """Keyed pseudonyms and scrubbing.
+
+    >>> a = Anonymizer(b"k")
+    >>> a.pseudonym("db-7") == a.pseudonym("db-7") != a.pseudonym("db-8")
+    True
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        allowed: frozenset[str] = ALLOWED_LABELS,
+        people: frozenset[str] = frozenset(),
+    ) -> None:
+        self._key = key
+        self.allowed = allowed
+        # Everyone who acked, was assigned or acted: scrubbed from every alert's free text,
+        # since a comment on one alert may name the assignee of another.
+        self.people = people
+
+    def pseudonym(self, value: str) -> str:
+        digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+        return f"anon-{digest[:16]}"
+
+    def alert(self, alert: StoredAlert) -> dict[str, Any]:
+        """The export record of an alert, with sensitive values replaced."""
+        record = alert_record(alert)
+        sensitive = {v for k, v in alert.labels.items() if k not in self.allowed and v}
+        sensitive |= {v for v in (alert.acked_by, alert.assignee) if v} | self.people
+        record["fingerprint"] = self.pseudonym(alert.fingerprint)
+        record["labels"] = {
+            k: v if k in self.allowed else self.pseudonym(v) for k, v in alert.labels.items()
+        }
+        for field in ("acked_by", "assignee"):
+            if record[field]:
+                record[field] = self.pseudonym(record[field])
+        scrub = self._scrubber(sensitive)
+        record["annotations"] = {k: scrub(v) for k, v in alert.annotations.items()}
+        record["ack_comment"] = scrub(record["ack_comment"]) if record["ack_comment"] else None
+        record["generator_url"] = scrub(record["generator_url"])
+        return record
+
+    def _scrubber(self, values: set[str]) -> Callable[[str], str]:
+        if not values:
+            return lambda text: text
+        # Longest first, so "db-7:9100" is replaced whole before "db-7".
+        pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+        return lambda text: pattern.sub(lambda m: self.pseudonym(m.group(0)), text)
+
+
+def known_people(store: Store) -> frozenset[str]:
+    """Everyone named in the database as acker, assignee or event actor (a small set)."""
+    rows = store.read(
+        lambda c: c.execute(
+            "SELECT acked_by FROM alerts WHERE acked_by IS NOT NULL"
+            " UNION SELECT assignee FROM alerts WHERE assignee IS NOT NULL"
+            " UNION SELECT actor FROM events"
+        ).fetchall()
+    )
+    # Source names are not people; they stay readable.
+    return frozenset(r[0] for r in rows if r[0]) - {"alertmanager", "local", "reconciler",
+                                                     "alertbridge"}  # fmt: skip
+
+
+def export_key(store: Store, env: Mapping[str, str]) -> bytes:
+    """The pseudonym key: ALERTBRIDGE_EXPORT_KEY(_FILE), else one generated once per database."""
+    if env.get("ALERTBRIDGE_EXPORT_KEY"):
+        return env["ALERTBRIDGE_EXPORT_KEY"].encode()
+    if env.get("ALERTBRIDGE_EXPORT_KEY_FILE"):
+        try:
+            return Path(env["ALERTBRIDGE_EXPORT_KEY_FILE"]).read_bytes().strip()
+        except OSError as exc:
+            raise BridgeError(f"ALERTBRIDGE_EXPORT_KEY_FILE: cannot read: {exc.strerror}") from None
+
+    def job(conn: sqlite3.Connection) -> bytes:
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('export_key', ?)",
+            (secrets.token_hex(32),),
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'export_key'").fetchone()
+        return bytes.fromhex(row[0])
+
+    return store.run(job)
+
+
+def _seconds(later: int | None, earlier: int) -> float | None:
+    return None if later is None else (later - earlier) / NS
+
+
+def alert_record(alert: StoredAlert) -> dict[str, Any]:
+    """An alert as an export record (times in ns since the epoch, durations in seconds)."""
+    return {
+        "id": alert.id,
+        "fingerprint": alert.fingerprint,
+        "alertname": alert.alertname,
+        "severity": alert.severity,
+        "status": alert.status,
+        "state": alert.state,
+        "source": alert.source,
+        "starts_at": alert.starts_at,
+        "ends_at": alert.ends_at,
+        "first_received_at": alert.first_received_at,
+        "last_received_at": alert.last_received_at,
+        "receive_count": alert.receive_count,
+        "acknowledged": alert.acknowledged,
+        "acked_at": alert.acked_at,
+        "acked_by": alert.acked_by,
+        "ack_comment": alert.ack_comment,
+        "assignee": alert.assignee,
+        "silence_id": alert.silence_id,
+        "time_to_ack_seconds": _seconds(alert.acked_at, alert.starts_at),
+        "time_to_resolve_seconds": _seconds(alert.ends_at, alert.starts_at),
+        "generator_url": alert.generator_url,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+    }
+
+
+_TS = pa.timestamp("ns", tz="UTC")
+_MAP = pa.map_(pa.string(), pa.string())
+SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()), ("fingerprint", pa.string()), ("alertname", pa.string()),
+        ("severity", pa.string()), ("status", pa.string()), ("state", pa.string()),
+        ("source", pa.string()), ("starts_at", _TS), ("ends_at", _TS),
+        ("first_received_at", _TS), ("last_received_at", _TS), ("receive_count", pa.int64()),
+        ("acknowledged", pa.bool_()), ("acked_at", _TS), ("acked_by", pa.string()),
+        ("ack_comment", pa.string()), ("assignee", pa.string()), ("silence_id", pa.string()),
+        ("time_to_ack_seconds", pa.float64()), ("time_to_resolve_seconds", pa.float64()),
+        ("generator_url", pa.string()), ("labels", _MAP), ("annotations", _MAP),
+    ]
+)  # fmt: skip
+_TIME_FIELDS = ("starts_at", "ends_at", "first_received_at", "last_received_at", "acked_at")
+
+
+def _batches(
+    store: Store, since: int | None, until: int | None, batch: int
+) -> Iterator[list[StoredAlert]]:
+    """Alerts in id order, `batch` at a time (keyset pagination: flat memory)."""
+    last = 0
+    where, args = ["id > ?"], []
+    if since is not None:
+        where.append("starts_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("starts_at < ?")
+        args.append(until)
+    sql = f"SELECT {COLUMNS} FROM alerts WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"  # noqa: S608
+
+    def page(after: int) -> Callable[[sqlite3.Connection], list[Any]]:
+        return lambda c: c.execute(sql, [after, *args, batch]).fetchall()
+
+    while True:
+        rows = store.read(page(last))
+        if not rows:
+            return
+        alerts = [row_to_alert(r) for r in rows]
+        yield alerts
+        last = alerts[-1].id
+
+
+def _parquet(path: Path, records: Iterator[list[dict[str, Any]]]) -> None:
+    with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
+        for chunk in records:
+            columns = {name: [r[name] for r in chunk] for name in SCHEMA.names}
+            for name in ("labels", "annotations"):
+                columns[name] = [list(m.items()) for m in columns[name]]
+            writer.write_table(pa.table(columns, schema=SCHEMA))
+
+
+def _csv(path: Path, records: Iterator[list[dict[str, Any]]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SCHEMA.names)
+        writer.writeheader()
+        for chunk in records:
+            for record in chunk:
+                row = dict(record)
+                for name in _TIME_FIELDS:
+                    row[name] = format_time(row[name])
+                for name in ("labels", "annotations"):
+                    row[name] = orjson.dumps(row[name], option=orjson.OPT_SORT_KEYS).decode()
+                writer.writerow(row)
+
+
+def _jsonl(path: Path, records: Iterator[list[dict[str, Any]]]) -> None:
+    with path.open("wb") as handle:
+        for chunk in records:
+            buffer = io.BytesIO()
+            for record in chunk:
+                row = dict(record)
+                for name in _TIME_FIELDS:
+                    row[name] = format_time(row[name])
+                buffer.write(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+                buffer.write(b"\n")
+            handle.write(buffer.getvalue())
+
+
+_WRITERS = {"parquet": _parquet, "csv": _csv, "json": _jsonl}
+
+
+def export_alerts(
+    store: Store,
+    output: Path,
+    fmt: str,
+    *,
+    anonymizer: Anonymizer | None,
+    since: int | None = None,
+    until: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    batch: int = BATCH,
+) -> ExportResult:
+    """Write the alerts (optionally anonymised) to `output`, atomically."""
+    if fmt not in FORMATS:
+        raise BridgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    output = Path(output)
+    if output.is_dir():
+        raise BridgeError(f"{output} is a directory; give a file name")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise BridgeError(f"cannot write to {parent}: not a writable directory")
+    count = 0
+
+    def records() -> Iterator[list[dict[str, Any]]]:
+        nonlocal count
+        for alerts in _batches(store, since, until, batch):
+            chunk = [anonymizer.alert(a) if anonymizer else alert_record(a) for a in alerts]
+            count += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk
+
+    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _WRITERS[fmt](tmp, records())
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportResult(output, count, output.stat().st_size, fmt)
