@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import io
 import os
-import re
 import secrets
 import sqlite3
 import tempfile
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bridge.errors import BridgeError
-from bridge.store import COLUMNS, NS, Store, StoredAlert, format_time, row_to_alert
+from bridge.store import COLUMNS, NS, Store, StoredAlert, format_time
 
 FORMATS = ("parquet", "csv", "json")
 #: Label names whose values describe the rule, not the system or people: kept as they are.
@@ -66,35 +65,55 @@ class Anonymizer:
         # Everyone who acked, was assigned or acted: scrubbed from every alert's free text,
         # since a comment on one alert may name the assignee of another.
         self.people = people
+        self._people = list(people)
+        self._cache: dict[str, str] = {}
 
     def pseudonym(self, value: str) -> str:
+        """The pseudonym of a value (memoised: label values and names repeat)."""
+        cached = self._cache.get(value)
+        if cached is None:
+            cached = self._hmac(value)
+            if len(self._cache) >= 50_000:  # bounded, so memory stays flat in the row count
+                self._cache.clear()
+            self._cache[value] = cached
+        return cached
+
+    def _hmac(self, value: str) -> str:
         digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
         return f"anon-{digest[:16]}"
 
     def alert(self, alert: StoredAlert) -> dict[str, Any]:
         """The export record of an alert, with sensitive values replaced."""
-        record = alert_record(alert)
-        sensitive = {v for k, v in alert.labels.items() if k not in self.allowed and v}
-        sensitive |= {v for v in (alert.acked_by, alert.assignee) if v} | self.people
-        record["fingerprint"] = self.pseudonym(alert.fingerprint)
+        return self.record(alert_record(alert))
+
+    def record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Anonymise an export record in place (and return it)."""
+        labels: dict[str, str] = record["labels"]
+        sensitive = [v for k, v in labels.items() if k not in self.allowed and v]
+        sensitive += [v for v in (record["acked_by"], record["assignee"]) if v]
+        sensitive += self._people
+        record["fingerprint"] = self._hmac(record["fingerprint"])  # unique per row: no cache
         record["labels"] = {
-            k: v if k in self.allowed else self.pseudonym(v) for k, v in alert.labels.items()
+            k: v if k in self.allowed else self.pseudonym(v) for k, v in labels.items()
         }
         for field in ("acked_by", "assignee"):
             if record[field]:
                 record[field] = self.pseudonym(record[field])
-        scrub = self._scrubber(sensitive)
-        record["annotations"] = {k: scrub(v) for k, v in alert.annotations.items()}
-        record["ack_comment"] = scrub(record["ack_comment"]) if record["ack_comment"] else None
-        record["generator_url"] = scrub(record["generator_url"])
+        # Longest first, so "db-7:9100" is replaced whole before "db-7".
+        values = sorted(set(sensitive), key=len, reverse=True)
+        record["annotations"] = {
+            k: self._scrub(v, values) for k, v in record["annotations"].items()
+        }
+        if record["ack_comment"]:
+            record["ack_comment"] = self._scrub(record["ack_comment"], values)
+        record["generator_url"] = self._scrub(record["generator_url"], values)
         return record
 
-    def _scrubber(self, values: set[str]) -> Callable[[str], str]:
-        if not values:
-            return lambda text: text
-        # Longest first, so "db-7:9100" is replaced whole before "db-7".
-        pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
-        return lambda text: pattern.sub(lambda m: self.pseudonym(m.group(0)), text)
+    def _scrub(self, text: str, values: list[str]) -> str:
+        for value in values:
+            if value in text:
+                text = text.replace(value, self.pseudonym(value))
+        return text
 
 
 def known_people(store: Store) -> frozenset[str]:
@@ -134,6 +153,42 @@ def export_key(store: Store, env: Mapping[str, str]) -> bytes:
 
 def _seconds(later: int | None, earlier: int) -> float | None:
     return None if later is None else (later - earlier) / NS
+
+
+def row_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An export record straight from a row of COLUMNS (no StoredAlert in between)."""
+    (alert_id, fingerprint, status, alertname, severity, labels, annotations, generator_url,
+     source, starts_at, ends_at, first_received_at, last_received_at, receive_count, acked_at,
+     acked_by, ack_comment, assignee, silence_id, *_) = row  # fmt: skip
+    if status == "resolved":
+        state = "resolved"
+    else:
+        state = "acknowledged" if acked_at is not None else "firing"
+    return {
+        "id": alert_id,
+        "fingerprint": fingerprint,
+        "alertname": alertname,
+        "severity": severity,
+        "status": status,
+        "state": state,
+        "source": source,
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "first_received_at": first_received_at,
+        "last_received_at": last_received_at,
+        "receive_count": receive_count,
+        "acknowledged": acked_at is not None,
+        "acked_at": acked_at,
+        "acked_by": acked_by,
+        "ack_comment": ack_comment,
+        "assignee": assignee,
+        "silence_id": silence_id,
+        "time_to_ack_seconds": _seconds(acked_at, starts_at),
+        "time_to_resolve_seconds": _seconds(ends_at, starts_at),
+        "generator_url": generator_url,
+        "labels": orjson.loads(labels),
+        "annotations": orjson.loads(annotations),
+    }
 
 
 def alert_record(alert: StoredAlert) -> dict[str, Any]:
@@ -184,7 +239,7 @@ _TIME_FIELDS = ("starts_at", "ends_at", "first_received_at", "last_received_at",
 
 def _batches(
     store: Store, since: int | None, until: int | None, batch: int
-) -> Iterator[list[StoredAlert]]:
+) -> Iterator[list[tuple[Any, ...]]]:
     """Alerts in id order, `batch` at a time (keyset pagination: flat memory)."""
     last = 0
     where, args = ["id > ?"], []
@@ -203,9 +258,8 @@ def _batches(
         rows = store.read(page(last))
         if not rows:
             return
-        alerts = [row_to_alert(r) for r in rows]
-        yield alerts
-        last = alerts[-1].id
+        yield rows
+        last = rows[-1][0]
 
 
 def _parquet(path: Path, records: Iterator[list[dict[str, Any]]]) -> None:
@@ -271,8 +325,10 @@ def export_alerts(
 
     def records() -> Iterator[list[dict[str, Any]]]:
         nonlocal count
-        for alerts in _batches(store, since, until, batch):
-            chunk = [anonymizer.alert(a) if anonymizer else alert_record(a) for a in alerts]
+        for rows in _batches(store, since, until, batch):
+            chunk = [row_record(r) for r in rows]
+            if anonymizer is not None:
+                chunk = [anonymizer.record(r) for r in chunk]
             count += len(chunk)
             if progress is not None:
                 progress(len(chunk))

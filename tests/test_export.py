@@ -16,7 +16,7 @@ from bridge.actions import acknowledge, assign
 from bridge.cli import main
 from bridge.episodes import ingest
 from bridge.errors import BridgeError
-from bridge.export import Anonymizer, alert_record, export_alerts, export_key, known_people
+from bridge.export import Anonymizer, export_alerts, export_key, known_people
 from bridge.store import NS, Store
 from bridge.webhook import ReceivedAlert
 
@@ -161,14 +161,16 @@ def test_failure_leaves_no_file_and_keeps_the_old_one(
     out.write_text("previous export\n")
     calls = {"n": 0}
 
-    def boom(a: Any) -> dict[str, Any]:
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise RuntimeError("disk on fire")
-        return alert_record(a)
-
     anonymizer = Anonymizer(b"k")
-    monkeypatch.setattr(anonymizer, "alert", boom)
+    real = anonymizer.record
+
+    def boom(record: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] > 3:  # the second batch: the first one is already in the file
+            raise RuntimeError("disk on fire")
+        return real(record)
+
+    monkeypatch.setattr(anonymizer, "record", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         export_alerts(store, out, "json", anonymizer=anonymizer, batch=2)
     assert out.read_text() == "previous export\n"
