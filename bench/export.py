@@ -61,8 +61,11 @@ def main() -> None:
             )  # fmt: skip
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             label = "baseline: read only" if fmt == "read-only" else fmt
-            print(f"{label:<20} {r['records']:>8} rows  {r['seconds']:6.2f} s  "
-                  f"peak RSS {r['rss_mib']:6.0f} MiB  {r['bytes'] / 2**20:7.1f} MiB written")  # fmt: skip
+            written = r["bytes"] / 2**20
+            print(
+                f"{label:<20} {r['records']:>8} rows  {r['seconds']:6.2f} s  "
+                f"peak RSS {r['rss_mib']:6.0f} MiB  {written:7.1f} MiB written"
+            )
 
 
 if __name__ == "__main__":
