@@ -86,6 +86,10 @@ class Anonymizer:
         """The export record of an alert, with sensitive values replaced."""
         return self.record(alert_record(alert))
 
+    def labels(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """Labels with every value outside the allowlist pseudonymised."""
+        return {k: v if k in self.allowed else self.pseudonym(v) for k, v in labels.items()}
+
     def record(self, record: dict[str, Any]) -> dict[str, Any]:
         """Anonymise an export record in place (and return it)."""
         labels: dict[str, str] = record["labels"]
@@ -93,9 +97,7 @@ class Anonymizer:
         sensitive += [v for v in (record["acked_by"], record["assignee"]) if v]
         sensitive += self._people
         record["fingerprint"] = self._hmac(record["fingerprint"])  # unique per row: no cache
-        record["labels"] = {
-            k: v if k in self.allowed else self.pseudonym(v) for k, v in labels.items()
-        }
+        record["labels"] = self.labels(labels)
         for field in ("acked_by", "assignee"):
             if record[field]:
                 record[field] = self.pseudonym(record[field])
@@ -262,43 +264,88 @@ def _batches(
         last = rows[-1][0]
 
 
-def _parquet(path: Path, records: Iterator[list[dict[str, Any]]]) -> None:
-    with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What a kind of record looks like in a file: Arrow schema, time and map columns."""
+
+    schema: pa.Schema
+    times: tuple[str, ...]
+    maps: tuple[str, ...]
+
+
+ALERTS = Layout(SCHEMA, _TIME_FIELDS, ("labels", "annotations"))
+Records = Iterator[list[dict[str, Any]]]
+
+
+def _parquet(path: Path, layout: Layout, records: Records) -> None:
+    with pq.ParquetWriter(path, layout.schema, compression="zstd") as writer:
         for chunk in records:
-            columns = {name: [r[name] for r in chunk] for name in SCHEMA.names}
-            for name in ("labels", "annotations"):
+            columns = {name: [r[name] for r in chunk] for name in layout.schema.names}
+            for name in layout.maps:
                 columns[name] = [list(m.items()) for m in columns[name]]
-            writer.write_table(pa.table(columns, schema=SCHEMA))
+            writer.write_table(pa.table(columns, schema=layout.schema))
 
 
-def _csv(path: Path, records: Iterator[list[dict[str, Any]]]) -> None:
+def _text_row(record: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    row = dict(record)
+    for name in layout.times:
+        row[name] = format_time(row[name])
+    return row
+
+
+def _csv(path: Path, layout: Layout, records: Records) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SCHEMA.names)
+        writer = csv.DictWriter(handle, fieldnames=layout.schema.names)
         writer.writeheader()
         for chunk in records:
             for record in chunk:
-                row = dict(record)
-                for name in _TIME_FIELDS:
-                    row[name] = format_time(row[name])
-                for name in ("labels", "annotations"):
+                row = _text_row(record, layout)
+                for name in layout.maps:
                     row[name] = orjson.dumps(row[name], option=orjson.OPT_SORT_KEYS).decode()
                 writer.writerow(row)
 
 
-def _jsonl(path: Path, records: Iterator[list[dict[str, Any]]]) -> None:
+def _jsonl(path: Path, layout: Layout, records: Records) -> None:
     with path.open("wb") as handle:
         for chunk in records:
             buffer = io.BytesIO()
             for record in chunk:
-                row = dict(record)
-                for name in _TIME_FIELDS:
-                    row[name] = format_time(row[name])
-                buffer.write(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+                buffer.write(orjson.dumps(_text_row(record, layout), option=orjson.OPT_SORT_KEYS))
                 buffer.write(b"\n")
             handle.write(buffer.getvalue())
 
 
 _WRITERS = {"parquet": _parquet, "csv": _csv, "json": _jsonl}
+
+
+def check_output(output: Path, fmt: str) -> Path:
+    """The directory to write in; BridgeError for a bad format or an unwritable place."""
+    if fmt not in FORMATS:
+        raise BridgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if output.is_dir():
+        raise BridgeError(f"{output} is a directory; give a file name")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise BridgeError(f"cannot write to {parent}: not a writable directory")
+    return parent
+
+
+def write_atomically(output: Path, fmt: str, layout: Layout, records: Records) -> int:
+    """Write records via a temporary file, fsync, rename; returns the bytes written."""
+    parent = check_output(output, fmt)
+    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _WRITERS[fmt](tmp, layout, records)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return output.stat().st_size
 
 
 def export_alerts(
@@ -313,17 +360,11 @@ def export_alerts(
     batch: int = BATCH,
 ) -> ExportResult:
     """Write the alerts (optionally anonymised) to `output`, atomically."""
-    if fmt not in FORMATS:
-        raise BridgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     output = Path(output)
-    if output.is_dir():
-        raise BridgeError(f"{output} is a directory; give a file name")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise BridgeError(f"cannot write to {parent}: not a writable directory")
+    check_output(output, fmt)
     count = 0
 
-    def records() -> Iterator[list[dict[str, Any]]]:
+    def records() -> Records:
         nonlocal count
         for rows in _batches(store, since, until, batch):
             chunk = [row_record(r) for r in rows]
@@ -334,16 +375,5 @@ def export_alerts(
                 progress(len(chunk))
             yield chunk
 
-    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _WRITERS[fmt](tmp, records())
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return ExportResult(output, count, output.stat().st_size, fmt)
+    size = write_atomically(output, fmt, ALERTS, records())
+    return ExportResult(output, count, size, fmt)

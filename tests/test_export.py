@@ -51,18 +51,21 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def read_back(path: Path, fmt: str) -> list[dict[str, Any]]:
+    maps = ("labels", "annotations")
     if fmt == "parquet":
         rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
         for row in rows:
-            row["labels"] = dict(row["labels"])
-            row["annotations"] = dict(row["annotations"])
+            for name in maps:
+                if name in row:
+                    row[name] = dict(row[name])
         return rows
     if fmt == "csv":
         with path.open(newline="", encoding="utf-8") as handle:
             out = list(csv.DictReader(handle))
         for row in out:
-            row["labels"] = json.loads(row["labels"])
-            row["annotations"] = json.loads(row["annotations"])
+            for name in maps:
+                if name in row:
+                    row[name] = json.loads(row[name])
         return out
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 

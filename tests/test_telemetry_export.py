@@ -1,0 +1,167 @@
+"""Telemetry export: Prometheus (the Debian binary) scraping `serve`, range queries to files."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bridge import telemetry_export
+from bridge.catalog import CATALOG
+from bridge.cli import main
+from bridge.errors import BridgeError
+from bridge.export import Anonymizer
+from bridge.generate.prometheus import render_prometheus_config
+from bridge.promapi import PrometheusClient, default_step
+from bridge.store import Store
+from bridge.telemetry_export import export_telemetry, queries_for
+from tests.support import (
+    LOOPBACK,
+    bridge_env,
+    free_port,
+    http_json,
+    prom_query,
+    running,
+    start_bridge,
+    start_prometheus,
+    wait_for,
+)
+from tests.test_export import read_back
+
+
+def test_queries_for_seed_names_and_promql() -> None:
+    """Seed names become measurement PromQL; anything else is sent as it is; default: all five."""
+    queries = queries_for(["system.cpu.percent", "up{job='x'}"], "telemetry")
+    assert queries[0].expr == CATALOG["system.cpu.percent"].measurement("telemetry", "5m")
+    assert queries[1].expr == "up{job='x'}"
+    assert [q.metric for q in queries_for([], "telemetry")] == list(CATALOG)
+
+
+def test_default_step() -> None:
+    """About 1000 points over the range, never under 1 s."""
+    assert default_step(0, 3600) == 4
+    assert default_step(0, 10) == 1
+
+
+def test_unreachable_prometheus_is_named(tmp_path: Path) -> None:
+    """A closed port: a clear error, no file left."""
+    client = PrometheusClient(f"http://{LOOPBACK}:{free_port()}")
+    out = tmp_path / "t.csv"
+    with pytest.raises(BridgeError, match="cannot reach Prometheus at"):
+        export_telemetry(client, out, "csv", queries_for([], "telemetry"), 0, 60)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
+    """A bridge with pushed telemetry, scraped every second by a real Prometheus."""
+    tmp = tmp_path_factory.mktemp("telemetry-export")
+    bridge_port, prom_port = free_port(), free_port()
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        render_prometheus_config(
+            1,
+            1,
+            "alertbridge",
+            f"{LOOPBACK}:{bridge_port}",
+            f"{LOOPBACK}:{free_port()}",
+            rules_path="none.yml",
+        ).replace("rule_files:\n- none.yml\n", "rule_files: []\n")
+    )
+    env = bridge_env(ALERTBRIDGE_API_TOKEN="t", ALERTBRIDGE_TELEMETRY_SYSTEM="push")
+    with (
+        running(start_bridge(tmp, bridge_port, env)),
+        running(start_prometheus(tmp, config, prom_port)),
+    ):
+        base, prom = f"http://{LOOPBACK}:{bridge_port}", f"http://{LOOPBACK}:{prom_port}"
+        http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.42, "documents": 30}, "t")
+        started = time.time()
+        wait_for("6 cpu samples", lambda: prom_query(
+            prom, "count_over_time(telemetry_system_cpu_usage_ratio[1m]) >= 6"), 30)  # fmt: skip
+        yield prom, started
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+def test_exports_what_prometheus_scraped(
+    prometheus: tuple[str, float], tmp_path: Path, fmt: str
+) -> None:
+    """Seed metric and raw series, one row per point, labels kept (anonymisation off)."""
+    prom, started = prometheus
+    out = tmp_path / f"t.{fmt}"
+    queries = queries_for(
+        ["system.cpu.percent", "telemetry_ingestion_documents_total"], "telemetry"
+    )
+    result = export_telemetry(PrometheusClient(prom), out, fmt, queries, started, time.time(),
+                              step=1)  # fmt: skip
+    rows = read_back(out, fmt)
+    assert result.records == len(rows) >= 8
+    cpu = [r for r in rows if r["metric"] == "system.cpu.percent"]
+    assert cpu
+    assert {float(r["value"]) for r in cpu} == {0.42}
+    assert cpu[0]["labels"] == {"job": "alertbridge", "instance": cpu[0]["labels"]["instance"]}
+    docs = [r for r in rows if r["metric"] == "telemetry_ingestion_documents_total"]
+    assert {float(r["value"]) for r in docs} == {30.0}
+    assert docs[0]["labels"]["__name__"] == "telemetry_ingestion_documents_total"
+
+
+@pytest.mark.e2e
+def test_anonymised_and_chunked(
+    prometheus: tuple[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance pseudonymised; tiny chunks give the same points as one query."""
+    prom, started = prometheus
+    client, end = PrometheusClient(prom), time.time()
+    queries = queries_for(["system.cpu.percent"], "telemetry")
+    whole = export_telemetry(client, tmp_path / "a.json", "json", queries, started, end, step=1)
+    monkeypatch.setattr(telemetry_export, "MAX_POINTS", 3)
+    chunked = export_telemetry(client, tmp_path / "b.json", "json", queries, started, end, step=1)
+    assert read_back(tmp_path / "a.json", "json") == read_back(tmp_path / "b.json", "json")
+    assert whole.records == chunked.records
+    anon = tmp_path / "c.json"
+    export_telemetry(client, anon, "json", queries, started, end, step=1,
+                     anonymizer=Anonymizer(b"k"))  # fmt: skip
+    assert LOOPBACK.encode() not in anon.read_bytes()
+    labels = json.loads(anon.read_text().splitlines()[0])["labels"]
+    assert labels["job"] == "alertbridge"
+    assert labels["instance"].startswith("anon-")
+
+
+@pytest.mark.e2e
+def test_bad_promql_is_named(prometheus: tuple[str, float], tmp_path: Path) -> None:
+    """Prometheus's own parse error reaches the user; nothing is written."""
+    prom, started = prometheus
+    queries = queries_for(["sum(("], "telemetry")
+    with pytest.raises(BridgeError, match="Prometheus rejected 'sum\\(\\('"):
+        export_telemetry(PrometheusClient(prom), tmp_path / "x.csv", "csv", queries, started,
+                         time.time())  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_cli_telemetry_export(prometheus: tuple[str, float], tmp_path: Path) -> None:
+    """`alertbridge export --what telemetry` with and without anonymisation."""
+    prom, _ = prometheus
+    out = tmp_path / "cli.csv"
+    plain = CliRunner().invoke(main, [
+        "export", "--what", "telemetry", "--format", "csv", "--output", str(out), "--since", "1m",
+        "--metric", "system.cpu.percent", "--prometheus-url", prom, "--no-anonymize"])  # fmt: skip
+    assert plain.exit_code == 0, plain.output
+    assert "telemetry points (not anonymised)" in plain.output
+    assert LOOPBACK in out.read_text()
+    Store(tmp_path / "key.db").close()  # the key lives in a database
+    anon = CliRunner().invoke(main, [
+        "export", "--what", "telemetry", "--format", "csv", "--output", str(out), "--since", "1m",
+        "--metric", "system.cpu.percent", "--prometheus-url", prom,
+        "--db", str(tmp_path / "key.db")])  # fmt: skip
+    assert anon.exit_code == 0, anon.output
+    assert LOOPBACK not in out.read_text()
+    missing = CliRunner(env={"ALERTBRIDGE_PROMETHEUS_URL": None}).invoke(main, [
+        "export", "--what", "telemetry", "--format", "csv", "--output", str(out),
+        "--no-anonymize"])  # fmt: skip
+    assert missing.exit_code == 1
+    assert "needs --prometheus-url" in missing.output
