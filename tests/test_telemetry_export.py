@@ -11,12 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from bridge import telemetry_export
+from bridge.baseline import compute_baseline, episodes, quantile
 from bridge.catalog import CATALOG
 from bridge.cli import main
 from bridge.errors import BridgeError
 from bridge.export import Anonymizer
 from bridge.generate.prometheus import render_prometheus_config
-from bridge.promapi import PrometheusClient, default_step
+from bridge.promapi import PrometheusClient, Series, default_step
+from bridge.rules import DEFAULT_RULES
 from bridge.store import Store
 from bridge.telemetry_export import export_telemetry, queries_for
 from tests.support import (
@@ -57,7 +59,7 @@ def test_unreachable_prometheus_is_named(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float, str]]:
     """A bridge with pushed telemetry, scraped every second by a real Prometheus."""
     tmp = tmp_path_factory.mktemp("telemetry-export")
     bridge_port, prom_port = free_port(), free_port()
@@ -82,16 +84,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         started = time.time()
         wait_for("6 cpu samples", lambda: prom_query(
             prom, "count_over_time(telemetry_system_cpu_usage_ratio[1m]) >= 6"), 30)  # fmt: skip
-        yield prom, started
+        yield prom, started, base
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
 def test_exports_what_prometheus_scraped(
-    prometheus: tuple[str, float], tmp_path: Path, fmt: str
+    prometheus: tuple[str, float, str], tmp_path: Path, fmt: str
 ) -> None:
     """Seed metric and raw series, one row per point, labels kept (anonymisation off)."""
-    prom, started = prometheus
+    prom, started, _ = prometheus
     out = tmp_path / f"t.{fmt}"
     queries = queries_for(
         ["system.cpu.percent", "telemetry_ingestion_documents_total"], "telemetry"
@@ -111,10 +113,10 @@ def test_exports_what_prometheus_scraped(
 
 @pytest.mark.e2e
 def test_anonymised_and_chunked(
-    prometheus: tuple[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prometheus: tuple[str, float, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Instance pseudonymised; tiny chunks give the same points as one query."""
-    prom, started = prometheus
+    prom, started, _ = prometheus
     client, end = PrometheusClient(prom), time.time()
     queries = queries_for(["system.cpu.percent"], "telemetry")
     whole = export_telemetry(client, tmp_path / "a.json", "json", queries, started, end, step=1)
@@ -132,9 +134,9 @@ def test_anonymised_and_chunked(
 
 
 @pytest.mark.e2e
-def test_bad_promql_is_named(prometheus: tuple[str, float], tmp_path: Path) -> None:
+def test_bad_promql_is_named(prometheus: tuple[str, float, str], tmp_path: Path) -> None:
     """Prometheus's own parse error reaches the user; nothing is written."""
-    prom, started = prometheus
+    prom, started, _ = prometheus
     queries = queries_for(["sum(("], "telemetry")
     with pytest.raises(BridgeError, match="Prometheus rejected 'sum\\(\\('"):
         export_telemetry(PrometheusClient(prom), tmp_path / "x.csv", "csv", queries, started,
@@ -143,9 +145,9 @@ def test_bad_promql_is_named(prometheus: tuple[str, float], tmp_path: Path) -> N
 
 
 @pytest.mark.e2e
-def test_cli_telemetry_export(prometheus: tuple[str, float], tmp_path: Path) -> None:
+def test_cli_telemetry_export(prometheus: tuple[str, float, str], tmp_path: Path) -> None:
     """`alertbridge export --what telemetry` with and without anonymisation."""
-    prom, _ = prometheus
+    prom, _, _ = prometheus
     out = tmp_path / "cli.csv"
     plain = CliRunner().invoke(main, [
         "export", "--what", "telemetry", "--format", "csv", "--output", str(out), "--since", "1m",
@@ -165,3 +167,48 @@ def test_cli_telemetry_export(prometheus: tuple[str, float], tmp_path: Path) -> 
         "--no-anonymize"])  # fmt: skip
     assert missing.exit_code == 1
     assert "needs --prometheus-url" in missing.output
+
+
+def test_episodes_and_quantiles() -> None:
+    """Runs end at gaps; a run counts when it lasts the hold; quantiles interpolate."""
+    series = [Series({}, [(0, 1), (1, 1), (2, 1), (10, 1), (11, 1)])]
+    assert episodes(series, 1, 0) == (2, 5.0)
+    assert episodes(series, 1, 2) == (1, 3.0)
+    assert episodes(series, 1, 5) == (0, 0.0)
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert quantile([5.0], 0.99) == 5.0
+
+
+@pytest.mark.e2e
+def test_baseline_and_backtest(prometheus: tuple[str, float, str], tmp_path: Path) -> None:
+    """CPU pushed past high_cpu for a few scrapes: one would-be episode with for 0, none with
+    a long for, none for critical_cpu; distribution and suggestions in percent. (Runs last: it
+    changes the data the other tests read.)"""
+    prom, started, base = prometheus
+    http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.9}, "t")
+    high = "count_over_time((telemetry_system_cpu_usage_ratio > 0.8)[1m:1s]) >= 3"
+    wait_for("3 high samples", lambda: prom_query(prom, high), 30)
+    http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.42}, "t")
+    wait_for(
+        "back to normal", lambda: prom_query(prom, "telemetry_system_cpu_usage_ratio < 0.5"), 30
+    )
+    rules = [r.replace(for_seconds=0) for r in DEFAULT_RULES]
+    result = compute_baseline(PrometheusClient(prom), rules, "system.cpu.percent", "telemetry",
+                              started, time.time(), 1)  # fmt: skip
+    assert result.max == 90.0
+    assert result.p50 == 42.0
+    assert result.suggested_critical >= result.suggested_warning > 42.0
+    fired = {t.rule: t.episodes for t in result.backtests}
+    assert fired == {"high_cpu": 1, "critical_cpu": 0}
+    slow = [r.replace(for_seconds=3600) for r in DEFAULT_RULES]
+    later = compute_baseline(PrometheusClient(prom), slow, "system.cpu.percent", "telemetry",
+                             started, time.time(), 1)  # fmt: skip
+    assert {t.rule: t.episodes for t in later.backtests} == {"high_cpu": 0, "critical_cpu": 0}
+    shown = CliRunner().invoke(main, ["baseline", "system.cpu.percent", "--days", "0.01",
+                                      "--prometheus-url", prom])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "rule high_cpu: would have fired 0 time(s)" in shown.output  # default for: 5m
+    assert "suggested thresholds: warning" in shown.output
+    unknown = CliRunner().invoke(main, ["baseline", "disk.io", "--prometheus-url", prom])
+    assert unknown.exit_code == 1
+    assert "unknown metric 'disk.io'" in unknown.output

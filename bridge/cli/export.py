@@ -1,8 +1,9 @@
-"""`alertbridge export`: alerts to Parquet, CSV or JSON Lines."""
+"""`alertbridge export` (alerts, telemetry) and `alertbridge baseline`."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import click
 
+from bridge.baseline import compute_baseline, describe
 from bridge.cli.common import fail_cleanly, main, settings_of
 from bridge.errors import BridgeError
 from bridge.export import FORMATS, Anonymizer, export_alerts, export_key, known_people
-from bridge.promapi import PrometheusClient
+from bridge.promapi import PrometheusClient, default_step
 from bridge.query import parse_when
 from bridge.store import NS, Store, now_ns
 from bridge.telemetry_export import export_telemetry, queries_for
@@ -116,3 +118,39 @@ def _progress(what: str) -> Iterator[Callable[[int], None] | None]:
         yield update
     finally:
         click.echo(err=True)
+
+
+@main.command("baseline")
+@click.argument("metric")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
+@click.option(
+    "--step", type=click.IntRange(min=1), default=None, help="Seconds (default ~1000 points)."
+)
+@click.option("--prometheus-url", default=None, help="Default: prometheus.url of the config.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@fail_cleanly
+def baseline_command(
+    ctx: click.Context,
+    metric: str,
+    days: float,
+    step: int | None,
+    prometheus_url: str | None,
+    output: str,
+) -> None:
+    """A metric's history: mean, p50, p95, p99, max, suggested thresholds, rule backtest."""
+    settings = settings_of(ctx)
+    url = prometheus_url or settings.prometheus.url
+    if not url:
+        raise BridgeError("baseline needs --prometheus-url or prometheus.url")
+    end = now_ns() / NS
+    start = end - days * 86400
+    step = step or default_step(start, end)
+    client = PrometheusClient(url)
+    result = compute_baseline(
+        client, list(settings.rules), metric, settings.namespace, start, end, step
+    )
+    if output == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo("\n".join(describe(result)))
