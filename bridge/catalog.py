@@ -51,23 +51,26 @@ class MetricSpec:
         """Full exported series name for a namespace."""
         return f"{namespace}_{self.series}"
 
-    def measurement(self, namespace: str, window: str) -> str:
-        """PromQL for the measured value in base units, one series per (job, instance)."""
+    def measurement(self, namespace: str, window: str, selector: str = "") -> str:
+        """PromQL for the measured value in base units, one series per (job, instance).
+
+        `selector` (e.g. `{instance=~"$instance"}`) narrows every series the expression reads.
+        """
         full = self.series_name(namespace)
         if self.kind is Kind.GAUGE:
-            return f"max by (job, instance) ({full})"
+            return f"max by (job, instance) ({full}{selector})"
         if self.kind is Kind.RATE:
-            return f"sum by (job, instance) (rate({full}[{window}]))"
+            return f"sum by (job, instance) (rate({full}{selector}[{window}]))"
         if self.kind is Kind.P95:
             return (
                 "histogram_quantile(0.95, sum by (le, job, instance) "
-                f"(rate({full}_bucket[{window}])))"
+                f"(rate({full}_bucket{selector}[{window}])))"
             )
         assert self.denominator is not None
         total = f"{namespace}_{self.denominator}"
         return (
-            f"sum by (job, instance) (rate({full}[{window}]))"
-            f" / sum by (job, instance) (rate({total}[{window}]))"
+            f"sum by (job, instance) (rate({full}{selector}[{window}]))"
+            f" / sum by (job, instance) (rate({total}{selector}[{window}]))"
         )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.generate.alertmanager import render_alertmanager
+from bridge.generate.grafana import render_dashboard, render_datasources, render_provider
 from bridge.generate.prometheus import (
     RULES_FILE,
     TESTS_FILE,
@@ -21,6 +22,11 @@ RULES_PATH = f"prometheus/rules/{RULES_FILE}"
 TESTS_PATH = f"prometheus/rules/{TESTS_FILE}"
 PROMETHEUS_PATH = "prometheus/prometheus.yml"
 ALERTMANAGER_PATH = "alertmanager/alertmanager.yml"
+DATASOURCES_PATH = "grafana/provisioning/datasources/alertbridge.yml"
+PROVIDER_PATH = "grafana/provisioning/dashboards/alertbridge.yml"
+DASHBOARD_PATH = "grafana/dashboards/alertbridge.json"
+#: Where the provisioned Grafana reads dashboards (docker-compose mounts grafana/dashboards here).
+GRAFANA_DASHBOARDS_DIR = "/var/lib/grafana/dashboards"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,12 @@ def render_all(settings: Settings) -> Artifacts:
             prom.alertmanager_target,
         ),
         ALERTMANAGER_PATH: render_alertmanager(rules, settings.alertmanager),
+        DATASOURCES_PATH: render_datasources(
+            prom.url or "http://127.0.0.1:9090",
+            settings.alertmanager.url or "http://127.0.0.1:9093",
+        ),
+        PROVIDER_PATH: render_provider(GRAFANA_DASHBOARDS_DIR),
+        DASHBOARD_PATH: render_dashboard(rules, settings.namespace, prom.job),
     }
     return Artifacts(files, untested)
 
