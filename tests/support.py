@@ -193,3 +193,23 @@ def start_alertmanager(tmp: Path, config: Path, port: int, name: str = "alertman
         proc.stop()
         raise AssertionError(f"{name} did not start:\n{proc.output()[-3000:]}") from None
     return proc
+
+
+@contextmanager
+def scraped_bridge(tmp: Path, token: str) -> Iterator[tuple[str, str]]:
+    """`serve` taking pushed system metrics, scraped every second by a real Prometheus with no
+    rules; yields (Prometheus URL, bridge URL)."""
+    from bridge.generate.prometheus import render_prometheus_config
+
+    bridge_port, prom_port = free_port(), free_port()
+    config = tmp / "prometheus.yml"
+    text = render_prometheus_config(
+        1, 1, "alertbridge", f"{LOOPBACK}:{bridge_port}", f"{LOOPBACK}:{free_port()}", "none.yml"
+    )
+    config.write_text(text.replace("rule_files:\n- none.yml\n", "rule_files: []\n"))
+    env = bridge_env(ALERTBRIDGE_API_TOKEN=token, ALERTBRIDGE_TELEMETRY_SYSTEM="push")
+    with (
+        running(start_bridge(tmp, bridge_port, env)),
+        running(start_prometheus(tmp, config, prom_port)),
+    ):
+        yield f"http://{LOOPBACK}:{prom_port}", f"http://{LOOPBACK}:{bridge_port}"

@@ -13,16 +13,10 @@ import yaml
 from bridge.catalog import CATALOG
 from bridge.config import load_settings
 from bridge.generate import DASHBOARD_PATH, DATASOURCES_PATH, PROVIDER_PATH, render_all
-from bridge.generate.prometheus import render_prometheus_config
 from tests.support import (
-    LOOPBACK,
-    bridge_env,
-    free_port,
     http_json,
     prom_query,
-    running,
-    start_bridge,
-    start_prometheus,
+    scraped_bridge,
     wait_for,
 )
 
@@ -104,24 +98,7 @@ def test_thresholds_are_the_rules(write_config: Any) -> None:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A bridge with every telemetry series pushed, scraped each second by real Prometheus."""
     tmp = tmp_path_factory.mktemp("grafana")
-    bridge_port, prom_port = free_port(), free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        render_prometheus_config(
-            1,
-            1,
-            "alertbridge",
-            f"{LOOPBACK}:{bridge_port}",
-            f"{LOOPBACK}:{free_port()}",
-            rules_path="none.yml",
-        ).replace("rule_files:\n- none.yml\n", "rule_files: []\n")
-    )
-    env = bridge_env(ALERTBRIDGE_API_TOKEN="t", ALERTBRIDGE_TELEMETRY_SYSTEM="push")
-    with (
-        running(start_bridge(tmp, bridge_port, env)),
-        running(start_prometheus(tmp, config, prom_port)),
-    ):
-        base, prom = f"http://{LOOPBACK}:{bridge_port}", f"http://{LOOPBACK}:{prom_port}"
+    with scraped_bridge(tmp, "t") as (prom, base):
         body = {
             "cpu_usage_ratio": 0.3,
             "memory_used_bytes": 2.0**30,

@@ -16,20 +16,16 @@ from bridge.catalog import CATALOG
 from bridge.cli import main
 from bridge.errors import BridgeError
 from bridge.export import Anonymizer
-from bridge.generate.prometheus import render_prometheus_config
 from bridge.promapi import PrometheusClient, Series, default_step
 from bridge.rules import DEFAULT_RULES
 from bridge.store import Store
 from bridge.telemetry_export import export_telemetry, queries_for
 from tests.support import (
     LOOPBACK,
-    bridge_env,
     free_port,
     http_json,
     prom_query,
-    running,
-    start_bridge,
-    start_prometheus,
+    scraped_bridge,
     wait_for,
 )
 from tests.test_export import read_back
@@ -62,24 +58,7 @@ def test_unreachable_prometheus_is_named(tmp_path: Path) -> None:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float, str]]:
     """A bridge with pushed telemetry, scraped every second by a real Prometheus."""
     tmp = tmp_path_factory.mktemp("telemetry-export")
-    bridge_port, prom_port = free_port(), free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        render_prometheus_config(
-            1,
-            1,
-            "alertbridge",
-            f"{LOOPBACK}:{bridge_port}",
-            f"{LOOPBACK}:{free_port()}",
-            rules_path="none.yml",
-        ).replace("rule_files:\n- none.yml\n", "rule_files: []\n")
-    )
-    env = bridge_env(ALERTBRIDGE_API_TOKEN="t", ALERTBRIDGE_TELEMETRY_SYSTEM="push")
-    with (
-        running(start_bridge(tmp, bridge_port, env)),
-        running(start_prometheus(tmp, config, prom_port)),
-    ):
-        base, prom = f"http://{LOOPBACK}:{bridge_port}", f"http://{LOOPBACK}:{prom_port}"
+    with scraped_bridge(tmp, "t") as (prom, base):
         http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.42, "documents": 30}, "t")
         started = time.time()
         wait_for("6 cpu samples", lambda: prom_query(
