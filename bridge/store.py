@@ -73,12 +73,47 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE alerts ADD COLUMN silenced_until INTEGER;
     CREATE INDEX alerts_silence_state ON alerts (silence_state) WHERE silence_state IS NOT NULL;
     """,
+    # 3: counts by (state, severity) kept by triggers in the writing transaction, so that
+    #    metrics and status read a handful of rows instead of scanning every alert
+    """
+    CREATE TABLE alert_counts (
+        state TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (state, severity)
+    ) WITHOUT ROWID;
+    INSERT INTO alert_counts (state, severity, count)
+        SELECT CASE WHEN status = 'resolved' THEN 'resolved'
+                    WHEN acked_at IS NOT NULL THEN 'acknowledged' ELSE 'firing' END,
+               severity, count(*)
+        FROM alerts GROUP BY 1, 2;
+    CREATE TRIGGER alerts_count_insert AFTER INSERT ON alerts BEGIN
+        INSERT INTO alert_counts (state, severity, count)
+            VALUES (CASE WHEN NEW.status = 'resolved' THEN 'resolved'
+                      WHEN NEW.acked_at IS NOT NULL THEN 'acknowledged'
+                      ELSE 'firing' END, NEW.severity, 1)
+            ON CONFLICT (state, severity) DO UPDATE SET count = count + 1;
+    END;
+    CREATE TRIGGER alerts_count_delete AFTER DELETE ON alerts BEGIN
+        UPDATE alert_counts SET count = count - 1
+            WHERE state = CASE WHEN OLD.status = 'resolved' THEN 'resolved'
+                      WHEN OLD.acked_at IS NOT NULL THEN 'acknowledged'
+                      ELSE 'firing' END AND severity = OLD.severity;
+    END;
+    CREATE TRIGGER alerts_count_update AFTER UPDATE OF status, acked_at, severity ON alerts BEGIN
+        UPDATE alert_counts SET count = count - 1
+            WHERE state = CASE WHEN OLD.status = 'resolved' THEN 'resolved'
+                      WHEN OLD.acked_at IS NOT NULL THEN 'acknowledged'
+                      ELSE 'firing' END AND severity = OLD.severity;
+        INSERT INTO alert_counts (state, severity, count)
+            VALUES (CASE WHEN NEW.status = 'resolved' THEN 'resolved'
+                      WHEN NEW.acked_at IS NOT NULL THEN 'acknowledged'
+                      ELSE 'firing' END, NEW.severity, 1)
+            ON CONFLICT (state, severity) DO UPDATE SET count = count + 1;
+    END;
+    """,
 )
 
-EVENT_KINDS = (
-    "fired", "resolved", "acknowledged", "unacknowledged", "note", "assigned", "silenced",
-    "expired",
-)  # fmt: skip
 DEFAULT_RETENTION_DAYS = 90
 NS = 1_000_000_000
 MAX_TEXT = 10_000
@@ -228,15 +263,14 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema v{version} is newer than this alertbridge (v{len(MIGRATIONS)})"
         )
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        conn.execute("BEGIN IMMEDIATE")
+        # One script per migration, in one transaction: a failure leaves the schema as it was.
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
     return len(MIGRATIONS)
 
@@ -351,12 +385,8 @@ def get_events(conn: sqlite3.Connection, alert_id: int) -> list[Event]:
 
 
 def state_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-    """(state, severity) -> number of stored alerts."""
-    rows = conn.execute(
-        "SELECT CASE WHEN status = 'resolved' THEN 'resolved'"
-        " WHEN acked_at IS NOT NULL THEN 'acknowledged' ELSE 'firing' END, severity, count(*)"
-        " FROM alerts GROUP BY 1, 2"
-    )
+    """(state, severity) -> number of stored alerts (kept by triggers: no table scan)."""
+    rows = conn.execute("SELECT state, severity, count FROM alert_counts WHERE count > 0")
     return {(state, severity): count for state, severity, count in rows}
 
 

@@ -25,6 +25,7 @@ from bridge.store import (
     get_events,
     get_retention,
     list_alerts,
+    state_counts,
 )
 from bridge.webhook import ReceivedAlert
 
@@ -326,3 +327,81 @@ def test_get_alert_json_shape(store: Store) -> None:
     assert data["ends_at"] is None
     assert data["state"] == "firing"
     assert data["labels"]["alertname"] == "high_cpu"
+
+
+def brute_counts(store: Store) -> dict[tuple[str, str], int]:
+    rows = store.read(
+        lambda c: c.execute(
+            "SELECT CASE WHEN status = 'resolved' THEN 'resolved' WHEN acked_at IS NOT NULL"
+            " THEN 'acknowledged' ELSE 'firing' END, severity, count(*) FROM alerts GROUP BY 1, 2"
+        ).fetchall()
+    )
+    return {(state, severity): count for state, severity, count in rows}
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["fire", "resolve", "ack", "unack", "prune"]),
+        st.integers(0, 5),
+        st.sampled_from(["warning", "critical"]),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(operations)
+def test_trigger_counts_equal_a_full_scan(ops: list[tuple[str, int, str]]) -> None:
+    """Whatever happens to alerts, the kept counts equal counting every row."""
+    with tempfile.TemporaryDirectory(prefix="counts-") as tmp:
+        store = Store(Path(tmp) / "a.db")
+        try:
+            for op, i, severity in ops:
+                fp = f"{i:016x}"
+                try:
+                    if op == "fire":
+                        store.run(ingest([received(fingerprint=fp, severity=severity)], T0))
+                    elif op == "resolve":
+                        store.run(ingest([received("resolved", ends=T0 + NS, fingerprint=fp,
+                                                   severity=severity)], T0))  # fmt: skip
+                    elif op == "ack":
+                        store.run(acknowledge(i + 1, "a", "", T0))
+                    elif op == "unack":
+                        store.run(unacknowledge(i + 1, "a", "", T0))
+                    else:
+                        store.run(set_retention(1))
+                        store.run(prune(T0 + 400 * 86400 * NS))
+                except (NotFound, Conflict):
+                    pass
+                assert store.read(state_counts) == brute_counts(store)
+        finally:
+            store.close()
+
+
+def test_upgrade_from_v2_counts_existing_rows(tmp_path: Path) -> None:
+    """Migration 3 counts the alerts a v2 database already holds."""
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:2], start=1):
+        conn.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+    conn.execute("BEGIN")
+    ingest([received(), received("resolved", ends=T0 + NS, fingerprint="f" * 16)], T0)(conn)
+    conn.execute("COMMIT")
+    conn.close()
+    store = Store(path)
+    assert store.read(state_counts) == {("firing", "warning"): 1, ("resolved", "warning"): 1}
+    store.close()
+
+
+def test_failed_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration that fails half-way is rolled back whole; the version stays."""
+    monkeypatch.setattr(
+        "bridge.store.MIGRATIONS", (*MIGRATIONS, "CREATE TABLE half (x); SELECT nosuch();")
+    )
+    with pytest.raises(StoreError, match="no such function"):
+        Store(tmp_path / "a.db")
+    conn = sqlite3.connect(tmp_path / "a.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "half" not in tables
+    conn.close()
