@@ -16,7 +16,7 @@ from bridge.actions import prune
 from bridge.alertmanager import AlertmanagerClient, Reconciler
 from bridge.config import Settings
 from bridge.embedded import EmbeddedEvaluator
-from bridge.httputil import check_token, make_errors_middleware, read_json
+from bridge.httputil import Handler, check_token, make_errors_middleware, read_json
 from bridge.keys import (
     METRICS,
     NOTIFIER,
@@ -110,6 +110,21 @@ async def status(request: web.Request) -> web.Response:
             "alerts": by_state,
         }
     )
+
+
+WEBHOOK_PATH = "/api/v1/alertmanager"  # counted by alertbridge_webhook_requests_total
+
+
+@web.middleware
+async def count_api_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """alertbridge_api_requests_total by route template and status code (outermost, so the
+    JSON error responses are counted too)."""
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else None
+    if template is not None and template.startswith("/api/") and template != WEBHOOK_PATH:
+        request.app[METRICS].api_requests.labels(handler=template, code=str(response.status)).inc()
+    return response
 
 
 def _every(
@@ -224,7 +239,7 @@ def create_app(
     count refresh) so tests drive them; storage is always opened in a cleanup context.
     """
     app = web.Application(
-        middlewares=[make_errors_middleware(settings.server.max_body_bytes)],
+        middlewares=[count_api_requests, make_errors_middleware(settings.server.max_body_bytes)],
         client_max_size=settings.server.max_body_bytes,
     )
     telemetry = telemetry or Telemetry(settings.namespace, window_seconds=settings.telemetry.window)

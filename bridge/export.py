@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bridge.errors import BridgeError
-from bridge.store import COLUMNS, NS, Store, StoredAlert, format_time
+from bridge.store import COLUMNS, NS, Store, format_time
 
 FORMATS = ("parquet", "csv", "json")
 #: Label names whose values describe the rule, not the system or people: kept as they are.
@@ -81,10 +81,6 @@ class Anonymizer:
     def _hmac(self, value: str) -> str:
         digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
         return f"anon-{digest[:16]}"
-
-    def alert(self, alert: StoredAlert) -> dict[str, Any]:
-        """The export record of an alert, with sensitive values replaced."""
-        return self.record(alert_record(alert))
 
     def labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         """Labels with every value outside the allowlist pseudonymised."""
@@ -190,35 +186,6 @@ def row_record(row: tuple[Any, ...]) -> dict[str, Any]:
         "generator_url": generator_url,
         "labels": orjson.loads(labels),
         "annotations": orjson.loads(annotations),
-    }
-
-
-def alert_record(alert: StoredAlert) -> dict[str, Any]:
-    """An alert as an export record (times in ns since the epoch, durations in seconds)."""
-    return {
-        "id": alert.id,
-        "fingerprint": alert.fingerprint,
-        "alertname": alert.alertname,
-        "severity": alert.severity,
-        "status": alert.status,
-        "state": alert.state,
-        "source": alert.source,
-        "starts_at": alert.starts_at,
-        "ends_at": alert.ends_at,
-        "first_received_at": alert.first_received_at,
-        "last_received_at": alert.last_received_at,
-        "receive_count": alert.receive_count,
-        "acknowledged": alert.acknowledged,
-        "acked_at": alert.acked_at,
-        "acked_by": alert.acked_by,
-        "ack_comment": alert.ack_comment,
-        "assignee": alert.assignee,
-        "silence_id": alert.silence_id,
-        "time_to_ack_seconds": _seconds(alert.acked_at, alert.starts_at),
-        "time_to_resolve_seconds": _seconds(alert.ends_at, alert.starts_at),
-        "generator_url": alert.generator_url,
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
     }
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.app import create_app
+from bridge.app import _refresh_counts, create_app
 from bridge.config import Secret, load_settings
 from bridge.embedded import EmbeddedEvaluator
 from bridge.keys import STORE, TELEMETRY, WRITER
@@ -187,3 +188,37 @@ async def test_embedded_evaluator_stores_local_alerts(
     assert sorted(resolved.resolved) == sorted(a.id for a in alerts)
     states = {a.status for a in app[STORE].read(lambda c: list_alerts(c, AlertQuery()))}
     assert states == {"resolved"}
+
+
+async def metric_value(client: Client, name: str, **labels: str) -> float | None:
+    text = await (await client.get("/metrics")).text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+async def test_api_requests_are_counted_by_route_and_code(client: Client) -> None:
+    """alertbridge_api_requests_total counts by route template and status; not the webhook."""
+    await client.get("/api/v1/alerts", headers=API)
+    await client.get("/api/v1/alerts", headers=API)
+    await client.post("/api/v1/alerts/99/ack", json={"by": "a"}, headers=API)
+    await client.get("/api/v1/alerts")  # 401
+    name = "alertbridge_api_requests_total"
+    assert await metric_value(client, name, handler="/api/v1/alerts", code="200") == 2
+    assert await metric_value(client, name, handler="/api/v1/alerts", code="401") == 1
+    assert await metric_value(client, name, handler="/api/v1/alerts/{id}/ack", code="404") == 1
+    assert await metric_value(client, name, handler="/api/v1/alertmanager", code="200") is None
+
+
+async def test_stored_alerts_gauge_follows_the_store(client: Client) -> None:
+    """The periodic refresh publishes counts by state and severity."""
+    app: web.Application = client.app
+    await client.post("/api/v1/alerts/1/ack", json={"by": "a"}, headers=API)
+    await _refresh_counts(app)
+    name = "alertbridge_stored_alerts"
+    assert await metric_value(client, name, state="acknowledged", severity="warning") == 1
+    assert await metric_value(client, name, state="firing", severity="warning") == 1
+    assert await metric_value(client, name, state="firing", severity="critical") == 1
+    assert await metric_value(client, name, state="resolved", severity="warning") == 1

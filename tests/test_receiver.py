@@ -179,3 +179,25 @@ async def test_callbacks_run_after_commit_filtered_and_isolated(
     await notifier.drain()
     assert seen == [(2, "firing")]
     assert notifier.errors == 1
+
+
+async def test_async_callbacks_run_and_failures_count(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """Coroutine callbacks are awaited as tasks; one that raises is counted, not fatal."""
+    notifier = Notifier(Severity.WARNING)
+    seen: list[int] = []
+
+    async def record(alert: StoredAlert) -> None:
+        seen.append(alert.id)
+
+    async def broken(alert: StoredAlert) -> None:
+        raise RuntimeError("webhook relay down")
+
+    notifier.add(broken)
+    notifier.add(record)
+    client = await aiohttp_client(make_app(tmp_path, notifier))
+    assert (await client.post(WEBHOOK, json=notification(am_alert()), headers=BEARER)).status == 200
+    await notifier.drain()
+    assert seen == [1]
+    assert (notifier.errors, notifier.delivered) == (1, 1)
