@@ -237,3 +237,18 @@ async def test_local_alerts_need_no_silence(env: Env) -> None:
     assert acked.silence_state is None
     await reconciler.run_once()
     assert fake.silences == {}
+
+
+async def test_expiring_a_silence_alertmanager_forgot_counts_as_done(env: Env) -> None:
+    """0.25 answers 500 "silence not found" for an unknown id: the unack still completes."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    fake.silences.clear()  # e.g. Alertmanager lost its state
+    await writer.submit(unacknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"
+    assert reconciler.failures == 0

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.app import _refresh_counts, create_app
 from bridge.config import Secret, load_settings
 from bridge.embedded import EmbeddedEvaluator
+from bridge.errors import StoreError
 from bridge.keys import STORE, TELEMETRY, WRITER
 from bridge.store import AlertQuery, list_alerts
 from tests.payloads import am_alert, notification
@@ -222,3 +223,34 @@ async def test_stored_alerts_gauge_follows_the_store(client: Client) -> None:
     assert await metric_value(client, name, state="firing", severity="warning") == 1
     assert await metric_value(client, name, state="firing", severity="critical") == 1
     assert await metric_value(client, name, state="resolved", severity="warning") == 1
+
+
+class FlakyWriter:
+    """A writer whose first submit fails as storage would."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.calls = real, 0
+
+    async def submit(self, job: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise StoreError("storage failed: disk I/O error")
+        return await self.real.submit(job)
+
+
+async def test_embedded_changes_survive_a_storage_failure(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """What fired while storage failed is sent again with the next evaluation."""
+    settings = load_settings(None, {}, db=str(tmp_path / "alerts.db"))
+    app = create_app(settings, background=False)
+    await aiohttp_client(app)
+    rules = [r.replace(for_seconds=0) for r in settings.rules.enabled]
+    embedded = EmbeddedEvaluator(rules, app[TELEMETRY], "alertbridge", "127.0.0.1:9470")
+    flaky = FlakyWriter(app[WRITER])
+    app[TELEMETRY].set_system(cpu_ratio=0.97)
+    with pytest.raises(StoreError):
+        await embedded.evaluate_once(flaky)  # type: ignore[arg-type]
+    assert app[STORE].read(lambda c: list_alerts(c, AlertQuery())) == []
+    result = await embedded.evaluate_once(flaky)  # type: ignore[arg-type]
+    assert len(result.fired) == 2

@@ -138,3 +138,18 @@ def test_status_rejects_non_http_url() -> None:
     result = run("status", "--url", "file:///etc/passwd")
     assert result.exit_code == 1
     assert "--url must be http:// or https://" in result.output
+
+
+def test_serve_with_an_unopenable_database_fails_cleanly(tmp_path: Path) -> None:
+    """No traceback and no claim of listening: one line naming the database, exit 1."""
+    from tests.support import free_port
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "serve", "--port", str(free_port()),
+         "--db", str(tmp_path / "missing-dir" / "a.db")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "cannot open database" in proc.stderr
+    assert "listening" not in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -81,8 +81,12 @@ def serve(
         )
     configure_logging(log_level)
     app = create_app(settings)
-    click.echo(f"alertbridge listening on http://{server.host}:{server.port}", err=True)
-    web.run_app(app, host=server.host, port=server.port, print=None, handle_signals=True)
+    url = f"http://{server.host}:{server.port}"
+
+    def listening(_: str) -> None:  # run_app calls this once the socket is really bound
+        click.echo(f"alertbridge listening on {url}", err=True)
+
+    web.run_app(app, host=server.host, port=server.port, print=listening, handle_signals=True)
 
 
 def _fetch_status(url: str, token: str | None) -> dict[str, Any]:
