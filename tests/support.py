@@ -213,3 +213,25 @@ def scraped_bridge(tmp: Path, token: str) -> Iterator[tuple[str, str]]:
         running(start_prometheus(tmp, config, prom_port)),
     ):
         yield f"http://{LOOPBACK}:{prom_port}", f"http://{LOOPBACK}:{bridge_port}"
+
+
+def generate_stack(tmp: Path, template: str, token: str, **fields: object) -> tuple[Path, Path]:
+    """Write the webhook token file and the config (`template` formatted with `fields` and
+    `token` = the token file's path), run `alertbridge rules generate` into tmp/gen.
+
+    Returns (config path, generated tree).
+    """
+    from click.testing import CliRunner
+
+    from bridge.cli import main
+
+    token_file = tmp / "webhook-token"
+    token_file.write_text(token)
+    config = tmp / "alertbridge.yml"
+    config.write_text(template.format(token=token_file, **fields))
+    gen = tmp / "gen"
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "rules", "generate", "--out", str(gen)]
+    )
+    assert result.exit_code == 0, result.output
+    return config, gen

@@ -17,6 +17,7 @@ from tests.support import (
     LOOPBACK,
     bridge_env,
     free_port,
+    generate_stack,
     http_json,
     running,
     start_alertmanager,
@@ -66,15 +67,9 @@ def test_alert_ack_silence_resolve(tmp_path: Path) -> None:
     """a) warning then critical stored, warning inhibited; b) ack -> exact silence;
     c) back to normal -> resolved in the store, silence expired."""
     bridge_port, am_port, prom_port = free_port(), free_port(), free_port()
-    token = tmp_path / "webhook-token"
-    token.write_text(HOOK)
-    config = tmp_path / "alertbridge.yml"
-    config.write_text(CONFIG.format(loop=LOOPBACK, bridge=bridge_port, am=am_port, token=token))
-    gen = tmp_path / "gen"
-    result = CliRunner().invoke(
-        main, ["--config", str(config), "rules", "generate", "--out", str(gen)]
+    config, gen = generate_stack(
+        tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port, am=am_port
     )
-    assert result.exit_code == 0, result.output
     env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
     base, am = f"http://{LOOPBACK}:{bridge_port}", f"http://{LOOPBACK}:{am_port}"
     with (
@@ -149,14 +144,10 @@ def test_threshold_to_stored_latency(tmp_path: Path) -> None:
     slowed down so that the webhook path alone is measured.
     """
     bridge_port, am_port, prom_port = free_port(), free_port(), free_port()
-    token = tmp_path / "webhook-token"
-    token.write_text(HOOK)
-    config = tmp_path / "alertbridge.yml"
-    text = CONFIG.format(loop=LOOPBACK, bridge=bridge_port, am=am_port, token=token)
-    config.write_text(text.replace("reconcile_interval: 1s", "reconcile_interval: 1h"))
-    gen = tmp_path / "gen"
-    assert CliRunner().invoke(main, ["--config", str(config), "rules", "generate", "--out",
-                                     str(gen)]).exit_code == 0  # fmt: skip
+    template = CONFIG.replace("reconcile_interval: 1s", "reconcile_interval: 1h")
+    config, gen = generate_stack(
+        tmp_path, template, HOOK, loop=LOOPBACK, bridge=bridge_port, am=am_port
+    )
     env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
     base = f"http://{LOOPBACK}:{bridge_port}"
     latencies = []

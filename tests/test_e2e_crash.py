@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from bridge.cli import main
 from tests.support import (
     LOOPBACK,
     bridge_env,
     free_port,
+    generate_stack,
     http_json,
     running,
     start_alertmanager,
@@ -62,13 +61,7 @@ def count(db: Path) -> int:
 def test_sigkill_during_delivery_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     """300 alerts, the bridge killed mid-delivery and restarted: 300 rows, integrity ok."""
     bridge_port, am_port = free_port(), free_port()
-    token = tmp_path / "webhook-token"
-    token.write_text(HOOK)
-    config = tmp_path / "alertbridge.yml"
-    config.write_text(CONFIG.format(loop=LOOPBACK, bridge=bridge_port, token=token))
-    gen = tmp_path / "gen"
-    assert CliRunner().invoke(main, ["--config", str(config), "rules", "generate", "--out",
-                                     str(gen)]).exit_code == 0  # fmt: skip
+    config, gen = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port)
     env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
     am = f"http://{LOOPBACK}:{am_port}"
     db = tmp_path / "bridge.db"

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from bridge.cli import main
 from tests.support import (
     LOOPBACK,
     bridge_env,
     free_port,
+    generate_stack,
     http_json,
     running,
     start_alertmanager,
@@ -35,14 +34,10 @@ def test_two_replicas_one_row_per_episode(tmp_path: Path) -> None:
     """Two firing/resolved cycles through a 2-node cluster: two rows, both resolved, no dupes."""
     bridge_port, prom_port = free_port(), free_port()
     am_ports, gossip = (free_port(), free_port()), (free_port(), free_port())
-    token = tmp_path / "webhook-token"
-    token.write_text(HOOK)
-    config = tmp_path / "alertbridge.yml"
-    text = CONFIG.format(loop=LOOPBACK, bridge=bridge_port, am=am_ports[0], token=token)
-    config.write_text(text.replace("reconcile_interval: 1s", "reconcile_interval: 1h"))
-    gen = tmp_path / "gen"
-    assert CliRunner().invoke(main, ["--config", str(config), "rules", "generate", "--out",
-                                     str(gen)]).exit_code == 0  # fmt: skip
+    template = CONFIG.replace("reconcile_interval: 1s", "reconcile_interval: 1h")
+    config, gen = generate_stack(
+        tmp_path, template, HOOK, loop=LOOPBACK, bridge=bridge_port, am=am_ports[0]
+    )
     prom_config = gen / "prometheus/prometheus.yml"
     doc: dict[str, Any] = yaml.safe_load(prom_config.read_text())
     doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
