@@ -55,7 +55,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         check_webhook_auth(request, app[SETTINGS].server.webhook_token)
         notification = parse_notification(await read_json(request))
         try:
-            result = await app[WRITER].submit(ingest(notification.alerts, now_ns()))
+            job = ingest(notification.alerts, now_ns())
+            result = await app[WRITER].submit(job, isolate=False)
         except StoreError:
             metrics.store_errors.labels(operation="ingest").inc()
             raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None

@@ -5,14 +5,17 @@
 - a "resolved" touches only its own startsAt's episode; the earliest endsAt wins;
 so the final state does not depend on arrival order. New episodes of a notification are
 inserted with one executemany after one lookup; known ones are applied row by row.
+New rows are added to alert_counts here (the UPDATE and DELETE triggers keep the rest).
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -39,20 +42,27 @@ _INSERT = (
     " annotations, generator_url, source, first_received_at, last_received_at, receive_count,"
     " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
 )
+_INSERT_OR_SKIP = _INSERT + " ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id"
 
 
 #: Up to this many alerts a notification is applied row by row (fewer statements than a batch).
 SMALL_BATCH = 2
 
+Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int, int, int]  # _INSERT's
+Event = tuple[int, int, str, str, str]
+State = tuple[int, str, int | None]  # id, status, ends_at of a stored episode
+
+
+def _row(a: ReceivedAlert, received_at: int, source: str) -> Row:
+    return (a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity,
+            dumps_map(a.labels), dumps_map(a.annotations), a.generator_url, source, received_at,
+            received_at, received_at)  # fmt: skip
+
 
 def _record_new(
-    alert_id: int,
-    a: ReceivedAlert,
-    received_at: int,
-    source: str,
-    events: list[tuple[int, int, str, str, str]],
+    alert_id: int, a: ReceivedAlert, received_at: int, source: str, events: list[Event],
     result: IngestResult,
-) -> None:
+) -> None:  # fmt: skip
     if a.status == "firing":
         events.append((alert_id, received_at, "fired", source, ""))
         result.fired.append(alert_id)
@@ -61,58 +71,36 @@ def _record_new(
         result.resolved.append(alert_id)
 
 
-def _ingest_each(
-    conn: sqlite3.Connection,
-    alerts: Sequence[ReceivedAlert],
-    received_at: int,
-    source: str,
-    events: list[tuple[int, int, str, str, str]],
-    result: IngestResult,
-) -> int:
-    """Row by row: try the insert; a conflict means the episode is known."""
-    repeats = 0
-    for a in alerts:
-        row = conn.execute(
-            _INSERT + " ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id",
-            (a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity,
-             dumps_map(a.labels), dumps_map(a.annotations), a.generator_url, source, received_at,
-             received_at, received_at),
-        ).fetchone()  # fmt: skip
-        if row is not None:
-            _record_new(row[0], a, received_at, source, events, result)
-        elif _apply_known(conn, a, received_at, source, events, result):
-            repeats += 1
-    return repeats
+_COUNT = (
+    "INSERT INTO alert_counts (state, severity, count) VALUES (?, ?, ?)"
+    " ON CONFLICT (state, severity) DO UPDATE SET count = count + excluded.count"
+)
 
 
-def _existing(conn: sqlite3.Connection, alerts: Sequence[ReceivedAlert]) -> set[tuple[str, int]]:
-    """Which (fingerprint, startsAt) episodes are stored already: one statement for the lot."""
-    if not alerts:
-        return set()
-    keys = orjson.dumps([[a.fingerprint, a.starts_at] for a in alerts]).decode()
+def _count_new(conn: sqlite3.Connection, new: Sequence[ReceivedAlert]) -> None:
+    """Add new episodes to alert_counts: one upsert per state and severity (migration 4)."""
+    if len(new) == 1:
+        a = new[0]
+        conn.execute(_COUNT, ("resolved" if a.status == "resolved" else "firing", a.severity, 1))
+    elif new:
+        counts = Counter(("resolved" if a.status == "resolved" else "firing", a.severity)
+                         for a in new)  # fmt: skip
+        conn.executemany(_COUNT, [(state, sev, n) for (state, sev), n in counts.items()])
+
+
+def _stored(conn: sqlite3.Connection, keys: str) -> dict[tuple[str, int], State]:
+    """The stored state of the notification's episodes that exist: one statement for the lot."""
     rows = conn.execute(
-        "SELECT a.fingerprint, a.starts_at FROM json_each(?) AS j JOIN alerts AS a"
-        " ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
+        "SELECT a.fingerprint, a.starts_at, a.id, a.status, a.ends_at FROM json_each(?) AS j"
+        " JOIN alerts AS a ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
         (keys,),
     )
-    return {(fingerprint, starts) for fingerprint, starts in rows}
+    return {(fp, starts): (alert_id, status, ends) for fp, starts, alert_id, status, ends in rows}
 
 
-def _insert_new(
-    conn: sqlite3.Connection, new: list[ReceivedAlert], received_at: int, source: str
-) -> list[int]:
+def _insert_new(conn: sqlite3.Connection, new: list[ReceivedAlert], rows: list[Row]) -> list[int]:
     """Insert episodes known to be new with one executemany; returns their ids in order."""
-    if not new:
-        return []
-    conn.executemany(
-        _INSERT,
-        [
-            (a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity,
-             dumps_map(a.labels), dumps_map(a.annotations), a.generator_url, source, received_at,
-             received_at, received_at)
-            for a in new
-        ],
-    )  # fmt: skip
+    conn.executemany(_INSERT, rows)
     last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     first = last - len(new) + 1
     # SQLite gives each new row max(rowid) + 1, so one statement's rows are consecutive;
@@ -120,64 +108,89 @@ def _insert_new(
     row = conn.execute("SELECT fingerprint, starts_at FROM alerts WHERE id = ?", (first,))
     if row.fetchone() == (new[0].fingerprint, new[0].starts_at):
         return list(range(first, last + 1))
-    return [
-        conn.execute(
-            "SELECT id FROM alerts WHERE fingerprint = ? AND starts_at = ?",
-            (a.fingerprint, a.starts_at),
-        ).fetchone()[0]
-        for a in new
-    ]
+    return [_state(conn, a)[0] for a in new]
+
+
+def _state(conn: sqlite3.Connection, a: ReceivedAlert) -> State:
+    state: State = conn.execute(
+        "SELECT id, status, ends_at FROM alerts WHERE fingerprint = ? AND starts_at = ?",
+        (a.fingerprint, a.starts_at),
+    ).fetchone()
+    return state
+
+
+#: The updates of a known episode by the HA rules, by kind (see _change).
+_UPDATES = {
+    "resolve": "UPDATE alerts SET status = 'resolved', ends_at = ?, annotations = ?,"
+    " receive_count = receive_count + 1, last_received_at = ?, updated_at = ? WHERE id = ?",
+    # Two replicas saw the end at slightly different times: keep the earliest.
+    "earlier_end": "UPDATE alerts SET ends_at = ?, receive_count = receive_count + 1,"
+    " last_received_at = ? WHERE id = ?",
+    # Still firing: the annotations carry the current $value.
+    "still_firing": "UPDATE alerts SET annotations = ?, receive_count = receive_count + 1,"
+    " last_received_at = ? WHERE id = ?",
+    # An exact repeat, or a stale firing of a resolved episode.
+    "repeat": "UPDATE alerts SET receive_count = receive_count + 1, last_received_at = ?"
+    " WHERE id = ?",
+}
+
+
+def _change(
+    a: ReceivedAlert, annotations: str, state: State, received_at: int
+) -> tuple[str, tuple[Any, ...]]:
+    """Which update a receipt of a stored episode makes, and its parameters."""
+    alert_id, status, ends_at = state
+    if a.status == "resolved" and status == "firing":
+        return "resolve", (a.ends_at, annotations, received_at, received_at, alert_id)
+    if a.status == "resolved" and a.ends_at is not None and ends_at is not None:
+        if a.ends_at < ends_at:
+            return "earlier_end", (a.ends_at, received_at, alert_id)
+    elif a.status == "firing" and status == "firing":
+        return "still_firing", (annotations, received_at, alert_id)
+    return "repeat", (received_at, alert_id)
 
 
 def _apply_known(
     conn: sqlite3.Connection,
-    a: ReceivedAlert,
+    known: list[tuple[ReceivedAlert, Row, State | None]],
     received_at: int,
     source: str,
-    events: list[tuple[int, int, str, str, str]],
+    events: list[Event],
     result: IngestResult,
-) -> bool:
-    """Apply a receipt of a stored episode by the HA rules; True when it changed only counts."""
-    alert_id, status, ends_at = conn.execute(
-        "SELECT id, status, ends_at FROM alerts WHERE fingerprint = ? AND starts_at = ?",
-        (a.fingerprint, a.starts_at),
-    ).fetchone()
-    if a.status == "resolved" and status == "firing":
-        conn.execute(
-            "UPDATE alerts SET status = 'resolved', ends_at = ?, annotations = ?,"
-            " receive_count = receive_count + 1, last_received_at = ?, updated_at = ?"
-            " WHERE id = ?",
-            (a.ends_at, dumps_map(a.annotations), received_at, received_at, alert_id),
-        )
-        events.append((alert_id, received_at, "resolved", source, ""))
-        result.resolved.append(alert_id)
-        return False
-    if a.status == "resolved" and a.ends_at is not None and a.ends_at < ends_at:
-        # Two replicas saw the end at slightly different times: keep the earliest.
-        conn.execute(
-            "UPDATE alerts SET ends_at = ?, receive_count = receive_count + 1,"
-            " last_received_at = ? WHERE id = ?",
-            (a.ends_at, received_at, alert_id),
-        )
-    elif a.status == "firing" and status == "firing":
-        # Still firing: the annotations carry the current $value.
-        conn.execute(
-            "UPDATE alerts SET annotations = ?, receive_count = receive_count + 1,"
-            " last_received_at = ? WHERE id = ?",
-            (dumps_map(a.annotations), received_at, alert_id),
-        )
-    else:  # an exact repeat, or a stale firing of a resolved episode
-        conn.execute(
-            "UPDATE alerts SET receive_count = receive_count + 1, last_received_at = ?"
-            " WHERE id = ?",
-            (received_at, alert_id),
-        )
-    return True
+) -> int:
+    """Apply receipts of stored episodes; returns how many changed only the receive count.
+
+    Those whose state was read beforehand are applied with one executemany per kind of
+    change; the others (a second receipt of one episode in the same notification) one by one,
+    after, so that each sees what the one before it did.
+    """
+    batched: dict[str, list[tuple[Any, ...]]] = {}
+    later: list[tuple[ReceivedAlert, Row]] = []
+    for a, row, state in known:
+        if state is None:
+            later.append((a, row))
+            continue
+        kind, params = _change(a, row[7], state, received_at)
+        batched.setdefault(kind, []).append(params)
+        if kind == "resolve":
+            events.append((state[0], received_at, "resolved", source, ""))
+            result.resolved.append(state[0])
+    for kind, params_list in batched.items():
+        conn.executemany(_UPDATES[kind], params_list)
+    repeats = sum(len(v) for k, v in batched.items() if k != "resolve")
+    for a, row in later:
+        state = _state(conn, a)
+        kind, params = _change(a, row[7], state, received_at)
+        conn.execute(_UPDATES[kind], params)
+        if kind == "resolve":
+            events.append((state[0], received_at, "resolved", source, ""))
+            result.resolved.append(state[0])
+        else:
+            repeats += 1
+    return repeats
 
 
-def _write_events(
-    conn: sqlite3.Connection, events: list[tuple[int, int, str, str, str]], actor: str | None
-) -> None:
+def _write_events(conn: sqlite3.Connection, events: list[Event], actor: str | None) -> None:
     if actor is not None:  # who learnt of it, when not the source itself (the reconciler)
         events = [(alert_id, at, kind, actor, detail) for alert_id, at, kind, _, detail in events]
     conn.executemany(
@@ -191,31 +204,47 @@ def ingest(
     source: str = "alertmanager",
     actor: str | None = None,
 ) -> Job[IngestResult]:
-    """Job: apply received alerts by the HA rules; returns what changed."""
+    """Job: apply received alerts by the HA rules; returns what changed.
+
+    The rows are encoded here, in the caller's thread (the event loop, for the webhook), so
+    that the single writer thread spends its time in SQLite, which runs without the GIL.
+    """
+    rows = [_row(a, received_at, source) for a in alerts]
+    small = len(alerts) <= SMALL_BATCH
+    keys = "" if small else orjson.dumps([[a.fingerprint, a.starts_at] for a in alerts]).decode()
 
     def job(conn: sqlite3.Connection) -> IngestResult:
         result = IngestResult()
-        events: list[tuple[int, int, str, str, str]] = []
-        if len(alerts) <= SMALL_BATCH:
-            repeats = _ingest_each(conn, alerts, received_at, source, events, result)
-            _write_events(conn, events, actor)
-            return IngestResult(result.fired, result.resolved, repeats)
-        existing = _existing(conn, alerts)
+        events: list[Event] = []
         new: list[ReceivedAlert] = []
-        known: list[ReceivedAlert] = []
-        for a in alerts:
-            key = (a.fingerprint, a.starts_at)
-            if key in existing:
-                known.append(a)
-            else:
-                existing.add(key)  # a repeat inside this same notification is "known"
-                new.append(a)
-        for alert_id, a in zip(_insert_new(conn, new, received_at, source), new, strict=True):
-            _record_new(alert_id, a, received_at, source, events, result)
-        repeats = 0
-        for a in known:
-            if _apply_known(conn, a, received_at, source, events, result):
-                repeats += 1
+        known: list[tuple[ReceivedAlert, Row, State | None]] = []
+        if small:  # try the insert; a conflict means the episode is known
+            for a, row in zip(alerts, rows, strict=True):
+                inserted = conn.execute(_INSERT_OR_SKIP, row).fetchone()
+                if inserted is None:
+                    known.append((a, row, None))
+                else:
+                    new.append(a)
+                    _record_new(inserted[0], a, received_at, source, events, result)
+        else:
+            stored = _stored(conn, keys)
+            new_rows: list[Row] = []
+            seen: set[tuple[str, int]] = set()
+            for a, row in zip(alerts, rows, strict=True):
+                key = (a.fingerprint, a.starts_at)
+                if key in seen:  # a second receipt here: it must read what the first changed
+                    known.append((a, row, None))
+                elif key in stored:
+                    known.append((a, row, stored[key]))
+                else:
+                    new.append(a)
+                    new_rows.append(row)
+                seen.add(key)
+            if new:
+                for alert_id, a in zip(_insert_new(conn, new, new_rows), new, strict=True):
+                    _record_new(alert_id, a, received_at, source, events, result)
+        _count_new(conn, new)
+        repeats = _apply_known(conn, known, received_at, source, events, result)
         _write_events(conn, events, actor)
         return IngestResult(result.fired, result.resolved, repeats)
 

@@ -1,9 +1,12 @@
 """Group commit: one writer thread runs queued jobs in shared transactions, one fsync per batch.
 
 Each job runs inside its own SAVEPOINT, so a job that raises (an unknown id, a conflict) is
-rolled back alone and its caller gets the error, while the others commit. If the COMMIT itself
-fails (disk full, I/O error, lock timeout) every caller in the batch gets a StoreError and
-nothing of the batch is stored. A caller's future resolves only after COMMIT returned: with
+rolled back alone and its caller gets the error, while the others commit. Jobs submitted with
+`isolate=False` (ingesting a validated notification: they fail only when storage does) skip
+the savepoint, two statements of about six; if one raises anyway, the whole batch is rolled
+back and every caller in it gets a StoreError. If the COMMIT itself fails (disk full, I/O
+error, lock timeout) every caller in the batch gets a StoreError and nothing of the batch is
+stored. A caller's future resolves only after COMMIT returned: with
 `synchronous=FULL` the data is on disk when the webhook answers 2xx.
 """
 
@@ -29,6 +32,11 @@ class _Pending:
     job: Job[Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    isolate: bool
+
+
+class _Unisolated(Exception):
+    """A job submitted with isolate=False raised: its partial work cannot be undone alone."""
 
 
 _STOP = object()
@@ -80,13 +88,16 @@ class Writer:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
 
-    async def submit(self, job: Job[T]) -> T:
-        """Run `job` in the next batch; returns its result after the batch committed."""
+    async def submit(self, job: Job[T], isolate: bool = True) -> T:
+        """Run `job` in the next batch; returns its result after the batch committed.
+
+        isolate=False: the job raises only when storage fails (see the module's docstring).
+        """
         if self._thread is None:
             raise StoreError("the writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Pending(job, future, loop))
+        self._queue.put(_Pending(job, future, loop, isolate))
         return await future
 
     def _run(self) -> None:
@@ -125,6 +136,10 @@ class Writer:
             log.error("storage batch of %d job(s) failed: %s", len(batch), exc)
             failure = StoreError(f"storage failed: {exc}")
             outcomes = [(None, failure)] * len(batch)
+        except _Unisolated as exc:
+            log.error("a job failed; batch of %d job(s) rolled back", len(batch), exc_info=exc)
+            failure = StoreError(f"storage batch rolled back: {exc.__cause__!r}")
+            outcomes = [(None, failure)] * len(batch)
         self.batches += 1
         self.jobs += len(batch)
         # One wake-up per event loop per batch, not one per job.
@@ -152,6 +167,14 @@ class Writer:
                 return [(None, exc)]
         outcomes: list[tuple[Any, BaseException | None]] = []
         for pending in batch:
+            if not pending.isolate:
+                try:
+                    outcomes.append((pending.job(conn), None))
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:
+                    raise _Unisolated() from exc
+                continue
             conn.execute("SAVEPOINT job")
             try:
                 outcomes.append((pending.job(conn), None))

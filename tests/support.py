@@ -86,7 +86,8 @@ class Proc:
         )  # fmt: skip
 
     def output(self) -> str:
-        self._handle.flush()
+        if not self._handle.closed:
+            self._handle.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:

@@ -21,6 +21,7 @@ from bridge.store import (
     NS,
     AlertQuery,
     Store,
+    dumps_map,
     get_alert,
     get_events,
     get_retention,
@@ -341,7 +342,7 @@ def brute_counts(store: Store) -> dict[tuple[str, str], int]:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["fire", "resolve", "ack", "unack", "prune"]),
+        st.sampled_from(["fire", "resolve", "ack", "unack", "prune", "batch"]),
         st.integers(0, 5),
         st.sampled_from(["warning", "critical"]),
     ),
@@ -351,7 +352,7 @@ operations = st.lists(
 
 @settings(max_examples=40, deadline=None)
 @given(operations)
-def test_trigger_counts_equal_a_full_scan(ops: list[tuple[str, int, str]]) -> None:
+def test_kept_counts_equal_a_full_scan(ops: list[tuple[str, int, str]]) -> None:
     """Whatever happens to alerts, the kept counts equal counting every row."""
     with tempfile.TemporaryDirectory(prefix="counts-") as tmp:
         store = Store(Path(tmp) / "a.db")
@@ -364,6 +365,9 @@ def test_trigger_counts_equal_a_full_scan(ops: list[tuple[str, int, str]]) -> No
                     elif op == "resolve":
                         store.run(ingest([received("resolved", ends=T0 + NS, fingerprint=fp,
                                                    severity=severity)], T0))  # fmt: skip
+                    elif op == "batch":  # the batch path: new, known and repeated in one
+                        store.run(ingest([received(fingerprint=f"{j:016x}", severity=severity)
+                                          for j in (i, i + 1, i, 9)], T0))  # fmt: skip
                     elif op == "ack":
                         store.run(acknowledge(i + 1, "a", "", T0))
                     elif op == "unack":
@@ -378,15 +382,53 @@ def test_trigger_counts_equal_a_full_scan(ops: list[tuple[str, int, str]]) -> No
             store.close()
 
 
+def test_upgrade_from_v3_keeps_counting_inserts(tmp_path: Path) -> None:
+    """Migration 4 drops the insert trigger; the ingest job counts new rows instead."""
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:3], start=1):
+        conn.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+    conn.close()
+    store = Store(path)  # migrates to the current version
+    alerts = [
+        received(),
+        received(fingerprint="f" * 16, severity="critical"),
+        received("resolved", ends=T0 + NS, fingerprint="e" * 16),
+    ]
+    store.run(ingest(alerts, T0))
+    expected = {("firing", "warning"): 1, ("firing", "critical"): 1, ("resolved", "warning"): 1}
+    assert store.read(state_counts) == brute_counts(store) == expected
+    sql = "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+    triggers = store.read(lambda c: c.execute(sql).fetchall())
+    assert triggers == [("alerts_count_delete",), ("alerts_count_update",)]
+    store.close()
+
+
+def test_labels_are_stored_as_dumps_map_writes_them(store: Store) -> None:
+    """Both insert paths store labels/annotations as sorted compact JSON, escapes included."""
+    odd = {"alertname": "x", "z": 'quote " back \\ tab \t é ✓ \u0001', "a": "</script>"}
+    alerts = [ReceivedAlert(f"{i:016x}", "firing", T0, None, odd, odd, "") for i in range(4)]
+    store.run(ingest(alerts[:1], T0))  # the small path
+    store.run(ingest(alerts[1:], T0))  # the batch path
+    rows = store.read(lambda c: c.execute("SELECT labels, annotations FROM alerts").fetchall())
+    assert rows == [(dumps_map(odd), dumps_map(odd))] * 4
+
+
 def test_upgrade_from_v2_counts_existing_rows(tmp_path: Path) -> None:
     """Migration 3 counts the alerts a v2 database already holds."""
     path = tmp_path / "v2.db"
     conn = sqlite3.connect(path, isolation_level=None)
     for number, script in enumerate(MIGRATIONS[:2], start=1):
         conn.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
-    conn.execute("BEGIN")
-    ingest([received(), received("resolved", ends=T0 + NS, fingerprint="f" * 16)], T0)(conn)
-    conn.execute("COMMIT")
+    # rows as a v2 bridge wrote them (today's ingest job needs the v4 schema)
+    conn.executemany(
+        "INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity,"
+        " labels, annotations, generator_url, source, first_received_at, last_received_at,"
+        " receive_count, updated_at) VALUES (?, ?, ?, ?, 'high_cpu', 'warning', '{}', '{}', '',"
+        " 'alertmanager', ?, ?, 1, ?)",
+        [("0" * 16, T0, None, "firing", T0, T0, T0),
+         ("f" * 16, T0, T0 + NS, "resolved", T0, T0, T0)],
+    )  # fmt: skip
     conn.close()
     store = Store(path)
     assert store.read(state_counts) == {("firing", "warning"): 1, ("resolved", "warning"): 1}

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.webhook import InvalidPayload, parse_notification, parse_time
-from tests.payloads import am_alert, notification
+from bridge.webhook import InvalidPayload, _alert, _alert_fast, parse_notification, parse_time
+from tests.payloads import ZERO, am_alert, notification
 
 
 def test_parses_firing_and_resolved() -> None:
@@ -160,3 +160,53 @@ def test_mutated_valid_payloads_raise_only_invalid_payload(keys: list[str], valu
     except InvalidPayload:
         return
     assert all(len(a.fingerprint) == 16 for a in parsed.alerts)
+
+
+alert_keys = st.sampled_from(
+    ["status", "fingerprint", "labels", "annotations", "startsAt", "endsAt", "generatorURL"]
+)
+alert_values = json_values | st.sampled_from(
+    [
+        "firing",
+        "resolved",
+        "0123456789abcdef",
+        "0123456789abcdef\n",
+        ZERO,
+        "2026-11-23T10:00:00Z",
+        "2026-02-30T10:00:00Z",
+        "",
+        {},
+        {"alertname": ""},
+        {"alertname": "x", "v": 1},
+        {"alertname": "x"},
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(alert_keys, alert_values | st.just(KeyError)), max_size=3),
+       st.sampled_from(["firing", "resolved"]))  # fmt: skip
+def test_fast_path_agrees_with_the_validating_parser(
+    edits: list[tuple[str, Any]], status: str
+) -> None:
+    """_alert_fast accepts only what _alert accepts and returns the same alert; else None."""
+    raw: dict[str, Any] = am_alert(status=status, ends_at="2026-11-23T10:05:00Z")
+    for key, value in edits:
+        if value is KeyError:
+            raw.pop(key, None)
+        else:
+            raw[key] = copy.deepcopy(value)
+    fast = _alert_fast(raw)
+    try:
+        slow = _alert(raw, "alerts[0]")
+    except InvalidPayload:
+        assert fast is None
+        return
+    assert fast is None or fast == slow
+
+
+def test_fingerprint_must_be_exactly_16_hex_digits() -> None:
+    """A trailing newline is not part of a fingerprint (re.match with $ would accept it)."""
+    with pytest.raises(InvalidPayload, match="fingerprint"):
+        parse_notification(notification(am_alert("0123456789abcdef\n")))
+    assert _alert_fast(am_alert("0123456789abcdef\n")) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -82,4 +83,38 @@ async def test_lone_failing_job_leaves_nothing_behind(tmp_path: Path) -> None:
         result = await writer.submit(ingest([received(fingerprint="f" * 16)], T0))
     assert result.fired == [1]
     assert writer.batches == writer.jobs == 2
+    store.close()
+
+
+async def test_unisolated_job_that_raises_rolls_back_its_whole_batch(tmp_path: Path) -> None:
+    """isolate=False skips the savepoint, so a job that raises anyway fails its batch whole:
+    every caller gets a StoreError and nothing of the batch is stored; the writer carries on."""
+    store = Store(tmp_path / "a.db")
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:  # keeps the writer busy while the batch queues
+        started.set()
+        assert gate.wait(10)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        ingest([received(fingerprint="e" * 16)], T0)(conn)
+        raise RuntimeError("a bug")
+
+    async with Writer(store) as writer:
+        held = asyncio.ensure_future(writer.submit(hold))
+        assert await asyncio.to_thread(started.wait, 10)
+        batch = [
+            asyncio.ensure_future(writer.submit(ingest([received()], T0), isolate=False)),
+            asyncio.ensure_future(writer.submit(half_then_fail, isolate=False)),
+            asyncio.ensure_future(writer.submit(ingest([received(fingerprint="f" * 16)], T0))),
+        ]
+        await asyncio.sleep(0)  # a yield, not a wait: lets the three tasks queue their jobs
+        gate.set()
+        await held
+        results = await asyncio.gather(*batch, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert "a bug" in str(results[1])
+        assert rows(store) == []
+        after = await writer.submit(ingest([received()], T0), isolate=False)
+    assert after.fired == [1]
     store.close()
