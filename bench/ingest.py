@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import json
 import os
@@ -199,7 +200,11 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def build_store(path: Path, rows: int) -> None:
-    """rows alerts, 1% firing, four teams, four severities; one event each."""
+    """rows alerts, 1% firing, 500 label sets (four teams, four severities); one event each.
+
+    As in Alertmanager, the fingerprint is a hash of the label set, so an alert's episodes
+    share it; annotations carry the instance and a value (3,500 distinct texts).
+    """
     from bridge.store import connect, migrate
 
     conn = connect(path)
@@ -213,26 +218,26 @@ def build_store(path: Path, rows: int) -> None:
     for i in range(rows):
         firing = rng.random() < 0.01
         sev = severities[i % 4]
+        instance = f"i{i % 500}:9100"
         labels = json.dumps(
-            {
-                "alertname": f"rule_{i % 10}",
-                "instance": f"i{i % 500}:9100",
-                "severity": sev,
-                "team": f"team{i % 4}",
-            },
+            {"alertname": f"rule_{i % 10}", "instance": instance, "severity": sev,
+             "team": f"team{i % 4}"},
             sort_keys=True,
+        )  # fmt: skip
+        annotations = json.dumps(
+            {"description": f"value is {80 + i % 7}%", "summary": f"rule_{i % 10} on {instance}"}
         )
         start_at = now - (rows - i) * NS
         batch.append(
             (
-                f"{i:016x}",
+                hashlib.sha256(labels.encode()).hexdigest()[:16],
                 start_at,
                 None if firing else start_at + 60 * NS,
                 "firing" if firing else "resolved",
                 f"rule_{i % 10}",
                 sev,
                 labels,
-                '{"summary":"x"}',
+                annotations,
                 "",
                 "alertmanager",
                 start_at,
@@ -245,6 +250,11 @@ def build_store(path: Path, rows: int) -> None:
             _insert(conn, batch)
             batch = []
     _insert(conn, batch)
+    conn.execute(
+        "INSERT INTO alert_counts (state, severity, count) SELECT status, severity, count(*)"
+        " FROM alerts GROUP BY 1, 2"
+        " ON CONFLICT (state, severity) DO UPDATE SET count = excluded.count"
+    )
     conn.execute("COMMIT")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("ANALYZE")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import hmac
 import io
 import os
 import secrets
@@ -33,7 +32,8 @@ FORMATS = ("parquet", "csv", "json")
 ALLOWED_LABELS = frozenset(
     {"alertname", "severity", "metric", "job", "status", "le", "quantile", "state"}
 )
-BATCH = 10_000
+BATCH = 10_000  # rows per batch of the row path (CSV, JSON): a dict each
+COLUMNAR_BATCH = 32_768  # rows per batch of the columnar path (Parquet): Arrow arrays
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +60,19 @@ class Anonymizer:
         allowed: frozenset[str] = ALLOWED_LABELS,
         people: frozenset[str] = frozenset(),
     ) -> None:
-        self._key = key
+        self.key = key
         self.allowed = allowed
         # Everyone who acked, was assigned or acted: scrubbed from every alert's free text,
         # since a comment on one alert may name the assignee of another.
         self.people = people
-        self._people = list(people)
+        self._people = sorted(people)
         self._cache: dict[str, str] = {}
+        # HMAC-SHA256 (RFC 2104) from the two keyed hash states, copied per value: hashlib's C
+        # objects throughout, no key schedule and none of hmac.HMAC's Python layers per value.
+        block = key if len(key) <= 64 else hashlib.sha256(key).digest()
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def pseudonym(self, value: str) -> str:
         """The pseudonym of a value (memoised: label values and names repeat)."""
@@ -79,39 +85,58 @@ class Anonymizer:
         return cached
 
     def _hmac(self, value: str) -> str:
-        digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
-        return f"anon-{digest[:16]}"
+        """anon- and the first 16 hex digits of HMAC-SHA256(key, value)."""
+        inner = self._inner.copy()
+        inner.update(value.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return f"anon-{outer.digest()[:8].hex()}"
+
+    def fingerprint(self, fingerprint: str) -> str:
+        """The pseudonym of a fingerprint (not memoised: one per label set, too many to keep)."""
+        return self._hmac(fingerprint)
 
     def labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         """Labels with every value outside the allowlist pseudonymised."""
         return {k: v if k in self.allowed else self.pseudonym(v) for k, v in labels.items()}
 
-    def record(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Anonymise an export record in place (and return it)."""
-        labels: dict[str, str] = record["labels"]
-        sensitive = [v for k, v in labels.items() if k not in self.allowed and v]
-        sensitive += [v for v in (record["acked_by"], record["assignee"]) if v]
-        sensitive += self._people
-        record["fingerprint"] = self._hmac(record["fingerprint"])  # unique per row: no cache
-        record["labels"] = self.labels(labels)
-        for field in ("acked_by", "assignee"):
-            if record[field]:
-                record[field] = self.pseudonym(record[field])
-        # Longest first, so "db-7:9100" is replaced whole before "db-7".
-        values = sorted(set(sensitive), key=len, reverse=True)
-        record["annotations"] = {
-            k: self._scrub(v, values) for k, v in record["annotations"].items()
-        }
-        if record["ack_comment"]:
-            record["ack_comment"] = self._scrub(record["ack_comment"], values)
-        record["generator_url"] = self._scrub(record["generator_url"], values)
-        return record
+    def people_list(self) -> list[str]:
+        return self._people
 
-    def _scrub(self, text: str, values: list[str]) -> str:
+    def scrub_values(
+        self, labels: Mapping[str, str], named: list[str | None], people: list[str]
+    ) -> list[str]:
+        """What to scrub from an alert's free text: its sensitive label values, the people it
+        names and everyone else; longest first, so "db-7:9100" is replaced whole before "db-7"
+        (then by value, so that the order, and the result, never depend on hashing)."""
+        sensitive = [v for k, v in labels.items() if k not in self.allowed and v]
+        sensitive += [v for v in named if v]
+        sensitive += people
+        return sorted(set(sensitive), key=lambda v: (-len(v), v))
+
+    def scrub(self, text: str, values: list[str]) -> str:
+        """`text` with each of `values` replaced by its pseudonym."""
         for value in values:
             if value in text:
                 text = text.replace(value, self.pseudonym(value))
         return text
+
+    def record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Anonymise an export record in place (and return it)."""
+        labels: dict[str, str] = record["labels"]
+        values = self.scrub_values(
+            labels, [record["acked_by"], record["assignee"]], self.people_list()
+        )
+        record["fingerprint"] = self.fingerprint(record["fingerprint"])
+        record["labels"] = self.labels(labels)
+        for field in ("acked_by", "assignee"):
+            if record[field]:
+                record[field] = self.pseudonym(record[field])
+        record["annotations"] = {k: self.scrub(v, values) for k, v in record["annotations"].items()}
+        if record["ack_comment"]:
+            record["ack_comment"] = self.scrub(record["ack_comment"], values)
+        record["generator_url"] = self.scrub(record["generator_url"], values)
+        return record
 
 
 def known_people(store: Store) -> frozenset[str]:
@@ -253,6 +278,32 @@ def _parquet(path: Path, layout: Layout, records: Records) -> None:
             writer.write_table(pa.table(columns, schema=layout.schema))
 
 
+#: Columns whose values repeat: dictionary-encoded. Ids, fingerprints and times are mostly
+#: unique: a dictionary there costs a third of the writing time for nothing (bench/export.py).
+_DICTIONARY = [
+    "alertname", "severity", "status", "state", "source", "generator_url", "acked_by",
+    "assignee", "ack_comment", "silence_id", "receive_count", "labels.key_value.key",
+    "labels.key_value.value", "annotations.key_value.key", "annotations.key_value.value",
+]  # fmt: skip
+
+
+def _parquet_batches(batches: Iterator[pa.RecordBatch]) -> Callable[[Path], None]:
+    """A writer of already columnar batches (bridge.columnar) to Parquet."""
+
+    def write(path: Path) -> None:
+        with pq.ParquetWriter(
+            path, SCHEMA, compression="zstd", use_dictionary=_DICTIONARY
+        ) as writer:
+            wrote = False
+            for batch in batches:
+                writer.write_batch(batch)
+                wrote = True
+            if not wrote:
+                writer.write_table(SCHEMA.empty_table())
+
+    return write
+
+
 def _text_row(record: dict[str, Any], layout: Layout) -> dict[str, Any]:
     row = dict(record)
     for name in layout.times:
@@ -297,14 +348,20 @@ def check_output(output: Path, fmt: str) -> Path:
     return parent
 
 
-def write_atomically(output: Path, fmt: str, layout: Layout, records: Records) -> int:
-    """Write records via a temporary file, fsync, rename; returns the bytes written."""
+def write_atomically(
+    output: Path, fmt: str, layout: Layout, records: Records | Callable[[Path], None]
+) -> int:
+    """Write records (or call a writer of the file) via a temporary file, fsync, rename;
+    returns the bytes written."""
     parent = check_output(output, fmt)
     fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _WRITERS[fmt](tmp, layout, records)
+        if callable(records):
+            records(tmp)
+        else:
+            _WRITERS[fmt](tmp, layout, records)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o640)
@@ -324,16 +381,32 @@ def export_alerts(
     since: int | None = None,
     until: int | None = None,
     progress: Callable[[int], None] | None = None,
-    batch: int = BATCH,
+    batch: int | None = None,
 ) -> ExportResult:
     """Write the alerts (optionally anonymised) to `output`, atomically."""
     output = Path(output)
     check_output(output, fmt)
     count = 0
+    if fmt == "parquet":
+        from bridge.columnar import Transformer, read_batches  # it needs this module's SCHEMA
+
+        transform = Transformer(anonymizer)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal count
+            for raw in read_batches(store.path, since, until, batch or COLUMNAR_BATCH):
+                out = transform(raw)
+                count += out.num_rows
+                if progress is not None:
+                    progress(out.num_rows)
+                yield out
+
+        size = write_atomically(output, fmt, ALERTS, _parquet_batches(batches()))
+        return ExportResult(output, count, size, fmt)
 
     def records() -> Records:
         nonlocal count
-        for rows in _batches(store, since, until, batch):
+        for rows in _batches(store, since, until, batch or BATCH):
             chunk = [row_record(r) for r in rows]
             if anonymizer is not None:
                 chunk = [anonymizer.record(r) for r in chunk]

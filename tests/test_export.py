@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import hmac
 import json
+import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from bridge.actions import acknowledge, assign
 from bridge.cli import main
+from bridge.columnar import Transformer, read_batches
 from bridge.episodes import ingest
-from bridge.errors import BridgeError
-from bridge.export import Anonymizer, export_alerts, export_key, known_people
-from bridge.store import NS, Store
+from bridge.errors import BridgeError, Conflict, StoreError
+from bridge.export import Anonymizer, export_alerts, export_key, known_people, row_record
+from bridge.store import COLUMNS, NS, Store
 from bridge.webhook import ReceivedAlert
 
 T0 = 1_795_428_000 * NS
@@ -203,3 +210,142 @@ def test_cli_export(store: Store, tmp_path: Path) -> None:
                                         "--db", str(tmp_path / "none.db")])  # fmt: skip
     assert missing.exit_code == 1
     assert "no alert database at" in missing.output
+
+
+def varied_store(path: Path, seed: int = 7) -> Store:
+    """Alerts of every shape: label sets repeated across episodes, values that contain each
+    other, people named in comments, acks, assignments, silences, resolutions, odd text."""
+    rng = random.Random(seed)  # noqa: S311 - test data
+    store = Store(path)
+    hosts = ["db-7", "db-7:9100", "db-70", "web-1", 'é-host "q"', "a"]
+    batch = []
+    for i in range(1, 301):
+        host = rng.choice(hosts)
+        labels = {
+            "alertname": rng.choice(["high_cpu", "slow_search"]),
+            "instance": host,
+            "severity": rng.choice(["warning", "critical"]),
+            "team": rng.choice(["", "ledger"]),
+        }
+        if i % 7 == 0:
+            labels["zone"] = "eu-1"
+        resolved = i % 3 == 0
+        runbook = rng.choice(["", "ask alice.smith", "see ledger"])
+        batch.append(
+            ReceivedAlert(
+                fingerprint=f"{rng.randrange(40):016x}",
+                status="resolved" if resolved else "firing",
+                starts_at=T0 + i * NS,
+                ends_at=T0 + (i + rng.randrange(1, 500)) * NS if resolved else None,
+                labels=labels,
+                annotations={
+                    "summary": f"CPU on {host} is {rng.randrange(80, 100)}%",
+                    "runbook": runbook,
+                },
+                generator_url=rng.choice(["", f"http://prom/graph?instance={host}"]),
+            )
+        )
+    store.run(ingest(batch, T0))
+    for alert_id in range(1, 301, 4):
+        who, comment = rng.choice(["alice.smith", "bob"]), rng.choice(["", "bob is on db-7"])
+        with contextlib.suppress(Conflict):  # resolved ones cannot be acknowledged
+            store.run(acknowledge(alert_id, who, comment, T0 + 900 * NS))
+    for alert_id in range(2, 301, 9):
+        store.run(assign(alert_id, "alice.smith", rng.choice(["bob", "carol.w"]), T0))
+    store.run(lambda c: c.execute("UPDATE alerts SET silence_id = 'sil-' || id WHERE id % 5 = 0"))
+    return store
+
+
+def row_path(store: Store, anonymizer: Anonymizer | None) -> list[dict[str, Any]]:
+    """The reference: every alert through row_record (and Anonymizer.record)."""
+    sql = f"SELECT {COLUMNS} FROM alerts ORDER BY id"  # noqa: S608 - a constant
+    rows = store.read(lambda c: c.execute(sql).fetchall())
+    records = [row_record(r) for r in rows]
+    return [anonymizer.record(r) for r in records] if anonymizer else records
+
+
+def parquet_records(path: Path) -> list[dict[str, Any]]:
+    table = pq.read_table(path)
+    for name in ("starts_at", "ends_at", "first_received_at", "last_received_at", "acked_at"):
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, table.column(name).cast(pa.int64()))
+    rows: list[dict[str, Any]] = table.to_pylist()
+    for row in rows:
+        row["labels"], row["annotations"] = dict(row["labels"]), dict(row["annotations"])
+    return rows
+
+
+@pytest.mark.parametrize("anonymised", [False, True])
+def test_columnar_parquet_equals_the_row_path(tmp_path: Path, anonymised: bool) -> None:
+    """The Parquet export (bridge.columnar) holds exactly what the row path makes of each alert,
+    across batches (of 7 rows here), anonymised or not."""
+    store = varied_store(tmp_path / "v.db")
+    people = known_people(store)
+    expected = row_path(store, Anonymizer(b"k", people=people) if anonymised else None)
+    out = tmp_path / "v.parquet"
+    anonymizer = Anonymizer(b"k", people=people) if anonymised else None
+    result = export_alerts(store, out, "parquet", anonymizer=anonymizer, batch=7)
+    assert result.records == len(expected) == 300
+    got = parquet_records(out)
+    for want, have in zip(expected, got, strict=True):
+        assert have == want
+    if anonymised:  # an alert's own host and every person are gone from all of its fields
+        plain = row_path(store, None)
+        for original, anon in zip(plain, got, strict=True):
+            assert "alice.smith" not in json.dumps(anon, default=str)
+            host = original["labels"]["instance"]
+            if len(host) > 1:  # "a" is in every pseudonym ("anon-...")
+                assert json.dumps(host)[1:-1] not in json.dumps(anon, default=str)
+    store.close()
+
+
+def test_columnar_parquet_of_an_empty_window_is_an_empty_typed_file(
+    store: Store, tmp_path: Path
+) -> None:
+    """No alert in the window: a valid Parquet file with the schema and no rows."""
+    out = tmp_path / "none.parquet"
+    result = export_alerts(store, out, "parquet", anonymizer=None, since=T0 + 10**6 * NS)
+    assert result.records == 0
+    assert pq.read_table(out).num_rows == 0
+    assert pq.read_schema(out).field("labels").type == pq.read_schema(out).field("annotations").type
+
+
+@pytest.mark.parametrize("key", [b"k", b"x" * 64, b"long key " * 20])
+def test_pseudonyms_are_hmac_sha256(key: bytes) -> None:
+    """The pseudonym is the documented HMAC-SHA256 (so exports stay joinable across versions)."""
+    anonymizer = Anonymizer(key)
+    for value in ["db-7:9100", "", "é ✓", "0123456789abcdef"]:
+        expected = "anon-" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]
+        assert anonymizer.pseudonym(value) == anonymizer.fingerprint(value) == expected
+
+
+def test_failed_parquet_export_keeps_the_old_file_and_stops_its_reader(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A columnar export failing on its second batch leaves the previous file, no temporary
+    file, and no reader thread behind."""
+    out = tmp_path / "keep.parquet"
+    out.write_bytes(b"previous export")
+    real = Transformer.__call__
+    calls = {"n": 0}
+
+    def boom(self: Transformer, raw: pa.RecordBatch) -> pa.RecordBatch:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk on fire")
+        return real(self, raw)
+
+    monkeypatch.setattr(Transformer, "__call__", boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        export_alerts(store, out, "parquet", anonymizer=Anonymizer(b"k"), batch=2)
+    assert out.read_bytes() == b"previous export"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [t for t in threading.enumerate() if t.name == "alertbridge-export-reader"]
+
+
+def test_unreadable_database_is_a_store_error(tmp_path: Path) -> None:
+    """The reader's failure reaches the caller as a StoreError naming it."""
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError, match="reading alerts failed"):
+        list(read_batches(str(bad), None, None, 10))
