@@ -40,7 +40,7 @@ class IngestResult:
 _INSERT = (
     "INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,"
     " annotations, generator_url, source, first_received_at, last_received_at, receive_count,"
-    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
+    " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?11)"
 )
 _INSERT_OR_SKIP = _INSERT + " ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id"
 
@@ -48,15 +48,15 @@ _INSERT_OR_SKIP = _INSERT + " ON CONFLICT (fingerprint, starts_at) DO NOTHING RE
 #: Up to this many alerts a notification is applied row by row (fewer statements than a batch).
 SMALL_BATCH = 2
 
-Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int, int, int]  # _INSERT's
+Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int]  # _INSERT's
 Event = tuple[int, int, str, str, str]
 State = tuple[int, str, int | None]  # id, status, ends_at of a stored episode
 
 
 def _row(a: ReceivedAlert, received_at: int, source: str) -> Row:
     return (a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity,
-            dumps_map(a.labels), dumps_map(a.annotations), a.generator_url, source, received_at,
-            received_at, received_at)  # fmt: skip
+            dumps_map(a.labels), dumps_map(a.annotations), a.generator_url, source,
+            received_at)  # fmt: skip
 
 
 def _record_new(
@@ -190,6 +190,17 @@ def _apply_known(
     return repeats
 
 
+def _new_events(conn: sqlite3.Connection, first: int, last: int, at: int, actor: str) -> None:
+    """The events of the new rows first..last, as _record_new writes them, made by SQLite."""
+    conn.execute(
+        "INSERT INTO events (alert_id, at, kind, actor, detail) SELECT id, ?1,"
+        " CASE status WHEN 'firing' THEN 'fired' ELSE 'resolved' END, ?2,"
+        " CASE status WHEN 'firing' THEN '' ELSE 'first seen resolved' END"
+        " FROM alerts WHERE id BETWEEN ?3 AND ?4 ORDER BY id",
+        (at, actor, first, last),
+    )
+
+
 def _write_events(conn: sqlite3.Connection, events: list[Event], actor: str | None) -> None:
     if actor is not None:  # who learnt of it, when not the source itself (the reconciler)
         events = [(alert_id, at, kind, actor, detail) for alert_id, at, kind, _, detail in events]
@@ -241,8 +252,16 @@ def ingest(
                     new_rows.append(row)
                 seen.add(key)
             if new:
-                for alert_id, a in zip(_insert_new(conn, new, new_rows), new, strict=True):
-                    _record_new(alert_id, a, received_at, source, events, result)
+                ids = _insert_new(conn, new, new_rows)
+                if ids[-1] - ids[0] == len(ids) - 1:  # consecutive: SQLite writes the events
+                    _new_events(
+                        conn, ids[0], ids[-1], received_at, source if actor is None else actor
+                    )
+                    for alert_id, a in zip(ids, new, strict=True):
+                        (result.fired if a.status == "firing" else result.resolved).append(alert_id)
+                else:
+                    for alert_id, a in zip(ids, new, strict=True):
+                        _record_new(alert_id, a, received_at, source, events, result)
         _count_new(conn, new)
         repeats = _apply_known(conn, known, received_at, source, events, result)
         _write_events(conn, events, actor)

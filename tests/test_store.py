@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import sqlite3
 import tempfile
@@ -447,3 +448,25 @@ def test_failed_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "half" not in tables
     conn.close()
+
+
+@pytest.mark.parametrize("actor", [None, "reconciler"])
+def test_events_of_new_episodes_are_the_same_on_both_paths(store: Store, actor: str | None) -> None:
+    """fired / resolved ("first seen resolved") events with the source or the given actor,
+    whether the notification takes the small path or the batch path."""
+    firing = [received(fingerprint=f"{i:016x}") for i in range(1, 3)]
+    resolved = [received("resolved", ends=T0 + NS, fingerprint=f"{i:016x}") for i in range(3, 5)]
+    store.run(ingest([firing[0], resolved[0]], T0, actor=actor))  # the small path
+    store.run(ingest([firing[1], resolved[1], received(fingerprint="f" * 16)], T0, actor=actor))
+    who = actor or "alertmanager"
+    events = []
+    for alert_id in range(1, 6):
+        stored = store.read(functools.partial(get_events, alert_id=alert_id))
+        events += [(e.kind, e.actor, e.detail, e.at) for e in stored]
+    assert events == [
+        ("fired", who, "", T0),
+        ("resolved", who, "first seen resolved", T0),
+        ("fired", who, "", T0),
+        ("resolved", who, "first seen resolved", T0),
+        ("fired", who, "", T0),
+    ]
