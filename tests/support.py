@@ -33,14 +33,19 @@ def wait_for(
     is nothing in this process to await.
     """
     deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
+    last_error: str | None = None
     while time.monotonic() < deadline:
         try:
             value = probe()
             if value:
                 return value
-        except (OSError, urllib.error.URLError, ValueError) as exc:
-            last_error = exc
+        except urllib.error.HTTPError as exc:  # e.g. 503 from /-/ready while starting
+            exc.close()  # it holds the response's socket
+            last_error = f"HTTP {exc.code} from {exc.url}"
+        except (OSError, ValueError) as exc:
+            # Kept as text: a kept exception keeps its traceback's frames (this one included,
+            # a cycle) until the cyclic GC, and with them any socket, which then warns.
+            last_error = repr(exc)
         time.sleep(every)
     raise AssertionError(
         f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
