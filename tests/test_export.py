@@ -284,8 +284,11 @@ def test_columnar_parquet_equals_the_row_path(tmp_path: Path, anonymised: bool) 
     expected = row_path(store, Anonymizer(b"k", people=people) if anonymised else None)
     out = tmp_path / "v.parquet"
     anonymizer = Anonymizer(b"k", people=people) if anonymised else None
-    result = export_alerts(store, out, "parquet", anonymizer=anonymizer, batch=7)
-    assert result.records == len(expected) == 300
+    seen: list[int] = []
+    result = export_alerts(store, out, "parquet", anonymizer=anonymizer, batch=7,
+                           progress=seen.append)  # fmt: skip
+    assert result.records == len(expected) == sum(seen) == 300
+    assert max(seen) == 7  # streamed in batches, each reported
     got = parquet_records(out)
     for want, have in zip(expected, got, strict=True):
         assert have == want
