@@ -1,6 +1,7 @@
 """Benchmark: webhook ingestion vs. a bare parse-and-200 ceiling; listing and acking at 1M rows.
 
     .venv/bin/python -m bench.ingest [--seconds 5] [--rounds 3] [--clients 32] [--rows 1000000]
+                                     [--sizes 1 100] [--skip-queries]
 
 1. Ingestion: two server processes on free loopback ports, loaded in turn by the same client
    (this process, `--clients` concurrent connections, bounded by --seconds and a request cap),
@@ -157,7 +158,7 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
     env["ALERTBRIDGE_WEBHOOK_TOKEN"] = TOKEN
     env["ALERTBRIDGE_ALERTMANAGER_URL"] = "http://127.0.0.1:9"  # no embedded evaluator
-    for alerts in (1, 100):
+    for alerts in args.sizes:
         print(f"-- {alerts}-alert notifications, {args.clients} clients, "
               f"{args.rounds} rounds of {args.seconds:g}s each")  # fmt: skip
         servers = {}
@@ -342,6 +343,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per round and server")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-queries", action="store_true", help="ingestion only")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1, 100], help="alerts per notification"
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from bridge.store import Job, dumps_map
+from bridge.store import dumps_map
 from bridge.webhook import ReceivedAlert
 
 
@@ -35,6 +35,15 @@ class IngestResult:
     fired: list[int] = field(default_factory=list)  # new firing episodes
     resolved: list[int] = field(default_factory=list)  # episodes that became resolved
     repeats: int = 0  # receipts that changed nothing but the receive count
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one job's receipts changed, filled in while a run applies them."""
+
+    fired: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+    repeats: int = 0
 
 
 _INSERT = (
@@ -60,15 +69,14 @@ def _row(a: ReceivedAlert, received_at: int, source: str) -> Row:
 
 
 def _record_new(
-    alert_id: int, a: ReceivedAlert, received_at: int, source: str, events: list[Event],
-    result: IngestResult,
-) -> None:  # fmt: skip
+    alert_id: int, a: ReceivedAlert, row: Row, source: str, events: list[Event], outcome: _Outcome
+) -> None:
     if a.status == "firing":
-        events.append((alert_id, received_at, "fired", source, ""))
-        result.fired.append(alert_id)
+        events.append((alert_id, row[10], "fired", source, ""))
+        outcome.fired.append(alert_id)
     else:
-        events.append((alert_id, received_at, "resolved", source, "first seen resolved"))
-        result.resolved.append(alert_id)
+        events.append((alert_id, row[10], "resolved", source, "first seen resolved"))
+        outcome.resolved.append(alert_id)
 
 
 _COUNT = (
@@ -135,11 +143,10 @@ _UPDATES = {
 }
 
 
-def _change(
-    a: ReceivedAlert, annotations: str, state: State, received_at: int
-) -> tuple[str, tuple[Any, ...]]:
+def _change(a: ReceivedAlert, row: Row, state: State) -> tuple[str, tuple[Any, ...]]:
     """Which update a receipt of a stored episode makes, and its parameters."""
     alert_id, status, ends_at = state
+    annotations, received_at = row[7], row[10]
     if a.status == "resolved" and status == "firing":
         return "resolve", (a.ends_at, annotations, received_at, received_at, alert_id)
     if a.status == "resolved" and a.ends_at is not None and ends_at is not None:
@@ -150,58 +157,59 @@ def _change(
     return "repeat", (received_at, alert_id)
 
 
+Known = tuple[ReceivedAlert, Row, State | None, _Outcome]
+
+
 def _apply_known(
-    conn: sqlite3.Connection,
-    known: list[tuple[ReceivedAlert, Row, State | None]],
-    received_at: int,
-    source: str,
-    events: list[Event],
-    result: IngestResult,
-) -> int:
-    """Apply receipts of stored episodes; returns how many changed only the receive count.
+    conn: sqlite3.Connection, known: list[Known], source: str, events: list[Event]
+) -> None:
+    """Apply receipts of stored episodes, counting into each receipt's outcome.
 
     Those whose state was read beforehand are applied with one executemany per kind of
-    change; the others (a second receipt of one episode in the same notification) one by one,
-    after, so that each sees what the one before it did.
+    change; the others (a later receipt of an episode already received in the same run) one
+    by one, after, so that each sees what the one before it did.
     """
     batched: dict[str, list[tuple[Any, ...]]] = {}
-    later: list[tuple[ReceivedAlert, Row]] = []
-    for a, row, state in known:
+    later: list[Known] = []
+    for item in known:
+        a, row, state, outcome = item
         if state is None:
-            later.append((a, row))
+            later.append(item)
             continue
-        kind, params = _change(a, row[7], state, received_at)
+        kind, params = _change(a, row, state)
         batched.setdefault(kind, []).append(params)
         if kind == "resolve":
-            events.append((state[0], received_at, "resolved", source, ""))
-            result.resolved.append(state[0])
+            events.append((state[0], row[10], "resolved", source, ""))
+            outcome.resolved.append(state[0])
+        else:
+            outcome.repeats += 1
     for kind, params_list in batched.items():
         conn.executemany(_UPDATES[kind], params_list)
-    repeats = sum(len(v) for k, v in batched.items() if k != "resolve")
-    for a, row in later:
+    for a, row, _, outcome in later:
         state = _state(conn, a)
-        kind, params = _change(a, row[7], state, received_at)
+        kind, params = _change(a, row, state)
         conn.execute(_UPDATES[kind], params)
         if kind == "resolve":
-            events.append((state[0], received_at, "resolved", source, ""))
-            result.resolved.append(state[0])
+            events.append((state[0], row[10], "resolved", source, ""))
+            outcome.resolved.append(state[0])
         else:
-            repeats += 1
-    return repeats
+            outcome.repeats += 1
 
 
-def _new_events(conn: sqlite3.Connection, first: int, last: int, at: int, actor: str) -> None:
+def _new_events(conn: sqlite3.Connection, first: int, last: int, actor: str) -> None:
     """The events of the new rows first..last, as _record_new writes them, made by SQLite."""
     conn.execute(
-        "INSERT INTO events (alert_id, at, kind, actor, detail) SELECT id, ?1,"
-        " CASE status WHEN 'firing' THEN 'fired' ELSE 'resolved' END, ?2,"
+        "INSERT INTO events (alert_id, at, kind, actor, detail) SELECT id, first_received_at,"
+        " CASE status WHEN 'firing' THEN 'fired' ELSE 'resolved' END, ?1,"
         " CASE status WHEN 'firing' THEN '' ELSE 'first seen resolved' END"
-        " FROM alerts WHERE id BETWEEN ?3 AND ?4 ORDER BY id",
-        (at, actor, first, last),
+        " FROM alerts WHERE id BETWEEN ?2 AND ?3 ORDER BY id",
+        (actor, first, last),
     )
 
 
 def _write_events(conn: sqlite3.Connection, events: list[Event], actor: str | None) -> None:
+    if not events:
+        return
     if actor is not None:  # who learnt of it, when not the source itself (the reconciler)
         events = [(alert_id, at, kind, actor, detail) for alert_id, at, kind, _, detail in events]
     conn.executemany(
@@ -209,62 +217,98 @@ def _write_events(conn: sqlite3.Connection, events: list[Event], actor: str | No
     )
 
 
+class IngestJob:
+    """Job: apply received alerts by the HA rules; returns what changed (an IngestResult).
+
+    The rows are encoded on construction, in the caller's thread (the event loop, for the
+    webhook), so that the single writer thread spends its time in SQLite, which runs without
+    the GIL. Jobs of one source and actor that the writer finds queued together run as one
+    (`run_together`): the same rows, events and results as running them one after another
+    (property-tested), in about six statements in all instead of about four per job.
+    """
+
+    __slots__ = ("actor", "alerts", "keys", "rows", "source")
+
+    def __init__(
+        self, alerts: Sequence[ReceivedAlert], received_at: int, source: str, actor: str | None
+    ) -> None:
+        self.alerts = alerts
+        self.rows = [_row(a, received_at, source) for a in alerts]
+        # The episodes' keys as JSON without its brackets, for the lookup of a big run.
+        self.keys = orjson.dumps([[a.fingerprint, a.starts_at] for a in alerts])[1:-1].decode()
+        self.source = source
+        self.actor = actor
+
+    @property
+    def merge_key(self) -> tuple[str, str | None]:
+        """Jobs with equal keys may run together."""
+        return self.source, self.actor
+
+    def __call__(self, conn: sqlite3.Connection) -> IngestResult:
+        return _apply(conn, [self])[0]
+
+    @staticmethod
+    def run_together(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestResult]:
+        """Run jobs of one merge_key as one, in order; one IngestResult per job."""
+        return _apply(conn, jobs)
+
+
+def _apply(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestResult]:
+    source, actor = jobs[0].source, jobs[0].actor
+    outcomes = [_Outcome() for _ in jobs]
+    receipts = [
+        (a, row, outcome)
+        for job, outcome in zip(jobs, outcomes, strict=True)
+        for a, row in zip(job.alerts, job.rows, strict=True)
+    ]
+    events: list[Event] = []
+    new: list[ReceivedAlert] = []
+    known: list[Known] = []
+    if len(receipts) <= SMALL_BATCH:  # try the insert; a conflict means the episode is known
+        for a, row, outcome in receipts:
+            inserted = conn.execute(_INSERT_OR_SKIP, row).fetchone()
+            if inserted is None:
+                known.append((a, row, None, outcome))
+            else:
+                new.append(a)
+                _record_new(inserted[0], a, row, source, events, outcome)
+    else:
+        keys = ",".join(job.keys for job in jobs if job.keys)
+        stored = _stored(conn, f"[{keys}]")
+        new_rows: list[Row] = []
+        new_outcomes: list[_Outcome] = []
+        seen: set[tuple[str, int]] = set()
+        for a, row, outcome in receipts:
+            key = (a.fingerprint, a.starts_at)
+            if key in seen:  # a second receipt here: it must read what the first changed
+                known.append((a, row, None, outcome))
+            elif key in stored:
+                known.append((a, row, stored[key], outcome))
+            else:
+                new.append(a)
+                new_rows.append(row)
+                new_outcomes.append(outcome)
+            seen.add(key)
+        if new:
+            ids = _insert_new(conn, new, new_rows)
+            if ids[-1] - ids[0] == len(ids) - 1:  # consecutive: SQLite writes the events
+                _new_events(conn, ids[0], ids[-1], source if actor is None else actor)
+                for alert_id, a, outcome in zip(ids, new, new_outcomes, strict=True):
+                    (outcome.fired if a.status == "firing" else outcome.resolved).append(alert_id)
+            else:
+                for alert_id, a, row, outcome in zip(ids, new, new_rows, new_outcomes, strict=True):
+                    _record_new(alert_id, a, row, source, events, outcome)
+    _count_new(conn, new)
+    _apply_known(conn, known, source, events)
+    _write_events(conn, events, actor)
+    return [IngestResult(o.fired, o.resolved, o.repeats) for o in outcomes]
+
+
 def ingest(
     alerts: Sequence[ReceivedAlert],
     received_at: int,
     source: str = "alertmanager",
     actor: str | None = None,
-) -> Job[IngestResult]:
-    """Job: apply received alerts by the HA rules; returns what changed.
-
-    The rows are encoded here, in the caller's thread (the event loop, for the webhook), so
-    that the single writer thread spends its time in SQLite, which runs without the GIL.
-    """
-    rows = [_row(a, received_at, source) for a in alerts]
-    small = len(alerts) <= SMALL_BATCH
-    keys = "" if small else orjson.dumps([[a.fingerprint, a.starts_at] for a in alerts]).decode()
-
-    def job(conn: sqlite3.Connection) -> IngestResult:
-        result = IngestResult()
-        events: list[Event] = []
-        new: list[ReceivedAlert] = []
-        known: list[tuple[ReceivedAlert, Row, State | None]] = []
-        if small:  # try the insert; a conflict means the episode is known
-            for a, row in zip(alerts, rows, strict=True):
-                inserted = conn.execute(_INSERT_OR_SKIP, row).fetchone()
-                if inserted is None:
-                    known.append((a, row, None))
-                else:
-                    new.append(a)
-                    _record_new(inserted[0], a, received_at, source, events, result)
-        else:
-            stored = _stored(conn, keys)
-            new_rows: list[Row] = []
-            seen: set[tuple[str, int]] = set()
-            for a, row in zip(alerts, rows, strict=True):
-                key = (a.fingerprint, a.starts_at)
-                if key in seen:  # a second receipt here: it must read what the first changed
-                    known.append((a, row, None))
-                elif key in stored:
-                    known.append((a, row, stored[key]))
-                else:
-                    new.append(a)
-                    new_rows.append(row)
-                seen.add(key)
-            if new:
-                ids = _insert_new(conn, new, new_rows)
-                if ids[-1] - ids[0] == len(ids) - 1:  # consecutive: SQLite writes the events
-                    _new_events(
-                        conn, ids[0], ids[-1], received_at, source if actor is None else actor
-                    )
-                    for alert_id, a in zip(ids, new, strict=True):
-                        (result.fired if a.status == "firing" else result.resolved).append(alert_id)
-                else:
-                    for alert_id, a in zip(ids, new, strict=True):
-                        _record_new(alert_id, a, received_at, source, events, result)
-        _count_new(conn, new)
-        repeats = _apply_known(conn, known, received_at, source, events, result)
-        _write_events(conn, events, actor)
-        return IngestResult(result.fired, result.resolved, repeats)
-
-    return job
+) -> IngestJob:
+    """Job: apply received alerts by the HA rules at `received_at`; returns what changed."""
+    return IngestJob(alerts, received_at, source, actor)

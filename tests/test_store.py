@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.actions import acknowledge, add_note, assign, prune, set_retention, unacknowledge
-from bridge.episodes import ingest
+from bridge.episodes import IngestJob, IngestResult, ingest
 from bridge.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.matchers import Matcher
 from bridge.store import (
@@ -216,6 +216,77 @@ def test_arrival_order_does_not_change_final_state(
     assert len(ordered) == len({i for i, _, _ in receipts})
     assert {i for i, row in enumerate(ordered) if row[2] == "resolved"} == expected_resolved
     assert sum(int(row[4]) for row in ordered) == len(receipts)  # type: ignore[call-overload]
+
+
+def _everything(store: Store) -> list[list[tuple[object, ...]]]:
+    """Every stored row of the alert tables, ids included; each alert's events in order (the
+    interleaving of different alerts' events is not part of the contract)."""
+    queries = (
+        "SELECT * FROM alerts ORDER BY id",
+        "SELECT alert_id, at, kind, actor, detail FROM events ORDER BY alert_id, id",
+        "SELECT * FROM alert_counts ORDER BY 1, 2",
+    )
+    return store.read(lambda c: [c.execute(sql).fetchall() for sql in queries])
+
+
+def _sorted(result: IngestResult) -> IngestResult:
+    """The ids as sets: the order of one job's ids is not part of the contract."""
+    return IngestResult(sorted(result.fired), sorted(result.resolved), result.repeats)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(deliveries(), min_size=1, max_size=3),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(1, 4), min_size=1, max_size=8),
+    st.sampled_from([None, "reconciler"]),
+)
+def test_jobs_run_together_as_if_one_after_another(
+    alerts: list[list[Receipt]], rng: random.Random, sizes: list[int], actor: str | None
+) -> None:
+    """The writer runs queued ingest jobs as one (IngestJob.run_together): same rows (ids,
+    times, receive counts), events, counts and per-job results as running each in turn, whatever
+    the mix of new episodes, repeats, resolutions and receipts of one episode in several jobs."""
+    received_alerts = []
+    for number, receipts in enumerate(alerts):
+        for index, status, end in receipts:
+            starts = T0 + index * 1000 * NS
+            fingerprint = f"{number + 1:016x}"
+            received_alerts.append(received(status, starts, starts + end * NS, fingerprint))
+    rng.shuffle(received_alerts)
+    chunks, position = [], 0
+    for size in sizes * len(received_alerts):
+        if position >= len(received_alerts):
+            break
+        chunks.append(received_alerts[position : position + size])
+        position += size
+    jobs = [ingest(chunk, T0 + i * NS, actor=actor) for i, chunk in enumerate(chunks)]
+    with tempfile.TemporaryDirectory(prefix="together-") as tmp:
+        one_by_one, together = Store(Path(tmp) / "a.db"), Store(Path(tmp) / "b.db")
+        try:
+            expected = [one_by_one.run(job) for job in jobs]
+            got = together.run(lambda c: IngestJob.run_together(c, jobs))
+            assert [_sorted(r) for r in got] == [_sorted(r) for r in expected]
+            # A receipt is a new episode (fired, or first seen resolved), a resolution or a repeat.
+            assert sum(len(r.fired) + len(r.resolved) + r.repeats for r in got) == len(
+                received_alerts
+            )
+            assert _everything(together) == _everything(one_by_one)
+            received_at: dict[tuple[object, ...], list[int]] = {}
+            for i, chunk in enumerate(chunks):
+                for a in chunk:
+                    received_at.setdefault((a.fingerprint, a.starts_at), []).append(T0 + i * NS)
+            stored = together.read(
+                lambda c: c.execute(
+                    "SELECT fingerprint, starts_at, first_received_at, last_received_at FROM alerts"
+                ).fetchall()
+            )
+            assert {(fp, s): [first, last] for fp, s, first, last in stored} == {
+                key: [times[0], times[-1]] for key, times in received_at.items()
+            }
+        finally:
+            one_by_one.close()
+            together.close()
 
 
 def test_ack_unack_note_assign_and_their_events(store: Store) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.actions import acknowledge
-from bridge.episodes import ingest
+from bridge.episodes import IngestJob, IngestResult, ingest
 from bridge.errors import NotFound, StoreError
-from bridge.store import NS, Store
+from bridge.store import NS, Job, Store
 from bridge.writer import Writer
 from tests.test_store import T0, received, rows
 
@@ -115,6 +117,83 @@ async def test_unisolated_job_that_raises_rolls_back_its_whole_batch(tmp_path: P
         assert all(isinstance(r, StoreError) for r in results), results
         assert "a bug" in str(results[1])
         assert rows(store) == []
+        after = await writer.submit(ingest([received()], T0), isolate=False)
+    assert after.fired == [1]
+    store.close()
+
+
+async def _queued_behind_a_held_job(
+    writer: Writer, submissions: Sequence[tuple[Job[Any], bool]]
+) -> list[Any]:
+    """Submit the jobs while the writer is busy, so that they make one batch; their outcomes."""
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        assert gate.wait(10)
+
+    held = asyncio.ensure_future(writer.submit(hold))
+    assert await asyncio.to_thread(started.wait, 10)
+    futures = [asyncio.ensure_future(writer.submit(job, isolate)) for job, isolate in submissions]
+    await asyncio.sleep(0)  # a yield, not a wait: lets the tasks queue their jobs
+    gate.set()
+    await held
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+
+async def test_queued_ingest_jobs_run_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consecutive unisolated ingest jobs of one source run as one; an isolated job or another
+    source starts a new run; every caller gets its own result."""
+    runs: list[int] = []
+    original = IngestJob.run_together
+
+    def counting(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestResult]:
+        runs.append(len(jobs))
+        return original(conn, jobs)
+
+    monkeypatch.setattr(IngestJob, "run_together", staticmethod(counting))
+    store = Store(tmp_path / "a.db")
+
+    def one(n: int, source: str = "alertmanager") -> Job[Any]:
+        return ingest([received(fingerprint=f"{n:016x}")], T0, source=source)
+
+    async with Writer(store) as writer:
+        results = await _queued_behind_a_held_job(
+            writer,
+            [(one(1), False), (one(2), False), (one(3), False),  # a run of three
+             (one(4), True),  # isolated: alone
+             (one(5), False), (one(6), False),  # a run of two
+             (one(7, "local"), False)],  # another source: alone
+        )  # fmt: skip
+    assert runs == [3, 2]
+    assert [r.fired for r in results] == [[n] for n in range(1, 8)]
+    assert len(rows(store)) == 7
+    store.close()
+
+
+async def test_a_failing_run_rolls_back_its_whole_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs run together fail together, like any unisolated job: nothing of the batch stays."""
+    original = IngestJob.run_together
+
+    def half_then_fail(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestResult]:
+        original(conn, jobs)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(IngestJob, "run_together", staticmethod(half_then_fail))
+    store = Store(tmp_path / "a.db")
+    async with Writer(store) as writer:
+        results = await _queued_behind_a_held_job(
+            writer,
+            [(ingest([received(fingerprint=f"{n:016x}")], T0), False) for n in (1, 2)]
+            + [(ingest([received(fingerprint="f" * 16)], T0), True)],
+        )
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert rows(store) == []
+        monkeypatch.setattr(IngestJob, "run_together", staticmethod(original))
         after = await writer.submit(ingest([received()], T0), isolate=False)
     assert after.fired == [1]
     store.close()
