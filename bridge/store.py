@@ -27,6 +27,26 @@ from bridge.matchers import Matcher
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
 
+
+def _state_of(row: str) -> str:
+    """SQL: the state of an alerts row (`row` is "NEW.", "OLD." or "" for the table's own)."""
+    return (
+        f"CASE WHEN {row}status = 'resolved' THEN 'resolved'"
+        f" WHEN {row}acked_at IS NOT NULL THEN 'acknowledged' ELSE 'firing' END"
+    )
+
+
+# Trigger bodies of migration 3: take the old row out of its count, add the new row to its own.
+_UNCOUNT_OLD = (
+    "UPDATE alert_counts SET count = count - 1"  # noqa: S608 - constants
+    f" WHERE state = {_state_of('OLD.')} AND severity = OLD.severity;"
+)
+_COUNT_NEW = (
+    "INSERT INTO alert_counts (state, severity, count)"  # noqa: S608 - constants
+    f" VALUES ({_state_of('NEW.')}, NEW.severity, 1)"
+    " ON CONFLICT (state, severity) DO UPDATE SET count = count + 1;"
+)
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: alerts (one row per episode), events (the audit trail), meta (persisted settings)
     """
@@ -75,7 +95,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: counts by (state, severity) kept by triggers in the writing transaction, so that
     #    metrics and status read a handful of rows instead of scanning every alert
-    """
+    f"""
     CREATE TABLE alert_counts (
         state TEXT NOT NULL,
         severity TEXT NOT NULL,
@@ -83,35 +103,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (state, severity)
     ) WITHOUT ROWID;
     INSERT INTO alert_counts (state, severity, count)
-        SELECT CASE WHEN status = 'resolved' THEN 'resolved'
-                    WHEN acked_at IS NOT NULL THEN 'acknowledged' ELSE 'firing' END,
-               severity, count(*)
-        FROM alerts GROUP BY 1, 2;
-    CREATE TRIGGER alerts_count_insert AFTER INSERT ON alerts BEGIN
-        INSERT INTO alert_counts (state, severity, count)
-            VALUES (CASE WHEN NEW.status = 'resolved' THEN 'resolved'
-                      WHEN NEW.acked_at IS NOT NULL THEN 'acknowledged'
-                      ELSE 'firing' END, NEW.severity, 1)
-            ON CONFLICT (state, severity) DO UPDATE SET count = count + 1;
-    END;
-    CREATE TRIGGER alerts_count_delete AFTER DELETE ON alerts BEGIN
-        UPDATE alert_counts SET count = count - 1
-            WHERE state = CASE WHEN OLD.status = 'resolved' THEN 'resolved'
-                      WHEN OLD.acked_at IS NOT NULL THEN 'acknowledged'
-                      ELSE 'firing' END AND severity = OLD.severity;
-    END;
-    CREATE TRIGGER alerts_count_update AFTER UPDATE OF status, acked_at, severity ON alerts BEGIN
-        UPDATE alert_counts SET count = count - 1
-            WHERE state = CASE WHEN OLD.status = 'resolved' THEN 'resolved'
-                      WHEN OLD.acked_at IS NOT NULL THEN 'acknowledged'
-                      ELSE 'firing' END AND severity = OLD.severity;
-        INSERT INTO alert_counts (state, severity, count)
-            VALUES (CASE WHEN NEW.status = 'resolved' THEN 'resolved'
-                      WHEN NEW.acked_at IS NOT NULL THEN 'acknowledged'
-                      ELSE 'firing' END, NEW.severity, 1)
-            ON CONFLICT (state, severity) DO UPDATE SET count = count + 1;
-    END;
-    """,
+        SELECT {_state_of("")}, severity, count(*) FROM alerts GROUP BY 1, 2;
+    CREATE TRIGGER alerts_count_insert AFTER INSERT ON alerts BEGIN {_COUNT_NEW} END;
+    CREATE TRIGGER alerts_count_delete AFTER DELETE ON alerts BEGIN {_UNCOUNT_OLD} END;
+    CREATE TRIGGER alerts_count_update AFTER UPDATE OF status, acked_at, severity ON alerts
+        BEGIN {_UNCOUNT_OLD} {_COUNT_NEW} END;
+    """,  # noqa: S608 - constants
     # 4: inserts are counted by the ingest job, one upsert per statement: the per-row insert
     #    trigger cost a quarter of an insert (3 us of 12, bench/ingest.py)
     """
