@@ -172,22 +172,7 @@ class Writer:
         outcomes: list[tuple[Any, BaseException | None]] = []
         for run in _runs(batch):
             first = run[0]
-            if len(run) > 1:
-                try:
-                    results = first.job.run_together(conn, [p.job for p in run])  # type: ignore[attr-defined]
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:
-                    raise _Unisolated() from exc
-                outcomes += [(result, None) for result in results]
-            elif not first.isolate:
-                try:
-                    outcomes.append((first.job(conn), None))
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:
-                    raise _Unisolated() from exc
-            else:
+            if first.isolate:  # always a run of one
                 conn.execute("SAVEPOINT job")
                 try:
                     outcomes.append((first.job(conn), None))
@@ -198,6 +183,17 @@ class Writer:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((None, exc))
+                continue
+            try:
+                if len(run) == 1:
+                    outcomes.append((first.job(conn), None))
+                else:
+                    jobs = [p.job for p in run]
+                    outcomes += [(r, None) for r in first.job.run_together(conn, jobs)]  # type: ignore[attr-defined]
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                raise _Unisolated() from exc
         return outcomes
 
 
