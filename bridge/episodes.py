@@ -28,22 +28,13 @@ def local_fingerprint(labels: Mapping[str, str]) -> str:
     return hashlib.sha256(dumps_map(labels).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IngestResult:
-    """What a batch of received alerts changed."""
+    """What a job's received alerts changed (filled in while they are applied)."""
 
     fired: list[int] = field(default_factory=list)  # new firing episodes
     resolved: list[int] = field(default_factory=list)  # episodes that became resolved
     repeats: int = 0  # receipts that changed nothing but the receive count
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What one job's receipts changed, filled in while a run applies them."""
-
-    fired: list[int] = field(default_factory=list)
-    resolved: list[int] = field(default_factory=list)
-    repeats: int = 0
 
 
 _INSERT = (
@@ -69,14 +60,19 @@ def _row(a: ReceivedAlert, received_at: int, source: str) -> Row:
 
 
 def _record_new(
-    alert_id: int, a: ReceivedAlert, row: Row, source: str, events: list[Event], outcome: _Outcome
+    alert_id: int,
+    a: ReceivedAlert,
+    row: Row,
+    source: str,
+    events: list[Event],
+    result: IngestResult,
 ) -> None:
     if a.status == "firing":
         events.append((alert_id, row[10], "fired", source, ""))
-        outcome.fired.append(alert_id)
+        result.fired.append(alert_id)
     else:
         events.append((alert_id, row[10], "resolved", source, "first seen resolved"))
-        outcome.resolved.append(alert_id)
+        result.resolved.append(alert_id)
 
 
 _COUNT = (
@@ -87,13 +83,8 @@ _COUNT = (
 
 def _count_new(conn: sqlite3.Connection, new: Sequence[ReceivedAlert]) -> None:
     """Add new episodes to alert_counts: one upsert per state and severity (migration 4)."""
-    if len(new) == 1:
-        a = new[0]
-        conn.execute(_COUNT, ("resolved" if a.status == "resolved" else "firing", a.severity, 1))
-    elif new:
-        counts = Counter(("resolved" if a.status == "resolved" else "firing", a.severity)
-                         for a in new)  # fmt: skip
-        conn.executemany(_COUNT, [(state, sev, n) for (state, sev), n in counts.items()])
+    counts = Counter(("resolved" if a.status == "resolved" else "firing", a.severity) for a in new)
+    conn.executemany(_COUNT, [(state, severity, n) for (state, severity), n in counts.items()])
 
 
 def _stored(conn: sqlite3.Connection, keys: str) -> dict[tuple[str, int], State]:
@@ -157,7 +148,7 @@ def _change(a: ReceivedAlert, row: Row, state: State) -> tuple[str, tuple[Any, .
     return "repeat", (received_at, alert_id)
 
 
-Known = tuple[ReceivedAlert, Row, State | None, _Outcome]
+Known = tuple[ReceivedAlert, Row, State | None, IngestResult]
 
 
 def _apply_known(
@@ -255,10 +246,10 @@ class IngestJob:
 
 def _apply(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestResult]:
     source, actor = jobs[0].source, jobs[0].actor
-    outcomes = [_Outcome() for _ in jobs]
+    results = [IngestResult() for _ in jobs]
     receipts = [
         (a, row, outcome)
-        for job, outcome in zip(jobs, outcomes, strict=True)
+        for job, outcome in zip(jobs, results, strict=True)
         for a, row in zip(job.alerts, job.rows, strict=True)
     ]
     events: list[Event] = []
@@ -276,7 +267,7 @@ def _apply(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestRe
         keys = ",".join(job.keys for job in jobs if job.keys)
         stored = _stored(conn, f"[{keys}]")
         new_rows: list[Row] = []
-        new_outcomes: list[_Outcome] = []
+        new_results: list[IngestResult] = []
         seen: set[tuple[str, int]] = set()
         for a, row, outcome in receipts:
             key = (a.fingerprint, a.starts_at)
@@ -287,21 +278,21 @@ def _apply(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestRe
             else:
                 new.append(a)
                 new_rows.append(row)
-                new_outcomes.append(outcome)
+                new_results.append(outcome)
             seen.add(key)
         if new:
             ids = _insert_new(conn, new, new_rows)
             if ids[-1] - ids[0] == len(ids) - 1:  # consecutive: SQLite writes the events
                 _new_events(conn, ids[0], ids[-1], source if actor is None else actor)
-                for alert_id, a, outcome in zip(ids, new, new_outcomes, strict=True):
+                for alert_id, a, outcome in zip(ids, new, new_results, strict=True):
                     (outcome.fired if a.status == "firing" else outcome.resolved).append(alert_id)
             else:
-                for alert_id, a, row, outcome in zip(ids, new, new_rows, new_outcomes, strict=True):
+                for alert_id, a, row, outcome in zip(ids, new, new_rows, new_results, strict=True):
                     _record_new(alert_id, a, row, source, events, outcome)
     _count_new(conn, new)
     _apply_known(conn, known, source, events)
     _write_events(conn, events, actor)
-    return [IngestResult(o.fired, o.resolved, o.repeats) for o in outcomes]
+    return results
 
 
 def ingest(

@@ -541,3 +541,33 @@ def test_events_of_new_episodes_are_the_same_on_both_paths(store: Store, actor: 
         ("resolved", who, "first seen resolved", T0),
         ("fired", who, "", T0),
     ]
+
+
+def test_new_episodes_without_consecutive_ids_are_looked_up(store: Store) -> None:
+    """Once the largest rowid is taken SQLite picks new ids at random: the batch path then looks
+    each new episode's id up and writes its events itself, with the same results."""
+    store.run(
+        lambda c: c.execute(
+            "INSERT INTO alerts (id, fingerprint, starts_at, status, alertname, severity, labels,"
+            " annotations, generator_url, source, first_received_at, last_received_at,"
+            " receive_count, updated_at) VALUES (9223372036854775807, 'ffffffffffffffff', ?,"
+            " 'firing', 'high_cpu', 'warning', '{}', '{}', '', 'alertmanager', ?, ?, 1, ?)",
+            (T0, T0, T0, T0),
+        )
+    )
+    new = [received(fingerprint=f"{i:016x}") for i in range(1, 4)]
+    new.append(received("resolved", ends=T0 + NS, fingerprint="e" * 16))
+    result = store.run(ingest(new, T0 + NS))
+    ids = {
+        fp: alert_id
+        for alert_id, fp in store.read(lambda c: c.execute("SELECT id, fingerprint FROM alerts"))
+    }
+    assert result.fired == [ids[a.fingerprint] for a in new[:3]]
+    assert result.resolved == [ids["e" * 16]]
+    new_ids = sorted(result.fired + result.resolved)
+    assert new_ids != list(range(new_ids[0], new_ids[0] + len(new)))  # the case under test
+    for a in new:
+        events = store.read(functools.partial(get_events, alert_id=ids[a.fingerprint]))
+        assert [(e.kind, e.at) for e in events] == [
+            ("fired" if a.status == "firing" else "resolved", T0 + NS)
+        ]
