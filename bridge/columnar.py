@@ -22,7 +22,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import adbc_driver_sqlite.dbapi
@@ -126,6 +126,12 @@ def _group(*codes: tuple[pa.Array, int]) -> tuple[pa.Array, list[tuple[int, ...]
     return encoded.indices, list(zip(*reversed(parts), strict=True))
 
 
+def _per_distinct(array: pa.Array, fn: Callable[[Any], str | None]) -> pa.Array:
+    """`fn` of each value of a string array (nulls stay null), called once per distinct value."""
+    codes, values = _codes(array)
+    return pc.take(pa.array([None, *map(fn, values)], pa.string()), codes)
+
+
 def _map_array(maps: list[list[tuple[str, str]]]) -> pa.MapArray:
     offsets, keys, items = [0], [], []
     for pairs in maps:
@@ -198,17 +204,13 @@ class Transformer:
     def _fingerprints(self, fingerprints: pa.Array) -> pa.Array:
         if self.anonymizer is None:
             return fingerprints
-        # Once per distinct fingerprint: an alert's episodes share it.
-        codes, values = _codes(fingerprints)
-        pseudonyms = [None, *map(self.anonymizer.fingerprint, values)]
-        return pc.take(pa.array(pseudonyms, pa.string()), codes)
+        return _per_distinct(fingerprints, self.anonymizer.fingerprint)  # episodes share one
 
     def _people(self, names: pa.Array) -> pa.Array:
         if self.anonymizer is None:
             return names
-        codes, values = _codes(names)
-        pseudonyms = [None] + [self.anonymizer.pseudonym(v) if v else v for v in values]
-        return pc.take(pa.array(pseudonyms, pa.string()), codes)
+        pseudonym = self.anonymizer.pseudonym
+        return _per_distinct(names, lambda name: pseudonym(name) if name else name)
 
     def _texts(
         self, labels: pa.Array, annotations: pa.Array, urls: pa.Array, acked_by: pa.Array,

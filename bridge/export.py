@@ -348,20 +348,20 @@ def check_output(output: Path, fmt: str) -> Path:
     return parent
 
 
-def write_atomically(
-    output: Path, fmt: str, layout: Layout, records: Records | Callable[[Path], None]
-) -> int:
-    """Write records (or call a writer of the file) via a temporary file, fsync, rename;
-    returns the bytes written."""
+def write_atomically(output: Path, fmt: str, layout: Layout, records: Records) -> int:
+    """Write records in `fmt` via a temporary file, fsync, rename; returns the bytes written."""
+    return replace_atomically(output, fmt, lambda tmp: _WRITERS[fmt](tmp, layout, records))
+
+
+def replace_atomically(output: Path, fmt: str, write: Callable[[Path], None]) -> int:
+    """Have `write` fill a temporary file beside `output`, fsync it, rename it over `output`;
+    returns the bytes written. On any failure the temporary file is removed, `output` untouched."""
     parent = check_output(output, fmt)
     fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        if callable(records):
-            records(tmp)
-        else:
-            _WRITERS[fmt](tmp, layout, records)
+        write(tmp)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o640)
@@ -401,7 +401,7 @@ def export_alerts(
                     progress(out.num_rows)
                 yield out
 
-        size = write_atomically(output, fmt, ALERTS, _parquet_batches(batches()))
+        size = replace_atomically(output, fmt, _parquet_batches(batches()))
         return ExportResult(output, count, size, fmt)
 
     def records() -> Records:
