@@ -25,6 +25,7 @@ _RFC3339 = re.compile(
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 STATUSES = ("firing", "resolved")
 ZERO_TIME_YEAR = 1  # Go's zero time, 0001-01-01T00:00:00Z, means "not set"
+_ZERO_TIME = "0001-01-01T00:00:00Z"  # endsAt when absent
 
 
 class InvalidPayload(InvalidInput):
@@ -139,7 +140,7 @@ def _alert(raw: object, field: str) -> ReceivedAlert:
     starts_at = parse_time(raw["startsAt"], f"{field}.startsAt")
     if starts_at is None:
         raise InvalidPayload(f"{field}.startsAt", "must be set (not the zero time)")
-    ends_at = parse_time(raw.get("endsAt", "0001-01-01T00:00:00Z"), f"{field}.endsAt")
+    ends_at = parse_time(raw.get("endsAt", _ZERO_TIME), f"{field}.endsAt")
     if status == "resolved" and ends_at is None:
         raise InvalidPayload(f"{field}.endsAt", "a resolved alert needs its end time")
     return ReceivedAlert(
@@ -151,9 +152,6 @@ def _alert(raw: object, field: str) -> ReceivedAlert:
         annotations=annotations,
         generator_url=_string(raw, "generatorURL", f"{field}.generatorURL", required=False),
     )
-
-
-_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def _alert_fast(raw: object) -> ReceivedAlert | None:

@@ -101,6 +101,17 @@ def events(store: Store, alert_id: int) -> list[tuple[str, str, str]]:
     return [(e.kind, e.actor, e.detail) for e in store.read(lambda c: get_events(c, alert_id))]
 
 
+async def acked_and_silenced(env: Env) -> None:
+    """Alert 1 firing in Alertmanager and the store, acknowledged by alice, its silence made."""
+    fake, _, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    assert len(fake.silences) == 1
+
+
 async def test_ack_creates_exact_silence_and_unack_expires_it(env: Env) -> None:
     """Pending -> a silence with exact matchers on the full label set -> expired on unack."""
     fake, store, writer, reconciler, _ = env
@@ -128,12 +139,8 @@ async def test_ack_creates_exact_silence_and_unack_expires_it(env: Env) -> None:
 
 async def test_silenced_alert_resolution_is_learnt_and_silence_expired(env: Env) -> None:
     """Alertmanager stops listing a silenced alert: resolved in the store, silence expired."""
-    fake, store, writer, reconciler, _ = env
-    starts = whole_seconds(now_ns())
-    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
-    await reconciler.run_once()
+    fake, store, _, reconciler, _ = env
+    await acked_and_silenced(env)
     fake.alerts = []
     await reconciler.run_once()
     alert = store.read(lambda c: get_alert(c, 1))
@@ -242,11 +249,7 @@ async def test_local_alerts_need_no_silence(env: Env) -> None:
 async def test_expiring_a_silence_alertmanager_forgot_counts_as_done(env: Env) -> None:
     """0.25 answers 500 "silence not found" for an unknown id: the unack still completes."""
     fake, store, writer, reconciler, _ = env
-    starts = whole_seconds(now_ns())
-    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
-    await reconciler.run_once()
+    await acked_and_silenced(env)
     fake.silences.clear()  # e.g. Alertmanager lost its state
     await writer.submit(unacknowledge(1, "alice", "", now_ns()))
     await reconciler.run_once()

@@ -280,10 +280,9 @@ def test_columnar_parquet_equals_the_row_path(tmp_path: Path, anonymised: bool) 
     """The Parquet export (bridge.columnar) holds exactly what the row path makes of each alert,
     across batches (of 7 rows here), anonymised or not."""
     store = varied_store(tmp_path / "v.db")
-    people = known_people(store)
-    expected = row_path(store, Anonymizer(b"k", people=people) if anonymised else None)
+    anonymizer = Anonymizer(b"k", people=known_people(store)) if anonymised else None
+    expected = row_path(store, anonymizer)
     out = tmp_path / "v.parquet"
-    anonymizer = Anonymizer(b"k", people=people) if anonymised else None
     seen: list[int] = []
     result = export_alerts(store, out, "parquet", anonymizer=anonymizer, batch=7,
                            progress=seen.append)  # fmt: skip

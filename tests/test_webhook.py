@@ -205,6 +205,19 @@ def test_fast_path_agrees_with_the_validating_parser(
     assert fast is None or fast == slow
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [am_alert(), am_alert(status="resolved", ends_at="2026-11-23T10:05:00Z"),
+     {k: v for k, v in am_alert().items() if k not in ("annotations", "endsAt", "generatorURL")}],
+)  # fmt: skip
+def test_fast_path_takes_the_common_case(raw: dict[str, Any]) -> None:
+    """Valid alerts, with optional fields or without, go through the fast path (the agreement
+    test above passes whatever it declines)."""
+    fast = _alert_fast(raw)
+    assert fast is not None
+    assert fast == _alert(raw, "alerts[0]")
+
+
 def test_fingerprint_must_be_exactly_16_hex_digits() -> None:
     """A trailing newline is not part of a fingerprint (re.match with $ would accept it)."""
     with pytest.raises(InvalidPayload, match="fingerprint"):
