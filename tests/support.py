@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,12 +134,14 @@ def start_bridge(
     config: Path | None = None,
     name: str = "bridge",
     db: str = "bridge.db",
+    serve_args: Sequence[str] = (),
 ) -> Proc:
-    """`alertbridge serve` on loopback with its database tmp/db; returns once /-/ready answers."""
+    """`alertbridge serve [serve_args]` on loopback with its database tmp/db; returns once
+    /-/ready answers."""
     argv = [sys.executable, "-m", "bridge"]
     if config is not None:
         argv += ["--config", str(config)]
-    argv += ["serve", "--host", LOOPBACK, "--port", str(port), "--db", str(tmp / db)]
+    argv += ["serve", "--host", LOOPBACK, "--port", str(port), "--db", str(tmp / db), *serve_args]
     proc = Proc(name, argv, tmp / f"{name}.log", env)
     url = f"http://{LOOPBACK}:{port}/-/ready"
     try:

@@ -153,3 +153,17 @@ def test_serve_with_an_unopenable_database_fails_cleanly(tmp_path: Path) -> None
     assert "cannot open database" in proc.stderr
     assert "listening" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("serve_args", "logged"), [((), False), (("--log-level", "debug"), True)])
+def test_serve_logs_requests_only_at_debug(
+    tmp_path: Path, serve_args: tuple[str, ...], logged: bool
+) -> None:
+    """No line per request at the default level (a webhook POST or a scrape each would be one);
+    --log-level debug turns aiohttp's access log on."""
+    from tests.support import LOOPBACK, bridge_env, free_port, http_text, running, start_bridge
+
+    port = free_port()
+    with running(start_bridge(tmp_path, port, bridge_env(), serve_args=serve_args)) as bridge:
+        assert "alertbridge_" in http_text(f"http://{LOOPBACK}:{port}/metrics")
+    assert ('"GET /metrics HTTP/1.1" 200' in bridge.output()) is logged
