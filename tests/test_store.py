@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.actions import acknowledge, add_note, assign, prune, set_retention, unacknowledge
-from bridge.episodes import IngestJob, IngestResult, ingest
+from bridge.episodes import INSERT_ROWS, IngestJob, IngestResult, ingest
 from bridge.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.matchers import Matcher
 from bridge.store import (
@@ -571,3 +571,44 @@ def test_new_episodes_without_consecutive_ids_are_looked_up(store: Store) -> Non
         assert [(e.kind, e.at) for e in events] == [
             ("fired" if a.status == "firing" else "resolved", T0 + NS)
         ]
+
+
+@pytest.mark.parametrize("count", [3, INSERT_ROWS - 1, INSERT_ROWS, 2 * INSERT_ROWS + 7])
+def test_new_episodes_inserted_many_rows_a_statement(count: int) -> None:
+    """The batch path inserts new episodes up to INSERT_ROWS rows a statement (in powers of
+    two): whatever the count, the rows (ids in the notification's order, every column), events
+    and counts are those of receiving the same alerts one per notification (the small path)."""
+    alerts = [
+        received(
+            "resolved" if i % 3 == 0 else "firing",
+            starts=T0 + i * NS,
+            ends=T0 + (i + 60) * NS,
+            fingerprint=f"{i + 1:016x}",
+            instance=f"host{i}:9100",
+        )
+        for i in range(count)
+    ]
+    with tempfile.TemporaryDirectory(prefix="rows-") as tmp:
+        one_by_one, at_once = Store(Path(tmp) / "a.db"), Store(Path(tmp) / "b.db")
+        try:
+            for a in alerts:
+                one_by_one.run(ingest([a], T0))
+            traced: list[str] = []
+            job = ingest(alerts, T0)
+
+            def traced_job(conn: sqlite3.Connection) -> IngestResult:
+                conn.set_trace_callback(traced.append)
+                try:
+                    return job(conn)
+                finally:
+                    conn.set_trace_callback(None)
+
+            result = at_once.run(traced_job)
+            assert sorted(result.fired + result.resolved) == list(range(1, count + 1))
+            assert _everything(at_once) == _everything(one_by_one)
+            # Not a statement per row: full statements, then the rest in powers of two.
+            inserts = sum(1 for sql in traced if sql.startswith("INSERT INTO alerts "))
+            assert inserts == count // INSERT_ROWS + (count % INSERT_ROWS).bit_count()
+        finally:
+            one_by_one.close()
+            at_once.close()
