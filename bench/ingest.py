@@ -3,10 +3,12 @@
     .venv/bin/python -m bench.ingest [--seconds 5] [--rounds 3] [--clients 32] [--rows 1000000]
                                      [--sizes 1 100] [--skip-queries]
 
-1. Ingestion: two server processes on free loopback ports, loaded in turn by the same client
+1. Ingestion: three server processes on free loopback ports, loaded in turn by the same client
    (this process, `--clients` concurrent connections, bounded by --seconds and a request cap),
    interleaved for --rounds rounds; medians reported:
    - ceiling: a bare aiohttp handler that json-parses the body and answers 200;
+   - no-fsync: the receiver with SQLite's synchronous=OFF (not durable; a baseline only, to
+     show what waiting for the disk costs);
    - receiver: `alertbridge serve` (auth, validation, durable group-committed SQLite).
    Each notification carries new fingerprints, so every alert is an insert plus an event.
 2. A store of --rows alerts (1% firing): list 50 firing alerts with filters, beside the bare
@@ -153,18 +155,49 @@ def _loop_thread_cpu(server: psutil.Process) -> float:
     return 0.0
 
 
+def serve_without_fsync(argv: list[str]) -> None:
+    """`alertbridge serve` with synchronous=OFF: what the receiver does without waiting for the
+    disk. Not durable, and not a setting of the product: a baseline for this bench only."""
+    import bridge.store
+    from bridge.cli import main as cli
+
+    connect = bridge.store.connect
+
+    def without_fsync(*args: Any, **kwargs: Any) -> Any:
+        conn = connect(*args, **kwargs)
+        conn.execute("PRAGMA synchronous = OFF")
+        return conn
+
+    bridge.store.connect = without_fsync
+    cli.main(argv, prog_name="alertbridge")
+
+
+#: The servers loaded in turn: the ceiling, the receiver without fsync, the receiver.
+SERVERS = ("ceiling", "no-fsync", "receiver")
+
+
 def _argv(name: str, port: int, db: Path) -> list[str]:
     if name == "ceiling":
         return [sys.executable, "-m", "bench.ingest", "--serve-bare", str(port)]
-    return [sys.executable, "-m", "bridge", "serve", "--host", LOOPBACK, "--port", str(port),
-            "--db", str(db), "--log-level", "warning"]  # fmt: skip
+    # At the default log level, as operators run it.
+    serve = ["serve", "--host", LOOPBACK, "--port", str(port), "--db", str(db)]
+    if name == "no-fsync":
+        return [sys.executable, "-m", "bench.ingest", "--serve-without-fsync", *serve]
+    return [sys.executable, "-m", "bridge", *serve]
+
+
+def _idle_cores() -> float:
+    """Idle CPU seconds of the whole machine so far (all cores)."""
+    return float(psutil.cpu_times().idle)
 
 
 async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
-    """Each size: both servers up, then `--rounds` rounds of (ceiling, receiver) back to back.
+    """Each size: the servers up, then `--rounds` rounds of each in turn, back to back.
 
     Throughput on a shared two-core machine drifts by tens of percent within minutes, so the
-    two are interleaved and the medians compared, never one run of each.
+    servers are interleaved and the medians compared, never one run of each. Beside each
+    server's CPU per notification, the machine's idle cores show whether the load was bound by
+    CPU (near 0) or by waiting (the receiver's clients wait for the disk).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
     env["ALERTBRIDGE_WEBHOOK_TOKEN"] = TOKEN
@@ -173,27 +206,33 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
         print(f"-- {alerts}-alert notifications, {args.clients} clients, "
               f"{args.rounds} rounds of {args.seconds:g}s each")  # fmt: skip
         servers = {}
-        for name in ("ceiling", "receiver"):
+        for name in SERVERS:
             port = free_port()
-            proc = start(_argv(name, port, tmp / f"ingest-{alerts}.db"), port, env)
+            proc = start(_argv(name, port, tmp / f"ingest-{alerts}-{name}.db"), port, env)
             servers[name] = (port, proc, psutil.Process(proc.pid))
-        rates: dict[str, list[int]] = {"ceiling": [], "receiver": []}
-        latencies: dict[str, list[float]] = {"ceiling": [], "receiver": []}
-        cpu: dict[str, float] = {"ceiling": 0.0, "receiver": 0.0}
-        loop_cpu: dict[str, float] = {"ceiling": 0.0, "receiver": 0.0}
+        rates: dict[str, list[int]] = {name: [] for name in SERVERS}
+        latencies: dict[str, list[float]] = {name: [] for name in SERVERS}
+        cpu = dict.fromkeys(SERVERS, 0.0)
+        loop_cpu = dict.fromkeys(SERVERS, 0.0)
+        idle = dict.fromkeys(SERVERS, 0.0)
+        elapsed = dict.fromkeys(SERVERS, 0.0)
         try:
             for round_no in range(args.rounds):
                 line = [f"round {round_no + 1}:"]
                 for name, (port, _, server) in servers.items():
                     before, loop_before = server.cpu_times(), _loop_thread_cpu(server)
+                    idle_before, began = _idle_cores(), time.monotonic()
                     rate, lat = await load(port, alerts, args.clients, args.seconds)
                     after, loop_after = server.cpu_times(), _loop_thread_cpu(server)
+                    idle[name] += _idle_cores() - idle_before
+                    elapsed[name] += time.monotonic() - began
                     cpu[name] += after.user + after.system - before.user - before.system
                     loop_cpu[name] += loop_after - loop_before
                     rates[name].append(rate)
                     latencies[name] += lat
                     line.append(f"{name} {rate * alerts:>7} alerts/s")
-                line.append(f"ratio {rates['receiver'][-1] / rates['ceiling'][-1]:.0%}")
+                shares = (f"{rates[name][-1] / rates['ceiling'][-1]:.0%}" for name in SERVERS[1:])
+                line.append(f"of the ceiling: {' '.join(shares)}")
                 print("  ".join(line))
         finally:
             for _, proc, _ in servers.values():
@@ -209,10 +248,12 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
                 f"server CPU {cpu[name] / len(lat) * 1e6:5.0f} us/notification "
                 f"(event loop thread {loop_cpu[name] / len(lat) * 1e6:5.0f} us, "
                 f"other threads {max(0.0, cpu[name] - loop_cpu[name]) / len(lat) * 1e6:5.0f} us)"
+                f"  machine idle {idle[name] / elapsed[name]:.2f} cores"
             )
-        ratios = [r / c for r, c in zip(rates["receiver"], rates["ceiling"], strict=True)]
-        print(f"receiver/ceiling: median {statistics.median(ratios):.0%} "
-              f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)})")  # fmt: skip
+        for name in SERVERS[1:]:
+            ratios = [r / c for r, c in zip(rates[name], rates["ceiling"], strict=True)]
+            print(f"{name}/ceiling: median {statistics.median(ratios):.0%} "
+                  f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)})")  # fmt: skip
 
 
 def build_store(path: Path, rows: int) -> None:
@@ -364,6 +405,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--serve-without-fsync"]:
+        serve_without_fsync(sys.argv[2:])
+        return
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare(args.serve_bare)
