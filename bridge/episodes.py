@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -39,21 +40,29 @@ class IngestResult:
     repeats: int = 0  # receipts that changed nothing but the receive count
 
 
-_INSERT = (
+_INSERT_INTO = (
     "INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,"
     " annotations, generator_url, source, first_received_at, last_received_at, receive_count,"
-    " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1, ?11)"
+    " updated_at) VALUES "
 )
+
+
+def _values(first: int) -> str:
+    """One row's VALUES for a Row bound from parameter ?first on (received_at stored thrice)."""
+    numbers = [f"?{first + i}" for i in range(11)]
+    return f"({', '.join(numbers)}, {numbers[10]}, 1, {numbers[10]})"
+
+
+_INSERT = _INSERT_INTO + _values(1)
 _INSERT_OR_SKIP = _INSERT + " ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id"
-#: The most rows one INSERT of _insert_new writes (a power of two; 13 parameters a row).
+#: The most rows one INSERT of _insert_new writes (a power of two; 11 parameters a row).
 INSERT_ROWS = 64
 
 
 @functools.lru_cache(maxsize=INSERT_ROWS.bit_length())
 def _insert_rows(count: int) -> str:
     """_INSERT for `count` rows (a power of two, so that a handful of statements are cached)."""
-    values = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
-    return _INSERT.partition(" VALUES ")[0] + " VALUES " + ", ".join([values] * count)
+    return _INSERT_INTO + ", ".join(_values(1 + 11 * row) for row in range(count))
 
 
 #: Up to this many alerts a notification is applied row by row (fewer statements than a batch).
@@ -114,19 +123,20 @@ def _insert_new(conn: sqlite3.Connection, new: list[ReceivedAlert], rows: list[R
     Not executemany: the sqlite3 module lets go of the GIL around each row's step and must take
     it back from the event loop thread after every row, which, while the loop is busy parsing,
     can take a millisecond or more (a convoy). With multi-row statements the writer takes it
-    back once per statement for the same SQLite work (bench.ingest, 100-alert notifications:
-    +8 % in two A/B runs, no more CPU).
+    back once per statement for the same SQLite work (bench/insert.py prints both ways, alone
+    and beside a busy Python thread).
     """
     position = 0
     while position < len(rows):
         count = 1 << (min(INSERT_ROWS, len(rows) - position).bit_length() - 1)
         chunk = rows[position : position + count]
-        conn.execute(_insert_rows(count), [v for row in chunk for v in (*row, row[10], row[10])])
+        conn.execute(_insert_rows(count), list(itertools.chain.from_iterable(chunk)))
         position += count
     last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     first = last - len(new) + 1
-    # SQLite gives each new row max(rowid) + 1, so one statement's rows are consecutive;
-    # check the first, and fall back to looking every id up if that ever did not hold.
+    # SQLite gives each new row max(rowid) + 1, so the rows inserted one after another in this
+    # transaction are consecutive; check the first, and fall back to looking every id up if
+    # that ever did not hold.
     row = conn.execute("SELECT fingerprint, starts_at FROM alerts WHERE id = ?", (first,))
     if row.fetchone() == (new[0].fingerprint, new[0].starts_at):
         return list(range(first, last + 1))
@@ -192,22 +202,25 @@ def _apply_known(
             continue
         kind, params = _change(a, row, state)
         batched.setdefault(kind, []).append(params)
-        if kind == "resolve":
-            events.append((state[0], row[10], "resolved", source, ""))
-            outcome.resolved.append(state[0])
-        else:
-            outcome.repeats += 1
+        _account(kind, state[0], row, source, events, outcome)
     for kind, params_list in batched.items():
         conn.executemany(_UPDATES[kind], params_list)
     for a, row, _, outcome in later:
         state = _state(conn, a)
         kind, params = _change(a, row, state)
         conn.execute(_UPDATES[kind], params)
-        if kind == "resolve":
-            events.append((state[0], row[10], "resolved", source, ""))
-            outcome.resolved.append(state[0])
-        else:
-            outcome.repeats += 1
+        _account(kind, state[0], row, source, events, outcome)
+
+
+def _account(
+    kind: str, alert_id: int, row: Row, source: str, events: list[Event], outcome: IngestResult
+) -> None:
+    """A known episode's receipt is a resolution (with its event) or a repeat."""
+    if kind == "resolve":
+        events.append((alert_id, row[10], "resolved", source, ""))
+        outcome.resolved.append(alert_id)
+    else:
+        outcome.repeats += 1
 
 
 def _new_events(conn: sqlite3.Connection, first: int, last: int, actor: str) -> None:
