@@ -90,8 +90,8 @@ def serve(
     def listening(_: str) -> None:  # run_app calls this once the socket is really bound
         click.echo(f"alertbridge listening on {url}", err=True)
 
-    # Like Prometheus and Alertmanager, no line per request unless asked: at info, a line per
-    # webhook POST and scrape costs a third of the receiver's throughput and buries the log.
+    # Like Prometheus and Alertmanager, no line per request unless asked: a line per webhook
+    # POST and per scrape costs the receiver CPU on its event loop and buries the log.
     access_log = logging.getLogger("aiohttp.access") if log_level == "debug" else None
     web.run_app(
         app,
