@@ -101,13 +101,14 @@ def events(store: Store, alert_id: int) -> list[tuple[str, str, str]]:
     return [(e.kind, e.actor, e.detail) for e in store.read(lambda c: get_events(c, alert_id))]
 
 
-async def acked_and_silenced(env: Env) -> None:
-    """Alert 1 firing in Alertmanager and the store, acknowledged by alice, its silence made."""
+async def acked_and_silenced(env: Env, am_seconds: int = 60, acked_ago: int = 0) -> None:
+    """Alert 1 firing in Alertmanager (for `am_seconds` more) and the store, acknowledged by
+    alice `acked_ago` seconds ago, its silence made."""
     fake, _, writer, reconciler, _ = env
     starts = whole_seconds(now_ns())
-    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    fake.alerts = [am_view(firing(starts), now_ns() + am_seconds * NS)]
     await writer.submit(ingest([firing(starts)], starts))
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await writer.submit(acknowledge(1, "alice", "", now_ns() - acked_ago * NS))
     await reconciler.run_once()
     assert len(fake.silences) == 1
 
@@ -197,12 +198,8 @@ async def test_unreachable_alertmanager_keeps_ack_pending_with_backoff(env: Env)
 
 async def test_silence_is_extended_before_it_ends(env: Env) -> None:
     """With under half its duration left, an active silence is updated in place (same id)."""
-    fake, store, writer, reconciler, _ = env
-    starts = whole_seconds(now_ns())
-    fake.alerts = [am_view(firing(starts), now_ns() + 3600 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
-    await reconciler.run_once()
+    fake, store, _, reconciler, _ = env
+    await acked_and_silenced(env, am_seconds=3600)
     first = store.read(lambda c: get_alert(c, 1))
     reconciler.silence_seconds = 10_000  # now 600 s left is less than half of 10,000 s
     await reconciler.run_once()
@@ -214,12 +211,8 @@ async def test_silence_is_extended_before_it_ends(env: Env) -> None:
 
 async def test_max_ack_duration_lets_the_silence_run_out(env: Env) -> None:
     """Past the maximum ack duration the silence is not extended, then recorded as expired."""
-    fake, store, writer, reconciler, _ = env
-    starts = whole_seconds(now_ns())
-    fake.alerts = [am_view(firing(starts), now_ns() + 3600 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
-    await writer.submit(acknowledge(1, "alice", "", now_ns() - 100 * NS))
-    await reconciler.run_once()
+    _, store, writer, reconciler, _ = env
+    await acked_and_silenced(env, am_seconds=3600, acked_ago=100)
     created = store.read(lambda c: get_alert(c, 1))
     reconciler.max_ack_seconds = 50
     reconciler.silence_seconds = 10_000  # extension would be due now
