@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,136 @@ async def test_a_failing_run_rolls_back_its_whole_batch(
         after = await writer.submit(ingest([received()], T0), isolate=False)
     assert after.fired == [1]
     store.close()
+
+
+class HeldSync:
+    """os.fdatasync replaced: records the inode of each file synced; `hold()` makes the next
+    calls wait until `release()`; `fail` makes them raise EIO."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.synced: list[int] = []
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.released.set()
+        self.fail = False
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            self.entered.set()
+            assert self.released.wait(10), "the test never released the sync"
+            if self.fail:
+                raise OSError(errno.EIO, "Input/output error")
+            real(fd)
+            self.synced.append(os.fstat(fd).st_ino)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    def hold(self) -> None:
+        self.entered.clear()
+        self.released.clear()
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 10), "no sync began"
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def _count(store: Store) -> int:
+    count: int = store.read(lambda c: c.execute("SELECT count(*) FROM alerts").fetchone()[0])
+    return count
+
+
+async def test_answered_only_once_the_wal_is_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller is answered after an fdatasync of the database's WAL that began after its
+    commit, never before; meanwhile the writer commits the next batches (it does not wait
+    for the disk), and one sync then covers them all."""
+    sync = HeldSync(monkeypatch)
+    store = Store(tmp_path / "a.db")
+    async with Writer(store) as writer:
+        sync.hold()
+        first = asyncio.ensure_future(writer.submit(ingest([received()], T0)))
+        await sync.wait_entered()
+        assert _count(store) == 1  # committed, its frames written to the WAL
+        later = [
+            asyncio.ensure_future(writer.submit(ingest([received(fingerprint=f"{i:016x}")], T0)))
+            for i in range(1, 4)
+        ]
+        await wait_until(lambda: writer.jobs == 4)  # handed to the syncer
+        assert _count(store) == 4  # committed while the first sync is still held
+        assert not any(f.done() for f in [first, *later])  # none answered before its sync
+        sync.release()
+        results = await asyncio.gather(first, *later)
+        assert sorted(r.fired[0] for r in results) == [1, 2, 3, 4]
+        wal_inode = os.stat(f"{tmp_path / 'a.db'}-wal").st_ino
+        assert sync.synced == [wal_inode, wal_inode]  # the first batch, then all the later ones
+    store.close()
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Until the writer thread made `condition` true (it has no event to await): 10 s at most."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the writer never got there")
+
+
+async def test_a_failed_sync_fails_its_callers_then_the_writer_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fdatasync fails: the callers waiting on it get a StoreError (a 503, so Alertmanager
+    retries), and the retry, finding the committed row, counts a repeat; later syncs work."""
+    sync = HeldSync(monkeypatch)
+    store = Store(tmp_path / "a.db")
+    async with Writer(store) as writer:
+        sync.fail = True
+        with pytest.raises(StoreError, match=r"syncing the write-ahead log: .*Input/output"):
+            await writer.submit(ingest([received()], T0))
+        sync.fail = False
+        retry = await writer.submit(ingest([received()], T0 + NS))
+    assert (retry.fired, retry.repeats) == ([], 1)
+    assert rows(store) == [("0123456789abcdef", T0, "firing", None, 2)]
+    store.close()
+
+
+async def test_stopping_answers_every_queued_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping the writer while a sync is held, with a later batch committed behind it:
+    both are synced and answered before the writer has stopped."""
+    sync = HeldSync(monkeypatch)
+    store = Store(tmp_path / "a.db")
+    writer = Writer(store)
+    await writer.__aenter__()
+    sync.hold()
+    first = asyncio.ensure_future(writer.submit(ingest([received()], T0)))
+    await sync.wait_entered()
+    later = [
+        asyncio.ensure_future(writer.submit(ingest([received(fingerprint=f"{i:016x}")], T0)))
+        for i in range(1, 5)
+    ]
+    await wait_until(lambda: writer.jobs == 5)
+    stopping = asyncio.ensure_future(writer.__aexit__(None, None, None))
+    sync.release()
+    await asyncio.wait_for(stopping, 10)
+    assert all(f.done() for f in [first, *later])
+    results = await asyncio.gather(first, *later)
+    assert sorted(r.fired[0] for r in results) == [1, 2, 3, 4, 5]
+    assert len(sync.synced) == 2
+    store.close()
+
+
+def test_without_wal_the_connection_syncs_its_own_commits(tmp_path: Path) -> None:
+    """Pipelining needs a WAL to sync: in rollback-journal mode the writer's connection keeps
+    synchronous=FULL; in WAL mode it commits with NORMAL and the syncer syncs the WAL."""
+    conn = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+    conn.execute("PRAGMA synchronous = FULL")
+    assert Writer._pipeline(conn) is None
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    conn.execute("PRAGMA journal_mode = WAL")
+    assert Writer._pipeline(conn) == f"{tmp_path / 'journal.db'}-wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    conn.close()
