@@ -1,7 +1,7 @@
 """Benchmark: webhook ingestion vs. a bare parse-and-200 ceiling; listing and acking at 1M rows.
 
     .venv/bin/python -m bench.ingest [--seconds 5] [--rounds 3] [--clients 32] [--rows 1000000]
-                                     [--sizes 1 100] [--skip-queries]
+                                     [--sizes 1 100] [--repeats 100] [--skip-queries]
 
 1. Ingestion: three server processes on free loopback ports, loaded in turn by the same client
    (this process, `--clients` concurrent connections, bounded by --seconds and a request cap),
@@ -11,6 +11,8 @@
      show what waiting for the disk costs);
    - receiver: `alertbridge serve` (auth, validation, durable group-committed SQLite).
    Each notification carries new fingerprints, so every alert is an insert plus an event.
+   --repeats: also notifications that re-send stored alerts with a new $value, as Alertmanager
+   does every repeat_interval (the common case in production): an update of each episode.
 2. A store of --rows alerts (1% firing): list 50 firing alerts with filters, beside the bare
    SQL floor (ids only, same WHERE); ack one alert (a durable transaction), beside the floor
    of an empty durable transaction on the same database.
@@ -44,13 +46,18 @@ from tests.support import LOOPBACK, free_port, http_text, wait_for
 
 TOKEN = "bench-token"
 _fingerprints = itertools.count(1)
+_REPEATS_STARTED = now_ns()
+#: The alert groups the repeat case re-sends in turn (enough for every client to send another).
+REPEAT_GROUPS = 256
 
 
-def payload(alerts: int) -> bytes:
-    base = now_ns()
+def payload(alerts: int, group: int | None = None, value: int = 91) -> bytes:
+    """A firing notification of `alerts` new alerts, or those of repeat `group` (same
+    fingerprints and startsAt every time) with a description carrying `value`."""
+    base = _REPEATS_STARTED if group is not None else now_ns()
     items = []
-    for _ in range(alerts):
-        n = next(_fingerprints)
+    for i in range(alerts):
+        n = next(_fingerprints) if group is None else (1 << 48) + group * alerts + i
         items.append(
             {
                 "status": "firing",
@@ -61,7 +68,7 @@ def payload(alerts: int) -> bytes:
                     "job": "app",
                     "metric": "system.cpu.percent",
                 },
-                "annotations": {"summary": "CPU usage is high", "description": "CPU is 91%"},
+                "annotations": {"summary": "CPU usage is high", "description": f"CPU is {value}%"},
                 "startsAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // NS)) + ".123Z",
                 "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "http://127.0.0.1:9090/graph",
@@ -105,13 +112,28 @@ def start(argv: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[b
     return proc
 
 
-async def load(port: int, alerts: int, clients: int, seconds: float) -> tuple[int, list[float]]:
+def bodies(alerts: int, count: int, repeat: bool) -> list[bytes]:
+    """`count` notification bodies: new alerts each, or the repeat groups in turn."""
+    if repeat:
+        return [payload(alerts, n % REPEAT_GROUPS, n % 100) for n in range(count)]
+    return [payload(alerts) for _ in range(count)]
+
+
+async def load(
+    port: int, alerts: int, clients: int, seconds: float, repeat: bool = False
+) -> tuple[int, list[float]]:
     """Requests done and their latencies, `clients` connections for `seconds` (capped)."""
-    url = f"http://{LOOPBACK}:{port}/api/v1/alertmanager"
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     # Enough distinct bodies for the whole run at up to 10,000 notifications or 60,000 alerts/s
     count = int(seconds * min(10_000, 60_000 / alerts)) + clients
-    bodies = [payload(alerts) for _ in range(count)]
+    return await send(port, bodies(alerts, count, repeat), clients, seconds)
+
+
+async def send(
+    port: int, bodies: list[bytes], clients: int, seconds: float
+) -> tuple[int, list[float]]:
+    """POST the bodies in order over `clients` connections, until done or `seconds` passed."""
+    url = f"http://{LOOPBACK}:{port}/api/v1/alertmanager"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
@@ -159,6 +181,7 @@ def serve_without_fsync(argv: list[str]) -> None:
     """`alertbridge serve` with synchronous=OFF: what the receiver does without waiting for the
     disk. Not durable, and not a setting of the product: a baseline for this bench only."""
     import bridge.store
+    import bridge.writer
     from bridge.cli import main as cli
 
     connect = bridge.store.connect
@@ -168,7 +191,14 @@ def serve_without_fsync(argv: list[str]) -> None:
         conn.execute("PRAGMA synchronous = OFF")
         return conn
 
+    def nothing_to_sync(conn: Any) -> None:
+        """The writer's sync: none (and its connection must not sync either)."""
+        if conn.execute("PRAGMA synchronous").fetchone()[0] != 0:
+            print("no-fsync baseline: the writer's connection would sync", file=sys.stderr)
+            os._exit(70)  # the bench's requests then fail, loudly
+
     bridge.store.connect = without_fsync
+    bridge.writer.Writer._pipeline = staticmethod(nothing_to_sync)  # type: ignore[method-assign]
     cli.main(argv, prog_name="alertbridge")
 
 
@@ -202,14 +232,20 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
     env["ALERTBRIDGE_WEBHOOK_TOKEN"] = TOKEN
     env["ALERTBRIDGE_ALERTMANAGER_URL"] = "http://127.0.0.1:9"  # no embedded evaluator
-    for alerts in args.sizes:
-        print(f"-- {alerts}-alert notifications, {args.clients} clients, "
+    cases = [(alerts, False) for alerts in args.sizes] + [(alerts, True) for alerts in args.repeats]
+    for alerts, repeat in cases:
+        kind = "repeats (stored alerts re-sent)" if repeat else "notifications (new alerts)"
+        print(f"-- {alerts}-alert {kind}, {args.clients} clients, "
               f"{args.rounds} rounds of {args.seconds:g}s each")  # fmt: skip
         servers = {}
         for name in SERVERS:
             port = free_port()
-            proc = start(_argv(name, port, tmp / f"ingest-{alerts}-{name}.db"), port, env)
+            db = tmp / f"ingest-{alerts}-{'repeat' if repeat else 'new'}-{name}.db"
+            proc = start(_argv(name, port, db), port, env)
             servers[name] = (port, proc, psutil.Process(proc.pid))
+            if repeat:  # store the groups once; the rounds re-send them
+                first = [payload(alerts, group) for group in range(REPEAT_GROUPS)]
+                await send(port, first, args.clients, 600)
         rates: dict[str, list[int]] = {name: [] for name in SERVERS}
         latencies: dict[str, list[float]] = {name: [] for name in SERVERS}
         cpu = dict.fromkeys(SERVERS, 0.0)
@@ -222,7 +258,7 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
                 for name, (port, _, server) in servers.items():
                     before, loop_before = server.cpu_times(), _loop_thread_cpu(server)
                     idle_before, began = _idle_cores(), time.monotonic()
-                    rate, lat = await load(port, alerts, args.clients, args.seconds)
+                    rate, lat = await load(port, alerts, args.clients, args.seconds, repeat)
                     after, loop_after = server.cpu_times(), _loop_thread_cpu(server)
                     idle[name] += _idle_cores() - idle_before
                     elapsed[name] += time.monotonic() - began
@@ -400,7 +436,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-queries", action="store_true", help="ingestion only")
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[1, 100], help="alerts per notification"
+        "--sizes", type=int, nargs="*", default=[1, 100], help="alerts per notification"
+    )
+    parser.add_argument(
+        "--repeats", type=int, nargs="*", default=[100], help="alerts per repeat notification"
     )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rows", type=int, default=1_000_000)
