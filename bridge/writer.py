@@ -19,9 +19,9 @@ the writer does not wait for the disk itself: in WAL mode its connection commits
 second thread, the syncer, makes them durable with one fdatasync of the WAL while the writer
 runs the next batch. SQLite appends frames in order, so one fdatasync covers every batch
 committed before it began; the syncer takes all the batches waiting, syncs once, then
-settles their callers. Under load the fsync is the longest step of a batch (1-2 ms on a busy
-virtual machine against well under 1 ms for the batch's statements), so overlapping the two
-shortens every caller's wait; `bench/ingest.py` measures it.
+settles their callers. Under load the fsync can take longer than the batch's statements, so
+overlapping the two shortens every caller's wait (`bench/ingest.py`: the receiver beside its
+no-fsync baseline).
 
 What this changes, and why it is safe: a committed batch is visible to readers (the REST API)
 for the millisecond or so before its fsync ends. A power loss in that window loses it, but
