@@ -86,8 +86,8 @@ class _Syncer:
     """The thread that makes the writer's commits durable before their callers are answered.
 
     `settle_after_sync` queues a committed batch's settlements; the thread takes every batch
-    queued, runs one fdatasync of the WAL (None: nothing to sync, the connection syncs its own
-    commits), then wakes each batch's event loop once.
+    queued, runs one fdatasync of the WAL (`wal` None: nothing to sync, the connection syncs
+    its own commits), then wakes each event loop once for all of them.
     """
 
     def __init__(self, wal: str | None) -> None:
@@ -96,7 +96,6 @@ class _Syncer:
         self._queue: queue.SimpleQueue[Settlements | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="alertbridge-syncer", daemon=True)
         self._thread.start()
-        self.syncs = 0
 
     def settle_after_sync(self, settlements: Settlements) -> None:
         self._queue.put(settlements)
@@ -120,15 +119,18 @@ class _Syncer:
             if _STOP in batches:
                 stopping = True
                 batches = [b for b in batches if b is not _STOP]
-            settlements = [b for b in batches if isinstance(b, dict)]
-            if not settlements:
+            by_loop: Settlements = {}
+            for batch in batches:
+                if isinstance(batch, dict):
+                    for loop, settled in batch.items():
+                        by_loop.setdefault(loop, []).extend(settled)
+            if not by_loop:
                 continue
             failure = self._sync()
-            for by_loop in settlements:
-                for loop, settled in by_loop.items():
-                    if failure is not None:  # data was committed, but may not be on disk
-                        settled = [(future, None, failure) for future, _, _ in settled]
-                    loop.call_soon_threadsafe(_settle_all, settled)
+            for loop, settled in by_loop.items():
+                if failure is not None:  # committed, but maybe not on disk
+                    settled = [(future, None, failure) for future, _, _ in settled]
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     def _sync(self) -> StoreError | None:
         """fdatasync the WAL; the error to give the callers if that failed."""
@@ -146,7 +148,6 @@ class _Syncer:
         except OSError as exc:
             log.error("syncing %s failed: %s", self.wal, exc)
             return StoreError(f"storage failed: syncing the write-ahead log: {exc}")
-        self.syncs += 1
         return None
 
 
