@@ -1,4 +1,4 @@
-"""Group commit: one writer thread runs queued jobs in shared transactions, one fsync per batch.
+"""Group commit: one writer thread runs queued jobs in shared transactions, synced in groups.
 
 Each job runs inside its own SAVEPOINT, so a job that raises (an unknown id, a conflict) is
 rolled back alone and its caller gets the error, while the others commit. Jobs submitted with
@@ -137,12 +137,9 @@ class _Syncer:
         if self.wal is None:
             return None
         try:
-            # The WAL is the same file while the writer's connection is open; reopen it if it
-            # was ever replaced, so that the sync is never of a file SQLite no longer writes.
-            if self._fd is None or os.fstat(self._fd).st_ino != os.stat(self.wal).st_ino:
-                if self._fd is not None:
-                    os.close(self._fd)
-                    self._fd = None
+            # Opened once: SQLite deletes the WAL only when the last connection to the database
+            # closes, and the writer's, open since before its first commit, outlives this thread.
+            if self._fd is None:
                 self._fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
             os.fdatasync(self._fd)
         except OSError as exc:
@@ -210,9 +207,7 @@ class Writer:
         """In WAL mode, commit without waiting for the disk: the WAL's path for the syncer."""
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             return None
-        path: str = conn.execute("PRAGMA database_list").fetchone()[2]
-        if not path:  # a temporary or in-memory database has no file to sync
-            return None
+        path: str = conn.execute("PRAGMA database_list").fetchone()[2]  # WAL: always a file
         conn.execute("PRAGMA synchronous = NORMAL")
         return path + "-wal"
 
