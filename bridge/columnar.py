@@ -241,13 +241,12 @@ class Transformer:
             (label_codes, len(label_values) + 1), (by_codes, len(by_values) + 1),
             (as_codes, len(as_values) + 1),
         )  # fmt: skip
-        people = anon.people_list()
         context_values = []
         for label_code, by_code, as_code in contexts:
             label_map = label_maps[label_code - 1] if label_code else {}
             named = [by_values[by_code - 1] if by_code else None,
                      as_values[as_code - 1] if as_code else None]  # fmt: skip
-            context_values.append(anon.scrub_values(label_map, named, people))
+            context_values.append(anon.scrub_values(label_map, named))
         n_contexts = len(contexts) + 1
         context_codes = pc.add(context_of_row.cast(pa.int64()), 1)
         out = {
