@@ -237,14 +237,15 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
         kind = "repeats (stored alerts re-sent)" if repeat else "notifications (new alerts)"
         print(f"-- {alerts}-alert {kind}, {args.clients} clients, "
               f"{args.rounds} rounds of {args.seconds:g}s each")  # fmt: skip
+        # The repeat case stores the groups once on each server; the rounds re-send them.
+        first = [payload(alerts, group) for group in range(REPEAT_GROUPS)] if repeat else []
         servers = {}
         for name in SERVERS:
             port = free_port()
             db = tmp / f"ingest-{alerts}-{'repeat' if repeat else 'new'}-{name}.db"
             proc = start(_argv(name, port, db), port, env)
             servers[name] = (port, proc, psutil.Process(proc.pid))
-            if repeat:  # store the groups once; the rounds re-send them
-                first = [payload(alerts, group) for group in range(REPEAT_GROUPS)]
+            if first:
                 await send(port, first, args.clients, 600)
         rates: dict[str, list[int]] = {name: [] for name in SERVERS}
         latencies: dict[str, list[float]] = {name: [] for name in SERVERS}
