@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import hmac
 import sqlite3
 import time
 from collections.abc import Callable
@@ -16,12 +14,12 @@ from aiohttp import web
 from bridge.actions import acknowledge, add_note, assign, unacknowledge
 from bridge.config import Secret
 from bridge.episodes import IngestResult, ingest
-from bridge.errors import ApiError, InvalidInput, StoreError, Unprocessable
-from bridge.httputil import Handler, check_token, json_response, read_json
+from bridge.errors import ApiError, QueryTimeout, StoreError, Unprocessable
+from bridge.httputil import Handler, check_token, json_response, read_json, tokens_equal
 from bridge.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
 from bridge.openapi import SPEC
-from bridge.query import parse_alert_query
-from bridge.store import get_alert, get_events, list_alerts, now_ns
+from bridge.query import parse_alert_query, parse_id
+from bridge.store import get_alert, get_events, list_page, now_ns
 from bridge.webhook import parse_notification
 
 routes = web.RouteTableDef()
@@ -37,11 +35,11 @@ def check_webhook_auth(request: web.Request, expected: Secret | None) -> None:
     if scheme.lower() == "basic":
         try:
             given = base64.b64decode(given, validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
             given = ""
     elif scheme.lower() != "bearer":
         given = ""
-    if not hmac.compare_digest(given.encode(), expected.value.encode()):
+    if not tokens_equal(given, expected):
         raise ApiError(401, "unauthorized", "missing or invalid webhook credentials")
 
 
@@ -52,8 +50,9 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     started = time.perf_counter()
     try:
-        check_webhook_auth(request, app[SETTINGS].server.webhook_token)
-        notification = parse_notification(await read_json(request))
+        settings = app[SETTINGS]
+        check_webhook_auth(request, settings.server.webhook_token)
+        notification = parse_notification(await read_json(request), settings.limits)
         try:
             job = ingest(notification.alerts, now_ns())
             result = await app[WRITER].submit(job, isolate=False)
@@ -73,6 +72,11 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         metrics.received_resolved.inc(len(notification.alerts) - firing)
     metrics.webhook_ok.inc()
     metrics.webhook_duration.observe(time.perf_counter() - started)
+    if notification.truncated_alerts:
+        metrics.truncations.record(
+            notification.receiver, notification.group_key,
+            len(notification.alerts), notification.truncated_alerts,
+        )  # fmt: skip
     if result.resolved:
         _kick(request)  # an acknowledged alert that resolved has a silence to expire
     await _notify(request, result)
@@ -105,6 +109,8 @@ async def _read(request: web.Request, fn: Callable[[sqlite3.Connection], T]) -> 
     """Run a read off the event loop on a per-thread connection."""
     try:
         return await asyncio.to_thread(request.app[STORE].read, fn)
+    except QueryTimeout as exc:
+        raise ApiError(503, "query_timeout", str(exc)) from None
     except StoreError:
         request.app[METRICS].store_errors.labels(operation="read").inc()
         raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
@@ -120,16 +126,12 @@ async def alerts_list(request: web.Request) -> web.Response:
     _api_auth(request)
     params = {key: request.query.getall(key) for key in request.query}
     query = parse_alert_query(params, now_ns())
-    alerts = await _read(request, lambda c: list_alerts(c, query))
-    cursor = str(alerts[-1].id) if len(alerts) == query.limit else None
-    return web.json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
+    page = await _read(request, lambda c: list_page(c, query))
+    return json_response(page.to_json())
 
 
 def _alert_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise InvalidInput("id", f"must be a positive integer, got {raw!r}")
-    return int(raw)
+    return parse_id(request.match_info["id"])
 
 
 @routes.get("/api/v1/alerts/{id}")

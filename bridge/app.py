@@ -16,8 +16,19 @@ from bridge.actions import prune
 from bridge.alertmanager import AlertmanagerClient, Reconciler
 from bridge.config import Settings
 from bridge.embedded import EmbeddedEvaluator
-from bridge.httputil import Handler, check_token, make_errors_middleware, read_json
+from bridge.errors import StoreError
+from bridge.httputil import (
+    ALLOWED_HOSTS,
+    BODY_TIMEOUT,
+    Handler,
+    allowed_hosts,
+    check_token,
+    make_errors_middleware,
+    read_json,
+    same_origin_middleware,
+)
 from bridge.keys import (
+    GUARD,
     METRICS,
     NOTIFIER,
     RECONCILER,
@@ -30,10 +41,11 @@ from bridge.keys import (
 from bridge.model import Severity
 from bridge.notify import Notifier
 from bridge.selfmetrics import BridgeMetrics
+from bridge.server import ConnectionGuard, ConnectionLimits, GuardedHandler
 from bridge.status import rule_states
 from bridge.store import Store, get_alert, now_ns, state_counts
 from bridge.telemetry import CpuSampler, Telemetry, apply_batch, memory_used_bytes, parse_batch
-from bridge.writer import Writer
+from bridge.writer import Writer, probe_write
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -62,8 +74,26 @@ async def healthy(request: web.Request) -> web.Response:
 
 @routes.get("/-/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: storage is open (the app only serves once its cleanup contexts ran)."""
+    """Readiness: storage open, its writer and syncer threads alive, and writing works (after
+    a storage failure, a probe write through the writer must succeed again)."""
+    problem = await _unready(request.app)
+    if problem is not None:
+        return web.Response(status=503, text=f"alertbridge is not ready: {problem}\n")
     return web.Response(text="alertbridge is Ready.\n")
+
+
+async def _unready(app: web.Application) -> str | None:
+    store, writer = app.get(STORE), app.get(WRITER)
+    if store is None or store.closed:
+        return "storage is not open"
+    if writer is None or not writer.alive:
+        return "the storage writer is not running"
+    if writer.failing:
+        try:
+            await asyncio.wait_for(writer.submit(probe_write), timeout=2)
+        except (StoreError, TimeoutError) as exc:
+            return f"storage is failing: {exc or 'the probe write timed out'}"
+    return None
 
 
 @routes.post("/api/v1/telemetry")
@@ -116,6 +146,15 @@ WEBHOOK_PATH = "/api/v1/alertmanager"  # counted by alertbridge_webhook_requests
 
 
 @web.middleware
+async def request_started(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: tell the connection its request head is complete (ends its header timer)."""
+    protocol = request.protocol
+    if isinstance(protocol, GuardedHandler):
+        protocol.request_started()
+    return await handler(request)
+
+
+@web.middleware
 async def count_api_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     """alertbridge_api_requests_total by route template and status code (outermost, so the
     JSON error responses are counted too)."""
@@ -150,10 +189,20 @@ def _every(
     return ctx
 
 
+def _open_store(settings: Settings) -> Store:
+    """Open the database for the server: it must be writable (file, directory, journal)."""
+    store = Store(settings.server.db, query_timeout=settings.server.query_timeout)
+    try:
+        store.check_writable()
+    except StoreError as exc:
+        store.close()
+        raise StoreError(f"cannot write to database {settings.server.db}: {exc}") from None
+    return store
+
+
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the store and its group-commit writer; close them after the last request."""
-    settings = app[SETTINGS]
-    store = await asyncio.to_thread(Store, settings.server.db)
+    store = await asyncio.to_thread(_open_store, app[SETTINGS])
     app[STORE] = store
     async with Writer(store) as writer:
         app[WRITER] = writer
@@ -238,15 +287,32 @@ def create_app(
     `background=False` leaves out the periodic tasks (sampler, embedded evaluator, retention,
     count refresh) so tests drive them; storage is always opened in a cleanup context.
     """
+    server = settings.server
     app = web.Application(
-        middlewares=[count_api_requests, make_errors_middleware(settings.server.max_body_bytes)],
-        client_max_size=settings.server.max_body_bytes,
+        middlewares=[
+            request_started,
+            count_api_requests,
+            make_errors_middleware(server.max_body_bytes),
+            same_origin_middleware,
+        ],
+        client_max_size=server.max_body_bytes,
     )
     telemetry = telemetry or Telemetry(settings.namespace, window_seconds=settings.telemetry.window)
     app[SETTINGS] = settings
     app[TELEMETRY] = telemetry
     app[REGISTRY] = telemetry.registry
-    app[METRICS] = BridgeMetrics(telemetry.registry)
+    metrics = app[METRICS] = BridgeMetrics(telemetry.registry)
+    app[BODY_TIMEOUT] = float(server.body_timeout)
+    app[ALLOWED_HOSTS] = allowed_hosts(
+        server.allowed_hosts,
+        [settings.alertmanager.webhook_url, settings.prometheus.scrape_target, server.host],
+    )
+    limits = ConnectionLimits(server.max_connections, server.header_timeout,
+                              server.body_timeout, server.keepalive_timeout)  # fmt: skip
+    guard = app[GUARD] = ConnectionGuard(
+        limits, lambda event: metrics.http_connection_events.labels(event=event).inc()
+    )
+    metrics.http_connections.set_function(lambda: guard.open)
     app[NOTIFIER] = notifier or Notifier(Severity.WARNING)
     app.add_routes(routes)
     app.add_routes(api.routes)

@@ -13,7 +13,7 @@ from bridge.actions import acknowledge, add_note, assign, prune, set_retention, 
 from bridge.config import Secret
 from bridge.errors import ApiError, BridgeError
 from bridge.query import parse_alert_query
-from bridge.store import Store, get_alert, get_events, get_retention, list_alerts, now_ns
+from bridge.store import Store, get_alert, get_events, get_retention, list_page, now_ns
 
 Params = Mapping[str, Sequence[str]]
 
@@ -40,9 +40,7 @@ class LocalClient:
 
     def list(self, params: Params) -> dict[str, Any]:
         query = parse_alert_query(params, now_ns())
-        alerts = self.store.read(lambda c: list_alerts(c, query))
-        cursor = str(alerts[-1].id) if len(alerts) == query.limit else None
-        return {"alerts": [a.to_json() for a in alerts], "next_cursor": cursor}
+        return self.store.read(lambda c: list_page(c, query)).to_json()
 
     def show(self, alert_id: int) -> dict[str, Any]:
         alert, events = self.store.read(lambda c: (get_alert(c, alert_id), get_events(c, alert_id)))

@@ -18,6 +18,7 @@ import yaml
 from bridge.errors import ConfigError, RuleError
 from bridge.model import Severity, parse_duration
 from bridge.rules import RuleSet, load_rules
+from bridge.webhook import AlertLimits
 
 CONFIG_ENV = "ALERTBRIDGE_CONFIG"
 NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -59,6 +60,12 @@ class ServerSettings:
     webhook_token: Secret | None = None
     api_token: Secret | None = None
     max_body_bytes: int = 1024 * 1024
+    max_connections: int = 1024  # lowered to fit the open-files limit (bridge.server)
+    header_timeout: int = 5  # seconds to send a request's head once it began
+    body_timeout: int = 10  # seconds to send the body (Alertmanager 0.25 cuts at ~10 s)
+    keepalive_timeout: int = 30  # an idle connection is closed after this
+    query_timeout: int = 5  # a read of the store running longer is aborted
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides IPs and localhost; "*": any
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +119,7 @@ class Settings:
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    limits: AlertLimits = field(default_factory=AlertLimits)
     source: str = "<defaults>"
 
 
@@ -132,10 +140,16 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> 
             raise ConfigError(source, name, "unknown setting")
         default = getattr(cls(), key)
         try:
-            if key.endswith(("_interval", "_wait", "_duration")) or key == "window":
+            if key.endswith(("_interval", "_wait", "_duration", "_timeout")) or key == "window":
                 out[key] = parse_duration(value)
                 if out[key] == 0 and key != "max_ack_duration":
                     raise ValueError("must be longer than 0s")
+            elif isinstance(default, tuple):
+                if not isinstance(value, list) or not all(
+                    isinstance(v, str) and v.strip() for v in value
+                ):
+                    raise ValueError("must be a list of non-empty strings")
+                out[key] = tuple(value)
             elif isinstance(default, int) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                     raise ValueError(f"must be a positive integer, got {value!r}")
@@ -244,7 +258,9 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ConfigError(source, "file", "top level must be a mapping")
         raw = loaded
-    unknown = set(raw) - {"namespace", "rules", "server", "prometheus", "alertmanager", "telemetry"}
+    unknown = set(raw) - {
+        "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits"
+    }  # fmt: skip
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
     sections: dict[str, dict[str, Any]] = {
@@ -252,13 +268,14 @@ def load_settings(
         "prometheus": dict(_section(raw, "prometheus", source)),
         "alertmanager": dict(_section(raw, "alertmanager", source)),
         "telemetry": dict(_section(raw, "telemetry", source)),
+        "limits": dict(_section(raw, "limits", source)),
         "": {"namespace": raw.get("namespace", "telemetry")},
     }
     for var, (section, key) in _ENV_OVERRIDES.items():
         if var in env:
             value: Any = env[var]
             if key == "port":
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()):
                     raise ConfigError(var, "port", f"must be a port number, got {value!r}")
                 value = int(value)
             sections[section][key] = value
@@ -303,5 +320,6 @@ def load_settings(
             **_typed(AlertmanagerSettings, am_raw, "alertmanager", source), receivers=receivers
         ),
         telemetry=telemetry,
+        limits=AlertLimits(**_typed(AlertLimits, sections["limits"], "limits", source)),
         source=source,
     )

@@ -89,5 +89,13 @@ class StoreError(BridgeError):
     """Storage failed (disk, lock, corruption): the caller should retry later (HTTP 503)."""
 
 
+class QueryTimeout(BridgeError):
+    """A read ran longer than its budget and was aborted; narrower filters may succeed."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"the query ran longer than {seconds:g}s and was stopped; narrow it")
+
+
 class AlertmanagerError(BridgeError):
     """Alertmanager's API could not be reached or refused a request."""

@@ -1,20 +1,29 @@
-"""HTTP plumbing shared by the handlers: JSON errors, the error middleware, auth, JSON bodies."""
+"""HTTP plumbing shared by the handlers: JSON errors, the error middleware, auth, JSON bodies,
+and the checks that keep a browser page from using the API (Host, Origin, Content-Type)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from bridge.config import Secret
 from bridge.errors import ApiError, InvalidInput
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Seconds a client has to send a request body (set by the app; read_json enforces it).
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+#: Host names (besides IP literals and localhost) requests may be addressed to; "*": any.
+ALLOWED_HOSTS = web.AppKey("allowed_hosts", frozenset)
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -33,7 +42,10 @@ def make_errors_middleware(max_body_bytes: int) -> Any:
         try:
             return await handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.field)
+            response = error_response(exc.status, exc.code, exc.message, exc.field)
+            if exc.status == 408:  # the rest of the body may still come: do not read it
+                response.force_close()
+            return response
         except web.HTTPRequestEntityTooLarge:
             message = f"request body exceeds {max_body_bytes} bytes"
             return error_response(413, "too_large", message)
@@ -49,24 +61,48 @@ def make_errors_middleware(max_body_bytes: int) -> Any:
     return errors_middleware
 
 
+def _secret_bytes(text: str) -> bytes:
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates: encode them back, so
+    # that a stray byte is a wrong token (401), not an encoding error.
+    return text.encode("utf-8", "surrogateescape")
+
+
+def tokens_equal(given: str, expected: Secret) -> bool:
+    """Constant-time comparison of a presented credential with the secret."""
+    return hmac.compare_digest(_secret_bytes(given), _secret_bytes(expected.value))
+
+
 def check_token(request: web.Request, expected: Secret | None) -> None:
     """Require `Authorization: Bearer <token>` when a token is configured (constant-time)."""
     if expected is None:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), expected.value.encode()
-    )
-    if not ok:
+    if not (scheme.lower() == "bearer" and tokens_equal(given.strip(), expected)):
         raise ApiError(401, "unauthorized", "missing or invalid bearer token")
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON: 413 when too large, 400 for bad UTF-8 or malformed JSON.
+    """The request body as JSON: 415 unless declared JSON, 408 when it does not arrive within
+    the body timeout, 413 when too large, 400 for bad UTF-8, encoding or malformed JSON.
 
     orjson is strict RFC 8259: NaN/Infinity literals and integers beyond 64 bits are malformed.
     """
-    raw = await request.read()
+    if request.content_type != "application/json":
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"Content-Type must be application/json, got {request.content_type!r:.80}",
+        )  # fmt: skip
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 10.0)):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", "the request body did not arrive in time") from None
+    except (http_exceptions.BadHttpMessage, RequestPayloadError) as exc:
+        # Bad chunking, a Content-Encoding the body does not have, ... The rest of the body
+        # cannot be read either: end it, or aiohttp would try to drain it after the answer.
+        request.content.feed_eof()
+        reason = getattr(exc.__cause__, "message", None) or getattr(exc, "message", None)
+        raise InvalidInput("body", f"cannot be read: {str(reason or exc).strip()[:200]}") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -80,3 +116,72 @@ async def read_json(request: web.Request) -> Any:
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON response encoded with orjson."""
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def host_name(authority: str) -> str:
+    """The host of a Host header or URL authority, lower case, without port or final dot.
+
+    >>> host_name("[::1]:9470"), host_name("Bridge.Example.:80")
+    ('::1', 'bridge.example')
+    """
+    text = authority.strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    name, colon, port = text.rpartition(":")
+    if colon and port.isascii() and port.isdigit() and ":" not in name:
+        text = name
+    return text.rstrip(".")
+
+
+def host_allowed(authority: str, allowed: frozenset[str]) -> bool:
+    """Whether a request addressed to `authority` may be served.
+
+    IP literals and localhost are always allowed: DNS rebinding needs a name the attacker
+    controls, which a browser then sends as Host; an address cannot be rebound.
+    """
+    if "*" in allowed or not authority:
+        return True
+    host = host_name(authority)
+    if host == "localhost" or host.endswith(".localhost") or host in allowed:
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def allowed_hosts(names: Iterable[str], urls: Iterable[str]) -> frozenset[str]:
+    """The configured names plus the hosts of URLs the generated configs address us by."""
+    hosts = {n.strip().lower().rstrip(".") for n in names}
+    for url in urls:
+        authority = urlsplit(url if "//" in url else f"//{url}").netloc
+        if authority:
+            hosts.add(host_name(authority.rpartition("@")[2]))
+    return frozenset(hosts)
+
+
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@web.middleware
+async def same_origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse requests addressed to a foreign Host name (DNS rebinding) and state-changing
+    requests a browser sends from another origin (cross-site request forgery)."""
+    host = request.headers.get("Host", "")
+    if not host_allowed(host, request.app.get(ALLOWED_HOSTS, frozenset())):
+        log.warning("refused a request for host %r (not in server.allowed_hosts)", host[:100])
+        raise ApiError(
+            403, "host_not_allowed",
+            f"requests for host {host_name(host)[:100]!r} are not served; add the name to"
+            " server.allowed_hosts",
+        )  # fmt: skip
+    if request.method in _UNSAFE:
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+                raise ApiError(403, "cross_origin", f"cross-origin request from {origin[:100]!r}")
+        elif request.headers.get("Sec-Fetch-Site") == "cross-site":
+            raise ApiError(403, "cross_origin", "cross-site request")
+    return await handler(request)

@@ -9,6 +9,7 @@ from bridge.alertmanager import Reconciler
 from bridge.config import Settings
 from bridge.notify import Notifier
 from bridge.selfmetrics import BridgeMetrics
+from bridge.server import ConnectionGuard
 from bridge.store import Store
 from bridge.telemetry import Telemetry
 from bridge.writer import Writer
@@ -21,3 +22,4 @@ STORE = web.AppKey("store", Store)
 WRITER = web.AppKey("writer", Writer)
 NOTIFIER = web.AppKey("notifier", Notifier)
 RECONCILER = web.AppKey("reconciler", Reconciler)
+GUARD = web.AppKey("guard", ConnectionGuard)

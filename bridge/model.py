@@ -18,7 +18,15 @@ LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RULE_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Labels the rule itself sets on every alert; a rule's `labels` may not override them.
 RESERVED_LABELS = frozenset({"alertname", "severity", "metric"})
-_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# Prometheus's duration grammar (model.ParseDuration): units in this order, each at most once.
+_DURATION_RE = re.compile(
+    r"^(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?"
+    r"(?:([0-9]+)ms)?$",
+    re.ASCII,
+)
+_UNIT_NS = (365 * 86400 * 10**9, 7 * 86400 * 10**9, 86400 * 10**9, 3600 * 10**9, 60 * 10**9,
+            10**9, 10**6)  # fmt: skip
+MAX_DURATION_NS = 2**63 - 1  # Go's time.Duration, as Prometheus
 
 
 class Severity(enum.StrEnum):
@@ -60,8 +68,30 @@ _OPS: dict[Condition, Callable[[float, float], bool]] = {
 }
 
 
+def parse_duration_ns(text: str) -> int:
+    """Nanoseconds from a Prometheus duration: `[0-9]+` with units y w d h m s ms, in that
+    order, each at most once ("1h30m", "90s", "500ms"); "0" is zero. ValueError otherwise.
+
+    >>> parse_duration_ns("1m30s")
+    90000000000
+    """
+    text = text.strip()
+    if text == "0":
+        return 0
+    match = _DURATION_RE.match(text)
+    if not text or not match:
+        raise ValueError(
+            "expected a duration like 30s, 5m, 1h30m or 7d (units y w d h m s ms, each once,"
+            f" largest first), got {text!r}"
+        )
+    total = sum(int(g) * unit for g, unit in zip(match.groups(), _UNIT_NS, strict=True) if g)
+    if total > MAX_DURATION_NS:
+        raise ValueError(f"expected a duration of at most 292 years, got {text!r}")
+    return total
+
+
 def parse_duration(value: object) -> int:
-    """Seconds from a Prometheus-style duration ("90s", "5m", "1h30m", "1d") or a number.
+    """Whole seconds from a Prometheus duration ("90s", "5m", "1h30m", "1d") or a number.
 
     >>> parse_duration("1h30m")
     5400
@@ -73,12 +103,10 @@ def parse_duration(value: object) -> int:
             raise ValueError(f"expected a whole, non-negative number of seconds, got {value!r}")
         return int(value)
     if isinstance(value, str):
-        match = _DURATION_RE.match(value.strip())
-        if value.strip() and match:
-            d, h, m, s = (int(g) if g else 0 for g in match.groups())
-            return ((d * 24 + h) * 60 + m) * 60 + s
-        if value.strip() == "0":
-            return 0
+        seconds, rest = divmod(parse_duration_ns(value), 10**9)
+        if rest:
+            raise ValueError(f"expected whole seconds, got {value!r}")
+        return seconds
     raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
 
 

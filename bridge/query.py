@@ -7,22 +7,45 @@ from collections.abc import Mapping, Sequence
 
 from bridge.errors import InvalidInput
 from bridge.matchers import Matcher
-from bridge.model import parse_duration
-from bridge.store import NS, AlertQuery
+from bridge.model import parse_duration_ns
+from bridge.store import AlertQuery
 from bridge.webhook import parse_time
 
 MAX_LIMIT = 1000
-_AGO = re.compile(r"^(\d+[smhd])+$")
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+_UINT = re.compile(r"[0-9]{1,19}", re.ASCII)
+
+
+def parse_int(raw: str, name: str, low: int, high: int, what: str = "an integer") -> int:
+    """An ASCII decimal integer within low..high; InvalidInput names the parameter."""
+    if _UINT.fullmatch(raw) and low <= int(raw) <= high:
+        return int(raw)
+    raise InvalidInput(name, f"must be {what} from {low} to {high}, got {raw[:40]!r}")
+
+
+def parse_id(raw: str, name: str = "id") -> int:
+    """An alert id (1..2^63-1)."""
+    return parse_int(raw, name, 1, MAX_ID, "an alert id")
 
 
 def parse_when(value: str, name: str, now: int) -> int:
-    """RFC 3339, or a duration meaning that long before `now` ("2h"); ns since the epoch."""
-    if _AGO.match(value):
-        return now - parse_duration(value) * NS
+    """RFC 3339, or a Prometheus duration meaning that long before `now` ("2h"); ns."""
+    try:
+        ago = parse_duration_ns(value)
+    except ValueError:
+        pass
+    else:
+        if ago > now:
+            raise InvalidInput(name, f"{value[:40]!r} ago is before 1970-01-01")
+        return now - ago
     try:
         parsed = parse_time(value, name)
-    except InvalidInput:
-        raise InvalidInput(name, f"must be RFC 3339 or a duration like 2h, got {value!r}") from None
+    except InvalidInput as exc:
+        if "outside the range" in exc.message:  # a real instant the store cannot hold
+            raise
+        raise InvalidInput(
+            name, f"must be RFC 3339 or a duration like 2h or 7d, got {value[:64]!r}"
+        ) from None
     if parsed is None:
         raise InvalidInput(name, "must not be the zero time")
     return parsed
@@ -46,12 +69,11 @@ def parse_alert_query(params: Mapping[str, Sequence[str]], now: int) -> AlertQue
         if raw_ack.lower() not in ("true", "false"):
             raise InvalidInput("acknowledged", f"must be true or false, got {raw_ack!r}")
         acknowledged = raw_ack.lower() == "true"
-    raw_limit = one("limit") or "50"
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise InvalidInput("limit", f"must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}")
+    limit = parse_int(one("limit") or "50", "limit", 1, MAX_LIMIT)
     cursor = one("cursor")
-    if cursor and not cursor.isdigit():
-        raise InvalidInput("cursor", "must be the next_cursor of a previous page")
+    before_id = (
+        parse_int(cursor, "cursor", 1, MAX_ID, "the next_cursor of a page") if cursor else None
+    )
     since, until = one("since"), one("until")
     return AlertQuery(
         status=status,
@@ -61,6 +83,6 @@ def parse_alert_query(params: Mapping[str, Sequence[str]], now: int) -> AlertQue
         since=parse_when(since, "since", now) if since else None,
         until=parse_when(until, "until", now) if until else None,
         acknowledged=acknowledged,
-        limit=int(raw_limit),
-        before_id=int(cursor) if cursor else None,
+        limit=limit,
+        before_id=before_id,
     )

@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 import platform
+import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from bridge import __version__
+from bridge.logutil import Throttle
+
+log = logging.getLogger(__name__)
+
+
+class TruncationWatch:
+    """Counts alerts Alertmanager left out of notifications (`truncatedAlerts`, its webhook
+    `max_alerts`) by receiver, and warns at most once per group per interval.
+
+    Receiver names are label values: at most `max_receivers` distinct ones, then "other".
+    """
+
+    def __init__(self, counter: Counter, interval: float = 600.0, max_receivers: int = 50):
+        self.counter = counter
+        self.throttle = Throttle(interval)
+        self.max_receivers = max_receivers
+        self._receivers: set[str] = set()
+
+    def record(self, receiver: str, group_key: str, sent: int, left_out: int) -> None:
+        # Alertmanager regex-quotes the receiver's name (web\\.hook): unquote it.
+        name = re.sub(r"\\(.)", r"\1", receiver)[:64] or "-"
+        if name not in self._receivers:
+            if len(self._receivers) >= self.max_receivers:
+                name = "other"
+            else:
+                self._receivers.add(name)
+        self.counter.labels(receiver=name).inc(left_out)
+        due, held = self.throttle.take(group_key)
+        if due:
+            log.warning(
+                "receiver %r sent %d alerts of group %s and left out %d (its max_alerts): raise"
+                " max_alerts in its webhook_config to store every alert%s",
+                name, sent, group_key[:200], left_out,
+                f"; {held} more truncated notifications of this group" if held else "",
+            )  # fmt: skip
 
 
 class BridgeMetrics:
@@ -59,6 +96,27 @@ class BridgeMetrics:
             ["handler", "code"],
             registry=registry,
         )
+        self.alerts_truncated = Counter(
+            "alertbridge_alerts_truncated",
+            "Alerts Alertmanager left out of notifications (its max_alerts), by receiver.",
+            ["receiver"],
+            registry=registry,
+        )
+        self.truncations = TruncationWatch(self.alerts_truncated)
+        self.http_connections = Gauge(
+            "alertbridge_http_connections",
+            "Open HTTP connections.",
+            registry=registry,
+        )
+        self.http_connection_events = Counter(
+            "alertbridge_http_connection_events",
+            "Connections refused at the cap, idle ones closed to make room (evicted), and"
+            " connections closed because the request head did not arrive in time.",
+            ["event"],
+            registry=registry,
+        )
+        for event in ("refused", "evicted", "header_timeout"):
+            self.http_connection_events.labels(event=event)
         self.telemetry_samples = Counter(
             "alertbridge_telemetry_pushed_samples",
             "Telemetry values accepted through POST /api/v1/telemetry, by field.",

@@ -9,7 +9,6 @@ retention), so the rules live in one place whoever writes.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -21,8 +20,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from bridge.errors import NotFound, StoreError
-from bridge.matchers import Matcher
+from bridge.errors import NotFound, QueryTimeout, StoreError
+from bridge.matchers import Matcher, regex_matches
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
@@ -117,6 +116,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 DEFAULT_RETENTION_DAYS = 90
+_PROGRESS_STEPS = 10_000  # SQLite VM steps between checks of a read's deadline
 NS = 1_000_000_000
 MAX_TEXT = 10_000
 
@@ -242,10 +242,6 @@ def row_to_alert(row: Sequence[Any]) -> StoredAlert:
     return StoredAlert(*values)
 
 
-def _regexp(pattern: str, value: str | None) -> bool:
-    return re.fullmatch(pattern, value or "") is not None
-
-
 def connect(path: str | Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -253,7 +249,7 @@ def connect(path: str | Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.create_function("regexp", 2, _regexp, deterministic=True)
+    conn.create_function("regexp", 2, regex_matches, deterministic=True)
     return conn
 
 
@@ -338,8 +334,38 @@ class AlertQuery:
     before_id: int | None = None
 
 
+#: A page of listed alerts stops once its rows hold this many characters of text (labels,
+#: annotations, URL, comment), so that a page's memory does not depend on what was stored.
+PAGE_CHARS = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of alerts, newest first; `next_cursor` continues after it (None: the last)."""
+
+    alerts: list[StoredAlert]
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alerts": [a.to_json() for a in self.alerts], "next_cursor": self.next_cursor}
+
+
+def list_page(conn: sqlite3.Connection, query: AlertQuery, max_chars: int = PAGE_CHARS) -> Page:
+    """Up to query.limit alerts, fewer when their text passes `max_chars` (at least one)."""
+    alerts, full = _select_alerts(conn, query, max_chars)
+    more = full or len(alerts) == query.limit
+    return Page(alerts, str(alerts[-1].id) if alerts and more else None)
+
+
 def list_alerts(conn: sqlite3.Connection, query: AlertQuery) -> list[StoredAlert]:
     """Alerts matching the query, newest (highest id) first."""
+    return _select_alerts(conn, query, None)[0]
+
+
+def _select_alerts(
+    conn: sqlite3.Connection, query: AlertQuery, max_chars: int | None
+) -> tuple[list[StoredAlert], bool]:
+    """The alerts of a page, and whether it stopped at max_chars."""
     where: list[str] = []
     args: list[object] = []
     if query.status:
@@ -375,7 +401,15 @@ def list_alerts(conn: sqlite3.Connection, query: AlertQuery) -> list[StoredAlert
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
     args.append(query.limit)
-    return [row_to_alert(r) for r in conn.execute(sql, args)]
+    alerts: list[StoredAlert] = []
+    chars = 0
+    for row in conn.execute(sql, args):  # rows are stepped one by one, not fetched at once
+        alerts.append(row_to_alert(row))
+        if max_chars is not None:
+            chars += len(row[5]) + len(row[6]) + len(row[7]) + len(row[16] or "")
+            if chars >= max_chars:
+                return alerts, True
+    return alerts, False
 
 
 def get_events(conn: sqlite3.Connection, alert_id: int) -> list[Event]:
@@ -402,9 +436,13 @@ class Store:
     >>> store.close()
     """
 
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: str | Path, busy_timeout_ms: int = 5000, query_timeout: float | None = 5.0
+    ) -> None:
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self.query_timeout = query_timeout
+        self.closed = False
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -451,11 +489,40 @@ class Store:
             return result
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on this thread's connection (WAL: never blocked by the writer)."""
+        """Run a read on this thread's connection (WAL: never blocked by the writer).
+
+        A read running longer than `query_timeout` seconds is aborted by SQLite's progress
+        handler (QueryTimeout), so that no filter can hold a thread, or the GIL, for long.
+        """
+        conn = self._connection()
+        if self.query_timeout is None:
+            with self._errors():
+                return fn(conn)
+        deadline = time.monotonic() + self.query_timeout
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if time.monotonic() > deadline and "interrupt" in str(exc):
+                raise QueryTimeout(self.query_timeout) from None
+            raise StoreError(f"storage failed: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"storage failed: {exc}") from None
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write can be made (file, directory and journal writable)."""
+        conn = self._connection()
         with self._errors():
-            return fn(self._connection())
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('write-probe', '')")
+            finally:
+                conn.execute("ROLLBACK")
 
     def close(self) -> None:
+        self.closed = True
         with self._lock:
             for conn in self._all:
                 conn.close()

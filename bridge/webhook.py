@@ -20,26 +20,71 @@ from typing import Any, NamedTuple
 from bridge.errors import InvalidInput
 
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+    re.ASCII,
 )
-_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}", re.ASCII)
 STATUSES = ("firing", "resolved")
 ZERO_TIME_YEAR = 1  # Go's zero time, 0001-01-01T00:00:00Z, means "not set"
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # endsAt when absent
+#: The times the store represents: integer nanoseconds from 1970 to the end of int64.
+MIN_TIME_NS = 0
+MAX_TIME_NS = 2**63 - 1  # 2262-04-11T23:47:16.854775807Z
+TIME_RANGE = "1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z"
 
 
 class InvalidPayload(InvalidInput):
     """The notification is not a valid version 4 payload; `field` is a JSON path."""
 
 
+class AlertTooLarge(InvalidPayload):
+    """An alert exceeds a size limit (HTTP 413); `field` is a JSON path."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.status = 413
+        self.code = "too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertLimits:
+    """What one stored alert may hold; sizes in characters (code points).
+
+    Loki and Mimir cap label names at 1024 and values at 2048 by default, with 30 labels;
+    these are looser so that no alert Prometheus sends in practice is refused, yet tight
+    enough that a page of listed alerts stays small (README, "Limits").
+    """
+
+    max_labels: int = 64
+    max_label_name: int = 1024
+    max_label_value: int = 4096
+    max_annotations: int = 64
+    max_annotation_value: int = 65536
+    max_generator_url: int = 4096
+    max_alert_size: int = 262144  # labels, annotations and generator URL together
+
+
+DEFAULT_LIMITS = AlertLimits()
+
+
 def parse_time(value: object, field: str) -> int | None:
-    """RFC 3339 with up to nanosecond fractions -> integer ns since the epoch (None for zero)."""
+    """RFC 3339 with up to nanosecond fractions -> integer ns since the epoch (None for zero).
+
+    Offsets up to +-23:59; the instant must lie in TIME_RANGE (what the store holds).
+    """
     if not isinstance(value, str):
         raise InvalidPayload(field, f"must be an RFC 3339 timestamp string, got {value!r}")
     try:
-        return _parse_time_cached(value)
+        return _in_range(_parse_time_cached(value), value)
     except ValueError as exc:
         raise InvalidPayload(field, str(exc)) from None
+
+
+def _in_range(ns: int | None, text: str) -> int | None:
+    if ns is not None and not MIN_TIME_NS <= ns <= MAX_TIME_NS:
+        raise ValueError(f"outside the range this store holds ({TIME_RANGE}): {text!r}")
+    return ns
 
 
 @functools.lru_cache(maxsize=4096)
@@ -47,7 +92,7 @@ def _parse_time_cached(value: str) -> int | None:
     # Alerts of one group share endsAt (the zero time while firing) and often startsAt.
     match = _RFC3339.match(value)
     if not match:
-        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+        raise ValueError(f"not an RFC 3339 timestamp: {value[:64]!r}")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     if year == ZERO_TIME_YEAR:
         return None
@@ -60,8 +105,11 @@ def _parse_time_cached(value: str) -> int | None:
     except ValueError:
         raise ValueError(f"not a valid date: {value!r}") from None
     if zone not in ("Z", "z"):
+        offset_hours, offset_minutes = int(zone[1:3]), int(zone[4:6])
+        if offset_hours > 23 or offset_minutes > 59:
+            raise ValueError(f"UTC offset must be within -23:59 and +23:59: {value!r}")
         sign = 1 if zone[0] == "+" else -1
-        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+        seconds -= sign * (offset_hours * 3600 + offset_minutes * 60)
     return seconds * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
 
 
@@ -120,7 +168,56 @@ def _string(obj: Mapping[str, Any], key: str, field: str, required: bool = True)
     return value
 
 
-def _alert(raw: object, field: str) -> ReceivedAlert:
+def _check_sizes(
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    generator_url: str,
+    field: str,
+    limits: AlertLimits,
+) -> None:
+    """Raise naming the first limit the alert exceeds (AlertTooLarge for sizes)."""
+    if len(labels) > limits.max_labels:
+        raise InvalidPayload(
+            f"{field}.labels", f"has {len(labels)} labels, at most {limits.max_labels}"
+        )
+    if len(annotations) > limits.max_annotations:
+        raise InvalidPayload(
+            f"{field}.annotations",
+            f"has {len(annotations)} annotations, at most {limits.max_annotations}",
+        )
+    total = len(generator_url)
+    for name, value in labels.items():
+        if len(name) > limits.max_label_name:
+            raise AlertTooLarge(
+                f"{field}.labels",
+                f"a label name of {len(name)} characters, at most {limits.max_label_name}",
+            )
+        if len(value) > limits.max_label_value:
+            raise AlertTooLarge(
+                f"{field}.labels.{name}",
+                f"{len(value)} characters, at most {limits.max_label_value}",
+            )
+        total += len(name) + len(value)
+    for name, value in annotations.items():
+        if len(value) > limits.max_annotation_value:
+            raise AlertTooLarge(
+                f"{field}.annotations.{name[:64]}",
+                f"{len(value)} characters, at most {limits.max_annotation_value}",
+            )
+        total += len(name) + len(value)
+    if len(generator_url) > limits.max_generator_url:
+        raise AlertTooLarge(
+            f"{field}.generatorURL",
+            f"{len(generator_url)} characters, at most {limits.max_generator_url}",
+        )
+    if total > limits.max_alert_size:
+        raise AlertTooLarge(
+            field,
+            f"{total} characters of labels, annotations and URL, at most {limits.max_alert_size}",
+        )
+
+
+def _alert(raw: object, field: str, limits: AlertLimits = DEFAULT_LIMITS) -> ReceivedAlert:
     if not isinstance(raw, dict):
         raise InvalidPayload(field, "must be an object")
     status = _string(raw, "status", f"{field}.status")
@@ -128,33 +225,47 @@ def _alert(raw: object, field: str) -> ReceivedAlert:
         raise InvalidPayload(f"{field}.status", f"must be firing or resolved, got {status!r}")
     fingerprint = _string(raw, "fingerprint", f"{field}.fingerprint")
     if not _FINGERPRINT.fullmatch(fingerprint):
-        raise InvalidPayload(f"{field}.fingerprint", f"must be 16 hex digits, got {fingerprint!r}")
+        raise InvalidPayload(
+            f"{field}.fingerprint", f"must be 16 hex digits, got {fingerprint[:64]!r}"
+        )
     if "labels" not in raw:
         raise InvalidPayload(f"{field}.labels", "is required")
     labels = _string_map(raw["labels"], f"{field}.labels")
     if not labels.get("alertname"):
         raise InvalidPayload(f"{field}.labels.alertname", "is required")
     annotations = _string_map(raw.get("annotations", {}), f"{field}.annotations")
+    generator_url = _string(raw, "generatorURL", f"{field}.generatorURL", required=False)
+    _check_sizes(labels, annotations, generator_url, field, limits)
     if "startsAt" not in raw:
         raise InvalidPayload(f"{field}.startsAt", "is required")
     starts_at = parse_time(raw["startsAt"], f"{field}.startsAt")
     if starts_at is None:
         raise InvalidPayload(f"{field}.startsAt", "must be set (not the zero time)")
-    ends_at = parse_time(raw.get("endsAt", _ZERO_TIME), f"{field}.endsAt")
-    if status == "resolved" and ends_at is None:
-        raise InvalidPayload(f"{field}.endsAt", "a resolved alert needs its end time")
+    ends_raw = raw.get("endsAt", _ZERO_TIME)
+    if status == "resolved":
+        ends_at = parse_time(ends_raw, f"{field}.endsAt")
+        if ends_at is None:
+            raise InvalidPayload(f"{field}.endsAt", "a resolved alert needs its end time")
+    else:  # a firing alert's end is not used: only its syntax must be right
+        ends_at = None
+        if not isinstance(ends_raw, str):
+            raise InvalidPayload(f"{field}.endsAt", "must be an RFC 3339 timestamp string")
+        try:
+            _parse_time_cached(ends_raw)
+        except ValueError as exc:
+            raise InvalidPayload(f"{field}.endsAt", str(exc)) from None
     return ReceivedAlert(
         fingerprint=fingerprint,
         status=status,
         starts_at=starts_at,
-        ends_at=ends_at if status == "resolved" else None,
+        ends_at=ends_at,
         labels=labels,
         annotations=annotations,
-        generator_url=_string(raw, "generatorURL", f"{field}.generatorURL", required=False),
+        generator_url=generator_url,
     )
 
 
-def _alert_fast(raw: object) -> ReceivedAlert | None:
+def _alert_fast(raw: object, limits: AlertLimits = DEFAULT_LIMITS) -> ReceivedAlert | None:
     """The common case of `_alert` without building error paths: None when anything is off.
 
     It accepts a subset of what `_alert` accepts and returns the same alert for it (property-
@@ -179,54 +290,66 @@ def _alert_fast(raw: object) -> ReceivedAlert | None:
         or type(ends) is not str
         or not labels.get("alertname")
         or not _FINGERPRINT.fullmatch(fingerprint)
+        or len(labels) > limits.max_labels
+        or len(annotations) > limits.max_annotations
+        or len(generator_url) > limits.max_generator_url
     ):
         return None
-    for value in labels.values():
-        if type(value) is not str:
+    total = len(generator_url)
+    max_name, max_value = limits.max_label_name, limits.max_label_value
+    for name, value in labels.items():
+        if type(value) is not str or len(name) > max_name or len(value) > max_value:
             return None
-    for value in annotations.values():
-        if type(value) is not str:
+        total += len(name) + len(value)
+    max_value = limits.max_annotation_value
+    for name, value in annotations.items():
+        if type(value) is not str or len(value) > max_value:
             return None
+        total += len(name) + len(value)
+    if total > limits.max_alert_size:
+        return None
     try:
         starts_at = _parse_time_cached(starts)
         ends_at = _parse_time_cached(ends)
     except ValueError:
         return None
-    if starts_at is None or (status == "resolved" and ends_at is None):
+    if starts_at is None or not MIN_TIME_NS <= starts_at <= MAX_TIME_NS:
         return None
+    if status == "resolved":
+        if ends_at is None or not MIN_TIME_NS <= ends_at <= MAX_TIME_NS:
+            return None
+    else:
+        ends_at = None
     return ReceivedAlert(
-        fingerprint,
-        status,
-        starts_at,
-        ends_at if status == "resolved" else None,
-        labels,
-        annotations,
-        generator_url,
+        fingerprint, status, starts_at, ends_at, labels, annotations, generator_url
     )
 
 
-def parse_notification(payload: object) -> Notification:
+def parse_notification(payload: object, limits: AlertLimits = DEFAULT_LIMITS) -> Notification:
     """Validate a decoded webhook body; raises InvalidPayload naming the field."""
     if not isinstance(payload, dict):
         raise InvalidPayload("body", "must be a JSON object")
     version = payload.get("version")
     if version != "4":
-        raise InvalidPayload("version", f'must be "4", got {version!r}')
+        raise InvalidPayload("version", f'must be "4", got {version!r:.64}')
     status = _string(payload, "status", "status")
     if status not in STATUSES:
-        raise InvalidPayload("status", f"must be firing or resolved, got {status!r}")
+        raise InvalidPayload("status", f"must be firing or resolved, got {status!r:.64}")
     alerts_raw = payload.get("alerts")
     if not isinstance(alerts_raw, list):
         raise InvalidPayload("alerts", "must be a list")
     truncated = payload.get("truncatedAlerts", 0)
     if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
         raise InvalidPayload(
-            "truncatedAlerts", f"must be a non-negative integer, got {truncated!r}"
+            "truncatedAlerts", f"must be a non-negative integer, got {truncated!r:.64}"
         )
     return Notification(
         receiver=_string(payload, "receiver", "receiver", required=False),
         status=status,
         group_key=_string(payload, "groupKey", "groupKey", required=False),
         truncated_alerts=truncated,
-        alerts=tuple(_alert_fast(a) or _alert(a, f"alerts[{i}]") for i, a in enumerate(alerts_raw)),
+        alerts=tuple(
+            _alert_fast(a, limits) or _alert(a, f"alerts[{i}]", limits)
+            for i, a in enumerate(alerts_raw)
+        ),
     )

@@ -2,9 +2,11 @@
 
 Each job runs inside its own SAVEPOINT, so a job that raises (an unknown id, a conflict) is
 rolled back alone and its caller gets the error, while the others commit. Jobs submitted with
-`isolate=False` (ingesting a validated notification: they fail only when storage does) skip
-the savepoint, two statements of about six; if one raises anyway, the whole batch is rolled
-back and every caller in it gets a StoreError. Consecutive such jobs that say they can
+`isolate=False` (ingesting a validated notification: they should fail only when storage
+does) skip the savepoint, two statements of about six; if one raises anyway, the batch is
+rolled back and run again with every job in a savepoint of its own, so that the job at fault
+fails alone and every other caller is answered as if it had been alone. Consecutive such
+jobs that say they can
 (`merge_key`, `run_together`: the webhook's ingest jobs) run as one: a batch of thirty
 one-alert notifications costs about six statements, not a hundred and twenty, and the writer
 thread gives the event loop back the GIL that much sooner.
@@ -41,7 +43,8 @@ import os
 import queue
 import sqlite3
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from bridge.errors import StoreError
@@ -90,8 +93,9 @@ class _Syncer:
     its own commits), then wakes each event loop once for all of them.
     """
 
-    def __init__(self, wal: str | None) -> None:
+    def __init__(self, wal: str | None, on_sync: Callable[[bool], None]) -> None:
         self.wal = wal
+        self.on_sync = on_sync
         self._fd: int | None = None
         self._queue: queue.SimpleQueue[Settlements | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="alertbridge-syncer", daemon=True)
@@ -99,6 +103,10 @@ class _Syncer:
 
     def settle_after_sync(self, settlements: Settlements) -> None:
         self._queue.put(settlements)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         """Sync and settle what is queued, then stop the thread."""
@@ -127,6 +135,7 @@ class _Syncer:
             if not by_loop:
                 continue
             failure = self._sync()
+            self.on_sync(failure is None)
             for loop, settled in by_loop.items():
                 if failure is not None:  # committed, but maybe not on disk
                     settled = [(future, None, failure) for future, _, _ in settled]
@@ -160,12 +169,40 @@ class Writer:
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._syncer: _Syncer  # started by the writer thread, with its connection
+        self._start_error: StoreError | None = None
         self.batches = 0
         self.jobs = 0
+        self.replays = 0  # batches run again job by job after an unisolated job raised
+        #: The last batch failed in storage (commit or sync); cleared by one that succeeds.
+        self.failing = False
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="alertbridge-writer", daemon=True)
+        """Start the thread; returns once its connection and syncer are up."""
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="alertbridge-writer", daemon=True
+        )
         self._thread.start()
+        if not ready.wait(30):
+            raise StoreError("the storage writer did not start")
+        if self._start_error is not None:
+            self._thread = None
+            raise self._start_error
+
+    @property
+    def queued(self) -> int:
+        """Jobs submitted and not yet taken into a batch."""
+        return self._queue.qsize()
+
+    @property
+    def alive(self) -> bool:
+        """The writer thread and its syncer run."""
+        syncer: _Syncer | None = getattr(self, "_syncer", None)
+        thread = self._thread
+        return thread is not None and thread.is_alive() and syncer is not None and syncer.alive
+
+    def _synced(self, ok: bool) -> None:
+        self.failing = not ok
 
     def stop(self) -> None:
         """Finish the queued jobs, then stop the thread."""
@@ -175,7 +212,7 @@ class Writer:
             self._thread = None
 
     async def __aenter__(self) -> Writer:
-        self.start()
+        await asyncio.to_thread(self.start)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -193,9 +230,15 @@ class Writer:
         self._queue.put(_Pending(job, future, loop, isolate))
         return await future
 
-    def _run(self) -> None:
-        conn = self.store.new_connection()
-        self._syncer = _Syncer(self._pipeline(conn))
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            conn = self.store.new_connection()
+            self._syncer = _Syncer(self._pipeline(conn), self._synced)
+        except sqlite3.Error as exc:
+            self._start_error = StoreError(f"the storage writer cannot start: {exc}")
+            return
+        finally:
+            ready.set()
         try:
             self._serve(conn)
         finally:
@@ -243,12 +286,14 @@ class Writer:
                 raise
         except sqlite3.Error as exc:
             log.error("storage batch of %d job(s) failed: %s", len(batch), exc)
+            self.failing = True
             failure = StoreError(f"storage failed: {exc}")
             outcomes = [(None, failure)] * len(batch)
-        except _Unisolated as exc:
-            log.error("a job failed; batch of %d job(s) rolled back", len(batch), exc_info=exc)
-            failure = StoreError(f"storage batch rolled back: {exc.__cause__!r}")
-            outcomes = [(None, failure)] * len(batch)
+        except _Unisolated:
+            # One of the unisolated jobs raised on its own data: run the batch again with each
+            # job in a savepoint, so that only that job fails. Storage faults still fail all.
+            self.replays += 1
+            outcomes = self._commit_isolated(conn, batch)
         # Answered once on disk; one wake-up per event loop per batch, not one per job.
         by_loop: Settlements = {}
         for pending, (result, error) in zip(batch, outcomes, strict=True):
@@ -257,20 +302,40 @@ class Writer:
         self.batches += 1
         self.jobs += len(batch)  # committed (or failed) and handed to the syncer
 
+    def _commit_isolated(
+        self, conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> list[tuple[Any, BaseException | None]]:
+        isolated = [replace(p, isolate=True) for p in batch]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = self._run_jobs(conn, isolated)
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.error("storage batch of %d job(s) failed: %s", len(batch), exc)
+            self.failing = True
+            return [(None, StoreError(f"storage failed: {exc}"))] * len(batch)
+        return outcomes
+
     @staticmethod
     def _run_jobs(
         conn: sqlite3.Connection, batch: list[_Pending]
     ) -> list[tuple[Any, BaseException | None]]:
         """Run the jobs in the open transaction; a job's own error undoes only its work.
 
-        sqlite3 errors propagate: the connection itself is in trouble, the batch fails.
+        Storage errors propagate: the connection itself is in trouble, the batch fails.
         """
         if len(batch) == 1:  # nothing to isolate it from: its error rolls back the transaction
             try:
                 return [(batch[0].job(conn), None)]
-            except sqlite3.Error:
-                raise
             except Exception as exc:
+                if _storage_fault(exc):
+                    raise
                 conn.execute("ROLLBACK")
                 return [(None, exc)]
         outcomes: list[tuple[Any, BaseException | None]] = []
@@ -281,9 +346,9 @@ class Writer:
                 try:
                     outcomes.append((first.job(conn), None))
                     conn.execute("RELEASE job")
-                except sqlite3.Error:
-                    raise
                 except Exception as exc:
+                    if _storage_fault(exc):
+                        raise
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((None, exc))
@@ -294,11 +359,26 @@ class Writer:
                 else:
                     jobs = [p.job for p in run]
                     outcomes += [(r, None) for r in first.job.run_together(conn, jobs)]  # type: ignore[attr-defined]
-            except sqlite3.Error:
-                raise
             except Exception as exc:
+                if _storage_fault(exc):
+                    raise
                 raise _Unisolated() from exc
         return outcomes
+
+
+#: sqlite3 errors caused by a job's own data (a constraint, a value SQLite cannot bind or
+#: hold): they fail that job alone. Every other sqlite3 error is the storage's.
+_JOB_FAULTS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+
+
+def _storage_fault(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.Error) and not isinstance(exc, _JOB_FAULTS)
+
+
+def probe_write(conn: sqlite3.Connection) -> None:
+    """Job: write and remove a row, changing nothing (readiness after a storage failure)."""
+    conn.execute("INSERT INTO meta (key, value) VALUES ('write-probe', '') ON CONFLICT DO NOTHING")
+    conn.execute("DELETE FROM meta WHERE key = 'write-probe'")
 
 
 def _runs(batch: list[_Pending]) -> list[list[_Pending]]:

@@ -136,7 +136,9 @@ async def test_push_errors_are_json_and_record_nothing(
     client: Client, data: bytes, status: int, field: str | None
 ) -> None:
     """Bad pushes get a 4xx JSON error naming the problem, and nothing is recorded."""
-    response = await client.post("/api/v1/telemetry", data=data, headers=AUTH)
+    response = await client.post(
+        "/api/v1/telemetry", data=data, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert response.status == status
     body = await response.json()
     assert body.get("field") == field

@@ -110,11 +110,13 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 
 
 def test_serve_refuses_exposed_address_without_tokens() -> None:
-    """Binding 0.0.0.0 without tokens fails before listening, naming the missing variables."""
+    """Binding 0.0.0.0 without tokens is a usage error (exit 2) before listening, naming the
+    missing variables."""
     result = CliRunner(env={"ALERTBRIDGE_API_TOKEN": "x"}).invoke(
         main, ["serve", "--host", "0.0.0.0", "--port", "1"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
+    assert result.output.startswith("alertbridge: error: refusing")
     assert "refusing to listen on 0.0.0.0 without ALERTBRIDGE_WEBHOOK_TOKEN" in result.output
     assert "ALERTBRIDGE_API_TOKEN" not in result.output.split("without", 1)[1].split("(")[0]
 

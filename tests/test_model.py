@@ -126,16 +126,22 @@ def test_nan_never_holds_except_not_equal() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d", 86400), ("0", 0), (90, 90), (0, 0)],
-)
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d", 86400), ("0", 0), (90, 90), (0, 0),
+     ("1w", 604800), ("1y", 31536000), ("1m1000ms", 61)],
+)  # fmt: skip
 def test_parse_duration(text: str | int, seconds: int) -> None:
     """Prometheus duration strings and whole seconds are accepted."""
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "5x", "m5", "1.5m", -1, 1.5, True, None, math.nan])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "5x", "m5", "1.5m", -1, 1.5, True, None, math.nan, "5m2h", "1s1s", "\u0661s", "1ms",
+     "999999999999d", "-5m"],
+)  # fmt: skip
 def test_parse_duration_rejects(bad: object) -> None:
-    """Anything else is a ValueError with the offending value."""
+    """Anything else is a ValueError with the offending value: units out of order or repeated,
+    non-ASCII digits, fractions of a second, beyond Go's 292-year Duration."""
     with pytest.raises(ValueError, match="expected"):
         parse_duration(bad)
 

@@ -112,7 +112,9 @@ async def test_bad_bodies_are_4xx_json_and_store_nothing(
     client: Client, body: bytes, status: int, field: str | None
 ) -> None:
     """Malformed, invalid or oversized notifications: 4xx naming the problem, nothing stored."""
-    response = await client.post(WEBHOOK, data=body, headers=BEARER)
+    response = await client.post(
+        WEBHOOK, data=body, headers={**BEARER, "Content-Type": "application/json"}
+    )
     assert response.status == status
     error = await response.json()
     assert error.get("field") == field

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.webhook import InvalidPayload, _alert, _alert_fast, parse_notification, parse_time
+from bridge.webhook import (
+    AlertLimits,
+    AlertTooLarge,
+    InvalidPayload,
+    _alert,
+    _alert_fast,
+    parse_notification,
+    parse_time,
+)
 from tests.payloads import ZERO, am_alert, notification
 
 
@@ -40,6 +48,9 @@ def test_parses_firing_and_resolved() -> None:
         ("2026-11-23T11:00:00+01:00", 1_795_428_000_000_000_000),
         ("2026-11-23T09:30:00.25-00:30", 1_795_428_000_250_000_000),
         ("0001-01-01T00:00:00Z", None),
+        ("1970-01-01T00:00:00Z", 0),
+        ("2262-04-11T23:47:16.854775807Z", 2**63 - 1),
+        ("2026-11-23T09:00:00-23:59", 1_795_428_000_000_000_000 + 82740 * 10**9),
     ],
 )
 def test_timestamps_with_ms_ns_and_offsets(text: str, ns: int | None) -> None:
@@ -49,10 +60,17 @@ def test_timestamps_with_ms_ns_and_offsets(text: str, ns: int | None) -> None:
 
 @pytest.mark.parametrize(
     "text", ["2026-11-23 10:00:00Z", "2026-02-30T10:00:00Z", "2026-11-23T25:00:00Z",
-             "2026-11-23T10:00:00.1234567891Z", "yesterday", "2026-11-23T10:00:00"],
+             "2026-11-23T10:00:00.1234567891Z", "yesterday", "2026-11-23T10:00:00",
+             "2300-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1600-01-01T00:00:00Z",
+             "0002-01-01T00:00:00Z", "1969-12-31T23:59:59.999999999Z",
+             "2262-04-11T23:47:16.854775808Z", "2026-11-23T10:00:00+99:99",
+             "2026-11-23T10:00:00+24:00", "2026-11-23T10:00:00-00:60",
+             "\u0662\u0660\u0662\u0666-11-23T10:00:00Z", "2026-11-23T10:00:00.\u0665Z"],
 )  # fmt: skip
 def test_bad_timestamps(text: str) -> None:
-    """Anything that is not a valid RFC 3339 instant is rejected with the field named."""
+    """Anything that is not a valid RFC 3339 instant the store can hold is rejected with the
+    field named: outside 1970..2262 (int64 nanoseconds), offsets beyond +-23:59, non-ASCII
+    digits."""
     with pytest.raises(InvalidPayload) as info:
         parse_time(text, "alerts[0].startsAt")
     assert info.value.field == "alerts[0].startsAt"
@@ -174,6 +192,14 @@ alert_values = json_values | st.sampled_from(
         ZERO,
         "2026-11-23T10:00:00Z",
         "2026-02-30T10:00:00Z",
+        "2300-01-01T00:00:00Z",
+        "1600-01-01T00:00:00Z",
+        "2026-11-23T10:00:00+99:99",
+        "x" * 40,
+        {"alertname": "x", "a" * 40: "b"},
+        {"alertname": "x", "y": "z" * 40},
+        {f"l{i}": "v" for i in range(5)} | {"alertname": "x"},
+        {"summary": "s" * 40},
         "",
         {},
         {"alertname": ""},
@@ -183,11 +209,19 @@ alert_values = json_values | st.sampled_from(
 )
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.lists(st.tuples(alert_keys, alert_values | st.just(KeyError)), max_size=3),
-       st.sampled_from(["firing", "resolved"]))  # fmt: skip
+#: Limits small enough that the values above cross each of them.
+TIGHT = AlertLimits(max_labels=5, max_label_name=32, max_label_value=32, max_annotations=3,
+                    max_annotation_value=32, max_generator_url=64, max_alert_size=200)  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(st.tuples(alert_keys, alert_values | st.just(KeyError)), max_size=3),
+    st.sampled_from(["firing", "resolved"]),
+    st.sampled_from([AlertLimits(), TIGHT]),
+)
 def test_fast_path_agrees_with_the_validating_parser(
-    edits: list[tuple[str, Any]], status: str
+    edits: list[tuple[str, Any]], status: str, limits: AlertLimits
 ) -> None:
     """_alert_fast accepts only what _alert accepts and returns the same alert; else None."""
     raw: dict[str, Any] = am_alert(status=status, ends_at="2026-11-23T10:05:00Z")
@@ -196,13 +230,60 @@ def test_fast_path_agrees_with_the_validating_parser(
             raw.pop(key, None)
         else:
             raw[key] = copy.deepcopy(value)
-    fast = _alert_fast(raw)
+    fast = _alert_fast(raw, limits)
     try:
-        slow = _alert(raw, "alerts[0]")
+        slow = _alert(raw, "alerts[0]", limits)
     except InvalidPayload:
         assert fast is None
         return
     assert fast is None or fast == slow
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "status"),
+    [
+        ({"labels": {f"l{i}": "v" for i in range(5)}}, "alerts[0].labels", 400),
+        ({"labels": {"a" * 33: "v"}}, "alerts[0].labels", 413),
+        ({"labels": {"instance": "v" * 33}}, "alerts[0].labels.instance", 413),
+        ({"annotations": {f"a{i}": "" for i in range(4)}}, "alerts[0].annotations", 400),
+        ({"annotations": {"summary": "s" * 33}}, "alerts[0].annotations.summary", 413),
+        ({"generatorURL": "u" * 65}, "alerts[0].generatorURL", 413),
+        ({"annotations": {"a": "s" * 32, "b": "s" * 32, "c": "s" * 32}}, "alerts[0]", 413),
+    ],
+)
+def test_limits_name_the_field_and_the_limit(edit: dict[str, Any], field: str, status: int) -> None:
+    """Each limit refuses the alert naming the JSON path and the figure: 400 for counts, 413
+    for sizes; the same alert within the limits is accepted."""
+    raw = am_alert()
+    labels = {"alertname": "x"} if "labels" in edit else {}
+    raw.update({k: {**labels, **v} if isinstance(v, dict) and k == "labels" else v
+                for k, v in edit.items()})  # fmt: skip
+    with pytest.raises(InvalidPayload) as info:
+        parse_notification(notification(raw), TIGHT)
+    assert info.value.field == field
+    assert info.value.status == status
+    assert isinstance(info.value, AlertTooLarge) is (status == 413)
+    assert "at most" in info.value.message
+    parse_notification(notification(raw))  # the default limits take it
+
+
+def test_limits_are_inclusive() -> None:
+    """An alert exactly at every limit is accepted by both paths."""
+    raw = am_alert()
+    raw["labels"] = {"alertname": "x", "b" * 32: "v" * 32, "c": "w" * 32}
+    raw["annotations"] = {"summary": "s" * 32}
+    raw["generatorURL"] = "u" * 13
+    assert _alert_fast(raw, TIGHT) is not None
+    assert _alert(raw, "alerts[0]", TIGHT).labels == raw["labels"]
+
+
+def test_a_firing_alerts_end_is_not_range_checked() -> None:
+    """A firing alert's endsAt is unused: any syntactically valid instant is accepted."""
+    raw = am_alert(ends_at="9999-12-31T23:59:59Z")
+    assert parse_notification(notification(raw)).alerts[0].ends_at is None
+    raw = am_alert(status="resolved", ends_at="9999-12-31T23:59:59Z")
+    with pytest.raises(InvalidPayload, match="range"):
+        parse_notification(notification(raw))
 
 
 @pytest.mark.parametrize(

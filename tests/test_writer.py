@@ -90,37 +90,48 @@ async def test_lone_failing_job_leaves_nothing_behind(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_unisolated_job_that_raises_rolls_back_its_whole_batch(tmp_path: Path) -> None:
-    """isolate=False skips the savepoint, so a job that raises anyway fails its batch whole:
-    every caller gets a StoreError and nothing of the batch is stored; the writer carries on."""
+async def test_unisolated_job_that_raises_fails_alone(tmp_path: Path) -> None:
+    """isolate=False skips the savepoint; a job that raises anyway makes the writer run the
+    batch again job by job: that job fails alone with its own error, nothing of it is stored,
+    and every other caller is answered as if it had been alone."""
     store = Store(tmp_path / "a.db")
-    started, gate = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:  # keeps the writer busy while the batch queues
-        started.set()
-        assert gate.wait(10)
 
     def half_then_fail(conn: sqlite3.Connection) -> None:
         ingest([received(fingerprint="e" * 16)], T0)(conn)
         raise RuntimeError("a bug")
 
     async with Writer(store) as writer:
-        held = asyncio.ensure_future(writer.submit(hold))
-        assert await asyncio.to_thread(started.wait, 10)
-        batch = [
-            asyncio.ensure_future(writer.submit(ingest([received()], T0), isolate=False)),
-            asyncio.ensure_future(writer.submit(half_then_fail, isolate=False)),
-            asyncio.ensure_future(writer.submit(ingest([received(fingerprint="f" * 16)], T0))),
-        ]
-        await asyncio.sleep(0)  # a yield, not a wait: lets the three tasks queue their jobs
-        gate.set()
-        await held
-        results = await asyncio.gather(*batch, return_exceptions=True)
-        assert all(isinstance(r, StoreError) for r in results), results
-        assert "a bug" in str(results[1])
-        assert rows(store) == []
-        after = await writer.submit(ingest([received()], T0), isolate=False)
-    assert after.fired == [1]
+        results = await _queued_behind_a_held_job(
+            writer,
+            [(ingest([received()], T0), False), (half_then_fail, False),
+             (ingest([received(fingerprint="f" * 16)], T0), True)],
+        )  # fmt: skip
+        assert isinstance(results[1], RuntimeError), results
+        assert [r.fired for r in (results[0], results[2])] == [[1], [2]]
+        assert {r[0] for r in rows(store)} == {received().fingerprint, "f" * 16}
+        assert writer.replays == 1
+        after = await writer.submit(ingest([received(fingerprint="d" * 16)], T0), isolate=False)
+    assert after.fired == [3]
+    store.close()
+
+
+async def test_a_poisoned_merged_run_fails_only_the_poison(tmp_path: Path) -> None:
+    """Ingest jobs merged into one run, one of them holding a value SQLite cannot store (an
+    integer beyond 64 bits slipped past validation): that job fails alone; the other 20 are
+    stored once and answered with their own results, as if each had been alone."""
+    store = Store(tmp_path / "a.db")
+    good = [ingest([received(fingerprint=f"{i:016x}")], T0) for i in range(20)]
+    poison = ingest([received(fingerprint="e" * 16, starts=2**63)], T0)
+    async with Writer(store) as writer:
+        results = await _queued_behind_a_held_job(
+            writer, [(job, False) for job in [*good[:10], poison, *good[10:]]]
+        )
+    assert isinstance(results[10], OverflowError), results[10]
+    fired = [r.fired for r in results[:10] + results[11:]]
+    assert sorted(i for f in fired for i in f) == list(range(1, 21))
+    assert all(len(f) == 1 for f in fired)
+    assert len(rows(store)) == 20
+    assert writer.replays == 1
     store.close()
 
 
@@ -175,10 +186,12 @@ async def test_queued_ingest_jobs_run_together(
     store.close()
 
 
-async def test_a_failing_run_rolls_back_its_whole_batch(
+async def test_a_failing_merged_run_is_replayed_job_by_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Jobs run together fail together, like any unisolated job: nothing of the batch stays."""
+    """A merged run that raises (here run_together itself, after writing) is rolled back and
+    its jobs run again one by one in savepoints: no caller sees the run's failure, and
+    nothing it wrote before failing stays twice."""
     original = IngestJob.run_together
 
     def half_then_fail(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestResult]:
@@ -193,11 +206,9 @@ async def test_a_failing_run_rolls_back_its_whole_batch(
             [(ingest([received(fingerprint=f"{n:016x}")], T0), False) for n in (1, 2)]
             + [(ingest([received(fingerprint="f" * 16)], T0), True)],
         )
-        assert all(isinstance(r, StoreError) for r in results), results
-        assert rows(store) == []
-        monkeypatch.setattr(IngestJob, "run_together", staticmethod(original))
-        after = await writer.submit(ingest([received()], T0), isolate=False)
-    assert after.fired == [1]
+    assert [r.fired for r in results] == [[1], [2], [3]]
+    assert [r[0] for r in rows(store)] == ["0000000000000001", "0000000000000002", "f" * 16]
+    assert writer.replays == 1
     store.close()
 
 

@@ -7,13 +7,14 @@ import getpass
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from bridge import __version__
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError
+from bridge.logutil import RepeatFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +52,34 @@ def settings_of(ctx: click.Context) -> Settings:
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def error(message: str, code: int) -> NoReturn:
+    """The one error form of the CLI: `alertbridge: error: ...` on stderr, then exit."""
+    click.echo(f"alertbridge: error: {message}", err=True)
+    sys.exit(code)
+
+
+class BridgeGroup(click.Group):
+    """The command group, printing every error in one form with documented exit codes:
+    1 for runtime errors, 2 for usage errors (click's own included), 130 on Ctrl-C."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx is not None else "alertbridge"
+            error(f"{exc.format_message()} (see '{path} --help')", 2)
+        except click.ClickException as exc:
+            error(exc.format_message(), exc.exit_code)
+        except BridgeError as exc:
+            error(str(exc), 1)
+        except click.Abort:
+            click.echo("alertbridge: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=BridgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="alertbridge")
 @click.option(
     "--config",
@@ -66,10 +94,13 @@ def main(ctx: click.Context, config: str | None) -> None:
 
 
 def configure_logging(level: str) -> None:
+    """Log to stderr at `level`; a message repeated in a flood shows once per 10 s, counted."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter())
 
 
 def default_actor() -> str:

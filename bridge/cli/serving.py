@@ -24,6 +24,7 @@ from bridge.cli.common import (
     table,
 )
 from bridge.config import Settings, load_settings
+from bridge.errors import BridgeError
 from bridge.status import rule_states
 
 
@@ -63,9 +64,10 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve /metrics, the webhook receiver and the REST API until SIGINT or SIGTERM."""
-    from aiohttp import web
-
     from bridge.app import create_app
+    from bridge.keys import GUARD
+    from bridge.server import ListenError, fitted_limits, raise_open_files_limit
+    from bridge.server import serve as run_server
 
     obj = ctx.ensure_object(dict)
     settings = load_settings(obj.get("config"), host=host, port=port, db=db)
@@ -79,28 +81,26 @@ def serve(
         if token is None
     ]
     if not is_loopback(server.host) and missing and not insecure:
-        raise click.ClickException(
+        raise click.UsageError(
             f"refusing to listen on {server.host} without {' and '.join(missing)} "
             "(set them, bind a loopback address, or pass --insecure)"
         )
     configure_logging(log_level)
     app = create_app(settings)
-    url = f"http://{server.host}:{server.port}"
+    guard = app[GUARD]
+    guard.limits = fitted_limits(guard.limits, raise_open_files_limit())
 
-    def listening(_: str) -> None:  # run_app calls this once the socket is really bound
+    def listening(url: str) -> None:  # called once the socket is really bound
         click.echo(f"alertbridge listening on {url}", err=True)
 
     # Like Prometheus and Alertmanager, no line per request unless asked: a line per webhook
     # POST and per scrape costs the receiver CPU on its event loop and buries the log.
     access_log = logging.getLogger("aiohttp.access") if log_level == "debug" else None
-    web.run_app(
-        app,
-        host=server.host,
-        port=server.port,
-        print=listening,
-        handle_signals=True,
-        access_log=access_log,
-    )
+    try:
+        run_server(app, server.host, server.port, guard, access_log=access_log,
+                   on_listening=listening)  # fmt: skip
+    except ListenError as exc:
+        raise BridgeError(str(exc)) from None
 
 
 def _fetch_status(url: str, token: str | None) -> dict[str, Any]:
