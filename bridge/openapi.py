@@ -9,14 +9,20 @@ from bridge import __version__
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
-def _responses(ok: str, *codes: int, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The responses of an operation: `ok`, the error codes given, 403 (every route is
+    Host-checked), and with "requestBody" among the codes those of reading a JSON body."""
     out: dict[str, Any] = {
         ok: {"description": "OK", "content": {"application/json": {"schema": schema or {}}}}
     }
-    reasons = {400: "Invalid input", 401: "Missing or wrong token", 404: "Not found",
-               409: "Conflict with the alert's state", 413: "Body too large",
-               422: "Unacceptable values", 503: "Storage unavailable, retry"}  # fmt: skip
-    for code in codes:
+    reasons = {400: "Invalid input", 401: "Missing or wrong token",
+               403: "Host name not allowed, or a cross-origin request", 404: "Not found",
+               408: "The body did not arrive in time", 409: "Conflict with the alert's state",
+               413: "Body or alert too large", 415: "Content-Type is not application/json",
+               422: "Unacceptable values",
+               503: "Storage unavailable, or the query over its time budget; retry"}  # fmt: skip
+    body_codes = (408, 413, 415) if "requestBody" in codes else ()
+    for code in sorted({c for c in codes if isinstance(c, int)} | {403, *body_codes}):
         out[str(code)] = {
             "description": reasons[code],
             "content": {"application/json": {"schema": _ERROR}},
@@ -42,7 +48,7 @@ def _action(summary: str, fields: dict[str, Any], required: list[str], ok: str =
                     }
                 },
             },
-            "responses": _responses(ok, 400, 401, 404, 409, 422, 503, schema=_ALERT),
+            "responses": _responses(ok, 400, 401, 404, 409, 422, 503, "requestBody", schema=_ALERT),
         }
     }
 
@@ -97,7 +103,12 @@ SPEC: dict[str, Any] = {
             }
         },
         "/-/healthy": {"get": {"summary": "Liveness", "responses": {"200": {"description": "OK"}}}},
-        "/-/ready": {"get": {"summary": "Readiness", "responses": {"200": {"description": "OK"}}}},
+        "/-/ready": {
+            "get": {
+                "summary": "Readiness: storage open, its writer running, writes working",
+                "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}},
+            }
+        },
         "/api/v1/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}
         },
@@ -105,14 +116,14 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "Alertmanager webhook (version 4); 2xx once stored durably",
                 "security": [{"bearer": []}],
-                "responses": _responses("200", 400, 401, 413, 503),
+                "responses": _responses("200", 400, 401, 503, "requestBody"),
             }
         },
         "/api/v1/telemetry": {
             "post": {
                 "summary": "Record a telemetry batch",
                 "security": [{"bearer": []}],
-                "responses": _responses("200", 400, 401, 409, 413),
+                "responses": _responses("200", 400, 401, 409, "requestBody"),
             }
         },
         "/api/v1/status": {
@@ -131,7 +142,7 @@ SPEC: dict[str, Any] = {
                     _query("severity", "repeatable, or comma-separated"),
                     _query("rule", "alert name"),
                     _query("filter", 'repeatable label matcher: team="x", a!="b", c=~"re"'),
-                    _query("since", "RFC 3339, or a duration ago (2h)"),
+                    _query("since", "RFC 3339, or a Prometheus duration ago (2h, 1h30m, 7d)"),
                     _query("until", "RFC 3339, or a duration ago"),
                     _query("acknowledged", "true or false"),
                     _query("limit", "1..1000, default 50", {"type": "integer"}),

@@ -63,6 +63,11 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._open)
 
+    @property
+    def idle(self) -> int:
+        """Open connections between requests, nothing of the next one received."""
+        return sum(1 for h in self._open if h.idle)
+
     def admit(self, handler: GuardedHandler) -> bool:
         if len(self._open) >= self.limits.max_connections:
             victim = next((h for h in self._open if h.idle), None)
@@ -166,6 +171,10 @@ class GuardedHandler(RequestHandler):
             return await super().finish_response(request, resp, start_time)
         finally:
             self._phase = _IDLE  # keep-alive: aiohttp's own timer closes it when idle too long
+            if resp.status == 408:
+                # The client stalled mid-body: close now. (aiohttp would linger, reading what
+                # is left of the body for up to 10 s, which is what the timeout is against.)
+                self.force_close()
 
     def _arm(self) -> None:
         self._disarm()

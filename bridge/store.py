@@ -350,9 +350,10 @@ class Page:
         return {"alerts": [a.to_json() for a in self.alerts], "next_cursor": self.next_cursor}
 
 
-def list_page(conn: sqlite3.Connection, query: AlertQuery, max_chars: int = PAGE_CHARS) -> Page:
-    """Up to query.limit alerts, fewer when their text passes `max_chars` (at least one)."""
-    alerts, full = _select_alerts(conn, query, max_chars)
+def list_page(conn: sqlite3.Connection, query: AlertQuery, max_chars: int | None = None) -> Page:
+    """Up to query.limit alerts, fewer when their text passes `max_chars` (default PAGE_CHARS;
+    at least one alert a page)."""
+    alerts, full = _select_alerts(conn, query, PAGE_CHARS if max_chars is None else max_chars)
     more = full or len(alerts) == query.limit
     return Page(alerts, str(alerts[-1].id) if alerts and more else None)
 

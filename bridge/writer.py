@@ -202,7 +202,8 @@ class Writer:
         return thread is not None and thread.is_alive() and syncer is not None and syncer.alive
 
     def _synced(self, ok: bool) -> None:
-        self.failing = not ok
+        if not ok:
+            self.failing = True
 
     def stop(self) -> None:
         """Finish the queued jobs, then stop the thread."""
@@ -280,6 +281,7 @@ class Writer:
                 outcomes = self._run_jobs(conn, batch)
                 if conn.in_transaction:
                     conn.execute("COMMIT")
+                self.failing = False
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import create_app
 from bridge.config import Secret, Settings, TelemetrySettings, load_settings
+from bridge.errors import StoreError
+from bridge.keys import STORE, WRITER
+from bridge.writer import probe_write
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -84,6 +89,65 @@ async def test_health_and_ready(client: Client) -> None:
     """/-/healthy and /-/ready answer 200 without a token."""
     assert (await client.get("/-/healthy")).status == 200
     assert (await client.get("/-/ready")).status == 200
+
+
+async def _ready(client: Client) -> tuple[int, str]:
+    response = await client.get("/-/ready")
+    return response.status, await response.text()
+
+
+async def test_ready_flips_when_the_writer_stops(client: Client) -> None:
+    """No writer thread, no readiness: 503 naming it."""
+    writer = client.app[WRITER]
+    await asyncio.to_thread(writer.stop)
+    status, text = await _ready(client)
+    assert status == 503
+    assert "writer is not running" in text
+    writer.start()  # the cleanup context stops it again
+    assert (await _ready(client))[0] == 200
+
+
+async def test_ready_flips_when_the_syncer_dies(client: Client) -> None:
+    """The syncer thread gone (it answers the writer's callers): 503."""
+    writer = client.app[WRITER]
+    syncer = writer._syncer
+    await asyncio.to_thread(syncer.stop)
+    status, text = await _ready(client)
+    assert status == 503
+    assert "writer is not running" in text
+
+
+async def test_ready_flips_when_the_store_is_closed(client: Client) -> None:
+    """A closed store: 503."""
+    client.app[STORE].close()
+    status, text = await _ready(client)
+    assert status == 503
+    assert "storage is not open" in text
+
+
+async def test_ready_flips_while_storage_fails_and_back(client: Client, tmp_path: Path) -> None:
+    """While writes fail (the database locked by another process) readiness is 503, checked by
+    a probe write; once writes work again it is 200 without a restart."""
+    writer = client.app[WRITER]
+    await writer.submit(lambda c: c.execute("PRAGMA busy_timeout = 50"))
+    blocker = sqlite3.connect(tmp_path / "alerts.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        push = await client.post(
+            "/api/v1/alerts/1/note", json={"by": "a", "text": "b"}, headers=AUTH
+        )
+        assert push.status in (404, 503)
+        with pytest.raises(StoreError):
+            await writer.submit(probe_write)
+        assert writer.failing
+        status, text = await _ready(client)
+        assert status == 503
+        assert "storage is failing" in text
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert await _ready(client) == (200, "alertbridge is Ready.\n")
+    assert not writer.failing
 
 
 async def test_push_records_and_is_exported(client: Client) -> None:

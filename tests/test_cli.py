@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ from click.testing import CliRunner
 
 from bridge.cli import main
 from bridge.generate import ALERTMANAGER_PATH, RULES_PATH
+
+LOOPBACK_ADDRESS = "127.0.0.1"
 
 
 def run(*args: str) -> Any:
@@ -169,3 +173,101 @@ def test_serve_logs_requests_only_at_debug(
     with running(start_bridge(tmp_path, port, bridge_env(), serve_args=serve_args)) as bridge:
         assert "alertbridge_" in http_text(f"http://{LOOPBACK}:{port}/metrics")
     assert ('"GET /metrics HTTP/1.1" 200' in bridge.output()) is logged
+
+
+def _unprivileged(argv: list[str]) -> list[str]:
+    """argv run without the capabilities that let root ignore file permissions."""
+    if os.geteuid() != 0:
+        return argv
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *argv]
+
+
+def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    from tests.support import bridge_env
+
+    return subprocess.run(
+        _unprivileged([sys.executable, "-m", "bridge", "serve", *args]),
+        capture_output=True, text=True, timeout=30, check=False, env=env or bridge_env(),
+    )  # fmt: skip
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("alertbridge: error: ")
+    assert text in lines[0]
+
+
+@pytest.mark.parametrize("broken", ["file", "directory", "directory, no database yet"])
+def test_serve_refuses_a_database_it_cannot_write(tmp_path: Path, broken: str) -> None:
+    """A read-only database file, or a read-only directory (no journal can be created there):
+    one line naming the database, exit 1, never 'listening' (it used to start, say ready and
+    answer 503 to every write)."""
+    from bridge.store import Store
+    from tests.support import free_port
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "a.db"
+    if broken != "directory, no database yet":
+        Store(db).close()
+    if broken == "file":
+        db.chmod(0o444)
+    else:
+        data.chmod(0o555)
+    try:
+        proc = _serve(["--port", str(free_port()), "--db", str(db)])
+    finally:
+        data.chmod(0o755)
+        if db.exists():
+            db.chmod(0o644)
+    _one_line_error(proc, 1, str(db))
+    assert "listening" not in proc.stderr
+
+
+def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
+    """Another process on the port: one line, exit 1, no traceback."""
+    with socket.socket() as other:
+        other.bind((LOOPBACK_ADDRESS, 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = _serve(["--port", str(port), "--db", str(tmp_path / "a.db")])
+    _one_line_error(proc, 1, f"cannot listen on 127.0.0.1:{port}: ")
+    assert "in use" in proc.stderr
+
+
+def test_serve_refuses_an_address_that_is_not_ours(tmp_path: Path) -> None:
+    """An address of no interface here (TEST-NET-1), tokens set: one line, exit 1."""
+    from tests.support import bridge_env, free_port
+
+    env = bridge_env(ALERTBRIDGE_WEBHOOK_TOKEN="w", ALERTBRIDGE_API_TOKEN="a")
+    proc = _serve(["--host", "192.0.2.1", "--port", str(free_port()), "--db",
+                   str(tmp_path / "a.db")], env)  # fmt: skip
+    _one_line_error(proc, 1, "cannot listen on 192.0.2.1:")
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [(["alerts", "--nope"], "No such option '--nope'"),
+     (["alerts", "--limt", "3"], "(see 'alertbridge alerts --help')"),
+     (["ack"], "Missing argument 'ALERT_ID'"),
+     (["ack", "x"], "'x' is not a valid integer"),
+     (["alerts", "--status", "maybe"], "Invalid value for '--status'"),
+     (["frobnicate"], "No such command 'frobnicate'")],
+)  # fmt: skip
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], text: str) -> None:
+    """click's own usage errors take the one error form, exit 2."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("alertbridge: error: ")
+    assert text in lines[0]
+
+
+def test_runtime_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
+    """A missing database is a runtime error: one line, exit 1."""
+    result = CliRunner().invoke(main, ["alerts", "--db", str(tmp_path / "none.db")])
+    assert result.exit_code == 1
+    assert result.output.startswith("alertbridge: error: no alert database at ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -203,3 +204,24 @@ async def test_async_callbacks_run_and_failures_count(
     await notifier.drain()
     assert seen == [1]
     assert (notifier.errors, notifier.delivered) == (1, 1)
+
+
+async def test_truncated_notifications_are_counted_and_warned_once(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """truncatedAlerts > 0 (Alertmanager's max_alerts) counts the alerts left out by receiver
+    and warns once per group key per interval naming max_alerts; the sent alerts are stored."""
+    payload = {**notification(am_alert()), "truncatedAlerts": 7, "receiver": "web\\.hook"}
+    other = {**notification(am_alert("fedcba9876543210")), "truncatedAlerts": 2,
+             "groupKey": "{}:{other}"}  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="bridge.selfmetrics"):
+        for body in (payload, payload, other):
+            response = await client.post(WEBHOOK, json=body, headers=BEARER)
+            assert response.status == 200
+    assert await metric(client, "alertbridge_alerts_truncated_total", receiver="web.hook") == 14
+    assert await metric(client, "alertbridge_alerts_truncated_total", receiver="alertbridge") == 2
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2  # one per group key, the repeat held back
+    assert "left out 7" in warnings[0]
+    assert "max_alerts" in warnings[0]
+    assert len(stored(client)) == 2

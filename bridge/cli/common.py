@@ -64,6 +64,7 @@ class BridgeGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        kwargs["prog_name"] = "alertbridge"  # also as python -m bridge, in help and errors
         try:
             code = super().main(*args, **kwargs)
         except click.UsageError as exc:
