@@ -15,7 +15,15 @@ from bridge.actions import acknowledge, add_note, assign, unacknowledge
 from bridge.config import Secret
 from bridge.episodes import IngestResult, ingest
 from bridge.errors import ApiError, QueryTimeout, StoreError, Unprocessable
-from bridge.httputil import Handler, check_token, json_response, read_json, tokens_equal
+from bridge.httputil import (
+    Handler,
+    check_token,
+    decode_json,
+    json_response,
+    read_body,
+    read_json,
+    tokens_equal,
+)
 from bridge.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
 from bridge.openapi import SPEC
 from bridge.query import parse_alert_query, parse_id
@@ -52,7 +60,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     try:
         settings = app[SETTINGS]
         check_webhook_auth(request, settings.server.webhook_token)
-        notification = parse_notification(await read_json(request), settings.limits)
+        raw = await read_body(request)
+        notification = parse_notification(decode_json(raw), settings.limits, len(raw))
         try:
             job = ingest(notification.alerts, now_ns())
             result = await app[WRITER].submit(job, isolate=False)

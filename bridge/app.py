@@ -25,7 +25,6 @@ from bridge.httputil import (
     check_token,
     make_errors_middleware,
     read_json,
-    same_origin_middleware,
 )
 from bridge.keys import (
     GUARD,
@@ -146,19 +145,19 @@ WEBHOOK_PATH = "/api/v1/alertmanager"  # counted by alertbridge_webhook_requests
 
 
 @web.middleware
-async def request_started(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: tell the connection its request head is complete (ends its header timer)."""
+async def outermost(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection its request head is complete (it is not cut as overdue while the
+    handler runs); count alertbridge_api_requests_total by route template and status code
+    (the JSON error responses included)."""
     protocol = request.protocol
-    if isinstance(protocol, GuardedHandler):
-        protocol.request_started()
-    return await handler(request)
-
-
-@web.middleware
-async def count_api_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """alertbridge_api_requests_total by route template and status code (outermost, so the
-    JSON error responses are counted too)."""
-    response = await handler(request)
+    guarded = protocol if isinstance(protocol, GuardedHandler) else None  # None: a test server
+    if guarded is not None:
+        guarded.request_started()
+    try:
+        response = await handler(request)
+    finally:
+        if guarded is not None:
+            guarded.request_done()
     resource = request.match_info.route.resource
     template = resource.canonical if resource is not None else None
     if template is not None and template.startswith("/api/") and template != WEBHOOK_PATH:
@@ -289,12 +288,7 @@ def create_app(
     """
     server = settings.server
     app = web.Application(
-        middlewares=[
-            request_started,
-            count_api_requests,
-            make_errors_middleware(server.max_body_bytes),
-            same_origin_middleware,
-        ],
+        middlewares=[outermost, make_errors_middleware(server.max_body_bytes)],
         client_max_size=server.max_body_bytes,
     )
     telemetry = telemetry or Telemetry(settings.namespace, window_seconds=settings.telemetry.window)
@@ -313,6 +307,7 @@ def create_app(
         limits, lambda event: metrics.http_connection_events.labels(event=event).inc()
     )
     metrics.http_connections.set_function(lambda: guard.open)
+    app.on_cleanup.append(lambda app: app[GUARD].stop())
     app[NOTIFIER] = notifier or Notifier(Severity.WARNING)
     app.add_routes(routes)
     app.add_routes(api.routes)

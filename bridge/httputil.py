@@ -4,6 +4,7 @@ and the checks that keep a browser page from using the API (Host, Origin, Conten
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -35,11 +36,13 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 
 def make_errors_middleware(max_body_bytes: int) -> Any:
-    """Middleware mapping domain errors and aiohttp's HTTP errors to JSON, never internals."""
+    """Middleware mapping domain errors and aiohttp's HTTP errors to JSON, never internals;
+    it runs check_same_origin first, so that its refusals take the same form."""
 
     @web.middleware
     async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            check_same_origin(request)
             return await handler(request)
         except ApiError as exc:
             response = error_response(exc.status, exc.code, exc.message, exc.field)
@@ -62,9 +65,12 @@ def make_errors_middleware(max_body_bytes: int) -> Any:
 
 
 def _secret_bytes(text: str) -> bytes:
-    # aiohttp decodes header bytes that are not UTF-8 as surrogates: encode them back, so
-    # that a stray byte is a wrong token (401), not an encoding error.
-    return text.encode("utf-8", "surrogateescape")
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates (and os.environ
+        # does): encode them back, so that a stray byte is a wrong token, not an error.
+        return text.encode("utf-8", "surrogateescape")
 
 
 def tokens_equal(given: str, expected: Secret) -> bool:
@@ -82,27 +88,41 @@ def check_token(request: web.Request, expected: Secret | None) -> None:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON: 415 unless declared JSON, 408 when it does not arrive within
-    the body timeout, 413 when too large, 400 for bad UTF-8, encoding or malformed JSON.
+    """The request body as JSON (read_body, then decode_json)."""
+    return decode_json(await read_body(request))
 
-    orjson is strict RFC 8259: NaN/Infinity literals and integers beyond 64 bits are malformed.
-    """
-    if request.content_type != "application/json":
+
+async def read_body(request: web.Request) -> bytes:
+    """The body of a JSON request: 415 unless declared JSON, 408 when it does not arrive
+    within the body timeout, 413 when too large, 400 when it cannot be read (bad chunking, a
+    Content-Encoding it does not have)."""
+    declared = request.headers.get("Content-Type")  # as Alertmanager sends it: no parsing
+    if declared != "application/json" and request.content_type != "application/json":
         raise ApiError(
             415, "unsupported_media_type",
             f"Content-Type must be application/json, got {request.content_type!r:.80}",
         )  # fmt: skip
     try:
+        if request.content.is_eof():  # the whole body came with the head: no timer needed
+            return await request.read()
         async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 10.0)):
-            raw = await request.read()
+            return await request.read()
     except TimeoutError:
+        # End the body here: aiohttp would otherwise go on reading what is left of it for up
+        # to 10 s after the answer, which is what the timeout is against.
+        request.content.feed_eof()
         raise ApiError(408, "body_timeout", "the request body did not arrive in time") from None
     except (http_exceptions.BadHttpMessage, RequestPayloadError) as exc:
-        # Bad chunking, a Content-Encoding the body does not have, ... The rest of the body
-        # cannot be read either: end it, or aiohttp would try to drain it after the answer.
+        # The rest of the body cannot be read either: end it, or aiohttp would try to drain
+        # it after the answer.
         request.content.feed_eof()
         reason = getattr(exc.__cause__, "message", None) or getattr(exc, "message", None)
         raise InvalidInput("body", f"cannot be read: {str(reason or exc).strip()[:200]}") from None
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON: 400 for bad UTF-8 or malformed JSON. orjson is strict RFC 8259: NaN/Infinity
+    literals and integers beyond 64 bits are malformed."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -133,6 +153,7 @@ def host_name(authority: str) -> str:
     return text.rstrip(".")
 
 
+@functools.lru_cache(maxsize=1024)
 def host_allowed(authority: str, allowed: frozenset[str]) -> bool:
     """Whether a request addressed to `authority` may be served.
 
@@ -164,12 +185,11 @@ def allowed_hosts(names: Iterable[str], urls: Iterable[str]) -> frozenset[str]:
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-@web.middleware
-async def same_origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def check_same_origin(request: web.Request) -> None:
     """Refuse requests addressed to a foreign Host name (DNS rebinding) and state-changing
     requests a browser sends from another origin (cross-site request forgery)."""
     host = request.headers.get("Host", "")
-    if not host_allowed(host, request.app.get(ALLOWED_HOSTS, frozenset())):
+    if not host_allowed(host, request.app[ALLOWED_HOSTS]):
         log.warning("refused a request for host %r (not in server.allowed_hosts)", host[:100])
         raise ApiError(
             403, "host_not_allowed",
@@ -184,4 +204,3 @@ async def same_origin_middleware(request: web.Request, handler: Handler) -> web.
                 raise ApiError(403, "cross_origin", f"cross-origin request from {origin[:100]!r}")
         elif request.headers.get("Sec-Fetch-Site") == "cross-site":
             raise ApiError(403, "cross_origin", "cross-site request")
-    return await handler(request)

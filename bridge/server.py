@@ -5,7 +5,8 @@ timer, has no cap on connections, and answers a malformed request line or header
 text while logging a traceback. Here each connection is a `GuardedHandler`:
 
 - a request's head must arrive within `header_timeout` of its first byte (or of the
-  connection's opening); the body within `body_timeout` (`bridge.httputil.read_json`);
+  connection's opening; checked a few times per timeout, so cut within 1.25 times it); the
+  body within `body_timeout` (`bridge.httputil.read_json`);
 - at most `max_connections` are open: at the cap the oldest connection idle between requests
   is closed to make room, else the new one is answered 503 and closed (both counted);
 - what aiohttp's parser refuses is answered as every other error, JSON naming the problem,
@@ -35,7 +36,9 @@ from bridge.httputil import error_response
 
 log = logging.getLogger(__name__)
 
-_IDLE, _HEAD, _BUSY = 0, 1, 2  # waiting for a request's first byte / reading its head / serving
+# A connection's phase: opened and nothing received / between requests / reading a request's
+# head / serving it. The head is due header_timeout after the opening or its first byte.
+_NEW, _IDLE, _HEAD, _BUSY = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +52,15 @@ class ConnectionLimits:
 
 
 class ConnectionGuard:
-    """Counts the open connections and decides who may open one; shared by all handlers."""
+    """Counts the open connections, decides who may open one, and closes those whose request
+    head is overdue (one sweep every quarter of the head timeout, while any is open: no timer
+    per request). Shared by all handlers."""
 
     def __init__(self, limits: ConnectionLimits, on_event: Callable[[str], None] | None = None):
         self.limits = limits
         self._open: dict[GuardedHandler, None] = {}  # insertion order: oldest first
         self._on_event = on_event or (lambda kind: None)
+        self._sweeper: asyncio.Task[None] | None = None
         self.refused = 0
         self.evicted = 0
         self.header_timeouts = 0
@@ -65,7 +71,7 @@ class ConnectionGuard:
 
     @property
     def idle(self) -> int:
-        """Open connections between requests, nothing of the next one received."""
+        """Open connections with nothing of a request received."""
         return sum(1 for h in self._open if h.idle)
 
     def admit(self, handler: GuardedHandler) -> bool:
@@ -80,14 +86,30 @@ class ConnectionGuard:
             self.evicted += 1
             self._on_event("evicted")
         self._open[handler] = None
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return True
 
     def release(self, handler: GuardedHandler) -> None:
         self._open.pop(handler, None)
 
-    def header_timed_out(self) -> None:
-        self.header_timeouts += 1
-        self._on_event("header_timeout")
+    async def stop(self) -> None:
+        """Stop sweeping (the server is shutting down)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = max(0.05, self.limits.header_timeout / 4)
+        while self._open:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for handler in [h for h in self._open if h.overdue(now)]:
+                self.header_timeouts += 1
+                self._on_event("header_timeout")
+                handler.head_timed_out()
 
 
 def raw_response(status: int, reason: str, code: str, message: str) -> bytes:
@@ -119,21 +141,25 @@ def _parser_error(exc: BaseException | None, message: str | None) -> tuple[int, 
 
 
 class GuardedHandler(RequestHandler):
-    """aiohttp's protocol handler with a header timeout, the connection cap, JSON errors."""
+    """aiohttp's protocol handler with a head timeout, the connection cap, JSON errors."""
 
-    __slots__ = ("_guard", "_phase", "_refused", "_timer")
+    __slots__ = ("_deadline", "_guard", "_phase", "_refused")
 
     def __init__(self, guard: ConnectionGuard, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
-        self._phase = _IDLE
+        self._phase = _NEW
+        self._deadline = 0.0
         self._refused = False
-        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def idle(self) -> bool:
-        """Between requests with nothing of the next one received: safe to close."""
-        return self._phase == _IDLE
+        """Nothing of a request received (new, or between requests): safe to close."""
+        return self._phase <= _IDLE
+
+    def overdue(self, now: float) -> bool:
+        """A request head (or a new connection's first request) is late."""
+        return (self._phase == _HEAD or self._phase == _NEW) and now > self._deadline
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit(self):
@@ -143,55 +169,37 @@ class GuardedHandler(RequestHandler):
             transport.close()
             return
         super().connection_made(transport)
-        self._arm()  # a new connection must send its request head in time, like Go's servers
+        # A new connection must send its request head in time, as with Go's servers.
+        self._deadline = self._loop.time() + self._guard.limits.header_timeout
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused:
             return
-        self._disarm()
         self._guard.release(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == _IDLE:
+        if self._phase == _IDLE:  # the first bytes of the next request: its head is due
             self._phase = _HEAD
-            if self._timer is None:
-                self._arm()
-        super().data_received(data)
+            self._deadline = self._loop.time() + self._guard.limits.header_timeout
+        elif self._phase == _NEW:
+            self._phase = _HEAD
+        RequestHandler.data_received(self, data)  # not super(): this runs for every read
 
     def request_started(self) -> None:
-        """The head is in: the handler runs (called by the app's outermost middleware)."""
+        """The head is in: the handler runs (the app's outermost middleware calls this, and
+        request_done when the handler returned)."""
         self._phase = _BUSY
-        self._disarm()
 
-    async def finish_response(
-        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        try:
-            return await super().finish_response(request, resp, start_time)
-        finally:
-            self._phase = _IDLE  # keep-alive: aiohttp's own timer closes it when idle too long
-            if resp.status == 408:
-                # The client stalled mid-body: close now. (aiohttp would linger, reading what
-                # is left of the body for up to 10 s, which is what the timeout is against.)
-                self.force_close()
+    def request_done(self) -> None:
+        # Idle again (closable at the cap; aiohttp's keep-alive timer closes it in time),
+        # while the response is written: the oldest idle connection is closed first, never
+        # the one that just answered.
+        self._phase = _IDLE
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(self._guard.limits.header_timeout, self._expired)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self) -> None:
-        self._timer = None
-        if self._phase == _BUSY or self.transport is None:
-            return
-        self._guard.header_timed_out()
-        if self._phase == _HEAD:  # part of a request arrived: say why it is cut
-            self.transport.write(_HEAD_TIMEOUT)
+    def head_timed_out(self) -> None:
+        if self.transport is not None and self._phase == _HEAD:
+            self.transport.write(_HEAD_TIMEOUT)  # part of a request arrived: say why it is cut
         self.force_close()
 
     def handle_error(

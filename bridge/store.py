@@ -116,7 +116,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 DEFAULT_RETENTION_DAYS = 90
-_PROGRESS_STEPS = 10_000  # SQLite VM steps between checks of a read's deadline
+_PROGRESS_STEPS = 1000  # SQLite VM steps between checks of a read's budget
+_READ_TURN = 0.001  # seconds a long read runs before it pauses as long (see _ReadBudget)
 NS = 1_000_000_000
 MAX_TEXT = 10_000
 
@@ -427,6 +428,36 @@ def state_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     return {(state, severity): count for state, severity, count in rows}
 
 
+class _ReadBudget:
+    """SQLite's progress handler for a read: aborts it past its deadline, and makes a long
+    read take turns with the rest of the process.
+
+    A read holding its thread for long (a regex matcher tested on every row of a big store)
+    takes the GIL at every row and keeps a core busy; beside it the event loop, with the
+    webhook on it, waits for both. So once a read has run for a millisecond it sleeps a
+    millisecond, and so on: reads shorter than that never pause, a long one runs at half
+    speed, and the webhook's p99 meanwhile stays near its idle figure (bench/hostile.py).
+    """
+
+    __slots__ = ("deadline", "exceeded", "turn_ends")
+
+    def __init__(self, seconds: float) -> None:
+        now = time.monotonic()
+        self.deadline = now + seconds
+        self.turn_ends = now + _READ_TURN
+        self.exceeded = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now > self.deadline:
+            self.exceeded = True
+            return True  # SQLite interrupts the statement
+        if now > self.turn_ends:
+            time.sleep(_READ_TURN)
+            self.turn_ends = time.monotonic() + _READ_TURN
+        return False
+
+
 class Store:
     """An opened, migrated database: synchronous jobs and per-thread read connections.
 
@@ -499,12 +530,12 @@ class Store:
         if self.query_timeout is None:
             with self._errors():
                 return fn(conn)
-        deadline = time.monotonic() + self.query_timeout
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        budget = _ReadBudget(self.query_timeout)
+        conn.set_progress_handler(budget, _PROGRESS_STEPS)
         try:
             return fn(conn)
         except sqlite3.OperationalError as exc:
-            if time.monotonic() > deadline and "interrupt" in str(exc):
+            if budget.exceeded and "interrupt" in str(exc):
                 raise QueryTimeout(self.query_timeout) from None
             raise StoreError(f"storage failed: {exc}") from None
         except sqlite3.Error as exc:

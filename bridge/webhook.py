@@ -64,6 +64,12 @@ class AlertLimits:
     max_generator_url: int = 4096
     max_alert_size: int = 262144  # labels, annotations and generator URL together
 
+    @property
+    def smallest_size(self) -> int:
+        """The smallest size limit: no string of a body this long can pass any of them."""
+        return min(self.max_label_name, self.max_label_value, self.max_annotation_value,
+                   self.max_generator_url, self.max_alert_size)  # fmt: skip
+
 
 DEFAULT_LIMITS = AlertLimits()
 
@@ -265,11 +271,31 @@ def _alert(raw: object, field: str, limits: AlertLimits = DEFAULT_LIMITS) -> Rec
     )
 
 
-def _alert_fast(raw: object, limits: AlertLimits = DEFAULT_LIMITS) -> ReceivedAlert | None:
+def _oversized(
+    labels: dict[str, str], annotations: dict[str, str], url: str, limits: AlertLimits
+) -> bool:
+    """Whether a size limit is passed; sums in C loops, and a value is looked at on its own
+    only when the sum of its kind passes that kind's limit."""
+    names, values = sum(map(len, labels)), sum(map(len, labels.values()))
+    notes = sum(map(len, annotations)) + sum(map(len, annotations.values()))
+    return (
+        names + values + notes + len(url) > limits.max_alert_size
+        or (names > limits.max_label_name and max(map(len, labels)) > limits.max_label_name)
+        or (values > limits.max_label_value
+            and max(map(len, labels.values())) > limits.max_label_value)
+        or (notes > limits.max_annotation_value
+            and max(map(len, annotations.values())) > limits.max_annotation_value)
+    )  # fmt: skip
+
+
+def _alert_fast(
+    raw: object, limits: AlertLimits = DEFAULT_LIMITS, sized: bool = True
+) -> ReceivedAlert | None:
     """The common case of `_alert` without building error paths: None when anything is off.
 
     It accepts a subset of what `_alert` accepts and returns the same alert for it (property-
-    tested); whatever it declines goes through `_alert`, which names the problem.
+    tested); whatever it declines goes through `_alert`, which names the problem. `sized`
+    False: the caller knows no string can pass a size limit (the body is shorter than all).
     """
     if type(raw) is not dict:
         return None
@@ -295,18 +321,13 @@ def _alert_fast(raw: object, limits: AlertLimits = DEFAULT_LIMITS) -> ReceivedAl
         or len(generator_url) > limits.max_generator_url
     ):
         return None
-    total = len(generator_url)
-    max_name, max_value = limits.max_label_name, limits.max_label_value
-    for name, value in labels.items():
-        if type(value) is not str or len(name) > max_name or len(value) > max_value:
+    for value in labels.values():
+        if type(value) is not str:
             return None
-        total += len(name) + len(value)
-    max_value = limits.max_annotation_value
-    for name, value in annotations.items():
-        if type(value) is not str or len(value) > max_value:
+    for value in annotations.values():
+        if type(value) is not str:
             return None
-        total += len(name) + len(value)
-    if total > limits.max_alert_size:
+    if sized and _oversized(labels, annotations, generator_url, limits):
         return None
     try:
         starts_at = _parse_time_cached(starts)
@@ -325,8 +346,14 @@ def _alert_fast(raw: object, limits: AlertLimits = DEFAULT_LIMITS) -> ReceivedAl
     )
 
 
-def parse_notification(payload: object, limits: AlertLimits = DEFAULT_LIMITS) -> Notification:
-    """Validate a decoded webhook body; raises InvalidPayload naming the field."""
+def parse_notification(
+    payload: object, limits: AlertLimits = DEFAULT_LIMITS, body_size: int | None = None
+) -> Notification:
+    """Validate a decoded webhook body; raises InvalidPayload naming the field.
+
+    `body_size`: the encoded body's length, when known; a body shorter than every size limit
+    cannot hold a string that passes one (a JSON string is never shorter than its text).
+    """
     if not isinstance(payload, dict):
         raise InvalidPayload("body", "must be a JSON object")
     version = payload.get("version")
@@ -343,13 +370,14 @@ def parse_notification(payload: object, limits: AlertLimits = DEFAULT_LIMITS) ->
         raise InvalidPayload(
             "truncatedAlerts", f"must be a non-negative integer, got {truncated!r:.64}"
         )
+    sized = body_size is None or body_size > limits.smallest_size
     return Notification(
         receiver=_string(payload, "receiver", "receiver", required=False),
         status=status,
         group_key=_string(payload, "groupKey", "groupKey", required=False),
         truncated_alerts=truncated,
         alerts=tuple(
-            _alert_fast(a, limits) or _alert(a, f"alerts[{i}]", limits)
+            _alert_fast(a, limits, sized) or _alert(a, f"alerts[{i}]", limits)
             for i, a in enumerate(alerts_raw)
         ),
     )

@@ -191,3 +191,18 @@ async def test_chunked_bodies_are_read(server: Running) -> None:
                       {**HOOK, "Transfer-Encoding": "chunked"}),
     )  # fmt: skip
     assert answer.status == 200, answer.body
+
+
+async def test_an_oversized_alert_compressed_small_is_still_refused(server: Running) -> None:
+    """Sizes are checked on the decoded body: 70,000 characters gzipped to a few hundred
+    bytes is a 413 naming the annotation."""
+    raw = am_alert()
+    raw["annotations"] = {"description": "x" * 70_000}
+    body = gzip.compress(json.dumps(notification(raw)).encode())
+    assert len(body) < 1000
+    answer = await raw_request(
+        server.port,
+        request_bytes("POST", "/api/v1/alertmanager", body, {**HOOK, "Content-Encoding": "gzip"}),
+    )
+    assert answer.status == 413
+    assert answer.json()["field"] == "alerts[0].annotations.description"

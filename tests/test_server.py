@@ -113,9 +113,12 @@ async def test_a_slow_head_is_cut_even_if_bytes_keep_coming(tmp_path: Path) -> N
         loop = asyncio.get_running_loop()
         started = loop.time()
         task = asyncio.ensure_future(trickle())
-        answer = await read_response(reader, timeout=5)
-        assert answer.status == 408
-        assert loop.time() - started < 3
+        try:
+            sent: bytes | None = await closed_by_server(reader, 5)
+        except ConnectionResetError:  # closed while our bytes kept coming: TCP resets
+            sent = None
+        assert loop.time() - started < 3  # cut at ~1 s, not after the 4 s of trickling
+        assert sent is None or b"408 Request Timeout" in sent
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await task

@@ -6,6 +6,7 @@ import functools
 import random
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from bridge.actions import acknowledge, add_note, assign, prune, set_retention, unacknowledge
 from bridge.episodes import INSERT_ROWS, IngestJob, IngestResult, ingest
-from bridge.errors import Conflict, NotFound, StoreError, Unprocessable
+from bridge.errors import Conflict, NotFound, QueryTimeout, StoreError, Unprocessable
 from bridge.matchers import Matcher
 from bridge.store import (
     MIGRATIONS,
@@ -612,3 +613,41 @@ def test_new_episodes_inserted_many_rows_a_statement(count: int) -> None:
         finally:
             one_by_one.close()
             at_once.close()
+
+
+def test_long_reads_take_turns_and_short_ones_do_not(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read running past a millisecond pauses as long, again and again (so the event loop
+    gets the GIL and a core); a short read never pauses."""
+    from bridge.store import _READ_TURN
+
+    pauses: list[float] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr("bridge.store.time.sleep", sleep)
+    store.read(lambda c: c.execute("SELECT 1").fetchall())
+    assert pauses == []
+    slow = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000)"
+        " SELECT count(*) FROM n"
+    )
+    store.read(lambda c: c.execute(slow).fetchall())
+    assert len(pauses) >= 2
+    assert set(pauses) == {_READ_TURN}
+
+
+def test_a_read_over_its_budget_is_stopped(store: Store) -> None:
+    """Past query_timeout SQLite interrupts the statement: QueryTimeout, and the connection
+    serves the next read."""
+    store.query_timeout = 0.05
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n"
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match=r"longer than 0\.05s"):
+        store.read(lambda c: c.execute(endless).fetchall())
+    assert time.monotonic() - started < 5
+    assert store.read(lambda c: c.execute("SELECT 2").fetchone()) == (2,)

@@ -304,3 +304,18 @@ def test_fingerprint_must_be_exactly_16_hex_digits() -> None:
     with pytest.raises(InvalidPayload, match="fingerprint"):
         parse_notification(notification(am_alert("0123456789abcdef\n")))
     assert _alert_fast(am_alert("0123456789abcdef\n")) is None
+
+
+def test_a_body_shorter_than_every_limit_skips_the_size_checks_safely() -> None:
+    """body_size below every size limit: the same alerts, without measuring each string (no
+    string of such a body can be longer than the body)."""
+    payload = notification(am_alert(), am_alert("fedcba9876543210"))
+    size = len(json.dumps(payload))
+    assert size < TIGHT.smallest_size * 100
+    limits = AlertLimits(max_label_name=size + 1, max_label_value=size + 1,
+                         max_annotation_value=size + 1, max_generator_url=size + 1,
+                         max_alert_size=size + 1)  # fmt: skip
+    assert parse_notification(payload, limits, size) == parse_notification(payload, limits)
+    payload["alerts"][1]["annotations"]["description"] = "d" * 40  # over TIGHT's 32
+    with pytest.raises(AlertTooLarge):  # measured when the body is long enough to hide one
+        parse_notification(payload, TIGHT, len(json.dumps(payload)))
