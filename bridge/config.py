@@ -35,6 +35,12 @@ class Secret:
     """
 
     value: str = field(repr=False)
+    #: The value as bytes, for constant-time comparison (os.environ decodes bytes that are
+    #: not UTF-8 as surrogates: they are encoded back).
+    data: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", self.value.encode("utf-8", "surrogateescape"))
 
     def __repr__(self) -> str:
         return "Secret('********')"
@@ -132,7 +138,7 @@ def _section(raw: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]
 
 def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any]:
     """Check keys against a settings dataclass and coerce durations and ints."""
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if f.init}
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = f"{prefix}.{key}"

@@ -64,18 +64,15 @@ def make_errors_middleware(max_body_bytes: int) -> Any:
     return errors_middleware
 
 
-def _secret_bytes(text: str) -> bytes:
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # aiohttp decodes header bytes that are not UTF-8 as surrogates (and os.environ
-        # does): encode them back, so that a stray byte is a wrong token, not an error.
-        return text.encode("utf-8", "surrogateescape")
-
-
 def tokens_equal(given: str, expected: Secret) -> bool:
     """Constant-time comparison of a presented credential with the secret."""
-    return hmac.compare_digest(_secret_bytes(given), _secret_bytes(expected.value))
+    try:
+        data = given.encode()
+    except UnicodeEncodeError:
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates: encode them back,
+        # so that a stray byte is a wrong token (401), not an encoding error.
+        data = given.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(data, expected.data)
 
 
 def check_token(request: web.Request, expected: Secret | None) -> None:

@@ -14,7 +14,7 @@ import calendar
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from bridge.errors import InvalidInput
@@ -63,12 +63,13 @@ class AlertLimits:
     max_annotation_value: int = 65536
     max_generator_url: int = 4096
     max_alert_size: int = 262144  # labels, annotations and generator URL together
+    #: The smallest size limit: no string of a body this long can pass any of them.
+    smallest_size: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def smallest_size(self) -> int:
-        """The smallest size limit: no string of a body this long can pass any of them."""
-        return min(self.max_label_name, self.max_label_value, self.max_annotation_value,
-                   self.max_generator_url, self.max_alert_size)  # fmt: skip
+    def __post_init__(self) -> None:
+        smallest = min(self.max_label_name, self.max_label_value, self.max_annotation_value,
+                       self.max_generator_url, self.max_alert_size)  # fmt: skip
+        object.__setattr__(self, "smallest_size", smallest)
 
 
 DEFAULT_LIMITS = AlertLimits()

@@ -274,28 +274,13 @@ class Writer:
             self._commit(conn, [p for p in batch if isinstance(p, _Pending)])
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                outcomes = self._run_jobs(conn, batch)
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-                self.failing = False
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            log.error("storage batch of %d job(s) failed: %s", len(batch), exc)
-            self.failing = True
-            failure = StoreError(f"storage failed: {exc}")
-            outcomes = [(None, failure)] * len(batch)
+            outcomes = self._transaction(conn, batch)
         except _Unisolated:
             # One of the unisolated jobs raised on its own data: run the batch again with each
             # job in a savepoint, so that only that job fails. Storage faults still fail all.
             self.replays += 1
-            outcomes = self._commit_isolated(conn, batch)
+            outcomes = self._transaction(conn, [replace(p, isolate=True) for p in batch])
         # Answered once on disk; one wake-up per event loop per batch, not one per job.
         by_loop: Settlements = {}
         for pending, (result, error) in zip(batch, outcomes, strict=True):
@@ -304,14 +289,15 @@ class Writer:
         self.batches += 1
         self.jobs += len(batch)  # committed (or failed) and handed to the syncer
 
-    def _commit_isolated(
+    def _transaction(
         self, conn: sqlite3.Connection, batch: list[_Pending]
     ) -> list[tuple[Any, BaseException | None]]:
-        isolated = [replace(p, isolate=True) for p in batch]
+        """Run the batch in one transaction: each job's outcome, or a StoreError for every job
+        when storage failed. _Unisolated propagates, with the transaction rolled back."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = self._run_jobs(conn, isolated)
+                outcomes = self._run_jobs(conn, batch)
                 if conn.in_transaction:
                     conn.execute("COMMIT")
             except BaseException:
@@ -322,6 +308,7 @@ class Writer:
             log.error("storage batch of %d job(s) failed: %s", len(batch), exc)
             self.failing = True
             return [(None, StoreError(f"storage failed: {exc}"))] * len(batch)
+        self.failing = False
         return outcomes
 
     @staticmethod

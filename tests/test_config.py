@@ -148,3 +148,25 @@ def test_bad_env_values(tmp_path: Path) -> None:
     empty.write_text("\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="is empty"):
         load_settings(None, {"ALERTBRIDGE_WEBHOOK_TOKEN_FILE": str(empty)})
+
+
+def test_limits_and_server_hardening_settings(write_config: Any) -> None:
+    """limits.* and the server's timeouts, cap and allowed hosts come from the file; a derived
+    field is not a setting."""
+    path = write_config(
+        "server: {header_timeout: 2s, body_timeout: 3s, keepalive_timeout: 1m,"
+        " max_connections: 50, query_timeout: 1s, allowed_hosts: [bridge.example]}\n"
+        "limits: {max_labels: 10, max_annotation_value: 1000}\n"
+    )
+    settings = load_settings(path, {})
+    assert settings.server.header_timeout == 2
+    assert settings.server.keepalive_timeout == 60
+    assert settings.server.allowed_hosts == ("bridge.example",)
+    assert settings.limits.max_labels == 10
+    assert settings.limits.smallest_size == 1000
+    bad = write_config("limits: {smallest_size: 3}\n", name="bad.yml")
+    with pytest.raises(ConfigError, match="limits.smallest_size: unknown setting"):
+        load_settings(bad, {})
+    hosts = write_config("server: {allowed_hosts: bridge}\n", name="hosts.yml")
+    with pytest.raises(ConfigError, match="server.allowed_hosts: must be a list"):
+        load_settings(hosts, {})

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from bridge.keys import STORE, WRITER
 from tests.payloads import am_alert, notification
 from tests.test_receiver import BEARER, WEBHOOK, make_app
 from tests.test_webhook import json_values
+from tests.test_writer import writer_held
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -67,22 +66,14 @@ async def _held_writer_batch(client: Client, bodies: list[dict[str, Any]]) -> li
     """POST the bodies while the writer is held, so that all that reach it share one batch;
     their statuses."""
     writer = client.app[WRITER]
-    started, gate = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        started.set()
-        assert gate.wait(10)
-
-    held = asyncio.ensure_future(writer.submit(hold))
-    assert await asyncio.to_thread(started.wait, 10)
-    posts = [asyncio.ensure_future(client.post(WEBHOOK, json=b, headers=BEARER)) for b in bodies]
-    deadline = time.monotonic() + 10
-    # Wait until every request is answered (refused by the parser) or queued for the writer.
-    while sum(p.done() for p in posts) + writer.queued < len(posts):
-        assert time.monotonic() < deadline, "requests neither answered nor queued"
-        await asyncio.sleep(0.005)
-    gate.set()
-    await held
+    async with writer_held(writer):
+        posts = [asyncio.ensure_future(client.post(WEBHOOK, json=b, headers=BEARER))
+                 for b in bodies]  # fmt: skip
+        deadline = time.monotonic() + 10
+        # Until every request is answered (refused by the parser) or queued for the writer.
+        while sum(p.done() for p in posts) + writer.queued < len(posts):
+            assert time.monotonic() < deadline, "requests neither answered nor queued"
+            await asyncio.sleep(0.005)
     responses = await asyncio.gather(*posts)
     statuses = [r.status for r in responses]
     for r in responses:

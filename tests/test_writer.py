@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,10 @@ async def test_a_poisoned_merged_run_fails_only_the_poison(tmp_path: Path) -> No
     store.close()
 
 
-async def _queued_behind_a_held_job(
-    writer: Writer, submissions: Sequence[tuple[Job[Any], bool]]
-) -> list[Any]:
-    """Submit the jobs while the writer is busy, so that they make one batch; their outcomes."""
+@contextlib.asynccontextmanager
+async def writer_held(writer: Writer) -> AsyncIterator[None]:
+    """Keep the writer busy with a job of its own for the block, so that what is submitted
+    meanwhile queues up and makes one batch when the block ends."""
     started, gate = threading.Event(), threading.Event()
 
     def hold(conn: sqlite3.Connection) -> None:
@@ -147,10 +148,20 @@ async def _queued_behind_a_held_job(
 
     held = asyncio.ensure_future(writer.submit(hold))
     assert await asyncio.to_thread(started.wait, 10)
-    futures = [asyncio.ensure_future(writer.submit(job, isolate)) for job, isolate in submissions]
-    await asyncio.sleep(0)  # a yield, not a wait: lets the tasks queue their jobs
-    gate.set()
-    await held
+    try:
+        yield
+    finally:
+        gate.set()
+        await held
+
+
+async def _queued_behind_a_held_job(
+    writer: Writer, submissions: Sequence[tuple[Job[Any], bool]]
+) -> list[Any]:
+    """Submit the jobs while the writer is busy, so that they make one batch; their outcomes."""
+    async with writer_held(writer):
+        futures = [asyncio.ensure_future(writer.submit(j, isolate)) for j, isolate in submissions]
+        await asyncio.sleep(0)  # a yield, not a wait: lets the tasks queue their jobs
     return await asyncio.gather(*futures, return_exceptions=True)
 
 
