@@ -165,8 +165,8 @@ def test_limits_and_server_hardening_settings(write_config: Any) -> None:
     assert settings.limits.max_labels == 10
     assert settings.limits.smallest_size == 1000
     bad = write_config("limits: {smallest_size: 3}\n", name="bad.yml")
-    with pytest.raises(ConfigError, match="limits.smallest_size: unknown setting"):
+    with pytest.raises(ConfigError, match=r"limits\.smallest_size: unknown setting"):
         load_settings(bad, {})
     hosts = write_config("server: {allowed_hosts: bridge}\n", name="hosts.yml")
-    with pytest.raises(ConfigError, match="server.allowed_hosts: must be a list"):
+    with pytest.raises(ConfigError, match=r"server\.allowed_hosts: must be a list"):
         load_settings(hosts, {})
