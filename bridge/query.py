@@ -44,7 +44,9 @@ def parse_when(value: str, name: str, now: int) -> int:
         if "outside the range" in exc.message:  # a real instant the store cannot hold
             raise
         raise InvalidInput(
-            name, f"must be RFC 3339 or a duration like 2h or 7d, got {value[:64]!r}"
+            name,
+            "must be RFC 3339 or a Prometheus duration like 2h, 1h30m or 7d (units y w d h m s"
+            f" ms, largest first, each once), got {value[:64]!r}",
         ) from None
     if parsed is None:
         raise InvalidInput(name, "must not be the zero time")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import socket
 from collections.abc import Callable
@@ -339,9 +340,9 @@ async def start(
         await GuardedSite(runner, host, port, guard).start()
     except OSError as exc:
         await runner.cleanup()
-        reason = exc.strerror or str(exc)
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         if isinstance(exc, socket.gaierror):
-            reason = f"cannot resolve the host name ({reason})"
+            reason = f"cannot resolve the host name ({exc.strerror})"
         raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
     except BaseException:
         await runner.cleanup()

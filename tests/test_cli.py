@@ -252,9 +252,12 @@ def test_serve_refuses_an_address_that_is_not_ours(tmp_path: Path) -> None:
     [(["alerts", "--nope"], "No such option '--nope'"),
      (["alerts", "--limt", "3"], "(see 'alertbridge alerts --help')"),
      (["ack"], "Missing argument 'ALERT_ID'"),
-     (["ack", "x"], "'x' is not a valid integer"),
+     (["ack", "x"], "Invalid value for 'ALERT_ID': must be an integer"),
      (["alerts", "--status", "maybe"], "Invalid value for '--status'"),
-     (["frobnicate"], "No such command 'frobnicate'")],
+     (["frobnicate"], "No such command 'frobnicate'"),
+     (["ack", "\u0661"], "must be an integer from 1 to 9223372036854775807"),
+     (["alerts", "--limit", "\u0661\u0660"], "must be an integer from 1 to 1000"),
+     (["serve", "--port", "70000"], "must be an integer from 1 to 65535")],
 )  # fmt: skip
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], text: str) -> None:
     """click's own usage errors take the one error form, exit 2."""

@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from bridge.cli.common import (
+    ALERT_ID,
     F,
+    Whole,
     default_actor,
     fail_cleanly,
     main,
@@ -94,9 +96,11 @@ def _echo_alert(alert: dict[str, Any], output: str) -> None:
 @click.option("--until", default=None, help="RFC 3339 time, or a duration ago.")
 @click.option("--filter", "filters", multiple=True, help='Label matcher, e.g. team="infra".')
 @click.option("--acknowledged/--unacknowledged", default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=Whole(1, 1000), default=50, show_default=True)
 @click.option("--cursor", default=None, help="next_cursor of the previous page.")
-@click.option("--ack", "ack_id", type=int, default=None, help="Acknowledge this alert id instead.")
+@click.option(
+    "--ack", "ack_id", type=ALERT_ID, default=None, help="Acknowledge this alert id instead."
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @_target_options
 @click.pass_context
@@ -143,7 +147,7 @@ def alerts_command(
 
 
 @main.command()
-@click.argument("alert_id", type=int)
+@click.argument("alert_id", type=ALERT_ID)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @_target_options
 @click.pass_context
@@ -174,7 +178,7 @@ def _ack_command(name: str, summary: str, acking: bool) -> None:
     """Register `ack` or `unack`: the same options, one client call apart."""
 
     @main.command(name, help=summary)
-    @click.argument("alert_id", type=int)
+    @click.argument("alert_id", type=ALERT_ID)
     @click.option("--comment", "-c", default="", help="Why, for the audit trail.")
     @_by_option
     @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
@@ -195,7 +199,7 @@ _ack_command("unack", "Withdraw an acknowledgement.", acking=False)
 
 
 @main.command()
-@click.argument("alert_id", type=int)
+@click.argument("alert_id", type=ALERT_ID)
 @click.argument("text")
 @_by_option
 @_target_options
@@ -210,7 +214,7 @@ def note(ctx: click.Context, alert_id: int, text: str, by: str | None, url: str 
 
 
 @main.command("assign")
-@click.argument("alert_id", type=int)
+@click.argument("alert_id", type=ALERT_ID)
 @click.argument("who")
 @_by_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
@@ -225,7 +229,7 @@ def assign_command(ctx: click.Context, alert_id: int, who: str, by: str | None, 
 
 
 @main.command()
-@click.option("--days", type=click.IntRange(min=1), default=None, help="Set the retention.")
+@click.option("--days", type=Whole(1, 100_000), default=None, help="Set the retention.")
 @click.option("--prune", "prune_now", is_flag=True, help="Delete what is past retention now.")
 @click.option("--db", default=None, help="Local database file (default: server.db).")
 @click.pass_context

@@ -13,8 +13,9 @@ import click
 
 from bridge import __version__
 from bridge.config import Settings, load_settings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, InvalidInput
 from bridge.logutil import RepeatFilter
+from bridge.query import MAX_ID, parse_int
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +51,28 @@ def settings_of(ctx: click.Context) -> Settings:
         obj["settings"] = load_settings(obj.get("config"))
     settings: Settings = obj["settings"]
     return settings
+
+
+class Whole(click.ParamType[int]):
+    """A whole number in ASCII digits within low..high (click's int takes any Unicode digit:
+    `ack \u0661` would acknowledge alert 1)."""
+
+    name = "integer"
+
+    def __init__(self, low: int = 0, high: int = MAX_ID) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        try:
+            return parse_int(str(value), param.name if param and param.name else "value",
+                             self.low, self.high)  # fmt: skip
+        except InvalidInput as exc:
+            self.fail(exc.message.partition(": ")[2], param, ctx)
+
+
+ALERT_ID = Whole(1, MAX_ID)
 
 
 def error(message: str, code: int) -> NoReturn:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from bridge.baseline import compute_baseline, describe
-from bridge.cli.common import fail_cleanly, main, settings_of
+from bridge.cli.common import Whole, fail_cleanly, main, settings_of
 from bridge.errors import BridgeError
 from bridge.export import FORMATS, Anonymizer, export_alerts, export_key, known_people
 from bridge.promapi import PrometheusClient, default_step
@@ -34,7 +34,7 @@ from bridge.telemetry_export import export_telemetry, queries_for
     multiple=True,
     help="Telemetry: a seed metric (system.cpu.percent) or PromQL; default: the five metrics.",
 )
-@click.option("--step", type=click.IntRange(min=1), default=None, help="Telemetry step, seconds.")
+@click.option("--step", type=Whole(1, 10**9), default=None, help="Telemetry step, seconds.")
 @click.option("--prometheus-url", default=None, help="Telemetry source (default prometheus.url).")
 @click.option(
     "--anonymize/--no-anonymize",
@@ -123,9 +123,7 @@ def _progress(what: str) -> Iterator[Callable[[int], None] | None]:
 @main.command("baseline")
 @click.argument("metric")
 @click.option("--days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
-@click.option(
-    "--step", type=click.IntRange(min=1), default=None, help="Seconds (default ~1000 points)."
-)
+@click.option("--step", type=Whole(1, 10**9), default=None, help="Seconds (default ~1000 points).")
 @click.option("--prometheus-url", default=None, help="Default: prometheus.url of the config.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from bridge.cli.common import (
+    Whole,
     configure_logging,
     fail_cleanly,
     main,
@@ -40,7 +41,7 @@ def is_loopback(host: str) -> bool:
 
 @main.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port to bind (default 9470).")
+@click.option("--port", type=Whole(1, 65535), default=None, help="Port to bind (default 9470).")
 @click.option("--db", default=None, help="SQLite database file.")
 @click.option(
     "--insecure",
