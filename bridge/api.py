@@ -27,7 +27,7 @@ from bridge.httputil import (
 from bridge.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
 from bridge.openapi import SPEC
 from bridge.query import parse_alert_query, parse_id
-from bridge.store import get_alert, get_events, list_page, now_ns
+from bridge.store import alert_detail, get_alert, list_page, now_ns
 from bridge.webhook import parse_notification
 
 routes = web.RouteTableDef()
@@ -148,10 +148,7 @@ async def alerts_get(request: web.Request) -> web.Response:
     """One alert with its audit trail."""
     _api_auth(request)
     alert_id = _alert_id(request)
-    alert, events = await _read(
-        request, lambda c: (get_alert(c, alert_id), get_events(c, alert_id))
-    )
-    return web.json_response({**alert.to_json(), "events": [e.to_json() for e in events]})
+    return json_response(await _read(request, lambda c: alert_detail(c, alert_id)))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from bridge.actions import acknowledge, add_note, assign, prune, set_retention, 
 from bridge.config import Secret
 from bridge.errors import ApiError, BridgeError
 from bridge.query import parse_alert_query
-from bridge.store import Store, get_alert, get_events, get_retention, list_page, now_ns
+from bridge.store import Store, alert_detail, get_retention, list_page, now_ns
 
 Params = Mapping[str, Sequence[str]]
 
@@ -43,8 +43,7 @@ class LocalClient:
         return self.store.read(lambda c: list_page(c, query)).to_json()
 
     def show(self, alert_id: int) -> dict[str, Any]:
-        alert, events = self.store.read(lambda c: (get_alert(c, alert_id), get_events(c, alert_id)))
-        return {**alert.to_json(), "events": [e.to_json() for e in events]}
+        return self.store.read(lambda c: alert_detail(c, alert_id))
 
     def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
         return self.store.run(acknowledge(alert_id, by, comment, now_ns())).to_json()

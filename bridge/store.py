@@ -422,6 +422,28 @@ def get_events(conn: sqlite3.Connection, alert_id: int) -> list[Event]:
     return [Event(*r) for r in rows]
 
 
+def alert_detail(
+    conn: sqlite3.Connection, alert_id: int, max_chars: int | None = None
+) -> dict[str, Any]:
+    """One alert with its audit trail, oldest event first, as the API answers it. The trail
+    stops once its text passes `max_chars` (default PAGE_CHARS), with `events_truncated`."""
+    budget = PAGE_CHARS if max_chars is None else max_chars
+    alert = get_alert(conn, alert_id)
+    events: list[dict[str, Any]] = []
+    truncated = False
+    rows = conn.execute(
+        "SELECT id, alert_id, at, kind, actor, detail FROM events WHERE alert_id = ? ORDER BY id",
+        (alert_id,),
+    )
+    for row in rows:  # stepped one by one: a trail of any length takes bounded memory
+        if budget <= 0:
+            truncated = True
+            break
+        events.append(Event(*row).to_json())
+        budget -= len(row[4]) + len(row[5]) + 64
+    return {**alert.to_json(), "events": events, "events_truncated": truncated}
+
+
 def state_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     """(state, severity) -> number of stored alerts (kept by triggers: no table scan)."""
     rows = conn.execute("SELECT state, severity, count FROM alert_counts WHERE count > 0")

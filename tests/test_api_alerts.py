@@ -333,3 +333,25 @@ async def test_pages_stop_at_their_byte_budget_and_continue(
             break
     assert sizes[:2] == [3, 3]  # about 1,200 characters each: the third passes 3,000
     assert seen == list(range(12, 0, -1))
+
+
+async def test_an_alerts_trail_is_bounded_and_says_so(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trail longer than the page budget stops, oldest events first, with events_truncated;
+    a short one says it is whole."""
+    whole = await (await client.get("/api/v1/alerts/1", headers=API)).json()
+    assert whole["events_truncated"] is False
+    for n in range(30):
+        response = await client.post(
+            "/api/v1/alerts/1/notes", json={"by": "ann", "text": f"{n:02d}" + "x" * 500},
+            headers=API,
+        )  # fmt: skip
+        assert response.status == 201
+    monkeypatch.setattr("bridge.store.PAGE_CHARS", 5000)
+    detail = await (await client.get("/api/v1/alerts/1", headers=API)).json()
+    assert detail["events_truncated"] is True
+    kinds = [e["kind"] for e in detail["events"]]
+    assert kinds[0] == "fired"
+    assert 5 <= len(kinds) <= 12
+    assert detail["events"][1]["detail"].startswith("00")

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,37 @@ def test_runtime_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["alerts", "--db", str(tmp_path / "none.db")])
     assert result.exit_code == 1
     assert result.output.startswith("alertbridge: error: no alert database at ")
+
+
+def test_serve_near_its_open_files_limit_keeps_answering_quietly(tmp_path: Path) -> None:
+    """With a hard limit of 256 open files (cap 128 connections), 300 idle sockets do not stop
+    a webhook: the oldest idle ones are closed to make room; no 'Too many open files' and no
+    traceback reaches the log."""
+    from tests.support import LOOPBACK, Proc, bridge_env, free_port, http_text, running, wait_for
+
+    port = free_port()
+    argv = ["prlimit", "--nofile=256:256", sys.executable, "-m", "bridge", "serve", "--port",
+            str(port), "--db", str(tmp_path / "a.db")]  # fmt: skip
+    env = bridge_env(ALERTBRIDGE_WEBHOOK_TOKEN="hook")
+    with running(Proc("bridge", argv, tmp_path / "bridge.log", env)) as bridge:
+        wait_for("ready", lambda: http_text(f"http://{LOOPBACK}:{port}/-/ready"), 20)
+        idle = [socket.create_connection((LOOPBACK, port)) for _ in range(300)]
+        try:
+            body = json.dumps({
+                "version": "4", "status": "firing", "receiver": "r", "alerts": [{
+                    "status": "firing", "fingerprint": "0123456789abcdef",
+                    "labels": {"alertname": "x"}, "startsAt": "2026-11-23T10:00:00Z"}],
+            }).encode()  # fmt: skip
+            request = urllib.request.Request(
+                f"http://{LOOPBACK}:{port}/api/v1/alertmanager", data=body,
+                headers={"Authorization": "Bearer hook", "Content-Type": "application/json"},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        finally:
+            for sock in idle:
+                sock.close()
+        log = bridge.output()
+    assert "at most 128 connections" in log
+    assert "Too many open files" not in log
+    assert "Traceback" not in log

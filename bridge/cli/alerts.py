@@ -168,6 +168,8 @@ def show(ctx: click.Context, alert_id: int, output: str, url: str | None, db: st
     for event in alert["events"]:
         detail = f": {event['detail']}" if event["detail"] else ""
         click.echo(f"  {short_time(event['at'])}  {event['kind']} by {event['actor']}{detail}")
+    if alert.get("events_truncated"):
+        click.echo("  ... (the trail goes on: later events are left out of this answer)")
 
 
 def _by_option(func: F) -> F:
