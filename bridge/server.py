@@ -235,7 +235,7 @@ class GuardedSite(web.BaseSite):
     def __init__(
         self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard
     ) -> None:
-        super().__init__(runner, backlog=512)
+        super().__init__(runner, backlog=BACKLOG)
         self._host, self._port, self._guard = host, port, guard
 
     @property
@@ -274,15 +274,23 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+#: Connections the kernel queues for accept(), and the most asyncio accepts in one go.
+BACKLOG = 128
+#: Descriptors kept beside the cap: the database's connections (three each), logs, the
+#: event loop; plus what one accept() burst opens before the cap can refuse it, and the
+#: sockets of closed connections asyncio releases a turn of the loop later.
+RESERVED_FILES = 128 + 2 * BACKLOG
+
+
 def fitted_limits(
-    limits: ConnectionLimits, open_files: int, reserve: int = 128
+    limits: ConnectionLimits, open_files: int, reserve: int = RESERVED_FILES
 ) -> ConnectionLimits:
     """The limits with the connection cap lowered to leave `reserve` descriptors free."""
     cap = max(1, min(limits.max_connections, open_files - reserve))
     if cap < limits.max_connections:
         log.warning(
-            "at most %d connections (open files limit %d, %d kept for the database and logs)",
-            cap, open_files, reserve,
+            "at most %d connections (open files limit %d, %d kept for the database, logs and"
+            " accepting)", cap, open_files, reserve,
         )  # fmt: skip
     return ConnectionLimits(cap, limits.header_timeout, limits.body_timeout,
                             limits.keepalive_timeout)  # fmt: skip

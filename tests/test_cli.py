@@ -278,18 +278,19 @@ def test_runtime_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
 
 
 def test_serve_near_its_open_files_limit_keeps_answering_quietly(tmp_path: Path) -> None:
-    """With a hard limit of 256 open files (cap 128 connections), 300 idle sockets do not stop
-    a webhook: the oldest idle ones are closed to make room; no 'Too many open files' and no
-    traceback reaches the log."""
+    """The issue's case: a hard limit of 1,024 open files and 1,100 idle sockets (which used to
+    stop every webhook and flood the log). Now the cap (640 here) closes the oldest idle ones
+    to make room, the webhook is stored, and neither 'Too many open files' nor a traceback
+    reaches the log."""
     from tests.support import LOOPBACK, Proc, bridge_env, free_port, http_text, running, wait_for
 
     port = free_port()
-    argv = ["prlimit", "--nofile=256:256", sys.executable, "-m", "bridge", "serve", "--port",
+    argv = ["prlimit", "--nofile=1024:1024", sys.executable, "-m", "bridge", "serve", "--port",
             str(port), "--db", str(tmp_path / "a.db")]  # fmt: skip
     env = bridge_env(ALERTBRIDGE_WEBHOOK_TOKEN="hook")
     with running(Proc("bridge", argv, tmp_path / "bridge.log", env)) as bridge:
         wait_for("ready", lambda: http_text(f"http://{LOOPBACK}:{port}/-/ready"), 20)
-        idle = [socket.create_connection((LOOPBACK, port)) for _ in range(300)]
+        idle = [socket.create_connection((LOOPBACK, port)) for _ in range(1100)]
         try:
             body = json.dumps({
                 "version": "4", "status": "firing", "receiver": "r", "alerts": [{
@@ -306,6 +307,6 @@ def test_serve_near_its_open_files_limit_keeps_answering_quietly(tmp_path: Path)
             for sock in idle:
                 sock.close()
         log = bridge.output()
-    assert "at most 128 connections" in log
+    assert "at most 640 connections" in log
     assert "Too many open files" not in log
     assert "Traceback" not in log

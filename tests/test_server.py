@@ -179,9 +179,9 @@ async def test_the_cap_closes_idle_connections_then_refuses(tmp_path: Path) -> N
 
 
 def test_fitted_limits_leave_descriptors_for_the_rest() -> None:
-    """The cap is lowered below the open-files limit (128 kept), never raised."""
+    """The cap is lowered below the open-files limit (384 kept), never raised."""
     limits = ConnectionLimits(max_connections=1024)
-    assert fitted_limits(limits, 1024).max_connections == 896
+    assert fitted_limits(limits, 1024).max_connections == 640
     assert fitted_limits(limits, 20000).max_connections == 1024
     assert fitted_limits(limits, 100).max_connections == 1
 
