@@ -491,7 +491,7 @@ class Store:
     """
 
     def __init__(
-        self, path: str | Path, busy_timeout_ms: int = 5000, query_timeout: float | None = 5.0
+        self, path: str | Path, busy_timeout_ms: int = 5000, query_timeout: float | None = None
     ) -> None:
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms
@@ -545,8 +545,10 @@ class Store:
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read on this thread's connection (WAL: never blocked by the writer).
 
-        A read running longer than `query_timeout` seconds is aborted by SQLite's progress
-        handler (QueryTimeout), so that no filter can hold a thread, or the GIL, for long.
+        With a `query_timeout` (the server's), a read running longer is aborted by SQLite's
+        progress handler (QueryTimeout), and a long one takes turns with the event loop, so
+        that no filter can hold a thread, or the GIL, for long. Without (the CLI, exports),
+        reads run unhindered.
         """
         conn = self._connection()
         if self.query_timeout is None:

@@ -618,8 +618,9 @@ def test_new_episodes_inserted_many_rows_a_statement(count: int) -> None:
 def test_long_reads_take_turns_and_short_ones_do_not(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read running past a millisecond pauses as long, again and again (so the event loop
-    gets the GIL and a core); a short read never pauses."""
+    """With a read budget (the server's), a read running past a millisecond pauses as long,
+    again and again (so the event loop gets the GIL and a core); a short read never pauses,
+    nor does any read of a store without a budget (the CLI's, exports)."""
     from bridge.store import _READ_TURN
 
     pauses: list[float] = []
@@ -630,6 +631,7 @@ def test_long_reads_take_turns_and_short_ones_do_not(
         real_sleep(seconds)
 
     monkeypatch.setattr("bridge.store.time.sleep", sleep)
+    store.query_timeout = 60  # the server's stores have a budget; the CLI's never pause
     store.read(lambda c: c.execute("SELECT 1").fetchall())
     assert pauses == []
     slow = (
@@ -639,6 +641,10 @@ def test_long_reads_take_turns_and_short_ones_do_not(
     store.read(lambda c: c.execute(slow).fetchall())
     assert len(pauses) >= 2
     assert set(pauses) == {_READ_TURN}
+    pauses.clear()
+    store.query_timeout = None
+    store.read(lambda c: c.execute(slow).fetchall())
+    assert pauses == []
 
 
 def test_a_read_over_its_budget_is_stopped(store: Store) -> None:
