@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import orjson
+
 from bridge.errors import Conflict, Unprocessable
 from bridge.store import (
     MAX_TEXT,
@@ -38,8 +40,11 @@ def acknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job[S
             raise Conflict(f"alert {alert_id} is resolved: only firing alerts can be acknowledged")
         if alert.acknowledged:
             raise Conflict(f"alert {alert_id} is already acknowledged by {alert.acked_by}")
-        # An Alertmanager alert gets a silence; the reconciler creates it (see alertmanager.py).
-        silence = "pending" if alert.source == "alertmanager" else alert.silence_state
+        # An Alertmanager alert gets a silence; the reconciler creates it (see alertmanager.py),
+        # unless the server runs with no Alertmanager to create it in.
+        silence = alert.silence_state
+        if alert.source == "alertmanager":
+            silence = "pending" if silences_managed(conn) else "none"
         conn.execute(
             "UPDATE alerts SET acked_at = ?, acked_by = ?, ack_comment = ?, updated_at = ?,"
             " silence_state = ? WHERE id = ?",
@@ -133,19 +138,102 @@ def set_silence(
     return job
 
 
-def resolve_learnt(alert_id: int, at: int, how: str) -> Job[StoredAlert | None]:
-    """Job: mark a firing episode resolved because Alertmanager no longer has it."""
+def _resolve(
+    conn: sqlite3.Connection, alert_id: int, at: int, resolution: str, actor: str, detail: str
+) -> StoredAlert:
+    conn.execute(
+        "UPDATE alerts SET status = 'resolved', ends_at = ?, resolution = ?, updated_at = ?"
+        " WHERE id = ?",
+        (at, resolution, at, alert_id),
+    )
+    add_event(conn, alert_id, at, "resolved", actor, detail)
+    return get_alert(conn, alert_id)
+
+
+def resolve_inferred(alert_id: int, at: int, how: str) -> Job[StoredAlert | None]:
+    """Job: mark a firing episode resolved because Alertmanager, which mutes it, no longer has
+    it (provisional: a later firing delivery of the episode reopens it)."""
 
     def job(conn: sqlite3.Connection) -> StoredAlert | None:
         alert = get_alert(conn, alert_id)
         if alert.status != "firing":
             return None
+        return _resolve(conn, alert_id, at, "inferred", "reconciler", how)
+
+    return job
+
+
+def resolve(alert_id: int, actor: object, comment: object, at: int) -> Job[StoredAlert]:
+    """Job: an operator resolves a firing alert. For Alertmanager's alerts this is provisional
+    (a later firing delivery of the episode reopens it: the operator was wrong); the embedded
+    evaluator's stay resolved (a new episode starts if the condition comes back)."""
+    by = _text(actor, "by", required=True)
+    note = _text(comment, "comment", required=False)
+
+    def job(conn: sqlite3.Connection) -> StoredAlert:
+        alert = get_alert(conn, alert_id)
+        if alert.status == "resolved":
+            raise Conflict(f"alert {alert_id} is already resolved")
+        return _resolve(conn, alert_id, at, "manual", by, note or "resolved by hand")
+
+    return job
+
+
+def restart_resolve(alert_id: int, at: int) -> Job[StoredAlert | None]:
+    """Job: the embedded evaluator, starting, found the condition of a firing alert of its
+    previous run no longer held."""
+
+    def job(conn: sqlite3.Connection) -> StoredAlert | None:
+        alert = get_alert(conn, alert_id)
+        if alert.status != "firing":
+            return None
+        return _resolve(conn, alert_id, at, "restart", "evaluator",
+                        "condition no longer held at restart")  # fmt: skip
+
+    return job
+
+
+def silences_managed(conn: sqlite3.Connection) -> bool:
+    """Whether acks get silences: the server last started with an Alertmanager configured
+    (or has never run on this database: then the reconciler may yet create them)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'alertmanagers'").fetchone()
+    return row is None or row[0] != "[]"
+
+
+def record_alertmanagers(urls: list[str]) -> Job[None]:
+    """Job: note which Alertmanagers the server works with (acks consult it: silences_managed)."""
+
+    def job(conn: sqlite3.Connection) -> None:
         conn.execute(
-            "UPDATE alerts SET status = 'resolved', ends_at = ?, updated_at = ? WHERE id = ?",
-            (at, at, alert_id),
+            "INSERT INTO meta (key, value) VALUES ('alertmanagers', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (orjson.dumps(urls).decode(),),
         )
-        add_event(conn, alert_id, at, "resolved", "reconciler", how)
-        return get_alert(conn, alert_id)
+
+    return job
+
+
+#: One alert's view in Alertmanager: (alert id, state, silence ids, inhibitors as
+#: (fingerprint, alert id or None)).
+AmView = tuple[int, str, list[str], list[tuple[str, int | None]]]
+
+
+def set_am_states(views: list[AmView]) -> Job[int]:
+    """Job: store Alertmanager's view of firing alerts (a reconcile round's); rows changed."""
+
+    def job(conn: sqlite3.Connection) -> int:
+        params = [
+            (state, orjson.dumps(silenced).decode(),
+             orjson.dumps([{"fingerprint": f, "alert_id": i} for f, i in inhibited]).decode(),
+             alert_id)
+            for alert_id, state, silenced, inhibited in views
+        ]  # fmt: skip
+        cursor = conn.executemany(
+            "UPDATE alerts SET am_state = ?, am_silenced_by = ?, am_inhibited_by = ?"
+            " WHERE id = ? AND status = 'firing'",
+            params,
+        )
+        return cursor.rowcount
 
     return job
 

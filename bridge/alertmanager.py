@@ -1,12 +1,22 @@
 """Alertmanager API v2: silences for acknowledgements, and reconciliation of the store with it.
 
 Acknowledging an alert only records intent (`silence_state`: pending, expiring); the
-reconciler, woken at once by `kick()` and otherwise every interval, does the talking:
-- creates a silence with exact-equality matchers on the alert's full label set, and extends
-  it before it ends while the alert still fires (up to an optional maximum ack duration);
-- expires it on unacknowledgement or resolution;
-- learns resolutions Alertmanager cannot send (a silenced alert sends no "resolved"): a stored
-  firing alert that GET /api/v2/alerts no longer lists, or lists with a past endsAt, is over;
+reconciler, woken at once by `kick()` and otherwise every interval, does the talking, to the
+replicas of one Alertmanager cluster (`AlertmanagerCluster`):
+- creates a silence with exact-equality matchers on the alert's full label set on the first
+  replica that answers (replicas gossip silences), and extends it before it ends while the
+  alert still fires (up to an optional maximum ack duration); expires it on unack or
+  resolution;
+- stores Alertmanager's view of every firing alert: active, or suppressed with the ids of the
+  silences and of the inhibiting alerts (merged over the replicas that answered: active if any
+  lists it active);
+- learns the resolutions Alertmanager will never send: a muted alert (silenced, by our ack or
+  anyone's, or inhibited) sends no "resolved", so one that Alertmanager no longer lists, or
+  lists with a past endsAt, is marked resolved, provisionally (a later firing delivery of the
+  episode reopens it). Only while the list can be trusted: a replica that restarted answers
+  [] until Prometheus resends (every --rules.alert.resend-delay, 1 m by default), so
+  resolution is inferred only when a replica up for longer than the resend window answered;
+  an alert that any replica lists is not resolved;
 - inserts alerts Alertmanager has firing that the store lacks (the bridge was down).
 Failures are retried with exponential backoff per alert; nothing here blocks the webhook.
 """
@@ -17,20 +27,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 
-from bridge.actions import resolve_learnt, set_silence
+from bridge.actions import AmView, resolve_inferred, set_am_states, set_silence
 from bridge.episodes import ingest
 from bridge.errors import AlertmanagerError, InvalidInput
-from bridge.store import NS, Job, Store, StoredAlert, firing_from_alertmanager, now_ns, silence_work
+from bridge.store import (
+    NS,
+    Job,
+    Store,
+    StoredAlert,
+    episode_ids,
+    firing_from_alertmanager,
+    now_ns,
+    silence_work,
+)
 from bridge.webhook import ReceivedAlert, parse_time
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def _rfc3339(ns: int) -> str:
@@ -88,15 +108,16 @@ class AlertmanagerClient:
         silence_id_out: str = result["silenceID"]
         return silence_id_out
 
-    async def expire_silence(self, silence_id: str) -> None:
-        """Expire a silence; one that is unknown or already expired counts as done."""
+    async def expire_silence(self, silence_id: str) -> bool:
+        """Expire a silence; False when this replica does not know it or it already expired."""
         try:
             await self._request("DELETE", f"/api/v2/silence/{silence_id}")
         except AlertmanagerError as exc:
             # 0.25 answers 500 "silence not found" (404 from 0.26) and refuses expired ones.
             if "not found" in str(exc) or "already expired" in str(exc):
-                return
+                return False
             raise
+        return True
 
     async def silence(self, silence_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", f"/api/v2/silence/{silence_id}")
@@ -108,6 +129,98 @@ class AlertmanagerClient:
         if not isinstance(result, list):
             raise AlertmanagerError("unexpected answer to GET /api/v2/alerts")
         return result
+
+    async def started_at(self) -> int:
+        """When this replica started (GET /api/v2/status `uptime`, an RFC 3339 time), ns."""
+        result = await self._request("GET", "/api/v2/status")
+        try:
+            started = parse_time(result.get("uptime") if isinstance(result, dict) else None, "")
+        except InvalidInput:
+            started = None
+        if started is None:
+            raise AlertmanagerError("GET /api/v2/status: no uptime in the answer")
+        return started
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaList:
+    """What one replica answered to GET /api/v2/alerts, and whether it can be trusted to
+    list every alert (it has been up for longer than Prometheus's resend window)."""
+
+    url: str
+    alerts: list[dict[str, Any]] | None  # None: it did not answer
+    trusted: bool = False
+    error: str = ""
+
+
+class AlertmanagerCluster:
+    """The replicas of one Alertmanager cluster (one URL for a single Alertmanager).
+
+    Reads ask every replica; writes go to the first that answers, since replicas gossip
+    silences.
+    """
+
+    def __init__(self, clients: Sequence[AlertmanagerClient], resend_window: float = 90.0):
+        if not clients:
+            raise ValueError("at least one Alertmanager")
+        self.clients = list(clients)
+        self.resend_window = resend_window
+
+    @classmethod
+    def of(
+        cls, urls: Sequence[str], session: aiohttp.ClientSession, resend_window: float = 90.0
+    ) -> AlertmanagerCluster:
+        return cls([AlertmanagerClient(u, session) for u in urls], resend_window)
+
+    async def lists(self, now: int) -> list[ReplicaList]:
+        """Every replica's list (None for those that did not answer), with its trust."""
+
+        async def one(client: AlertmanagerClient) -> ReplicaList:
+            try:
+                started, alerts = await asyncio.gather(client.started_at(), client.alerts())
+            except AlertmanagerError as exc:
+                return ReplicaList(client.base, None, error=str(exc))
+            return ReplicaList(client.base, alerts, now - started > self.resend_window * NS)
+
+        return list(await asyncio.gather(*(one(c) for c in self.clients)))
+
+    async def _first(self, what: str, call: Callable[[AlertmanagerClient], Awaitable[T]]) -> T:
+        errors = []
+        for client in self.clients:
+            try:
+                return await call(client)
+            except AlertmanagerError as exc:
+                errors.append(f"{client.base}: {exc}")
+        raise AlertmanagerError(f"{what}: no Alertmanager answered ({'; '.join(errors)})")
+
+    async def create_silence(
+        self,
+        labels: Mapping[str, str],
+        starts_at: int,
+        ends_at: int,
+        created_by: str,
+        comment: str,
+        silence_id: str | None = None,
+    ) -> str:
+        """Create or update a silence on the first replica that answers."""
+        return await self._first(
+            "silence",
+            lambda c: c.create_silence(labels, starts_at, ends_at, created_by, comment,
+                                       silence_id),
+        )  # fmt: skip
+
+    async def expire_silence(self, silence_id: str) -> None:
+        """Expire a silence: done on the first replica that knows it (gossip spreads it), or
+        when every replica answered that it knows none such (unknown or already expired)."""
+        errors = []
+        for client in self.clients:
+            try:
+                if await client.expire_silence(silence_id):
+                    return
+            except AlertmanagerError as exc:
+                errors.append(f"{client.base}: {exc}")
+        if errors:
+            raise AlertmanagerError(f"expire {silence_id}: {'; '.join(errors)}")
 
 
 @dataclass(slots=True)
@@ -123,7 +236,7 @@ class Reconciler:
         self,
         store: Store,
         submit: Callable[[Job[Any]], Awaitable[Any]],
-        client: AlertmanagerClient,
+        cluster: AlertmanagerCluster,
         *,
         silence_seconds: int = 3600,
         max_ack_seconds: int | None = None,
@@ -133,7 +246,7 @@ class Reconciler:
     ) -> None:
         self.store = store
         self.submit = submit
-        self.client = client
+        self.cluster = cluster
         self.silence_seconds = silence_seconds
         self.max_ack_seconds = max_ack_seconds
         self.backoff_base = backoff_base
@@ -178,39 +291,33 @@ class Reconciler:
                     self._failed(alert.id, exc)
 
     async def _sync_alerts(self) -> None:
-        listed = await self.client.alerts()
         now = now_ns()
-        active: dict[tuple[str, int], dict[str, Any]] = {}
-        for item in listed:
-            try:
-                starts = parse_time(item.get("startsAt"), "startsAt")
-                ends = parse_time(item.get("endsAt", "0001-01-01T00:00:00Z"), "endsAt")
-            except InvalidInput:
-                continue
-            if starts is not None and (ends is None or ends > now):
-                active[(str(item.get("fingerprint")), starts)] = item
+        lists = await self.cluster.lists(now)
+        answered = [r for r in lists if r.alerts is not None]
+        if not answered:
+            raise AlertmanagerError("; ".join(f"{r.url}: {r.error}" for r in lists))
+        listed = _merge(answered, now)
+        trusted = any(r.trusted for r in answered)
         stored = await self._read(firing_from_alertmanager)
-        stored_keys = {(a.fingerprint, a.starts_at) for a in stored}
+        ids = {a.fingerprint: a.id for a in stored}
+        views: list[AmView] = []
         for alert in stored:
-            if (alert.fingerprint, alert.starts_at) not in active:
-                await self.submit(
-                    resolve_learnt(alert.id, now, "Alertmanager no longer lists it as active")
-                )
-        missing = [
-            ReceivedAlert(
-                fingerprint=fingerprint,
-                status="firing",
-                starts_at=starts,
-                ends_at=None,
-                labels=dict(sorted(item.get("labels", {}).items())),
-                annotations=dict(sorted(item.get("annotations", {}).items())),
-                generator_url=str(item.get("generatorURL", "")),
-            )
-            for (fingerprint, starts), item in active.items()
-            if (fingerprint, starts) not in stored_keys and "alertname" in item.get("labels", {})
-        ]
+            seen = listed.get((alert.fingerprint, alert.starts_at))
+            if seen is not None:
+                views.append(seen.view(alert.id, ids))
+            elif trusted and _muted(alert):
+                await self.submit(resolve_inferred(alert.id, now, _INFERRED))
+        stored_keys = {(a.fingerprint, a.starts_at) for a in stored}
+        missing = [seen for key, seen in listed.items() if key not in stored_keys]
         if missing:
-            await self.submit(ingest(missing, now, source="alertmanager", actor="reconciler"))
+            alerts = [m.alert for m in missing]
+            await self.submit(ingest(alerts, now, source="alertmanager", actor="reconciler"))
+            found = await self._read(lambda c: episode_ids(c, alerts))
+            ids |= {fp: i for (fp, _), i in found.items()}
+            views += [m.view(found[key], ids) for m in missing
+                      if (key := (m.alert.fingerprint, m.alert.starts_at)) in found]  # fmt: skip
+        if views:
+            await self.submit(set_am_states(views))
 
     async def _silence_step(self, alert: StoredAlert) -> None:
         now = now_ns()
@@ -221,7 +328,7 @@ class Reconciler:
             return
         if state in ("expiring", "active") and not wanted:
             if alert.silence_id:
-                await self.client.expire_silence(alert.silence_id)
+                await self.cluster.expire_silence(alert.silence_id)
             why = "alert resolved" if alert.status == "resolved" else "acknowledgement withdrawn"
             await self.submit(
                 set_silence(alert.id, "expired", now, event=("expired", "alertbridge", why))
@@ -230,15 +337,15 @@ class Reconciler:
         if state == "active" and alert.silenced_until is not None:
             if alert.silenced_until - now > self.silence_seconds * NS // 2:
                 return  # plenty of time left
-            assert alert.acked_at is not None
-            if self.max_ack_seconds and now - alert.acked_at > self.max_ack_seconds * NS:
+            acked_at = alert.acked_at if alert.acked_at is not None else now
+            if self.max_ack_seconds and now - acked_at > self.max_ack_seconds * NS:
                 if alert.silenced_until <= now:
                     reason = "maximum acknowledgement duration reached"
                     event = ("expired", "alertbridge", reason)
                     await self.submit(set_silence(alert.id, "expired", now, event=event))
                 return  # let the silence run out
         until = now + self.silence_seconds * NS
-        silence_id = await self.client.create_silence(
+        silence_id = await self.cluster.create_silence(
             {**alert.labels},
             now,
             until,
@@ -261,3 +368,73 @@ class Reconciler:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), interval)
+
+
+_INFERRED = (
+    "Alertmanager no longer lists it, and it was muted (silenced or inhibited), so no"
+    " resolved notification comes"
+)
+
+
+def _muted(alert: StoredAlert) -> bool:
+    """Alertmanager sends no "resolved" for it: suppressed when last seen, or under our ack's
+    silence."""
+    return alert.am_state == "suppressed" or alert.silence_state == "active"
+
+
+@dataclass(slots=True)
+class _Seen:
+    """An alert as the answering replicas list it, merged."""
+
+    alert: ReceivedAlert
+    state: str = "active"
+    silenced_by: set[str] = field(default_factory=set)
+    inhibited_by: set[str] = field(default_factory=set)
+
+    def add(self, status: object) -> None:
+        if not isinstance(status, dict):
+            return
+        state = status.get("state")
+        if state == "active" or self.state == "active":
+            self.state = "active"  # any replica that has it active wins
+            self.silenced_by.clear()
+            self.inhibited_by.clear()
+            return
+        self.state = state if isinstance(state, str) else "unprocessed"
+        self.silenced_by |= {s for s in status.get("silencedBy") or () if isinstance(s, str)}
+        self.inhibited_by |= {s for s in status.get("inhibitedBy") or () if isinstance(s, str)}
+
+    def view(self, alert_id: int, ids: Mapping[str, int]) -> AmView:
+        inhibitors = [(fp, ids.get(fp)) for fp in sorted(self.inhibited_by)]
+        return (alert_id, self.state, sorted(self.silenced_by), inhibitors)
+
+
+def _merge(answered: Sequence[ReplicaList], now: int) -> dict[tuple[str, int], _Seen]:
+    """The alerts active now in any answering replica, by (fingerprint, startsAt)."""
+    merged: dict[tuple[str, int], _Seen] = {}
+    for replica in answered:
+        for item in replica.alerts or ():
+            try:
+                starts = parse_time(item.get("startsAt"), "startsAt")
+                ends = parse_time(item.get("endsAt", _ZERO_TIME), "endsAt")
+            except InvalidInput:
+                continue
+            labels = item.get("labels")
+            if starts is None or (ends is not None and ends <= now) or not isinstance(labels, dict):
+                continue
+            if "alertname" not in labels:
+                continue
+            fingerprint = str(item.get("fingerprint"))
+            seen = merged.get((fingerprint, starts))
+            if seen is None:
+                alert = ReceivedAlert(
+                    fingerprint=fingerprint, status="firing", starts_at=starts, ends_at=None,
+                    labels=dict(sorted(labels.items())),
+                    annotations=dict(sorted((item.get("annotations") or {}).items())),
+                    generator_url=str(item.get("generatorURL", "")),
+                )  # fmt: skip
+                seen = merged[(fingerprint, starts)] = _Seen(alert, state="")
+            seen.add(item.get("status"))
+            if not seen.state:
+                seen.state = "active"
+    return merged

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from bridge.actions import acknowledge, add_note, assign, unacknowledge
+from bridge.actions import acknowledge, add_note, assign, resolve, unacknowledge
 from bridge.config import Secret
 from bridge.episodes import IngestResult, ingest
 from bridge.errors import ApiError, QueryTimeout, StoreError, Unprocessable
@@ -86,8 +86,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             notification.receiver, notification.group_key,
             len(notification.alerts), notification.truncated_alerts,
         )  # fmt: skip
-    if result.resolved:
-        _kick(request)  # an acknowledged alert that resolved has a silence to expire
+    if result.resolved or result.reopened:
+        _kick(request)  # a silence to expire, or a reopened alert's view to learn
     await _notify(request, result)
     return json_response(
         {
@@ -109,7 +109,7 @@ def _kick(request: web.Request) -> None:
 async def _notify(request: web.Request, result: IngestResult) -> None:
     """Hand the alerts that changed to the notification callbacks (after the commit)."""
     notifier = request.app[NOTIFIER]
-    ids = result.fired + result.resolved
+    ids = result.fired + result.resolved + result.reopened
     if ids and notifier.callbacks:
         notifier.notify(await _read(request, lambda c: [get_alert(c, i) for i in ids]))
 
@@ -190,6 +190,7 @@ routes.post("/api/v1/alerts/{id}/ack")(_action(acknowledge, "comment"))
 routes.post("/api/v1/alerts/{id}/unack")(_action(unacknowledge, "comment"))
 routes.post("/api/v1/alerts/{id}/notes")(_action(add_note, "text", status=201))
 routes.post("/api/v1/alerts/{id}/assign")(_action(assign, "assignee"))
+routes.post("/api/v1/alerts/{id}/resolve")(_action(resolve, "comment"))
 
 
 @routes.get("/api/v1/openapi.json")

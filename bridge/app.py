@@ -12,8 +12,8 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from bridge import api
-from bridge.actions import prune
-from bridge.alertmanager import AlertmanagerClient, Reconciler
+from bridge.actions import prune, record_alertmanagers
+from bridge.alertmanager import AlertmanagerCluster, Reconciler
 from bridge.config import Settings
 from bridge.embedded import EmbeddedEvaluator
 from bridge.errors import StoreError
@@ -42,7 +42,7 @@ from bridge.notify import Notifier
 from bridge.selfmetrics import BridgeMetrics
 from bridge.server import ConnectionGuard, ConnectionLimits, GuardedHandler
 from bridge.status import rule_states
-from bridge.store import Store, get_alert, now_ns, state_counts
+from bridge.store import Store, firing_counts, get_alert, now_ns, state_counts
 from bridge.telemetry import CpuSampler, Telemetry, apply_batch, memory_used_bytes, parse_batch
 from bridge.writer import Writer, probe_write
 
@@ -128,15 +128,21 @@ async def status(request: web.Request) -> web.Response:
     check_token(request, settings.server.api_token)
     snapshot = request.app[TELEMETRY].snapshot()
     values = snapshot.as_metrics()
-    counts = await asyncio.to_thread(request.app[STORE].read, state_counts)
+    counts, firing = await asyncio.to_thread(
+        request.app[STORE].read, lambda c: (state_counts(c), firing_counts(c))
+    )
     by_state: dict[str, int] = {"firing": 0, "acknowledged": 0, "resolved": 0}
     for (state, _), count in counts.items():
         by_state[state] = by_state.get(state, 0) + count
+    by_am: dict[str, int] = {"active": 0, "suppressed": 0}
+    for (_, _, am_state), count in firing.items():
+        by_am[am_state] += count
     return web.json_response(
         {
             "snapshot": {**values, "window_seconds": snapshot.span_seconds},
             "rules": rule_states(settings.rules, values),
             "alerts": by_state,
+            "alertmanager": by_am,  # firing alerts, by whether Alertmanager mutes them
         }
     )
 
@@ -205,6 +211,8 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     async with Writer(store) as writer:
         app[WRITER] = writer
+        # Acks consult it: with no Alertmanager, they record no silence to make.
+        await writer.submit(record_alertmanagers(list(app[SETTINGS].alertmanager.urls)))
         yield
         await app[NOTIFIER].drain()
     store.close()
@@ -212,13 +220,14 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
     """Silences and reconciliation against the configured Alertmanager."""
-    am = app[SETTINGS].alertmanager
-    assert am.url is not None
+    settings = app[SETTINGS]
+    am = settings.alertmanager
+    trust_after = am.trust_after(settings.prometheus.evaluation_interval)
     async with aiohttp.ClientSession() as session:
         reconciler = Reconciler(
             app[STORE],
             app[WRITER].submit,
-            AlertmanagerClient(am.url, session),
+            AlertmanagerCluster.of(am.urls, session, trust_after),
             silence_seconds=am.silence_duration,
             max_ack_seconds=am.max_ack_duration or None,
         )
@@ -242,11 +251,16 @@ def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None
 
 
 async def _refresh_counts(app: web.Application) -> None:
-    counts = await asyncio.to_thread(app[STORE].read, state_counts)
+    counts, firing = await asyncio.to_thread(
+        app[STORE].read, lambda c: (state_counts(c), firing_counts(c))
+    )
     gauge = app[METRICS].stored_alerts
     gauge.clear()
     for (state, severity), count in counts.items():
-        gauge.labels(state=state, severity=severity).set(count)
+        if state == "resolved":
+            gauge.labels(state=state, severity=severity, am_state="").set(count)
+    for (state, severity, am_state), count in firing.items():
+        gauge.labels(state=state, severity=severity, am_state=am_state).set(count)
 
 
 async def _prune(app: web.Application) -> None:
@@ -317,7 +331,7 @@ def create_app(
         app.cleanup_ctx.append(_every(interval, "sampler", _sampler(app)))
         app.cleanup_ctx.append(_every(interval, "counts", _refresh_counts))
         app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune))
-        if settings.alertmanager.url is None:
+        if not settings.alertmanager.urls:
             app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app)))
         else:
             app.cleanup_ctx.append(alertmanager_ctx)

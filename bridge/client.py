@@ -9,7 +9,15 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bridge.actions import acknowledge, add_note, assign, prune, set_retention, unacknowledge
+from bridge.actions import (
+    acknowledge,
+    add_note,
+    assign,
+    prune,
+    resolve,
+    set_retention,
+    unacknowledge,
+)
 from bridge.config import Secret
 from bridge.errors import ApiError, BridgeError
 from bridge.query import parse_alert_query
@@ -27,6 +35,7 @@ class AlertClient(Protocol):
     def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
     def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]: ...
     def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]: ...
+    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
 
 
 class LocalClient:
@@ -56,6 +65,9 @@ class LocalClient:
 
     def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]:
         return self.store.run(assign(alert_id, by, assignee, now_ns())).to_json()
+
+    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self.store.run(resolve(alert_id, by, comment, now_ns())).to_json()
 
     def retention(self, days: int | None) -> int:
         if days is not None:
@@ -129,3 +141,6 @@ class RemoteClient:
 
     def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]:
         return self._post(alert_id, "assign", {"by": by, "assignee": assignee})
+
+    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self._post(alert_id, "resolve", {"by": by, "comment": comment})

@@ -86,7 +86,8 @@ class PrometheusSettings:
 
 @dataclass(frozen=True, slots=True)
 class AlertmanagerSettings:
-    url: str | None = None
+    url: str | None = None  # the first of urls (a single Alertmanager)
+    urls: tuple[str, ...] = ()  # every replica of the cluster
     webhook_url: str = "http://127.0.0.1:9470/api/v1/alertmanager"
     webhook_token_file: str = "/etc/alertmanager/alertbridge-webhook-token"  # noqa: S105 a path
     group_wait: int = 30
@@ -95,7 +96,15 @@ class AlertmanagerSettings:
     reconcile_interval: int = 30
     silence_duration: int = 3600  # each ack silence lasts this long, extended while firing
     max_ack_duration: int = 0  # 0: an ack lasts until resolution
+    # How long a replica must have been up before its alert list is trusted to be complete
+    # (Prometheus resends firing alerts every --rules.alert.resend-delay, 1 m by default, at
+    # an evaluation): 0 means 1 m plus two of prometheus.evaluation_interval.
+    resend_window: int = 0
     receivers: tuple[Receiver, ...] = ()
+
+    def trust_after(self, evaluation_interval: int) -> int:
+        """Seconds a replica must be up before its list of alerts is trusted."""
+        return self.resend_window or 60 + 2 * evaluation_interval
 
 
 SYSTEM_SOURCES = ("psutil", "push", "off")
@@ -209,6 +218,24 @@ def _receivers(raw: object, source: str) -> tuple[Receiver, ...]:
     return tuple(out)
 
 
+def _alertmanager(
+    fields: dict[str, Any], receivers: tuple[Receiver, ...], source: str
+) -> AlertmanagerSettings:
+    """url (one Alertmanager) or urls (a cluster's replicas), not both; url is the first."""
+    url, urls = fields.pop("url", None), fields.pop("urls", ())
+    if url and urls:
+        raise ConfigError(source, "alertmanager.urls", "give url or urls, not both")
+    urls = tuple(urls) or ((url,) if url else ())
+    for i, item in enumerate(urls):
+        if not item.startswith(("http://", "https://")):
+            raise ConfigError(source, f"alertmanager.urls[{i}]", f"must be http(s), got {item!r}")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(source, "alertmanager.urls", "a replica is listed twice")
+    return AlertmanagerSettings(
+        url=urls[0] if urls else None, urls=urls, receivers=receivers, **fields
+    )
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     """A token from env NAME, or from the file named by env NAME_FILE."""
     if env.get(name):
@@ -284,6 +311,11 @@ def load_settings(
                 if not (value.isascii() and value.isdigit()):
                     raise ConfigError(var, "port", f"must be a port number, got {value!r}")
                 value = int(value)
+            if var == "ALERTBRIDGE_ALERTMANAGER_URL":  # one URL, or a cluster's, comma-separated
+                sections[section].pop("url", None)
+                sections[section].pop("urls", None)
+                if "," in value:
+                    key, value = "urls", [u.strip() for u in value.split(",") if u.strip()]
             sections[section][key] = value
     flag_map = {"namespace": "", "host": "server", "port": "server", "db": "server"}
     for key, value in flags.items():
@@ -322,8 +354,8 @@ def load_settings(
         prometheus=PrometheusSettings(
             **_typed(PrometheusSettings, sections["prometheus"], "prometheus", source)
         ),
-        alertmanager=AlertmanagerSettings(
-            **_typed(AlertmanagerSettings, am_raw, "alertmanager", source), receivers=receivers
+        alertmanager=_alertmanager(
+            _typed(AlertmanagerSettings, am_raw, "alertmanager", source), receivers, source
         ),
         telemetry=telemetry,
         limits=AlertLimits(**_typed(AlertLimits, sections["limits"], "limits", source)),

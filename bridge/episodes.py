@@ -1,9 +1,13 @@
 """Ingesting received alerts into episodes by Alertmanager's delivery rules (FACTS.md, HA).
 
 - an episode is (fingerprint, startsAt); an exact repeat only bumps receive_count;
-- a "firing" never re-opens a resolved episode (a real re-fire has a new startsAt);
+- a "firing" never re-opens an episode Alertmanager resolved (a real re-fire has a new
+  startsAt): HA replicas deliver stale firings after the resolved;
 - a "resolved" touches only its own startsAt's episode; the earliest endsAt wins;
-so the final state does not depend on arrival order. New episodes of a notification are
+so the final state of deliveries does not depend on their arrival order. Resolutions the
+bridge made itself (inferred by the reconciler, or by an operator's hand) are provisional:
+a later "firing" of the same episode from Alertmanager reopens it, with an event saying why,
+and a "resolved" from Alertmanager makes them final. New episodes of a notification are
 inserted up to INSERT_ROWS a statement after one lookup; known ones with one executemany per
 kind of change.
 New rows are added to alert_counts here (the UPDATE and DELETE triggers keep the rest).
@@ -37,20 +41,29 @@ class IngestResult:
 
     fired: list[int] = field(default_factory=list)  # new firing episodes
     resolved: list[int] = field(default_factory=list)  # episodes that became resolved
-    repeats: int = 0  # receipts that changed nothing but the receive count
+    repeats: int = 0  # receipts that changed nothing but the receive count (and a finality)
+    reopened: list[int] = field(default_factory=list)  # provisional resolutions undone
 
 
 _INSERT_INTO = (
     "INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,"
     " annotations, generator_url, source, first_received_at, last_received_at, receive_count,"
-    " updated_at) VALUES "
+    " updated_at, resolution) VALUES "
 )
 
 
+#: SQL: the final resolution a "resolved" receipt gives, by its source ({} the source).
+_FINAL = "CASE {} WHEN 'local' THEN 'local' ELSE 'alertmanager' END"
+#: Resolutions the bridge made itself, undone by a later firing from Alertmanager.
+PROVISIONAL = ("inferred", "manual")
+
+
 def _values(first: int) -> str:
-    """One row's VALUES for a Row bound from parameter ?first on (received_at stored thrice)."""
+    """One row's VALUES for a Row bound from parameter ?first on (received_at stored thrice;
+    a new resolved episode's resolution made by SQLite from its status and source)."""
     numbers = [f"?{first + i}" for i in range(11)]
-    return f"({', '.join(numbers)}, {numbers[10]}, 1, {numbers[10]})"
+    resolution = f"CASE {numbers[3]} WHEN 'resolved' THEN {_FINAL.format(numbers[9])} END"
+    return f"({', '.join(numbers)}, {numbers[10]}, 1, {numbers[10]}, {resolution})"
 
 
 _INSERT = _INSERT_INTO + _values(1)
@@ -70,7 +83,7 @@ SMALL_BATCH = 2
 
 Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int]  # _INSERT's
 Event = tuple[int, int, str, str, str]
-State = tuple[int, str, int | None]  # id, status, ends_at of a stored episode
+State = tuple[int, str, int | None, str | None]  # id, status, ends_at, resolution
 
 
 def _row(a: ReceivedAlert, received_at: int, source: str) -> Row:
@@ -110,11 +123,12 @@ def _count_new(conn: sqlite3.Connection, new: Sequence[ReceivedAlert]) -> None:
 def _stored(conn: sqlite3.Connection, keys: str) -> dict[tuple[str, int], State]:
     """The stored state of the notification's episodes that exist: one statement for the lot."""
     rows = conn.execute(
-        "SELECT a.fingerprint, a.starts_at, a.id, a.status, a.ends_at FROM json_each(?) AS j"
+        "SELECT a.fingerprint, a.starts_at, a.id, a.status, a.ends_at, a.resolution"
+        " FROM json_each(?) AS j"
         " JOIN alerts AS a ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
         (keys,),
     )
-    return {(fp, starts): (alert_id, status, ends) for fp, starts, alert_id, status, ends in rows}
+    return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}
 
 
 def _insert_new(conn: sqlite3.Connection, new: list[ReceivedAlert], rows: list[Row]) -> list[int]:
@@ -145,7 +159,8 @@ def _insert_new(conn: sqlite3.Connection, new: list[ReceivedAlert], rows: list[R
 
 def _state(conn: sqlite3.Connection, a: ReceivedAlert) -> State:
     state: State = conn.execute(
-        "SELECT id, status, ends_at FROM alerts WHERE fingerprint = ? AND starts_at = ?",
+        "SELECT id, status, ends_at, resolution FROM alerts"
+        " WHERE fingerprint = ? AND starts_at = ?",
         (a.fingerprint, a.starts_at),
     ).fetchone()
     return state
@@ -153,14 +168,22 @@ def _state(conn: sqlite3.Connection, a: ReceivedAlert) -> State:
 
 #: The updates of a known episode by the HA rules, by kind (see _change).
 _UPDATES = {
-    "resolve": "UPDATE alerts SET status = 'resolved', ends_at = ?, annotations = ?,"
-    " receive_count = receive_count + 1, last_received_at = ?, updated_at = ? WHERE id = ?",
+    "resolve": "UPDATE alerts SET status = 'resolved', ends_at = ?, annotations = ?,"  # noqa: S608 - constants
+    f" resolution = {_FINAL.format('?')}, receive_count = receive_count + 1,"
+    " last_received_at = ?, updated_at = ? WHERE id = ?",
     # Two replicas saw the end at slightly different times: keep the earliest.
     "earlier_end": "UPDATE alerts SET ends_at = ?, receive_count = receive_count + 1,"
     " last_received_at = ? WHERE id = ?",
+    # Alertmanager says resolved what the bridge had resolved: final, with the true end.
+    "confirm": "UPDATE alerts SET resolution = 'alertmanager', ends_at = min(ends_at, ?),"
+    " receive_count = receive_count + 1, last_received_at = ?, updated_at = ? WHERE id = ?",
     # Still firing: the annotations carry the current $value.
     "still_firing": "UPDATE alerts SET annotations = ?, receive_count = receive_count + 1,"
     " last_received_at = ? WHERE id = ?",
+    # Alertmanager still has it firing: the bridge's resolution was wrong.
+    "reopen": "UPDATE alerts SET status = 'firing', ends_at = NULL, resolution = NULL,"
+    " annotations = ?, receive_count = receive_count + 1, last_received_at = ?,"
+    " updated_at = ? WHERE id = ?",
     # An exact repeat, or a stale firing of a resolved episode.
     "repeat": "UPDATE alerts SET receive_count = receive_count + 1, last_received_at = ?"
     " WHERE id = ?",
@@ -169,15 +192,20 @@ _UPDATES = {
 
 def _change(a: ReceivedAlert, row: Row, state: State) -> tuple[str, tuple[Any, ...]]:
     """Which update a receipt of a stored episode makes, and its parameters."""
-    alert_id, status, ends_at = state
-    annotations, received_at = row[7], row[10]
-    if a.status == "resolved" and status == "firing":
-        return "resolve", (a.ends_at, annotations, received_at, received_at, alert_id)
-    if a.status == "resolved" and a.ends_at is not None and ends_at is not None:
-        if a.ends_at < ends_at:
+    alert_id, status, ends_at, resolution = state
+    annotations, source, received_at = row[7], row[9], row[10]
+    from_alertmanager = source == "alertmanager"
+    if a.status == "resolved":
+        if status == "firing":
+            return "resolve", (a.ends_at, annotations, source, received_at, received_at, alert_id)
+        if resolution in PROVISIONAL and from_alertmanager:
+            return "confirm", (a.ends_at, received_at, received_at, alert_id)
+        if a.ends_at is not None and ends_at is not None and a.ends_at < ends_at:
             return "earlier_end", (a.ends_at, received_at, alert_id)
-    elif a.status == "firing" and status == "firing":
+    elif status == "firing":
         return "still_firing", (annotations, received_at, alert_id)
+    elif resolution in PROVISIONAL and from_alertmanager:
+        return "reopen", (annotations, received_at, received_at, alert_id)
     return "repeat", (received_at, alert_id)
 
 
@@ -202,23 +230,30 @@ def _apply_known(
             continue
         kind, params = _change(a, row, state)
         batched.setdefault(kind, []).append(params)
-        _account(kind, state[0], row, source, events, outcome)
+        _account(kind, state, row, source, events, outcome)
     for kind, params_list in batched.items():
         conn.executemany(_UPDATES[kind], params_list)
     for a, row, _, outcome in later:
         state = _state(conn, a)
         kind, params = _change(a, row, state)
         conn.execute(_UPDATES[kind], params)
-        _account(kind, state[0], row, source, events, outcome)
+        _account(kind, state, row, source, events, outcome)
 
 
 def _account(
-    kind: str, alert_id: int, row: Row, source: str, events: list[Event], outcome: IngestResult
+    kind: str, state: State, row: Row, source: str, events: list[Event], outcome: IngestResult
 ) -> None:
-    """A known episode's receipt is a resolution (with its event) or a repeat."""
+    """A known episode's receipt is a resolution or a reopening (with its event), or a
+    repeat."""
+    alert_id = state[0]
     if kind == "resolve":
         events.append((alert_id, row[10], "resolved", source, ""))
         outcome.resolved.append(alert_id)
+    elif kind == "reopen":
+        how = "by the reconciler" if state[3] == "inferred" else "by hand"
+        detail = f"Alertmanager sent it firing again after it was resolved {how}"
+        events.append((alert_id, row[10], "reopened", source, detail))
+        outcome.reopened.append(alert_id)
     else:
         outcome.repeats += 1
 

@@ -91,6 +91,24 @@ SPEC: dict[str, Any] = {
                     "acked_by": {"type": ["string", "null"]},
                     "assignee": {"type": ["string", "null"]},
                     "silence_id": {"type": ["string", "null"]},
+                    "silence_state": {
+                        "enum": [None, "pending", "active", "expiring", "expired", "none"]
+                    },
+                    "resolution": {
+                        "enum": [None, "alertmanager", "local", "inferred", "manual", "restart"]
+                    },
+                    "am_state": {"enum": [None, "active", "suppressed", "unprocessed"]},
+                    "am_silenced_by": {"type": "array", "items": {"type": "string"}},
+                    "am_inhibited_by": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "fingerprint": {"type": "string"},
+                                "alert_id": {"type": ["integer", "null"]},
+                            },
+                        },
+                    },
                 },
             },
         },
@@ -145,6 +163,16 @@ SPEC: dict[str, Any] = {
                     _query("since", "RFC 3339, or a Prometheus duration ago (2h, 1h30m, 7d)"),
                     _query("until", "RFC 3339, or a duration ago"),
                     _query("acknowledged", "true or false"),
+                    _query(
+                        "am_state",
+                        "active or suppressed: firing alerts Alertmanager"
+                        " notifies about, or mutes (silenced or inhibited)",
+                    ),
+                    _query(
+                        "sort",
+                        "newest (default: by id) or attention (firing, active and"
+                        " unacknowledged first, by severity)",
+                    ),
                     _query("limit", "1..1000, default 50", {"type": "integer"}),
                     _query("cursor", "next_cursor of the previous page"),
                 ],
@@ -176,6 +204,12 @@ SPEC: dict[str, Any] = {
         "/api/v1/alerts/{id}/assign": _action(
             "Assign (null or empty unassigns)",
             {"by": {"type": "string"}, "assignee": {"type": ["string", "null"]}},
+            ["by"],
+        ),
+        "/api/v1/alerts/{id}/resolve": _action(
+            "Resolve by hand (provisional for Alertmanager's alerts: a later firing delivery"
+            " of the episode reopens it)",
+            {"by": {"type": "string"}, "comment": {"type": "string"}},
             ["by"],
         ),
     },

@@ -53,9 +53,16 @@ def parse_when(value: str, name: str, now: int) -> int:
     return parsed
 
 
-def parse_alert_query(params: Mapping[str, Sequence[str]], now: int) -> AlertQuery:
+SORTS = ("newest", "attention")
+_ATTENTION_CURSOR = re.compile(r"a([0-3])\.([0-4])\.([0-9]{1,19})", re.ASCII)
+
+
+def parse_alert_query(
+    params: Mapping[str, Sequence[str]], now: int, default_sort: str = "newest"
+) -> AlertQuery:
     """status, severity (repeated or comma-separated), rule, filter (repeated matchers),
-    since, until, acknowledged, limit, cursor -> AlertQuery; InvalidInput names the parameter."""
+    since, until, acknowledged, am_state, sort, limit, cursor -> AlertQuery; InvalidInput
+    names the parameter."""
 
     def one(name: str) -> str | None:
         values = params.get(name) or []
@@ -72,10 +79,21 @@ def parse_alert_query(params: Mapping[str, Sequence[str]], now: int) -> AlertQue
             raise InvalidInput("acknowledged", f"must be true or false, got {raw_ack!r}")
         acknowledged = raw_ack.lower() == "true"
     limit = parse_int(one("limit") or "50", "limit", 1, MAX_LIMIT)
+    sort = one("sort") or default_sort
+    if sort not in SORTS:
+        raise InvalidInput("sort", f"must be one of {', '.join(SORTS)}, got {sort!r:.40}")
+    am_state = one("am_state") or None
+    if am_state not in (None, "active", "suppressed"):
+        raise InvalidInput("am_state", f"must be active or suppressed, got {am_state!r:.40}")
     cursor = one("cursor")
-    before_id = (
-        parse_int(cursor, "cursor", 1, MAX_ID, "the next_cursor of a page") if cursor else None
-    )
+    before_id, after = None, None
+    if cursor and sort == "attention":
+        match = _ATTENTION_CURSOR.fullmatch(cursor)
+        if match is None or int(match[3]) > MAX_ID:
+            raise InvalidInput("cursor", "must be the next_cursor of a page in this order")
+        after = (int(match[1]), int(match[2]), int(match[3]))
+    elif cursor:
+        before_id = parse_int(cursor, "cursor", 1, MAX_ID, "the next_cursor of a page")
     since, until = one("since"), one("until")
     return AlertQuery(
         status=status,
@@ -85,6 +103,9 @@ def parse_alert_query(params: Mapping[str, Sequence[str]], now: int) -> AlertQue
         since=parse_when(since, "since", now) if since else None,
         until=parse_when(until, "until", now) if until else None,
         acknowledged=acknowledged,
+        am_state=am_state,
         limit=limit,
         before_id=before_id,
+        sort=sort,
+        after=after,
     )

@@ -80,8 +80,9 @@ class BridgeMetrics:
         )
         self.stored_alerts = Gauge(
             "alertbridge_stored_alerts",
-            "Stored alerts by state (firing, acknowledged, resolved) and severity.",
-            ["state", "severity"],
+            "Stored alerts by state (firing, acknowledged, resolved), severity and, for firing"
+            " ones, am_state: suppressed (muted by Alertmanager) or active.",
+            ["state", "severity", "am_state"],
             registry=registry,
         )
         self.store_errors = Counter(

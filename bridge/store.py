@@ -8,7 +8,6 @@ retention), so the rules live in one place whoever writes.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -113,6 +112,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP TRIGGER alerts_count_insert;
     """,
+    # 5: how an episode ended, and Alertmanager's view of a firing one.
+    #    resolution: alertmanager (a resolved notification: final), local (the embedded
+    #    evaluator: final), inferred (the reconciler: provisional), manual (an operator:
+    #    provisional for Alertmanager's alerts), restart (the embedded evaluator found the
+    #    condition gone at start). A provisional resolution is reopened by a later firing
+    #    delivery of the same episode.
+    #    am_state: active | suppressed | unprocessed at the last reconcile round that saw it;
+    #    am_silenced_by: JSON list of silence ids; am_inhibited_by: JSON list of
+    #    {"fingerprint", "alert_id"} of the inhibiting alerts.
+    """
+    ALTER TABLE alerts ADD COLUMN resolution TEXT;
+    ALTER TABLE alerts ADD COLUMN am_state TEXT;
+    ALTER TABLE alerts ADD COLUMN am_silenced_by TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE alerts ADD COLUMN am_inhibited_by TEXT NOT NULL DEFAULT '[]';
+    UPDATE alerts SET resolution = CASE source WHEN 'local' THEN 'local' ELSE 'alertmanager' END
+        WHERE status = 'resolved';
+    UPDATE alerts SET resolution = 'inferred' WHERE status = 'resolved' AND id IN
+        (SELECT alert_id FROM events WHERE kind = 'resolved' AND actor = 'reconciler');
+    """,
 )
 
 DEFAULT_RETENTION_DAYS = 90
@@ -168,6 +186,10 @@ class StoredAlert:
     updated_at: int
     silence_state: str | None = None
     silenced_until: int | None = None
+    resolution: str | None = None
+    am_state: str | None = None
+    am_silenced_by: tuple[str, ...] = ()
+    am_inhibited_by: tuple[tuple[str, int | None], ...] = ()  # (fingerprint, alert id)
 
     @property
     def acknowledged(self) -> bool:
@@ -205,6 +227,12 @@ class StoredAlert:
             "silence_id": self.silence_id,
             "silence_state": self.silence_state,
             "silenced_until": format_time(self.silenced_until),
+            "resolution": self.resolution,
+            "am_state": self.am_state,
+            "am_silenced_by": list(self.am_silenced_by),
+            "am_inhibited_by": [
+                {"fingerprint": fp, "alert_id": alert_id} for fp, alert_id in self.am_inhibited_by
+            ],
         }
 
 
@@ -232,14 +260,20 @@ class Event:
 COLUMNS = (
     "id, fingerprint, status, alertname, severity, labels, annotations, generator_url, source, "
     "starts_at, ends_at, first_received_at, last_received_at, receive_count, acked_at, acked_by, "
-    "ack_comment, assignee, silence_id, updated_at, silence_state, silenced_until"
+    "ack_comment, assignee, silence_id, updated_at, silence_state, silenced_until, resolution, "
+    "am_state, am_silenced_by, am_inhibited_by"
 )
+
+
+_COLUMN_COUNT = COLUMNS.count(",") + 1
 
 
 def row_to_alert(row: Sequence[Any]) -> StoredAlert:
     values = list(row)
-    values[5] = json.loads(values[5])
-    values[6] = json.loads(values[6])
+    values[5] = orjson.loads(values[5])
+    values[6] = orjson.loads(values[6])
+    values[24] = tuple(orjson.loads(values[24]))
+    values[25] = tuple((i["fingerprint"], i["alert_id"]) for i in orjson.loads(values[25]))
     return StoredAlert(*values)
 
 
@@ -312,6 +346,18 @@ def firing_from_alertmanager(conn: sqlite3.Connection) -> list[StoredAlert]:
     return [row_to_alert(r) for r in conn.execute(sql)]
 
 
+def episode_ids(conn: sqlite3.Connection, episodes: Sequence[Any]) -> dict[tuple[str, int], int]:
+    """The ids of the stored episodes among `episodes` (anything with fingerprint and
+    starts_at), by (fingerprint, starts_at)."""
+    keys = orjson.dumps([[e.fingerprint, e.starts_at] for e in episodes]).decode()
+    rows = conn.execute(
+        "SELECT a.fingerprint, a.starts_at, a.id FROM json_each(?) AS j JOIN alerts AS a"
+        " ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
+        (keys,),
+    )
+    return {(fp, starts): alert_id for fp, starts, alert_id in rows}
+
+
 def get_retention(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = 'retention_days'").fetchone()
     return int(row[0]) if row else DEFAULT_RETENTION_DAYS
@@ -322,7 +368,13 @@ def get_retention(conn: sqlite3.Connection) -> int:
 
 @dataclass(frozen=True, slots=True)
 class AlertQuery:
-    """Filters for listing alerts, newest first, paginated by id cursor."""
+    """Filters for listing alerts, and their order with its cursor.
+
+    sort "newest": highest id first, `before_id` the cursor. sort "attention": firing alerts
+    first, those that need someone first (unacknowledged and active in Alertmanager, then
+    suppressed by it, then acknowledged), by severity, newest first; then resolved ones,
+    newest first. `after` is the cursor: the (rank, severity rank, id) of the last one seen.
+    """
 
     status: str | None = None
     severities: tuple[str, ...] = ()
@@ -331,8 +383,20 @@ class AlertQuery:
     since: int | None = None  # starts_at >= since (ns)
     until: int | None = None  # starts_at < until (ns)
     acknowledged: bool | None = None
+    am_state: str | None = None  # active | suppressed (firing alerts only)
     limit: int = 50
     before_id: int | None = None
+    sort: str = "newest"
+    after: tuple[int, int, int] | None = None
+
+
+#: SQL: how much a firing alert needs attention, 0 most, and its severity's rank, 0 critical.
+_RANK = "CASE WHEN acked_at IS NOT NULL THEN 2 WHEN am_state = 'suppressed' THEN 1 ELSE 0 END"
+_SEVERITY_RANK = (
+    "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2"
+    " WHEN 'info' THEN 3 ELSE 4 END"
+)
+_RESOLVED_RANK = 3
 
 
 #: A page of listed alerts stops once its rows hold this many characters of text (labels,
@@ -354,25 +418,20 @@ class Page:
 def list_page(conn: sqlite3.Connection, query: AlertQuery, max_chars: int | None = None) -> Page:
     """Up to query.limit alerts, fewer when their text passes `max_chars` (default PAGE_CHARS;
     at least one alert a page)."""
-    alerts, full = _select_alerts(conn, query, PAGE_CHARS if max_chars is None else max_chars)
-    more = full or len(alerts) == query.limit
-    return Page(alerts, str(alerts[-1].id) if alerts and more else None)
+    rows, full = _select_alerts(conn, query, PAGE_CHARS if max_chars is None else max_chars)
+    more = full or len(rows) == query.limit
+    return Page([alert for alert, _ in rows], rows[-1][1] if rows and more else None)
 
 
 def list_alerts(conn: sqlite3.Connection, query: AlertQuery) -> list[StoredAlert]:
-    """Alerts matching the query, newest (highest id) first."""
-    return _select_alerts(conn, query, None)[0]
+    """Alerts matching the query, in its order."""
+    return [alert for alert, _ in _select_alerts(conn, query, None)[0]]
 
 
-def _select_alerts(
-    conn: sqlite3.Connection, query: AlertQuery, max_chars: int | None
-) -> tuple[list[StoredAlert], bool]:
-    """The alerts of a page, and whether it stopped at max_chars."""
+def _filters(query: AlertQuery) -> tuple[list[str], list[object]]:
+    """WHERE terms and their values for the query's filters (not its status or cursor)."""
     where: list[str] = []
     args: list[object] = []
-    if query.status:
-        where.append("status = ?")
-        args.append(query.status)
     if query.severities:
         where.append(f"severity IN ({','.join('?' * len(query.severities))})")
         args.extend(query.severities)
@@ -387,9 +446,10 @@ def _select_alerts(
         args.append(query.until)
     if query.acknowledged is not None:
         where.append("acked_at IS NOT NULL" if query.acknowledged else "acked_at IS NULL")
-    if query.before_id is not None:
-        where.append("id < ?")
-        args.append(query.before_id)
+    if query.am_state == "suppressed":
+        where.append("status = 'firing' AND am_state = 'suppressed'")
+    elif query.am_state == "active":
+        where.append("status = 'firing' AND coalesce(am_state, '') != 'suppressed'")
     for m in query.matchers:
         # m.name matched [a-zA-Z_][a-zA-Z0-9_]* in Matcher.parse: safe inside the JSON path.
         value = f"coalesce(json_extract(labels, '$.\"{m.name}\"'), '')"
@@ -398,20 +458,78 @@ def _select_alerts(
         else:
             where.append(f"{'NOT ' if m.op == '!~' else ''}regexp(?, {value})")
         args.append(m.value)
-    sql = f"SELECT {COLUMNS} FROM alerts"  # noqa: S608 - fixed fragments only, values bound
+    return where, args
+
+
+Row = tuple[StoredAlert, str]  # an alert and the cursor that continues after it
+
+
+def _select_alerts(
+    conn: sqlite3.Connection, query: AlertQuery, max_chars: int | None
+) -> tuple[list[Row], bool]:
+    """The alerts of a page with their cursors, and whether it stopped at max_chars."""
+    where, args = _filters(query)
+    if query.sort != "attention":
+        if query.status:
+            where.append("status = ?")
+            args.append(query.status)
+        if query.before_id is not None:
+            where.append("id < ?")
+            args.append(query.before_id)
+        rows, full, _ = _fetch(conn, where, args, "id DESC", query.limit, max_chars, None)
+        return rows, full
+    rank, severity, last_id = query.after or (-1, -1, 0)
+    out: list[Row] = []
+    if query.status in (None, "firing") and rank < _RESOLVED_RANK:
+        # Firing alerts are few (an index on status finds them): sorted by attention in SQL.
+        firing = [*where, "status = 'firing'"]
+        cursor_args = []
+        if query.after is not None:
+            firing.append(f"({_RANK}, {_SEVERITY_RANK}, -id) > (?, ?, ?)")
+            cursor_args = [rank, severity, -last_id]
+        out, full, used = _fetch(conn, firing, [*args, *cursor_args],
+                                 f"{_RANK}, {_SEVERITY_RANK}, id DESC", query.limit, max_chars,
+                                 f"{_RANK}, {_SEVERITY_RANK}")  # fmt: skip
+        if full or len(out) == query.limit:
+            return out, full
+        max_chars = None if max_chars is None else max_chars - used
+    if query.status in (None, "resolved") and query.am_state is None:
+        resolved = [*where, "status = 'resolved'"]
+        if rank == _RESOLVED_RANK:
+            resolved.append("id < ?")
+            args = [*args, last_id]
+        more, full, _ = _fetch(conn, resolved, args, "id DESC", query.limit - len(out),
+                               max_chars, f"{_RESOLVED_RANK}, {_SEVERITY_RANK}")  # fmt: skip
+        return out + more, full
+    return out, False
+
+
+def _fetch(
+    conn: sqlite3.Connection,
+    where: list[str],
+    args: list[object],
+    order: str,
+    limit: int,
+    max_chars: int | None,
+    ranks: str | None,
+) -> tuple[list[Row], bool, int]:
+    """Rows in `order`, each with its cursor (the id, or with `ranks` SQL the attention key);
+    whether they stopped at max_chars; the characters of text they hold."""
+    extra = f", {ranks}" if ranks else ""
+    sql = f"SELECT {COLUMNS}{extra} FROM alerts"  # noqa: S608 - fixed fragments, values bound
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
-    args.append(query.limit)
-    alerts: list[StoredAlert] = []
+    sql += f" ORDER BY {order} LIMIT ?"
+    out: list[Row] = []
     chars = 0
-    for row in conn.execute(sql, args):  # rows are stepped one by one, not fetched at once
-        alerts.append(row_to_alert(row))
-        if max_chars is not None:
-            chars += len(row[5]) + len(row[6]) + len(row[7]) + len(row[16] or "")
-            if chars >= max_chars:
-                return alerts, True
-    return alerts, False
+    for row in conn.execute(sql, [*args, limit]):  # stepped one by one, not fetched at once
+        alert = row_to_alert(row[:_COLUMN_COUNT])
+        cursor = f"a{row[-2]}.{row[-1]}.{alert.id}" if ranks else str(alert.id)
+        out.append((alert, cursor))
+        chars += len(row[5]) + len(row[6]) + len(row[7]) + len(row[16] or "")
+        if max_chars is not None and chars >= max_chars:
+            return out, True, chars
+    return out, False, chars
 
 
 def get_events(conn: sqlite3.Connection, alert_id: int) -> list[Event]:
@@ -442,6 +560,18 @@ def alert_detail(
         events.append(Event(*row).to_json())
         budget -= len(row[4]) + len(row[5]) + 64
     return {**alert.to_json(), "events": events, "events_truncated": truncated}
+
+
+def firing_counts(conn: sqlite3.Connection) -> dict[tuple[str, str, str], int]:
+    """(state, severity, am_state) -> number of firing alerts (firing or acknowledged), by
+    whether Alertmanager mutes them (suppressed) or not (active; local alerts, and those no
+    reconcile round has seen yet, count as active). Walks the firing rows only."""
+    rows = conn.execute(
+        "SELECT CASE WHEN acked_at IS NULL THEN 'firing' ELSE 'acknowledged' END, severity,"
+        " CASE am_state WHEN 'suppressed' THEN 'suppressed' ELSE 'active' END, count(*)"
+        " FROM alerts WHERE status = 'firing' GROUP BY 1, 2, 3"
+    )
+    return {(state, severity, am): count for state, severity, am, count in rows}
 
 
 def state_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:

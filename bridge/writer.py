@@ -114,6 +114,7 @@ class _Syncer:
         self._thread.join()
         if self._fd is not None:
             os.close(self._fd)
+            self._fd = None
 
     def _run(self) -> None:
         stopping = False

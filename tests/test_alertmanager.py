@@ -14,11 +14,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.actions import acknowledge, unacknowledge
-from bridge.alertmanager import AlertmanagerClient, Reconciler
+from bridge.alertmanager import AlertmanagerClient, AlertmanagerCluster, Reconciler
 from bridge.episodes import ingest
 from bridge.store import NS, Store, get_alert, get_events, now_ns
 from bridge.webhook import ReceivedAlert
 from bridge.writer import Writer
+
+_INFERRED = (
+    "Alertmanager no longer lists it, and it was muted (silenced or inhibited), so no"
+    " resolved notification comes"
+)
 
 
 class FakeAlertmanager:
@@ -28,10 +33,16 @@ class FakeAlertmanager:
         self.silences: dict[str, dict[str, Any]] = {}
         self.alerts: list[dict[str, Any]] = []
         self.down = False
+        self.started = "2026-01-01T00:00:00.000Z"  # up for long: its list is trusted
         self.app = web.Application()
         self.app.router.add_post("/api/v2/silences", self.post_silence)
         self.app.router.add_delete("/api/v2/silence/{id}", self.delete_silence)
         self.app.router.add_get("/api/v2/alerts", self.get_alerts)
+        self.app.router.add_get("/api/v2/status", self.get_status)
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        self._check()
+        return web.json_response({"uptime": self.started, "cluster": {"status": "disabled"}})
 
     def _check(self) -> None:
         if self.down:
@@ -90,8 +101,8 @@ async def env(
     store = Store(tmp_path / "a.db")
     clock = [0.0]
     async with aiohttp.ClientSession() as session, Writer(store) as writer:
-        client = AlertmanagerClient(str(server.make_url("/")), session)
-        reconciler = Reconciler(store, writer.submit, client, silence_seconds=600,
+        cluster = AlertmanagerCluster([AlertmanagerClient(str(server.make_url("/")), session)])
+        reconciler = Reconciler(store, writer.submit, cluster, silence_seconds=600,
                                 backoff_base=10, clock=lambda: clock[0])  # fmt: skip
         yield fake, store, writer, reconciler, clock
     store.close()
@@ -147,18 +158,32 @@ async def test_silenced_alert_resolution_is_learnt_and_silence_expired(env: Env)
     alert = store.read(lambda c: get_alert(c, 1))
     assert (alert.status, alert.silence_state) == ("resolved", "expired")
     assert fake.silences[alert.silence_id or ""]["state"] == "expired"
+    assert alert.resolution == "inferred"
     resolved = [e for e in events(store, 1) if e[0] == "resolved"]
-    assert resolved == [("resolved", "reconciler", "Alertmanager no longer lists it as active")]
+    assert resolved == [("resolved", "reconciler", _INFERRED)]
 
 
 async def test_past_ends_at_counts_as_over(env: Env) -> None:
-    """Listed with an endsAt in the past: resolved too."""
-    fake, store, writer, reconciler, _ = env
-    starts = whole_seconds(now_ns()) - 120 * NS
-    fake.alerts = [am_view(firing(starts), now_ns() - 10 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
+    """A muted alert listed with an endsAt in the past: resolved too."""
+    fake, store, _, reconciler, _ = env
+    await acked_and_silenced(env)
+    fake.alerts[0]["endsAt"] = "2026-01-01T00:00:00Z"
     await reconciler.run_once()
     assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
+
+
+async def test_an_active_alert_missing_from_the_list_is_not_resolved(env: Env) -> None:
+    """Alertmanager sends "resolved" itself for what it does not mute: absence proves nothing
+    (it restarted, or Prometheus has yet to resend), so the alert stays firing."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).am_state == "active"
+    fake.alerts = []
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
 
 
 async def test_missing_firing_alerts_are_inserted(env: Env) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.actions import set_am_states
 from bridge.app import _refresh_counts, create_app
 from bridge.config import Secret, load_settings
 from bridge.embedded import EmbeddedEvaluator
@@ -217,15 +218,23 @@ async def test_api_requests_are_counted_by_route_and_code(client: Client) -> Non
 
 
 async def test_stored_alerts_gauge_follows_the_store(client: Client) -> None:
-    """The periodic refresh publishes counts by state and severity."""
+    """The periodic refresh publishes counts by state and severity, and for firing alerts by
+    whether Alertmanager mutes them (am_state)."""
     app: web.Application = client.app
     await client.post("/api/v1/alerts/1/ack", json={"by": "a"}, headers=API)
+    await app[WRITER].submit(set_am_states([(3, "suppressed", ["s1"], [])]))
     await _refresh_counts(app)
     name = "alertbridge_stored_alerts"
-    assert await metric_value(client, name, state="acknowledged", severity="warning") == 1
-    assert await metric_value(client, name, state="firing", severity="warning") == 1
-    assert await metric_value(client, name, state="firing", severity="critical") == 1
-    assert await metric_value(client, name, state="resolved", severity="warning") == 1
+    active = {"am_state": "active"}
+    assert await metric_value(client, name, state="acknowledged", severity="warning",
+                              **active) == 1  # fmt: skip
+    assert await metric_value(client, name, state="firing", severity="critical", **active) == 1
+    assert await metric_value(client, name, state="firing", severity="warning",
+                              am_state="suppressed") == 1  # fmt: skip
+    assert await metric_value(client, name, state="resolved", severity="warning",
+                              am_state="") == 1  # fmt: skip
+    status = await (await client.get("/api/v1/status", headers=API)).json()
+    assert status["alertmanager"] == {"active": 2, "suppressed": 1}
 
 
 class FlakyWriter:

@@ -54,18 +54,42 @@ def _client(ctx: click.Context, url: str | None, db: str | None) -> Iterator[Ale
 
 
 def silence_text(alert: dict[str, Any]) -> str:
-    """ "pending", "until 2026-11-23 10:00:00", "expired" or "-"."""
+    """ "pending", "until 2026-11-23 10:00:00", "expired", "none: no Alertmanager configured"
+    or "-"."""
     state = alert.get("silence_state")
     if state == "active" and alert.get("silenced_until"):
         return f"until {short_time(alert['silenced_until'])}"
+    if state == "none":
+        return "none: no Alertmanager configured"
     return state or "-"
+
+
+def state_text(alert: dict[str, Any]) -> str:
+    """The alert's state, and for a firing one what Alertmanager does with it: "firing",
+    "firing, inhibited by #12", "acknowledged", "firing, silenced", "resolved (by hand)"."""
+    state: str = alert["state"]
+    if state == "resolved":
+        how = {"inferred": "inferred", "manual": "by hand", "restart": "at restart"}
+        return f"resolved ({how[alert['resolution']]})" if alert.get("resolution") in how else state
+    if alert.get("am_state") != "suppressed":
+        return state
+    why = []
+    inhibitors = alert.get("am_inhibited_by") or []
+    if inhibitors:
+        names = [f"#{i['alert_id']}" if i.get("alert_id") else i["fingerprint"][:8]
+                 for i in inhibitors]  # fmt: skip
+        why.append(f"inhibited by {', '.join(names)}")
+    foreign = [s for s in alert.get("am_silenced_by") or [] if s != alert.get("silence_id")]
+    if foreign:
+        why.append("silenced")
+    return ", ".join([state, *why]) if why else state
 
 
 def _alert_rows(alerts: list[dict[str, Any]]) -> str:
     rows = [
         [
             str(a["id"]),
-            a["state"],
+            state_text(a),
             a["severity"] or "-",
             a["alertname"],
             a["labels"].get("instance", "-"),
@@ -96,6 +120,19 @@ def _echo_alert(alert: dict[str, Any], output: str) -> None:
 @click.option("--until", default=None, help="RFC 3339 time, or a duration ago.")
 @click.option("--filter", "filters", multiple=True, help='Label matcher, e.g. team="infra".')
 @click.option("--acknowledged/--unacknowledged", default=None)
+@click.option(
+    "--am-state",
+    type=click.Choice(["active", "suppressed"]),
+    default=None,
+    help="Firing alerts Alertmanager notifies about (active) or mutes (suppressed).",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["attention", "newest"]),
+    default="attention",
+    show_default=True,
+    help="attention: firing, active and unacknowledged first; newest: by id.",
+)
 @click.option("--limit", type=Whole(1, 1000), default=50, show_default=True)
 @click.option("--cursor", default=None, help="next_cursor of the previous page.")
 @click.option(
@@ -114,6 +151,8 @@ def alerts_command(
     until: str | None,
     filters: tuple[str, ...],
     acknowledged: bool | None,
+    am_state: str | None,
+    sort: str,
     limit: int,
     cursor: str | None,
     ack_id: int | None,
@@ -126,9 +165,10 @@ def alerts_command(
         if ack_id is not None:
             _echo_alert(client.ack(ack_id, default_actor(), ""), output)
             return
-        params: dict[str, list[str]] = {"limit": [str(limit)]}
-        for key, value in (("status", status), ("rule", rule), ("since", since),
-                           ("until", until), ("cursor", cursor)):  # fmt: skip
+        params: dict[str, list[str]] = {"limit": [str(limit)], "sort": [sort]}
+        optional = {"status": status, "rule": rule, "since": since, "until": until,
+                    "cursor": cursor, "am_state": am_state}  # fmt: skip
+        for key, value in optional.items():
             if value:
                 params[key] = [value]
         if severity:
@@ -176,8 +216,8 @@ def _by_option(func: F) -> F:
     return click.option("--by", default=None, help="Who does it (default: your user name).")(func)
 
 
-def _ack_command(name: str, summary: str, acking: bool) -> None:
-    """Register `ack` or `unack`: the same options, one client call apart."""
+def _commented_command(name: str, summary: str, call: str) -> None:
+    """Register `ack`, `unack` or `resolve`: the same options, one client call apart."""
 
     @main.command(name, help=summary)
     @click.argument("alert_id", type=ALERT_ID)
@@ -190,14 +230,23 @@ def _ack_command(name: str, summary: str, acking: bool) -> None:
     def command(ctx: click.Context, alert_id: int, comment: str, by: str | None, output: str,
                 url: str | None, db: str | None) -> None:  # fmt: skip
         with _client(ctx, url, db) as client:
-            call = client.ack if acking else client.unack
-            _echo_alert(call(alert_id, by or default_actor(), comment), output)
+            action = getattr(client, call)
+            _echo_alert(action(alert_id, by or default_actor(), comment), output)
 
 
-_ack_command("ack", "Acknowledge a firing alert.", acking=True)
+_commented_command("ack", "Acknowledge a firing alert.", "ack")
 
 
-_ack_command("unack", "Withdraw an acknowledgement.", acking=False)
+_commented_command("unack", "Withdraw an acknowledgement.", "unack")
+
+
+_commented_command(
+    "resolve",
+    "Resolve a firing alert by hand. For an alert Alertmanager sent, a later firing delivery"
+    " of the same episode reopens it (with an event saying so); the embedded evaluator's stay"
+    " resolved.",
+    "resolve",
+)
 
 
 @main.command()
