@@ -193,6 +193,17 @@ def restart_resolve(alert_id: int, at: int) -> Job[StoredAlert | None]:
     return job
 
 
+def continued(alert_id: int, at: int) -> Job[None]:
+    """Job: the embedded evaluator, starting, took up a firing alert of its previous run."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        add_event(
+            conn, alert_id, at, "continued", "evaluator", "the condition still held at restart"
+        )
+
+    return job
+
+
 def silences_managed(conn: sqlite3.Connection) -> bool:
     """Whether acks get silences: the server last started with an Alertmanager configured
     (or has never run on this database: then the reconciler may yet create them)."""

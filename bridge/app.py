@@ -273,11 +273,12 @@ def _embedded(app: web.Application) -> Callable[[web.Application], Awaitable[Non
     settings = app[SETTINGS]
     instance = f"{settings.server.host}:{settings.server.port}"
     evaluator = EmbeddedEvaluator(
-        list(settings.rules.enabled), app[TELEMETRY], settings.prometheus.job, instance
-    )
+        list(settings.rules.enabled), app[TELEMETRY], settings.prometheus.job, instance,
+        restart_grace=max(30.0, 3.0 * settings.telemetry.sample_interval),
+    )  # fmt: skip
 
     async def step(app: web.Application) -> None:
-        result = await evaluator.evaluate_once(app[WRITER])
+        result = await evaluator.evaluate_once(app[WRITER], app[STORE])
         if result.fired or result.resolved:
             ids = result.fired + result.resolved
             alerts = await asyncio.to_thread(

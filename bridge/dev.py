@@ -1,8 +1,10 @@
 """`alertbridge dev`: a local stack of the real Prometheus and Alertmanager plus the bridge.
 
 Generates the configuration for free loopback ports into a work directory, starts
-`prometheus`, `prometheus-alertmanager` (gossip off) and `alertbridge serve`, prints the URLs,
-and stops all three (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
+`prometheus`, `prometheus-alertmanager` (gossip off; with `ha`, two replicas gossiping on
+loopback, both alerted by Prometheus, both notifying the bridge, both read by its
+reconciler) and `alertbridge serve`, prints the URLs, and stops them all (SIGTERM, then
+SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Stack:
     prometheus: str
     alertmanager: str
     workdir: Path
+    alertmanagers: tuple[str, ...] = ()  # every replica (alertmanager is the first)
 
 
 def _wait_ready(name: str, url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -63,10 +66,13 @@ def run_dev(
     workdir: Path,
     on_ready: Callable[[Stack], None],
     stop: threading.Event,
+    ha: bool = False,
 ) -> None:
     """Start the stack, call `on_ready`, block until `stop` is set, then tear it all down."""
-    ports = {name: free_port() for name in ("bridge", "prometheus", "alertmanager")}
+    replicas = ["alertmanager", "alertmanager-2"] if ha else ["alertmanager"]
+    ports = {name: free_port() for name in ("bridge", "prometheus", *replicas)}
     urls = {name: f"http://{LOOPBACK}:{port}" for name, port in ports.items()}
+    gossip = {name: free_port() for name in replicas}
     workdir.mkdir(parents=True, exist_ok=True)
     token_file = workdir / "webhook-token"
     token = secrets.token_urlsafe(24)
@@ -79,11 +85,12 @@ def run_dev(
             scrape_interval=min(settings.prometheus.scrape_interval, 5),
             evaluation_interval=min(settings.prometheus.evaluation_interval, 5),
             scrape_target=f"{LOOPBACK}:{ports['bridge']}",
-            alertmanager_target=f"{LOOPBACK}:{ports['alertmanager']}",
+            alertmanager_target=",".join(f"{LOOPBACK}:{ports[r]}" for r in replicas),
         ),
         alertmanager=replace(
             settings.alertmanager,
             url=urls["alertmanager"],
+            urls=tuple(urls[r] for r in replicas),
             webhook_url=urls["bridge"] + "/api/v1/alertmanager",
             webhook_token_file=str(token_file),
         ),
@@ -91,16 +98,28 @@ def run_dev(
     write_all(render_all(settings), workdir)
     env = {k: v for k, v in os.environ.items() if k != "ALERTBRIDGE_CONFIG"}
     env["ALERTBRIDGE_WEBHOOK_TOKEN"] = token  # the child reads it from its environment only
-    env["ALERTBRIDGE_ALERTMANAGER_URL"] = urls["alertmanager"]
+    env["ALERTBRIDGE_ALERTMANAGER_URL"] = ",".join(urls[r] for r in replicas)
+
+    def cluster(name: str) -> list[str]:
+        if not ha:
+            return ["--cluster.listen-address="]
+        peer = next(r for r in replicas if r != name)
+        return [f"--cluster.listen-address={LOOPBACK}:{gossip[name]}",
+                f"--cluster.advertise-address={LOOPBACK}:{gossip[name]}",
+                f"--cluster.peer={LOOPBACK}:{gossip[peer]}"]  # fmt: skip
+
     commands = {
-        "alertmanager": [
+        name: [
             find_tool("prometheus-alertmanager"),
             f"--config.file={workdir / ALERTMANAGER_PATH}",
-            f"--storage.path={workdir / 'alertmanager-data'}",
-            f"--web.listen-address={LOOPBACK}:{ports['alertmanager']}",
-            f"--web.external-url={urls['alertmanager']}",
-            "--cluster.listen-address=",
-        ],
+            f"--storage.path={workdir / (name + '-data')}",
+            f"--web.listen-address={LOOPBACK}:{ports[name]}",
+            f"--web.external-url={urls[name]}",
+            *cluster(name),
+        ]
+        for name in replicas
+    }
+    commands |= {
         "prometheus": [
             find_tool("prometheus"),
             f"--config.file={workdir / PROMETHEUS_PATH}",
@@ -133,7 +152,8 @@ def run_dev(
             )
         for name, proc in procs.items():
             _wait_ready(name, urls[name], proc, 30)
-        on_ready(Stack(urls["bridge"], urls["prometheus"], urls["alertmanager"], workdir))
+        on_ready(Stack(urls["bridge"], urls["prometheus"], urls["alertmanager"], workdir,
+                       tuple(urls[r] for r in replicas)))  # fmt: skip
         while not stop.wait(0.5):
             for name, proc in procs.items():
                 if proc.poll() is not None:

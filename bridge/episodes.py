@@ -174,8 +174,9 @@ _UPDATES = {
     # Two replicas saw the end at slightly different times: keep the earliest.
     "earlier_end": "UPDATE alerts SET ends_at = ?, receive_count = receive_count + 1,"
     " last_received_at = ? WHERE id = ?",
-    # Alertmanager says resolved what the bridge had resolved: final, with the true end.
-    "confirm": "UPDATE alerts SET resolution = 'alertmanager', ends_at = min(ends_at, ?),"
+    # Alertmanager says resolved what the bridge had resolved: final, with Alertmanager's end
+    # (the bridge's was when it noticed, or when the operator clicked).
+    "confirm": "UPDATE alerts SET resolution = 'alertmanager', ends_at = ?,"
     " receive_count = receive_count + 1, last_received_at = ?, updated_at = ? WHERE id = ?",
     # Still firing: the annotations carry the current $value.
     "still_firing": "UPDATE alerts SET annotations = ?, receive_count = receive_count + 1,"

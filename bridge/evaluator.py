@@ -220,6 +220,36 @@ class Evaluator:
         self._by_id[alert.id] = alert
         return alert
 
+    def restore(
+        self,
+        rule_name: str,
+        labels: Mapping[str, str],
+        value: float,
+        started_at: float,
+    ) -> Alert | None:
+        """Take up an episode that was firing before a restart, as if it had fired at
+        `started_at` (its `for` long past): the next evaluations continue or end it, with no
+        new "fired". None when the condition does not hold on `value`, or no rule has the name.
+        `labels` are the source's (as given to step)."""
+        rule = self._rules.get(rule_name)
+        if rule is None or not rule.enabled or not rule.holds(value):
+            return None
+        alert_labels = {**labels, **rule.labels, "severity": rule.severity.value}
+        key: Key = (rule.name, frozenset(alert_labels.items()))
+        if key in self._active:
+            return self._active[key]
+        self._pending[key] = started_at
+        alert = self._fire(rule, key, alert_labels, value, started_at)
+        self._last_notified[key] = self._clock()  # notified before the restart
+        return alert
+
+    def alert_labels(self, rule_name: str, labels: Mapping[str, str]) -> dict[str, str] | None:
+        """The labels an alert of the rule carries for a source's `labels` (None: no rule)."""
+        rule = self._rules.get(rule_name)
+        if rule is None:
+            return None
+        return {**labels, **rule.labels, "severity": rule.severity.value}
+
     # --- operator actions ----------------------------------------------------------------------
     def acknowledge(self, alert_id: int) -> bool:
         """Acknowledge: the alert stops repeating and leaves get_active_alerts. False if unknown."""

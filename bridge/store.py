@@ -337,6 +337,12 @@ def silence_work(conn: sqlite3.Connection) -> list[StoredAlert]:
     return [row_to_alert(r) for r in conn.execute(sql)]
 
 
+def firing_local(conn: sqlite3.Connection) -> list[StoredAlert]:
+    """Stored firing episodes of the embedded evaluator (taken up again at start)."""
+    sql = f"SELECT {COLUMNS} FROM alerts WHERE status = 'firing' AND source = 'local'"  # noqa: S608
+    return [row_to_alert(r) for r in conn.execute(sql)]
+
+
 def firing_from_alertmanager(conn: sqlite3.Connection) -> list[StoredAlert]:
     """Stored firing episodes that Alertmanager sent (reconciliation compares them)."""
     sql = (

@@ -273,3 +273,126 @@ async def test_expiring_a_silence_alertmanager_forgot_counts_as_done(env: Env) -
     await reconciler.run_once()
     assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"
     assert reconciler.failures == 0
+
+
+def _rfc(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // NS)) + ".000Z"
+
+
+async def test_a_restarted_alertmanagers_empty_list_resolves_nothing(env: Env) -> None:
+    """Alertmanager keeps alerts in memory only: after a restart it answers [] until
+    Prometheus resends. Within the resend window even a silenced (acked) alert stays firing;
+    past it, the absence counts."""
+    fake, store, _, reconciler, _ = env
+    await acked_and_silenced(env)
+    fake.alerts = []
+    fake.started = _rfc(now_ns() - 10 * NS)  # up for 10 s, the window is 90 s
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
+    fake.started = _rfc(now_ns() - 200 * NS)
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
+
+
+async def test_alertmanagers_view_is_stored_and_follows(env: Env) -> None:
+    """Suppressed with the silences and the inhibiting alerts (their ids when stored), then
+    active again when Alertmanager says so."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    warning, critical = firing(starts), firing(starts, "fedcba9876543210")
+    await writer.submit(ingest([warning, critical], starts))
+    view = am_view(warning, now_ns() + 60 * NS)
+    view["status"] = {"state": "suppressed", "silencedBy": ["s-1"],
+                      "inhibitedBy": ["fedcba9876543210", "00000000000000ff"]}  # fmt: skip
+    fake.alerts = [view, am_view(critical, now_ns() + 60 * NS)]
+    await reconciler.run_once()
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert (alert.am_state, alert.am_silenced_by) == ("suppressed", ("s-1",))
+    assert alert.am_inhibited_by == (("00000000000000ff", None), ("fedcba9876543210", 2))
+    assert store.read(lambda c: get_alert(c, 2)).am_state == "active"
+    fake.alerts[0]["status"] = {"state": "active", "silencedBy": [], "inhibitedBy": []}
+    await reconciler.run_once()
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert (alert.am_state, alert.am_silenced_by, alert.am_inhibited_by) == ("active", (), ())
+
+
+async def test_an_inhibited_alert_gone_from_the_list_is_resolved(env: Env) -> None:
+    """Inhibited alerts send no resolved either: when it disappears it is inferred over."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    await writer.submit(ingest([firing(starts)], starts))
+    view = am_view(firing(starts), now_ns() + 60 * NS)
+    view["status"] = {"state": "suppressed", "silencedBy": [], "inhibitedBy": ["ab" * 8]}
+    fake.alerts = [view]
+    await reconciler.run_once()
+    fake.alerts = []
+    await reconciler.run_once()
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert (alert.status, alert.resolution) == ("resolved", "inferred")
+
+
+@pytest.fixture
+async def pair(
+    tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> AsyncIterator[tuple[FakeAlertmanager, FakeAlertmanager, Store, Writer, Reconciler]]:
+    """Two stand-in replicas behind one reconciler."""
+    first, second = FakeAlertmanager(), FakeAlertmanager()
+    servers = [await aiohttp_server(f.app) for f in (first, second)]
+    store = Store(tmp_path / "a.db")
+    async with aiohttp.ClientSession() as session, Writer(store) as writer:
+        cluster = AlertmanagerCluster.of([str(s.make_url("/")) for s in servers], session)
+        yield first, second, store, writer, Reconciler(store, writer.submit, cluster)
+    store.close()
+
+
+async def test_with_one_replica_down_the_other_makes_the_silence(pair: Any) -> None:
+    """An ack while the first replica is down: the silence is made on the second (replicas
+    gossip), once; the alert listed only by the answering replica is not resolved."""
+    first, second, store, writer, reconciler = pair
+    starts = whole_seconds(now_ns())
+    second.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
+    await writer.submit(ingest([firing(starts)], starts))
+    first.down = True
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    alert = store.read(lambda c: get_alert(c, 1))
+    assert (alert.status, alert.silence_state) == ("firing", "active")
+    assert (len(first.silences), len(second.silences)) == (0, 1)
+
+
+async def test_an_alert_any_replica_lists_is_not_resolved(pair: Any) -> None:
+    """A trusted replica without it and a restarted one listing it: it stays firing (the
+    first one may have lost it, or not received it yet). Gone from both: resolved."""
+    first, second, store, writer, reconciler = pair
+    starts = whole_seconds(now_ns())
+    await writer.submit(ingest([firing(starts)], starts))
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    view = am_view(firing(starts), now_ns() + 60 * NS)
+    first.alerts, second.alerts = [view], [view]
+    await reconciler.run_once()
+    first.alerts = []
+    second.started = _rfc(now_ns() - 5 * NS)  # just restarted: untrusted, but it lists it
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
+    second.alerts = []
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
+
+
+async def test_expiry_reaches_the_replica_that_knows_the_silence(pair: Any) -> None:
+    """The first replica never heard of the silence (not found): it is expired on the
+    second; only when every replica says not found is it taken as done."""
+    first, second, store, writer, reconciler = pair
+    starts = whole_seconds(now_ns())
+    await writer.submit(ingest([firing(starts)], starts))
+    view = am_view(firing(starts), now_ns() + 60 * NS)
+    first.alerts = second.alerts = [view]
+    first.down = True
+    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    first.down = False
+    (silence_id,) = second.silences
+    await writer.submit(unacknowledge(1, "alice", "", now_ns()))
+    await reconciler.run_once()
+    assert second.silences[silence_id]["state"] == "expired"
+    assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"

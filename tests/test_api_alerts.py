@@ -364,3 +364,39 @@ async def test_an_alerts_trail_is_bounded_and_says_so(
     assert kinds[0] == "fired"
     assert 5 <= len(kinds) <= 12
     assert detail["events"][1]["detail"].startswith("00")
+
+
+async def test_resolve_by_hand_then_alertmanager_says_firing(client: Client) -> None:
+    """POST /resolve resolves with the actor and comment (409 when already resolved); the
+    next firing delivery of that episode reopens it, with an event saying why."""
+    response = await client.post("/api/v1/alerts/1/resolve", json={"by": "ann", "comment": "ok"},
+                                 headers=API)  # fmt: skip
+    assert response.status == 200
+    body = await response.json()
+    assert (body["status"], body["resolution"]) == ("resolved", "manual")
+    again = await client.post("/api/v1/alerts/1/resolve", json={"by": "ann"}, headers=API)
+    assert again.status == 409
+    payload = notification(am_alert("0000000000000001", alertname="high_cpu", team="infra"))
+    hook = await client.post("/api/v1/alertmanager", json=payload, headers=HOOK)
+    assert hook.status == 200
+    detail = await (await client.get("/api/v1/alerts/1", headers=API)).json()
+    assert detail["status"] == "firing"
+    assert [(e["kind"], e["actor"]) for e in detail["events"]][-2:] == [
+        ("resolved", "ann"), ("reopened", "alertmanager")]  # fmt: skip
+
+
+async def test_am_state_and_sort_parameters(client: Client) -> None:
+    """am_state filters firing alerts by Alertmanager's view; sort=attention orders them;
+    bad values are 400 naming the parameter."""
+    await client.app[WRITER].submit(set_am_states([(2, "suppressed", ["s"], [])]))
+    assert await ids(client, am_state="suppressed") == [2]
+    assert await ids(client, am_state="active") == [3, 1]
+    assert await ids(client, sort="attention") == [3, 1, 2, 4]
+    for name, value in (("am_state", "muted"), ("sort", "oldest"), ("cursor", "a9.9.9")):
+        response = await client.get(
+            "/api/v1/alerts",
+            params={name: value, "sort": "attention"} if name == "cursor" else {name: value},
+            headers=API,
+        )
+        assert response.status == 400
+        assert (await response.json())["field"] == name

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from bridge.actions import acknowledge, record_alertmanagers, set_am_states
 from bridge.cli import main
 from bridge.episodes import ingest
 from bridge.store import NS, Store
@@ -126,3 +127,67 @@ def test_remote_commands_against_a_live_bridge(tmp_path: Path) -> None:
     unreachable = cli("alerts", "--url", base, env=token_env)
     assert unreachable.exit_code == 1
     assert f"cannot reach {base}" in unreachable.output
+
+
+def test_resolve_by_hand(db: str) -> None:
+    """resolve ID -c WHY: resolved with the actor and comment in the trail; again is 409-ish
+    (exit 1, one line); the table says how it ended."""
+    result = cli("resolve", "1", "--db", db, "--by", "ann", "-c", "false alarm")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split()[1:3] == ["resolved", "(by"]
+    again = cli("resolve", "1", "--db", db)
+    assert again.exit_code == 1
+    assert again.output == "alertbridge: error: alert 1 is already resolved\n"
+    trail = cli("show", "1", "--db", db).output.split("events:")[1]
+    assert "resolved by ann: false alarm" in trail
+
+
+def test_attention_first_by_default_and_newest_on_request(db: str) -> None:
+    """The default listing shows what needs someone first: unacknowledged and not muted by
+    Alertmanager, critical first; acknowledged after; resolved last. --sort newest is by id."""
+    store = Store(db)
+    store.run(set_am_states([(2, "suppressed", [], [("1" * 16, 1)])]))
+    store.run(ingest([received(fingerprint="4" * 16, severity="critical")], T0))
+    store.run(acknowledge(4, "alice", "", T0))
+    store.close()
+    listed = cli("alerts", "--db", db, "-o", "json")
+    assert [a["id"] for a in json.loads(listed.output)["alerts"]] == [1, 2, 4, 3]
+    newest = cli("alerts", "--db", db, "-o", "json", "--sort", "newest")
+    assert [a["id"] for a in json.loads(newest.output)["alerts"]] == [4, 3, 2, 1]
+    table = cli("alerts", "--db", db).output.splitlines()
+    assert table[2].startswith("2   firing, inhibited by #1")
+    suppressed = cli("alerts", "--db", db, "--am-state", "suppressed", "-o", "json")
+    assert [a["id"] for a in json.loads(suppressed.output)["alerts"]] == [2]
+    active = cli("alerts", "--db", db, "--am-state", "active", "-o", "json")
+    assert [a["id"] for a in json.loads(active.output)["alerts"]] == [1, 4]
+
+
+def test_attention_pages_follow_each_other(db: str) -> None:
+    """Page by page in attention order: every alert once, in the same order as one page."""
+    store = Store(db)
+    store.run(ingest([received(fingerprint=f"{n:016x}", severity=["info", "critical"][n % 2])
+                      for n in range(10, 30)], T0))  # fmt: skip
+    store.close()
+    whole = json.loads(cli("alerts", "--db", db, "-o", "json", "--limit", "100").output)
+    seen, cursor = [], None
+    for _ in range(30):
+        args = ["alerts", "--db", db, "-o", "json", "--limit", "3"]
+        page = json.loads(cli(*args, *(["--cursor", cursor] if cursor else [])).output)
+        seen += [a["id"] for a in page["alerts"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [a["id"] for a in whole["alerts"]]
+    assert len(seen) == 23
+
+
+def test_no_alertmanager_no_pending_silence(db: str) -> None:
+    """When the server runs with no Alertmanager, an ack makes no silence work and the
+    SILENCE column says why."""
+    store = Store(db)
+    store.run(record_alertmanagers([]))
+    store.close()
+    acked = json.loads(cli("ack", "1", "--db", db, "-o", "json").output)
+    assert acked["silence_state"] == "none"
+    row = next(r for r in cli("alerts", "--db", db).output.splitlines() if r.startswith("1 "))
+    assert "none: no Alertmanager configured" in row

@@ -173,9 +173,10 @@ def status(ctx: click.Context, url: str | None, output: str) -> None:
     default=None,
     help="Work directory for configs, data and logs (default: a new temporary one).",
 )
+@click.option("--ha", is_flag=True, help="Two Alertmanager replicas, gossiping, as in production.")
 @click.pass_context
 @fail_cleanly
-def dev(ctx: click.Context, workdir: Path | None) -> None:
+def dev(ctx: click.Context, workdir: Path | None, ha: bool) -> None:
     """Run real Prometheus + Alertmanager + the bridge on loopback until Ctrl-C."""
     from bridge.dev import Stack, run_dev
 
@@ -187,11 +188,12 @@ def dev(ctx: click.Context, workdir: Path | None) -> None:
     def ready(stack: Stack) -> None:
         click.echo(f"alertbridge   {stack.bridge}   (metrics {stack.bridge}/metrics)")
         click.echo(f"prometheus    {stack.prometheus}")
-        click.echo(f"alertmanager  {stack.alertmanager}")
+        for url in stack.alertmanagers or (stack.alertmanager,):
+            click.echo(f"alertmanager  {url}")
         click.echo(f"files and logs in {stack.workdir}; Ctrl-C stops everything", err=True)
 
     if workdir is not None:
-        run_dev(settings, workdir, ready, stop)
+        run_dev(settings, workdir, ready, stop, ha)
         return
     with tempfile.TemporaryDirectory(prefix="alertbridge-dev-") as tmp:
-        run_dev(settings, Path(tmp), ready, stop)
+        run_dev(settings, Path(tmp), ready, stop, ha)

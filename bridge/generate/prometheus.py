@@ -213,14 +213,17 @@ def render_prometheus_config(
     alertmanager_target: str,
     rules_path: str = f"rules/{RULES_FILE}",
 ) -> str:
-    """`prometheus.yml`: scrape the bridge, load the generated rules, alert to Alertmanager."""
+    """`prometheus.yml`: scrape the bridge, load the generated rules, alert to Alertmanager
+    (`alertmanager_target` may list a cluster's replicas, comma-separated: Prometheus sends
+    every alert to each, as Alertmanager's HA wants)."""
+    targets = [t.strip() for t in alertmanager_target.split(",") if t.strip()]
     doc = {
         "global": {
             "scrape_interval": format_duration(scrape_interval),
             "evaluation_interval": format_duration(evaluation_interval),
         },
         "rule_files": [rules_path],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_target]}]}]},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": targets}]}]},
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [scrape_target]}]}],
     }
     return dump_yaml(doc)
