@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from bridge.actions import AmView, resolve_inferred, set_am_states, set_silence
-from bridge.episodes import ingest
+from bridge.episodes import PROVISIONAL, ingest
 from bridge.errors import AlertmanagerError, InvalidInput
 from bridge.store import (
     NS,
@@ -42,6 +42,7 @@ from bridge.store import (
     Store,
     StoredAlert,
     episode_ids,
+    episode_states,
     firing_from_alertmanager,
     now_ns,
     silence_work,
@@ -243,10 +244,12 @@ class Reconciler:
         backoff_base: float = 1.0,
         backoff_max: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        on_round: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.submit = submit
         self.cluster = cluster
+        self.on_round = on_round or (lambda outcome: None)
         self.silence_seconds = silence_seconds
         self.max_ack_seconds = max_ack_seconds
         self.backoff_base = backoff_base
@@ -278,9 +281,10 @@ class Reconciler:
     async def run_once(self) -> None:
         """One round: learn from GET /api/v2/alerts, then do the pending silence work."""
         try:
-            await self._sync_alerts()
+            self.on_round(await self._sync_alerts())
         except AlertmanagerError as exc:
             self.failures += 1
+            self.on_round("failed")
             log.warning("reconciliation skipped: %s", exc)
         for alert in await self._read(silence_work):
             if self._due(alert.id):
@@ -290,7 +294,9 @@ class Reconciler:
                 except AlertmanagerError as exc:
                     self._failed(alert.id, exc)
 
-    async def _sync_alerts(self) -> None:
+    async def _sync_alerts(self) -> str:
+        """Learn from the replicas' lists; "trusted" or "untrusted" (no replica that answered
+        has been up for the resend window: nothing was inferred)."""
         now = now_ns()
         lists = await self.cluster.lists(now)
         answered = [r for r in lists if r.alerts is not None]
@@ -307,8 +313,16 @@ class Reconciler:
                 views.append(seen.view(alert.id, ids))
             elif trusted and _muted(alert):
                 await self.submit(resolve_inferred(alert.id, now, _INFERRED))
-        stored_keys = {(a.fingerprint, a.starts_at) for a in stored}
-        missing = [seen for key, seen in listed.items() if key not in stored_keys]
+        # Listed active but not stored firing: inserted when unknown (the bridge was down),
+        # reopened when the bridge resolved it itself; left alone when Alertmanager did.
+        firing_keys = {(a.fingerprint, a.starts_at) for a in stored}
+        others = [seen.alert for key, seen in listed.items() if key not in firing_keys]
+        known = await self._read(lambda c: episode_states(c, others)) if others else {}
+        missing = [
+            listed[key]
+            for key in ((a.fingerprint, a.starts_at) for a in others)
+            if key not in known or known[key] in PROVISIONAL
+        ]
         if missing:
             alerts = [m.alert for m in missing]
             await self.submit(ingest(alerts, now, source="alertmanager", actor="reconciler"))
@@ -318,6 +332,7 @@ class Reconciler:
                       if (key := (m.alert.fingerprint, m.alert.starts_at)) in found]  # fmt: skip
         if views:
             await self.submit(set_am_states(views))
+        return "trusted" if trusted else "untrusted"
 
     async def _silence_step(self, alert: StoredAlert) -> None:
         now = now_ns()

@@ -230,6 +230,7 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
             AlertmanagerCluster.of(am.urls, session, trust_after),
             silence_seconds=am.silence_duration,
             max_ack_seconds=am.max_ack_duration or None,
+            on_round=lambda outcome: app[METRICS].reconcile_rounds.labels(outcome=outcome).inc(),
         )
         app[RECONCILER] = reconciler
         task = asyncio.create_task(reconciler.run_forever(am.reconcile_interval))

@@ -155,9 +155,9 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> 
             raise ConfigError(source, name, "unknown setting")
         default = getattr(cls(), key)
         try:
-            if key.endswith(("_interval", "_wait", "_duration", "_timeout")) or key == "window":
+            if key.endswith(("_interval", "_wait", "_duration", "_timeout", "window")):
                 out[key] = parse_duration(value)
-                if out[key] == 0 and key != "max_ack_duration":
+                if out[key] == 0 and key not in ("max_ack_duration", "resend_window"):
                     raise ValueError("must be longer than 0s")
             elif isinstance(default, tuple):
                 if not isinstance(value, list) or not all(

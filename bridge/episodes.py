@@ -252,7 +252,7 @@ def _account(
         outcome.resolved.append(alert_id)
     elif kind == "reopen":
         how = "by the reconciler" if state[3] == "inferred" else "by hand"
-        detail = f"Alertmanager sent it firing again after it was resolved {how}"
+        detail = f"Alertmanager has it firing again after it was resolved {how}"
         events.append((alert_id, row[10], "reopened", source, detail))
         outcome.reopened.append(alert_id)
     else:

@@ -104,6 +104,16 @@ class BridgeMetrics:
             registry=registry,
         )
         self.truncations = TruncationWatch(self.alerts_truncated)
+        self.reconcile_rounds = Counter(
+            "alertbridge_reconcile_rounds",
+            "Reconcile rounds with Alertmanager by outcome: trusted (a replica up for longer"
+            " than the resend window answered), untrusted (only replicas that restarted since:"
+            " nothing inferred), failed (none answered).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("trusted", "untrusted", "failed"):
+            self.reconcile_rounds.labels(outcome=outcome)
         self.http_connections = Gauge(
             "alertbridge_http_connections",
             "Open HTTP connections.",

@@ -364,6 +364,19 @@ def episode_ids(conn: sqlite3.Connection, episodes: Sequence[Any]) -> dict[tuple
     return {(fp, starts): alert_id for fp, starts, alert_id in rows}
 
 
+def episode_states(
+    conn: sqlite3.Connection, episodes: Sequence[Any]
+) -> dict[tuple[str, int], str | None]:
+    """The resolution (None while firing) of the stored episodes among `episodes`."""
+    keys = orjson.dumps([[e.fingerprint, e.starts_at] for e in episodes]).decode()
+    rows = conn.execute(
+        "SELECT a.fingerprint, a.starts_at, a.resolution FROM json_each(?) AS j JOIN alerts"
+        " AS a ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
+        (keys,),
+    )
+    return {(fp, starts): resolution for fp, starts, resolution in rows}
+
+
 def get_retention(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = 'retention_days'").fetchone()
     return int(row[0]) if row else DEFAULT_RETENTION_DAYS

@@ -152,7 +152,7 @@ def start_bridge(
     return proc
 
 
-def start_prometheus(tmp: Path, config: Path, port: int) -> Proc:
+def start_prometheus(tmp: Path, config: Path, port: int, extra: Sequence[str] = ()) -> Proc:
     """The Debian `prometheus` binary with `config`, its TSDB under tmp, on loopback."""
     url = f"http://{LOOPBACK}:{port}"
     argv = [
@@ -162,6 +162,7 @@ def start_prometheus(tmp: Path, config: Path, port: int) -> Proc:
         f"--web.listen-address={LOOPBACK}:{port}",
         f"--web.external-url={url}",
         "--log.level=warn",
+        *extra,
     ]
     proc = Proc("prometheus", argv, tmp / "prometheus.log", os.environ)
     try:

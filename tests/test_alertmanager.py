@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bridge.actions import acknowledge, unacknowledge
+from bridge.actions import acknowledge, resolve, unacknowledge
 from bridge.alertmanager import AlertmanagerClient, AlertmanagerCluster, Reconciler
 from bridge.episodes import ingest
 from bridge.store import NS, Store, get_alert, get_events, now_ns
@@ -396,3 +396,22 @@ async def test_expiry_reaches_the_replica_that_knows_the_silence(pair: Any) -> N
     await reconciler.run_once()
     assert second.silences[silence_id]["state"] == "expired"
     assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"
+
+
+async def test_a_listed_alert_reopens_a_provisional_resolution_only(env: Env) -> None:
+    """Listed active by a trusted Alertmanager: a hand-resolved episode is reopened (by the
+    reconciler); one Alertmanager itself resolved is left alone, its receive count too."""
+    fake, store, writer, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    first, second = firing(starts), firing(starts, "fedcba9876543210")
+    await writer.submit(ingest([first, second], starts))
+    await writer.submit(resolve(1, "ann", "", now_ns()))
+    ended = ReceivedAlert(second.fingerprint, "resolved", starts, now_ns(), LABELS, {}, "")
+    await writer.submit(ingest([ended], now_ns()))
+    fake.alerts = [am_view(first, now_ns() + 60 * NS), am_view(second, now_ns() + 60 * NS)]
+    await reconciler.run_once()
+    await reconciler.run_once()
+    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
+    assert events(store, 1)[-1][:2] == ("reopened", "reconciler")
+    final = store.read(lambda c: get_alert(c, 2))
+    assert (final.status, final.receive_count) == ("resolved", 2)

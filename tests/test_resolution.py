@@ -40,7 +40,7 @@ def test_an_inferred_resolution_is_reopened_by_a_firing(store: Store) -> None:
         "SELECT actor, detail FROM events WHERE kind = 'reopened'").fetchone())  # fmt: skip
     assert trail == (
         "alertmanager",
-        "Alertmanager sent it firing again after it was resolved by the reconciler",
+        "Alertmanager has it firing again after it was resolved by the reconciler",
     )
     counts = store.read(lambda c: c.execute(
         "SELECT state, count FROM alert_counts WHERE count > 0").fetchall())  # fmt: skip
@@ -63,7 +63,7 @@ def test_a_manual_resolution_is_reopened_by_a_firing(store: Store) -> None:
         (
             "reopened",
             "alertmanager",
-            "Alertmanager sent it firing again after it was resolved by hand",
+            "Alertmanager has it firing again after it was resolved by hand",
         ),
     ]
 
