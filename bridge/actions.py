@@ -14,6 +14,7 @@ from bridge.store import (
     Job,
     StoredAlert,
     add_event,
+    add_person,
     get_alert,
     get_retention,
 )
@@ -108,6 +109,8 @@ def assign(alert_id: int, actor: object, assignee: object, at: int) -> Job[Store
         conn.execute(
             "UPDATE alerts SET assignee = ?, updated_at = ? WHERE id = ?", (who, at, alert_id)
         )
+        if who:
+            add_person(conn, who)
         add_event(conn, alert_id, at, "assigned", by, who or "")
         return get_alert(conn, alert_id)
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bridge import telemetry_export
 from bridge.baseline import compute_baseline, episodes, quantile
 from bridge.catalog import CATALOG
 from bridge.cli import main
 from bridge.errors import BridgeError
-from bridge.export import Anonymizer
+from bridge.export import Anonymizer, Destination
+from bridge.export import telemetry as telemetry_export
+from bridge.export.telemetry import export_telemetry, queries_for
 from bridge.promapi import PrometheusClient, Series, default_step
 from bridge.rules import DEFAULT_RULES
 from bridge.store import Store
-from bridge.telemetry_export import export_telemetry, queries_for
 from tests.support import (
     LOOPBACK,
     free_port,
@@ -50,7 +50,9 @@ def test_unreachable_prometheus_is_named(tmp_path: Path) -> None:
     client = PrometheusClient(f"http://{LOOPBACK}:{free_port()}")
     out = tmp_path / "t.csv"
     with pytest.raises(BridgeError, match="cannot reach Prometheus at"):
-        export_telemetry(client, out, "csv", queries_for([], "telemetry"), 0, 60)
+        export_telemetry(
+            client, Destination.of(out, None), "csv", queries_for([], "telemetry"), 0, 60
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,7 +79,8 @@ def test_exports_what_prometheus_scraped(
     queries = queries_for(
         ["system.cpu.percent", "telemetry_ingestion_documents_total"], "telemetry"
     )
-    result = export_telemetry(PrometheusClient(prom), out, fmt, queries, started, time.time(),
+    result = export_telemetry(PrometheusClient(prom), Destination.of(out, None), fmt, queries,
+                              started, time.time(),
                               step=1)  # fmt: skip
     rows = read_back(out, fmt)
     assert result.records == len(rows) >= 8
@@ -98,13 +101,17 @@ def test_anonymised_and_chunked(
     prom, started, _ = prometheus
     client, end = PrometheusClient(prom), time.time()
     queries = queries_for(["system.cpu.percent"], "telemetry")
-    whole = export_telemetry(client, tmp_path / "a.json", "json", queries, started, end, step=1)
+    whole = export_telemetry(
+        client, Destination.of(tmp_path / "a.json", None), "json", queries, started, end, step=1
+    )
     monkeypatch.setattr(telemetry_export, "MAX_POINTS", 3)
-    chunked = export_telemetry(client, tmp_path / "b.json", "json", queries, started, end, step=1)
+    chunked = export_telemetry(
+        client, Destination.of(tmp_path / "b.json", None), "json", queries, started, end, step=1
+    )
     assert read_back(tmp_path / "a.json", "json") == read_back(tmp_path / "b.json", "json")
     assert whole.records == chunked.records
     anon = tmp_path / "c.json"
-    export_telemetry(client, anon, "json", queries, started, end, step=1,
+    export_telemetry(client, Destination.of(anon, None), "json", queries, started, end, step=1,
                      anonymizer=Anonymizer(b"k"))  # fmt: skip
     assert LOOPBACK.encode() not in anon.read_bytes()
     labels = json.loads(anon.read_text().splitlines()[0])["labels"]
@@ -118,8 +125,8 @@ def test_bad_promql_is_named(prometheus: tuple[str, float, str], tmp_path: Path)
     prom, started, _ = prometheus
     queries = queries_for(["sum(("], "telemetry")
     with pytest.raises(BridgeError, match="Prometheus rejected 'sum\\(\\('"):
-        export_telemetry(PrometheusClient(prom), tmp_path / "x.csv", "csv", queries, started,
-                         time.time())  # fmt: skip
+        export_telemetry(PrometheusClient(prom), Destination.of(tmp_path / "x.csv", None), "csv",
+                         queries, started, time.time())  # fmt: skip
     assert list(tmp_path.iterdir()) == []
 
 

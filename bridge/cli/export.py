@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,19 +15,31 @@ import click
 
 from bridge.baseline import compute_baseline, describe
 from bridge.cli.common import Whole, fail_cleanly, main, settings_of
-from bridge.errors import BridgeError
-from bridge.export import FORMATS, Anonymizer, export_alerts, export_key, known_people
+from bridge.errors import BridgeError, StoreError
+from bridge.export import (
+    FORMATS,
+    Anonymizer,
+    Destination,
+    MissingKey,
+    anonymizer_for,
+    count,
+    export_history,
+    export_key,
+)
+from bridge.export.telemetry import export_telemetry, queries_for
 from bridge.promapi import PrometheusClient, default_step
 from bridge.query import parse_when
 from bridge.store import NS, Store, now_ns
-from bridge.telemetry_export import export_telemetry, queries_for
 
 
 @main.command("export")
-@click.option("--what", type=click.Choice(["alerts", "telemetry"]), default="alerts",
-              show_default=True)  # fmt: skip
+@click.option("--what", type=click.Choice(["alerts", "events", "telemetry"]), default="alerts",
+              show_default=True,
+              help="alerts; events (their audit trail); telemetry (from Prometheus).")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
-@click.option("--output", type=click.Path(path_type=Path), required=True, help="File to write.")
+@click.option(
+    "--output", required=True, help="File to write (replaced atomically), or - for stdout."
+)
 @click.option("--since", default=None, help="RFC 3339 time or a duration ago (2h).")
 @click.option("--until", default=None, help="RFC 3339 time or a duration ago (default: now).")
 @click.option(
@@ -40,7 +54,7 @@ from bridge.telemetry_export import export_telemetry, queries_for
     "--anonymize/--no-anonymize",
     default=True,
     show_default=True,
-    help="Pseudonymise label values outside the allowlist, people and matching text.",
+    help="Pseudonymise label values outside the allowlist and people, and scrub them from text.",
 )
 @click.option("--db", default=None, help="Local database file (default: server.db).")
 @click.pass_context
@@ -49,7 +63,7 @@ def export_command(
     ctx: click.Context,
     what: str,
     fmt: str,
-    output: Path,
+    output: str,
     since: str | None,
     until: str | None,
     metrics: tuple[str, ...],
@@ -58,66 +72,106 @@ def export_command(
     anonymize: bool,
     db: str | None,
 ) -> None:
-    """Export stored alerts (with ack, resolution, durations) or telemetry from Prometheus."""
+    """Export stored alerts (with ack, resolution, durations, notes), their events, or
+    telemetry from Prometheus."""
     settings = settings_of(ctx)
     now = now_ns()
     start = parse_when(since, "since", now) if since else None
     end = parse_when(until, "until", now) if until else None
     path = db or settings.server.db
-    if what == "telemetry" and not anonymize:
-        store = None
-    else:
-        if not Path(path).exists():
-            raise BridgeError(f"no alert database at {path} (pass --db PATH)")
-        store = Store(path)
-    try:
-        anonymizer = None
-        if anonymize:
-            assert store is not None
-            anonymizer = Anonymizer(export_key(store, os.environ), people=known_people(store))
-        with _progress(what) as progress:
-            if what == "alerts":
-                assert store is not None
-                result = export_alerts(store, output, fmt, anonymizer=anonymizer, since=start,
-                                       until=end, progress=progress)  # fmt: skip
-            else:
-                url = prometheus_url or settings.prometheus.url
-                if not url:
-                    raise BridgeError("telemetry export needs --prometheus-url or prometheus.url")
-                end_s = (end or now) / NS
-                start_s = start / NS if start is not None else end_s - 3600
+    needs_store = what != "telemetry" or anonymize
+    if needs_store and not Path(path).exists():
+        raise BridgeError(f"no alert database at {path} (pass --db PATH)")
+    destination = Destination.of(output, path if needs_store else None)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_terminated_cleanly())
+        store = stack.enter_context(_read_only(path)) if needs_store else None
+        anonymizer = _anonymizer(store, path) if anonymize and store is not None else None
+        if what == "telemetry":
+            url = prometheus_url or settings.prometheus.url
+            if not url:
+                raise BridgeError("telemetry export needs --prometheus-url or prometheus.url")
+            end_s = (end or now) / NS
+            start_s = start / NS if start is not None else end_s - 3600
+            with _progress(what, None) as progress:
                 result = export_telemetry(
-                    PrometheusClient(url), output, fmt,
+                    PrometheusClient(url), destination, fmt,
                     queries_for(metrics, settings.namespace), start_s, end_s,
                     step=step, anonymizer=anonymizer, progress=progress,
                 )  # fmt: skip
-    finally:
-        if store is not None:
-            store.close()
+        else:
+            assert store is not None
+            with _progress(what, count(store, what, start, end)) as progress:
+                result = export_history(store, destination, what, fmt, anonymizer=anonymizer,
+                                        since=start, until=end, progress=progress)  # fmt: skip
     state = "anonymised" if anonymize else "not anonymised"
-    noun = "alerts" if what == "alerts" else "telemetry points"
-    click.echo(
-        f"wrote {result.records} {noun} ({state}) to {result.path}: {result.bytes} bytes, {fmt}"
-    )
+    noun = {"alerts": "alerts", "events": "events", "telemetry": "telemetry points"}[what]
+    size = f": {result.bytes} bytes" if result.bytes is not None else ""
+    click.echo(f"wrote {result.records} {noun} ({state}) to {result.shown}{size}, {fmt}",
+               err=destination.streaming)  # fmt: skip
 
 
 @contextlib.contextmanager
-def _progress(what: str) -> Iterator[Callable[[int], None] | None]:
-    """A running count on stderr when stdout is a terminal; nothing otherwise."""
-    if not sys.stdout.isatty():
+def _read_only(path: str) -> Iterator[Store]:
+    store = Store(path, read_only=True)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _anonymizer(store: Store, path: str) -> Anonymizer:
+    """The export's Anonymizer; its key generated and kept in the database the first time
+    (which then needs write access), unless ALERTBRIDGE_EXPORT_KEY(_FILE) gives one."""
+    try:
+        return anonymizer_for(store, os.environ)
+    except MissingKey as missing:
+        try:
+            writable = Store(path)
+            try:
+                export_key(writable, os.environ)
+            finally:
+                writable.close()
+        except StoreError:
+            raise missing from None
+    return anonymizer_for(store, os.environ)
+
+
+@contextlib.contextmanager
+def _terminated_cleanly() -> Iterator[None]:
+    """SIGTERM ends the export as Ctrl-C does: the temporary file is removed (exit 143)."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """On a terminal (stderr): done of total, rate and time left; nothing otherwise."""
+    if not sys.stderr.isatty():
         yield None
         return
-    done = 0
+    began = time.monotonic()
+    with click.progressbar(
+        length=total or 0, label=f"exporting {what}", file=sys.stderr, show_pos=True,
+        show_eta=total is not None, show_percent=total is not None,
+        item_show_func=lambda rate: rate,
+    ) as bar:  # fmt: skip
+        done = 0
 
-    def update(count: int) -> None:
-        nonlocal done
-        done += count
-        click.echo(f"\rexporting {what}: {done} records", nl=False, err=True)
+        def update(n: int) -> None:
+            nonlocal done
+            done += n
+            rate = done / max(time.monotonic() - began, 1e-6)
+            bar.update(n, f"{rate:,.0f}/s")
 
-    try:
         yield update
-    finally:
-        click.echo(err=True)
 
 
 @main.command("baseline")

@@ -7,33 +7,27 @@ walked in chunks of at most MAX_POINTS steps, so memory stays flat however long 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from bridge.catalog import CATALOG
-from bridge.export import Anonymizer, ExportResult, Layout, Records, check_output, write_atomically
+from bridge.errors import BridgeError
+from bridge.export.anonymize import Anonymizer
+from bridge.export.columns import MAP, TIME, Chunk
+from bridge.export.history import ExportResult
+from bridge.export.output import Destination
+from bridge.export.writers import FORMATS, WRITERS
 from bridge.model import format_duration
 from bridge.promapi import MAX_POINTS, PrometheusClient, default_step
 
-MS = 1_000_000  # ns in a millisecond: Prometheus timestamps have millisecond precision
-
-TELEMETRY = Layout(
-    pa.schema(
-        [
-            ("metric", pa.string()),
-            ("expr", pa.string()),
-            ("timestamp", pa.timestamp("ns", tz="UTC")),
-            ("value", pa.float64()),
-            ("labels", pa.map_(pa.string(), pa.string())),
-        ]
-    ),
-    times=("timestamp",),
-    maps=("labels",),
-)
+MS = 1000  # us in a millisecond: Prometheus timestamps have millisecond precision
+TELEMETRY_SCHEMA = pa.schema(
+    [("metric", pa.string()), ("expr", pa.string()), ("timestamp", TIME),
+     ("value", pa.float64()), ("labels", MAP)]
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +50,7 @@ def queries_for(metrics: Sequence[str], namespace: str, window_seconds: int = 30
 
 def export_telemetry(
     client: PrometheusClient,
-    output: Path,
+    destination: Destination,
     fmt: str,
     queries: Sequence[Query],
     start: float,
@@ -66,35 +60,42 @@ def export_telemetry(
     anonymizer: Anonymizer | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
-    """Write every point of every query over [start, end] (unix seconds), atomically."""
-    output = Path(output)
-    check_output(output, fmt)
+    """Write every point of every query over [start, end] (unix seconds)."""
+    if fmt not in FORMATS:
+        raise BridgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if end <= start:
         raise ValueError("the end of the range must be after its start")
     step = step or default_step(start, end)
     span = step * (MAX_POINTS - 1)
     count = 0
 
-    def records() -> Records:
+    def chunks() -> Iterator[Chunk]:
         nonlocal count
         for query in queries:
             chunk_start = start
             while chunk_start <= end:
                 chunk_end = min(end, chunk_start + span)
-                chunk: list[dict[str, Any]] = []
+                columns: dict[str, list[object]] = {n: [] for n in TELEMETRY_SCHEMA.names}
+                texts: list[str] = []
                 for series in client.query_range(query.expr, chunk_start, chunk_end, step):
                     labels = anonymizer.labels(series.labels) if anonymizer else series.labels
-                    chunk += [
-                        {"metric": query.metric, "expr": query.expr,
-                         "timestamp": round(t * 1000) * MS, "value": v, "labels": labels}
-                        for t, v in series.points
-                    ]  # fmt: skip
-                count += len(chunk)
+                    text, pairs = orjson.dumps(labels).decode(), list(labels.items())
+                    for t, v in series.points:
+                        columns["metric"].append(query.metric)
+                        columns["expr"].append(query.expr)
+                        columns["timestamp"].append(round(t * 1000) * MS)
+                        columns["value"].append(v)
+                        columns["labels"].append(pairs)
+                        texts.append(text)
+                points = len(texts)
+                count += points
                 if progress is not None:
-                    progress(len(chunk))
-                if chunk:
-                    yield chunk
+                    progress(points)
+                if points:
+                    batch = pa.RecordBatch.from_pydict(columns, schema=TELEMETRY_SCHEMA)
+                    yield Chunk(batch, {"labels": pa.array(texts, pa.string())})
                 chunk_start = chunk_end + step
 
-    size = write_atomically(output, fmt, TELEMETRY, records())
-    return ExportResult(output, count, size, fmt)
+    with destination.open() as sink:
+        WRITERS[fmt](sink, TELEMETRY_SCHEMA, chunks(), ("metric", "expr"))
+    return ExportResult(destination.shown, count, destination.size(), fmt)

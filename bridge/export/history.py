@@ -1,0 +1,174 @@
+"""Exporting the alert history: alerts (with acknowledgement, resolution, durations, notes)
+and their audit trail (events), in any format, anonymised or not."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from bridge.errors import BridgeError
+from bridge.export.anonymize import ALLOWED_LABELS, Anonymizer, sensitive_values
+from bridge.export.columns import (
+    ALERT_SCHEMA,
+    EVENT_SCHEMA,
+    AlertColumns,
+    Chunk,
+    EventColumns,
+    alert_rows,
+    event_rows,
+)
+from bridge.export.output import Destination
+from bridge.export.writers import FORMATS, WRITERS
+from bridge.store import Store
+
+#: Rows per Arrow batch read, by what is exported: small enough that what a batch becomes (JSON
+#: or CSV text, three batches in flight) stays in tens of MiB, large enough that the work per
+#: distinct value each batch repeats (scrubbing a text once per batch it is in) stays small.
+#: An alert row is about ten times an event row (bench/export.py).
+BATCH = {"alerts": 8_192, "events": 32_768}
+WHAT = ("alerts", "events")
+#: Columns whose values repeat: dictionary-encoded in Parquet. Ids, fingerprints and times are
+#: mostly unique: a dictionary there would cost writing time and save no space.
+_DICTIONARY = {
+    "alerts": (
+        "alertname", "severity", "status", "state", "source", "generator_url", "acked_by",
+        "assignee", "ack_comment", "silence_id", "resolution", "am_state", "receive_count",
+        "note_count", "labels.key_value.key", "labels.key_value.value",
+        "annotations.key_value.key", "annotations.key_value.value",
+    ),
+    "events": ("kind", "actor", "text"),
+}  # fmt: skip
+
+
+class MissingKey(BridgeError):
+    """No pseudonym key is given or kept, and the database cannot keep a new one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What an export wrote."""
+
+    shown: str
+    records: int
+    bytes: int | None  # None: streamed to standard output
+    format: str
+
+
+def label_sets(store: Store) -> list[dict[str, str]]:
+    """Every distinct label set stored (a few hundred where Alertmanager sends the alerts: an
+    alert's episodes share one)."""
+    rows = store.read(lambda c: c.execute("SELECT DISTINCT labels FROM alerts").fetchall())
+    return [orjson.loads(r[0]) for r in rows]
+
+
+def known_people(store: Store) -> frozenset[str]:
+    """Everyone named in the database: actors who are not the system, assignees (kept in a
+    table of their own as they act: no scan of the events)."""
+    rows = store.read(lambda c: c.execute("SELECT name FROM people").fetchall())
+    return frozenset(r[0] for r in rows if r[0])
+
+
+def export_key(store: Store, env: Mapping[str, str]) -> bytes:
+    """The pseudonym key: ALERTBRIDGE_EXPORT_KEY(_FILE), else one generated once per database
+    and kept there (a read-only database must have one already)."""
+    if env.get("ALERTBRIDGE_EXPORT_KEY"):
+        return env["ALERTBRIDGE_EXPORT_KEY"].encode()
+    if env.get("ALERTBRIDGE_EXPORT_KEY_FILE"):
+        try:
+            return Path(env["ALERTBRIDGE_EXPORT_KEY_FILE"]).read_bytes().strip()
+        except OSError as exc:
+            raise BridgeError(f"ALERTBRIDGE_EXPORT_KEY_FILE: cannot read: {exc.strerror}") from None
+
+    def read(conn: sqlite3.Connection) -> bytes | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'export_key'").fetchone()
+        return bytes.fromhex(row[0]) if row else None
+
+    kept = store.read(read)
+    if kept is not None:
+        return kept
+    if store.read_only:
+        raise MissingKey(
+            "no pseudonym key: set ALERTBRIDGE_EXPORT_KEY (or _FILE), or export once with write"
+            " access to the database, which keeps a generated one"
+        )
+
+    def generate(conn: sqlite3.Connection) -> bytes:
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('export_key', ?)",
+            (secrets.token_hex(32),),
+        )
+        found = read(conn)
+        assert found is not None
+        return found
+
+    return store.run(generate)
+
+
+def anonymizer_for(store: Store, env: Mapping[str, str]) -> Anonymizer:
+    """The Anonymizer of an export from this database: its key, and every sensitive value it
+    holds (label values outside the allowlist, people) to scrub from free text."""
+    values = sensitive_values(label_sets(store), known_people(store), ALLOWED_LABELS)
+    return Anonymizer(export_key(store, env), ALLOWED_LABELS, values)
+
+
+def count(store: Store, what: str, since: int | None, until: int | None) -> int:
+    """How many records an export will write (for its progress display)."""
+    column = "starts_at" if what == "alerts" else "at"
+    where, args = [], []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        args.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        args.append(until)
+    sql = f"SELECT count(*) FROM {what}" + (f" WHERE {' AND '.join(where)}" if where else "")  # noqa: S608
+    total: int = store.read(lambda c: c.execute(sql, args).fetchone()[0])
+    return total
+
+
+def export_history(
+    store: Store,
+    destination: Destination,
+    what: str,
+    fmt: str,
+    *,
+    anonymizer: Anonymizer | None,
+    since: int | None = None,
+    until: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    batch: int | None = None,
+) -> ExportResult:
+    """Write the alerts or the events (optionally anonymised) to the destination."""
+    if what not in WHAT:
+        raise BridgeError(f"--what must be one of {', '.join(WHAT)}, got {what!r}")
+    if fmt not in FORMATS:
+        raise BridgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    rows, transform, schema = (
+        (alert_rows, AlertColumns(anonymizer, maps=fmt == "parquet"), ALERT_SCHEMA)
+        if what == "alerts"
+        else (event_rows, EventColumns(anonymizer), EVENT_SCHEMA)
+    )
+    written = 0
+
+    def chunks() -> Iterator[Chunk]:
+        nonlocal written
+        for raw in rows(store.uri, since, until, batch or BATCH[what]):
+            chunk = transform(raw)
+            written += chunk.batch.num_rows
+            if progress is not None:
+                progress(chunk.batch.num_rows)
+            yield chunk
+
+    with destination.open() as sink:
+        WRITERS[fmt](sink, schema, chunks(), _DICTIONARY[what])
+    return ExportResult(destination.shown, written, destination.size(), fmt)
+
+
+def schema_of(what: str) -> pa.Schema:
+    return ALERT_SCHEMA if what == "alerts" else EVENT_SCHEMA
