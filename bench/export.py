@@ -38,7 +38,7 @@ def child(db: str, what: str, fmt: str, anonymise: str, out: str) -> None:
     from bridge.export import Destination, anonymizer_for, export_history
     from bridge.export.columns import alert_rows, event_rows
     from bridge.export.history import BATCH
-    from bridge.store import Store
+    from bridge.store.sqlite.database import Store
 
     store = Store(db, read_only=True)
     began = time.perf_counter()

@@ -142,7 +142,8 @@ async def throughput(args: argparse.Namespace, tmp: Path, base: Path | None) -> 
 def build_rows(db: Path, rows: int) -> None:
     """`rows` resolved alerts of the last `rows` seconds (within retention: the server prunes
     older ones at start) made by SQLite; 1 in 1000 has instance "a" * 26 + "b"."""
-    from bridge.store import NS, connect, migrate, now_ns
+    from bridge.core.times import NS, now_ns
+    from bridge.store.sqlite.database import connect, migrate
 
     conn = connect(db)
     migrate(conn)

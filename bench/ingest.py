@@ -39,9 +39,10 @@ import aiohttp
 import psutil
 from aiohttp import web
 
-from bridge.actions import acknowledge
-from bridge.matchers import Matcher
-from bridge.store import NS, AlertQuery, Store, list_alerts, now_ns
+from bridge.core.matchers import Matcher
+from bridge.core.times import NS, now_ns
+from bridge.store.sqlite.actions import acknowledge
+from bridge.store.sqlite.database import AlertQuery, Store, list_alerts
 from tests.support import LOOPBACK, free_port, http_text, wait_for
 
 TOKEN = "bench-token"
@@ -180,11 +181,11 @@ def _loop_thread_cpu(server: psutil.Process) -> float:
 def serve_without_fsync(argv: list[str]) -> None:
     """`alertbridge serve` with synchronous=OFF: what the receiver does without waiting for the
     disk. Not durable, and not a setting of the product: a baseline for this bench only."""
-    import bridge.store
-    import bridge.writer
+    import bridge.store.sqlite.database
+    import bridge.store.sqlite.writer
     from bridge.cli import main as cli
 
-    connect = bridge.store.connect
+    connect = bridge.store.sqlite.database.connect
 
     def without_fsync(*args: Any, **kwargs: Any) -> Any:
         conn = connect(*args, **kwargs)
@@ -197,8 +198,8 @@ def serve_without_fsync(argv: list[str]) -> None:
             print("no-fsync baseline: the writer's connection would sync", file=sys.stderr)
             os._exit(70)  # the bench's requests then fail, loudly
 
-    bridge.store.connect = without_fsync
-    bridge.writer.Writer._pipeline = staticmethod(nothing_to_sync)  # type: ignore[method-assign]
+    bridge.store.sqlite.database.connect = without_fsync
+    bridge.store.sqlite.writer.Writer._pipeline = staticmethod(nothing_to_sync)  # type: ignore[method-assign]
     cli.main(argv, prog_name="alertbridge")
 
 
@@ -299,7 +300,7 @@ def build_store(path: Path, rows: int) -> None:
     As in Alertmanager, the fingerprint is a hash of the label set, so an alert's episodes
     share it; annotations carry the instance and a value (3,500 distinct texts).
     """
-    from bridge.store import connect, migrate
+    from bridge.store.sqlite.database import connect, migrate
 
     conn = connect(path)
     migrate(conn)

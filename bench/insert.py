@@ -5,7 +5,7 @@
 The writer thread inserts new episodes while the event loop thread runs Python. The sqlite3
 module lets go of the GIL around each statement's step and takes it back after it, so the
 number of statements decides how often the writer waits for the other thread. Each way (the
-baseline `executemany` of one-row inserts, and `_insert_new` of bridge.episodes, up to
+baseline `executemany` of one-row inserts, and `_insert_new` of bridge.ingest.episodes, up to
 INSERT_ROWS rows a statement) inserts batches of --rows rows into a fresh store, one
 transaction per batch, for --seconds each:
 - alone: only the writer runs (what each way costs in CPU);
@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.episodes import _INSERT, INSERT_ROWS, Row, _insert_new, _row
-from bridge.store import connect, migrate, now_ns
-from bridge.webhook import ReceivedAlert
+from bridge.core.times import now_ns
+from bridge.ingest.episodes import _INSERT, INSERT_ROWS, Row, _insert_new, _row
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store.sqlite.database import connect, migrate
 
 MAX_BATCHES = 10_000  # per measurement, beside the time bound
 _numbers = itertools.count(1)

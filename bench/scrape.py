@@ -22,9 +22,9 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import Gauge, generate_latest
 
-from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.keys import REGISTRY
+from bridge.http.app import create_app
+from bridge.http.keys import REGISTRY
 
 MAX_SECONDS = 60.0  # per measurement: stop early rather than run away
 

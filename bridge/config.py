@@ -15,10 +15,11 @@ from typing import Any
 
 import yaml
 
-from bridge.errors import ConfigError, RuleError
-from bridge.model import Severity, parse_duration
-from bridge.rules import RuleSet, load_rules
-from bridge.webhook import AlertLimits
+from bridge.core.errors import ConfigError, RuleError
+from bridge.core.model import Severity
+from bridge.core.rules import RuleSet, load_rules
+from bridge.core.times import parse_duration
+from bridge.ingest.webhook import AlertLimits
 
 CONFIG_ENV = "ALERTBRIDGE_CONFIG"
 NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -66,7 +67,7 @@ class ServerSettings:
     webhook_token: Secret | None = None
     api_token: Secret | None = None
     max_body_bytes: int = 1024 * 1024
-    max_connections: int = 1024  # lowered to fit the open-files limit (bridge.server)
+    max_connections: int = 1024  # lowered to fit the open-files limit (bridge.http.server)
     header_timeout: int = 5  # seconds to send a request's head once it began
     body_timeout: int = 10  # seconds to send the body (Alertmanager 0.25 cuts at ~10 s)
     keepalive_timeout: int = 30  # an idle connection is closed after this

@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.app import create_app
 from bridge.config import Secret, Settings, load_settings
-from bridge.keys import GUARD
-from bridge.server import start
+from bridge.http.app import create_app
+from bridge.http.keys import GUARD
+from bridge.http.server import start
 from tests.support import LOOPBACK, free_port
 
 WEBHOOK_TOKEN = "hook-secret"
@@ -44,7 +44,7 @@ class Running:
 
 @asynccontextmanager
 async def guarded_server(settings: Settings) -> AsyncIterator[Running]:
-    """`create_app(settings)` served by bridge.server (GuardedHandler) on a free port."""
+    """`create_app(settings)` served by bridge.http.server (GuardedHandler) on a free port."""
     app = create_app(settings, background=False)
     port = free_port()
     runner = await start(app, LOOPBACK, port, app[GUARD])

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.dev import free_port
-from bridge.tools import find_tool
+from bridge.cli.dev import free_port
+from bridge.core.tools import find_tool
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.1"

@@ -13,12 +13,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bridge.actions import acknowledge, resolve, unacknowledge
-from bridge.alertmanager import AlertmanagerClient, AlertmanagerCluster, Reconciler
-from bridge.episodes import ingest
-from bridge.store import NS, Store, get_alert, get_events, now_ns
-from bridge.webhook import ReceivedAlert
-from bridge.writer import Writer
+from bridge.alertmanager.client import AlertmanagerClient, AlertmanagerCluster
+from bridge.alertmanager.reconciler import Reconciler
+from bridge.core.times import NS, now_ns
+from bridge.ingest.episodes import ingest
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store.sqlite.actions import acknowledge, resolve, unacknowledge
+from bridge.store.sqlite.database import Store, get_alert, get_events
+from bridge.store.sqlite.writer import Writer
 
 _INFERRED = (
     "Alertmanager no longer lists it, and it was muted (silenced or inhibited), so no"

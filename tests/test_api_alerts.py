@@ -15,13 +15,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.actions import set_am_states
-from bridge.app import _refresh_counts, create_app
 from bridge.config import Secret, load_settings
-from bridge.embedded import EmbeddedEvaluator
-from bridge.errors import StoreError
-from bridge.keys import STORE, TELEMETRY, WRITER
-from bridge.store import AlertQuery, list_alerts
+from bridge.core.errors import StoreError
+from bridge.http.app import _refresh_counts, create_app
+from bridge.http.keys import STORE, TELEMETRY, WRITER
+from bridge.store.sqlite.actions import set_am_states
+from bridge.store.sqlite.database import AlertQuery, list_alerts
+from bridge.telemetry.embedded import EmbeddedEvaluator
 from tests.payloads import am_alert, notification
 
 Client = TestClient[Any, Any]
@@ -325,7 +325,7 @@ async def test_pages_stop_at_their_byte_budget_and_continue(
 ) -> None:
     """A page holds at most about PAGE_CHARS of text: with big alerts it stops early, its
     next_cursor continues exactly where it stopped, and nothing is skipped."""
-    monkeypatch.setattr("bridge.store.PAGE_CHARS", 3000)
+    monkeypatch.setattr("bridge.store.sqlite.database.PAGE_CHARS", 3000)
     big = [am_alert(f"{0xB0 + i:016x}", note="n" * 1000) for i in range(8)]
     assert (await client.post("/api/v1/alertmanager", json=notification(*big),
                               headers=HOOK)).status == 200  # fmt: skip
@@ -357,7 +357,7 @@ async def test_an_alerts_trail_is_bounded_and_says_so(
             headers=API,
         )  # fmt: skip
         assert response.status == 201
-    monkeypatch.setattr("bridge.store.PAGE_CHARS", 5000)
+    monkeypatch.setattr("bridge.store.sqlite.database.PAGE_CHARS", 5000)
     detail = await (await client.get("/api/v1/alerts/1", headers=API)).json()
     assert detail["events_truncated"] is True
     kinds = [e["kind"] for e in detail["events"]]

@@ -17,11 +17,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.app import create_app
 from bridge.config import Secret, Settings, TelemetrySettings, load_settings
-from bridge.errors import StoreError
-from bridge.keys import STORE, WRITER
-from bridge.writer import probe_write
+from bridge.core.errors import StoreError
+from bridge.http.app import create_app
+from bridge.http.keys import STORE, WRITER
+from bridge.store.sqlite.writer import probe_write
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]

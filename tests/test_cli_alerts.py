@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bridge.actions import acknowledge, record_alertmanagers, set_am_states
 from bridge.cli import main
-from bridge.episodes import ingest
-from bridge.store import NS, Store
+from bridge.core.times import NS
+from bridge.ingest.episodes import ingest
+from bridge.store.sqlite.actions import acknowledge, record_alertmanagers, set_am_states
+from bridge.store.sqlite.database import Store
 from tests.payloads import am_alert, notification
 from tests.support import LOOPBACK, bridge_env, free_port, http_json, running, start_bridge
 from tests.test_store import T0, received

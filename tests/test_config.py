@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bridge.config import Secret, load_settings
-from bridge.errors import ConfigError
-from bridge.model import Severity
+from bridge.core.errors import ConfigError
+from bridge.core.model import Severity
 
 
 def test_defaults_without_file() -> None:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.check import run_checks
 from bridge.config import load_settings
+from bridge.core.tools import find_tool
 from bridge.generate import ALERTMANAGER_PATH, DATASOURCES_PATH, render_all
-from bridge.tools import find_tool
+from bridge.generate.check import run_checks
 
 CONFIG = "deploy/alertbridge.yml"
 

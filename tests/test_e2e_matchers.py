@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import InvalidInput
-from bridge.matchers import Matcher
+from bridge.core.errors import InvalidInput
+from bridge.core.matchers import Matcher
 from tests.support import LOOPBACK, free_port, http_json, running, start_alertmanager, wait_for
 from tests.test_matchers import ACCEPTED, REJECTED, VALUES
 

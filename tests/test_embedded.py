@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.embedded import EmbeddedEvaluator
-from bridge.rules import DEFAULT_RULES
-from bridge.store import AlertQuery, Store, get_events, list_alerts
-from bridge.telemetry import Telemetry
-from bridge.writer import Writer
+from bridge.core.rules import DEFAULT_RULES
+from bridge.store.sqlite.database import AlertQuery, Store, get_events, list_alerts
+from bridge.store.sqlite.writer import Writer
+from bridge.telemetry.embedded import EmbeddedEvaluator
+from bridge.telemetry.exporter import Telemetry
 
 RULES = [r.replace(for_seconds=0) for r in DEFAULT_RULES if r.metric_name == "system.cpu.percent"]
 
@@ -106,7 +106,7 @@ async def test_another_instances_alerts_are_not_taken_up(store: Store) -> None:
 
 async def test_a_local_alert_resolved_by_hand_stays_resolved(store: Store) -> None:
     """Resolved by hand while the condition holds: the evaluator does not reopen it."""
-    from bridge.actions import resolve
+    from bridge.store.sqlite.actions import resolve
 
     clock = [1000.0]
     async with Writer(store) as writer:

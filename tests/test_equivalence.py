@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.catalog import Kind
-from bridge.evaluator import Evaluator
+from bridge.core.catalog import Kind
+from bridge.core.expressions import Annotations, alert_labels
+from bridge.core.model import AlertRule
+from bridge.core.rules import DEFAULT_RULES
+from bridge.core.times import format_duration
+from bridge.core.tools import run_tool
 from bridge.generate.fixtures import TEST_LABELS, Timing, fixture_for
-from bridge.generate.prometheus import RULES_FILE, Annotations, alert_labels, render_rules
-from bridge.model import AlertRule, format_duration
-from bridge.rules import DEFAULT_RULES
-from bridge.tools import run_tool
+from bridge.generate.prometheus import RULES_FILE, render_rules
+from bridge.telemetry.evaluator import Evaluator
 
 pytestmark = pytest.mark.e2e
 POINTS = ("below", "at", "above")

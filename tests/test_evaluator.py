@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from bridge.evaluator import Alert, Evaluator
-from bridge.model import AlertRule, Severity
-from bridge.rules import DEFAULT_RULES
+from bridge.core.model import AlertRule, Severity
+from bridge.core.rules import DEFAULT_RULES
+from bridge.telemetry.evaluator import Alert, Evaluator
 
 
 class Clock:
@@ -119,7 +119,7 @@ def test_callbacks_filtered_by_severity_and_isolated(
 
     ev.set_notification_callback(broken)
     ev.add_notification_callback(seen.append)
-    with caplog.at_level(logging.ERROR, logger="bridge.evaluator"):
+    with caplog.at_level(logging.ERROR, logger="bridge.telemetry.evaluator"):
         notified = ev.evaluate({"system.cpu.percent": 97})
     assert [a.rule_name for a in notified] == ["high_cpu", "critical_cpu"]
     assert [a.rule_name for a in seen] == ["critical_cpu"]

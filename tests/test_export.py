@@ -23,10 +23,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.actions import acknowledge, add_note, assign, set_silence
 from bridge.cli import main
-from bridge.episodes import ingest
-from bridge.errors import BridgeError, Conflict, StoreError
+from bridge.core.errors import BridgeError, Conflict, StoreError
+from bridge.core.times import NS, format_time
 from bridge.export import (
     ALERT_SCHEMA,
     EVENT_SCHEMA,
@@ -39,8 +38,10 @@ from bridge.export import (
     known_people,
 )
 from bridge.export.columns import AlertColumns, alert_rows, read_batches
-from bridge.store import NS, AlertQuery, Store, format_time, list_alerts
-from bridge.webhook import ReceivedAlert
+from bridge.ingest.episodes import ingest
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store.sqlite.actions import acknowledge, add_note, assign, set_silence
+from bridge.store.sqlite.database import AlertQuery, Store, list_alerts
 
 T0 = 1_795_428_000 * NS + 123_456_789  # nanoseconds, so that the ns column has work to do
 SECRETS = ["db-payments-7.internal:9100", "team-ledger", "alice.smith", "bob.jones"]

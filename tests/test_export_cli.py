@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bench.ingest import build_store
-from bridge.store import Store
+from bridge.store.sqlite.database import Store
 from tests.support import bridge_env
 from tests.test_cli import _unprivileged
 from tests.test_export import alert
@@ -26,7 +26,7 @@ BRIDGE = [sys.executable, "-m", "bridge"]
 
 
 def small_db(path: Path) -> str:
-    from bridge.episodes import ingest
+    from bridge.ingest.episodes import ingest
 
     store = Store(path)
     store.run(ingest([alert(i) for i in range(1, 6)], T0))

@@ -8,9 +8,9 @@ from typing import Any
 import yaml
 
 from bridge.config import load_settings
+from bridge.core.expressions import alert_expr
+from bridge.core.rules import DEFAULT_RULES
 from bridge.generate import ALERTMANAGER_PATH, RULES_PATH, TESTS_PATH, render_all, write_all
-from bridge.generate.prometheus import alert_expr
-from bridge.rules import DEFAULT_RULES
 
 
 def _load(text: str) -> Any:

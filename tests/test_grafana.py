@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.catalog import CATALOG
 from bridge.config import load_settings
+from bridge.core.catalog import CATALOG
 from bridge.generate import DASHBOARD_PATH, DATASOURCES_PATH, PROVIDER_PATH, render_all
 from tests.support import (
     http_json,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bridge.keys import STORE
-from bridge.store import AlertQuery, get_alert, list_alerts
+from bridge.http.keys import STORE
+from bridge.store.sqlite.database import AlertQuery, get_alert, list_alerts
 from tests.httpraw import (
     API_TOKEN,
     WEBHOOK_TOKEN,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bridge.humanize import humanize, humanize1024, humanize_duration, humanize_percentage
+from bridge.core.humanize import humanize, humanize1024, humanize_duration, humanize_percentage
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.keys import STORE, WRITER
+from bridge.http.keys import STORE, WRITER
 from tests.payloads import am_alert, notification
 from tests.test_receiver import BEARER, WEBHOOK, make_app
 from tests.test_webhook import json_values

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from bridge.errors import InvalidInput
-from bridge.matchers import Matcher, regex_matches
+from bridge.core.errors import InvalidInput
+from bridge.core.matchers import Matcher, regex_matches
 
 VALUES = ["", "a", "b", "ab", "abc", "bc", "ABC", "aa", "aaa", "123", "\u00e9", "a.b", "axb",
           "a\nb", "x_1"]  # fmt: skip

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import RuleError
-from bridge.model import AlertRule, Condition, Severity, format_duration, parse_duration
+from bridge.core.errors import RuleError
+from bridge.core.model import AlertRule, Condition, Severity
+from bridge.core.times import format_duration, parse_duration
 
 GOOD: dict[str, Any] = {
     "name": "high_cpu",

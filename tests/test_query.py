@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.errors import InvalidInput
-from bridge.query import parse_alert_query, parse_when
-from bridge.store import NS
+from bridge.core.errors import InvalidInput
+from bridge.core.times import NS
+from bridge.store.query import parse_alert_query, parse_when
 
 NOW = 1_795_428_000 * NS
 

@@ -17,12 +17,12 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.app import create_app
 from bridge.config import Secret, load_settings
-from bridge.keys import STORE, WRITER
-from bridge.model import Severity
-from bridge.notify import Notifier
-from bridge.store import AlertQuery, StoredAlert, list_alerts
+from bridge.core.model import Severity
+from bridge.feed.notify import Notifier
+from bridge.http.app import create_app
+from bridge.http.keys import STORE, WRITER
+from bridge.store.sqlite.database import AlertQuery, StoredAlert, list_alerts
 from tests.payloads import am_alert, notification
 from tests.test_webhook import json_values
 
@@ -214,7 +214,7 @@ async def test_truncated_notifications_are_counted_and_warned_once(
     payload = {**notification(am_alert()), "truncatedAlerts": 7, "receiver": "web\\.hook"}
     other = {**notification(am_alert("fedcba9876543210")), "truncatedAlerts": 2,
              "groupKey": "{}:{other}"}  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="bridge.selfmetrics"):
+    with caplog.at_level(logging.WARNING, logger="bridge.http.selfmetrics"):
         for body in (payload, payload, other):
             response = await client.post(WEBHOOK, json=body, headers=BEARER)
             assert response.status == 200

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.actions import resolve, resolve_inferred
-from bridge.episodes import ingest
-from bridge.errors import Conflict
-from bridge.store import MIGRATIONS, NS, Store, get_alert, migrate
+from bridge.core.errors import Conflict
+from bridge.core.times import NS
+from bridge.ingest.episodes import ingest
+from bridge.store.sqlite.actions import resolve, resolve_inferred
+from bridge.store.sqlite.database import MIGRATIONS, Store, get_alert, migrate
 from tests.test_store import T0, kinds, received, rows
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import RuleError
-from bridge.rules import DEFAULT_RULES, RuleSet, load_rules
+from bridge.core.errors import RuleError
+from bridge.core.rules import DEFAULT_RULES, RuleSet, load_rules
 
 # DESIGN.md's table, in base units: (name, metric, condition, threshold in base units, severity)
 DESIGN_TABLE = [

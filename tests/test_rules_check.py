@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from bridge.check import run_checks
 from bridge.config import load_settings
+from bridge.core.tools import run_tool
 from bridge.generate import ALERTMANAGER_PATH, RULES_PATH, render_all, write_all
-from bridge.tools import run_tool
+from bridge.generate.check import run_checks
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from bridge.config import load_settings
-from bridge.httputil import allowed_hosts, host_allowed, host_name
-from bridge.keys import STORE
-from bridge.store import AlertQuery, list_alerts
+from bridge.http.keys import STORE
+from bridge.http.util import allowed_hosts, host_allowed, host_name
+from bridge.store.sqlite.database import AlertQuery, list_alerts
 from tests.httpraw import guarded_server, raw_request, request_bytes
 from tests.payloads import am_alert, notification
 

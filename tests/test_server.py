@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from bridge.keys import GUARD, REGISTRY
-from bridge.logutil import RepeatFilter, Throttle
-from bridge.server import ConnectionLimits, fitted_limits
+from bridge.core.logutil import RepeatFilter, Throttle
+from bridge.http.keys import GUARD, REGISTRY
+from bridge.http.server import ConnectionLimits, fitted_limits
 from tests.httpraw import (
     WEBHOOK_TOKEN,
     guarded_server,

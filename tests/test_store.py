@@ -14,23 +14,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.actions import acknowledge, add_note, assign, prune, set_retention, unacknowledge
-from bridge.episodes import INSERT_ROWS, IngestJob, IngestResult, ingest
-from bridge.errors import Conflict, NotFound, QueryTimeout, StoreError, Unprocessable
-from bridge.matchers import Matcher
-from bridge.store import (
+from bridge.core.errors import Conflict, NotFound, QueryTimeout, StoreError, Unprocessable
+from bridge.core.matchers import Matcher
+from bridge.core.model import dumps_map
+from bridge.core.times import NS
+from bridge.ingest.episodes import INSERT_ROWS, IngestJob, IngestResult, ingest
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store.sqlite.actions import (
+    acknowledge,
+    add_note,
+    assign,
+    prune,
+    set_retention,
+    unacknowledge,
+)
+from bridge.store.sqlite.database import (
     MIGRATIONS,
-    NS,
     AlertQuery,
     Store,
-    dumps_map,
     get_alert,
     get_events,
     get_retention,
     list_alerts,
     state_counts,
 )
-from bridge.webhook import ReceivedAlert
 
 T0 = 1_795_428_000 * NS
 
@@ -511,7 +518,8 @@ def test_upgrade_from_v2_counts_existing_rows(tmp_path: Path) -> None:
 def test_failed_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A migration that fails half-way is rolled back whole; the version stays."""
     monkeypatch.setattr(
-        "bridge.store.MIGRATIONS", (*MIGRATIONS, "CREATE TABLE half (x); SELECT nosuch();")
+        "bridge.store.sqlite.database.MIGRATIONS",
+        (*MIGRATIONS, "CREATE TABLE half (x); SELECT nosuch();"),
     )
     with pytest.raises(StoreError, match="no such function"):
         Store(tmp_path / "a.db")
@@ -621,7 +629,7 @@ def test_long_reads_take_turns_and_short_ones_do_not(
     """With a read budget (the server's), a read running past a millisecond pauses as long,
     again and again (so the event loop gets the GIL and a core); a short read never pauses,
     nor does any read of a store without a budget (the CLI's, exports)."""
-    from bridge.store import _READ_TURN
+    from bridge.store.sqlite.database import _READ_TURN
 
     pauses: list[float] = []
     real_sleep = time.sleep
@@ -630,7 +638,7 @@ def test_long_reads_take_turns_and_short_ones_do_not(
         pauses.append(seconds)
         real_sleep(seconds)
 
-    monkeypatch.setattr("bridge.store.time.sleep", sleep)
+    monkeypatch.setattr("bridge.store.sqlite.database.time.sleep", sleep)
     store.query_timeout = 60  # the server's stores have a budget; the CLI's never pause
     store.read(lambda c: c.execute("SELECT 1").fetchall())
     assert pauses == []

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.catalog import LATENCY_BUCKETS
-from bridge.errors import ApiError, InvalidInput
-from bridge.promql import bucket_quantile
-from bridge.telemetry import CpuSampler, Telemetry, apply_batch, parse_batch
+from bridge.core.catalog import LATENCY_BUCKETS
+from bridge.core.errors import ApiError, InvalidInput
+from bridge.core.promql import bucket_quantile
+from bridge.telemetry.exporter import CpuSampler, Telemetry, apply_batch, parse_batch
 
 
 class Clock:

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bridge.baseline import compute_baseline, episodes, quantile
-from bridge.catalog import CATALOG
 from bridge.cli import main
-from bridge.errors import BridgeError
+from bridge.core.catalog import CATALOG
+from bridge.core.errors import BridgeError
+from bridge.core.rules import DEFAULT_RULES
 from bridge.export import Anonymizer, Destination
 from bridge.export import telemetry as telemetry_export
+from bridge.export.baseline import compute_baseline, episodes, quantile
+from bridge.export.promapi import PrometheusClient, Series, default_step
 from bridge.export.telemetry import export_telemetry, queries_for
-from bridge.promapi import PrometheusClient, Series, default_step
-from bridge.rules import DEFAULT_RULES
-from bridge.store import Store
+from bridge.store.sqlite.database import Store
 from tests.support import (
     LOOPBACK,
     free_port,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.webhook import (
+from bridge.ingest.webhook import (
     AlertLimits,
     AlertTooLarge,
     InvalidPayload,

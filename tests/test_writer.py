@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from bridge.actions import acknowledge
-from bridge.episodes import IngestJob, IngestResult, ingest
-from bridge.errors import NotFound, StoreError
-from bridge.store import NS, Job, Store
-from bridge.writer import Writer
+from bridge.core.errors import NotFound, StoreError
+from bridge.core.times import NS
+from bridge.ingest.episodes import IngestJob, IngestResult, ingest
+from bridge.store.sqlite.actions import acknowledge
+from bridge.store.sqlite.database import Job, Store
+from bridge.store.sqlite.writer import Writer
 from tests.test_store import T0, received, rows
 
 

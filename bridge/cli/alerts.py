@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from bridge.cli.client import AlertClient, LocalClient, RemoteClient
 from bridge.cli.common import (
     ALERT_ID,
     F,
@@ -21,8 +22,7 @@ from bridge.cli.common import (
     short_time,
     table,
 )
-from bridge.client import AlertClient, LocalClient, RemoteClient
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 
 
 def _target_options(func: F) -> F:

@@ -13,9 +13,9 @@ import click
 
 from bridge import __version__
 from bridge.config import Settings, load_settings
-from bridge.errors import BridgeError, InvalidInput
-from bridge.logutil import RepeatFilter
-from bridge.query import MAX_ID, parse_int
+from bridge.core.errors import BridgeError, InvalidInput
+from bridge.core.logutil import RepeatFilter
+from bridge.store.query import MAX_ID, parse_int
 
 F = TypeVar("F", bound=Callable[..., Any])
 

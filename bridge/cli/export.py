@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from bridge.baseline import compute_baseline, describe
 from bridge.cli.common import Whole, fail_cleanly, main, settings_of
-from bridge.errors import BridgeError, StoreError
+from bridge.core.errors import BridgeError, StoreError
+from bridge.core.times import NS, now_ns
 from bridge.export import (
     FORMATS,
     Anonymizer,
@@ -26,10 +26,11 @@ from bridge.export import (
     export_history,
     export_key,
 )
+from bridge.export.baseline import compute_baseline, describe
+from bridge.export.promapi import PrometheusClient, default_step
 from bridge.export.telemetry import export_telemetry, queries_for
-from bridge.promapi import PrometheusClient, default_step
-from bridge.query import parse_when
-from bridge.store import NS, Store, now_ns
+from bridge.store.query import parse_when
+from bridge.store.sqlite.database import Store
 
 
 @main.command("export")

@@ -10,16 +10,17 @@ from typing import Any
 
 import click
 
-from bridge.check import run_checks
 from bridge.cli.common import (
     fail_cleanly,
     main,
     settings_of,
     table,
 )
+from bridge.core.humanize import HUMANIZERS
+from bridge.core.model import AlertRule
+from bridge.core.times import format_duration
 from bridge.generate import render_all, write_all
-from bridge.humanize import HUMANIZERS
-from bridge.model import AlertRule, format_duration
+from bridge.generate.check import run_checks
 
 
 @main.group()

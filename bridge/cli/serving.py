@@ -25,8 +25,8 @@ from bridge.cli.common import (
     table,
 )
 from bridge.config import Settings, load_settings
-from bridge.errors import BridgeError
-from bridge.status import rule_states
+from bridge.core.errors import BridgeError
+from bridge.telemetry.status import rule_states
 
 
 def is_loopback(host: str) -> bool:
@@ -65,10 +65,10 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve /metrics, the webhook receiver and the REST API until SIGINT or SIGTERM."""
-    from bridge.app import create_app
-    from bridge.keys import GUARD
-    from bridge.server import ListenError, fitted_limits, raise_open_files_limit
-    from bridge.server import serve as run_server
+    from bridge.http.app import create_app
+    from bridge.http.keys import GUARD
+    from bridge.http.server import ListenError, fitted_limits, raise_open_files_limit
+    from bridge.http.server import serve as run_server
 
     obj = ctx.ensure_object(dict)
     settings = load_settings(obj.get("config"), host=host, port=port, db=db)
@@ -116,7 +116,7 @@ def _fetch_status(url: str, token: str | None) -> dict[str, Any]:
 
 
 def _local_status(settings: Settings) -> dict[str, Any]:
-    from bridge.telemetry import CpuSampler, memory_used_bytes
+    from bridge.telemetry.exporter import CpuSampler, memory_used_bytes
 
     sampler = CpuSampler()
     time.sleep(0.5)  # CPU utilisation needs two readings of the CPU times
@@ -178,7 +178,7 @@ def status(ctx: click.Context, url: str | None, output: str) -> None:
 @fail_cleanly
 def dev(ctx: click.Context, workdir: Path | None, ha: bool) -> None:
     """Run real Prometheus + Alertmanager + the bridge on loopback until Ctrl-C."""
-    from bridge.dev import Stack, run_dev
+    from bridge.cli.dev import Stack, run_dev
 
     settings = settings_of(ctx)
     stop = threading.Event()

@@ -28,7 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bridge.errors import StoreError
+from bridge.core.errors import StoreError
 from bridge.export.anonymize import Anonymizer
 
 TIME = pa.timestamp("us", tz="UTC")

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 from bridge.export.anonymize import ALLOWED_LABELS, Anonymizer, sensitive_values
 from bridge.export.columns import (
     ALERT_SCHEMA,
@@ -25,7 +25,7 @@ from bridge.export.columns import (
 )
 from bridge.export.output import Destination
 from bridge.export.writers import FORMATS, WRITERS
-from bridge.store import Store
+from bridge.store.sqlite.database import Store
 
 #: Rows per Arrow batch read, by what is exported: small enough that what a batch becomes (JSON
 #: or CSV text, three batches in flight) stays in tens of MiB, large enough that the work per

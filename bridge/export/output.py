@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
 
 STDOUT = "-"
 _COMPANIONS = ("", "-wal", "-shm", "-journal")

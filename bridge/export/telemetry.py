@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
-from bridge.catalog import CATALOG
-from bridge.errors import BridgeError
+from bridge.core.catalog import CATALOG
+from bridge.core.errors import BridgeError
+from bridge.core.times import format_duration
 from bridge.export.anonymize import Anonymizer
 from bridge.export.columns import MAP, TIME, Chunk
 from bridge.export.history import ExportResult
 from bridge.export.output import Destination
+from bridge.export.promapi import MAX_POINTS, PrometheusClient, default_step
 from bridge.export.writers import FORMATS, WRITERS
-from bridge.model import format_duration
-from bridge.promapi import MAX_POINTS, PrometheusClient, default_step
 
 MS = 1000  # us in a millisecond: Prometheus timestamps have millisecond precision
 TELEMETRY_SCHEMA = pa.schema(

@@ -6,9 +6,10 @@ from itertools import combinations
 from typing import Any
 
 from bridge.config import BRIDGE_RECEIVER, AlertmanagerSettings, Receiver
-from bridge.generate.prometheus import dump_yaml
-from bridge.model import AlertRule, format_duration
-from bridge.rules import rules_by_metric
+from bridge.core.model import AlertRule
+from bridge.core.rules import rules_by_metric
+from bridge.core.times import format_duration
+from bridge.generate.dump import dump_yaml
 
 GROUP_BY = ["alertname", "job", "instance"]
 INHIBIT_EQUAL = ["metric", "instance"]

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.catalog import LATENCY_BUCKETS, Kind, MetricSpec
-from bridge.promql import bucket_quantile
+from bridge.core.catalog import LATENCY_BUCKETS, Kind, MetricSpec
+from bridge.core.promql import bucket_quantile
 
 TEST_LABELS = {"job": "app", "instance": "app-1:8080"}
 RATIO_TOTAL_RATE = 10_000  # operations per second in ratio fixtures: 1e-4 resolution

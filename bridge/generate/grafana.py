@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.catalog import CATALOG, MetricSpec
-from bridge.generate.prometheus import dump_yaml
-from bridge.model import AlertRule, Condition, Severity
+from bridge.core.catalog import CATALOG, MetricSpec
+from bridge.core.model import AlertRule, Condition, Severity
+from bridge.generate.dump import dump_yaml
 
 PROMETHEUS_UID = "alertbridge-prometheus"
 ALERTMANAGER_UID = "alertbridge-alertmanager"

@@ -1,0 +1,282 @@
+"""Alertmanager API v2: silences for acknowledgements, and reconciliation of the store with it.
+
+Acknowledging an alert only records intent (`silence_state`: pending, expiring); the
+reconciler, woken at once by `kick()` and otherwise every interval, does the talking, to the
+replicas of one Alertmanager cluster (`AlertmanagerCluster`):
+- creates a silence with exact-equality matchers on the alert's full label set on the first
+  replica that answers (replicas gossip silences), and extends it before it ends while the
+  alert still fires (up to an optional maximum ack duration); expires it on unack or
+  resolution;
+- stores Alertmanager's view of every firing alert: active, or suppressed with the ids of the
+  silences and of the inhibiting alerts (merged over the replicas that answered: active if any
+  lists it active);
+- learns the resolutions Alertmanager will never send: a muted alert (silenced, by our ack or
+  anyone's, or inhibited) sends no "resolved", so one that Alertmanager no longer lists, or
+  lists with a past endsAt, is marked resolved, provisionally (a later firing delivery of the
+  episode reopens it). Only while the list can be trusted: a replica that restarted answers
+  [] until Prometheus resends (every --rules.alert.resend-delay, 1 m by default), so
+  resolution is inferred only when a replica up for longer than the resend window answered;
+  an alert that any replica lists is not resolved;
+- inserts alerts Alertmanager has firing that the store lacks (the bridge was down).
+Failures are retried with exponential backoff per alert; nothing here blocks the webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bridge.alertmanager.client import AlertmanagerCluster, ReplicaList
+from bridge.core.errors import AlertmanagerError, InvalidInput
+from bridge.core.times import NS, ZERO_TIME, now_ns
+from bridge.ingest.episodes import PROVISIONAL, ingest
+from bridge.ingest.webhook import ReceivedAlert, parse_time
+from bridge.store.sqlite.actions import AmView, resolve_inferred, set_am_states, set_silence
+from bridge.store.sqlite.database import (
+    Job,
+    Store,
+    StoredAlert,
+    episode_ids,
+    episode_states,
+    firing_from_alertmanager,
+    silence_work,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Backoff:
+    failures: int = 0
+    next_try: float = 0.0
+
+
+class Reconciler:
+    """Keeps silences and alert states in step with Alertmanager."""
+
+    def __init__(
+        self,
+        store: Store,
+        submit: Callable[[Job[Any]], Awaitable[Any]],
+        cluster: AlertmanagerCluster,
+        *,
+        silence_seconds: int = 3600,
+        max_ack_seconds: int | None = None,
+        backoff_base: float = 1.0,
+        backoff_max: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_round: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.submit = submit
+        self.cluster = cluster
+        self.on_round = on_round or (lambda outcome: None)
+        self.silence_seconds = silence_seconds
+        self.max_ack_seconds = max_ack_seconds
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self._backoff: dict[int, _Backoff] = {}
+        self.failures = 0
+
+    def kick(self) -> None:
+        """Run a round as soon as possible (after an ack, unack or resolution)."""
+        self.wake.set()
+
+    async def _read(self, fn: Callable[[Any], T]) -> T:
+        return await asyncio.to_thread(self.store.read, fn)
+
+    def _due(self, alert_id: int) -> bool:
+        state = self._backoff.get(alert_id)
+        return state is None or self.clock() >= state.next_try
+
+    def _failed(self, alert_id: int, exc: Exception) -> None:
+        state = self._backoff.setdefault(alert_id, _Backoff())
+        state.failures += 1
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (state.failures - 1))
+        state.next_try = self.clock() + delay
+        self.failures += 1
+        log.warning("alert %d: Alertmanager call failed (retry in %.0fs): %s", alert_id, delay, exc)
+
+    async def run_once(self) -> None:
+        """One round: learn from GET /api/v2/alerts, then do the pending silence work."""
+        try:
+            self.on_round(await self._sync_alerts())
+        except AlertmanagerError as exc:
+            self.failures += 1
+            self.on_round("failed")
+            log.warning("reconciliation skipped: %s", exc)
+        for alert in await self._read(silence_work):
+            if self._due(alert.id):
+                try:
+                    await self._silence_step(alert)
+                    self._backoff.pop(alert.id, None)
+                except AlertmanagerError as exc:
+                    self._failed(alert.id, exc)
+
+    async def _sync_alerts(self) -> str:
+        """Learn from the replicas' lists; "trusted" or "untrusted" (no replica that answered
+        has been up for the resend window: nothing was inferred)."""
+        now = now_ns()
+        lists = await self.cluster.lists(now)
+        answered = [r for r in lists if r.alerts is not None]
+        if not answered:
+            raise AlertmanagerError("; ".join(f"{r.url}: {r.error}" for r in lists))
+        listed = _merge(answered, now)
+        trusted = any(r.trusted for r in answered)
+        stored = await self._read(firing_from_alertmanager)
+        ids = {a.fingerprint: a.id for a in stored}
+        views: list[AmView] = []
+        for alert in stored:
+            seen = listed.get((alert.fingerprint, alert.starts_at))
+            if seen is not None:
+                views.append(seen.view(alert.id, ids))
+            elif trusted and _muted(alert):
+                await self.submit(resolve_inferred(alert.id, now, _INFERRED))
+        # Listed active but not stored firing: inserted when unknown (the bridge was down),
+        # reopened when the bridge resolved it itself; left alone when Alertmanager did.
+        firing_keys = {(a.fingerprint, a.starts_at) for a in stored}
+        others = [seen.alert for key, seen in listed.items() if key not in firing_keys]
+        known = await self._read(lambda c: episode_states(c, others)) if others else {}
+        missing = [
+            listed[key]
+            for key in ((a.fingerprint, a.starts_at) for a in others)
+            if key not in known or known[key] in PROVISIONAL
+        ]
+        if missing:
+            alerts = [m.alert for m in missing]
+            await self.submit(ingest(alerts, now, source="alertmanager", actor="reconciler"))
+            found = await self._read(lambda c: episode_ids(c, alerts))
+            ids |= {fp: i for (fp, _), i in found.items()}
+            views += [m.view(found[key], ids) for m in missing
+                      if (key := (m.alert.fingerprint, m.alert.starts_at)) in found]  # fmt: skip
+        if views:
+            await self.submit(set_am_states(views))
+        return "trusted" if trusted else "untrusted"
+
+    async def _silence_step(self, alert: StoredAlert) -> None:
+        now = now_ns()
+        state = alert.silence_state
+        wanted = alert.acknowledged and alert.status == "firing"
+        if state == "pending" and not wanted:
+            await self.submit(set_silence(alert.id, None, now))
+            return
+        if state in ("expiring", "active") and not wanted:
+            if alert.silence_id:
+                await self.cluster.expire_silence(alert.silence_id)
+            why = "alert resolved" if alert.status == "resolved" else "acknowledgement withdrawn"
+            await self.submit(
+                set_silence(alert.id, "expired", now, event=("expired", "alertbridge", why))
+            )
+            return
+        if state == "active" and alert.silenced_until is not None:
+            if alert.silenced_until - now > self.silence_seconds * NS // 2:
+                return  # plenty of time left
+            acked_at = alert.acked_at if alert.acked_at is not None else now
+            if self.max_ack_seconds and now - acked_at > self.max_ack_seconds * NS:
+                if alert.silenced_until <= now:
+                    reason = "maximum acknowledgement duration reached"
+                    event = ("expired", "alertbridge", reason)
+                    await self.submit(set_silence(alert.id, "expired", now, event=event))
+                return  # let the silence run out
+        until = now + self.silence_seconds * NS
+        silence_id = await self.cluster.create_silence(
+            {**alert.labels},
+            now,
+            until,
+            alert.acked_by or "alertbridge",
+            f"{alert.ack_comment or 'acknowledged'} (alertbridge alert {alert.id})",
+            silence_id=alert.silence_id if state == "active" else None,
+        )
+        created = None
+        if state == "pending":
+            created = ("silenced", alert.acked_by or "alertbridge", silence_id)
+        await self.submit(set_silence(alert.id, "active", now, silence_id, until, event=created))
+
+    async def run_forever(self, interval: float) -> None:
+        """Rounds every `interval` seconds, or sooner when kicked."""
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("reconciliation round failed")
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), interval)
+
+
+_INFERRED = (
+    "Alertmanager no longer lists it, and it was muted (silenced or inhibited), so no"
+    " resolved notification comes"
+)
+
+
+def _muted(alert: StoredAlert) -> bool:
+    """Alertmanager sends no "resolved" for it: suppressed when last seen, or under our ack's
+    silence."""
+    return alert.am_state == "suppressed" or alert.silence_state == "active"
+
+
+@dataclass(slots=True)
+class _Seen:
+    """An alert as the answering replicas list it, merged."""
+
+    alert: ReceivedAlert
+    state: str = "active"
+    silenced_by: set[str] = field(default_factory=set)
+    inhibited_by: set[str] = field(default_factory=set)
+
+    def add(self, status: object) -> None:
+        if not isinstance(status, dict):
+            return
+        state = status.get("state")
+        if state == "active" or self.state == "active":
+            self.state = "active"  # any replica that has it active wins
+            self.silenced_by.clear()
+            self.inhibited_by.clear()
+            return
+        self.state = state if isinstance(state, str) else "unprocessed"
+        self.silenced_by |= {s for s in status.get("silencedBy") or () if isinstance(s, str)}
+        self.inhibited_by |= {s for s in status.get("inhibitedBy") or () if isinstance(s, str)}
+
+    def view(self, alert_id: int, ids: Mapping[str, int]) -> AmView:
+        inhibitors = [(fp, ids.get(fp)) for fp in sorted(self.inhibited_by)]
+        return (alert_id, self.state, sorted(self.silenced_by), inhibitors)
+
+
+def _merge(answered: Sequence[ReplicaList], now: int) -> dict[tuple[str, int], _Seen]:
+    """The alerts active now in any answering replica, by (fingerprint, startsAt)."""
+    merged: dict[tuple[str, int], _Seen] = {}
+    for replica in answered:
+        for item in replica.alerts or ():
+            try:
+                starts = parse_time(item.get("startsAt"), "startsAt")
+                ends = parse_time(item.get("endsAt", ZERO_TIME), "endsAt")
+            except InvalidInput:
+                continue
+            labels = item.get("labels")
+            if starts is None or (ends is not None and ends <= now) or not isinstance(labels, dict):
+                continue
+            if "alertname" not in labels:
+                continue
+            fingerprint = str(item.get("fingerprint"))
+            seen = merged.get((fingerprint, starts))
+            if seen is None:
+                alert = ReceivedAlert(
+                    fingerprint=fingerprint, status="firing", starts_at=starts, ends_at=None,
+                    labels=dict(sorted(labels.items())),
+                    annotations=dict(sorted((item.get("annotations") or {}).items())),
+                    generator_url=str(item.get("generatorURL", "")),
+                )  # fmt: skip
+                seen = merged[(fingerprint, starts)] = _Seen(alert, state="")
+            seen.add(item.get("status"))
+            if not seen.state:
+                seen.state = "active"
+    return merged

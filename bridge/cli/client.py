@@ -1,0 +1,147 @@
+"""One interface to alerts for the CLI: the local database, or a remote bridge over HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from bridge.config import Secret
+from bridge.core.errors import ApiError, BridgeError
+from bridge.core.times import now_ns
+from bridge.store.query import parse_alert_query
+from bridge.store.sqlite.actions import (
+    acknowledge,
+    add_note,
+    assign,
+    prune,
+    resolve,
+    set_retention,
+    unacknowledge,
+)
+from bridge.store.sqlite.database import Store, alert_detail, get_retention, list_page
+
+Params = Mapping[str, Sequence[str]]
+
+
+class AlertClient(Protocol):
+    """What the CLI does to alerts; both implementations return the REST API's JSON shapes."""
+
+    def list(self, params: Params) -> dict[str, Any]: ...
+    def show(self, alert_id: int) -> dict[str, Any]: ...
+    def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
+    def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
+    def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]: ...
+    def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]: ...
+    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
+
+
+class LocalClient:
+    """Works directly on a database file (safe beside a running server: SQLite locks)."""
+
+    def __init__(self, path: str) -> None:
+        self.store = Store(path)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def list(self, params: Params) -> dict[str, Any]:
+        query = parse_alert_query(params, now_ns())
+        return self.store.read(lambda c: list_page(c, query)).to_json()
+
+    def show(self, alert_id: int) -> dict[str, Any]:
+        return self.store.read(lambda c: alert_detail(c, alert_id))
+
+    def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self.store.run(acknowledge(alert_id, by, comment, now_ns())).to_json()
+
+    def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self.store.run(unacknowledge(alert_id, by, comment, now_ns())).to_json()
+
+    def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]:
+        return self.store.run(add_note(alert_id, by, text, now_ns())).to_json()
+
+    def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]:
+        return self.store.run(assign(alert_id, by, assignee, now_ns())).to_json()
+
+    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self.store.run(resolve(alert_id, by, comment, now_ns())).to_json()
+
+    def retention(self, days: int | None) -> int:
+        if days is not None:
+            return self.store.run(set_retention(days))
+        return self.store.read(get_retention)
+
+    def prune(self) -> int:
+        total = 0
+        for _ in range(10_000):  # bounded: 50 million rows
+            removed = self.store.run(prune(now_ns()))
+            total += removed
+            if not removed:
+                break
+        return total
+
+
+class RemoteClient:
+    """Talks to a running bridge's REST API with the API token."""
+
+    def __init__(self, url: str, token: Secret | None, timeout: float = 10.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise BridgeError(f"--url must be http:// or https://, got {url!r}")
+        self.base = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def close(self) -> None:
+        pass
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)  # noqa: S310
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token.value}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())
+                raise ApiError(exc.code, error["error"], error["message"], error.get("field"))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(exc.code, "http", f"HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BridgeError(f"cannot reach {self.base}: {reason}") from None
+
+    def list(self, params: Params) -> dict[str, Any]:
+        query = urllib.parse.urlencode([(k, v) for k, vs in params.items() for v in vs])
+        result: dict[str, Any] = self._call("GET", f"/api/v1/alerts?{query}")
+        return result
+
+    def show(self, alert_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/v1/alerts/{alert_id}")
+        return result
+
+    def _post(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/api/v1/alerts/{alert_id}/{action}", body)
+        return result
+
+    def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self._post(alert_id, "ack", {"by": by, "comment": comment})
+
+    def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self._post(alert_id, "unack", {"by": by, "comment": comment})
+
+    def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]:
+        return self._post(alert_id, "notes", {"by": by, "text": text})
+
+    def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]:
+        return self._post(alert_id, "assign", {"by": by, "assignee": assignee})
+
+    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+        return self._post(alert_id, "resolve", {"by": by, "comment": comment})

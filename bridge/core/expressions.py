@@ -1,0 +1,87 @@
+"""What a rule means in PromQL, and the annotations of its alerts: shared by the generated
+Prometheus rules, the embedded evaluator and the baseline's backtest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bridge.core.errors import RuleError
+from bridge.core.humanize import HUMANIZERS
+from bridge.core.model import AlertRule
+from bridge.core.times import format_duration
+
+
+def promql_number(value: float) -> str:
+    """A float as PromQL literal that parses back to the same double."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def measurement_expr(rule: AlertRule, namespace: str) -> str:
+    """PromQL for what the rule measures, in base units."""
+    if rule.expr is not None:
+        return rule.expr
+    spec = rule.spec
+    if spec is None:  # AlertRule refuses an unknown metric without expr: cannot happen
+        raise RuleError(rule.name, "metric", f"unknown metric {rule.metric_name!r} and no expr")
+    return spec.measurement(namespace, format_duration(rule.window_seconds))
+
+
+def alert_expr(rule: AlertRule, namespace: str) -> str:
+    """The full alerting expression: measurement, condition, threshold in base units."""
+    measure = measurement_expr(rule, namespace)
+    if rule.expr is not None:
+        measure = f"({measure})"
+    return f"{measure} {rule.condition.value} {promql_number(rule.threshold_base)}"
+
+
+def _humanizer(rule: AlertRule) -> str:
+    spec = rule.spec
+    return spec.humanize if spec else "humanize"
+
+
+def _text(text: str) -> str:
+    # User text must not be executed as a Go template.
+    return text.replace("{{", '{{ "{{" }}')
+
+
+@dataclass(frozen=True, slots=True)
+class Annotations:
+    """The rule's annotation templates and their rendering for known labels and value."""
+
+    rule: AlertRule
+
+    def _head(self) -> str:
+        return _text(self.rule.description or self.rule.name.replace("_", " "))
+
+    def _tail(self) -> str:
+        rule = self.rule
+        fn = HUMANIZERS[_humanizer(rule)]
+        tail = f" ({rule.severity.value} when {rule.condition.value} {fn(rule.threshold_base)}"
+        if rule.for_seconds:
+            tail += f" for {format_duration(rule.for_seconds)}"
+        return tail + ")"
+
+    def templates(self) -> dict[str, str]:
+        rule = self.rule
+        return {
+            "summary": f"{self._head()} on {{{{ $labels.instance }}}}",
+            "description": (
+                f"{_text(rule.metric_name)} is {{{{ $value | {_humanizer(rule)} }}}}"
+                f" on {{{{ $labels.instance }}}}{self._tail()}"
+            ),
+        }
+
+    def render(self, labels: Mapping[str, str], value: float) -> dict[str, str]:
+        rule, instance = self.rule, labels.get("instance", "")
+        shown = HUMANIZERS[_humanizer(rule)](value)
+        head = rule.description or rule.name.replace("_", " ")
+        return {
+            "summary": f"{head} on {instance}",
+            "description": f"{rule.metric_name} is {shown} on {instance}{self._tail()}",
+        }
+
+
+def alert_labels(rule: AlertRule) -> dict[str, str]:
+    """Labels the rule adds to its alerts."""
+    return {"severity": rule.severity.value, "metric": rule.metric_name, **rule.labels}

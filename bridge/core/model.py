@@ -1,0 +1,187 @@
+"""Value objects: severities, conditions, durations and the AlertRule, validated on construction."""
+
+from __future__ import annotations
+
+import enum
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from bridge.core.catalog import MetricSpec, spec_for
+from bridge.core.errors import RuleError
+from bridge.core.times import parse_duration
+
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RULE_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Labels the rule itself sets on every alert; a rule's `labels` may not override them.
+RESERVED_LABELS = frozenset({"alertname", "severity", "metric"})
+
+
+def dumps_map(mapping: Mapping[str, str]) -> str:
+    """Labels or annotations as compact JSON text with sorted keys (stable for comparisons)."""
+    return orjson.dumps(dict(mapping), option=orjson.OPT_SORT_KEYS).decode()
+
+
+class Severity(enum.StrEnum):
+    """Alert severity, ordered: info < warning < error < critical."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Position in the order, 0 for info."""
+        return list(Severity).index(self)
+
+
+class Condition(enum.StrEnum):
+    """Comparison of the measured value against the threshold, as in PromQL."""
+
+    GT = ">"
+    LT = "<"
+    GE = ">="
+    LE = "<="
+    EQ = "=="
+    NE = "!="
+
+    def holds(self, value: float, threshold: float) -> bool:
+        """Whether `value <cond> threshold`; NaN never holds except for !=, as in PromQL."""
+        return _OPS[self](value, threshold)
+
+
+_OPS: dict[Condition, Callable[[float, float], bool]] = {
+    Condition.GT: operator.gt,
+    Condition.LT: operator.lt,
+    Condition.GE: operator.ge,
+    Condition.LE: operator.le,
+    Condition.EQ: operator.eq,
+    Condition.NE: operator.ne,
+}
+
+
+def _frozen_labels(rule: str, labels: object) -> Mapping[str, str]:
+    if not isinstance(labels, Mapping):
+        raise RuleError(rule, "labels", "must be a mapping of label name to value")
+    clean: dict[str, str] = {}
+    for key, val in labels.items():
+        if not isinstance(key, str) or not LABEL_NAME_RE.match(key) or key.startswith("__"):
+            raise RuleError(rule, "labels", f"{key!r} is not a valid Prometheus label name")
+        if key in RESERVED_LABELS:
+            raise RuleError(rule, "labels", f"{key!r} is set by the rule itself")
+        if not isinstance(val, str):
+            raise RuleError(rule, "labels", f"value of {key!r} must be a string")
+        clean[key] = val
+    return MappingProxyType(dict(sorted(clean.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """A threshold rule, the single source of truth for every generated artefact.
+
+    Thresholds are in the seed metric's units (percent, MiB, ms, docs/s, ratio).
+
+    >>> r = AlertRule("high_cpu", "system.cpu.percent", ">", 80, "warning", for_seconds=300)
+    >>> r.threshold_base
+    0.8
+    """
+
+    name: str
+    metric_name: str
+    condition: Condition
+    threshold: float
+    severity: Severity
+    cooldown_seconds: float = 300
+    labels: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    enabled: bool = True
+    for_seconds: int = 0
+    window_seconds: int = 300
+    expr: str | None = None
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not RULE_NAME_RE.match(name):
+            raise RuleError(str(name), "name", "must match [a-zA-Z_][a-zA-Z0-9_]*")
+        if not isinstance(self.metric_name, str) or not self.metric_name:
+            raise RuleError(name, "metric_name", "must be a non-empty string")
+        if self.expr is not None and (not isinstance(self.expr, str) or not self.expr.strip()):
+            raise RuleError(name, "expr", "must be a non-empty PromQL expression")
+        if self.expr is None and spec_for(self.metric_name) is None:
+            raise RuleError(
+                name,
+                "metric_name",
+                f"unknown metric {self.metric_name!r} (give `expr` for a custom one)",
+            )
+        try:
+            object.__setattr__(self, "condition", Condition(self.condition))
+        except ValueError:
+            raise RuleError(
+                name, "condition", f"{self.condition!r} is not one of > < >= <= == !="
+            ) from None
+        try:
+            object.__setattr__(self, "severity", Severity(self.severity))
+        except ValueError:
+            allowed = "|".join(s.value for s in Severity)
+            raise RuleError(
+                name, "severity", f"{self.severity!r} is not one of {allowed}"
+            ) from None
+        threshold = self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise RuleError(name, "threshold", f"must be a number, got {threshold!r}")
+        if not math.isfinite(threshold):
+            raise RuleError(name, "threshold", f"must be finite, got {threshold!r}")
+        object.__setattr__(self, "threshold", float(threshold))
+        cooldown = self.cooldown_seconds
+        if isinstance(cooldown, bool) or not isinstance(cooldown, int | float):
+            raise RuleError(name, "cooldown_seconds", f"must be a number, got {cooldown!r}")
+        if not math.isfinite(cooldown) or cooldown < 0:
+            raise RuleError(name, "cooldown_seconds", f"must be >= 0, got {cooldown!r}")
+        for fname in ("for_seconds", "window_seconds"):
+            try:
+                object.__setattr__(self, fname, parse_duration(getattr(self, fname)))
+            except ValueError as exc:
+                raise RuleError(name, fname, str(exc)) from None
+        if self.window_seconds <= 0:
+            raise RuleError(name, "window_seconds", "must be positive")
+        if not isinstance(self.enabled, bool):
+            raise RuleError(name, "enabled", f"must be true or false, got {self.enabled!r}")
+        if not isinstance(self.description, str):
+            raise RuleError(name, "description", "must be a string")
+        object.__setattr__(self, "labels", _frozen_labels(name, self.labels))
+
+    @property
+    def spec(self) -> MetricSpec | None:
+        """The catalogue entry of this rule's metric (None for a custom `expr` rule)."""
+        return spec_for(self.metric_name) if self.expr is None else None
+
+    @property
+    def threshold_base(self) -> float:
+        """The threshold in Prometheus base units."""
+        spec = self.spec
+        return spec.to_base(self.threshold) if spec else self.threshold
+
+    @property
+    def unit(self) -> str:
+        """The seed unit of the threshold, empty for a custom rule."""
+        spec = self.spec
+        return spec.seed_unit if spec else ""
+
+    def holds(self, value: float) -> bool:
+        """Verdict on a measured value in seed units, compared in base units as Prometheus does."""
+        spec = self.spec
+        base = spec.to_base(value) if spec else value
+        return self.condition.holds(base, self.threshold_base)
+
+    def replace(self, **changes: Any) -> AlertRule:
+        """A copy with fields changed (validated again)."""
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        values.update(changes)
+        return AlertRule(**values)

@@ -1,0 +1,200 @@
+"""HTTP handlers of the webhook receiver and the alerts REST API (wiring only, rules in store)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from bridge.config import Secret
+from bridge.core.errors import ApiError, QueryTimeout, StoreError, Unprocessable
+from bridge.core.times import now_ns
+from bridge.http.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
+from bridge.http.openapi import SPEC
+from bridge.http.util import (
+    Handler,
+    check_token,
+    decode_json,
+    json_response,
+    read_body,
+    read_json,
+    tokens_equal,
+)
+from bridge.ingest.episodes import IngestResult, ingest
+from bridge.ingest.webhook import parse_notification
+from bridge.store.query import parse_alert_query, parse_id
+from bridge.store.sqlite.actions import acknowledge, add_note, assign, resolve, unacknowledge
+from bridge.store.sqlite.database import alert_detail, get_alert, list_page
+
+routes = web.RouteTableDef()
+T = TypeVar("T")
+
+
+def check_webhook_auth(request: web.Request, expected: Secret | None) -> None:
+    """Bearer token, or basic auth whose password is the token; constant-time comparison."""
+    if expected is None:
+        return
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    given = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given, validate=True).decode().partition(":")[2]
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
+            given = ""
+    elif scheme.lower() != "bearer":
+        given = ""
+    if not tokens_equal(given, expected):
+        raise ApiError(401, "unauthorized", "missing or invalid webhook credentials")
+
+
+@routes.post("/api/v1/alertmanager")
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    """Store an Alertmanager notification; 2xx only once it is committed to disk."""
+    app = request.app
+    metrics = app[METRICS]
+    started = time.perf_counter()
+    try:
+        settings = app[SETTINGS]
+        check_webhook_auth(request, settings.server.webhook_token)
+        raw = await read_body(request)
+        notification = parse_notification(decode_json(raw), settings.limits, len(raw))
+        try:
+            job = ingest(notification.alerts, now_ns())
+            result = await app[WRITER].submit(job, isolate=False)
+        except StoreError:
+            metrics.store_errors.labels(operation="ingest").inc()
+            raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+    except ApiError as exc:
+        metrics.webhook_requests.labels(code=str(exc.status)).inc()
+        raise
+    except web.HTTPException as exc:
+        metrics.webhook_requests.labels(code=str(exc.status)).inc()
+        raise
+    firing = sum(1 for a in notification.alerts if a.status == "firing")
+    if firing:
+        metrics.received_firing.inc(firing)
+    if len(notification.alerts) > firing:
+        metrics.received_resolved.inc(len(notification.alerts) - firing)
+    metrics.webhook_ok.inc()
+    metrics.webhook_duration.observe(time.perf_counter() - started)
+    if notification.truncated_alerts:
+        metrics.truncations.record(
+            notification.receiver, notification.group_key,
+            len(notification.alerts), notification.truncated_alerts,
+        )  # fmt: skip
+    if result.resolved or result.reopened:
+        _kick(request)  # a silence to expire, or a reopened alert's view to learn
+    await _notify(request, result)
+    return json_response(
+        {
+            "stored": len(notification.alerts),
+            "fired": len(result.fired),
+            "resolved": len(result.resolved),
+            "repeats": result.repeats,
+        }
+    )
+
+
+def _kick(request: web.Request) -> None:
+    """Wake the Alertmanager reconciler, if one runs, to act on a state change now."""
+    reconciler = request.app.get(RECONCILER)
+    if reconciler is not None:
+        reconciler.kick()
+
+
+async def _notify(request: web.Request, result: IngestResult) -> None:
+    """Hand the alerts that changed to the notification callbacks (after the commit)."""
+    notifier = request.app[NOTIFIER]
+    ids = result.fired + result.resolved + result.reopened
+    if ids and notifier.callbacks:
+        notifier.notify(await _read(request, lambda c: [get_alert(c, i) for i in ids]))
+
+
+async def _read(request: web.Request, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run a read off the event loop on a per-thread connection."""
+    try:
+        return await asyncio.to_thread(request.app[STORE].read, fn)
+    except QueryTimeout as exc:
+        raise ApiError(503, "query_timeout", str(exc)) from None
+    except StoreError:
+        request.app[METRICS].store_errors.labels(operation="read").inc()
+        raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+
+
+def _api_auth(request: web.Request) -> None:
+    check_token(request, request.app[SETTINGS].server.api_token)
+
+
+@routes.get("/api/v1/alerts")
+async def alerts_list(request: web.Request) -> web.Response:
+    """Alerts, newest first, filtered and paginated."""
+    _api_auth(request)
+    params = {key: request.query.getall(key) for key in request.query}
+    query = parse_alert_query(params, now_ns())
+    page = await _read(request, lambda c: list_page(c, query))
+    return json_response(page.to_json())
+
+
+def _alert_id(request: web.Request) -> int:
+    return parse_id(request.match_info["id"])
+
+
+@routes.get("/api/v1/alerts/{id}")
+async def alerts_get(request: web.Request) -> web.Response:
+    """One alert with its audit trail."""
+    _api_auth(request)
+    alert_id = _alert_id(request)
+    return json_response(await _read(request, lambda c: alert_detail(c, alert_id)))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise Unprocessable("body", "must be a JSON object")
+    return body
+
+
+async def _write(request: web.Request, job: Callable[[sqlite3.Connection], T]) -> T:
+    try:
+        return await request.app[WRITER].submit(job)
+    except StoreError:
+        request.app[METRICS].store_errors.labels(operation="api").inc()
+        raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+
+
+Action = Callable[[int, object, object, int], Callable[[sqlite3.Connection], Any]]
+
+
+def _action(make_job: Action, field: str, status: int = 200) -> Handler:
+    """A handler for POST /api/v1/alerts/{id}/<action> with body {"by": ..., field: ...}."""
+
+    async def handler(request: web.Request) -> web.Response:
+        _api_auth(request)
+        alert_id, body = _alert_id(request), await _body(request)
+        result = await _write(
+            request, make_job(alert_id, body.get("by"), body.get(field), now_ns())
+        )
+        _kick(request)
+        return web.json_response(result.to_json(), status=status)
+
+    return handler
+
+
+routes.post("/api/v1/alerts/{id}/ack")(_action(acknowledge, "comment"))
+routes.post("/api/v1/alerts/{id}/unack")(_action(unacknowledge, "comment"))
+routes.post("/api/v1/alerts/{id}/notes")(_action(add_note, "text", status=201))
+routes.post("/api/v1/alerts/{id}/assign")(_action(assign, "assignee"))
+routes.post("/api/v1/alerts/{id}/resolve")(_action(resolve, "comment"))
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document of this API."""
+    return web.json_response(SPEC)

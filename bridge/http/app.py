@@ -1,0 +1,348 @@
+"""The aiohttp application factory: wires telemetry, storage, the API and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from bridge.alertmanager.client import AlertmanagerCluster
+from bridge.alertmanager.reconciler import Reconciler
+from bridge.config import Settings
+from bridge.core.errors import StoreError
+from bridge.core.model import Severity
+from bridge.core.times import now_ns
+from bridge.feed.notify import Notifier
+from bridge.http import api
+from bridge.http.keys import (
+    GUARD,
+    METRICS,
+    NOTIFIER,
+    RECONCILER,
+    REGISTRY,
+    SETTINGS,
+    STORE,
+    TELEMETRY,
+    WRITER,
+)
+from bridge.http.selfmetrics import BridgeMetrics
+from bridge.http.server import ConnectionGuard, ConnectionLimits, GuardedHandler
+from bridge.http.util import (
+    ALLOWED_HOSTS,
+    BODY_TIMEOUT,
+    Handler,
+    allowed_hosts,
+    check_token,
+    make_errors_middleware,
+    read_json,
+)
+from bridge.store.sqlite.actions import prune, record_alertmanagers
+from bridge.store.sqlite.database import Store, firing_counts, get_alert, state_counts
+from bridge.store.sqlite.writer import Writer, probe_write
+from bridge.telemetry.embedded import EmbeddedEvaluator
+from bridge.telemetry.exporter import (
+    CpuSampler,
+    Telemetry,
+    apply_batch,
+    memory_used_bytes,
+    parse_batch,
+)
+from bridge.telemetry.status import rule_states
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+PRUNE_EVERY_SECONDS = 3600
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition with content negotiation (OpenMetrics or text)."""
+    registry = request.app[REGISTRY]
+    names = request.query.getall("name[]", [])
+    target = registry.restricted_registry(names) if names else registry
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    # generate_latest is pure Python (~20 us a series): keep it off the event loop.
+    body = await asyncio.to_thread(encoder, target)
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
+
+
+@routes.get("/-/healthy")
+async def healthy(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.Response(text="alertbridge is Healthy.\n")
+
+
+@routes.get("/-/ready")
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: storage open, its writer and syncer threads alive, and writing works (after
+    a storage failure, a probe write through the writer must succeed again)."""
+    problem = await _unready(request.app)
+    if problem is not None:
+        return web.Response(status=503, text=f"alertbridge is not ready: {problem}\n")
+    return web.Response(text="alertbridge is Ready.\n")
+
+
+async def _unready(app: web.Application) -> str | None:
+    store, writer = app.get(STORE), app.get(WRITER)
+    if store is None or store.closed:
+        return "storage is not open"
+    if writer is None or not writer.alive:
+        return "the storage writer is not running"
+    if writer.failing:
+        try:
+            await asyncio.wait_for(writer.submit(probe_write), timeout=2)
+        except (StoreError, TimeoutError) as exc:
+            return f"storage is failing: {exc or 'the probe write timed out'}"
+    return None
+
+
+@routes.post("/api/v1/telemetry")
+async def push_telemetry(request: web.Request) -> web.Response:
+    """Record a batch of telemetry from another process."""
+    settings = request.app[SETTINGS]
+    check_token(request, settings.server.api_token)
+    batch = parse_batch(
+        await read_json(request),
+        max_latencies=settings.telemetry.max_latencies_per_push,
+        system_pushed=settings.telemetry.system == "push",
+    )
+    apply_batch(request.app[TELEMETRY], batch)
+    counts = {
+        "search_latency_seconds": len(batch.search_latency_seconds),
+        "documents": batch.documents,
+        "operations": batch.operations,
+        "errors": batch.errors,
+        "cpu_usage_ratio": int(batch.cpu_usage_ratio is not None),
+        "memory_used_bytes": int(batch.memory_used_bytes is not None),
+    }
+    samples = request.app[METRICS].telemetry_samples
+    for name, count in counts.items():
+        if count:
+            samples.labels(field=name).inc(count)
+    return web.json_response({"recorded": counts})
+
+
+@routes.get("/api/v1/status")
+async def status(request: web.Request) -> web.Response:
+    """The telemetry snapshot (seed units) against every enabled rule, and alert counts."""
+    settings = request.app[SETTINGS]
+    check_token(request, settings.server.api_token)
+    snapshot = request.app[TELEMETRY].snapshot()
+    values = snapshot.as_metrics()
+    counts, firing = await asyncio.to_thread(
+        request.app[STORE].read, lambda c: (state_counts(c), firing_counts(c))
+    )
+    by_state: dict[str, int] = {"firing": 0, "acknowledged": 0, "resolved": 0}
+    for (state, _), count in counts.items():
+        by_state[state] = by_state.get(state, 0) + count
+    by_am: dict[str, int] = {"active": 0, "suppressed": 0}
+    for (_, _, am_state), count in firing.items():
+        by_am[am_state] += count
+    return web.json_response(
+        {
+            "snapshot": {**values, "window_seconds": snapshot.span_seconds},
+            "rules": rule_states(settings.rules, values),
+            "alerts": by_state,
+            "alertmanager": by_am,  # firing alerts, by whether Alertmanager mutes them
+        }
+    )
+
+
+WEBHOOK_PATH = "/api/v1/alertmanager"  # counted by alertbridge_webhook_requests_total
+
+
+@web.middleware
+async def outermost(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection its request head is complete (it is not cut as overdue while the
+    handler runs); count alertbridge_api_requests_total by route template and status code
+    (the JSON error responses included)."""
+    protocol = request.protocol
+    guarded = protocol if isinstance(protocol, GuardedHandler) else None  # None: a test server
+    if guarded is not None:
+        guarded.request_started()
+    try:
+        response = await handler(request)
+    finally:
+        if guarded is not None:
+            guarded.request_done()
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else None
+    if template is not None and template.startswith("/api/") and template != WEBHOOK_PATH:
+        request.app[METRICS].api_requests.labels(handler=template, code=str(response.status)).inc()
+    return response
+
+
+def _every(
+    seconds: float, name: str, step: Callable[[web.Application], Awaitable[None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running `step` now and then every `seconds`, logging its failures."""
+
+    async def loop(app: web.Application) -> None:
+        while True:
+            try:
+                await step(app)
+            except Exception:
+                log.exception("background task %s failed; retrying in %ss", name, seconds)
+            await asyncio.sleep(seconds)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop(app), name=f"alertbridge-{name}")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+def _open_store(settings: Settings) -> Store:
+    """Open the database for the server: it must be writable (file, directory, journal)."""
+    store = Store(settings.server.db, query_timeout=settings.server.query_timeout)
+    try:
+        store.check_writable()
+    except StoreError as exc:
+        store.close()
+        raise StoreError(f"cannot write to database {settings.server.db}: {exc}") from None
+    return store
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the store and its group-commit writer; close them after the last request."""
+    store = await asyncio.to_thread(_open_store, app[SETTINGS])
+    app[STORE] = store
+    async with Writer(store) as writer:
+        app[WRITER] = writer
+        # Acks consult it: with no Alertmanager, they record no silence to make.
+        await writer.submit(record_alertmanagers(list(app[SETTINGS].alertmanager.urls)))
+        yield
+        await app[NOTIFIER].drain()
+    store.close()
+
+
+async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Silences and reconciliation against the configured Alertmanager."""
+    settings = app[SETTINGS]
+    am = settings.alertmanager
+    trust_after = am.trust_after(settings.prometheus.evaluation_interval)
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(
+            app[STORE],
+            app[WRITER].submit,
+            AlertmanagerCluster.of(am.urls, session, trust_after),
+            silence_seconds=am.silence_duration,
+            max_ack_seconds=am.max_ack_duration or None,
+            on_round=lambda outcome: app[METRICS].reconcile_rounds.labels(outcome=outcome).inc(),
+        )
+        app[RECONCILER] = reconciler
+        task = asyncio.create_task(reconciler.run_forever(am.reconcile_interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
+    cpu = CpuSampler() if app[SETTINGS].telemetry.system == "psutil" else None
+
+    async def step(app: web.Application) -> None:
+        if cpu is not None:
+            app[TELEMETRY].set_system(cpu(), memory_used_bytes())
+        app[TELEMETRY].tick()
+
+    return step
+
+
+async def _refresh_counts(app: web.Application) -> None:
+    counts, firing = await asyncio.to_thread(
+        app[STORE].read, lambda c: (state_counts(c), firing_counts(c))
+    )
+    gauge = app[METRICS].stored_alerts
+    gauge.clear()
+    for (state, severity), count in counts.items():
+        if state == "resolved":
+            gauge.labels(state=state, severity=severity, am_state="").set(count)
+    for (state, severity, am_state), count in firing.items():
+        gauge.labels(state=state, severity=severity, am_state=am_state).set(count)
+
+
+async def _prune(app: web.Application) -> None:
+    for _ in range(1000):  # bounded: at most 5 million rows a round
+        if not await app[WRITER].submit(prune(now_ns())):
+            break
+
+
+def _embedded(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
+    settings = app[SETTINGS]
+    instance = f"{settings.server.host}:{settings.server.port}"
+    evaluator = EmbeddedEvaluator(
+        list(settings.rules.enabled), app[TELEMETRY], settings.prometheus.job, instance,
+        restart_grace=max(30.0, 3.0 * settings.telemetry.sample_interval),
+    )  # fmt: skip
+
+    async def step(app: web.Application) -> None:
+        result = await evaluator.evaluate_once(app[WRITER], app[STORE])
+        if result.fired or result.resolved:
+            ids = result.fired + result.resolved
+            alerts = await asyncio.to_thread(
+                app[STORE].read, lambda c: [get_alert(c, i) for i in ids]
+            )
+            app[NOTIFIER].notify(alerts)
+
+    return step
+
+
+def create_app(
+    settings: Settings,
+    *,
+    telemetry: Telemetry | None = None,
+    notifier: Notifier | None = None,
+    background: bool = True,
+) -> web.Application:
+    """Build the application.
+
+    `background=False` leaves out the periodic tasks (sampler, embedded evaluator, retention,
+    count refresh) so tests drive them; storage is always opened in a cleanup context.
+    """
+    server = settings.server
+    app = web.Application(
+        middlewares=[outermost, make_errors_middleware(server.max_body_bytes)],
+        client_max_size=server.max_body_bytes,
+    )
+    telemetry = telemetry or Telemetry(settings.namespace, window_seconds=settings.telemetry.window)
+    app[SETTINGS] = settings
+    app[TELEMETRY] = telemetry
+    app[REGISTRY] = telemetry.registry
+    metrics = app[METRICS] = BridgeMetrics(telemetry.registry)
+    app[BODY_TIMEOUT] = float(server.body_timeout)
+    app[ALLOWED_HOSTS] = allowed_hosts(
+        server.allowed_hosts,
+        [settings.alertmanager.webhook_url, settings.prometheus.scrape_target, server.host],
+    )
+    limits = ConnectionLimits(server.max_connections, server.header_timeout,
+                              server.body_timeout, server.keepalive_timeout)  # fmt: skip
+    guard = app[GUARD] = ConnectionGuard(
+        limits, lambda event: metrics.http_connection_events.labels(event=event).inc()
+    )
+    metrics.http_connections.set_function(lambda: guard.open)
+    app.on_cleanup.append(lambda app: app[GUARD].stop())
+    app[NOTIFIER] = notifier or Notifier(Severity.WARNING)
+    app.add_routes(routes)
+    app.add_routes(api.routes)
+    app.cleanup_ctx.append(storage_ctx)
+    if background:
+        interval = settings.telemetry.sample_interval
+        app.cleanup_ctx.append(_every(interval, "sampler", _sampler(app)))
+        app.cleanup_ctx.append(_every(interval, "counts", _refresh_counts))
+        app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune))
+        if not settings.alertmanager.urls:
+            app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app)))
+        else:
+            app.cleanup_ctx.append(alertmanager_ctx)
+    return app

@@ -1,0 +1,136 @@
+"""The bridge's own health metrics (prefix `alertbridge_`), registered beside the telemetry."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from bridge import __version__
+from bridge.core.logutil import Throttle
+
+log = logging.getLogger(__name__)
+
+
+class TruncationWatch:
+    """Counts alerts Alertmanager left out of notifications (`truncatedAlerts`, its webhook
+    `max_alerts`) by receiver, and warns at most once per group per interval.
+
+    Receiver names are label values: at most `max_receivers` distinct ones, then "other".
+    """
+
+    def __init__(self, counter: Counter, interval: float = 600.0, max_receivers: int = 50):
+        self.counter = counter
+        self.throttle = Throttle(interval)
+        self.max_receivers = max_receivers
+        self._receivers: set[str] = set()
+
+    def record(self, receiver: str, group_key: str, sent: int, left_out: int) -> None:
+        # Alertmanager regex-quotes the receiver's name (web\\.hook): unquote it.
+        name = re.sub(r"\\(.)", r"\1", receiver)[:64] or "-"
+        if name not in self._receivers:
+            if len(self._receivers) >= self.max_receivers:
+                name = "other"
+            else:
+                self._receivers.add(name)
+        self.counter.labels(receiver=name).inc(left_out)
+        due, held = self.throttle.take(group_key)
+        if due:
+            log.warning(
+                "receiver %r sent %d alerts of group %s and left out %d (its max_alerts): raise"
+                " max_alerts in its webhook_config to store every alert%s",
+                name, sent, group_key[:200], left_out,
+                f"; {held} more truncated notifications of this group" if held else "",
+            )  # fmt: skip
+
+
+class BridgeMetrics:
+    """Webhook, store and API metrics of the bridge itself.
+
+    >>> m = BridgeMetrics(CollectorRegistry())
+    >>> m.webhook_requests.labels(code="200").inc()
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.build = Info("alertbridge_build", "alertbridge build information.", registry=registry)
+        self.build.info({"version": __version__, "python": platform.python_version()})
+        self.webhook_requests = Counter(
+            "alertbridge_webhook_requests",
+            "Alertmanager webhook requests by HTTP status code.",
+            ["code"],
+            registry=registry,
+        )
+        self.alerts_received = Counter(
+            "alertbridge_alerts_received",
+            "Alerts received in webhook notifications, by status (firing, resolved).",
+            ["status"],
+            registry=registry,
+        )
+        # Children resolved once: the webhook's hot path skips the label lookups.
+        self.webhook_ok = self.webhook_requests.labels(code="200")
+        self.received_firing = self.alerts_received.labels(status="firing")
+        self.received_resolved = self.alerts_received.labels(status="resolved")
+        self.webhook_duration = Histogram(
+            "alertbridge_webhook_duration_seconds",
+            "Time to handle a webhook request, storage included.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+            registry=registry,
+        )
+        self.stored_alerts = Gauge(
+            "alertbridge_stored_alerts",
+            "Stored alerts by state (firing, acknowledged, resolved), severity and, for firing"
+            " ones, am_state: suppressed (muted by Alertmanager) or active.",
+            ["state", "severity", "am_state"],
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "alertbridge_store_errors",
+            "Storage operations that failed, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.api_requests = Counter(
+            "alertbridge_api_requests",
+            "REST API requests by handler and HTTP status code.",
+            ["handler", "code"],
+            registry=registry,
+        )
+        self.alerts_truncated = Counter(
+            "alertbridge_alerts_truncated",
+            "Alerts Alertmanager left out of notifications (its max_alerts), by receiver.",
+            ["receiver"],
+            registry=registry,
+        )
+        self.truncations = TruncationWatch(self.alerts_truncated)
+        self.reconcile_rounds = Counter(
+            "alertbridge_reconcile_rounds",
+            "Reconcile rounds with Alertmanager by outcome: trusted (a replica up for longer"
+            " than the resend window answered), untrusted (only replicas that restarted since:"
+            " nothing inferred), failed (none answered).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("trusted", "untrusted", "failed"):
+            self.reconcile_rounds.labels(outcome=outcome)
+        self.http_connections = Gauge(
+            "alertbridge_http_connections",
+            "Open HTTP connections.",
+            registry=registry,
+        )
+        self.http_connection_events = Counter(
+            "alertbridge_http_connection_events",
+            "Connections refused at the cap, idle ones closed to make room (evicted), and"
+            " connections closed because the request head did not arrive in time.",
+            ["event"],
+            registry=registry,
+        )
+        for event in ("refused", "evicted", "header_timeout"):
+            self.http_connection_events.labels(event=event)
+        self.telemetry_samples = Counter(
+            "alertbridge_telemetry_pushed_samples",
+            "Telemetry values accepted through POST /api/v1/telemetry, by field.",
+            ["field"],
+            registry=registry,
+        )

@@ -1,0 +1,1 @@
+"""Alert storage: the interface everything else uses, and its SQLite implementation."""

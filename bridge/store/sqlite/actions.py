@@ -1,0 +1,291 @@
+"""Operator and reconciler actions on stored alerts: jobs run in a transaction by the writer."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from bridge.core.errors import Conflict, Unprocessable
+from bridge.core.times import NS
+from bridge.store.sqlite.database import (
+    MAX_TEXT,
+    Event,
+    Job,
+    StoredAlert,
+    add_event,
+    add_person,
+    get_alert,
+    get_retention,
+)
+
+
+def _text(value: object, name: str, *, required: bool) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise Unprocessable(name, "must be a non-empty string" if required else "must be a string")
+    if len(value) > MAX_TEXT:
+        raise Unprocessable(name, f"at most {MAX_TEXT} characters")
+    return value
+
+
+def acknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job[StoredAlert]:
+    """Job: acknowledge a firing, unacknowledged alert."""
+    by = _text(actor, "by", required=True)
+    note = _text(comment, "comment", required=False)
+
+    def job(conn: sqlite3.Connection) -> StoredAlert:
+        alert = get_alert(conn, alert_id)
+        if alert.status == "resolved":
+            raise Conflict(f"alert {alert_id} is resolved: only firing alerts can be acknowledged")
+        if alert.acknowledged:
+            raise Conflict(f"alert {alert_id} is already acknowledged by {alert.acked_by}")
+        # An Alertmanager alert gets a silence; the reconciler creates it (see alertmanager.py),
+        # unless the server runs with no Alertmanager to create it in.
+        silence = alert.silence_state
+        if alert.source == "alertmanager":
+            silence = "pending" if silences_managed(conn) else "none"
+        conn.execute(
+            "UPDATE alerts SET acked_at = ?, acked_by = ?, ack_comment = ?, updated_at = ?,"
+            " silence_state = ? WHERE id = ?",
+            (at, by, note, at, silence, alert_id),
+        )
+        add_event(conn, alert_id, at, "acknowledged", by, note)
+        return get_alert(conn, alert_id)
+
+    return job
+
+
+def unacknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job[StoredAlert]:
+    """Job: withdraw an acknowledgement."""
+    by = _text(actor, "by", required=True)
+    note = _text(comment, "comment", required=False)
+
+    def job(conn: sqlite3.Connection) -> StoredAlert:
+        alert = get_alert(conn, alert_id)
+        if not alert.acknowledged:
+            raise Conflict(f"alert {alert_id} is not acknowledged")
+        silence = {"active": "expiring", "pending": None}.get(
+            alert.silence_state or "", alert.silence_state
+        )
+        conn.execute(
+            "UPDATE alerts SET acked_at = NULL, acked_by = NULL, ack_comment = NULL,"
+            " updated_at = ?, silence_state = ? WHERE id = ?",
+            (at, silence, alert_id),
+        )
+        add_event(conn, alert_id, at, "unacknowledged", by, note)
+        return get_alert(conn, alert_id)
+
+    return job
+
+
+def add_note(alert_id: int, actor: object, text: object, at: int) -> Job[Event]:
+    """Job: add a note to an alert's trail."""
+    by = _text(actor, "by", required=True)
+    body = _text(text, "text", required=True)
+
+    def job(conn: sqlite3.Connection) -> Event:
+        get_alert(conn, alert_id)
+        add_event(conn, alert_id, at, "note", by, body)
+        row = conn.execute(
+            "SELECT id, alert_id, at, kind, actor, detail FROM events"
+            " WHERE id = last_insert_rowid()"
+        ).fetchone()
+        return Event(*row)
+
+    return job
+
+
+def assign(alert_id: int, actor: object, assignee: object, at: int) -> Job[StoredAlert]:
+    """Job: set (or with None/"" clear) an alert's assignee."""
+    by = _text(actor, "by", required=True)
+    who = _text(assignee, "assignee", required=False) or None
+
+    def job(conn: sqlite3.Connection) -> StoredAlert:
+        alert = get_alert(conn, alert_id)
+        if alert.assignee == who:
+            return alert
+        conn.execute(
+            "UPDATE alerts SET assignee = ?, updated_at = ? WHERE id = ?", (who, at, alert_id)
+        )
+        if who:
+            add_person(conn, who)
+        add_event(conn, alert_id, at, "assigned", by, who or "")
+        return get_alert(conn, alert_id)
+
+    return job
+
+
+def set_silence(
+    alert_id: int,
+    state: str | None,
+    at: int,
+    silence_id: str | None = None,
+    until: int | None = None,
+    event: tuple[str, str, str] | None = None,
+) -> Job[StoredAlert]:
+    """Job: record the silence state of an alert (and optionally an event kind, actor, detail)."""
+
+    def job(conn: sqlite3.Connection) -> StoredAlert:
+        get_alert(conn, alert_id)
+        conn.execute(
+            "UPDATE alerts SET silence_state = ?, silence_id = coalesce(?, silence_id),"
+            " silenced_until = ?, updated_at = ? WHERE id = ?",
+            (state, silence_id, until, at, alert_id),
+        )
+        if event is not None:
+            add_event(conn, alert_id, at, *event)
+        return get_alert(conn, alert_id)
+
+    return job
+
+
+def _resolve(
+    conn: sqlite3.Connection, alert_id: int, at: int, resolution: str, actor: str, detail: str
+) -> StoredAlert:
+    conn.execute(
+        "UPDATE alerts SET status = 'resolved', ends_at = ?, resolution = ?, updated_at = ?"
+        " WHERE id = ?",
+        (at, resolution, at, alert_id),
+    )
+    add_event(conn, alert_id, at, "resolved", actor, detail)
+    return get_alert(conn, alert_id)
+
+
+def resolve_inferred(alert_id: int, at: int, how: str) -> Job[StoredAlert | None]:
+    """Job: mark a firing episode resolved because Alertmanager, which mutes it, no longer has
+    it (provisional: a later firing delivery of the episode reopens it)."""
+
+    def job(conn: sqlite3.Connection) -> StoredAlert | None:
+        alert = get_alert(conn, alert_id)
+        if alert.status != "firing":
+            return None
+        return _resolve(conn, alert_id, at, "inferred", "reconciler", how)
+
+    return job
+
+
+def resolve(alert_id: int, actor: object, comment: object, at: int) -> Job[StoredAlert]:
+    """Job: an operator resolves a firing alert. For Alertmanager's alerts this is provisional
+    (a later firing delivery of the episode reopens it: the operator was wrong); the embedded
+    evaluator's stay resolved (a new episode starts if the condition comes back)."""
+    by = _text(actor, "by", required=True)
+    note = _text(comment, "comment", required=False)
+
+    def job(conn: sqlite3.Connection) -> StoredAlert:
+        alert = get_alert(conn, alert_id)
+        if alert.status == "resolved":
+            raise Conflict(f"alert {alert_id} is already resolved")
+        return _resolve(conn, alert_id, at, "manual", by, note or "resolved by hand")
+
+    return job
+
+
+def restart_resolve(alert_id: int, at: int) -> Job[StoredAlert | None]:
+    """Job: the embedded evaluator, starting, found the condition of a firing alert of its
+    previous run no longer held."""
+
+    def job(conn: sqlite3.Connection) -> StoredAlert | None:
+        alert = get_alert(conn, alert_id)
+        if alert.status != "firing":
+            return None
+        return _resolve(conn, alert_id, at, "restart", "evaluator",
+                        "condition no longer held at restart")  # fmt: skip
+
+    return job
+
+
+def continued(alert_id: int, at: int) -> Job[None]:
+    """Job: the embedded evaluator, starting, took up a firing alert of its previous run."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        add_event(
+            conn, alert_id, at, "continued", "evaluator", "the condition still held at restart"
+        )
+
+    return job
+
+
+def silences_managed(conn: sqlite3.Connection) -> bool:
+    """Whether acks get silences: the server last started with an Alertmanager configured
+    (or has never run on this database: then the reconciler may yet create them)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'alertmanagers'").fetchone()
+    return row is None or row[0] != "[]"
+
+
+def record_alertmanagers(urls: list[str]) -> Job[None]:
+    """Job: note which Alertmanagers the server works with (acks consult it: silences_managed)."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('alertmanagers', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (orjson.dumps(urls).decode(),),
+        )
+
+    return job
+
+
+#: One alert's view in Alertmanager: (alert id, state, silence ids, inhibitors as
+#: (fingerprint, alert id or None)).
+AmView = tuple[int, str, list[str], list[tuple[str, int | None]]]
+
+
+def set_am_states(views: list[AmView]) -> Job[int]:
+    """Job: store Alertmanager's view of firing alerts (a reconcile round's); rows changed."""
+
+    def job(conn: sqlite3.Connection) -> int:
+        params = [
+            (state, orjson.dumps(silenced).decode(),
+             orjson.dumps([{"fingerprint": f, "alert_id": i} for f, i in inhibited]).decode(),
+             alert_id)
+            for alert_id, state, silenced, inhibited in views
+        ]  # fmt: skip
+        cursor = conn.executemany(
+            "UPDATE alerts SET am_state = ?, am_silenced_by = ?, am_inhibited_by = ?"
+            " WHERE id = ? AND status = 'firing'",
+            params,
+        )
+        return cursor.rowcount
+
+    return job
+
+
+def set_retention(days: int) -> Job[int]:
+    """Job: persist the retention period in days."""
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise Unprocessable("days", f"must be a whole number of days >= 1, got {days!r}")
+
+    def job(conn: sqlite3.Connection) -> int:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('retention_days', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(days),),
+        )
+        return days
+
+    return job
+
+
+def prune(at: int, batch: int = 5000) -> Job[int]:
+    """Job: delete one batch of resolved alerts (and their events) older than the retention."""
+
+    def job(conn: sqlite3.Connection) -> int:
+        cutoff = at - get_retention(conn) * 86400 * NS
+        ids = [
+            r[0]
+            for r in conn.execute(
+                # Old episodes have low ids: walking (status, id) finds them first.
+                "SELECT id FROM alerts WHERE status = 'resolved' AND ends_at < ?"
+                " ORDER BY id LIMIT ?",
+                (cutoff, batch),
+            )
+        ]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            conn.execute(f"DELETE FROM events WHERE alert_id IN ({marks})", ids)  # noqa: S608
+            conn.execute(f"DELETE FROM alerts WHERE id IN ({marks})", ids)  # noqa: S608
+        return len(ids)
+
+    return job

@@ -1,0 +1,129 @@
+"""The embedded default: with no Alertmanager configured, evaluate the rules in-process on the
+exporter's snapshot and store the alerts (source "local") exactly as webhook alerts are stored.
+
+A restart loses the evaluator's memory, not the store's: the firing local alerts of the
+previous run are taken up again at start. Once the snapshot has a value for an alert's metric
+(or after `restart_grace` seconds), the alert continues as the same episode if its rule still
+holds for its labels (event "continued"), and is resolved otherwise (resolution "restart",
+event "condition no longer held at restart").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from bridge.core.expressions import Annotations
+from bridge.core.model import AlertRule
+from bridge.core.times import now_ns
+from bridge.ingest.episodes import IngestResult, ingest, local_fingerprint
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store.sqlite.actions import continued, restart_resolve
+from bridge.store.sqlite.database import Store, StoredAlert, firing_local
+from bridge.store.sqlite.writer import Writer
+from bridge.telemetry.evaluator import Alert, Evaluator
+from bridge.telemetry.exporter import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedEvaluator:
+    """Turns evaluator episodes into stored alerts with Prometheus-like labels and annotations."""
+
+    def __init__(
+        self,
+        rules: list[AlertRule],
+        telemetry: Telemetry,
+        job: str,
+        instance: str,
+        restart_grace: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = {r.name: r for r in rules}
+        self.telemetry = telemetry
+        self.labels = {"job": job, "instance": instance}
+        self.clock = clock
+        self.evaluator = Evaluator(rules, clock=clock)
+        self._episodes: dict[int, tuple[str, int]] = {}  # evaluator id -> (fingerprint, ns)
+        self._unsent: list[ReceivedAlert] = []  # kept when storage failed, sent next time
+        self._previous: list[StoredAlert] | None = None  # last run's firing, until taken up
+        self._grace_ends = clock() + restart_grace
+
+    def _received(self, alert: Alert, status: str, ends_at: int | None) -> ReceivedAlert:
+        rule = self.rules[alert.rule_name]
+        labels = {"alertname": rule.name, **self.labels, "metric": rule.metric_name,
+                  **dict(alert.labels)}  # fmt: skip
+        if alert.id not in self._episodes:
+            self._episodes[alert.id] = (local_fingerprint(labels), int(alert.started_at * 1e9))
+        fingerprint, starts_at = self._episodes[alert.id]
+        spec = rule.spec
+        value = spec.to_base(alert.value) if spec else alert.value
+        return ReceivedAlert(
+            fingerprint=fingerprint,
+            status=status,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            labels=dict(sorted(labels.items())),
+            annotations=Annotations(rule).render(labels, value),
+            generator_url="",
+        )
+
+    async def _take_up(self, writer: Writer, store: Store, metrics: dict[str, float]) -> None:
+        """Continue or close the previous run's firing alerts whose metric has a value now
+        (all of them once the grace period is over)."""
+        if self._previous is None:
+            self._previous = await asyncio.to_thread(store.read, firing_local)
+        late = self.clock() > self._grace_ends
+        now = now_ns()
+        waiting = []
+        for stored in self._previous:
+            rule = self.rules.get(stored.alertname)
+            value = metrics.get(rule.metric_name) if rule is not None else None
+            if rule is not None and value is None and not late:
+                waiting.append(stored)
+                continue
+            alert = self._adopt(stored, rule, value)
+            if alert is not None:
+                await writer.submit(continued(stored.id, now))
+            else:
+                await writer.submit(restart_resolve(stored.id, now))
+        self._previous = waiting
+
+    def _adopt(
+        self, stored: StoredAlert, rule: AlertRule | None, value: float | None
+    ) -> Alert | None:
+        """The evaluator's alert continuing `stored`, or None when its condition is gone (or
+        its labels are not this evaluator's: another instance, a changed rule)."""
+        if rule is None or value is None:
+            return None
+        expected = self.evaluator.alert_labels(rule.name, self.labels)
+        labels = {k: v for k, v in stored.labels.items() if k not in ("alertname", "metric")}
+        if expected is None or labels != expected:
+            return None
+        alert = self.evaluator.restore(rule.name, self.labels, value, stored.starts_at / 1e9)
+        if alert is not None:
+            self._episodes[alert.id] = (stored.fingerprint, stored.starts_at)
+        return alert
+
+    async def evaluate_once(self, writer: Writer, store: Store | None = None) -> IngestResult:
+        """One evaluation: store what fired and what resolved (first taking up the previous
+        run's firing alerts from `store`)."""
+        metrics = self.telemetry.snapshot().as_metrics()
+        if store is not None and self._previous != []:
+            await self._take_up(writer, store, metrics)
+        step = self.evaluator.step(metrics, self.labels)
+        received = [self._received(a, "firing", None) for a in step.fired]
+        now = now_ns()
+        received += [self._received(a, "resolved", now) for a in step.resolved]
+        for alert in step.resolved:
+            self._episodes.pop(alert.id, None)
+        batch, self._unsent = self._unsent + received, []
+        if not batch:
+            return IngestResult()
+        try:
+            return await writer.submit(ingest(batch, now, source="local"))
+        except Exception:
+            self._unsent = batch  # the store's HA rules make a later re-send harmless
+            raise

@@ -1,0 +1,115 @@
+"""The package's dependencies point one way: each subpackage imports only from the layers
+below it (and itself), never from a sibling of its own layer, and no modules import each
+other in a cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "bridge"
+#: Bottom first. A package may import its own modules and those of lower layers.
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"core"}),
+    frozenset({"ingest"}),
+    frozenset({"store"}),
+    frozenset({"alertmanager", "telemetry", "export", "feed", "config"}),
+    frozenset({"generate"}),
+    frozenset({"http"}),
+    frozenset({"cli"}),
+    frozenset({"__main__"}),
+)
+LAYER_OF = {name: level for level, names in enumerate(LAYERS) for name in names}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every bridge module `path` imports, at any depth of its code."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("bridge.")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _ours(node.module):
+            for alias in node.names:  # `from bridge.x import y`: y may be a module
+                child = f"{node.module}.{alias.name}"
+                found.add(child if _exists(child) else str(node.module))
+    return found
+
+
+def _ours(module: str | None) -> bool:
+    return module is not None and (module == "bridge" or module.startswith("bridge."))
+
+
+def _exists(module: str) -> bool:
+    path = ROOT.parent.joinpath(*module.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def package_of(module: str) -> str | None:
+    """The top-level subpackage (or module) of `bridge` a module belongs to; None: `bridge`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def test_every_package_has_a_layer() -> None:
+    """A new subpackage must be placed in a layer before it can be used."""
+    packages = {p for p in map(package_of, MODULES) if p is not None}
+    assert packages <= set(LAYER_OF), sorted(packages - set(LAYER_OF))
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down(module: str) -> None:
+    """Each module imports only from its own package and from lower layers."""
+    own = package_of(module)
+    if own is None:  # bridge/__init__.py: the version only
+        assert imports(MODULES[module]) == set()
+        return
+    wrong = []
+    for target in sorted(imports(MODULES[module])):
+        other = package_of(target)
+        if other is None or other == own:
+            continue
+        if LAYER_OF[other] >= LAYER_OF[own]:
+            wrong.append(f"{target} (layer {LAYER_OF[other]}: {other})")
+    assert not wrong, f"{module} (layer {LAYER_OF[own]}: {own}) imports upward or sideways: {wrong}"
+
+
+def test_no_import_cycles() -> None:
+    """No module reaches itself through the imports of the modules it imports."""
+    graph = {m: {t for t in imports(p) if t in MODULES and t != m} for m, p in MODULES.items()}
+    # Packages import their modules to re-export them: an edge into a package's __init__ from
+    # one of its own modules would be a cycle, and is one.
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, path: list[str]) -> bool:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle.extend([*path[path.index(nxt) :], nxt] if nxt in path else [node, nxt])
+                return True
+            if nxt not in state and visit(nxt, [*path, nxt]):
+                return True
+        state[node] = 2
+        return False
+
+    for start in sorted(graph):
+        if start not in state and visit(start, [start]):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path: Path) -> None:
+    """The check itself: an upward import in a module is found."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from bridge.http.app import create_app\nimport bridge.core.errors\n")
+    assert imports(bad) == {"bridge.http.app", "bridge.core.errors"}
