@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.core.catalog import LATENCY_BUCKETS
-from bridge.core.errors import ApiError, InvalidInput
+from bridge.core.errors import Conflict, InvalidInput
 from bridge.core.promql import bucket_quantile
 from bridge.telemetry.exporter import CpuSampler, Telemetry, apply_batch, parse_batch
 
@@ -192,8 +192,8 @@ def test_invalid_batches_name_the_field(payload: Any, field: str, fragment: str)
 
 
 def test_system_fields_refused_when_sampled() -> None:
-    """With psutil sampling, pushed CPU/memory conflict (409) instead of fighting the sampler."""
-    with pytest.raises(ApiError) as info:
+    """With psutil sampling, pushed CPU/memory conflict instead of fighting the sampler."""
+    with pytest.raises(Conflict) as info:
         parse_batch({"cpu_usage_ratio": 0.5}, max_latencies=10, system_pushed=False)
-    assert info.value.status == 409
+    assert info.value.code == "system_sampled"
     assert info.value.field == "cpu_usage_ratio"

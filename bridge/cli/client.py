@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from bridge.config import Secret
-from bridge.core.errors import ApiError, BridgeError
+from bridge.core.errors import BridgeError
 from bridge.core.times import now_ns
 from bridge.store.query import parse_alert_query
 from bridge.store.sqlite.actions import (
@@ -37,6 +37,14 @@ class AlertClient(Protocol):
     def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]: ...
     def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]: ...
     def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
+
+
+class RemoteError(BridgeError):
+    """A bridge answered an API request with an error: its status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        self.status, self.code, self.message, self.field = status, code, message, field
+        super().__init__(message)
 
 
 class LocalClient:
@@ -111,9 +119,9 @@ class RemoteClient:
         except urllib.error.HTTPError as exc:
             try:
                 error = json.loads(exc.read())
-                raise ApiError(exc.code, error["error"], error["message"], error.get("field"))
+                raise RemoteError(exc.code, error["error"], error["message"], error.get("field"))
             except (ValueError, KeyError, TypeError):
-                raise ApiError(exc.code, "http", f"HTTP {exc.code} {exc.reason}") from None
+                raise RemoteError(exc.code, "http", f"HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise BridgeError(f"cannot reach {self.base}: {reason}") from None

@@ -42,51 +42,64 @@ class ToolError(BridgeError):
         super().__init__(f"{tool}: {reason}")
 
 
-class ApiError(BridgeError):
-    """An error a client caused or must know about; the app turns it into JSON with `status`.
+class RequestError(BridgeError):
+    """What a caller asked for cannot be done as asked; `code` names why for programs,
+    `field` the offending input if one. The HTTP layer gives each subclass its status.
 
-    >>> ApiError(404, "not_found", "no alert 7").status
-    404
+    >>> NotFound("no alert 7").code
+    'not_found'
     """
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        self.status = status
-        self.code = code
+    code = "invalid"
+
+    def __init__(self, message: str, field: str | None = None, code: str | None = None) -> None:
         self.message = message
         self.field = field
+        if code is not None:
+            self.code = code
         super().__init__(message)
 
 
-class InvalidInput(ApiError):
-    """The request body or a parameter is invalid and will never become valid (HTTP 400)."""
+class InvalidInput(RequestError):
+    """A parameter or body is malformed and will never become valid as it is."""
+
+    code = "invalid_input"
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(400, "invalid_input", f"{field}: {reason}", field)
+        self.reason = reason
+        super().__init__(f"{field}: {reason}", field)
 
 
-class NotFound(ApiError):
-    """No such object (HTTP 404)."""
+class TooLarge(InvalidInput):
+    """An input exceeds a size limit."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(404, "not_found", message)
-
-
-class Conflict(ApiError):
-    """The object's state forbids the change (HTTP 409)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(409, "conflict", message)
+    code = "too_large"
 
 
-class Unprocessable(ApiError):
-    """Well-formed JSON whose values are unacceptable (HTTP 422)."""
+class NotFound(RequestError):
+    """No such object."""
+
+    code = "not_found"
+
+
+class Conflict(RequestError):
+    """The object's state (or the bridge's configuration) forbids the change."""
+
+    code = "conflict"
+
+
+class Unprocessable(RequestError):
+    """Well-formed input whose values are unacceptable."""
+
+    code = "unprocessable"
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(422, "unprocessable", f"{field}: {reason}", field)
+        self.reason = reason
+        super().__init__(f"{field}: {reason}", field)
 
 
 class StoreError(BridgeError):
-    """Storage failed (disk, lock, corruption): the caller should retry later (HTTP 503)."""
+    """Storage failed (disk, lock, corruption): the caller should retry later."""
 
 
 class QueryTimeout(BridgeError):

@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from bridge.config import Secret
-from bridge.core.errors import ApiError, QueryTimeout, StoreError, Unprocessable
+from bridge.core.errors import BridgeError, StoreError, Unprocessable
 from bridge.core.times import now_ns
+from bridge.http.errors import HttpError, status_of
 from bridge.http.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
 from bridge.http.openapi import SPEC
 from bridge.http.util import (
@@ -49,7 +50,7 @@ def check_webhook_auth(request: web.Request, expected: Secret | None) -> None:
     elif scheme.lower() != "bearer":
         given = ""
     if not tokens_equal(given, expected):
-        raise ApiError(401, "unauthorized", "missing or invalid webhook credentials")
+        raise HttpError(401, "unauthorized", "missing or invalid webhook credentials")
 
 
 @routes.post("/api/v1/alertmanager")
@@ -68,9 +69,9 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             result = await app[WRITER].submit(job, isolate=False)
         except StoreError:
             metrics.store_errors.labels(operation="ingest").inc()
-            raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
-    except ApiError as exc:
-        metrics.webhook_requests.labels(code=str(exc.status)).inc()
+            raise
+    except BridgeError as exc:
+        metrics.webhook_requests.labels(code=str(status_of(exc))).inc()
         raise
     except web.HTTPException as exc:
         metrics.webhook_requests.labels(code=str(exc.status)).inc()
@@ -119,11 +120,9 @@ async def _read(request: web.Request, fn: Callable[[sqlite3.Connection], T]) -> 
     """Run a read off the event loop on a per-thread connection."""
     try:
         return await asyncio.to_thread(request.app[STORE].read, fn)
-    except QueryTimeout as exc:
-        raise ApiError(503, "query_timeout", str(exc)) from None
     except StoreError:
         request.app[METRICS].store_errors.labels(operation="read").inc()
-        raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+        raise
 
 
 def _api_auth(request: web.Request) -> None:
@@ -166,7 +165,7 @@ async def _write(request: web.Request, job: Callable[[sqlite3.Connection], T]) -
         return await request.app[WRITER].submit(job)
     except StoreError:
         request.app[METRICS].store_errors.labels(operation="api").inc()
-        raise ApiError(503, "storage_unavailable", "storage failed; retry later") from None
+        raise
 
 
 Action = Callable[[int, object, object, int], Callable[[sqlite3.Connection], Any]]

@@ -33,7 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_runner import GracefulExit
 
-from bridge.http.util import error_response
+from bridge.http.errors import error_response
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestPayloadError
 
 from bridge.config import Secret
-from bridge.core.errors import ApiError, InvalidInput
+from bridge.core.errors import BridgeError, InvalidInput
+from bridge.http.errors import HttpError, answer, error_response
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,26 +28,24 @@ BODY_TIMEOUT = web.AppKey("body_timeout", float)
 ALLOWED_HOSTS = web.AppKey("allowed_hosts", frozenset)
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    """The one JSON error shape: {"error": code, "message": ..., "field": ...}."""
-    body: dict[str, Any] = {"error": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status)
-
-
 def make_errors_middleware(max_body_bytes: int) -> Any:
-    """Middleware mapping domain errors and aiohttp's HTTP errors to JSON, never internals;
-    it runs check_same_origin first, so that its refusals take the same form."""
+    """The middleware mapping domain errors (bridge.http.errors.answer) and aiohttp's HTTP
+    errors to JSON, never internals; it runs check_same_origin first, so that its refusals
+    take the same form."""
 
     @web.middleware
     async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             check_same_origin(request)
             return await handler(request)
-        except ApiError as exc:
-            response = error_response(exc.status, exc.code, exc.message, exc.field)
-            if exc.status == 408:  # the rest of the body may still come: do not read it
+        except BridgeError as exc:
+            found = answer(exc)
+            if found is None:
+                log.exception("unhandled error in %s %s", request.method, request.path)
+                return error_response(500, "internal", "internal error")
+            status, code, message, field = found
+            response = error_response(status, code, message, field)
+            if status == 408:  # the rest of the body may still come: do not read it
                 response.force_close()
             return response
         except web.HTTPRequestEntityTooLarge:
@@ -81,7 +80,7 @@ def check_token(request: web.Request, expected: Secret | None) -> None:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if not (scheme.lower() == "bearer" and tokens_equal(given.strip(), expected)):
-        raise ApiError(401, "unauthorized", "missing or invalid bearer token")
+        raise HttpError(401, "unauthorized", "missing or invalid bearer token")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -95,7 +94,7 @@ async def read_body(request: web.Request) -> bytes:
     Content-Encoding it does not have)."""
     declared = request.headers.get("Content-Type")  # as Alertmanager sends it: no parsing
     if declared != "application/json" and request.content_type != "application/json":
-        raise ApiError(
+        raise HttpError(
             415, "unsupported_media_type",
             f"Content-Type must be application/json, got {request.content_type!r:.80}",
         )  # fmt: skip
@@ -108,7 +107,7 @@ async def read_body(request: web.Request) -> bytes:
         # End the body here: aiohttp would otherwise go on reading what is left of it for up
         # to 10 s after the answer, which is what the timeout is against.
         request.content.feed_eof()
-        raise ApiError(408, "body_timeout", "the request body did not arrive in time") from None
+        raise HttpError(408, "body_timeout", "the request body did not arrive in time") from None
     except (http_exceptions.BadHttpMessage, RequestPayloadError) as exc:
         # The rest of the body cannot be read either: end it, or aiohttp would try to drain
         # it after the answer.
@@ -188,7 +187,7 @@ def check_same_origin(request: web.Request) -> None:
     host = request.headers.get("Host", "")
     if not host_allowed(host, request.app[ALLOWED_HOSTS]):
         log.warning("refused a request for host %r (not in server.allowed_hosts)", host[:100])
-        raise ApiError(
+        raise HttpError(
             403, "host_not_allowed",
             f"requests for host {host_name(host)[:100]!r} are not served; add the name to"
             " server.allowed_hosts",
@@ -198,6 +197,6 @@ def check_same_origin(request: web.Request) -> None:
         if origin is not None:
             parts = urlsplit(origin)
             if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
-                raise ApiError(403, "cross_origin", f"cross-origin request from {origin[:100]!r}")
+                raise HttpError(403, "cross_origin", f"cross-origin request from {origin[:100]!r}")
         elif request.headers.get("Sec-Fetch-Site") == "cross-site":
-            raise ApiError(403, "cross_origin", "cross-site request")
+            raise HttpError(403, "cross_origin", "cross-site request")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from bridge.core.errors import InvalidInput
+from bridge.core.errors import InvalidInput, TooLarge
 from bridge.core.times import MAX_TIME_NS, MIN_TIME_NS, ZERO_TIME, in_range, parse_rfc3339
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}", re.ASCII)
@@ -26,13 +26,8 @@ class InvalidPayload(InvalidInput):
     """The notification is not a valid version 4 payload; `field` is a JSON path."""
 
 
-class AlertTooLarge(InvalidPayload):
-    """An alert exceeds a size limit (HTTP 413); `field` is a JSON path."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(field, reason)
-        self.status = 413
-        self.code = "too_large"
+class AlertTooLarge(InvalidPayload, TooLarge):
+    """An alert exceeds a size limit; `field` is a JSON path."""
 
 
 @dataclass(frozen=True, slots=True)

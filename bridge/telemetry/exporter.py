@@ -20,7 +20,7 @@ import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.core.catalog import CATALOG, LATENCY_BUCKETS, MIB
-from bridge.core.errors import ApiError, InvalidInput
+from bridge.core.errors import Conflict, InvalidInput
 from bridge.core.promql import bucket_quantile
 
 
@@ -289,12 +289,12 @@ def parse_batch(payload: object, *, max_latencies: int, system_pushed: bool) -> 
         raise InvalidInput("errors", f"{errors} errors exceed {operations} operations")
     system = {k: payload[k] for k in ("cpu_usage_ratio", "memory_used_bytes") if k in payload}
     if system and not system_pushed:
-        raise ApiError(
-            409,
-            "system_sampled",
-            f"{next(iter(system))}: system metrics are sampled on this bridge "
-            "(set telemetry.system: push to accept them)",
-            next(iter(system)),
+        name = next(iter(system))
+        raise Conflict(
+            f"{name}: system metrics are sampled on this bridge (set telemetry.system: push"
+            " to accept them)",
+            field=name,
+            code="system_sampled",
         )
     cpu = system.get("cpu_usage_ratio")
     memory = system.get("memory_used_bytes")
