@@ -17,6 +17,7 @@ case for the columnar path: every alert its own fingerprint and annotation text.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -36,19 +37,18 @@ def child(db: str, what: str, fmt: str, anonymise: str, out: str) -> None:
     import resource
 
     from bridge.export import Destination, anonymizer_for, export_history
-    from bridge.export.columns import alert_rows, event_rows
     from bridge.export.history import BATCH
-    from bridge.store.sqlite.database import Store
+    from bridge.store import open_store
 
-    store = Store(db, read_only=True)
+    store = open_store(db, read_only=True)
     began = time.perf_counter()
     if fmt == "read-only":
-        rows = alert_rows if what == "alerts" else event_rows
-        records = sum(b.num_rows for b in rows(store.uri, None, None, BATCH[what]))
+        rows = store.alert_batches if what == "alerts" else store.event_batches
+        records = sum(b.num_rows for b in rows(None, None, BATCH[what]))
         size = 0
     else:
         anonymizer = (
-            anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "bench"})
+            asyncio.run(anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "bench"}))
             if anonymise == "yes"
             else None
         )

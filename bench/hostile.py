@@ -143,7 +143,7 @@ def build_rows(db: Path, rows: int) -> None:
     """`rows` resolved alerts of the last `rows` seconds (within retention: the server prunes
     older ones at start) made by SQLite; 1 in 1000 has instance "a" * 26 + "b"."""
     from bridge.core.times import NS, now_ns
-    from bridge.store.sqlite.database import connect, migrate
+    from bridge.store.sqlite.schema import connect, migrate
 
     conn = connect(db)
     migrate(conn)

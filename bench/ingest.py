@@ -41,8 +41,10 @@ from aiohttp import web
 
 from bridge.core.matchers import Matcher
 from bridge.core.times import NS, now_ns
+from bridge.store import AlertQuery
 from bridge.store.sqlite.actions import acknowledge
-from bridge.store.sqlite.database import AlertQuery, Store, list_alerts
+from bridge.store.sqlite.database import Database
+from bridge.store.sqlite.queries import list_alerts
 from tests.support import LOOPBACK, free_port, http_text, wait_for
 
 TOKEN = "bench-token"
@@ -184,8 +186,7 @@ def serve_without_fsync(argv: list[str]) -> None:
     import bridge.store.sqlite.database
     import bridge.store.sqlite.writer
     from bridge.cli import main as cli
-
-    connect = bridge.store.sqlite.database.connect
+    from bridge.store.sqlite.schema import connect
 
     def without_fsync(*args: Any, **kwargs: Any) -> Any:
         conn = connect(*args, **kwargs)
@@ -198,7 +199,7 @@ def serve_without_fsync(argv: list[str]) -> None:
             print("no-fsync baseline: the writer's connection would sync", file=sys.stderr)
             os._exit(70)  # the bench's requests then fail, loudly
 
-    bridge.store.sqlite.database.connect = without_fsync
+    bridge.store.sqlite.database.connect = without_fsync  # type: ignore[attr-defined]
     bridge.store.sqlite.writer.Writer._pipeline = staticmethod(nothing_to_sync)  # type: ignore[method-assign]
     cli.main(argv, prog_name="alertbridge")
 
@@ -300,7 +301,7 @@ def build_store(path: Path, rows: int) -> None:
     As in Alertmanager, the fingerprint is a hash of the label set, so an alert's episodes
     share it; annotations carry the instance and a value (3,500 distinct texts).
     """
-    from bridge.store.sqlite.database import connect, migrate
+    from bridge.store.sqlite.schema import connect, migrate
 
     conn = connect(path)
     migrate(conn)
@@ -389,7 +390,7 @@ def queries(args: argparse.Namespace, tmp: Path) -> None:
         f"-- store of {args.rows} alerts built in {time.monotonic() - began:.1f}s "
         f"({path.stat().st_size / 2**20:.0f} MiB)"
     )
-    store = Store(path)
+    store = Database(path)
     conn = store.new_connection()
     query = AlertQuery(
         status="firing",

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.core.times import now_ns
-from bridge.ingest.episodes import _INSERT, INSERT_ROWS, Row, _insert_new, _row
 from bridge.ingest.webhook import ReceivedAlert
-from bridge.store.sqlite.database import connect, migrate
+from bridge.store.sqlite.ingest import _INSERT, INSERT_ROWS, Row, _insert_new, _row
+from bridge.store.sqlite.schema import connect, migrate
 
 MAX_BATCHES = 10_000  # per measurement, beside the time bound
 _numbers = itertools.count(1)

@@ -16,11 +16,10 @@ from aiohttp.test_utils import TestServer
 from bridge.alertmanager.client import AlertmanagerClient, AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.core.times import NS, now_ns
-from bridge.ingest.episodes import ingest
 from bridge.ingest.webhook import ReceivedAlert
-from bridge.store.sqlite.actions import acknowledge, resolve, unacknowledge
-from bridge.store.sqlite.database import Store, get_alert, get_events
-from bridge.store.sqlite.writer import Writer
+from bridge.store import AlertStore
+from bridge.store.sqlite.store import SqliteStore
+from tests.stores import sqlite_of
 
 _INFERRED = (
     "Alertmanager no longer lists it, and it was muted (silenced or inhibited), so no"
@@ -91,7 +90,7 @@ def am_view(alert: ReceivedAlert, ends: int) -> dict[str, Any]:
             "status": {"state": "active"}}  # fmt: skip
 
 
-Env = tuple[FakeAlertmanager, Store, Writer, Reconciler, list[float]]
+Env = tuple[FakeAlertmanager, AlertStore, Reconciler, list[float]]
 
 
 @pytest.fixture
@@ -100,42 +99,40 @@ async def env(
 ) -> AsyncIterator[Env]:
     fake = FakeAlertmanager()
     server = await aiohttp_server(fake.app)
-    store = Store(tmp_path / "a.db")
     clock = [0.0]
-    async with aiohttp.ClientSession() as session, Writer(store) as writer:
+    async with aiohttp.ClientSession() as session, SqliteStore(tmp_path / "a.db") as store:
         cluster = AlertmanagerCluster([AlertmanagerClient(str(server.make_url("/")), session)])
-        reconciler = Reconciler(store, writer.submit, cluster, silence_seconds=600,
-                                backoff_base=10, clock=lambda: clock[0])  # fmt: skip
-        yield fake, store, writer, reconciler, clock
-    store.close()
+        reconciler = Reconciler(store, cluster, silence_seconds=600, backoff_base=10,
+                                clock=lambda: clock[0])  # fmt: skip
+        yield fake, store, reconciler, clock
 
 
-def events(store: Store, alert_id: int) -> list[tuple[str, str, str]]:
-    return [(e.kind, e.actor, e.detail) for e in store.read(lambda c: get_events(c, alert_id))]
+async def events(store: AlertStore, alert_id: int) -> list[tuple[str, str, str]]:
+    return [(e.kind, e.actor, e.detail) for e in await store.events(alert_id)]
 
 
 async def acked_and_silenced(env: Env, am_seconds: int = 60, acked_ago: int = 0) -> None:
     """Alert 1 firing in Alertmanager (for `am_seconds` more) and the store, acknowledged by
     alice `acked_ago` seconds ago, its silence made."""
-    fake, _, writer, reconciler, _ = env
+    fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns())
     fake.alerts = [am_view(firing(starts), now_ns() + am_seconds * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
-    await writer.submit(acknowledge(1, "alice", "", now_ns() - acked_ago * NS))
+    await store.ingest([firing(starts)], starts)
+    await store.acknowledge(1, "alice", "", now_ns() - acked_ago * NS)
     await reconciler.run_once()
     assert len(fake.silences) == 1
 
 
 async def test_ack_creates_exact_silence_and_unack_expires_it(env: Env) -> None:
     """Pending -> a silence with exact matchers on the full label set -> expired on unack."""
-    fake, store, writer, reconciler, _ = env
+    fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns())
     fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
-    acked = await writer.submit(acknowledge(1, "alice", "disk", now_ns()))
+    await store.ingest([firing(starts)], starts)
+    acked = await store.acknowledge(1, "alice", "disk", now_ns())
     assert acked.silence_state == "pending"
     await reconciler.run_once()
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert alert.silence_state == "active"
     silence = fake.silences[alert.silence_id or ""]
     assert silence["matchers"] == [
@@ -143,94 +140,94 @@ async def test_ack_creates_exact_silence_and_unack_expires_it(env: Env) -> None:
         for k, v in sorted(LABELS.items())
     ]
     assert (silence["createdBy"], silence["comment"]) == ("alice", "disk (alertbridge alert 1)")
-    await writer.submit(unacknowledge(1, "alice", "", now_ns()))
+    await store.unacknowledge(1, "alice", "", now_ns())
     await reconciler.run_once()
     assert fake.silences[alert.silence_id or ""]["state"] == "expired"
-    assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"
-    assert [k for k, _, _ in events(store, 1)] == [
+    assert (await store.get_alert(1)).silence_state == "expired"
+    assert [k for k, _, _ in await events(store, 1)] == [
         "fired", "acknowledged", "silenced", "unacknowledged", "expired"]  # fmt: skip
 
 
 async def test_silenced_alert_resolution_is_learnt_and_silence_expired(env: Env) -> None:
     """Alertmanager stops listing a silenced alert: resolved in the store, silence expired."""
-    fake, store, _, reconciler, _ = env
+    fake, store, reconciler, _ = env
     await acked_and_silenced(env)
     fake.alerts = []
     await reconciler.run_once()
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert (alert.status, alert.silence_state) == ("resolved", "expired")
     assert fake.silences[alert.silence_id or ""]["state"] == "expired"
     assert alert.resolution == "inferred"
-    resolved = [e for e in events(store, 1) if e[0] == "resolved"]
+    resolved = [e for e in await events(store, 1) if e[0] == "resolved"]
     assert resolved == [("resolved", "reconciler", _INFERRED)]
 
 
 async def test_past_ends_at_counts_as_over(env: Env) -> None:
     """A muted alert listed with an endsAt in the past: resolved too."""
-    fake, store, _, reconciler, _ = env
+    fake, store, reconciler, _ = env
     await acked_and_silenced(env)
     fake.alerts[0]["endsAt"] = "2026-01-01T00:00:00Z"
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
+    assert (await store.get_alert(1)).status == "resolved"
 
 
 async def test_an_active_alert_missing_from_the_list_is_not_resolved(env: Env) -> None:
     """Alertmanager sends "resolved" itself for what it does not mute: absence proves nothing
     (it restarted, or Prometheus has yet to resend), so the alert stays firing."""
-    fake, store, writer, reconciler, _ = env
+    fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns())
     fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
+    await store.ingest([firing(starts)], starts)
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).am_state == "active"
+    assert (await store.get_alert(1)).am_state == "active"
     fake.alerts = []
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
+    assert (await store.get_alert(1)).status == "firing"
 
 
 async def test_missing_firing_alerts_are_inserted(env: Env) -> None:
     """An alert firing in Alertmanager but absent from the store (bridge was down) is added."""
-    fake, store, _, reconciler, _ = env
+    fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns()) - 30 * NS
     fake.alerts = [am_view(firing(starts, "fedcba9876543210"), now_ns() + 60 * NS)]
     await reconciler.run_once()
     await reconciler.run_once()  # idempotent
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert (alert.fingerprint, alert.status, alert.alertname) == (
         "fedcba9876543210", "firing", "high_cpu")  # fmt: skip
-    assert events(store, 1) == [("fired", "reconciler", "")]
+    assert await events(store, 1) == [("fired", "reconciler", "")]
 
 
 async def test_unreachable_alertmanager_keeps_ack_pending_with_backoff(env: Env) -> None:
     """While Alertmanager is down the ack stands, pending; retries back off; then it works."""
-    fake, store, writer, reconciler, clock = env
+    fake, store, reconciler, clock = env
     starts = whole_seconds(now_ns())
-    await writer.submit(ingest([firing(starts)], starts))
+    await store.ingest([firing(starts)], starts)
     fake.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
     fake.down = True
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await store.acknowledge(1, "alice", "", now_ns())
     await reconciler.run_once()
     await reconciler.run_once()  # within backoff: no second attempt
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert (alert.acknowledged, alert.silence_state) == (True, "pending")
     attempts = reconciler.failures
     fake.down = False
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).silence_state == "pending"  # still backing off
+    assert (await store.get_alert(1)).silence_state == "pending"  # still backing off
     clock[0] += 10
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).silence_state == "active"
+    assert (await store.get_alert(1)).silence_state == "active"
     assert attempts == 3  # sync failed twice, silence creation once (then backed off)
 
 
 async def test_silence_is_extended_before_it_ends(env: Env) -> None:
     """With under half its duration left, an active silence is updated in place (same id)."""
-    fake, store, _, reconciler, _ = env
+    fake, store, reconciler, _ = env
     await acked_and_silenced(env, am_seconds=3600)
-    first = store.read(lambda c: get_alert(c, 1))
+    first = await store.get_alert(1)
     reconciler.silence_seconds = 10_000  # now 600 s left is less than half of 10,000 s
     await reconciler.run_once()
-    second = store.read(lambda c: get_alert(c, 1))
+    second = await store.get_alert(1)
     assert second.silence_id == first.silence_id
     assert (second.silenced_until or 0) > (first.silenced_until or 0)
     assert len(fake.silences) == 1
@@ -238,18 +235,20 @@ async def test_silence_is_extended_before_it_ends(env: Env) -> None:
 
 async def test_max_ack_duration_lets_the_silence_run_out(env: Env) -> None:
     """Past the maximum ack duration the silence is not extended, then recorded as expired."""
-    _, store, writer, reconciler, _ = env
+    _, store, reconciler, _ = env
     await acked_and_silenced(env, am_seconds=3600, acked_ago=100)
-    created = store.read(lambda c: get_alert(c, 1))
+    created = await store.get_alert(1)
     reconciler.max_ack_seconds = 50
     reconciler.silence_seconds = 10_000  # extension would be due now
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).silenced_until == created.silenced_until
-    await writer.submit(lambda c: c.execute("UPDATE alerts SET silenced_until = 1"))
+    assert (await store.get_alert(1)).silenced_until == created.silenced_until
+    await sqlite_of(store).writer.submit(
+        lambda c: c.execute("UPDATE alerts SET silenced_until = 1")
+    )
     await reconciler.run_once()
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert alert.silence_state == "expired"
-    assert events(store, 1)[-1] == (
+    assert (await events(store, 1))[-1] == (
         "expired",
         "alertbridge",
         "maximum acknowledgement duration reached",
@@ -258,9 +257,9 @@ async def test_max_ack_duration_lets_the_silence_run_out(env: Env) -> None:
 
 async def test_local_alerts_need_no_silence(env: Env) -> None:
     """An alert from the embedded evaluator is acknowledged without any silence."""
-    fake, _, writer, reconciler, _ = env
-    await writer.submit(ingest([firing(whole_seconds(now_ns()))], now_ns(), source="local"))
-    acked = await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    fake, store, reconciler, _ = env
+    await store.ingest([firing(whole_seconds(now_ns()))], now_ns(), source="local")
+    acked = await store.acknowledge(1, "alice", "", now_ns())
     assert acked.silence_state is None
     await reconciler.run_once()
     assert fake.silences == {}
@@ -268,12 +267,12 @@ async def test_local_alerts_need_no_silence(env: Env) -> None:
 
 async def test_expiring_a_silence_alertmanager_forgot_counts_as_done(env: Env) -> None:
     """0.25 answers 500 "silence not found" for an unknown id: the unack still completes."""
-    fake, store, writer, reconciler, _ = env
+    fake, store, reconciler, _ = env
     await acked_and_silenced(env)
     fake.silences.clear()  # e.g. Alertmanager lost its state
-    await writer.submit(unacknowledge(1, "alice", "", now_ns()))
+    await store.unacknowledge(1, "alice", "", now_ns())
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"
+    assert (await store.get_alert(1)).silence_state == "expired"
     assert reconciler.failures == 0
 
 
@@ -285,79 +284,77 @@ async def test_a_restarted_alertmanagers_empty_list_resolves_nothing(env: Env) -
     """Alertmanager keeps alerts in memory only: after a restart it answers [] until
     Prometheus resends. Within the resend window even a silenced (acked) alert stays firing;
     past it, the absence counts."""
-    fake, store, _, reconciler, _ = env
+    fake, store, reconciler, _ = env
     await acked_and_silenced(env)
     fake.alerts = []
     fake.started = _rfc(now_ns() - 10 * NS)  # up for 10 s, the window is 90 s
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
+    assert (await store.get_alert(1)).status == "firing"
     fake.started = _rfc(now_ns() - 200 * NS)
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
+    assert (await store.get_alert(1)).status == "resolved"
 
 
 async def test_alertmanagers_view_is_stored_and_follows(env: Env) -> None:
     """Suppressed with the silences and the inhibiting alerts (their ids when stored), then
     active again when Alertmanager says so."""
-    fake, store, writer, reconciler, _ = env
+    fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns())
     warning, critical = firing(starts), firing(starts, "fedcba9876543210")
-    await writer.submit(ingest([warning, critical], starts))
+    await store.ingest([warning, critical], starts)
     view = am_view(warning, now_ns() + 60 * NS)
     view["status"] = {"state": "suppressed", "silencedBy": ["s-1"],
                       "inhibitedBy": ["fedcba9876543210", "00000000000000ff"]}  # fmt: skip
     fake.alerts = [view, am_view(critical, now_ns() + 60 * NS)]
     await reconciler.run_once()
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert (alert.am_state, alert.am_silenced_by) == ("suppressed", ("s-1",))
     assert alert.am_inhibited_by == (("00000000000000ff", None), ("fedcba9876543210", 2))
-    assert store.read(lambda c: get_alert(c, 2)).am_state == "active"
+    assert (await store.get_alert(2)).am_state == "active"
     fake.alerts[0]["status"] = {"state": "active", "silencedBy": [], "inhibitedBy": []}
     await reconciler.run_once()
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert (alert.am_state, alert.am_silenced_by, alert.am_inhibited_by) == ("active", (), ())
 
 
 async def test_an_inhibited_alert_gone_from_the_list_is_resolved(env: Env) -> None:
     """Inhibited alerts send no resolved either: when it disappears it is inferred over."""
-    fake, store, writer, reconciler, _ = env
+    fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns())
-    await writer.submit(ingest([firing(starts)], starts))
+    await store.ingest([firing(starts)], starts)
     view = am_view(firing(starts), now_ns() + 60 * NS)
     view["status"] = {"state": "suppressed", "silencedBy": [], "inhibitedBy": ["ab" * 8]}
     fake.alerts = [view]
     await reconciler.run_once()
     fake.alerts = []
     await reconciler.run_once()
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert (alert.status, alert.resolution) == ("resolved", "inferred")
 
 
 @pytest.fixture
 async def pair(
     tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
-) -> AsyncIterator[tuple[FakeAlertmanager, FakeAlertmanager, Store, Writer, Reconciler]]:
+) -> AsyncIterator[tuple[FakeAlertmanager, FakeAlertmanager, AlertStore, Reconciler]]:
     """Two stand-in replicas behind one reconciler."""
     first, second = FakeAlertmanager(), FakeAlertmanager()
     servers = [await aiohttp_server(f.app) for f in (first, second)]
-    store = Store(tmp_path / "a.db")
-    async with aiohttp.ClientSession() as session, Writer(store) as writer:
+    async with aiohttp.ClientSession() as session, SqliteStore(tmp_path / "a.db") as store:
         cluster = AlertmanagerCluster.of([str(s.make_url("/")) for s in servers], session)
-        yield first, second, store, writer, Reconciler(store, writer.submit, cluster)
-    store.close()
+        yield first, second, store, Reconciler(store, cluster)
 
 
 async def test_with_one_replica_down_the_other_makes_the_silence(pair: Any) -> None:
     """An ack while the first replica is down: the silence is made on the second (replicas
     gossip), once; the alert listed only by the answering replica is not resolved."""
-    first, second, store, writer, reconciler = pair
+    first, second, store, reconciler = pair
     starts = whole_seconds(now_ns())
     second.alerts = [am_view(firing(starts), now_ns() + 60 * NS)]
-    await writer.submit(ingest([firing(starts)], starts))
+    await store.ingest([firing(starts)], starts)
     first.down = True
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await store.acknowledge(1, "alice", "", now_ns())
     await reconciler.run_once()
-    alert = store.read(lambda c: get_alert(c, 1))
+    alert = await store.get_alert(1)
     assert (alert.status, alert.silence_state) == ("firing", "active")
     assert (len(first.silences), len(second.silences)) == (0, 1)
 
@@ -365,55 +362,55 @@ async def test_with_one_replica_down_the_other_makes_the_silence(pair: Any) -> N
 async def test_an_alert_any_replica_lists_is_not_resolved(pair: Any) -> None:
     """A trusted replica without it and a restarted one listing it: it stays firing (the
     first one may have lost it, or not received it yet). Gone from both: resolved."""
-    first, second, store, writer, reconciler = pair
+    first, second, store, reconciler = pair
     starts = whole_seconds(now_ns())
-    await writer.submit(ingest([firing(starts)], starts))
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await store.ingest([firing(starts)], starts)
+    await store.acknowledge(1, "alice", "", now_ns())
     view = am_view(firing(starts), now_ns() + 60 * NS)
     first.alerts, second.alerts = [view], [view]
     await reconciler.run_once()
     first.alerts = []
     second.started = _rfc(now_ns() - 5 * NS)  # just restarted: untrusted, but it lists it
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
+    assert (await store.get_alert(1)).status == "firing"
     second.alerts = []
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
+    assert (await store.get_alert(1)).status == "resolved"
 
 
 async def test_expiry_reaches_the_replica_that_knows_the_silence(pair: Any) -> None:
     """The first replica never heard of the silence (not found): it is expired on the
     second; only when every replica says not found is it taken as done."""
-    first, second, store, writer, reconciler = pair
+    first, second, store, reconciler = pair
     starts = whole_seconds(now_ns())
-    await writer.submit(ingest([firing(starts)], starts))
+    await store.ingest([firing(starts)], starts)
     view = am_view(firing(starts), now_ns() + 60 * NS)
     first.alerts = second.alerts = [view]
     first.down = True
-    await writer.submit(acknowledge(1, "alice", "", now_ns()))
+    await store.acknowledge(1, "alice", "", now_ns())
     await reconciler.run_once()
     first.down = False
     (silence_id,) = second.silences
-    await writer.submit(unacknowledge(1, "alice", "", now_ns()))
+    await store.unacknowledge(1, "alice", "", now_ns())
     await reconciler.run_once()
     assert second.silences[silence_id]["state"] == "expired"
-    assert store.read(lambda c: get_alert(c, 1)).silence_state == "expired"
+    assert (await store.get_alert(1)).silence_state == "expired"
 
 
 async def test_a_listed_alert_reopens_a_provisional_resolution_only(env: Env) -> None:
     """Listed active by a trusted Alertmanager: a hand-resolved episode is reopened (by the
     reconciler); one Alertmanager itself resolved is left alone, its receive count too."""
-    fake, store, writer, reconciler, _ = env
+    fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns())
     first, second = firing(starts), firing(starts, "fedcba9876543210")
-    await writer.submit(ingest([first, second], starts))
-    await writer.submit(resolve(1, "ann", "", now_ns()))
+    await store.ingest([first, second], starts)
+    await store.resolve(1, "ann", "", now_ns())
     ended = ReceivedAlert(second.fingerprint, "resolved", starts, now_ns(), LABELS, {}, "")
-    await writer.submit(ingest([ended], now_ns()))
+    await store.ingest([ended], now_ns())
     fake.alerts = [am_view(first, now_ns() + 60 * NS), am_view(second, now_ns() + 60 * NS)]
     await reconciler.run_once()
     await reconciler.run_once()
-    assert store.read(lambda c: get_alert(c, 1)).status == "firing"
-    assert events(store, 1)[-1][:2] == ("reopened", "reconciler")
-    final = store.read(lambda c: get_alert(c, 2))
+    assert (await store.get_alert(1)).status == "firing"
+    assert (await events(store, 1))[-1][:2] == ("reopened", "reconciler")
+    final = await store.get_alert(2)
     assert (final.status, final.receive_count) == ("resolved", 2)

@@ -17,12 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import Secret, load_settings
 from bridge.core.errors import StoreError
-from bridge.http.app import _refresh_counts, create_app
-from bridge.http.keys import STORE, TELEMETRY, WRITER
-from bridge.store.sqlite.actions import set_am_states
-from bridge.store.sqlite.database import AlertQuery, list_alerts
+from bridge.http.app import create_app
+from bridge.http.keys import STORE, TELEMETRY
+from bridge.store import AlertQuery
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from tests.payloads import am_alert, notification
+from tests.stores import sqlite_of
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -178,9 +178,9 @@ async def test_embedded_evaluator_stores_local_alerts(
     await aiohttp_client(app)
     embedded = EmbeddedEvaluator(rules, app[TELEMETRY], "alertbridge", "127.0.0.1:9470")
     app[TELEMETRY].set_system(cpu_ratio=0.97, memory_bytes=100.0)
-    fired = await embedded.evaluate_once(app[WRITER])
+    fired = await embedded.evaluate_once(app[STORE])
     assert len(fired.fired) == 2
-    alerts = app[STORE].read(lambda c: list_alerts(c, AlertQuery()))
+    alerts = await app[STORE].list_alerts(AlertQuery())
     by_name = {a.alertname: a for a in alerts}
     cpu = by_name["critical_cpu"]
     assert (cpu.source, cpu.status, cpu.severity) == ("local", "firing", "critical")
@@ -189,9 +189,9 @@ async def test_embedded_evaluator_stores_local_alerts(
                           "severity": "critical"}  # fmt: skip
     assert cpu.annotations["description"].startswith("system.cpu.percent is 97%")
     app[TELEMETRY].set_system(cpu_ratio=0.10)
-    resolved = await embedded.evaluate_once(app[WRITER])
+    resolved = await embedded.evaluate_once(app[STORE])
     assert sorted(resolved.resolved) == sorted(a.id for a in alerts)
-    states = {a.status for a in app[STORE].read(lambda c: list_alerts(c, AlertQuery()))}
+    states = {a.status for a in await app[STORE].list_alerts(AlertQuery())}
     assert states == {"resolved"}
 
 
@@ -218,12 +218,11 @@ async def test_api_requests_are_counted_by_route_and_code(client: Client) -> Non
 
 
 async def test_stored_alerts_gauge_follows_the_store(client: Client) -> None:
-    """The periodic refresh publishes counts by state and severity, and for firing alerts by
-    whether Alertmanager mutes them (am_state)."""
+    """Each scrape reads the counts by state and severity, and for firing alerts by whether
+    Alertmanager mutes them (am_state): what was just stored shows at once."""
     app: web.Application = client.app
     await client.post("/api/v1/alerts/1/ack", json={"by": "a"}, headers=API)
-    await app[WRITER].submit(set_am_states([(3, "suppressed", ["s1"], [])]))
-    await _refresh_counts(app)
+    await app[STORE].set_am_states([(3, "suppressed", ["s1"], [])])
     name = "alertbridge_stored_alerts"
     active = {"am_state": "active"}
     assert await metric_value(client, name, state="acknowledged", severity="warning",
@@ -237,17 +236,52 @@ async def test_stored_alerts_gauge_follows_the_store(client: Client) -> None:
     assert status["alertmanager"] == {"active": 2, "suppressed": 1}
 
 
-class FlakyWriter:
-    """A writer whose first submit fails as storage would."""
+async def test_stored_alerts_are_never_missing_from_a_scrape(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scrapes concurrent with ingestion each show the series (the counts read for that
+    scrape, one whole snapshot); when the read fails the last snapshot is shown."""
+    names = "alertbridge_stored_alerts"
+
+    async def scrape() -> float:
+        text = await (await client.get("/metrics")).text()
+        return sum(s.value for f in text_string_to_metric_families(text)
+                   for s in f.samples if s.name == names)  # fmt: skip
+
+    async def ingest(i: int) -> None:
+        alert = am_alert(f"{i + 100:016x}")
+        assert (await client.post("/api/v1/alertmanager", json=notification(alert),
+                                  headers=HOOK)).status == 200  # fmt: skip
+
+    scrapes = [asyncio.create_task(scrape()) for _ in range(20)]
+    await asyncio.gather(*scrapes, *(ingest(i) for i in range(20)))
+    totals = [task.result() for task in scrapes]
+    assert all(4 <= t <= 24 for t in totals), totals  # 4 stored by the fixture, then more
+    assert await scrape() == 24
+
+    async def failing() -> None:
+        raise StoreError("storage failed: disk I/O error")
+
+    monkeypatch.setattr(client.app[STORE], "counts", failing)
+    assert await scrape() == 24
+    # That scrape's failed read, and the one of the scrape that reads the counter.
+    assert await metric_value(client, "alertbridge_store_errors_total", operation="read") == 2
+
+
+class FlakyStore:
+    """A store whose first ingest fails as storage would."""
 
     def __init__(self, real: Any) -> None:
         self.real, self.calls = real, 0
 
-    async def submit(self, job: Any) -> Any:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def ingest(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         if self.calls == 1:
             raise StoreError("storage failed: disk I/O error")
-        return await self.real.submit(job)
+        return await self.real.ingest(*args, **kwargs)
 
 
 async def test_embedded_changes_survive_a_storage_failure(
@@ -259,12 +293,12 @@ async def test_embedded_changes_survive_a_storage_failure(
     await aiohttp_client(app)
     rules = [r.replace(for_seconds=0) for r in settings.rules.enabled]
     embedded = EmbeddedEvaluator(rules, app[TELEMETRY], "alertbridge", "127.0.0.1:9470")
-    flaky = FlakyWriter(app[WRITER])
+    flaky = FlakyStore(app[STORE])
     app[TELEMETRY].set_system(cpu_ratio=0.97)
     with pytest.raises(StoreError):
-        await embedded.evaluate_once(flaky)  # type: ignore[arg-type]
-    assert app[STORE].read(lambda c: list_alerts(c, AlertQuery())) == []
-    result = await embedded.evaluate_once(flaky)  # type: ignore[arg-type]
+        await embedded.evaluate_once(flaky)
+    assert await app[STORE].list_alerts(AlertQuery()) == []
+    result = await embedded.evaluate_once(flaky)
     assert len(result.fired) == 2
 
 
@@ -284,8 +318,8 @@ def _many_rows(conn: sqlite3.Connection, count: int) -> None:
 async def test_a_slow_filter_stops_at_the_query_budget(client: Client) -> None:
     """A filter that must test every one of 300,000 rows is stopped once over the read budget:
     503 query_timeout naming it, soon after the budget, not after the whole scan."""
-    await client.app[WRITER].submit(lambda c: _many_rows(c, 300_000))
-    client.app[STORE].query_timeout = 0.05
+    await sqlite_of(client.app[STORE]).writer.submit(lambda c: _many_rows(c, 300_000))
+    sqlite_of(client.app[STORE]).db.query_timeout = 0.05
     started = time.perf_counter()
     response = await client.get(
         "/api/v1/alerts", params={"filter": 'instance=~".*zz.*"', "limit": "1"}, headers=API
@@ -296,7 +330,7 @@ async def test_a_slow_filter_stops_at_the_query_budget(client: Client) -> None:
     assert body["error"] == "query_timeout"
     assert "longer than 0.05s" in body["message"]
     assert elapsed < 2.0  # the budget plus scheduling; the whole scan takes far longer
-    client.app[STORE].query_timeout = 60
+    sqlite_of(client.app[STORE]).db.query_timeout = 60
     full = await client.get(
         "/api/v1/alerts", params={"filter": 'instance=~".*zz.*"', "limit": "1"}, headers=API
     )
@@ -325,7 +359,7 @@ async def test_pages_stop_at_their_byte_budget_and_continue(
 ) -> None:
     """A page holds at most about PAGE_CHARS of text: with big alerts it stops early, its
     next_cursor continues exactly where it stopped, and nothing is skipped."""
-    monkeypatch.setattr("bridge.store.sqlite.database.PAGE_CHARS", 3000)
+    monkeypatch.setattr("bridge.store.sqlite.queries.PAGE_CHARS", 3000)
     big = [am_alert(f"{0xB0 + i:016x}", note="n" * 1000) for i in range(8)]
     assert (await client.post("/api/v1/alertmanager", json=notification(*big),
                               headers=HOOK)).status == 200  # fmt: skip
@@ -357,7 +391,7 @@ async def test_an_alerts_trail_is_bounded_and_says_so(
             headers=API,
         )  # fmt: skip
         assert response.status == 201
-    monkeypatch.setattr("bridge.store.sqlite.database.PAGE_CHARS", 5000)
+    monkeypatch.setattr("bridge.store.sqlite.queries.PAGE_CHARS", 5000)
     detail = await (await client.get("/api/v1/alerts/1", headers=API)).json()
     assert detail["events_truncated"] is True
     kinds = [e["kind"] for e in detail["events"]]
@@ -388,7 +422,7 @@ async def test_resolve_by_hand_then_alertmanager_says_firing(client: Client) -> 
 async def test_am_state_and_sort_parameters(client: Client) -> None:
     """am_state filters firing alerts by Alertmanager's view; sort=attention orders them;
     bad values are 400 naming the parameter."""
-    await client.app[WRITER].submit(set_am_states([(2, "suppressed", ["s"], [])]))
+    await client.app[STORE].set_am_states([(2, "suppressed", ["s"], [])])
     assert await ids(client, am_state="suppressed") == [2]
     assert await ids(client, am_state="active") == [3, 1]
     assert await ids(client, sort="attention") == [3, 1, 2, 4]

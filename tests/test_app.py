@@ -20,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.config import Secret, Settings, TelemetrySettings, load_settings
 from bridge.core.errors import StoreError
 from bridge.http.app import create_app
-from bridge.http.keys import STORE, WRITER
-from bridge.store.sqlite.writer import probe_write
+from bridge.http.keys import STORE
+from bridge.store.sqlite.actions import probe_write
+from tests.stores import sqlite_of
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -98,7 +99,7 @@ async def _ready(client: Client) -> tuple[int, str]:
 
 async def test_ready_flips_when_the_writer_stops(client: Client) -> None:
     """No writer thread, no readiness: 503 naming it."""
-    writer = client.app[WRITER]
+    writer = sqlite_of(client.app[STORE]).writer
     await asyncio.to_thread(writer.stop)
     status, text = await _ready(client)
     assert status == 503
@@ -109,7 +110,7 @@ async def test_ready_flips_when_the_writer_stops(client: Client) -> None:
 
 async def test_ready_flips_when_the_syncer_dies(client: Client) -> None:
     """The syncer thread gone (it answers the writer's callers): 503."""
-    writer = client.app[WRITER]
+    writer = sqlite_of(client.app[STORE]).writer
     syncer = writer._syncer
     await asyncio.to_thread(syncer.stop)
     status, text = await _ready(client)
@@ -119,7 +120,7 @@ async def test_ready_flips_when_the_syncer_dies(client: Client) -> None:
 
 async def test_ready_flips_when_the_store_is_closed(client: Client) -> None:
     """A closed store: 503."""
-    client.app[STORE].close()
+    await client.app[STORE].close()
     status, text = await _ready(client)
     assert status == 503
     assert "storage is not open" in text
@@ -128,7 +129,7 @@ async def test_ready_flips_when_the_store_is_closed(client: Client) -> None:
 async def test_ready_flips_while_storage_fails_and_back(client: Client, tmp_path: Path) -> None:
     """While writes fail (the database locked by another process) readiness is 503, checked by
     a probe write; once writes work again it is 200 without a restart."""
-    writer = client.app[WRITER]
+    writer = sqlite_of(client.app[STORE]).writer
     await writer.submit(lambda c: c.execute("PRAGMA busy_timeout = 50"))
     blocker = sqlite3.connect(tmp_path / "alerts.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

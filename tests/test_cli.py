@@ -205,14 +205,14 @@ def test_serve_refuses_a_database_it_cannot_write(tmp_path: Path, broken: str) -
     """A read-only database file, or a read-only directory (no journal can be created there):
     one line naming the database, exit 1, never 'listening' (it used to start, say ready and
     answer 503 to every write)."""
-    from bridge.store.sqlite.database import Store
+    from bridge.store.sqlite.database import Database
     from tests.support import free_port
 
     data = tmp_path / "data"
     data.mkdir()
     db = data / "a.db"
     if broken != "directory, no database yet":
-        Store(db).close()
+        Database(db).close()
     if broken == "file":
         db.chmod(0o444)
     else:

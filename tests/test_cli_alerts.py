@@ -11,12 +11,10 @@ from click.testing import CliRunner
 
 from bridge.cli import main
 from bridge.core.times import NS
-from bridge.ingest.episodes import ingest
-from bridge.store.sqlite.actions import acknowledge, record_alertmanagers, set_am_states
-from bridge.store.sqlite.database import Store
+from bridge.store.sqlite.store import SqliteStore
 from tests.payloads import am_alert, notification
+from tests.stores import T0, Sync, received
 from tests.support import LOOPBACK, bridge_env, free_port, http_json, running, start_bridge
-from tests.test_store import T0, received
 
 LONG_AGO = T0 - 3 * 365 * 86400 * NS  # ended years before any run of this suite
 
@@ -25,11 +23,11 @@ LONG_AGO = T0 - 3 * 365 * 86400 * NS  # ended years before any run of this suite
 def db(tmp_path: Path) -> str:
     """A database with two firing alerts (ids 1, 2) and one resolved (3)."""
     path = tmp_path / "alerts.db"
-    store = Store(path)
-    store.run(ingest([received(fingerprint="1" * 16), received(fingerprint="2" * 16,
+    store = Sync(SqliteStore(path))
+    store.ingest([received(fingerprint="1" * 16), received(fingerprint="2" * 16,
                       alertname="critical_cpu", severity="critical"),
                       received("resolved", starts=LONG_AGO, ends=LONG_AGO + 5,
-                               fingerprint="3" * 16)], T0))  # fmt: skip
+                               fingerprint="3" * 16)], T0)  # fmt: skip
     store.close()
     return str(path)
 
@@ -146,10 +144,10 @@ def test_resolve_by_hand(db: str) -> None:
 def test_attention_first_by_default_and_newest_on_request(db: str) -> None:
     """The default listing shows what needs someone first: unacknowledged and not muted by
     Alertmanager, critical first; acknowledged after; resolved last. --sort newest is by id."""
-    store = Store(db)
-    store.run(set_am_states([(2, "suppressed", [], [("1" * 16, 1)])]))
-    store.run(ingest([received(fingerprint="4" * 16, severity="critical")], T0))
-    store.run(acknowledge(4, "alice", "", T0))
+    store = Sync(SqliteStore(db))
+    store.set_am_states([(2, "suppressed", [], [("1" * 16, 1)])])
+    store.ingest([received(fingerprint="4" * 16, severity="critical")], T0)
+    store.acknowledge(4, "alice", "", T0)
     store.close()
     listed = cli("alerts", "--db", db, "-o", "json")
     assert [a["id"] for a in json.loads(listed.output)["alerts"]] == [1, 2, 4, 3]
@@ -165,9 +163,9 @@ def test_attention_first_by_default_and_newest_on_request(db: str) -> None:
 
 def test_attention_pages_follow_each_other(db: str) -> None:
     """Page by page in attention order: every alert once, in the same order as one page."""
-    store = Store(db)
-    store.run(ingest([received(fingerprint=f"{n:016x}", severity=["info", "critical"][n % 2])
-                      for n in range(10, 30)], T0))  # fmt: skip
+    store = Sync(SqliteStore(db))
+    store.ingest([received(fingerprint=f"{n:016x}", severity=["info", "critical"][n % 2])
+                      for n in range(10, 30)], T0)  # fmt: skip
     store.close()
     whole = json.loads(cli("alerts", "--db", db, "-o", "json", "--limit", "100").output)
     seen, cursor = [], None
@@ -185,8 +183,8 @@ def test_attention_pages_follow_each_other(db: str) -> None:
 def test_no_alertmanager_no_pending_silence(db: str) -> None:
     """When the server runs with no Alertmanager, an ack makes no silence work and the
     SILENCE column says why."""
-    store = Store(db)
-    store.run(record_alertmanagers([]))
+    store = Sync(SqliteStore(db))
+    store.record_alertmanagers([])
     store.close()
     acked = json.loads(cli("ack", "1", "--db", db, "-o", "json").output)
     assert acked["silence_state"] == "none"

@@ -35,13 +35,13 @@ from bridge.export import (
     anonymizer_for,
     export_history,
     export_key,
-    known_people,
 )
-from bridge.export.columns import AlertColumns, alert_rows, read_batches
-from bridge.ingest.episodes import ingest
+from bridge.export.columns import AlertColumns
 from bridge.ingest.webhook import ReceivedAlert
-from bridge.store.sqlite.actions import acknowledge, add_note, assign, set_silence
-from bridge.store.sqlite.database import AlertQuery, Store, list_alerts
+from bridge.store import AlertQuery, SilenceChange
+from bridge.store.sqlite.columnar import alert_rows, read_batches
+from bridge.store.sqlite.store import SqliteStore
+from tests.stores import Sync, sqlite_of
 
 T0 = 1_795_428_000 * NS + 123_456_789  # nanoseconds, so that the ns column has work to do
 SECRETS = ["db-payments-7.internal:9100", "team-ledger", "alice.smith", "bob.jones"]
@@ -70,28 +70,33 @@ def alert(i: int, status: str = "firing", **labels: str) -> ReceivedAlert:
     )
 
 
+def opened(path: Path) -> Sync:
+    return Sync(SqliteStore(path))
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "alerts.db")
-    s.run(ingest([alert(i) for i in range(1, 6)] + [alert(7, "resolved")], T0))
-    s.run(acknowledge(1, "alice.smith", "bob.jones is on it", T0 + 61 * NS))
-    s.run(assign(2, "alice.smith", "bob.jones", T0 + 62 * NS))
-    s.run(add_note(1, "bob.jones", "db-payments-3.internal:9100 looks fine", T0 + 70 * NS))
-    s.run(add_note(1, "alice.smith", "second note", T0 + 80 * NS))
-    s.run(
-        set_silence(
-            1, "active", T0 + 63 * NS, "sil-1", T0 + 3600 * NS, ("silenced", "alice.smith", "sil-1")
-        )
-    )
+def store(tmp_path: Path) -> Iterator[Sync]:
+    s = opened(tmp_path / "alerts.db")
+    s.ingest([alert(i) for i in range(1, 6)] + [alert(7, "resolved")], T0)
+    s.acknowledge(1, "alice.smith", "bob.jones is on it", T0 + 61 * NS)
+    s.assign(2, "alice.smith", "bob.jones", T0 + 62 * NS)
+    s.add_note(1, "bob.jones", "db-payments-3.internal:9100 looks fine", T0 + 70 * NS)
+    s.add_note(1, "alice.smith", "second note", T0 + 80 * NS)
+    change = SilenceChange("active", "sil-1", T0 + 3600 * NS, ("silenced", "alice.smith", "sil-1"))
+    s.set_silence(1, T0 + 63 * NS, change)
     yield s
     s.close()
 
 
-def export(store: Store, out: Path, fmt: str, what: str = "alerts", **kw: Any) -> Any:
+def export(store: Sync, out: Path, fmt: str, what: str = "alerts", **kw: Any) -> Any:
     anonymizer = kw.pop("anonymizer", None)
     return export_history(
-        store, Destination.of(out, store.path), what, fmt, anonymizer=anonymizer, **kw
+        store.store, Destination.of(out, store.path), what, fmt, anonymizer=anonymizer, **kw
     )
+
+
+def anonymizer_of(store: Sync, key: str = "k") -> Anonymizer:
+    return store(anonymizer_for(store.store, {"ALERTBRIDGE_EXPORT_KEY": key}))
 
 
 def read_back(path: Path, fmt: str) -> list[dict[str, Any]]:
@@ -117,7 +122,7 @@ def read_back(path: Path, fmt: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_round_trip(store: Store, tmp_path: Path, fmt: str) -> None:
+def test_round_trip(store: Sync, tmp_path: Path, fmt: str) -> None:
     """Every alert comes back with its labels, ack, durations and notes (anonymisation off)."""
     out = tmp_path / f"alerts.{fmt}"
     result = export(store, out, fmt)
@@ -139,7 +144,7 @@ def test_round_trip(store: Store, tmp_path: Path, fmt: str) -> None:
     assert int(rows[1]["note_count"]) == 0
 
 
-def test_parquet_schema_is_typed(store: Store, tmp_path: Path) -> None:
+def test_parquet_schema_is_typed(store: Sync, tmp_path: Path) -> None:
     """Timestamps are UTC microseconds, labels a map<string,string>, notes counted."""
     out = tmp_path / "a.parquet"
     export(store, out, "parquet")
@@ -151,11 +156,11 @@ def test_parquet_schema_is_typed(store: Store, tmp_path: Path) -> None:
 
 
 def test_csv_is_rfc4180_with_rfc3339_times_and_lower_case_booleans(
-    store: Store, tmp_path: Path
+    store: Sync, tmp_path: Path
 ) -> None:
     """A header row; true/false; times RFC 3339 UTC; fields with commas or quotes quoted with
     doubled quotes; nulls empty."""
-    store.run(ingest([alert(9, instance='db "9", the big one')], T0))
+    store.ingest([alert(9, instance='db "9", the big one')], T0)
     out = tmp_path / "a.csv"
     export(store, out, "csv")
     text = out.read_text(encoding="utf-8")
@@ -203,7 +208,7 @@ def _readers(path: Path, fmt: str) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.mark.parametrize("what", ["alerts", "events"])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_reader_reads_every_format(store: Store, tmp_path: Path, what: str, fmt: str) -> None:
+def test_every_reader_reads_every_format(store: Sync, tmp_path: Path, what: str, fmt: str) -> None:
     """pyarrow (to_pylist without pandas), pandas, polars and DuckDB read the file without an
     error, the same number of rows, with times as UTC datetimes in Parquet (in CSV and JSON
     Lines RFC 3339 text, which DuckDB detects as timestamps) and booleans as booleans."""
@@ -227,7 +232,7 @@ def test_every_reader_reads_every_format(store: Store, tmp_path: Path, what: str
             assert rows[0]["acknowledged"] in (True, False), (reader, rows[0]["acknowledged"])
 
 
-def test_events_export_the_audit_trail(store: Store, tmp_path: Path) -> None:
+def test_events_export_the_audit_trail(store: Sync, tmp_path: Path) -> None:
     """Every event with alert id, kind, actor, time and text; a silence's id in its own column;
     the same anonymisation as alerts (people and values pseudonymised and scrubbed, the
     system's own actors kept)."""
@@ -245,7 +250,7 @@ def test_events_export_the_audit_trail(store: Store, tmp_path: Path) -> None:
         anon,
         "json",
         "events",
-        anonymizer=anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "k"}),
+        anonymizer=anonymizer_of(store, "k"),
     )
     text = anon.read_text()
     for secret in SECRETS:
@@ -259,11 +264,11 @@ def test_events_export_the_audit_trail(store: Store, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_anonymised_output_holds_no_sensitive_value(store: Store, tmp_path: Path, fmt: str) -> None:
+def test_anonymised_output_holds_no_sensitive_value(store: Sync, tmp_path: Path, fmt: str) -> None:
     """No instance, team, person, or fingerprint survives in the bytes or the decoded values;
     not the host another alert's note names either."""
     out = tmp_path / f"anon.{fmt}"
-    anonymizer = anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "test-key"})
+    anonymizer = anonymizer_of(store, "test-key")
     export(store, out, fmt, anonymizer=anonymizer)
     decoded = json.dumps(read_back(out, fmt), default=str)
     raw = out.read_bytes()
@@ -280,7 +285,7 @@ def test_anonymised_output_holds_no_sensitive_value(store: Store, tmp_path: Path
 def test_people_and_values_the_issue_found_leaking(tmp_path: Path) -> None:
     """URL-encoded values in generator URLs, overlapping values, another alert's values in
     free text: all gone, with no fragment left."""
-    store = Store(tmp_path / "a.db")
+    store = opened(tmp_path / "a.db")
     leaky = [
         ReceivedAlert(
             "a" * 16,
@@ -303,10 +308,10 @@ def test_people_and_values_the_issue_found_leaking(tmp_path: Path) -> None:
         ),
         ReceivedAlert("c" * 16, "firing", T0, None, {"alertname": "x", "instance": "db-1"}, {}, ""),
     ]
-    store.run(ingest(leaky, T0))
-    store.run(acknowledge(1, "root", "root checked 127.0.0.1:19470 and db-1", T0 + NS))
+    store.ingest(leaky, T0)
+    store.acknowledge(1, "root", "root checked 127.0.0.1:19470 and db-1", T0 + NS)
     out = tmp_path / "x.json"
-    export(store, out, "json", anonymizer=anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "k"}))
+    export(store, out, "json", anonymizer=anonymizer_of(store, "k"))
     text = out.read_text()
     for leak in ["ACME", "Corp", "db-7", "9100", "secret", "127.0.0.1", "db-1", "root"]:
         assert leak not in text, leak
@@ -342,7 +347,7 @@ def _leak_check(tmp: Path, values: list[str], seed: int) -> None:
 
     rng = random.Random(seed)  # noqa: S311 - test data
     tmp.mkdir(parents=True, exist_ok=True)
-    store = Store(tmp / "a.db")
+    store = opened(tmp / "a.db")
 
     def embed(value: str) -> str:
         form = rng.choice(
@@ -371,11 +376,11 @@ def _leak_check(tmp: Path, values: list[str], seed: int) -> None:
                 "http://p/?q=" + embed(rng.choice(values)),
             )
         )
-    store.run(ingest(alerts, T0))
+    store.ingest(alerts, T0)
     person = values[-1]
-    store.run(acknowledge(1, person, embed(rng.choice(values)), T0 + NS))
-    store.run(add_note(2, person, embed(rng.choice(values)), T0 + NS))
-    anonymizer = anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "k"})
+    store.acknowledge(1, person, embed(rng.choice(values)), T0 + NS)
+    store.add_note(2, person, embed(rng.choice(values)), T0 + NS)
+    anonymizer = anonymizer_of(store, "k")
     for what in ("alerts", "events"):
         for fmt in FORMATS:
             out = tmp / f"{what}.{fmt}"
@@ -404,16 +409,16 @@ def test_scrubber_replaces_the_whole_span_of_overlapping_values() -> None:
     assert scrub("nothing here") == "nothing here"
 
 
-def test_label_names_and_annotation_keys_are_kept(store: Store, tmp_path: Path) -> None:
+def test_label_names_and_annotation_keys_are_kept(store: Sync, tmp_path: Path) -> None:
     """Names are the schema: only values are pseudonymised."""
     out = tmp_path / "a.json"
-    export(store, out, "json", anonymizer=anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "k"}))
+    export(store, out, "json", anonymizer=anonymizer_of(store, "k"))
     row = read_back(out, "json")[0]
     assert set(row["labels"]) == {"alertname", "instance", "job", "severity", "team"}
     assert set(row["annotations"]) == {"summary", "description"}
 
 
-def test_pseudonyms_are_stable_per_key(store: Store, tmp_path: Path) -> None:
+def test_pseudonyms_are_stable_per_key(store: Sync, tmp_path: Path) -> None:
     """The same key gives the same pseudonyms (joinable exports); another key does not."""
 
     def instance(key: bytes, name: str) -> str:
@@ -433,23 +438,23 @@ def test_pseudonyms_are_hmac_sha256(key: bytes) -> None:
         assert anonymizer.pseudonym(value) == anonymizer.fingerprint(value) == expected
 
 
-def test_generated_key_is_kept_in_the_database(store: Store) -> None:
+def test_generated_key_is_kept_in_the_database(store: Sync) -> None:
     """Without ALERTBRIDGE_EXPORT_KEY one key is generated once and reused."""
-    first, second = export_key(store, {}), export_key(store, {})
+    first, second = store(export_key(store.store, {})), store(export_key(store.store, {}))
     assert first == second
     assert len(first) == 32
-    assert export_key(store, {"ALERTBRIDGE_EXPORT_KEY": "given"}) == b"given"
-    assert known_people(store) >= {"alice.smith", "bob.jones"}
+    assert store(export_key(store.store, {"ALERTBRIDGE_EXPORT_KEY": "given"})) == b"given"
+    assert store.people() >= {"alice.smith", "bob.jones"}
 
 
 # --- values ------------------------------------------------------------------------------
 
 
-def varied_store(path: Path, seed: int = 7) -> Store:
+def varied_store(path: Path, seed: int = 7) -> Sync:
     """Alerts of every shape: label sets repeated across episodes, values that contain each
     other, people named in comments, acks, assignments, silences, resolutions, odd text."""
     rng = random.Random(seed)  # noqa: S311 - test data
-    store = Store(path)
+    store = opened(path)
     hosts = ["db-7", "db-7:9100", "db-70", "web-1", 'é-host "q"', "zz"]
     batch = []
     for i in range(1, 301):
@@ -477,16 +482,18 @@ def varied_store(path: Path, seed: int = 7) -> Store:
                 generator_url=rng.choice(["", f"http://prom/graph?instance={host}"]),
             )
         )
-    store.run(ingest(batch, T0))
+    store.ingest(batch, T0)
     for alert_id in range(1, 301, 4):
         who, comment = rng.choice(["alice.smith", "bob"]), rng.choice(["", "bob is on db-7"])
         with contextlib.suppress(Conflict):  # resolved ones cannot be acknowledged
-            store.run(acknowledge(alert_id, who, comment, T0 + 900 * NS))
+            store.acknowledge(alert_id, who, comment, T0 + 900 * NS)
     for alert_id in range(2, 301, 9):
-        store.run(assign(alert_id, "alice.smith", rng.choice(["bob", "carol.w"]), T0))
+        store.assign(alert_id, "alice.smith", rng.choice(["bob", "carol.w"]), T0)
     for alert_id in range(3, 301, 11):
-        store.run(add_note(alert_id, "carol.w", f"note on {rng.choice(hosts)}", T0 + NS))
-    store.run(lambda c: c.execute("UPDATE alerts SET silence_id = 'sil-' || id WHERE id % 5 = 0"))
+        store.add_note(alert_id, "carol.w", f"note on {rng.choice(hosts)}", T0 + NS)
+    sqlite_of(store.store).db.run(
+        lambda c: c.execute("UPDATE alerts SET silence_id = 'sil-' || id WHERE id % 5 = 0")
+    )
     return store
 
 
@@ -508,14 +515,11 @@ def test_every_value_equals_the_store(tmp_path: Path) -> None:
     result = export(store, out, "parquet", batch=7, progress=seen.append)
     assert result.records == sum(seen) == 300
     assert max(seen) == 7
-    alerts = {a.id: a for a in store.read(lambda c: list_alerts(c, AlertQuery(limit=1000)))}
-    notes = dict(
-        store.read(
-            lambda c: c.execute(
-                "SELECT alert_id, count(*) FROM events WHERE kind = 'note' GROUP BY 1"
-            ).fetchall()
-        )
-    )
+    alerts = {a.id: a for a in store.list_alerts(AlertQuery(limit=1000))}
+    notes: dict[int, int] = {}
+    for event in store.events_after(0, 100_000):
+        if event.kind == "note":
+            notes[event.alert_id] = notes.get(event.alert_id, 0) + 1
     for row in pq.read_table(out).to_pylist():
         a = alerts[row["id"]]
         assert (row["fingerprint"], row["status"], row["state"], row["severity"]) == (
@@ -542,7 +546,7 @@ def test_every_value_equals_the_store(tmp_path: Path) -> None:
     store.close()
 
 
-def test_an_empty_window_is_an_empty_typed_file(store: Store, tmp_path: Path) -> None:
+def test_an_empty_window_is_an_empty_typed_file(store: Sync, tmp_path: Path) -> None:
     """No alert in the window: a valid Parquet file with the schema and no rows."""
     out = tmp_path / "none.parquet"
     result = export(store, out, "parquet", since=T0 + 10**6 * NS)
@@ -551,7 +555,7 @@ def test_an_empty_window_is_an_empty_typed_file(store: Store, tmp_path: Path) ->
     assert pq.read_schema(out) == ALERT_SCHEMA
 
 
-def test_since_until(store: Store, tmp_path: Path) -> None:
+def test_since_until(store: Sync, tmp_path: Path) -> None:
     """Only alerts that started in [since, until) are exported."""
     out = tmp_path / "w.json"
     assert export(store, out, "json", since=T0 + 2 * NS, until=T0 + 5 * NS).records == 3
@@ -571,13 +575,15 @@ def _fingerprint(path: str) -> tuple[bytes, str]:
 @pytest.mark.parametrize(
     "target", ["db", "hardlink", "wal", "shm", "journal", "dir", "device", "fifo", "socket"]
 )
-def test_dangerous_outputs_are_refused(store: Store, tmp_path: Path, target: str) -> None:
+def test_dangerous_outputs_are_refused(store: Sync, tmp_path: Path, target: str) -> None:
     """The database or a companion (by inode, or by name when not there yet), a directory, a
     device, a FIFO, a socket: refused with one line, exit 1, the database untouched."""
     import os
     import socket
 
-    store.read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+    sqlite_of(store.store).db.read(
+        lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    )
     store.close()
     db = store.path
     paths = {
@@ -614,7 +620,7 @@ def test_dangerous_outputs_are_refused(store: Store, tmp_path: Path, target: str
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_symlink_is_followed(store: Store, tmp_path: Path) -> None:
+def test_a_symlink_is_followed(store: Sync, tmp_path: Path) -> None:
     """The file a symlink points to is replaced; the link stays a link."""
     real, link = tmp_path / "real.json", tmp_path / "link.json"
     real.write_text("old\n")
@@ -625,7 +631,7 @@ def test_a_symlink_is_followed(store: Store, tmp_path: Path) -> None:
 
 
 def test_failure_leaves_no_file_and_keeps_the_old_one(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Sync, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An export failing on its second batch leaves the previous file intact, no temporary
     file, and no reader thread behind."""
@@ -650,7 +656,7 @@ def test_failure_leaves_no_file_and_keeps_the_old_one(
     assert not [t for t in threading.enumerate() if t.name == "alertbridge-export-reader"]
 
 
-def test_unwritable_destination_is_a_clear_error(store: Store, tmp_path: Path) -> None:
+def test_unwritable_destination_is_a_clear_error(store: Sync, tmp_path: Path) -> None:
     """A missing directory is named; a bad format or record kind too."""
     with pytest.raises(BridgeError, match="not a writable directory"):
         Destination.of(tmp_path / "nope" / "a.csv", store.path)
@@ -668,7 +674,7 @@ def test_unreadable_database_is_a_store_error(tmp_path: Path) -> None:
         list(read_batches(str(bad), "SELECT 1 FROM nothing", ("x",), 10))
 
 
-def test_cli_export(store: Store, tmp_path: Path) -> None:
+def test_cli_export(store: Sync, tmp_path: Path) -> None:
     """`alertbridge export` writes the file, anonymised by default, and says what it did."""
     out = tmp_path / "cli.parquet"
     result = CliRunner().invoke(

@@ -16,20 +16,19 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bench.ingest import build_store
-from bridge.store.sqlite.database import Store
+from bridge.store.sqlite.store import SqliteStore
+from tests.stores import T0, Sync
 from tests.support import bridge_env
 from tests.test_cli import _unprivileged
 from tests.test_export import alert
-from tests.test_store import T0
 
 BRIDGE = [sys.executable, "-m", "bridge"]
 
 
 def small_db(path: Path) -> str:
-    from bridge.ingest.episodes import ingest
 
-    store = Store(path)
-    store.run(ingest([alert(i) for i in range(1, 6)], T0))
+    store = Sync(SqliteStore(path))
+    store.ingest([alert(i) for i in range(1, 6)], T0)
     store.close()
     return str(path)
 

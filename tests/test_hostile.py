@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bridge.http.keys import STORE
-from bridge.store.sqlite.database import AlertQuery, get_alert, list_alerts
+from bridge.store import AlertQuery
 from tests.httpraw import (
     API_TOKEN,
     WEBHOOK_TOKEN,
@@ -155,9 +155,9 @@ async def test_client_errors_are_json_4xx_naming_the_problem(
     assert error["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     store = server.app[STORE]
-    alerts = store.read(lambda c: list_alerts(c, AlertQuery()))
+    alerts = await store.list_alerts(AlertQuery())
     assert len(alerts) == 1
-    assert store.read(lambda c: get_alert(c, 1)).acked_at is None
+    assert (await store.get_alert(1)).acked_at is None
 
 
 async def test_a_gzip_body_that_is_gzip_is_read(server: Running) -> None:

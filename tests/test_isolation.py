@@ -15,8 +15,9 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.http.keys import STORE, WRITER
+from bridge.http.keys import STORE
 from tests.payloads import am_alert, notification
+from tests.stores import sqlite_of
 from tests.test_receiver import BEARER, WEBHOOK, make_app
 from tests.test_webhook import json_values
 from tests.test_writer import writer_held
@@ -65,7 +66,7 @@ notifications = st.lists(
 async def _held_writer_batch(client: Client, bodies: list[dict[str, Any]]) -> list[int]:
     """POST the bodies while the writer is held, so that all that reach it share one batch;
     their statuses."""
-    writer = client.app[WRITER]
+    writer = sqlite_of(client.app[STORE]).writer
     async with writer_held(writer):
         posts = [asyncio.ensure_future(client.post(WEBHOOK, json=b, headers=BEARER))
                  for b in bodies]  # fmt: skip
@@ -104,7 +105,7 @@ async def test_valid_notifications_survive_invalid_neighbours(
     sent = {a["fingerprint"] for _, alerts in batch for a in alerts
             if isinstance(a.get("fingerprint"), str)}  # fmt: skip
     counts = dict(
-        client.app[STORE].read(
+        sqlite_of(client.app[STORE]).db.read(
             lambda c: c.execute(
                 "SELECT fingerprint, count(*) FROM alerts WHERE fingerprint IN"
                 " (SELECT value FROM json_each(?)) GROUP BY fingerprint",

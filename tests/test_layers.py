@@ -5,6 +5,7 @@ other in a cycle."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,28 @@ def test_the_checker_sees_a_wrong_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from bridge.http.app import create_app\nimport bridge.core.errors\n")
     assert imports(bad) == {"bridge.http.app", "bridge.core.errors"}
+
+
+#: Only the SQLite implementation talks to SQLite (the store interface is the way in).
+SQLITE_ONLY = ("sqlite3", "adbc_driver_sqlite", "adbc_driver_manager")
+_SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE TABLE)\b")
+
+
+def _external_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if not m.startswith("bridge.store.sqlite"))
+)
+def test_no_sqlite_outside_its_store(module: str) -> None:
+    """Outside bridge.store.sqlite no module imports SQLite's drivers or holds SQL."""
+    path = MODULES[module]
+    assert not _external_imports(path) & set(SQLITE_ONLY), module
+    assert not _SQL.search(path.read_text()), f"{module} holds SQL"

@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import Secret, load_settings
-from bridge.core.model import Severity
 from bridge.feed.notify import Notifier
 from bridge.http.app import create_app
-from bridge.http.keys import STORE, WRITER
-from bridge.store.sqlite.database import AlertQuery, StoredAlert, list_alerts
+from bridge.http.keys import STORE
+from bridge.store import AlertQuery, StoredAlert
 from tests.payloads import am_alert, notification
+from tests.stores import sqlite_of
 from tests.test_webhook import json_values
 
 Client = TestClient[Any, Any]
@@ -45,9 +45,9 @@ async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
     return await aiohttp_client(make_app(tmp_path, max_body_bytes=64 * 1024))
 
 
-def stored(client: Client) -> list[StoredAlert]:
+async def stored(client: Client) -> list[StoredAlert]:
     app: web.Application = client.app
-    return app[STORE].read(lambda c: list_alerts(c, AlertQuery(limit=1000)))
+    return await app[STORE].list_alerts(AlertQuery(limit=1000))
 
 
 async def metric(client: Client, name: str, **labels: str) -> float:
@@ -65,7 +65,7 @@ async def test_stores_and_answers_after_commit(client: Client) -> None:
     response = await client.post(WEBHOOK, json=payload, headers=BEARER)
     assert response.status == 200
     assert await response.json() == {"stored": 2, "fired": 2, "resolved": 0, "repeats": 0}
-    assert sorted(a.severity for a in stored(client)) == ["critical", "warning"]
+    assert sorted(a.severity for a in await stored(client)) == ["critical", "warning"]
     again = await client.post(WEBHOOK, json=payload, headers=BEARER)
     assert (await again.json())["repeats"] == 2
     assert await metric(client, "alertbridge_webhook_requests_total", code="200") == 2
@@ -85,7 +85,7 @@ async def test_wrong_credentials_are_401_and_store_nothing(
     """Without the token (bearer, or as basic-auth password) nothing is stored."""
     response = await client.post(WEBHOOK, json=notification(am_alert()), headers=headers)
     assert response.status == 401
-    assert stored(client) == []
+    assert (await stored(client)) == []
     assert await metric(client, "alertbridge_webhook_requests_total", code="401") == 1
 
 
@@ -119,7 +119,7 @@ async def test_bad_bodies_are_4xx_json_and_store_nothing(
     assert response.status == status
     error = await response.json()
     assert error.get("field") == field
-    assert stored(client) == []
+    assert (await stored(client)) == []
 
 
 async def test_storage_failure_is_503_then_recovers(
@@ -129,7 +129,7 @@ async def test_storage_failure_is_503_then_recovers(
     app = make_app(tmp_path)
     client = await aiohttp_client(app)
     # Fail fast while locked instead of waiting the default 5 s busy timeout.
-    await app[WRITER].submit(lambda c: c.execute("PRAGMA busy_timeout = 50"))
+    await sqlite_of(app[STORE]).writer.submit(lambda c: c.execute("PRAGMA busy_timeout = 50"))
     blocker = sqlite3.connect(tmp_path / "alerts.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     payload = notification(am_alert())
@@ -138,11 +138,11 @@ async def test_storage_failure_is_503_then_recovers(
     assert (await response.json())["error"] == "storage_unavailable"
     blocker.execute("ROLLBACK")
     blocker.close()
-    assert stored(client) == []
+    assert (await stored(client)) == []
     assert await metric(client, "alertbridge_store_errors_total", operation="ingest") == 1
     retry = await client.post(WEBHOOK, json=payload, headers=BEARER)
     assert retry.status == 200
-    assert len(stored(client)) == 1
+    assert len(await stored(client)) == 1
 
 
 @settings(
@@ -151,59 +151,11 @@ async def test_storage_failure_is_503_then_recovers(
 @given(body=json_values)
 async def test_arbitrary_json_is_never_5xx_nor_stored(client: Client, body: Any) -> None:
     """Whatever JSON arrives, the answer is 2xx or 4xx, and only valid payloads store rows."""
-    before = len(stored(client))
+    before = len(await stored(client))
     response = await client.post(WEBHOOK, json=body, headers=BEARER)
     assert response.status < 500
     if response.status != 200:
-        assert len(stored(client)) == before
-
-
-async def test_callbacks_run_after_commit_filtered_and_isolated(
-    aiohttp_client: MakeClient, tmp_path: Path
-) -> None:
-    """Callbacks see committed alerts at or above the threshold; a failing one is counted."""
-    notifier = Notifier(Severity.CRITICAL)
-    seen: list[tuple[int, str]] = []
-    app = make_app(tmp_path, notifier)
-
-    def record(alert: StoredAlert) -> None:
-        # committed: visible through a fresh connection
-        assert app[STORE].read(lambda c: list_alerts(c, AlertQuery()))
-        seen.append((alert.id, alert.status))
-
-    def broken(alert: StoredAlert) -> None:
-        raise RuntimeError("pager down")
-
-    notifier.add(broken)
-    notifier.add(record)
-    client = await aiohttp_client(app)
-    payload = notification(am_alert(), am_alert("fedcba9876543210", severity="critical"))
-    assert (await client.post(WEBHOOK, json=payload, headers=BEARER)).status == 200
-    await notifier.drain()
-    assert seen == [(2, "firing")]
-    assert notifier.errors == 1
-
-
-async def test_async_callbacks_run_and_failures_count(
-    aiohttp_client: MakeClient, tmp_path: Path
-) -> None:
-    """Coroutine callbacks are awaited as tasks; one that raises is counted, not fatal."""
-    notifier = Notifier(Severity.WARNING)
-    seen: list[int] = []
-
-    async def record(alert: StoredAlert) -> None:
-        seen.append(alert.id)
-
-    async def broken(alert: StoredAlert) -> None:
-        raise RuntimeError("webhook relay down")
-
-    notifier.add(broken)
-    notifier.add(record)
-    client = await aiohttp_client(make_app(tmp_path, notifier))
-    assert (await client.post(WEBHOOK, json=notification(am_alert()), headers=BEARER)).status == 200
-    await notifier.drain()
-    assert seen == [1]
-    assert (notifier.errors, notifier.delivered) == (1, 1)
+        assert len(await stored(client)) == before
 
 
 async def test_truncated_notifications_are_counted_and_warned_once(
@@ -224,4 +176,4 @@ async def test_truncated_notifications_are_counted_and_warned_once(
     assert len(warnings) == 2  # one per group key, the repeat held back
     assert "left out 7" in warnings[0]
     assert "max_alerts" in warnings[0]
-    assert len(stored(client)) == 2
+    assert len(await stored(client)) == 2

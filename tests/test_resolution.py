@@ -15,18 +15,24 @@ from hypothesis import strategies as st
 
 from bridge.core.errors import Conflict
 from bridge.core.times import NS
-from bridge.ingest.episodes import ingest
 from bridge.store.sqlite.actions import resolve, resolve_inferred
-from bridge.store.sqlite.database import MIGRATIONS, Store, get_alert, migrate
-from tests.test_store import T0, kinds, received, rows
+from bridge.store.sqlite.database import Database
+from bridge.store.sqlite.queries import get_alert, get_events
+from bridge.store.sqlite.schema import MIGRATIONS, migrate
+from tests.stores import T0, ingest, received
+from tests.stores import alert_rows as rows
+
+
+def kinds(store: Database, alert_id: int) -> list[str]:
+    return [e.kind for e in store.read(lambda c: get_events(c, alert_id))]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "a.db")
+def store(tmp_path: Path) -> Database:
+    return Database(tmp_path / "a.db")
 
 
-def test_an_inferred_resolution_is_reopened_by_a_firing(store: Store) -> None:
+def test_an_inferred_resolution_is_reopened_by_a_firing(store: Database) -> None:
     """Resolved by the reconciler, then Alertmanager delivers the episode firing: it fires
     again, with a "reopened" event that says why; the counts follow."""
     store.run(ingest([received()], T0))
@@ -48,7 +54,7 @@ def test_an_inferred_resolution_is_reopened_by_a_firing(store: Store) -> None:
     assert counts == [("firing", 1)]
 
 
-def test_a_manual_resolution_is_reopened_by_a_firing(store: Store) -> None:
+def test_a_manual_resolution_is_reopened_by_a_firing(store: Database) -> None:
     """The operator was wrong: Alertmanager still has it firing."""
     store.run(ingest([received()], T0))
     resolved = store.run(resolve(1, "ann", "looks fine", T0 + NS))
@@ -69,7 +75,7 @@ def test_a_manual_resolution_is_reopened_by_a_firing(store: Store) -> None:
     ]
 
 
-def test_a_manual_resolution_of_a_local_alert_sticks(store: Store) -> None:
+def test_a_manual_resolution_of_a_local_alert_sticks(store: Database) -> None:
     """The embedded evaluator's alert resolved by hand stays resolved when the evaluator
     reports the episode again."""
     store.run(ingest([received()], T0, source="local"))
@@ -79,7 +85,7 @@ def test_a_manual_resolution_of_a_local_alert_sticks(store: Store) -> None:
     assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
 
 
-def test_alertmanagers_resolved_makes_it_final(store: Store) -> None:
+def test_alertmanagers_resolved_makes_it_final(store: Database) -> None:
     """A resolved delivery after an inferred resolution: final, with Alertmanager's end (the
     earlier); a stale firing after it reopens nothing."""
     store.run(ingest([received()], T0))
@@ -91,7 +97,7 @@ def test_alertmanagers_resolved_makes_it_final(store: Store) -> None:
     assert store.read(lambda c: get_alert(c, 1)).status == "resolved"
 
 
-def test_new_episodes_record_how_they_ended(store: Store) -> None:
+def test_new_episodes_record_how_they_ended(store: Database) -> None:
     """First seen resolved: final (Alertmanager's, or the evaluator's for local ones)."""
     store.run(ingest([received("resolved", ends=T0 + NS)], T0))
     store.run(ingest([received("resolved", ends=T0 + NS, fingerprint="f" * 16)], T0,
@@ -144,7 +150,7 @@ def histories(draw: st.DrawFn) -> list[Step]:
 
 def _play(steps: list[Step]) -> tuple[object, ...]:
     with tempfile.TemporaryDirectory(prefix="reopen-") as tmp:
-        store = Store(Path(tmp) / "a.db")
+        store = Database(Path(tmp) / "a.db")
         try:
             for n, (kind, end) in enumerate(steps):
                 at = T0 + (n + 1) * NS

@@ -14,7 +14,7 @@ import pytest
 from bridge.config import load_settings
 from bridge.http.keys import STORE
 from bridge.http.util import allowed_hosts, host_allowed, host_name
-from bridge.store.sqlite.database import AlertQuery, list_alerts
+from bridge.store import AlertQuery
 from tests.httpraw import guarded_server, raw_request, request_bytes
 from tests.payloads import am_alert, notification
 
@@ -29,8 +29,8 @@ async def open_server(tmp_path: Path) -> Any:
         yield running
 
 
-def stored(server: Any) -> int:
-    return len(server.app[STORE].read(lambda c: list_alerts(c, AlertQuery())))
+async def stored(server: Any) -> int:
+    return len(await server.app[STORE].list_alerts(AlertQuery()))
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ async def test_browser_style_cross_site_posts_are_refused(
     answer = await raw_request(open_server.port, request_bytes("POST", path, body, headers))
     assert answer.status in (403, 415), answer.body
     assert answer.json()["error"] in ("cross_origin", "unsupported_media_type")
-    assert stored(open_server) == 1
+    assert await stored(open_server) == 1
     detail = await raw_request(open_server.port, request_bytes("GET", "/api/v1/alerts/1"))
     assert detail.json()["acked_at"] is None
 

@@ -19,7 +19,7 @@ from bridge.export import telemetry as telemetry_export
 from bridge.export.baseline import compute_baseline, episodes, quantile
 from bridge.export.promapi import PrometheusClient, Series, default_step
 from bridge.export.telemetry import export_telemetry, queries_for
-from bridge.store.sqlite.database import Store
+from bridge.store.sqlite.database import Database
 from tests.support import (
     LOOPBACK,
     free_port,
@@ -141,7 +141,7 @@ def test_cli_telemetry_export(prometheus: tuple[str, float, str], tmp_path: Path
     assert plain.exit_code == 0, plain.output
     assert "telemetry points (not anonymised)" in plain.output
     assert LOOPBACK in out.read_text()
-    Store(tmp_path / "key.db").close()  # the key lives in a database
+    Database(tmp_path / "key.db").close()  # the key lives in a database
     anon = CliRunner().invoke(main, [
         "export", "--what", "telemetry", "--format", "csv", "--output", str(out), "--since", "1m",
         "--metric", "system.cpu.percent", "--prometheus-url", prom,

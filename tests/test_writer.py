@@ -16,16 +16,18 @@ import pytest
 
 from bridge.core.errors import NotFound, StoreError
 from bridge.core.times import NS
-from bridge.ingest.episodes import IngestJob, IngestResult, ingest
+from bridge.store import IngestResult
 from bridge.store.sqlite.actions import acknowledge
-from bridge.store.sqlite.database import Job, Store
+from bridge.store.sqlite.database import Database, Job
+from bridge.store.sqlite.ingest import IngestJob
 from bridge.store.sqlite.writer import Writer
-from tests.test_store import T0, received, rows
+from tests.stores import T0, ingest, received
+from tests.stores import alert_rows as rows
 
 
 async def test_concurrent_jobs_share_commits(tmp_path: Path) -> None:
     """200 concurrent ingests commit in far fewer transactions, all durable."""
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     async with Writer(store) as writer:
         jobs = [writer.submit(ingest([received(fingerprint=f"{i:016x}")], T0)) for i in range(200)]
         results = await asyncio.gather(*jobs)
@@ -38,7 +40,7 @@ async def test_concurrent_jobs_share_commits(tmp_path: Path) -> None:
 
 async def test_failing_job_does_not_fail_its_batch(tmp_path: Path) -> None:
     """A job raising a domain error is rolled back alone; the rest of the batch commits."""
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     async with Writer(store) as writer:
         good = writer.submit(ingest([received()], T0))
         bad = writer.submit(acknowledge(99, "a", "", T0))
@@ -51,7 +53,7 @@ async def test_failing_job_does_not_fail_its_batch(tmp_path: Path) -> None:
 
 async def test_locked_database_fails_the_batch_then_recovers(tmp_path: Path) -> None:
     """While another process holds the write lock jobs fail (StoreError); afterwards they work."""
-    store = Store(tmp_path / "a.db", busy_timeout_ms=50)
+    store = Database(tmp_path / "a.db", busy_timeout_ms=50)
     blocker = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
     async with Writer(store) as writer:
         blocker.execute("BEGIN EXCLUSIVE")
@@ -67,7 +69,7 @@ async def test_locked_database_fails_the_batch_then_recovers(tmp_path: Path) -> 
 
 async def test_submit_after_stop_is_a_store_error(tmp_path: Path) -> None:
     """A stopped writer refuses work instead of hanging."""
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     writer = Writer(store)
     with pytest.raises(StoreError, match="not running"):
         await writer.submit(ingest([received()], T0))
@@ -76,7 +78,7 @@ async def test_submit_after_stop_is_a_store_error(tmp_path: Path) -> None:
 
 async def test_lone_failing_job_leaves_nothing_behind(tmp_path: Path) -> None:
     """A batch of one job that writes and then raises is rolled back; the writer carries on."""
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
 
     def half_then_fail(conn: sqlite3.Connection) -> None:
         ingest([received()], T0)(conn)
@@ -96,7 +98,7 @@ async def test_unisolated_job_that_raises_fails_alone(tmp_path: Path) -> None:
     """isolate=False skips the savepoint; a job that raises anyway makes the writer run the
     batch again job by job: that job fails alone with its own error, nothing of it is stored,
     and every other caller is answered as if it had been alone."""
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
 
     def half_then_fail(conn: sqlite3.Connection) -> None:
         ingest([received(fingerprint="e" * 16)], T0)(conn)
@@ -121,7 +123,7 @@ async def test_a_poisoned_merged_run_fails_only_the_poison(tmp_path: Path) -> No
     """Ingest jobs merged into one run, one of them holding a value SQLite cannot store (an
     integer beyond 64 bits slipped past validation): that job fails alone; the other 20 are
     stored once and answered with their own results, as if each had been alone."""
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     good = [ingest([received(fingerprint=f"{i:016x}")], T0) for i in range(20)]
     poison = ingest([received(fingerprint="e" * 16, starts=2**63)], T0)
     async with Writer(store) as writer:
@@ -179,7 +181,7 @@ async def test_queued_ingest_jobs_run_together(
         return original(conn, jobs)
 
     monkeypatch.setattr(IngestJob, "run_together", staticmethod(counting))
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
 
     def one(n: int, source: str = "alertmanager") -> Job[Any]:
         return ingest([received(fingerprint=f"{n:016x}")], T0, source=source)
@@ -211,7 +213,7 @@ async def test_a_failing_merged_run_is_replayed_job_by_job(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(IngestJob, "run_together", staticmethod(half_then_fail))
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     async with Writer(store) as writer:
         results = await _queued_behind_a_held_job(
             writer,
@@ -257,7 +259,7 @@ class HeldSync:
         self.released.set()
 
 
-def _count(store: Store) -> int:
+def _count(store: Database) -> int:
     count: int = store.read(lambda c: c.execute("SELECT count(*) FROM alerts").fetchone()[0])
     return count
 
@@ -269,7 +271,7 @@ async def test_answered_only_once_the_wal_is_synced(
     commit, never before; meanwhile the writer commits the next batches (it does not wait
     for the disk), and one sync then covers them all."""
     sync = HeldSync(monkeypatch)
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     async with Writer(store) as writer:
         sync.hold()
         first = asyncio.ensure_future(writer.submit(ingest([received()], T0)))
@@ -305,7 +307,7 @@ async def test_a_failed_sync_fails_its_callers_then_the_writer_carries_on(
     """fdatasync fails: the callers waiting on it get a StoreError (a 503, so Alertmanager
     retries), and the retry, finding the committed row, counts a repeat; later syncs work."""
     sync = HeldSync(monkeypatch)
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     async with Writer(store) as writer:
         sync.fail = True
         with pytest.raises(StoreError, match=r"syncing the write-ahead log: .*Input/output"):
@@ -323,7 +325,7 @@ async def test_stopping_answers_every_queued_caller(
     """Stopping the writer while a sync is held, with a later batch committed behind it:
     both are synced and answered before the writer has stopped."""
     sync = HeldSync(monkeypatch)
-    store = Store(tmp_path / "a.db")
+    store = Database(tmp_path / "a.db")
     writer = Writer(store)
     await writer.__aenter__()
     sync.hold()

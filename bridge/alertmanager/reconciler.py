@@ -27,25 +27,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bridge.alertmanager.client import AlertmanagerCluster, ReplicaList
 from bridge.core.errors import AlertmanagerError, InvalidInput
 from bridge.core.times import NS, ZERO_TIME, now_ns
-from bridge.ingest.episodes import PROVISIONAL, ingest
+from bridge.ingest.episodes import PROVISIONAL
 from bridge.ingest.webhook import ReceivedAlert, parse_time
-from bridge.store.sqlite.actions import AmView, resolve_inferred, set_am_states, set_silence
-from bridge.store.sqlite.database import (
-    Job,
-    Store,
-    StoredAlert,
-    episode_ids,
-    episode_states,
-    firing_from_alertmanager,
-    silence_work,
-)
+from bridge.store import AlertStore, AmView, SilenceChange, StoredAlert
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,8 +53,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: Store,
-        submit: Callable[[Job[Any]], Awaitable[Any]],
+        store: AlertStore,
         cluster: AlertmanagerCluster,
         *,
         silence_seconds: int = 3600,
@@ -74,7 +64,6 @@ class Reconciler:
         on_round: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
-        self.submit = submit
         self.cluster = cluster
         self.on_round = on_round or (lambda outcome: None)
         self.silence_seconds = silence_seconds
@@ -89,9 +78,6 @@ class Reconciler:
     def kick(self) -> None:
         """Run a round as soon as possible (after an ack, unack or resolution)."""
         self.wake.set()
-
-    async def _read(self, fn: Callable[[Any], T]) -> T:
-        return await asyncio.to_thread(self.store.read, fn)
 
     def _due(self, alert_id: int) -> bool:
         state = self._backoff.get(alert_id)
@@ -113,7 +99,7 @@ class Reconciler:
             self.failures += 1
             self.on_round("failed")
             log.warning("reconciliation skipped: %s", exc)
-        for alert in await self._read(silence_work):
+        for alert in await self.store.silence_work():
             if self._due(alert.id):
                 try:
                     await self._silence_step(alert)
@@ -131,7 +117,7 @@ class Reconciler:
             raise AlertmanagerError("; ".join(f"{r.url}: {r.error}" for r in lists))
         listed = _merge(answered, now)
         trusted = any(r.trusted for r in answered)
-        stored = await self._read(firing_from_alertmanager)
+        stored = await self.store.firing("alertmanager")
         ids = {a.fingerprint: a.id for a in stored}
         views: list[AmView] = []
         for alert in stored:
@@ -139,12 +125,12 @@ class Reconciler:
             if seen is not None:
                 views.append(seen.view(alert.id, ids))
             elif trusted and _muted(alert):
-                await self.submit(resolve_inferred(alert.id, now, _INFERRED))
+                await self.store.resolve_inferred(alert.id, now, _INFERRED)
         # Listed active but not stored firing: inserted when unknown (the bridge was down),
         # reopened when the bridge resolved it itself; left alone when Alertmanager did.
         firing_keys = {(a.fingerprint, a.starts_at) for a in stored}
         others = [seen.alert for key, seen in listed.items() if key not in firing_keys]
-        known = await self._read(lambda c: episode_states(c, others)) if others else {}
+        known = await self.store.resolutions([(a.fingerprint, a.starts_at) for a in others])
         missing = [
             listed[key]
             for key in ((a.fingerprint, a.starts_at) for a in others)
@@ -152,13 +138,12 @@ class Reconciler:
         ]
         if missing:
             alerts = [m.alert for m in missing]
-            await self.submit(ingest(alerts, now, source="alertmanager", actor="reconciler"))
-            found = await self._read(lambda c: episode_ids(c, alerts))
+            await self.store.ingest(alerts, now, source="alertmanager", actor="reconciler")
+            found = await self.store.ids_of([(a.fingerprint, a.starts_at) for a in alerts])
             ids |= {fp: i for (fp, _), i in found.items()}
             views += [m.view(found[key], ids) for m in missing
                       if (key := (m.alert.fingerprint, m.alert.starts_at)) in found]  # fmt: skip
-        if views:
-            await self.submit(set_am_states(views))
+        await self.store.set_am_states(views)
         return "trusted" if trusted else "untrusted"
 
     async def _silence_step(self, alert: StoredAlert) -> None:
@@ -166,15 +151,14 @@ class Reconciler:
         state = alert.silence_state
         wanted = alert.acknowledged and alert.status == "firing"
         if state == "pending" and not wanted:
-            await self.submit(set_silence(alert.id, None, now))
+            await self.store.set_silence(alert.id, now, SilenceChange(None))
             return
         if state in ("expiring", "active") and not wanted:
             if alert.silence_id:
                 await self.cluster.expire_silence(alert.silence_id)
             why = "alert resolved" if alert.status == "resolved" else "acknowledgement withdrawn"
-            await self.submit(
-                set_silence(alert.id, "expired", now, event=("expired", "alertbridge", why))
-            )
+            change = SilenceChange("expired", event=("expired", "alertbridge", why))
+            await self.store.set_silence(alert.id, now, change)
             return
         if state == "active" and alert.silenced_until is not None:
             if alert.silenced_until - now > self.silence_seconds * NS // 2:
@@ -183,8 +167,8 @@ class Reconciler:
             if self.max_ack_seconds and now - acked_at > self.max_ack_seconds * NS:
                 if alert.silenced_until <= now:
                     reason = "maximum acknowledgement duration reached"
-                    event = ("expired", "alertbridge", reason)
-                    await self.submit(set_silence(alert.id, "expired", now, event=event))
+                    change = SilenceChange("expired", event=("expired", "alertbridge", reason))
+                    await self.store.set_silence(alert.id, now, change)
                 return  # let the silence run out
         until = now + self.silence_seconds * NS
         silence_id = await self.cluster.create_silence(
@@ -198,7 +182,9 @@ class Reconciler:
         created = None
         if state == "pending":
             created = ("silenced", alert.acked_by or "alertbridge", silence_id)
-        await self.submit(set_silence(alert.id, "active", now, silence_id, until, event=created))
+        await self.store.set_silence(
+            alert.id, now, SilenceChange("active", silence_id, until, event=created)
+        )
 
     async def run_forever(self, interval: float) -> None:
         """Rounds every `interval` seconds, or sooner when kicked."""

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from bridge.config import Secret
 from bridge.core.errors import BridgeError
 from bridge.core.times import now_ns
+from bridge.store import AlertStore, open_store
 from bridge.store.query import parse_alert_query
-from bridge.store.sqlite.actions import (
-    acknowledge,
-    add_note,
-    assign,
-    prune,
-    resolve,
-    set_retention,
-    unacknowledge,
-)
-from bridge.store.sqlite.database import Store, alert_detail, get_retention, list_page
 
 Params = Mapping[str, Sequence[str]]
+T = TypeVar("T")
 
 
 class AlertClient(Protocol):
@@ -48,49 +41,70 @@ class RemoteError(BridgeError):
 
 
 class LocalClient:
-    """Works directly on a database file (safe beside a running server: SQLite locks)."""
+    """Works directly on a database file through the store interface (safe beside a running
+    server: SQLite locks). Each call runs its own event loop; the store's writer thread is
+    started for the first write."""
 
     def __init__(self, path: str) -> None:
-        self.store = Store(path)
+        self.store = open_store(path)
+        self._started = False
 
     def close(self) -> None:
-        self.store.close()
+        asyncio.run(self.store.close())
+
+    def _run(self, call: Callable[[AlertStore], Awaitable[T]]) -> T:
+        async def run(store: AlertStore) -> T:
+            return await call(store)
+
+        return asyncio.run(run(self.store))
+
+    def _write(self, call: Callable[[AlertStore], Awaitable[T]]) -> T:
+        async def run(store: AlertStore) -> T:
+            if not self._started:
+                await store.start()
+                self._started = True
+            return await call(store)
+
+        return asyncio.run(run(self.store))
 
     def list(self, params: Params) -> dict[str, Any]:
         query = parse_alert_query(params, now_ns())
-        return self.store.read(lambda c: list_page(c, query)).to_json()
+        return self._run(lambda s: s.list_page(query)).to_json()
 
     def show(self, alert_id: int) -> dict[str, Any]:
-        return self.store.read(lambda c: alert_detail(c, alert_id))
+        return self._run(lambda s: s.alert_detail(alert_id)).to_json()
 
     def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
-        return self.store.run(acknowledge(alert_id, by, comment, now_ns())).to_json()
+        return self._write(lambda s: s.acknowledge(alert_id, by, comment, now_ns())).to_json()
 
     def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
-        return self.store.run(unacknowledge(alert_id, by, comment, now_ns())).to_json()
+        return self._write(lambda s: s.unacknowledge(alert_id, by, comment, now_ns())).to_json()
 
     def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]:
-        return self.store.run(add_note(alert_id, by, text, now_ns())).to_json()
+        return self._write(lambda s: s.add_note(alert_id, by, text, now_ns())).to_json()
 
     def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]:
-        return self.store.run(assign(alert_id, by, assignee, now_ns())).to_json()
+        return self._write(lambda s: s.assign(alert_id, by, assignee, now_ns())).to_json()
 
     def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
-        return self.store.run(resolve(alert_id, by, comment, now_ns())).to_json()
+        return self._write(lambda s: s.resolve(alert_id, by, comment, now_ns())).to_json()
 
     def retention(self, days: int | None) -> int:
         if days is not None:
-            return self.store.run(set_retention(days))
-        return self.store.read(get_retention)
+            return self._write(lambda s: s.set_retention_days(days))
+        return self._run(lambda s: s.retention_days())
 
     def prune(self) -> int:
-        total = 0
-        for _ in range(10_000):  # bounded: 50 million rows
-            removed = self.store.run(prune(now_ns()))
-            total += removed
-            if not removed:
-                break
-        return total
+        async def prune_all(store: AlertStore) -> int:
+            total = 0
+            for _ in range(10_000):  # bounded: 50 million rows
+                removed = await store.prune(now_ns())
+                total += removed
+                if not removed:
+                    break
+            return total
+
+        return self._write(prune_all)
 
 
 class RemoteClient:

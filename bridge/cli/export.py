@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -22,15 +23,14 @@ from bridge.export import (
     Destination,
     MissingKey,
     anonymizer_for,
-    count,
     export_history,
     export_key,
 )
 from bridge.export.baseline import compute_baseline, describe
 from bridge.export.promapi import PrometheusClient, default_step
 from bridge.export.telemetry import export_telemetry, queries_for
+from bridge.store import AlertStore, open_store
 from bridge.store.query import parse_when
-from bridge.store.sqlite.database import Store
 
 
 @main.command("export")
@@ -101,8 +101,10 @@ def export_command(
                     step=step, anonymizer=anonymizer, progress=progress,
                 )  # fmt: skip
         else:
-            assert store is not None
-            with _progress(what, count(store, what, start, end)) as progress:
+            if store is None:  # cannot happen: alerts and events need the store
+                raise BridgeError(f"no alert database at {path}")
+            total = asyncio.run(store.count(what, start, end))
+            with _progress(what, total) as progress:
                 result = export_history(store, destination, what, fmt, anonymizer=anonymizer,
                                         since=start, until=end, progress=progress)  # fmt: skip
     state = "anonymised" if anonymize else "not anonymised"
@@ -113,29 +115,34 @@ def export_command(
 
 
 @contextlib.contextmanager
-def _read_only(path: str) -> Iterator[Store]:
-    store = Store(path, read_only=True)
+def _read_only(path: str) -> Iterator[AlertStore]:
+    store = open_store(path, read_only=True)
     try:
         yield store
     finally:
-        store.close()
+        asyncio.run(store.close())
 
 
-def _anonymizer(store: Store, path: str) -> Anonymizer:
+def _anonymizer(store: AlertStore, path: str) -> Anonymizer:
     """The export's Anonymizer; its key generated and kept in the database the first time
     (which then needs write access), unless ALERTBRIDGE_EXPORT_KEY(_FILE) gives one."""
     try:
-        return anonymizer_for(store, os.environ)
+        return asyncio.run(anonymizer_for(store, os.environ))
     except MissingKey as missing:
         try:
-            writable = Store(path)
-            try:
-                export_key(writable, os.environ)
-            finally:
-                writable.close()
+            asyncio.run(_keep_key(path))
         except StoreError:
             raise missing from None
-    return anonymizer_for(store, os.environ)
+    return asyncio.run(anonymizer_for(store, os.environ))
+
+
+async def _keep_key(path: str) -> None:
+    writable = open_store(path)
+    try:
+        await writable.start()
+        await export_key(writable, os.environ)
+    finally:
+        await writable.close()
 
 
 @contextlib.contextmanager

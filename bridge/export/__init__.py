@@ -13,10 +13,8 @@ from bridge.export.history import (
     ExportResult,
     MissingKey,
     anonymizer_for,
-    count,
     export_history,
     export_key,
-    known_people,
 )
 from bridge.export.output import STDOUT, Destination
 from bridge.export.writers import FORMATS
@@ -34,9 +32,7 @@ __all__ = [
     "MissingKey",
     "Scrubber",
     "anonymizer_for",
-    "count",
     "export_history",
     "export_key",
-    "known_people",
     "text_forms",
 ]

@@ -25,7 +25,7 @@ from urllib.parse import quote, quote_plus
 import ahocorasick
 import orjson
 
-from bridge.store.sqlite.database import SYSTEM_ACTORS
+from bridge.store.records import SYSTEM_ACTORS
 
 #: Label names whose values describe the rule, not the system or people: kept as they are.
 ALLOWED_LABELS = frozenset(

@@ -4,28 +4,18 @@ and their audit trail (events), in any format, anonymised or not."""
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 
 from bridge.core.errors import BridgeError
 from bridge.export.anonymize import ALLOWED_LABELS, Anonymizer, sensitive_values
-from bridge.export.columns import (
-    ALERT_SCHEMA,
-    EVENT_SCHEMA,
-    AlertColumns,
-    Chunk,
-    EventColumns,
-    alert_rows,
-    event_rows,
-)
+from bridge.export.columns import ALERT_SCHEMA, EVENT_SCHEMA, AlertColumns, Chunk, EventColumns
 from bridge.export.output import Destination
 from bridge.export.writers import FORMATS, WRITERS
-from bridge.store.sqlite.database import Store
+from bridge.store import AlertStore
 
 #: Rows per Arrow batch read, by what is exported: small enough that what a batch becomes (JSON
 #: or CSV text, three batches in flight) stays in tens of MiB, large enough that the work per
@@ -60,21 +50,7 @@ class ExportResult:
     format: str
 
 
-def label_sets(store: Store) -> list[dict[str, str]]:
-    """Every distinct label set stored (a few hundred where Alertmanager sends the alerts: an
-    alert's episodes share one)."""
-    rows = store.read(lambda c: c.execute("SELECT DISTINCT labels FROM alerts").fetchall())
-    return [orjson.loads(r[0]) for r in rows]
-
-
-def known_people(store: Store) -> frozenset[str]:
-    """Everyone named in the database: actors who are not the system, assignees (kept in a
-    table of their own as they act: no scan of the events)."""
-    rows = store.read(lambda c: c.execute("SELECT name FROM people").fetchall())
-    return frozenset(r[0] for r in rows if r[0])
-
-
-def export_key(store: Store, env: Mapping[str, str]) -> bytes:
+async def export_key(store: AlertStore, env: Mapping[str, str]) -> bytes:
     """The pseudonym key: ALERTBRIDGE_EXPORT_KEY(_FILE), else one generated once per database
     and kept there (a read-only database must have one already)."""
     if env.get("ALERTBRIDGE_EXPORT_KEY"):
@@ -84,56 +60,28 @@ def export_key(store: Store, env: Mapping[str, str]) -> bytes:
             return Path(env["ALERTBRIDGE_EXPORT_KEY_FILE"]).read_bytes().strip()
         except OSError as exc:
             raise BridgeError(f"ALERTBRIDGE_EXPORT_KEY_FILE: cannot read: {exc.strerror}") from None
-
-    def read(conn: sqlite3.Connection) -> bytes | None:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'export_key'").fetchone()
-        return bytes.fromhex(row[0]) if row else None
-
-    kept = store.read(read)
-    if kept is not None:
-        return kept
-    if store.read_only:
-        raise MissingKey(
-            "no pseudonym key: set ALERTBRIDGE_EXPORT_KEY (or _FILE), or export once with write"
-            " access to the database, which keeps a generated one"
-        )
-
-    def generate(conn: sqlite3.Connection) -> bytes:
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('export_key', ?)",
-            (secrets.token_hex(32),),
-        )
-        found = read(conn)
-        assert found is not None
-        return found
-
-    return store.run(generate)
+    kept = await store.export_key()
+    if kept is None:
+        if store.read_only:
+            raise MissingKey(
+                "no pseudonym key: set ALERTBRIDGE_EXPORT_KEY (or _FILE), or export once with"
+                " write access to the database, which keeps a generated one"
+            )
+        kept = await store.export_key(secrets.token_hex(32))
+        if kept is None:
+            raise MissingKey("the database kept no pseudonym key")
+    return bytes.fromhex(kept)
 
 
-def anonymizer_for(store: Store, env: Mapping[str, str]) -> Anonymizer:
+async def anonymizer_for(store: AlertStore, env: Mapping[str, str]) -> Anonymizer:
     """The Anonymizer of an export from this database: its key, and every sensitive value it
     holds (label values outside the allowlist, people) to scrub from free text."""
-    values = sensitive_values(label_sets(store), known_people(store), ALLOWED_LABELS)
-    return Anonymizer(export_key(store, env), ALLOWED_LABELS, values)
-
-
-def count(store: Store, what: str, since: int | None, until: int | None) -> int:
-    """How many records an export will write (for its progress display)."""
-    column = "starts_at" if what == "alerts" else "at"
-    where, args = [], []
-    if since is not None:
-        where.append(f"{column} >= ?")
-        args.append(since)
-    if until is not None:
-        where.append(f"{column} < ?")
-        args.append(until)
-    sql = f"SELECT count(*) FROM {what}" + (f" WHERE {' AND '.join(where)}" if where else "")  # noqa: S608
-    total: int = store.read(lambda c: c.execute(sql, args).fetchone()[0])
-    return total
+    values = sensitive_values(await store.label_sets(), await store.people(), ALLOWED_LABELS)
+    return Anonymizer(await export_key(store, env), ALLOWED_LABELS, values)
 
 
 def export_history(
-    store: Store,
+    store: AlertStore,
     destination: Destination,
     what: str,
     fmt: str,
@@ -144,21 +92,22 @@ def export_history(
     progress: Callable[[int], None] | None = None,
     batch: int | None = None,
 ) -> ExportResult:
-    """Write the alerts or the events (optionally anonymised) to the destination."""
+    """Write the alerts or the events (optionally anonymised) to the destination. Blocking
+    (it iterates the store's batches): run it off an event loop."""
     if what not in WHAT:
         raise BridgeError(f"--what must be one of {', '.join(WHAT)}, got {what!r}")
     if fmt not in FORMATS:
         raise BridgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     rows, transform, schema = (
-        (alert_rows, AlertColumns(anonymizer, maps=fmt == "parquet"), ALERT_SCHEMA)
+        (store.alert_batches, AlertColumns(anonymizer, maps=fmt == "parquet"), ALERT_SCHEMA)
         if what == "alerts"
-        else (event_rows, EventColumns(anonymizer), EVENT_SCHEMA)
+        else (store.event_batches, EventColumns(anonymizer), EVENT_SCHEMA)
     )
     written = 0
 
     def chunks() -> Iterator[Chunk]:
         nonlocal written
-        for raw in rows(store.uri, since, until, batch or BATCH[what]):
+        for raw in rows(since, until, batch or BATCH[what]):
             chunk = transform(raw)
             written += chunk.batch.num_rows
             if progress is not None:

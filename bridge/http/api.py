@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -15,7 +13,7 @@ from bridge.config import Secret
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
 from bridge.core.times import now_ns
 from bridge.http.errors import HttpError, status_of
-from bridge.http.keys import METRICS, NOTIFIER, RECONCILER, SETTINGS, STORE, WRITER
+from bridge.http.keys import METRICS, RECONCILER, SETTINGS, STORE
 from bridge.http.openapi import SPEC
 from bridge.http.util import (
     Handler,
@@ -26,11 +24,9 @@ from bridge.http.util import (
     read_json,
     tokens_equal,
 )
-from bridge.ingest.episodes import IngestResult, ingest
 from bridge.ingest.webhook import parse_notification
+from bridge.store import AlertStore, Event, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
-from bridge.store.sqlite.actions import acknowledge, add_note, assign, resolve, unacknowledge
-from bridge.store.sqlite.database import alert_detail, get_alert, list_page
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -65,8 +61,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         raw = await read_body(request)
         notification = parse_notification(decode_json(raw), settings.limits, len(raw))
         try:
-            job = ingest(notification.alerts, now_ns())
-            result = await app[WRITER].submit(job, isolate=False)
+            result = await app[STORE].ingest(notification.alerts, now_ns())
         except StoreError:
             metrics.store_errors.labels(operation="ingest").inc()
             raise
@@ -90,7 +85,6 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         )  # fmt: skip
     if result.resolved or result.reopened:
         _kick(request)  # a silence to expire, or a reopened alert's view to learn
-    await _notify(request, result)
     return json_response(
         {
             "stored": len(notification.alerts),
@@ -108,20 +102,12 @@ def _kick(request: web.Request) -> None:
         reconciler.kick()
 
 
-async def _notify(request: web.Request, result: IngestResult) -> None:
-    """Hand the alerts that changed to the notification callbacks (after the commit)."""
-    notifier = request.app[NOTIFIER]
-    ids = result.fired + result.resolved + result.reopened
-    if ids and notifier.callbacks:
-        notifier.notify(await _read(request, lambda c: [get_alert(c, i) for i in ids]))
-
-
-async def _read(request: web.Request, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run a read off the event loop on a per-thread connection."""
+async def _counted(request: web.Request, operation: str, call: Awaitable[T]) -> T:
+    """Await a store call, counting its storage failure (the middleware answers 503)."""
     try:
-        return await asyncio.to_thread(request.app[STORE].read, fn)
+        return await call
     except StoreError:
-        request.app[METRICS].store_errors.labels(operation="read").inc()
+        request.app[METRICS].store_errors.labels(operation=operation).inc()
         raise
 
 
@@ -135,7 +121,7 @@ async def alerts_list(request: web.Request) -> web.Response:
     _api_auth(request)
     params = {key: request.query.getall(key) for key in request.query}
     query = parse_alert_query(params, now_ns())
-    page = await _read(request, lambda c: list_page(c, query))
+    page = await _counted(request, "read", request.app[STORE].list_page(query))
     return json_response(page.to_json())
 
 
@@ -148,7 +134,8 @@ async def alerts_get(request: web.Request) -> web.Response:
     """One alert with its audit trail."""
     _api_auth(request)
     alert_id = _alert_id(request)
-    return json_response(await _read(request, lambda c: alert_detail(c, alert_id)))
+    detail = await _counted(request, "read", request.app[STORE].alert_detail(alert_id))
+    return json_response(detail.to_json())
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -160,37 +147,41 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _write(request: web.Request, job: Callable[[sqlite3.Connection], T]) -> T:
-    try:
-        return await request.app[WRITER].submit(job)
-    except StoreError:
-        request.app[METRICS].store_errors.labels(operation="api").inc()
-        raise
+#: An action's store method: (alert id, by, the body's field, at) -> what to answer.
+Action = Callable[[AlertStore, int, object, object, int], Awaitable[StoredAlert | Event]]
 
 
-Action = Callable[[int, object, object, int], Callable[[sqlite3.Connection], Any]]
-
-
-def _action(make_job: Action, field: str, status: int = 200) -> Handler:
+def _action(act: Action, field: str, status: int = 200) -> Handler:
     """A handler for POST /api/v1/alerts/{id}/<action> with body {"by": ..., field: ...}."""
 
     async def handler(request: web.Request) -> web.Response:
         _api_auth(request)
         alert_id, body = _alert_id(request), await _body(request)
-        result = await _write(
-            request, make_job(alert_id, body.get("by"), body.get(field), now_ns())
-        )
+        store = request.app[STORE]
+        call = act(store, alert_id, body.get("by"), body.get(field), now_ns())
+        result = await _counted(request, "api", call)
         _kick(request)
         return web.json_response(result.to_json(), status=status)
 
     return handler
 
 
-routes.post("/api/v1/alerts/{id}/ack")(_action(acknowledge, "comment"))
-routes.post("/api/v1/alerts/{id}/unack")(_action(unacknowledge, "comment"))
-routes.post("/api/v1/alerts/{id}/notes")(_action(add_note, "text", status=201))
-routes.post("/api/v1/alerts/{id}/assign")(_action(assign, "assignee"))
-routes.post("/api/v1/alerts/{id}/resolve")(_action(resolve, "comment"))
+# Lambdas, not AlertStore.acknowledge: a Protocol's own methods have no body to call.
+routes.post("/api/v1/alerts/{id}/ack")(
+    _action(lambda s, i, by, text, at: s.acknowledge(i, by, text, at), "comment")
+)
+routes.post("/api/v1/alerts/{id}/unack")(
+    _action(lambda s, i, by, text, at: s.unacknowledge(i, by, text, at), "comment")
+)
+routes.post("/api/v1/alerts/{id}/notes")(
+    _action(lambda s, i, by, text, at: s.add_note(i, by, text, at), "text", status=201)
+)
+routes.post("/api/v1/alerts/{id}/assign")(
+    _action(lambda s, i, by, who, at: s.assign(i, by, who, at), "assignee")
+)
+routes.post("/api/v1/alerts/{id}/resolve")(
+    _action(lambda s, i, by, text, at: s.resolve(i, by, text, at), "comment")
+)
 
 
 @routes.get("/api/v1/openapi.json")

@@ -17,9 +17,11 @@ from bridge.config import Settings
 from bridge.core.errors import StoreError
 from bridge.core.model import Severity
 from bridge.core.times import now_ns
-from bridge.feed.notify import Notifier
+from bridge.feed.consumer import FeedConsumer
+from bridge.feed.notify import CONSUMER, Notifier
 from bridge.http import api
 from bridge.http.keys import (
+    FEED,
     GUARD,
     METRICS,
     NOTIFIER,
@@ -28,7 +30,6 @@ from bridge.http.keys import (
     SETTINGS,
     STORE,
     TELEMETRY,
-    WRITER,
 )
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard, ConnectionLimits, GuardedHandler
@@ -41,9 +42,7 @@ from bridge.http.util import (
     make_errors_middleware,
     read_json,
 )
-from bridge.store.sqlite.actions import prune, record_alertmanagers
-from bridge.store.sqlite.database import Store, firing_counts, get_alert, state_counts
-from bridge.store.sqlite.writer import Writer, probe_write
+from bridge.store import open_store
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from bridge.telemetry.exporter import (
     CpuSampler,
@@ -63,6 +62,12 @@ PRUNE_EVERY_SECONDS = 3600
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition with content negotiation (OpenMetrics or text)."""
     registry = request.app[REGISTRY]
+    store = request.app.get(STORE)
+    if store is not None:  # the stored-alerts counts of this scrape
+        try:
+            await request.app[METRICS].stored_alerts.read(store)
+        except StoreError:
+            request.app[METRICS].store_errors.labels(operation="read").inc()
     names = request.query.getall("name[]", [])
     target = registry.restricted_registry(names) if names else registry
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -90,17 +95,10 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def _unready(app: web.Application) -> str | None:
-    store, writer = app.get(STORE), app.get(WRITER)
-    if store is None or store.closed:
+    store = app.get(STORE)
+    if store is None:
         return "storage is not open"
-    if writer is None or not writer.alive:
-        return "the storage writer is not running"
-    if writer.failing:
-        try:
-            await asyncio.wait_for(writer.submit(probe_write), timeout=2)
-        except (StoreError, TimeoutError) as exc:
-            return f"storage is failing: {exc or 'the probe write timed out'}"
-    return None
+    return await store.problem()
 
 
 @routes.post("/api/v1/telemetry")
@@ -136,14 +134,12 @@ async def status(request: web.Request) -> web.Response:
     check_token(request, settings.server.api_token)
     snapshot = request.app[TELEMETRY].snapshot()
     values = snapshot.as_metrics()
-    counts, firing = await asyncio.to_thread(
-        request.app[STORE].read, lambda c: (state_counts(c), firing_counts(c))
-    )
+    counts = await request.app[STORE].counts()
     by_state: dict[str, int] = {"firing": 0, "acknowledged": 0, "resolved": 0}
-    for (state, _), count in counts.items():
+    for (state, _), count in counts.by_state.items():
         by_state[state] = by_state.get(state, 0) + count
     by_am: dict[str, int] = {"active": 0, "suppressed": 0}
-    for (_, _, am_state), count in firing.items():
+    for (_, _, am_state), count in counts.firing.items():
         by_am[am_state] += count
     return web.json_response(
         {
@@ -202,28 +198,35 @@ def _every(
     return ctx
 
 
-def _open_store(settings: Settings) -> Store:
-    """Open the database for the server: it must be writable (file, directory, journal)."""
-    store = Store(settings.server.db, query_timeout=settings.server.query_timeout)
-    try:
-        store.check_writable()
-    except StoreError as exc:
-        store.close()
-        raise StoreError(f"cannot write to database {settings.server.db}: {exc}") from None
-    return store
-
-
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the store and its group-commit writer; close them after the last request."""
-    store = await asyncio.to_thread(_open_store, app[SETTINGS])
-    app[STORE] = store
-    async with Writer(store) as writer:
-        app[WRITER] = writer
+    """Open the store (it must be writable: file, directory, journal) and start its writer;
+    follow the feed for the notification callbacks; close all after the last request."""
+    settings = app[SETTINGS]
+    store = await asyncio.to_thread(
+        open_store, settings.server.db, query_timeout=settings.server.query_timeout
+    )
+    try:
+        await store.start()
         # Acks consult it: with no Alertmanager, they record no silence to make.
-        await writer.submit(record_alertmanagers(list(app[SETTINGS].alertmanager.urls)))
+        await store.record_alertmanagers(list(settings.alertmanager.urls))
+    except BaseException:
+        await store.close()
+        raise
+    app[STORE] = store
+    notifier = app[NOTIFIER]
+    task = None
+    if notifier.callbacks:
+        feed = app[FEED] = FeedConsumer(store, CONSUMER, notifier.handler(store))
+        await feed.start()
+        task = asyncio.create_task(feed.run_forever(), name="alertbridge-notify")
+    try:
         yield
-        await app[NOTIFIER].drain()
-    store.close()
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await store.close()
 
 
 async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -234,7 +237,6 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         reconciler = Reconciler(
             app[STORE],
-            app[WRITER].submit,
             AlertmanagerCluster.of(am.urls, session, trust_after),
             silence_seconds=am.silence_duration,
             max_ack_seconds=am.max_ack_duration or None,
@@ -259,22 +261,9 @@ def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None
     return step
 
 
-async def _refresh_counts(app: web.Application) -> None:
-    counts, firing = await asyncio.to_thread(
-        app[STORE].read, lambda c: (state_counts(c), firing_counts(c))
-    )
-    gauge = app[METRICS].stored_alerts
-    gauge.clear()
-    for (state, severity), count in counts.items():
-        if state == "resolved":
-            gauge.labels(state=state, severity=severity, am_state="").set(count)
-    for (state, severity, am_state), count in firing.items():
-        gauge.labels(state=state, severity=severity, am_state=am_state).set(count)
-
-
 async def _prune(app: web.Application) -> None:
     for _ in range(1000):  # bounded: at most 5 million rows a round
-        if not await app[WRITER].submit(prune(now_ns())):
+        if not await app[STORE].prune(now_ns()):
             break
 
 
@@ -287,13 +276,7 @@ def _embedded(app: web.Application) -> Callable[[web.Application], Awaitable[Non
     )  # fmt: skip
 
     async def step(app: web.Application) -> None:
-        result = await evaluator.evaluate_once(app[WRITER], app[STORE])
-        if result.fired or result.resolved:
-            ids = result.fired + result.resolved
-            alerts = await asyncio.to_thread(
-                app[STORE].read, lambda c: [get_alert(c, i) for i in ids]
-            )
-            app[NOTIFIER].notify(alerts)
+        await evaluator.evaluate_once(app[STORE])
 
     return step
 
@@ -307,8 +290,9 @@ def create_app(
 ) -> web.Application:
     """Build the application.
 
-    `background=False` leaves out the periodic tasks (sampler, embedded evaluator, retention,
-    count refresh) so tests drive them; storage is always opened in a cleanup context.
+    `background=False` leaves out the periodic tasks (sampler, embedded evaluator, retention)
+    so tests drive them; storage, and the feed for the notification callbacks, are always
+    opened in a cleanup context.
     """
     server = settings.server
     app = web.Application(
@@ -339,7 +323,6 @@ def create_app(
     if background:
         interval = settings.telemetry.sample_interval
         app.cleanup_ctx.append(_every(interval, "sampler", _sampler(app)))
-        app.cleanup_ctx.append(_every(interval, "counts", _refresh_counts))
         app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune))
         if not settings.alertmanager.urls:
             app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app)))

@@ -7,19 +7,20 @@ from prometheus_client import CollectorRegistry
 
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
+from bridge.feed.consumer import FeedConsumer
 from bridge.feed.notify import Notifier
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
-from bridge.store.sqlite.database import Store
-from bridge.store.sqlite.writer import Writer
+from bridge.store import AlertStore
 from bridge.telemetry.exporter import Telemetry
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 METRICS = web.AppKey("metrics", BridgeMetrics)
-STORE = web.AppKey("store", Store)
-WRITER = web.AppKey("writer", Writer)
+STORE = web.AppKey("store", AlertStore)
+#: The notifier's consumer of the feed of changes (when callbacks are registered).
+FEED = web.AppKey("feed", FeedConsumer)
 NOTIFIER = web.AppKey("notifier", Notifier)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 GUARD = web.AppKey("guard", ConnectionGuard)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import platform
 import re
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bridge import __version__
 from bridge.core.logutil import Throttle
+from bridge.store import AlertCounts, AlertStore
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,46 @@ class TruncationWatch:
             )  # fmt: skip
 
 
+class StoredAlerts(Collector):
+    """alertbridge_stored_alerts from the counts read for the scrape that asks (`read`, by
+    the /metrics handler): each scrape yields one whole snapshot, so no scrape ever sees the
+    series missing or half-updated. Until a first read succeeds it yields no samples; after a
+    failed read, the last snapshot.
+
+    >>> c = StoredAlerts()
+    >>> c.counts = AlertCounts({("resolved", "info"): 2}, {("firing", "critical", "active"): 1})
+    >>> sorted((s.labels["state"], s.value) for m in c.collect() for s in m.samples)
+    [('firing', 1.0), ('resolved', 2.0)]
+    """
+
+    NAME = "alertbridge_stored_alerts"
+    HELP = (
+        "Stored alerts by state (firing, acknowledged, resolved), severity and, for firing"
+        " ones, am_state: suppressed (muted by Alertmanager) or active."
+    )
+
+    def __init__(self) -> None:
+        self.counts: AlertCounts | None = None
+
+    async def read(self, store: AlertStore) -> None:
+        """Read the counts for this scrape (StoreError: the previous counts stay)."""
+        self.counts = await store.counts()
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["state", "severity", "am_state"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["state", "severity", "am_state"])
+        counts = self.counts  # one snapshot, however many scrapes read it meanwhile
+        if counts is not None:
+            for (state, severity), count in sorted(counts.by_state.items()):
+                if state == "resolved":
+                    family.add_metric([state, severity, ""], count)
+            for (state, severity, am_state), count in sorted(counts.firing.items()):
+                family.add_metric([state, severity, am_state], count)
+        yield family
+
+
 class BridgeMetrics:
     """Webhook, store and API metrics of the bridge itself.
 
@@ -78,13 +122,8 @@ class BridgeMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
             registry=registry,
         )
-        self.stored_alerts = Gauge(
-            "alertbridge_stored_alerts",
-            "Stored alerts by state (firing, acknowledged, resolved), severity and, for firing"
-            " ones, am_state: suppressed (muted by Alertmanager) or active.",
-            ["state", "severity", "am_state"],
-            registry=registry,
-        )
+        self.stored_alerts = StoredAlerts()
+        registry.register(self.stored_alerts)
         self.store_errors = Counter(
             "alertbridge_store_errors",
             "Storage operations that failed, by operation.",

@@ -1,1 +1,55 @@
-"""Alert storage: the interface everything else uses, and its SQLite implementation."""
+"""Alert storage: the interface everything else uses (`AlertStore`, `interface.py`), its
+records (`records.py`), the listing query (`query.py`), and its SQLite implementation
+(`sqlite/`). `open_store` opens the store a configuration names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bridge.store.interface import AlertStore
+from bridge.store.records import (
+    DEFAULT_RETENTION_DAYS,
+    MAX_TEXT,
+    PAGE_CHARS,
+    SYSTEM_ACTORS,
+    AlertCounts,
+    AlertDetail,
+    AlertQuery,
+    AmView,
+    EpisodeKey,
+    Event,
+    IngestResult,
+    Page,
+    SilenceChange,
+    StoredAlert,
+)
+
+
+def open_store(
+    path: str | Path, *, query_timeout: float | None = None, read_only: bool = False
+) -> AlertStore:
+    """The store in the SQLite database file at `path` (migrated on open unless read-only);
+    StoreError when it cannot be opened. Call `start()` before writing."""
+    from bridge.store.sqlite.store import SqliteStore  # the implementation, chosen here only
+
+    return SqliteStore(path, query_timeout=query_timeout, read_only=read_only)
+
+
+__all__ = [
+    "DEFAULT_RETENTION_DAYS",
+    "MAX_TEXT",
+    "PAGE_CHARS",
+    "SYSTEM_ACTORS",
+    "AlertCounts",
+    "AlertDetail",
+    "AlertQuery",
+    "AlertStore",
+    "AmView",
+    "EpisodeKey",
+    "Event",
+    "IngestResult",
+    "Page",
+    "SilenceChange",
+    "StoredAlert",
+    "open_store",
+]

@@ -9,7 +9,7 @@ from bridge.core.errors import InvalidInput
 from bridge.core.matchers import Matcher
 from bridge.core.times import parse_duration_ns
 from bridge.ingest.webhook import parse_time
-from bridge.store.sqlite.database import AlertQuery
+from bridge.store.records import AlertQuery
 
 MAX_LIMIT = 1000
 MAX_ID = 2**63 - 1  # SQLite's largest integer

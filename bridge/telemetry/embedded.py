@@ -10,7 +10,6 @@ event "condition no longer held at restart").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -18,11 +17,9 @@ from collections.abc import Callable
 from bridge.core.expressions import Annotations
 from bridge.core.model import AlertRule
 from bridge.core.times import now_ns
-from bridge.ingest.episodes import IngestResult, ingest, local_fingerprint
+from bridge.ingest.episodes import local_fingerprint
 from bridge.ingest.webhook import ReceivedAlert
-from bridge.store.sqlite.actions import continued, restart_resolve
-from bridge.store.sqlite.database import Store, StoredAlert, firing_local
-from bridge.store.sqlite.writer import Writer
+from bridge.store import AlertStore, IngestResult, StoredAlert
 from bridge.telemetry.evaluator import Alert, Evaluator
 from bridge.telemetry.exporter import Telemetry
 
@@ -70,11 +67,11 @@ class EmbeddedEvaluator:
             generator_url="",
         )
 
-    async def _take_up(self, writer: Writer, store: Store, metrics: dict[str, float]) -> None:
+    async def _take_up(self, store: AlertStore, metrics: dict[str, float]) -> None:
         """Continue or close the previous run's firing alerts whose metric has a value now
         (all of them once the grace period is over)."""
         if self._previous is None:
-            self._previous = await asyncio.to_thread(store.read, firing_local)
+            self._previous = await store.firing("local")
         late = self.clock() > self._grace_ends
         now = now_ns()
         waiting = []
@@ -86,9 +83,9 @@ class EmbeddedEvaluator:
                 continue
             alert = self._adopt(stored, rule, value)
             if alert is not None:
-                await writer.submit(continued(stored.id, now))
+                await store.continued(stored.id, now)
             else:
-                await writer.submit(restart_resolve(stored.id, now))
+                await store.restart_resolve(stored.id, now)
         self._previous = waiting
 
     def _adopt(
@@ -107,12 +104,12 @@ class EmbeddedEvaluator:
             self._episodes[alert.id] = (stored.fingerprint, stored.starts_at)
         return alert
 
-    async def evaluate_once(self, writer: Writer, store: Store | None = None) -> IngestResult:
+    async def evaluate_once(self, store: AlertStore) -> IngestResult:
         """One evaluation: store what fired and what resolved (first taking up the previous
-        run's firing alerts from `store`)."""
+        run's firing alerts)."""
         metrics = self.telemetry.snapshot().as_metrics()
-        if store is not None and self._previous != []:
-            await self._take_up(writer, store, metrics)
+        if self._previous != []:
+            await self._take_up(store, metrics)
         step = self.evaluator.step(metrics, self.labels)
         received = [self._received(a, "firing", None) for a in step.fired]
         now = now_ns()
@@ -123,7 +120,7 @@ class EmbeddedEvaluator:
         if not batch:
             return IngestResult()
         try:
-            return await writer.submit(ingest(batch, now, source="local"))
+            return await store.ingest(batch, now, source="local")
         except Exception:
             self._unsent = batch  # the store's HA rules make a later re-send harmless
             raise

@@ -1,23 +1,34 @@
-"""Operator and reconciler actions on stored alerts: jobs run in a transaction by the writer."""
+"""Writes other than ingestion: operators' and the system's actions on stored alerts, and
+the persisted settings. Each is a job, run in a transaction by the writer."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 import orjson
 
 from bridge.core.errors import Conflict, Unprocessable
 from bridge.core.times import NS
-from bridge.store.sqlite.database import (
-    MAX_TEXT,
-    Event,
-    Job,
-    StoredAlert,
-    add_event,
-    add_person,
-    get_alert,
-    get_retention,
-)
+from bridge.store.records import MAX_TEXT, SYSTEM_ACTORS, AmView, Event, SilenceChange, StoredAlert
+from bridge.store.sqlite.database import Job
+from bridge.store.sqlite.queries import get_alert, get_retention, meta
+
+
+def add_event(
+    conn: sqlite3.Connection, alert_id: int, at: int, kind: str, actor: str, detail: str
+) -> None:
+    conn.execute(
+        "INSERT INTO events (alert_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
+        (alert_id, at, kind, actor, detail),
+    )
+    if actor not in SYSTEM_ACTORS:
+        add_person(conn, actor)
+
+
+def add_person(conn: sqlite3.Connection, name: str) -> None:
+    """Remember someone named in the database (an actor, an assignee)."""
+    conn.execute("INSERT OR IGNORE INTO people (name) VALUES (?)", (name,))
 
 
 def _text(value: object, name: str, *, required: bool) -> str:
@@ -117,25 +128,18 @@ def assign(alert_id: int, actor: object, assignee: object, at: int) -> Job[Store
     return job
 
 
-def set_silence(
-    alert_id: int,
-    state: str | None,
-    at: int,
-    silence_id: str | None = None,
-    until: int | None = None,
-    event: tuple[str, str, str] | None = None,
-) -> Job[StoredAlert]:
-    """Job: record the silence state of an alert (and optionally an event kind, actor, detail)."""
+def set_silence(alert_id: int, at: int, change: SilenceChange) -> Job[StoredAlert]:
+    """Job: record the silence state of an alert (and optionally an event)."""
 
     def job(conn: sqlite3.Connection) -> StoredAlert:
         get_alert(conn, alert_id)
         conn.execute(
             "UPDATE alerts SET silence_state = ?, silence_id = coalesce(?, silence_id),"
             " silenced_until = ?, updated_at = ? WHERE id = ?",
-            (state, silence_id, until, at, alert_id),
+            (change.state, change.silence_id, change.until, at, alert_id),
         )
-        if event is not None:
-            add_event(conn, alert_id, at, *event)
+        if change.event is not None:
+            add_event(conn, alert_id, at, *change.event)
         return get_alert(conn, alert_id)
 
     return job
@@ -210,29 +214,19 @@ def continued(alert_id: int, at: int) -> Job[None]:
 def silences_managed(conn: sqlite3.Connection) -> bool:
     """Whether acks get silences: the server last started with an Alertmanager configured
     (or has never run on this database: then the reconciler may yet create them)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'alertmanagers'").fetchone()
-    return row is None or row[0] != "[]"
+    return meta(conn, "alertmanagers") != "[]"
 
 
-def record_alertmanagers(urls: list[str]) -> Job[None]:
+def record_alertmanagers(urls: Sequence[str]) -> Job[None]:
     """Job: note which Alertmanagers the server works with (acks consult it: silences_managed)."""
 
     def job(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('alertmanagers', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (orjson.dumps(urls).decode(),),
-        )
+        _set_meta(conn, "alertmanagers", orjson.dumps(list(urls)).decode())
 
     return job
 
 
-#: One alert's view in Alertmanager: (alert id, state, silence ids, inhibitors as
-#: (fingerprint, alert id or None)).
-AmView = tuple[int, str, list[str], list[tuple[str, int | None]]]
-
-
-def set_am_states(views: list[AmView]) -> Job[int]:
+def set_am_states(views: Sequence[AmView]) -> Job[int]:
     """Job: store Alertmanager's view of firing alerts (a reconcile round's); rows changed."""
 
     def job(conn: sqlite3.Connection) -> int:
@@ -258,11 +252,7 @@ def set_retention(days: int) -> Job[int]:
         raise Unprocessable("days", f"must be a whole number of days >= 1, got {days!r}")
 
     def job(conn: sqlite3.Connection) -> int:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('retention_days', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (str(days),),
-        )
+        _set_meta(conn, "retention_days", str(days))
         return days
 
     return job
@@ -289,3 +279,36 @@ def prune(at: int, batch: int = 5000) -> Job[int]:
         return len(ids)
 
     return job
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def save_cursor(consumer: str, event_id: int) -> Job[None]:
+    """Job: remember the last event a consumer of the feed handled."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        _set_meta(conn, f"cursor:{consumer}", str(int(event_id)))
+
+    return job
+
+
+def keep_export_key(new: str) -> Job[str]:
+    """Job: keep `new` as the export key unless one is kept already; the kept one."""
+
+    def job(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('export_key', ?)", (new,))
+        return str(conn.execute("SELECT value FROM meta WHERE key = 'export_key'").fetchone()[0])
+
+    return job
+
+
+def probe_write(conn: sqlite3.Connection) -> None:
+    """Job: write and remove a row, changing nothing (readiness after a storage failure)."""
+    conn.execute("INSERT INTO meta (key, value) VALUES ('write-probe', '') ON CONFLICT DO NOTHING")
+    conn.execute("DELETE FROM meta WHERE key = 'write-probe'")

@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from bridge.core.errors import StoreError
-from bridge.store.sqlite.database import Job, Store
+from bridge.store.sqlite.database import Database, Job
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,7 +164,7 @@ class Writer:
     >>> # async with Writer(store) as writer: await writer.submit(job)
     """
 
-    def __init__(self, store: Store, max_batch: int = 256) -> None:
+    def __init__(self, store: Database, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
@@ -363,12 +363,6 @@ _JOB_FAULTS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError
 
 def _storage_fault(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.Error) and not isinstance(exc, _JOB_FAULTS)
-
-
-def probe_write(conn: sqlite3.Connection) -> None:
-    """Job: write and remove a row, changing nothing (readiness after a storage failure)."""
-    conn.execute("INSERT INTO meta (key, value) VALUES ('write-probe', '') ON CONFLICT DO NOTHING")
-    conn.execute("DELETE FROM meta WHERE key = 'write-probe'")
 
 
 def _runs(batch: list[_Pending]) -> list[list[_Pending]]:

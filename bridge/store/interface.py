@@ -1,0 +1,244 @@
+"""The store interface: every operation on stored alerts, by name. The HTTP layer, the CLI,
+the reconciler, the embedded evaluator, the feed's consumers and the exports use nothing
+else; an implementation (SQLite today) passes the contract tests (tests/test_store_contract.py)
+unchanged.
+
+Every write is durable when its coroutine returns: a caller that answers someone after it
+(the webhook's 2xx) may. Every change of an alert also appends an event (the audit trail),
+in the same transaction: `events_after` is the ordered, resumable feed of changes.
+
+Errors: NotFound for an unknown alert id, Conflict when the alert's state forbids the
+action, Unprocessable for unacceptable values (an empty actor, a text too long), StoreError
+when storage fails (retry later), QueryTimeout when a read ran past its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import pyarrow as pa
+
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store.records import (
+    AlertCounts,
+    AlertDetail,
+    AlertQuery,
+    AmView,
+    EpisodeKey,
+    Event,
+    IngestResult,
+    Page,
+    SilenceChange,
+    StoredAlert,
+)
+
+
+class AlertStore(Protocol):
+    """Stored alert episodes, their audit trail and the bridge's persisted settings."""
+
+    #: Whether it was opened for reading only (writes raise StoreError).
+    read_only: bool
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Be ready to write (a writer, a pool). Reads work before."""
+        ...
+
+    async def close(self) -> None:
+        """Finish what was submitted, then release everything."""
+        ...
+
+    async def problem(self) -> str | None:
+        """Why the store cannot take writes now (readiness), or None when it can."""
+        ...
+
+    # --- what arrives -------------------------------------------------------------------
+
+    async def ingest(
+        self,
+        alerts: Sequence[ReceivedAlert],
+        received_at: int,
+        source: str = "alertmanager",
+        actor: str | None = None,
+    ) -> IngestResult:
+        """Apply received alerts by the episode rules (bridge.ingest.episodes): new episodes,
+        resolutions, repeats, reopenings of provisional resolutions. `actor`: who learnt of
+        them when not the source itself (the reconciler)."""
+        ...
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def list_page(self, query: AlertQuery) -> Page:
+        """A page of alerts in the query's order, at most query.limit, fewer when their text
+        passes the page budget (PAGE_CHARS; at least one alert a page)."""
+        ...
+
+    async def list_alerts(self, query: AlertQuery) -> list[StoredAlert]:
+        """Every alert matching the query (up to query.limit), in its order, no budget."""
+        ...
+
+    async def get_alert(self, alert_id: int) -> StoredAlert:
+        """One alert; NotFound."""
+        ...
+
+    async def get_alerts(self, ids: Sequence[int]) -> list[StoredAlert]:
+        """The alerts of these ids that exist, in the order given."""
+        ...
+
+    async def alert_detail(self, alert_id: int) -> AlertDetail:
+        """One alert with its audit trail, oldest first, cut at the page budget; NotFound."""
+        ...
+
+    async def events(self, alert_id: int) -> list[Event]:
+        """An alert's whole audit trail, oldest first (an unknown id has none)."""
+        ...
+
+    async def events_after(self, after_id: int, limit: int = 500) -> list[Event]:
+        """The feed of changes: events with id > after_id, in id order, at most `limit`. An
+        event once returned keeps its place: a consumer resumes from the last id it handled."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event (0 when none)."""
+        ...
+
+    def changes(self) -> asyncio.Event:
+        """An event set once a write made through this store object after the call has
+        committed (writes of other processes are not seen: consumers also poll)."""
+        ...
+
+    async def counts(self) -> AlertCounts:
+        """Stored alerts by state and severity, and the firing ones by Alertmanager's view."""
+        ...
+
+    async def silence_work(self) -> list[StoredAlert]:
+        """Alerts whose silence needs an action: pending, expiring, or active."""
+        ...
+
+    async def firing(self, source: str) -> list[StoredAlert]:
+        """Firing episodes of one source (alertmanager, local)."""
+        ...
+
+    async def resolutions(self, keys: Sequence[EpisodeKey]) -> dict[EpisodeKey, str | None]:
+        """How the stored episodes among `keys` ended (None: still firing)."""
+        ...
+
+    async def ids_of(self, keys: Sequence[EpisodeKey]) -> dict[EpisodeKey, int]:
+        """The ids of the stored episodes among `keys`."""
+        ...
+
+    async def retention_days(self) -> int:
+        """How long resolved alerts are kept (DEFAULT_RETENTION_DAYS until set)."""
+        ...
+
+    async def alertmanagers(self) -> list[str] | None:
+        """The Alertmanagers the server last started with (None: it never started here)."""
+        ...
+
+    # --- operators' actions ----------------------------------------------------------------
+
+    async def acknowledge(self, alert_id: int, by: object, comment: object, at: int) -> StoredAlert:
+        """Acknowledge a firing, unacknowledged alert; an Alertmanager alert's silence becomes
+        pending (to create) unless the server runs with no Alertmanager; Conflict otherwise."""
+        ...
+
+    async def unacknowledge(
+        self, alert_id: int, by: object, comment: object, at: int
+    ) -> StoredAlert:
+        """Withdraw an acknowledgement (an active silence becomes expiring); Conflict."""
+        ...
+
+    async def add_note(self, alert_id: int, by: object, text: object, at: int) -> Event:
+        """Add a note to an alert's trail."""
+        ...
+
+    async def assign(self, alert_id: int, by: object, assignee: object, at: int) -> StoredAlert:
+        """Set (or with None or "" clear) the assignee; no event when nothing changes."""
+        ...
+
+    async def resolve(self, alert_id: int, by: object, comment: object, at: int) -> StoredAlert:
+        """An operator resolves a firing alert (resolution "manual": provisional for
+        Alertmanager's alerts, reopened by a later firing delivery); Conflict if resolved."""
+        ...
+
+    # --- the system's own changes -----------------------------------------------------------
+
+    async def resolve_inferred(self, alert_id: int, at: int, how: str) -> StoredAlert | None:
+        """The reconciler found a muted alert gone from Alertmanager: resolved, "inferred"
+        (provisional). None when it was not firing."""
+        ...
+
+    async def restart_resolve(self, alert_id: int, at: int) -> StoredAlert | None:
+        """The embedded evaluator, starting, found a firing alert's condition gone."""
+        ...
+
+    async def continued(self, alert_id: int, at: int) -> None:
+        """The embedded evaluator, starting, took a firing alert of its last run up again."""
+        ...
+
+    async def set_silence(self, alert_id: int, at: int, change: SilenceChange) -> StoredAlert:
+        """Record the state of an alert's Alertmanager silence (and an event if given)."""
+        ...
+
+    async def set_am_states(self, views: Sequence[AmView]) -> int:
+        """Store Alertmanager's view of firing alerts; how many rows changed."""
+        ...
+
+    async def record_alertmanagers(self, urls: Sequence[str]) -> None:
+        """Note the Alertmanagers the server starts with (acks consult it)."""
+        ...
+
+    async def set_retention_days(self, days: int) -> int:
+        """Persist the retention; Unprocessable unless a whole number >= 1."""
+        ...
+
+    async def prune(self, at: int, batch: int = 5000) -> int:
+        """Delete up to `batch` resolved alerts (with their events) ended before the
+        retention; how many. Firing alerts are never pruned."""
+        ...
+
+    # --- consumers of the feed ----------------------------------------------------------
+
+    async def cursor(self, consumer: str) -> int | None:
+        """The last event id a consumer of the feed handled (None: it never ran here)."""
+        ...
+
+    async def save_cursor(self, consumer: str, event_id: int) -> None:
+        """Remember, durably, the last event id a consumer handled."""
+        ...
+
+    # --- exports ------------------------------------------------------------------------
+
+    async def label_sets(self) -> list[dict[str, str]]:
+        """Every distinct label set stored."""
+        ...
+
+    async def people(self) -> frozenset[str]:
+        """Everyone named anywhere: actors who are not the system, assignees."""
+        ...
+
+    async def export_key(self, new: str | None = None) -> str | None:
+        """The pseudonym key kept for exports; with `new`, store it first unless one is kept
+        already (the kept one wins)."""
+        ...
+
+    async def count(self, what: str, since: int | None, until: int | None) -> int:
+        """How many alerts (by starts_at) or events (by at) lie in [since, until)."""
+        ...
+
+    def alert_batches(
+        self, since: int | None, until: int | None, batch: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The alerts with starts_at in [since, until), in id order, `batch` rows at a time,
+        as Arrow batches of RAW_ALERT_SCHEMA (bridge.store.columns), in one consistent
+        snapshot. Blocking: iterate it off the event loop."""
+        ...
+
+    def event_batches(
+        self, since: int | None, until: int | None, batch: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The events with `at` in [since, until), in id order, as RAW_EVENT_SCHEMA batches."""
+        ...

@@ -1,0 +1,207 @@
+"""The records the store holds and answers with, and the questions it is asked: what every
+implementation of the interface (bridge.store.interface) speaks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.core.matchers import Matcher
+from bridge.core.times import format_time
+
+#: Actors that are parts of the system, not people (exports keep them readable).
+SYSTEM_ACTORS = frozenset({"alertmanager", "local", "reconciler", "alertbridge", "evaluator"})
+DEFAULT_RETENTION_DAYS = 90
+#: The longest comment, note or name an action takes, in characters.
+MAX_TEXT = 10_000
+#: A page of listed alerts stops once its rows hold this many characters of text (labels,
+#: annotations, URL, comment), so that a page's memory does not depend on what was stored.
+PAGE_CHARS = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """One alert episode as stored."""
+
+    id: int
+    fingerprint: str
+    status: str
+    alertname: str
+    severity: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    generator_url: str
+    source: str
+    starts_at: int
+    ends_at: int | None
+    first_received_at: int
+    last_received_at: int
+    receive_count: int
+    acked_at: int | None
+    acked_by: str | None
+    ack_comment: str | None
+    assignee: str | None
+    silence_id: str | None
+    updated_at: int
+    silence_state: str | None = None
+    silenced_until: int | None = None
+    resolution: str | None = None
+    am_state: str | None = None
+    am_silenced_by: tuple[str, ...] = ()
+    am_inhibited_by: tuple[tuple[str, int | None], ...] = ()  # (fingerprint, alert id)
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acked_at is not None
+
+    @property
+    def state(self) -> str:
+        """firing, acknowledged (firing and acked) or resolved."""
+        if self.status == "resolved":
+            return "resolved"
+        return "acknowledged" if self.acknowledged else "firing"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "state": self.state,
+            "alertname": self.alertname,
+            "severity": self.severity,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "generator_url": self.generator_url,
+            "source": self.source,
+            "starts_at": format_time(self.starts_at),
+            "ends_at": format_time(self.ends_at),
+            "first_received_at": format_time(self.first_received_at),
+            "last_received_at": format_time(self.last_received_at),
+            "receive_count": self.receive_count,
+            "acknowledged": self.acknowledged,
+            "acked_at": format_time(self.acked_at),
+            "acked_by": self.acked_by,
+            "ack_comment": self.ack_comment,
+            "assignee": self.assignee,
+            "silence_id": self.silence_id,
+            "silence_state": self.silence_state,
+            "silenced_until": format_time(self.silenced_until),
+            "resolution": self.resolution,
+            "am_state": self.am_state,
+            "am_silenced_by": list(self.am_silenced_by),
+            "am_inhibited_by": [
+                {"fingerprint": fp, "alert_id": alert_id} for fp, alert_id in self.am_inhibited_by
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of an alert's audit trail."""
+
+    id: int
+    alert_id: int
+    at: int
+    kind: str
+    actor: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": format_time(self.at),
+            "kind": self.kind,
+            "actor": self.actor,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlertQuery:
+    """Filters for listing alerts, and their order with its cursor.
+
+    sort "newest": highest id first, `before_id` the cursor. sort "attention": firing alerts
+    first, those that need someone first (unacknowledged and active in Alertmanager, then
+    suppressed by it, then acknowledged), by severity, newest first; then resolved ones,
+    newest first. `after` is the cursor: the (rank, severity rank, id) of the last one seen.
+    """
+
+    status: str | None = None
+    severities: tuple[str, ...] = ()
+    rule: str | None = None
+    matchers: tuple[Matcher, ...] = ()
+    since: int | None = None  # starts_at >= since (ns)
+    until: int | None = None  # starts_at < until (ns)
+    acknowledged: bool | None = None
+    am_state: str | None = None  # active | suppressed (firing alerts only)
+    limit: int = 50
+    before_id: int | None = None
+    sort: str = "newest"
+    after: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of alerts, newest first; `next_cursor` continues after it (None: the last)."""
+
+    alerts: list[StoredAlert]
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alerts": [a.to_json() for a in self.alerts], "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDetail:
+    """One alert with its audit trail, oldest event first; `events_truncated` when the trail
+    was cut at the page budget (PAGE_CHARS)."""
+
+    alert: StoredAlert
+    events: list[Event]
+    events_truncated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.alert.to_json(),
+            "events": [e.to_json() for e in self.events],
+            "events_truncated": self.events_truncated,
+        }
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What a job's received alerts changed (filled in while they are applied)."""
+
+    fired: list[int] = field(default_factory=list)  # new firing episodes
+    resolved: list[int] = field(default_factory=list)  # episodes that became resolved
+    repeats: int = 0  # receipts that changed nothing but the receive count (and a finality)
+    reopened: list[int] = field(default_factory=list)  # provisional resolutions undone
+
+
+#: An episode's key: (fingerprint, starts_at in ns).
+EpisodeKey = tuple[str, int]
+
+#: One alert's view in Alertmanager: (alert id, state, silence ids, inhibitors as
+#: (fingerprint, alert id or None)).
+AmView = tuple[int, str, list[str], list[tuple[str, int | None]]]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCounts:
+    """How many alerts are stored: by (state, severity), every state; and the firing ones
+    (firing or acknowledged) by (state, severity, am_state), am_state "suppressed" when
+    Alertmanager mutes them, else "active"."""
+
+    by_state: Mapping[tuple[str, str], int]
+    firing: Mapping[tuple[str, str, str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceChange:
+    """What to record of an alert's Alertmanager silence (set_silence)."""
+
+    state: str | None  # pending, active, expiring, expired; None: no silence wanted
+    silence_id: str | None = None  # kept as it was when None
+    until: int | None = None
+    event: tuple[str, str, str] | None = None  # (kind, actor, detail) to add to the trail

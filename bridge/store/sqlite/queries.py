@@ -1,0 +1,330 @@
+"""Reads: every query of the SQLite store, one implementation each."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bridge.core.errors import NotFound
+from bridge.store.records import (
+    DEFAULT_RETENTION_DAYS,
+    PAGE_CHARS,
+    AlertCounts,
+    AlertDetail,
+    AlertQuery,
+    EpisodeKey,
+    Event,
+    Page,
+    StoredAlert,
+)
+
+COLUMNS = (
+    "id, fingerprint, status, alertname, severity, labels, annotations, generator_url, source, "
+    "starts_at, ends_at, first_received_at, last_received_at, receive_count, acked_at, acked_by, "
+    "ack_comment, assignee, silence_id, updated_at, silence_state, silenced_until, resolution, "
+    "am_state, am_silenced_by, am_inhibited_by"
+)
+
+
+_COLUMN_COUNT = COLUMNS.count(",") + 1
+
+
+def row_to_alert(row: Sequence[Any]) -> StoredAlert:
+    values = list(row)
+    values[5] = orjson.loads(values[5])
+    values[6] = orjson.loads(values[6])
+    values[24] = tuple(orjson.loads(values[24]))
+    values[25] = tuple((i["fingerprint"], i["alert_id"]) for i in orjson.loads(values[25]))
+    return StoredAlert(*values)
+
+
+def get_alert(conn: sqlite3.Connection, alert_id: int) -> StoredAlert:
+    sql = f"SELECT {COLUMNS} FROM alerts WHERE id = ?"  # noqa: S608 - a constant column list
+    row = conn.execute(sql, (alert_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no alert with id {alert_id}")
+    return row_to_alert(row)
+
+
+def silence_work(conn: sqlite3.Connection) -> list[StoredAlert]:
+    """Alerts whose silence needs an action: pending, expiring, or active and still firing."""
+    sql = (
+        f"SELECT {COLUMNS} FROM alerts"  # noqa: S608 - a constant column list
+        " WHERE silence_state IN ('pending', 'expiring', 'active')"
+    )
+    return [row_to_alert(r) for r in conn.execute(sql)]
+
+
+def firing(conn: sqlite3.Connection, source: str) -> list[StoredAlert]:
+    """Stored firing episodes of one source (the reconciler compares Alertmanager's, the
+    embedded evaluator takes its own up again at start)."""
+    sql = f"SELECT {COLUMNS} FROM alerts WHERE status = 'firing' AND source = ?"  # noqa: S608
+    return [row_to_alert(r) for r in conn.execute(sql, (source,))]
+
+
+def episode_ids(conn: sqlite3.Connection, keys: Sequence[EpisodeKey]) -> dict[EpisodeKey, int]:
+    """The ids of the stored episodes among `keys` (fingerprint, starts_at)."""
+    rows = conn.execute(
+        "SELECT a.fingerprint, a.starts_at, a.id FROM json_each(?) AS j JOIN alerts AS a"
+        " ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
+        (orjson.dumps(list(keys)).decode(),),
+    )
+    return {(fp, starts): alert_id for fp, starts, alert_id in rows}
+
+
+def episode_states(
+    conn: sqlite3.Connection, keys: Sequence[EpisodeKey]
+) -> dict[EpisodeKey, str | None]:
+    """The resolution (None while firing) of the stored episodes among `keys`."""
+    rows = conn.execute(
+        "SELECT a.fingerprint, a.starts_at, a.resolution FROM json_each(?) AS j JOIN alerts"
+        " AS a ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
+        (orjson.dumps(list(keys)).decode(),),
+    )
+    return {(fp, starts): resolution for fp, starts, resolution in rows}
+
+
+def get_retention(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'retention_days'").fetchone()
+    return int(row[0]) if row else DEFAULT_RETENTION_DAYS
+
+
+#: SQL: how much a firing alert needs attention, 0 most, and its severity's rank, 0 critical.
+_RANK = "CASE WHEN acked_at IS NOT NULL THEN 2 WHEN am_state = 'suppressed' THEN 1 ELSE 0 END"
+_SEVERITY_RANK = (
+    "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2"
+    " WHEN 'info' THEN 3 ELSE 4 END"
+)
+_RESOLVED_RANK = 3
+
+
+def list_page(conn: sqlite3.Connection, query: AlertQuery, max_chars: int | None = None) -> Page:
+    """Up to query.limit alerts, fewer when their text passes `max_chars` (default PAGE_CHARS;
+    at least one alert a page)."""
+    rows, full = _select_alerts(conn, query, PAGE_CHARS if max_chars is None else max_chars)
+    more = full or len(rows) == query.limit
+    return Page([alert for alert, _ in rows], rows[-1][1] if rows and more else None)
+
+
+def list_alerts(conn: sqlite3.Connection, query: AlertQuery) -> list[StoredAlert]:
+    """Alerts matching the query, in its order."""
+    return [alert for alert, _ in _select_alerts(conn, query, None)[0]]
+
+
+def _filters(query: AlertQuery) -> tuple[list[str], list[object]]:
+    """WHERE terms and their values for the query's filters (not its status or cursor)."""
+    where: list[str] = []
+    args: list[object] = []
+    if query.severities:
+        where.append(f"severity IN ({','.join('?' * len(query.severities))})")
+        args.extend(query.severities)
+    if query.rule:
+        where.append("alertname = ?")
+        args.append(query.rule)
+    if query.since is not None:
+        where.append("starts_at >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("starts_at < ?")
+        args.append(query.until)
+    if query.acknowledged is not None:
+        where.append("acked_at IS NOT NULL" if query.acknowledged else "acked_at IS NULL")
+    if query.am_state == "suppressed":
+        where.append("status = 'firing' AND am_state = 'suppressed'")
+    elif query.am_state == "active":
+        where.append("status = 'firing' AND coalesce(am_state, '') != 'suppressed'")
+    for m in query.matchers:
+        # m.name matched [a-zA-Z_][a-zA-Z0-9_]* in Matcher.parse: safe inside the JSON path.
+        value = f"coalesce(json_extract(labels, '$.\"{m.name}\"'), '')"
+        if m.op in ("=", "!="):
+            where.append(f"{value} {m.op} ?")
+        else:
+            where.append(f"{'NOT ' if m.op == '!~' else ''}regexp(?, {value})")
+        args.append(m.value)
+    return where, args
+
+
+Row = tuple[StoredAlert, str]  # an alert and the cursor that continues after it
+
+
+def _select_alerts(
+    conn: sqlite3.Connection, query: AlertQuery, max_chars: int | None
+) -> tuple[list[Row], bool]:
+    """The alerts of a page with their cursors, and whether it stopped at max_chars."""
+    where, args = _filters(query)
+    if query.sort != "attention":
+        if query.status:
+            where.append("status = ?")
+            args.append(query.status)
+        if query.before_id is not None:
+            where.append("id < ?")
+            args.append(query.before_id)
+        rows, full, _ = _fetch(conn, where, args, "id DESC", query.limit, max_chars, None)
+        return rows, full
+    rank, severity, last_id = query.after or (-1, -1, 0)
+    out: list[Row] = []
+    if query.status in (None, "firing") and rank < _RESOLVED_RANK:
+        # Firing alerts are few (an index on status finds them): sorted by attention in SQL.
+        firing = [*where, "status = 'firing'"]
+        cursor_args = []
+        if query.after is not None:
+            firing.append(f"({_RANK}, {_SEVERITY_RANK}, -id) > (?, ?, ?)")
+            cursor_args = [rank, severity, -last_id]
+        out, full, used = _fetch(conn, firing, [*args, *cursor_args],
+                                 f"{_RANK}, {_SEVERITY_RANK}, id DESC", query.limit, max_chars,
+                                 f"{_RANK}, {_SEVERITY_RANK}")  # fmt: skip
+        if full or len(out) == query.limit:
+            return out, full
+        max_chars = None if max_chars is None else max_chars - used
+    if query.status in (None, "resolved") and query.am_state is None:
+        resolved = [*where, "status = 'resolved'"]
+        if rank == _RESOLVED_RANK:
+            resolved.append("id < ?")
+            args = [*args, last_id]
+        more, full, _ = _fetch(conn, resolved, args, "id DESC", query.limit - len(out),
+                               max_chars, f"{_RESOLVED_RANK}, {_SEVERITY_RANK}")  # fmt: skip
+        return out + more, full
+    return out, False
+
+
+def _fetch(
+    conn: sqlite3.Connection,
+    where: list[str],
+    args: list[object],
+    order: str,
+    limit: int,
+    max_chars: int | None,
+    ranks: str | None,
+) -> tuple[list[Row], bool, int]:
+    """Rows in `order`, each with its cursor (the id, or with `ranks` SQL the attention key);
+    whether they stopped at max_chars; the characters of text they hold."""
+    extra = f", {ranks}" if ranks else ""
+    sql = f"SELECT {COLUMNS}{extra} FROM alerts"  # noqa: S608 - fixed fragments, values bound
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {order} LIMIT ?"
+    out: list[Row] = []
+    chars = 0
+    for row in conn.execute(sql, [*args, limit]):  # stepped one by one, not fetched at once
+        alert = row_to_alert(row[:_COLUMN_COUNT])
+        cursor = f"a{row[-2]}.{row[-1]}.{alert.id}" if ranks else str(alert.id)
+        out.append((alert, cursor))
+        chars += len(row[5]) + len(row[6]) + len(row[7]) + len(row[16] or "")
+        if max_chars is not None and chars >= max_chars:
+            return out, True, chars
+    return out, False, chars
+
+
+_EVENT_SELECT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
+
+
+def get_events(conn: sqlite3.Connection, alert_id: int) -> list[Event]:
+    rows = conn.execute(_EVENT_SELECT + " WHERE alert_id = ? ORDER BY id", (alert_id,))
+    return [Event(*r) for r in rows]
+
+
+def alert_detail(
+    conn: sqlite3.Connection, alert_id: int, max_chars: int | None = None
+) -> AlertDetail:
+    """One alert with its audit trail, oldest event first. The trail stops once its text
+    passes `max_chars` (default PAGE_CHARS), with `events_truncated`."""
+    budget = PAGE_CHARS if max_chars is None else max_chars
+    alert = get_alert(conn, alert_id)
+    events: list[Event] = []
+    truncated = False
+    rows = conn.execute(_EVENT_SELECT + " WHERE alert_id = ? ORDER BY id", (alert_id,))
+    for row in rows:  # stepped one by one: a trail of any length takes bounded memory
+        if budget <= 0:
+            truncated = True
+            break
+        events.append(Event(*row))
+        budget -= len(row[4]) + len(row[5]) + 64
+    return AlertDetail(alert, events, truncated)
+
+
+def events_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[Event]:
+    """The feed: events with id > after_id in id order. SQLite's single writer gives ids in
+    commit order, so an event a reader has seen is never followed by a smaller id."""
+    rows = conn.execute(_EVENT_SELECT + " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+    return [Event(*r) for r in rows]
+
+
+def last_event_id(conn: sqlite3.Connection) -> int:
+    last: int | None = conn.execute("SELECT max(id) FROM events").fetchone()[0]
+    return last or 0
+
+
+def get_alerts(conn: sqlite3.Connection, ids: Sequence[int]) -> list[StoredAlert]:
+    """The alerts of these ids that exist, in the order given."""
+    sql = f"SELECT {COLUMNS} FROM alerts WHERE id IN (SELECT value FROM json_each(?))"  # noqa: S608
+    found = {
+        a.id: a for a in map(row_to_alert, conn.execute(sql, (orjson.dumps(list(ids)).decode(),)))
+    }
+    return [found[i] for i in ids if i in found]
+
+
+def _firing_counts(conn: sqlite3.Connection) -> dict[tuple[str, str, str], int]:
+    """(state, severity, am_state) -> number of firing alerts (firing or acknowledged), by
+    whether Alertmanager mutes them (suppressed) or not (active; local alerts, and those no
+    reconcile round has seen yet, count as active). Walks the firing rows only."""
+    rows = conn.execute(
+        "SELECT CASE WHEN acked_at IS NULL THEN 'firing' ELSE 'acknowledged' END, severity,"
+        " CASE am_state WHEN 'suppressed' THEN 'suppressed' ELSE 'active' END, count(*)"
+        " FROM alerts WHERE status = 'firing' GROUP BY 1, 2, 3"
+    )
+    return {(state, severity, am): count for state, severity, am, count in rows}
+
+
+def _state_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """(state, severity) -> number of stored alerts (kept by triggers: no table scan)."""
+    rows = conn.execute("SELECT state, severity, count FROM alert_counts WHERE count > 0")
+    return {(state, severity): count for state, severity, count in rows}
+
+
+def counts(conn: sqlite3.Connection) -> AlertCounts:
+    return AlertCounts(_state_counts(conn), _firing_counts(conn))
+
+
+def meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def alertmanagers(conn: sqlite3.Connection) -> list[str] | None:
+    raw = meta(conn, "alertmanagers")
+    return None if raw is None else list(orjson.loads(raw))
+
+
+def cursor(conn: sqlite3.Connection, consumer: str) -> int | None:
+    raw = meta(conn, f"cursor:{consumer}")
+    return None if raw is None else int(raw)
+
+
+def label_sets(conn: sqlite3.Connection) -> list[dict[str, str]]:
+    """Every distinct label set stored (a few hundred where Alertmanager sends the alerts: an
+    alert's episodes share one)."""
+    return [orjson.loads(r[0]) for r in conn.execute("SELECT DISTINCT labels FROM alerts")]
+
+
+def people(conn: sqlite3.Connection) -> frozenset[str]:
+    """Everyone named in the database: actors who are not the system, assignees (kept in a
+    table of their own as they act: no scan of the events)."""
+    return frozenset(r[0] for r in conn.execute("SELECT name FROM people") if r[0])
+
+
+def count(conn: sqlite3.Connection, what: str, since: int | None, until: int | None) -> int:
+    """How many alerts (by starts_at) or events (by at) lie in [since, until)."""
+    table, column = {"alerts": ("alerts", "starts_at"), "events": ("events", "at")}[what]
+    where, args = [], []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        args.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        args.append(until)
+    sql = f"SELECT count(*) FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")  # noqa: S608
+    total: int = conn.execute(sql, args).fetchone()[0]
+    return total

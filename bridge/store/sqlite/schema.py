@@ -1,0 +1,197 @@
+"""The SQLite schema: numbered migrations (PRAGMA user_version), and connections to it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from pathlib import Path
+
+from bridge.core.errors import StoreError
+from bridge.core.matchers import regex_matches
+
+
+def _state_of(row: str) -> str:
+    """SQL: the state of an alerts row (`row` is "NEW.", "OLD." or "" for the table's own)."""
+    return (
+        f"CASE WHEN {row}status = 'resolved' THEN 'resolved'"
+        f" WHEN {row}acked_at IS NOT NULL THEN 'acknowledged' ELSE 'firing' END"
+    )
+
+
+# Trigger bodies of migration 3: take the old row out of its count, add the new row to its own.
+_UNCOUNT_OLD = (
+    "UPDATE alert_counts SET count = count - 1"  # noqa: S608 - constants
+    f" WHERE state = {_state_of('OLD.')} AND severity = OLD.severity;"
+)
+_COUNT_NEW = (
+    "INSERT INTO alert_counts (state, severity, count)"  # noqa: S608 - constants
+    f" VALUES ({_state_of('NEW.')}, NEW.severity, 1)"
+    " ON CONFLICT (state, severity) DO UPDATE SET count = count + 1;"
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: alerts (one row per episode), events (the audit trail), meta (persisted settings)
+    """
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        starts_at INTEGER NOT NULL,
+        ends_at INTEGER,
+        status TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+        alertname TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        generator_url TEXT NOT NULL,
+        source TEXT NOT NULL,
+        first_received_at INTEGER NOT NULL,
+        last_received_at INTEGER NOT NULL,
+        receive_count INTEGER NOT NULL,
+        acked_at INTEGER,
+        acked_by TEXT,
+        ack_comment TEXT,
+        assignee TEXT,
+        silence_id TEXT,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (fingerprint, starts_at)
+    );
+    CREATE INDEX alerts_status ON alerts (status, id);
+    CREATE INDEX alerts_alertname ON alerts (alertname, id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_alert ON events (alert_id, id);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: the Alertmanager silence behind an acknowledgement
+    #    silence_state: NULL (none), pending (to create), active, expiring (to expire), expired
+    """
+    ALTER TABLE alerts ADD COLUMN silence_state TEXT;
+    ALTER TABLE alerts ADD COLUMN silenced_until INTEGER;
+    CREATE INDEX alerts_silence_state ON alerts (silence_state) WHERE silence_state IS NOT NULL;
+    """,
+    # 3: counts by (state, severity) kept by triggers in the writing transaction, so that
+    #    metrics and status read a handful of rows instead of scanning every alert
+    f"""
+    CREATE TABLE alert_counts (
+        state TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (state, severity)
+    ) WITHOUT ROWID;
+    INSERT INTO alert_counts (state, severity, count)
+        SELECT {_state_of("")}, severity, count(*) FROM alerts GROUP BY 1, 2;
+    CREATE TRIGGER alerts_count_insert AFTER INSERT ON alerts BEGIN {_COUNT_NEW} END;
+    CREATE TRIGGER alerts_count_delete AFTER DELETE ON alerts BEGIN {_UNCOUNT_OLD} END;
+    CREATE TRIGGER alerts_count_update AFTER UPDATE OF status, acked_at, severity ON alerts
+        BEGIN {_UNCOUNT_OLD} {_COUNT_NEW} END;
+    """,  # noqa: S608 - constants
+    # 4: inserts are counted by the ingest job, one upsert per state and severity, instead of
+    #    by a trigger running once per inserted row
+    """
+    DROP TRIGGER alerts_count_insert;
+    """,
+    # 5: how an episode ended, and Alertmanager's view of a firing one.
+    #    resolution: alertmanager (a resolved notification: final), local (the embedded
+    #    evaluator: final), inferred (the reconciler: provisional), manual (an operator:
+    #    provisional for Alertmanager's alerts), restart (the embedded evaluator found the
+    #    condition gone at start). A provisional resolution is reopened by a later firing
+    #    delivery of the same episode.
+    #    am_state: active | suppressed | unprocessed at the last reconcile round that saw it;
+    #    am_silenced_by: JSON list of silence ids; am_inhibited_by: JSON list of
+    #    {"fingerprint", "alert_id"} of the inhibiting alerts.
+    """
+    ALTER TABLE alerts ADD COLUMN resolution TEXT;
+    ALTER TABLE alerts ADD COLUMN am_state TEXT;
+    ALTER TABLE alerts ADD COLUMN am_silenced_by TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE alerts ADD COLUMN am_inhibited_by TEXT NOT NULL DEFAULT '[]';
+    UPDATE alerts SET resolution = CASE source WHEN 'local' THEN 'local' ELSE 'alertmanager' END
+        WHERE status = 'resolved';
+    UPDATE alerts SET resolution = 'inferred' WHERE status = 'resolved' AND id IN
+        (SELECT alert_id FROM events WHERE kind = 'resolved' AND actor = 'reconciler');
+    """,
+    # 6: for exports, without reading every event: notes by alert (their counts; a partial
+    #    index: the other events, most of them, cost nothing to insert), and the people named
+    #    anywhere (actors who are not the system, assignees), whom anonymisation scrubs
+    """
+    CREATE INDEX events_notes ON events (alert_id, at) WHERE kind = 'note';
+    CREATE TABLE people (name TEXT PRIMARY KEY) WITHOUT ROWID;
+    INSERT OR IGNORE INTO people SELECT actor FROM events
+        WHERE actor NOT IN ('alertbridge', 'alertmanager', 'evaluator', 'local', 'reconciler');
+    INSERT OR IGNORE INTO people SELECT detail FROM events WHERE kind = 'assigned' AND detail != '';
+    INSERT OR IGNORE INTO people SELECT assignee FROM alerts WHERE assignee IS NOT NULL;
+    INSERT OR IGNORE INTO people SELECT acked_by FROM alerts WHERE acked_by IS NOT NULL;
+    """,
+)
+
+
+def read_only_uri(path: str | Path) -> str:
+    """The URI that opens a database for reading only. In a directory where SQLite cannot
+    create the WAL's shared-memory file it can still read a database with no WAL content
+    left (shut down cleanly), as immutable; one with WAL content there cannot be read."""
+    name = str(path)
+    uri = f"file:{urllib.parse.quote(os.path.abspath(name))}?mode=ro"
+    shm, wal = Path(name + "-shm"), Path(name + "-wal")
+    if shm.exists() or os.access(os.path.dirname(os.path.abspath(name)) or ".", os.W_OK):
+        return uri
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(
+            f"cannot read {name}: its write-ahead log holds data and the directory is not"
+            " writable (SQLite needs the -shm file there); stop the server or copy the files"
+        )
+    return uri + "&immutable=1"
+
+
+def connect(
+    path: str | Path, busy_timeout_ms: int = 5000, read_only: bool = False
+) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL;
+    read_only: opened with mode=ro (nothing written, not even the journal mode)."""
+    target, uri = (read_only_uri(path), True) if read_only else (str(path), False)
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=uri)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if not read_only:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.create_function("regexp", 2, regex_matches, deterministic=True)
+    return conn
+
+
+def check_version(conn: sqlite3.Connection, path: str) -> None:
+    """A database opened read-only cannot be migrated: it must be at this schema already."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(f"database schema v{version} is newer than this alertbridge")
+    if version < len(MIGRATIONS):
+        raise StoreError(
+            f"{path}: database schema v{version} is older than this alertbridge's"
+            f" (v{len(MIGRATIONS)}) and cannot be upgraded read-only; open it once with write"
+            " access (serve, or any alert command)"
+        )
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply numbered migrations above PRAGMA user_version; returns the schema version."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"database schema v{version} is newer than this alertbridge (v{len(MIGRATIONS)})"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # One script per migration, in one transaction: a failure leaves the schema as it was.
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
