@@ -1,3 +1,8 @@
 """alertbridge: telemetry to Prometheus + Alertmanager, alerts back to durable storage."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("alertbridge")  # the one source: pyproject.toml, as installed
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"

@@ -36,17 +36,25 @@ def _target_options(func: F) -> F:
 
 @contextlib.contextmanager
 def _client(ctx: click.Context, url: str | None, db: str | None) -> Iterator[AlertClient]:
-    settings = settings_of(ctx)
-    client: LocalClient | RemoteClient
-    if url:
-        client = RemoteClient(url, settings.server.api_token)
-    else:
-        path = db or settings.server.db
-        if not Path(path).exists():
-            raise BridgeError(
-                f"no alert database at {path} (pass --db PATH of a bridge's database, or --url)"
-            )
-        client = LocalClient(path)
+    if not url:
+        with _local(ctx, db) as local:
+            yield local
+        return
+    remote = RemoteClient(url, settings_of(ctx).server.api_token)
+    try:
+        yield remote
+    finally:
+        remote.close()
+
+
+@contextlib.contextmanager
+def _local(ctx: click.Context, db: str | None) -> Iterator[LocalClient]:
+    path = db or settings_of(ctx).server.db
+    if not Path(path).exists():
+        raise BridgeError(
+            f"no alert database at {path} (pass --db PATH of a bridge's database, or --url)"
+        )
+    client = LocalClient(path)
     try:
         yield client
     finally:
@@ -287,8 +295,7 @@ def assign_command(ctx: click.Context, alert_id: int, who: str, by: str | None, 
 @fail_cleanly
 def retention(ctx: click.Context, days: int | None, prune_now: bool, db: str | None) -> None:
     """Show or set how long resolved alerts are kept (firing ones always are)."""
-    with _client(ctx, None, db) as client:
-        assert isinstance(client, LocalClient)
+    with _local(ctx, db) as client:
         kept = client.retention(days)
         click.echo(f"retention: {kept} days (resolved alerts and their events)")
         if prune_now:

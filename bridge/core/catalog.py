@@ -39,6 +39,17 @@ class MetricSpec:
     help: str
     denominator: str | None = None  # RATIO: the total series
 
+    def __post_init__(self) -> None:
+        if self.kind is Kind.RATIO and not self.denominator:
+            raise ValueError(f"{self.name}: a ratio needs the series of its total")
+
+    @property
+    def total(self) -> str:
+        """A ratio's total series, without namespace (ValueError for other kinds)."""
+        if not self.denominator:
+            raise ValueError(f"{self.name} is not a ratio")
+        return self.denominator
+
     def to_base(self, value: float) -> float:
         """Convert a value in seed units to base units."""
         return value / self.divisor
@@ -66,8 +77,7 @@ class MetricSpec:
                 "histogram_quantile(0.95, sum by (le, job, instance) "
                 f"(rate({full}_bucket{selector}[{window}])))"
             )
-        assert self.denominator is not None
-        total = f"{namespace}_{self.denominator}"
+        total = f"{namespace}_{self.total}"
         return (
             f"sum by (job, instance) (rate({full}{selector}[{window}]))"
             f" / sum by (job, instance) (rate({total}{selector}[{window}]))"

@@ -115,8 +115,7 @@ class RatioFixture(Fixture):
         return errors / total
 
     def input_series(self, phases: list[tuple[int, int]]) -> list[dict[str, str]]:
-        assert self.spec.denominator is not None
-        total = self.series.removesuffix(self.spec.series) + self.spec.denominator
+        total = self.series.removesuffix(self.spec.series) + self.spec.total
         step = self.timing.step
         return [
             {

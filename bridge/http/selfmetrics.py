@@ -59,7 +59,7 @@ class StoredAlerts(Collector):
     >>> c = StoredAlerts()
     >>> c.counts = AlertCounts({("resolved", "info"): 2}, {("firing", "critical", "active"): 1})
     >>> sorted((s.labels["state"], s.value) for m in c.collect() for s in m.samples)
-    [('firing', 1.0), ('resolved', 2.0)]
+    [('firing', 1), ('resolved', 2)]
     """
 
     NAME = "alertbridge_stored_alerts"

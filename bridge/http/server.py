@@ -165,8 +165,8 @@ class GuardedHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit(self):
             self._refused = True
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_TOO_MANY)
+            if isinstance(transport, asyncio.Transport):  # a socket's: always
+                transport.write(_TOO_MANY)
             transport.close()
             return
         super().connection_made(transport)
@@ -245,7 +245,8 @@ class GuardedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
-        assert server is not None
+        if server is None:  # set by the runner's setup, which start() follows
+            raise RuntimeError("the app runner was not set up")
         loop = asyncio.get_running_loop()
         # aiohttp's Server passes its keyword arguments on to each RequestHandler it makes;
         # the same arguments make ours (the private attribute is pinned by test_server).

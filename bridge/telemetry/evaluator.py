@@ -164,8 +164,7 @@ class Evaluator:
             alert_labels = {**base, **rule.labels, "severity": rule.severity.value}
             key: Key = (rule.name, frozenset(alert_labels.items()))
             value = metrics.get(rule.metric_name)
-            holds = value is not None and rule.holds(value)
-            if not holds:
+            if value is None or not rule.holds(value):
                 self._pending.pop(key, None)
                 alert = self._active.pop(key, None)
                 if alert is not None:
@@ -173,7 +172,6 @@ class Evaluator:
                     self._by_id.pop(alert.id, None)  # only firing alerts can be acknowledged
                     result.resolved.append(alert)
                 continue
-            assert value is not None
             since = self._pending.setdefault(key, now)
             alert = self._active.get(key)
             if alert is None:

@@ -120,7 +120,6 @@ class Telemetry:
         cpu, mem = specs["system.cpu.percent"], specs["system.memory.used_mb"]
         lat, docs = specs["search.latency.p95"], specs["ingestion.throughput"]
         err = specs["errors.rate"]
-        assert err.denominator is not None
         self.cpu = Gauge(cpu.series_name(namespace), cpu.help, registry=self.registry)
         self.memory = Gauge(mem.series_name(namespace), mem.help, registry=self.registry)
         self.latency = Histogram(
@@ -128,7 +127,7 @@ class Telemetry:
         )
         self.documents = Counter(docs.series_name(namespace), docs.help, registry=self.registry)
         self.operations = Counter(
-            f"{namespace}_{err.denominator}", "Operations performed.", registry=self.registry
+            f"{namespace}_{err.total}", "Operations performed.", registry=self.registry
         )
         self.errors = Counter(err.series_name(namespace), err.help, registry=self.registry)
         self._cpu_value: float | None = None

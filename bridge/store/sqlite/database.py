@@ -56,10 +56,10 @@ class Database:
     """An opened, migrated database: synchronous jobs and per-thread read connections.
 
     >>> import tempfile, os
-    >>> store = Store(os.path.join(tempfile.mkdtemp(), "a.db"))
-    >>> store.read(lambda c: list_alerts(c, AlertQuery()))
-    []
-    >>> store.close()
+    >>> db = Database(os.path.join(tempfile.mkdtemp(), "a.db"))
+    >>> db.read(lambda c: c.execute("SELECT count(*) FROM alerts").fetchone())
+    (0,)
+    >>> db.close()
     """
 
     def __init__(

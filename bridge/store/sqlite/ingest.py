@@ -11,7 +11,7 @@ import itertools
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -55,6 +55,11 @@ def _insert_rows(count: int) -> str:
 SMALL_BATCH = 2
 
 Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int]  # _INSERT's
+#: Where Row holds what the updates and events need (a plain tuple: it is built per alert on
+#: the event loop, and bound to the INSERT as it is).
+_ANNOTATIONS: Final = 7
+_SOURCE: Final = 9
+_RECEIVED_AT: Final = 10
 Event = tuple[int, int, str, str, str]
 State = tuple[int, str, int | None, str | None]  # id, status, ends_at, resolution
 
@@ -74,10 +79,10 @@ def _record_new(
     result: IngestResult,
 ) -> None:
     if a.status == "firing":
-        events.append((alert_id, row[10], "fired", source, ""))
+        events.append((alert_id, row[_RECEIVED_AT], "fired", source, ""))
         result.fired.append(alert_id)
     else:
-        events.append((alert_id, row[10], "resolved", source, "first seen resolved"))
+        events.append((alert_id, row[_RECEIVED_AT], "resolved", source, "first seen resolved"))
         result.resolved.append(alert_id)
 
 
@@ -101,7 +106,8 @@ def _stored(conn: sqlite3.Connection, keys: str) -> dict[tuple[str, int], State]
         " JOIN alerts AS a ON a.fingerprint = j.value ->> 0 AND a.starts_at = j.value ->> 1",
         (keys,),
     )
-    return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}
+    return {(fp, starts): (alert_id, status, ends_at, resolution)
+            for fp, starts, alert_id, status, ends_at, resolution in rows}  # fmt: skip
 
 
 def _insert_new(conn: sqlite3.Connection, new: list[ReceivedAlert], rows: list[Row]) -> list[int]:
@@ -168,7 +174,7 @@ def _change(a: ReceivedAlert, row: Row, state: State) -> tuple[str, tuple[Any, .
     """Which update a receipt of a stored episode makes (episodes.change), and its
     parameters."""
     alert_id, status, ends_at, resolution = state
-    annotations, source, received_at = row[7], row[9], row[10]
+    annotations, source, received_at = row[_ANNOTATIONS], row[_SOURCE], row[_RECEIVED_AT]
     kind = change(a.status, a.ends_at, status, ends_at, resolution, source == "alertmanager")
     params: tuple[Any, ...]
     if kind == "resolve":
@@ -222,12 +228,14 @@ def _account(
 ) -> None:
     """A known episode's receipt is a resolution or a reopening (with its event), or a
     repeat."""
-    alert_id = state[0]
+    alert_id, _, _, resolution = state
     if kind == "resolve":
-        events.append((alert_id, row[10], "resolved", source, ""))
+        events.append((alert_id, row[_RECEIVED_AT], "resolved", source, ""))
         outcome.resolved.append(alert_id)
     elif kind == "reopen":
-        events.append((alert_id, row[10], "reopened", source, reopened_detail(state[3])))
+        events.append(
+            (alert_id, row[_RECEIVED_AT], "reopened", source, reopened_detail(resolution))
+        )
         outcome.reopened.append(alert_id)
     else:
         outcome.repeats += 1

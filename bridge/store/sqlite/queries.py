@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -21,23 +22,25 @@ from bridge.store.records import (
     StoredAlert,
 )
 
-COLUMNS = (
-    "id, fingerprint, status, alertname, severity, labels, annotations, generator_url, source, "
-    "starts_at, ends_at, first_received_at, last_received_at, receive_count, acked_at, acked_by, "
-    "ack_comment, assignee, silence_id, updated_at, silence_state, silenced_until, resolution, "
-    "am_state, am_silenced_by, am_inhibited_by"
+#: The alerts columns a StoredAlert is built from, in its fields' order (one source: the
+#: dataclass), and where the ones needing decoding and the text a page counts sit.
+_NAMES = tuple(f.name for f in fields(StoredAlert))
+COLUMNS = ", ".join(_NAMES)
+_COLUMN_COUNT = len(_NAMES)
+_LABELS, _ANNOTATIONS, _URL, _COMMENT, _SILENCED_BY, _INHIBITED_BY = map(
+    _NAMES.index,
+    ("labels", "annotations", "generator_url", "ack_comment", "am_silenced_by", "am_inhibited_by"),
 )
-
-
-_COLUMN_COUNT = COLUMNS.count(",") + 1
+_EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
 
 
 def row_to_alert(row: Sequence[Any]) -> StoredAlert:
     values = list(row)
-    values[5] = orjson.loads(values[5])
-    values[6] = orjson.loads(values[6])
-    values[24] = tuple(orjson.loads(values[24]))
-    values[25] = tuple((i["fingerprint"], i["alert_id"]) for i in orjson.loads(values[25]))
+    values[_LABELS] = orjson.loads(values[_LABELS])
+    values[_ANNOTATIONS] = orjson.loads(values[_ANNOTATIONS])
+    values[_SILENCED_BY] = tuple(orjson.loads(values[_SILENCED_BY]))
+    inhibitors = orjson.loads(values[_INHIBITED_BY])
+    values[_INHIBITED_BY] = tuple((i["fingerprint"], i["alert_id"]) for i in inhibitors)
     return StoredAlert(*values)
 
 
@@ -212,7 +215,8 @@ def _fetch(
         alert = row_to_alert(row[:_COLUMN_COUNT])
         cursor = f"a{row[-2]}.{row[-1]}.{alert.id}" if ranks else str(alert.id)
         out.append((alert, cursor))
-        chars += len(row[5]) + len(row[6]) + len(row[7]) + len(row[16] or "")
+        chars += len(row[_LABELS]) + len(row[_ANNOTATIONS]) + len(row[_URL])
+        chars += len(row[_COMMENT] or "")
         if max_chars is not None and chars >= max_chars:
             return out, True, chars
     return out, False, chars
@@ -241,7 +245,7 @@ def alert_detail(
             truncated = True
             break
         events.append(Event(*row))
-        budget -= len(row[4]) + len(row[5]) + 64
+        budget -= len(row[_EVENT_ACTOR]) + len(row[_EVENT_DETAIL]) + 64
     return AlertDetail(alert, events, truncated)
 
 

@@ -1,6 +1,6 @@
-"""The package's dependencies point one way: each subpackage imports only from the layers
-below it (and itself), never from a sibling of its own layer, and no modules import each
-other in a cycle."""
+"""The package's shape holds: each subpackage imports only from the layers below it and
+itself (never from a sibling of its layer), no modules import each other in a cycle, only
+the SQLite store speaks SQL, and production code has no asserts."""
 
 from __future__ import annotations
 
@@ -139,3 +139,11 @@ def test_no_sqlite_outside_its_store(module: str) -> None:
     path = MODULES[module]
     assert not _external_imports(path) & set(SQLITE_ONLY), module
     assert not _SQL.search(path.read_text()), f"{module} holds SQL"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_assert_in_production_code(module: str) -> None:
+    """`python -O` drops asserts: production code raises explicit errors instead."""
+    tree = ast.parse(MODULES[module].read_text())
+    lines = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+    assert not lines, f"{module}: assert on lines {lines}"
