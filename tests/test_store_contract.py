@@ -510,6 +510,38 @@ async def test_the_feed_is_every_change_in_order_and_resumable(store: AlertStore
     assert (await store.cursor("notify"), await store.cursor("other")) == (ids[2], ids[0])
 
 
+async def test_a_follower_misses_nothing_under_concurrent_writes(store: AlertStore) -> None:
+    """While many writers commit at once, a consumer that reads after its last id, again and
+    again, ends with every event exactly once: an id it has passed never appears later (ids
+    are given in commit order, which a consumer's position relies on)."""
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        position = 0
+        for _ in range(100_000):  # bounded; ends once the writers are done and all is read
+            batch = await store.events_after(position, 7)
+            seen.extend(e.id for e in batch)
+            if batch:
+                position = batch[-1].id
+            elif done.is_set():
+                return
+            else:
+                await asyncio.sleep(0)  # a turn for the writers, not a wait for time
+
+    async def write(n: int) -> None:
+        result = await store.ingest([received(fingerprint=f"{n:016x}")], T0)
+        await store.add_note(result.fired[0], "w", "x", T0)
+
+    follower = asyncio.create_task(follow())
+    await asyncio.gather(*(write(n) for n in range(60)))
+    done.set()
+    await asyncio.wait_for(follower, 30)
+    every = [e.id for e in await store.events_after(0, 1000)]
+    assert len(every) == 120
+    assert seen == every
+
+
 async def test_changes_wakes_a_waiter_after_a_write(store: AlertStore) -> None:
     """changes() is set once a write made after it committed, and not before."""
     changed = store.changes()
