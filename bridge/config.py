@@ -17,6 +17,7 @@ import yaml
 
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity
+from bridge.core.policies import EscalationSettings, load_escalation
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
 from bridge.ingest.webhook import AlertLimits
@@ -136,6 +137,7 @@ class Settings:
     alertmanager: AlertmanagerSettings = field(default_factory=AlertmanagerSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     limits: AlertLimits = field(default_factory=AlertLimits)
+    escalation: EscalationSettings = field(default_factory=EscalationSettings)
     source: str = "<defaults>"
 
 
@@ -293,7 +295,8 @@ def load_settings(
             raise ConfigError(source, "file", "top level must be a mapping")
         raw = loaded
     unknown = set(raw) - {
-        "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits"
+        "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits",
+        "escalation",
     }  # fmt: skip
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
@@ -348,6 +351,12 @@ def load_settings(
         rules = load_rules(raw.get("rules"), source)
     except RuleError as exc:
         raise ConfigError(source, f"rules.{exc.rule}.{exc.field}", exc.reason) from None
+    escalation = load_escalation(
+        raw.get("escalation"),
+        source,
+        [r.name for r in receivers],
+        {r.name: r.escalation for r in rules if r.escalation},
+    )
     return Settings(
         namespace=namespace,
         rules=rules,
@@ -360,5 +369,6 @@ def load_settings(
         ),
         telemetry=telemetry,
         limits=AlertLimits(**_typed(AlertLimits, sections["limits"], "limits", source)),
+        escalation=escalation,
         source=source,
     )

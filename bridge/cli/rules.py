@@ -54,6 +54,7 @@ def rule_record(rule: AlertRule) -> dict[str, Any]:
         "description": rule.description,
         "enabled": rule.enabled,
         "expr": rule.expr,
+        "escalation": rule.escalation,
     }
 
 

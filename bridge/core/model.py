@@ -105,6 +105,8 @@ class AlertRule:
     for_seconds: int = 0
     window_seconds: int = 300
     expr: str | None = None
+    #: The escalation policy of this rule's alerts (bridge.core.policies), before routing.
+    escalation: str | None = None
 
     def __post_init__(self) -> None:
         name = self.name
@@ -155,6 +157,10 @@ class AlertRule:
             raise RuleError(name, "enabled", f"must be true or false, got {self.enabled!r}")
         if not isinstance(self.description, str):
             raise RuleError(name, "description", "must be a string")
+        if self.escalation is not None and (
+            not isinstance(self.escalation, str) or not self.escalation
+        ):
+            raise RuleError(name, "escalation", "must be the name of an escalation policy")
         object.__setattr__(self, "labels", _frozen_labels(name, self.labels))
 
     @property

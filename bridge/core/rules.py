@@ -72,6 +72,7 @@ OVERRIDABLE = frozenset(
         "enabled",
         "description",
         "window",
+        "escalation",
     }
 )
 #: YAML key -> AlertRule field.
@@ -90,6 +91,7 @@ _YAML_FIELDS = {
     "for": "for_seconds",
     "window": "window_seconds",
     "expr": "expr",
+    "escalation": "escalation",
 }
 _YAML_KEY_OF = {"metric_name": "metric", "for_seconds": "for", "window_seconds": "window"}
 _REQUIRED_NEW = ("metric", "condition", "threshold", "severity")

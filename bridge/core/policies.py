@@ -1,0 +1,414 @@
+"""Escalation policies and the routing rules that pick them (the `escalation:` section).
+
+A policy is an ordered list of steps: `notify` (a level: receivers to notify, optionally only
+within a time window), `wait` (a duration before the next step), and at the end an optional
+`repeat` (go back to the first step, at most MAX_REPEAT times). Levels are numbered from 0 in
+the order of the notify steps.
+
+Routing rules pick the policies of a new episode, in priority order: the first rule that
+matches wins unless it says `continue`; a rule of the rule set may name its policy
+(`escalation:` on the rule), which then comes first. A rule matches on Alertmanager-style
+label matchers and a list of severities. Urgency (`low` or `high`) comes from the alert's
+`urgency` label, else from the routing rule (default high): a low-urgency alert never goes
+past its first step.
+
+>>> p = parse_policy({"name": "p", "steps": [{"notify": ["a"]}, {"wait": "5m"},
+...                                           {"notify": ["b"]}]}, "f.yml", 0)
+>>> [s.describe() for s in p.steps], p.levels
+(['notify a', 'wait 5m', 'notify b'], 2)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.core.errors import ConfigError, InvalidInput
+from bridge.core.matchers import Matcher
+from bridge.core.model import Severity
+from bridge.core.times import NS, format_duration, parse_duration
+
+MAX_REPEAT = 10
+MAX_STEPS = 50
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HOURS_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+URGENCIES = ("high", "low")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Weekdays and a time of day in a named IANA time zone. `end` <= `start` spans midnight
+    (the weekday is the local day of the instant). Minutes since midnight.
+
+    >>> w = Window("Europe/Paris", frozenset({0}), 9 * 60, 18 * 60)  # Mondays 09:00-18:00
+    >>> at = lambda text: int(dt.datetime.fromisoformat(text).timestamp()) * NS
+    >>> w.contains(at("2026-12-07T08:30:00Z")), w.contains(at("2026-12-07T07:59:00Z"))
+    (True, False)
+    """
+
+    timezone: str
+    days: frozenset[int]
+    start: int
+    end: int
+
+    def contains(self, at: int) -> bool:
+        local = dt.datetime.fromtimestamp(at / NS, zoneinfo.ZoneInfo(self.timezone))
+        if local.weekday() not in self.days:
+            return False
+        minute = local.hour * 60 + local.minute
+        if self.start < self.end:
+            return self.start <= minute < self.end
+        return minute >= self.start or minute < self.end
+
+    def describe(self) -> str:
+        days = ",".join(DAYS[d] for d in sorted(self.days))
+        hours = (
+            f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
+        )
+        return f"{days} {hours} {self.timezone}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"timezone": self.timezone, "days": sorted(self.days), "start": self.start,
+                "end": self.end}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step: notify receivers (a level), or wait `wait` seconds."""
+
+    kind: str  # notify | wait
+    receivers: tuple[str, ...] = ()
+    wait: int = 0
+    when: Window | None = None
+
+    def describe(self) -> str:
+        if self.kind == "wait":
+            return f"wait {format_duration(self.wait)}"
+        text = "notify " + ", ".join(self.receivers)
+        return text + (f" (only {self.when.describe()})" if self.when else "")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "wait":
+            out["wait"] = self.wait
+        else:
+            out["receivers"] = list(self.receivers)
+            if self.when:
+                out["when"] = self.when.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Step:
+        when = raw.get("when")
+        return cls(
+            kind=raw["kind"],
+            receivers=tuple(raw.get("receivers", ())),
+            wait=int(raw.get("wait", 0)),
+            when=Window(when["timezone"], frozenset(when["days"]), when["start"], when["end"])
+            if when
+            else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A named escalation policy. `ack_timeout` (seconds, 0: none): an acknowledgement not
+    followed by resolution within it is withdrawn and escalation starts again."""
+
+    name: str
+    steps: tuple[Step, ...]
+    repeat: int = 0
+    ack_timeout: int = 0
+
+    @property
+    def levels(self) -> int:
+        return sum(1 for s in self.steps if s.kind == "notify")
+
+    def level_of(self, position: int) -> int:
+        """The level of the notify step at `position`."""
+        return sum(1 for s in self.steps[:position] if s.kind == "notify")
+
+    def receivers(self) -> list[str]:
+        """Every receiver the policy notifies, in order, once each."""
+        return list(dict.fromkeys(r for s in self.steps for r in s.receivers))
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as copied onto an episode when it starts."""
+        return {"name": self.name, "steps": [s.to_json() for s in self.steps],
+                "repeat": self.repeat, "ack_timeout": self.ack_timeout}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Policy:
+        return cls(
+            name=raw["name"],
+            steps=tuple(Step.from_json(s) for s in raw["steps"]),
+            repeat=int(raw.get("repeat", 0)),
+            ack_timeout=int(raw.get("ack_timeout", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A routing rule: which alerts get `policy`."""
+
+    policy: str
+    matchers: tuple[Matcher, ...] = ()
+    severities: frozenset[str] = frozenset()  # empty: any
+    urgency: str = "high"
+    continue_: bool = False
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.severities and labels.get("severity", "") not in self.severities:
+            return False
+        return all(m.matches(dict(labels)) for m in self.matchers)
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """A policy chosen for an episode, with the episode's urgency."""
+
+    policy: Policy
+    urgency: str
+    why: str  # the rule or route that chose it
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationSettings:
+    """Policies, routing rules, and how often active copies are re-posted to Alertmanager."""
+
+    policies: tuple[Policy, ...] = ()
+    routes: tuple[Route, ...] = ()
+    repost_interval: int = 60
+    rule_policies: Mapping[str, str] = field(default_factory=dict)  # alertname -> policy
+
+    def policy(self, name: str) -> Policy | None:
+        return next((p for p in self.policies if p.name == name), None)
+
+    def select(self, labels: Mapping[str, str]) -> list[Selected]:
+        """The policies of a new episode with these labels, in priority order."""
+        label_urgency = labels.get("urgency", "")
+        out: list[Selected] = []
+        named = self.rule_policies.get(labels.get("alertname", ""))
+        if named:
+            policy = self.policy(named)
+            if policy is not None:
+                urgency = label_urgency if label_urgency in URGENCIES else "high"
+                return [Selected(policy, urgency, f"rule {labels.get('alertname')}")]
+        for index, route in enumerate(self.routes):
+            if not route.matches(labels):
+                continue
+            policy = self.policy(route.policy)
+            if policy is not None and all(s.policy.name != policy.name for s in out):
+                urgency = label_urgency if label_urgency in URGENCIES else route.urgency
+                out.append(Selected(policy, urgency, f"route {index + 1}"))
+            if not route.continue_:
+                break
+        return out
+
+
+def _where(policy: str, step: int | None = None) -> str:
+    where = f"escalation.policies.{policy}"
+    return where if step is None else f"{where}.steps[{step}]"
+
+
+def _window(raw: object, source: str, key: str) -> Window:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, key, "must be a mapping of timezone, days, hours")
+    unknown = set(raw) - {"timezone", "days", "hours"}
+    if unknown:
+        raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown setting")
+    tz = raw.get("timezone", "UTC")
+    try:
+        if not isinstance(tz, str):
+            raise ValueError
+        zoneinfo.ZoneInfo(tz)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise ConfigError(source, f"{key}.timezone", f"unknown IANA time zone {tz!r}") from None
+    days_raw = raw.get("days", list(DAYS))
+    if not isinstance(days_raw, list) or not days_raw:
+        raise ConfigError(source, f"{key}.days", "must be a non-empty list like [mon, tue]")
+    days = set()
+    for day in days_raw:
+        name = str(day).lower()
+        name = name[:3] if name in _FULL_DAYS else name
+        if name not in DAYS:
+            raise ConfigError(source, f"{key}.days", f"unknown weekday {day!r} (mon .. sun)")
+        days.add(DAYS.index(name))
+    hours = raw.get("hours", "00:00-24:00")
+    match = _HOURS_RE.match(str(hours))
+    if not match:
+        raise ConfigError(source, f"{key}.hours", f"must be HH:MM-HH:MM, got {hours!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if end > 24 * 60 or start == end:
+        raise ConfigError(source, f"{key}.hours", f"an empty or impossible window {hours!r}")
+    return Window(tz, frozenset(days), start, end)
+
+
+def parse_policy(raw: object, source: str, index: int) -> Policy:
+    """One entry of `escalation.policies`; errors name the file, the policy and the step."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, f"escalation.policies[{index}]", "must be a mapping")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(
+            source,
+            f"escalation.policies[{index}].name",
+            "must be a name of letters, digits, _ or -",
+        )
+    unknown = set(raw) - {"name", "steps", "ack_timeout"}
+    if unknown:
+        raise ConfigError(source, f"{_where(name)}.{sorted(unknown)[0]}", "unknown setting")
+    ack_timeout = 0
+    if raw.get("ack_timeout") is not None:
+        try:
+            ack_timeout = parse_duration(raw["ack_timeout"])
+        except ValueError as exc:
+            raise ConfigError(source, f"{_where(name)}.ack_timeout", str(exc)) from None
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise ConfigError(source, f"{_where(name)}.steps", "must be a non-empty list of steps")
+    if len(steps_raw) > MAX_STEPS:
+        raise ConfigError(source, f"{_where(name)}.steps", f"at most {MAX_STEPS} steps")
+    steps: list[Step] = []
+    repeat = 0
+    for i, entry in enumerate(steps_raw):
+        key = _where(name, i)
+        if not isinstance(entry, Mapping):
+            raise ConfigError(source, key, "must be a mapping: notify, wait or repeat")
+        kinds = [k for k in ("notify", "wait", "repeat") if k in entry]
+        if len(kinds) != 1:
+            raise ConfigError(source, key, "must have exactly one of notify, wait, repeat")
+        kind = kinds[0]
+        unknown = set(entry) - {kind} - ({"when"} if kind == "notify" else set())
+        if unknown:
+            raise ConfigError(
+                source, f"{key}.{sorted(unknown)[0]}", f"not allowed on a {kind} step"
+            )
+        if kind == "notify":
+            receivers = entry["notify"]
+            if isinstance(receivers, str):
+                receivers = [receivers]
+            if (
+                not isinstance(receivers, list)
+                or not receivers
+                or not all(isinstance(r, str) and r for r in receivers)
+            ):
+                raise ConfigError(source, f"{key}.notify", "must be a non-empty list of receivers")
+            when = _window(entry["when"], source, f"{key}.when") if "when" in entry else None
+            steps.append(Step("notify", tuple(dict.fromkeys(receivers)), when=when))
+        elif kind == "wait":
+            try:
+                seconds = parse_duration(entry["wait"])
+            except ValueError as exc:
+                raise ConfigError(source, f"{key}.wait", str(exc)) from None
+            if seconds <= 0:
+                raise ConfigError(source, f"{key}.wait", "must be longer than 0s")
+            steps.append(Step("wait", wait=seconds))
+        else:
+            count = entry["repeat"]
+            if i != len(steps_raw) - 1:
+                raise ConfigError(source, f"{key}.repeat", "repeat must be the last step")
+            if (
+                isinstance(count, bool)
+                or not isinstance(count, int)
+                or not 1 <= count <= MAX_REPEAT
+            ):
+                raise ConfigError(
+                    source, f"{key}.repeat", f"must be a count from 1 to {MAX_REPEAT}"
+                )
+            if not any(s.kind == "wait" for s in steps):
+                raise ConfigError(source, f"{key}.repeat", "a repeated policy needs a wait step")
+            repeat = count
+    if not any(s.kind == "notify" for s in steps):
+        raise ConfigError(source, f"{_where(name)}.steps", "needs at least one notify step")
+    return Policy(name, tuple(steps), repeat, ack_timeout)
+
+
+def _route(raw: object, source: str, index: int, names: set[str]) -> Route:
+    key = f"escalation.routes[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, key, "must be a mapping")
+    unknown = set(raw) - {"policy", "matchers", "severities", "urgency", "continue"}
+    if unknown:
+        raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown setting")
+    policy = raw.get("policy")
+    if policy not in names:
+        raise ConfigError(source, f"{key}.policy", f"no policy named {policy!r}")
+    matchers_raw = raw.get("matchers", [])
+    if not isinstance(matchers_raw, list):
+        raise ConfigError(source, f"{key}.matchers", 'must be a list like [team="infra"]')
+    try:
+        matchers = tuple(Matcher.parse(str(m)) for m in matchers_raw)
+    except InvalidInput as exc:
+        raise ConfigError(source, f"{key}.matchers", exc.reason) from None
+    sev_raw = raw.get("severities", [])
+    if not isinstance(sev_raw, list):
+        raise ConfigError(source, f"{key}.severities", "must be a list of severities")
+    try:
+        severities = frozenset(Severity(s).value for s in sev_raw)
+    except ValueError:
+        raise ConfigError(source, f"{key}.severities", f"unknown severity in {sev_raw!r}") from None
+    urgency = raw.get("urgency", "high")
+    if urgency not in URGENCIES:
+        raise ConfigError(source, f"{key}.urgency", "must be high or low")
+    cont = raw.get("continue", False)
+    if not isinstance(cont, bool):
+        raise ConfigError(source, f"{key}.continue", "must be true or false")
+    return Route(str(policy), matchers, severities, str(urgency), cont)
+
+
+def load_escalation(
+    raw: object, source: str, receivers: Sequence[str], rule_policies: Mapping[str, str]
+) -> EscalationSettings:
+    """The `escalation:` section, checked against the configured receivers and the rules
+    that name a policy."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "escalation", "must be a mapping")
+    unknown = set(raw) - {"policies", "routes", "repost_interval"}
+    if unknown:
+        raise ConfigError(source, f"escalation.{sorted(unknown)[0]}", "unknown setting")
+    policies_raw = raw.get("policies") or []
+    if not isinstance(policies_raw, list):
+        raise ConfigError(source, "escalation.policies", "must be a list of policies")
+    policies = [parse_policy(p, source, i) for i, p in enumerate(policies_raw)]
+    names: set[str] = set()
+    known = set(receivers)
+    for policy in policies:
+        if policy.name in names:
+            raise ConfigError(source, _where(policy.name), "policy defined twice")
+        names.add(policy.name)
+        for i, step in enumerate(policy.steps):
+            for receiver in step.receivers:
+                if receiver not in known:
+                    choices = ", ".join(sorted(known)) or "none configured"
+                    raise ConfigError(
+                        source, f"{_where(policy.name, i)}.notify",
+                        f"unknown receiver {receiver!r} (alertmanager.receivers: {choices})",
+                    )  # fmt: skip
+    routes_raw = raw.get("routes") or []
+    if not isinstance(routes_raw, list):
+        raise ConfigError(source, "escalation.routes", "must be a list of routing rules")
+    routes = tuple(_route(r, source, i, names) for i, r in enumerate(routes_raw))
+    for rule, policy_name in rule_policies.items():
+        if policy_name not in names:
+            raise ConfigError(
+                source, f"rules.{rule}.escalation", f"no policy named {policy_name!r}"
+            )
+    repost = 60
+    if raw.get("repost_interval") is not None:
+        try:
+            repost = parse_duration(raw["repost_interval"])
+        except ValueError as exc:
+            raise ConfigError(source, "escalation.repost_interval", str(exc)) from None
+        if repost <= 0:
+            raise ConfigError(source, "escalation.repost_interval", "must be longer than 0s")
+    return EscalationSettings(tuple(policies), routes, repost, dict(rule_policies))
