@@ -10,6 +10,7 @@ import contextlib
 import random
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from hypothesis import strategies as st
 
 from bridge.core.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.core.matchers import Matcher
+from bridge.core.policies import Policy, Step
 from bridge.core.times import NS
-from bridge.store import AlertQuery, AlertStore, AmView, SilenceChange
+from bridge.store import AlertQuery, AlertStore, AmView, Copy, Escalation, SilenceChange
 from bridge.store.columns import RAW_ALERT_SCHEMA, RAW_EVENT_SCHEMA
 from bridge.store.query import parse_alert_query
 from tests.stores import IMPLEMENTATIONS, T0, Sync, received
@@ -613,3 +615,99 @@ async def test_a_read_only_store_reads_and_refuses_writes(name: str, tmp_path: P
                 await write
     finally:
         await reader.close()
+
+
+# --- escalation state -------------------------------------------------------------------
+
+POLICY = Policy(
+    "standard",
+    (Step("notify", ("a",)), Step("wait", wait=60), Step("notify", ("b", "c"))),
+    repeat=1,
+    ack_timeout=600,
+)
+
+
+def fresh(alert_id: int, due_at: int = T0, policy: Policy = POLICY) -> Escalation:
+    return Escalation(alert_id=alert_id, policy=policy, urgency="high", state="running",
+                      position=0, repeats=0, round=1, due_at=due_at, level=-1, copies=(),
+                      reposted_at=None, version=0, updated_at=T0)  # fmt: skip
+
+
+async def test_escalations_are_added_once_with_their_policy_copied(store: AlertStore) -> None:
+    result = await store.ingest([received()], T0)
+    alert_id = result.fired[0]
+    assert await store.add_escalations([fresh(alert_id)], ["policy standard (route 1)"], T0) == 1
+    assert await store.add_escalations([fresh(alert_id)], ["again"], T0 + NS) == 0
+    [stored] = await store.escalations(alert_id)
+    assert stored == fresh(alert_id)
+    assert stored.policy == POLICY  # the plan round-trips: steps, waits, repeat, ack timeout
+    started = [e for e in await store.events(alert_id) if e.kind == "escalation_started"]
+    assert [(e.actor, e.detail) for e in started] == [("escalation", "policy standard (route 1)")]
+    assert await store.escalations(alert_id + 1000) == []
+    with pytest.raises(NotFound):  # an escalation belongs to a stored alert
+        await store.add_escalations([fresh(alert_id + 1000)], ["x"], T0)
+
+
+async def test_due_escalations_in_due_order_and_the_next_due(store: AlertStore) -> None:
+    result = await store.ingest([received(fingerprint=f"{n:016x}") for n in range(4)], T0)
+    ids = result.fired
+    await store.add_escalations(
+        [fresh(ids[0], T0 + 30 * NS), fresh(ids[1], T0 + 10 * NS), fresh(ids[2], T0 + 90 * NS)],
+        ["x", "y", "z"],
+        T0,
+    )
+    await store.add_escalations([replace(fresh(ids[3], T0), state="exhausted")], ["w"], T0)
+    assert await store.next_escalation_due() == T0 + 10 * NS
+    due = await store.due_escalations(T0 + 30 * NS)
+    assert [e.alert_id for e in due] == [ids[1], ids[0]]
+    assert [e.alert_id for e in await store.due_escalations(T0 + 99 * NS, limit=1)] == [ids[1]]
+
+
+async def test_a_save_from_a_stale_read_is_a_conflict(store: AlertStore) -> None:
+    alert_id = (await store.ingest([received()], T0)).fired[0]
+    await store.add_escalations([fresh(alert_id)], ["x"], T0)
+    [read] = await store.escalations(alert_id)
+    copy = Copy(0, 1, T0, ("a",))
+    moved = replace(read, position=2, level=0, copies=(copy,), due_at=T0 + 60 * NS)
+    saved = await store.save_escalation(moved, [("escalated", "level 0: a")], T0 + NS)
+    assert saved.version == read.version + 1
+    assert await store.escalations(alert_id) == [replace(saved, updated_at=T0 + NS)]
+    with pytest.raises(Conflict):
+        await store.save_escalation(replace(read, state="stopped"), [("x", "y")], T0 + 2 * NS)
+    [after] = await store.escalations(alert_id)
+    assert (after.state, after.copies) == ("running", (copy,))  # the stale save changed nothing
+    trail = [(e.kind, e.actor, e.detail) for e in await store.events(alert_id)]
+    assert trail[-1] == ("escalated", "escalation", "level 0: a")
+    assert ("x", "escalation", "y") not in trail
+    by_person = await store.save_escalation(replace(after, state="paused"), [("p", "q")], T0,
+                                            actor="alice")  # fmt: skip
+    assert (await store.events(alert_id))[-1].actor == "alice"
+    assert "alice" in await store.people()
+    with pytest.raises(NotFound):
+        await store.save_escalation(replace(by_person, alert_id=alert_id + 99), [], T0)
+
+
+async def test_copy_work_is_copies_to_end_or_to_post_again(store: AlertStore) -> None:
+    ids = (await store.ingest([received(fingerprint=f"{n:016x}") for n in range(4)], T0)).fired
+    copy = (Copy(0, 1, T0, ("a",)),)
+    rows = [
+        replace(fresh(ids[0]), copies=copy, reposted_at=T0),  # posted at T0: due again later
+        replace(fresh(ids[1]), copies=copy, reposted_at=T0 + 50 * NS),
+        replace(fresh(ids[2]), state="acknowledged", copies=copy, reposted_at=T0 + 50 * NS),
+        replace(fresh(ids[3]), state="stopped"),  # nothing to end
+    ]
+    await store.add_escalations(rows, ["a", "b", "c", "d"], T0)
+    assert [e.alert_id for e in await store.copy_work(T0)] == [ids[2]]
+    assert sorted(e.alert_id for e in await store.copy_work(T0 + NS)) == [ids[0], ids[2]]
+    assert await store.escalation_counts() == {("standard", "running"): 2,
+        ("standard", "acknowledged"): 1, ("standard", "stopped"): 1}  # fmt: skip
+
+
+async def test_pruning_an_alert_removes_its_escalations(store: AlertStore) -> None:
+    alert_id = (await store.ingest([received()], T0)).fired[0]
+    await store.add_escalations([fresh(alert_id)], ["x"], T0)
+    await store.ingest([received(status="resolved", ends=T0 + NS)], T0 + NS)
+    await store.set_retention_days(1)
+    assert await store.prune(T0 + 2 * 86400 * NS) == 1
+    assert await store.escalations(alert_id) == []
+    assert await store.escalation_counts() == {}

@@ -9,6 +9,7 @@ from pathlib import Path
 from bridge.store.interface import AlertStore
 from bridge.store.records import (
     DEFAULT_RETENTION_DAYS,
+    ESCALATION_STATES,
     MAX_TEXT,
     PAGE_CHARS,
     SYSTEM_ACTORS,
@@ -16,7 +17,9 @@ from bridge.store.records import (
     AlertDetail,
     AlertQuery,
     AmView,
+    Copy,
     EpisodeKey,
+    Escalation,
     Event,
     IngestResult,
     Page,
@@ -37,6 +40,7 @@ def open_store(
 
 __all__ = [
     "DEFAULT_RETENTION_DAYS",
+    "ESCALATION_STATES",
     "MAX_TEXT",
     "PAGE_CHARS",
     "SYSTEM_ACTORS",
@@ -45,7 +49,9 @@ __all__ = [
     "AlertQuery",
     "AlertStore",
     "AmView",
+    "Copy",
     "EpisodeKey",
+    "Escalation",
     "Event",
     "IngestResult",
     "Page",

@@ -27,6 +27,7 @@ from bridge.store.records import (
     AlertQuery,
     AmView,
     EpisodeKey,
+    Escalation,
     Event,
     IngestResult,
     Page,
@@ -208,6 +209,49 @@ class AlertStore(Protocol):
 
     async def save_cursor(self, consumer: str, event_id: int) -> None:
         """Remember, durably, the last event id a consumer handled."""
+        ...
+
+    # --- escalation (bridge.escalation) ---------------------------------------------------
+
+    async def add_escalations(
+        self, escalations: Sequence[Escalation], details: Sequence[str], at: int
+    ) -> int:
+        """Add the escalations an episode has not got yet (one per policy), each with an
+        "escalation_started" event of its detail; how many were new. Idempotent."""
+        ...
+
+    async def escalations(self, alert_id: int) -> list[Escalation]:
+        """An alert's escalations (none for an unknown id)."""
+        ...
+
+    async def due_escalations(self, now: int, limit: int = 500) -> list[Escalation]:
+        """Running, paused or acknowledged escalations whose due_at is at or before now,
+        earliest first."""
+        ...
+
+    async def next_escalation_due(self) -> int | None:
+        """The earliest due_at of those (None: nothing is due, ever, as things stand)."""
+        ...
+
+    async def copy_work(self, repost_before: int, limit: int = 500) -> list[Escalation]:
+        """Escalations with active copies that must be ended (acknowledged, stopped) or
+        posted again (last posted before `repost_before`)."""
+        ...
+
+    async def save_escalation(
+        self,
+        escalation: Escalation,
+        events: Sequence[tuple[str, str]],
+        at: int,
+        actor: str = "escalation",
+    ) -> Escalation:
+        """Store an escalation's new state with its events (kind, detail), if it is still
+        at the version it was read at: Conflict otherwise (NotFound if gone). Returns it at
+        its new version."""
+        ...
+
+    async def escalation_counts(self) -> dict[tuple[str, str], int]:
+        """Escalations by (policy, state)."""
         ...
 
     # --- exports ------------------------------------------------------------------------

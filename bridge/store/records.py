@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core.matchers import Matcher
+from bridge.core.policies import Policy
 from bridge.core.times import format_time
 
 #: Actors that are parts of the system, not people (exports keep them readable).
-SYSTEM_ACTORS = frozenset({"alertmanager", "local", "reconciler", "alertbridge", "evaluator"})
+SYSTEM_ACTORS = frozenset(
+    {"alertmanager", "local", "reconciler", "alertbridge", "evaluator", "escalation"}
+)
 DEFAULT_RETENTION_DAYS = 90
 #: The longest comment, note or name an action takes, in characters.
 MAX_TEXT = 10_000
@@ -205,3 +208,70 @@ class SilenceChange:
     silence_id: str | None = None  # kept as it was when None
     until: int | None = None
     event: tuple[str, str, str] | None = None  # (kind, actor, detail) to add to the trail
+
+
+#: States of an escalation. running: a step is due at due_at; paused: until due_at (None: until
+#: resumed); acknowledged: the ack times out at due_at (None: never); exhausted: every step
+#: taken, the copies stay active until acknowledgement or resolution; stopped: over.
+ESCALATION_STATES = ("running", "paused", "acknowledged", "exhausted", "stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """A copy of an alert posted to Alertmanager for one level of its escalation: the
+    alert's labels plus escalation_policy, escalation_level and escalation_round, from
+    `starts_at` (the step's due time, so that posting it again is the same alert)."""
+
+    level: int
+    round: int  # the pass through the policy since the episode began, from 1
+    starts_at: int
+    receivers: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level, "round": self.round, "starts_at": self.starts_at,
+                "receivers": list(self.receivers)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Copy:
+        return cls(raw["level"], raw["round"], raw["starts_at"], tuple(raw["receivers"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """One policy's escalation of one alert episode: the policy as it was when the episode
+    began, where it stands, and the copies posted to Alertmanager that are still active.
+
+    `position`: the next step; `repeats`: repeats from the start taken in this cycle (a
+    cycle restarts after an unacknowledgement); `round`: passes through the policy since
+    the episode began (a copy's round); `version`: bumped by every save (a save from a
+    stale read is a Conflict)."""
+
+    alert_id: int
+    policy: Policy
+    urgency: str
+    state: str
+    position: int
+    repeats: int
+    round: int
+    due_at: int | None
+    level: int  # the highest level reached, -1: none yet
+    copies: tuple[Copy, ...]
+    reposted_at: int | None
+    version: int
+    updated_at: int
+    paused_state: str | None = None  # the state a pause interrupted
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "policy": self.policy.name,
+            "urgency": self.urgency,
+            "state": self.state,
+            "level": self.level,
+            "levels": self.policy.levels,
+            "next_step": self.position,
+            "round": self.round,
+            "due_at": format_time(self.due_at),
+            "copies": [{**c.to_json(), "starts_at": format_time(c.starts_at)} for c in self.copies],
+            "updated_at": format_time(self.updated_at),
+        }

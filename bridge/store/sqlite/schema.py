@@ -128,6 +128,32 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT OR IGNORE INTO people SELECT assignee FROM alerts WHERE assignee IS NOT NULL;
     INSERT OR IGNORE INTO people SELECT acked_by FROM alerts WHERE acked_by IS NOT NULL;
     """,
+    # 7: escalations (bridge.escalation): one row per (episode, policy), the policy copied
+    #    as JSON when the episode began; the engine's due work found by the partial indexes
+    """
+    CREATE TABLE escalations (
+        alert_id INTEGER NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+        policy TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        urgency TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('running', 'paused', 'acknowledged', 'exhausted', 'stopped')),
+        paused_state TEXT,
+        position INTEGER NOT NULL,
+        repeats INTEGER NOT NULL,
+        round INTEGER NOT NULL,
+        due_at INTEGER,
+        level INTEGER NOT NULL,
+        copies TEXT NOT NULL,
+        reposted_at INTEGER,
+        version INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (alert_id, policy)
+    ) WITHOUT ROWID;
+    CREATE INDEX escalations_due ON escalations (due_at)
+        WHERE due_at IS NOT NULL AND state IN ('running', 'paused', 'acknowledged');
+    CREATE INDEX escalations_copies ON escalations (reposted_at) WHERE copies != '[]';
+    """,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,13 +19,14 @@ from bridge.store.records import (
     AlertQuery,
     AmView,
     EpisodeKey,
+    Escalation,
     Event,
     IngestResult,
     Page,
     SilenceChange,
     StoredAlert,
 )
-from bridge.store.sqlite import actions, columnar, queries
+from bridge.store.sqlite import actions, columnar, escalations, queries
 from bridge.store.sqlite.database import Database, Job
 from bridge.store.sqlite.ingest import IngestJob
 from bridge.store.sqlite.writer import Writer
@@ -226,6 +228,38 @@ class SqliteStore:
 
     async def save_cursor(self, consumer: str, event_id: int) -> None:
         await self._write(actions.save_cursor(consumer, event_id))
+
+    # --- escalation -----------------------------------------------------------------------
+
+    async def add_escalations(
+        self, escalations_: Sequence[Escalation], details: Sequence[str], at: int
+    ) -> int:
+        return await self._write(escalations.add(escalations_, details, at)) if escalations_ else 0
+
+    async def escalations(self, alert_id: int) -> list[Escalation]:
+        return await self._read(lambda c: escalations.of_alert(c, alert_id))
+
+    async def due_escalations(self, now: int, limit: int = 500) -> list[Escalation]:
+        return await self._read(lambda c: escalations.due(c, now, limit))
+
+    async def next_escalation_due(self) -> int | None:
+        return await self._read(escalations.next_due)
+
+    async def copy_work(self, repost_before: int, limit: int = 500) -> list[Escalation]:
+        return await self._read(lambda c: escalations.copy_work(c, repost_before, limit))
+
+    async def save_escalation(
+        self,
+        escalation: Escalation,
+        events: Sequence[tuple[str, str]],
+        at: int,
+        actor: str = "escalation",
+    ) -> Escalation:
+        version = await self._write(escalations.save(escalation, events, at, actor))
+        return replace(escalation, version=version, updated_at=at)
+
+    async def escalation_counts(self) -> dict[tuple[str, str], int]:
+        return await self._read(escalations.counts)
 
     # --- exports ------------------------------------------------------------------------
 

@@ -1,0 +1,143 @@
+"""Escalation state (migration 7): reads, and the writes as writer jobs. The transitions
+themselves are the engine's (bridge.escalation.engine); a save names the version it read,
+so that a save from a stale read fails instead of undoing a change made in between."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bridge.core.errors import Conflict, NotFound
+from bridge.core.policies import Policy
+from bridge.store.records import Copy, Escalation
+from bridge.store.sqlite.actions import add_event
+from bridge.store.sqlite.database import Job
+from bridge.store.sqlite.queries import get_alert
+
+ACTOR = "escalation"
+_COLUMNS = (
+    "alert_id, policy, plan, urgency, state, position, repeats, round, due_at, level, copies,"
+    " reposted_at, version, updated_at, paused_state"
+)
+
+
+def _row(row: Sequence[Any]) -> Escalation:
+    (alert_id, _policy, plan, urgency, state, position, repeats, rnd, due_at, level, copies,
+     reposted_at, version, updated_at, paused_state) = row  # fmt: skip
+    return Escalation(
+        alert_id=alert_id,
+        policy=Policy.from_json(orjson.loads(plan)),
+        urgency=urgency,
+        state=state,
+        position=position,
+        repeats=repeats,
+        round=rnd,
+        due_at=due_at,
+        level=level,
+        copies=tuple(Copy.from_json(c) for c in orjson.loads(copies)),
+        reposted_at=reposted_at,
+        version=version,
+        updated_at=updated_at,
+        paused_state=paused_state,
+    )
+
+
+def _copies(esc: Escalation) -> str:
+    return orjson.dumps([c.to_json() for c in esc.copies]).decode()
+
+
+def of_alert(conn: sqlite3.Connection, alert_id: int) -> list[Escalation]:
+    sql = f"SELECT {_COLUMNS} FROM escalations WHERE alert_id = ? ORDER BY policy"  # noqa: S608
+    return [_row(r) for r in conn.execute(sql, (alert_id,))]
+
+
+def due(conn: sqlite3.Connection, now: int, limit: int) -> list[Escalation]:
+    sql = (
+        f"SELECT {_COLUMNS} FROM escalations"  # noqa: S608 - a constant column list
+        " WHERE due_at IS NOT NULL AND state IN ('running', 'paused', 'acknowledged')"
+        " AND due_at <= ? ORDER BY due_at LIMIT ?"
+    )
+    return [_row(r) for r in conn.execute(sql, (now, limit))]
+
+
+def next_due(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute(
+        "SELECT min(due_at) FROM escalations"
+        " WHERE due_at IS NOT NULL AND state IN ('running', 'paused', 'acknowledged')"
+    ).fetchone()
+    value: int | None = row[0]
+    return value
+
+
+def copy_work(conn: sqlite3.Connection, repost_before: int, limit: int) -> list[Escalation]:
+    """Escalations whose copies must be ended (acknowledged, stopped) or posted again."""
+    sql = (
+        f"SELECT {_COLUMNS} FROM escalations WHERE copies != '[]' AND ("  # noqa: S608
+        " state IN ('acknowledged', 'stopped') OR reposted_at IS NULL OR reposted_at < ?)"
+        " ORDER BY reposted_at LIMIT ?"
+    )
+    return [_row(r) for r in conn.execute(sql, (repost_before, limit))]
+
+
+def counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """Escalations by (policy, state)."""
+    sql = "SELECT policy, state, count(*) FROM escalations GROUP BY 1, 2"
+    return {(p, s): n for p, s, n in conn.execute(sql)}
+
+
+def add(escalations: Sequence[Escalation], details: Sequence[str], at: int) -> Job[int]:
+    """Job: insert the escalations an episode does not have yet, each with its event; how
+    many were new (a repeated start adds nothing)."""
+
+    def job(conn: sqlite3.Connection) -> int:
+        added = 0
+        for esc, detail in zip(escalations, details, strict=True):
+            get_alert(conn, esc.alert_id)  # NotFound
+            cursor = conn.execute(
+                f"INSERT INTO escalations ({_COLUMNS}) VALUES"  # noqa: S608 - constant columns
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (alert_id, policy) DO NOTHING",
+                (esc.alert_id, esc.policy.name, orjson.dumps(esc.policy.to_json()).decode(),
+                 esc.urgency, esc.state, esc.position, esc.repeats, esc.round, esc.due_at,
+                 esc.level, _copies(esc), esc.reposted_at, esc.version, at, esc.paused_state),
+            )  # fmt: skip
+            if cursor.rowcount:
+                added += 1
+                add_event(conn, esc.alert_id, at, "escalation_started", ACTOR, detail)
+        return added
+
+    return job
+
+
+def save(esc: Escalation, events: Sequence[tuple[str, str]], at: int, actor: str) -> Job[int]:
+    """Job: store an escalation's new state if it is still at `esc.version` (Conflict if it
+    changed since it was read), with its events; the new version."""
+
+    def job(conn: sqlite3.Connection) -> int:
+        cursor = conn.execute(
+            "UPDATE escalations SET state = ?, position = ?, repeats = ?, round = ?,"
+            " due_at = ?, level = ?, copies = ?, reposted_at = ?, version = version + 1,"
+            " updated_at = ?, paused_state = ?, urgency = ?"
+            " WHERE alert_id = ? AND policy = ? AND version = ?",
+            (esc.state, esc.position, esc.repeats, esc.round, esc.due_at, esc.level,
+             _copies(esc), esc.reposted_at, at, esc.paused_state, esc.urgency, esc.alert_id,
+             esc.policy.name, esc.version),
+        )  # fmt: skip
+        if not cursor.rowcount:
+            exists = conn.execute(
+                "SELECT 1 FROM escalations WHERE alert_id = ? AND policy = ?",
+                (esc.alert_id, esc.policy.name),
+            ).fetchone()
+            if exists is None:
+                raise NotFound(f"alert {esc.alert_id} has no escalation {esc.policy.name}")
+            raise Conflict(
+                f"escalation {esc.policy.name} of alert {esc.alert_id} changed meanwhile"
+            )
+        for kind, detail in events:
+            add_event(conn, esc.alert_id, at, kind, actor, detail)
+        return esc.version + 1
+
+    return job
