@@ -17,6 +17,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"ingest"}),
     frozenset({"store"}),
     frozenset({"alertmanager", "telemetry", "export", "feed", "config"}),
+    frozenset({"escalation"}),
     frozenset({"generate"}),
     frozenset({"http"}),
     frozenset({"cli"}),

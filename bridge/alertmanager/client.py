@@ -88,6 +88,10 @@ class AlertmanagerClient:
             raise AlertmanagerError("unexpected answer to GET /api/v2/alerts")
         return result
 
+    async def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        """Inject alerts (POST /api/v2/alerts), as Prometheus does."""
+        await self._request("POST", "/api/v2/alerts", list(alerts))
+
     async def started_at(self) -> int:
         """When this replica started (GET /api/v2/status `uptime`, an RFC 3339 time), ns."""
         result = await self._request("GET", "/api/v2/status")
@@ -167,6 +171,22 @@ class AlertmanagerCluster:
             lambda c: c.create_silence(labels, starts_at, ends_at, created_by, comment,
                                        silence_id),
         )  # fmt: skip
+
+    async def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> int:
+        """Post alerts to every replica, as Prometheus does (replicas do not gossip alerts,
+        only the notification log): how many took them; AlertmanagerError when none did."""
+
+        async def one(client: AlertmanagerClient) -> str | None:
+            try:
+                await client.post_alerts(alerts)
+            except AlertmanagerError as exc:
+                return f"{client.base}: {exc}"
+            return None
+
+        errors = [e for e in await asyncio.gather(*(one(c) for c in self.clients)) if e]
+        if len(errors) == len(self.clients):
+            raise AlertmanagerError(f"post alerts: no Alertmanager took them ({'; '.join(errors)})")
+        return len(self.clients) - len(errors)
 
     async def expire_silence(self, silence_id: str) -> None:
         """Expire a silence: done on the first replica that knows it (gossip spreads it), or

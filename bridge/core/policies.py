@@ -39,6 +39,14 @@ _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HOURS_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 URGENCIES = ("high", "low")
+#: Labels a copy of an alert posted for an escalation level carries besides the alert's own;
+#: the generated routes send it by them, and the webhook receiver never stores it.
+LABEL_POLICY, LABEL_LEVEL, LABEL_ROUND = "escalation_policy", "escalation_level", "escalation_round"
+
+
+def is_copy(labels: Mapping[str, str]) -> bool:
+    """Whether an alert is one of the bridge's escalation copies."""
+    return LABEL_LEVEL in labels and LABEL_POLICY in labels
 
 
 @dataclass(frozen=True, slots=True)

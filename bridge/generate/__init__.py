@@ -52,7 +52,7 @@ def render_all(settings: Settings) -> Artifacts:
             prom.scrape_target,
             prom.alertmanager_target,
         ),
-        ALERTMANAGER_PATH: render_alertmanager(rules, settings.alertmanager),
+        ALERTMANAGER_PATH: render_alertmanager(rules, settings.alertmanager, settings.escalation),
         DATASOURCES_PATH: render_datasources(
             prom.url or "http://127.0.0.1:9090",
             settings.alertmanager.url or "http://127.0.0.1:9093",

@@ -6,12 +6,15 @@ from itertools import combinations
 from typing import Any
 
 from bridge.config import BRIDGE_RECEIVER, AlertmanagerSettings, Receiver
-from bridge.core.model import AlertRule
+from bridge.core.model import AlertRule, Severity
+from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, EscalationSettings
 from bridge.core.rules import rules_by_metric
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
 
 GROUP_BY = ["alertname", "job", "instance"]
+#: The receiver of escalation copies no level receiver takes (their severities): nothing.
+NULL_RECEIVER = "alertbridge-escalation-none"
 INHIBIT_EQUAL = ["metric", "instance"]
 
 
@@ -24,11 +27,67 @@ def _severity_matcher(receiver: Receiver) -> str:
     return "severity=~" + '"' + "|".join(s.value for s in receiver.severities) + '"'
 
 
-def routed_receivers(rule: AlertRule, settings: AlertmanagerSettings) -> list[str]:
+def direct_receivers(
+    settings: AlertmanagerSettings, escalation: EscalationSettings | None
+) -> list[Receiver]:
+    """Receivers reached by severity: those no escalation policy names (a receiver a policy
+    names is reached through its level only, or level 0 would notify it twice)."""
+    used = {n for p in escalation.policies for n in p.receivers()} if escalation else set()
+    return [r for r in settings.receivers if r.name not in used]
+
+
+def routed_receivers(
+    rule: AlertRule, settings: AlertmanagerSettings, escalation: EscalationSettings | None = None
+) -> list[str]:
     """Receivers an alert of `rule` reaches, in the order amtool reports them."""
     names = [BRIDGE_RECEIVER]
-    names += [r.name for r in settings.receivers if rule.severity in r.severities]
+    names += [r.name for r in direct_receivers(settings, escalation)
+              if rule.severity in r.severities]  # fmt: skip
     return names
+
+
+def level_receivers(
+    escalation: EscalationSettings, settings: AlertmanagerSettings
+) -> list[tuple[str, int, list[Receiver]]]:
+    """(policy, level, receivers) for every level of every policy."""
+    by_name = {r.name: r for r in settings.receivers}
+    out = []
+    for policy in escalation.policies:
+        notify = [s for s in policy.steps if s.kind == "notify"]
+        for level, step in enumerate(notify):
+            out.append((policy.name, level, [by_name[n] for n in step.receivers]))
+    return out
+
+
+def copy_receivers(receivers: list[Receiver], severity: Severity) -> list[str]:
+    """Which of a level's receivers an escalation copy of this severity reaches, as amtool
+    reports them (the null receiver when none takes it)."""
+    names = [r.name for r in receivers if severity in r.severities]
+    return names or [NULL_RECEIVER]
+
+
+def escalation_routes(
+    escalation: EscalationSettings, settings: AlertmanagerSettings
+) -> list[dict[str, Any]]:
+    """A route per policy level, ahead of the others and not continuing: copies go to the
+    level's receivers (each within its severities) and nowhere else. Each copy is a group
+    of its own (group_by: ['...']) notified at once (group_wait 0s)."""
+    routes = []
+    for policy, level, receivers in level_receivers(escalation, settings):
+        routes.append(
+            {
+                "matchers": [_matcher(LABEL_POLICY, policy), _matcher(LABEL_LEVEL, str(level))],
+                "receiver": NULL_RECEIVER,
+                "group_by": ["..."],
+                "group_wait": "0s",
+                "continue": False,
+                "routes": [
+                    {"matchers": [_severity_matcher(r)], "receiver": r.name, "continue": True}
+                    for r in receivers
+                ],
+            }
+        )
+    return routes
 
 
 def inhibit_rules(rules: list[AlertRule]) -> list[dict[str, Any]]:
@@ -48,9 +107,14 @@ def inhibit_rules(rules: list[AlertRule]) -> list[dict[str, Any]]:
     return out
 
 
-def render_alertmanager(rules: list[AlertRule], settings: AlertmanagerSettings) -> str:
-    """`alertmanager.yml` for the enabled rules."""
-    routes: list[dict[str, Any]] = []
+def render_alertmanager(
+    rules: list[AlertRule],
+    settings: AlertmanagerSettings,
+    escalation: EscalationSettings | None = None,
+) -> str:
+    """`alertmanager.yml` for the enabled rules (and the escalation policies' levels)."""
+    escalation = escalation or EscalationSettings()
+    routes: list[dict[str, Any]] = escalation_routes(escalation, settings)
     for rule in rules:
         if not rule.enabled:
             continue
@@ -63,7 +127,7 @@ def render_alertmanager(rules: list[AlertRule], settings: AlertmanagerSettings) 
                 "continue": True,
             }
         )
-    for receiver in settings.receivers:
+    for receiver in direct_receivers(settings, escalation):
         routes.append(
             {"matchers": [_severity_matcher(receiver)], "receiver": receiver.name, "continue": True}
         )
@@ -88,6 +152,8 @@ def render_alertmanager(rules: list[AlertRule], settings: AlertmanagerSettings) 
         receivers.append(
             {"name": receiver.name, f"{receiver.type}_configs": [dict(receiver.config)]}
         )
+    if escalation.policies:
+        receivers.append({"name": NULL_RECEIVER})
     doc = {
         "route": {
             "receiver": BRIDGE_RECEIVER,

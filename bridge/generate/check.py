@@ -8,9 +8,11 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.core.expressions import alert_labels
+from bridge.core.model import Severity
+from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND
 from bridge.core.tools import run_tool
 from bridge.generate import ALERTMANAGER_PATH, PROMETHEUS_PATH, RULES_PATH, TESTS_PATH
-from bridge.generate.alertmanager import routed_receivers
+from bridge.generate.alertmanager import copy_receivers, level_receivers, routed_receivers
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ def run_checks(settings: Settings, root: Path) -> Iterator[CheckResult]:
     run = run_tool("amtool", "check-config", str(am))
     yield CheckResult(f"amtool check-config {ALERTMANAGER_PATH}", run.ok, _quiet(run.output))
     for rule in settings.rules.enabled:
-        expected = routed_receivers(rule, settings.alertmanager)
+        expected = routed_receivers(rule, settings.alertmanager, settings.escalation)
         labels = {"alertname": rule.name, **alert_labels(rule)}
         run = run_tool(
             "amtool",
@@ -57,3 +59,24 @@ def run_checks(settings: Settings, root: Path) -> Iterator[CheckResult]:
             run.ok,
             _quiet(run.output),
         )
+    yield from _escalation_checks(settings, am)
+
+
+def _escalation_checks(settings: Settings, am: Path) -> Iterator[CheckResult]:
+    """Each level's copies reach the level's receivers that take their severity, only."""
+    for policy, level, receivers in level_receivers(settings.escalation, settings.alertmanager):
+        for severity in Severity:
+            expected = copy_receivers(receivers, severity)
+            labels = {"alertname": "any", "severity": severity.value,
+                      LABEL_POLICY: policy, LABEL_LEVEL: str(level), LABEL_ROUND: "1"}  # fmt: skip
+            run = run_tool(
+                "amtool", "config", "routes", "test", f"--config.file={am}",
+                f"--verify.receivers={','.join(expected)}",
+                *(f"{k}={v}" for k, v in labels.items()),
+            )  # fmt: skip
+            yield CheckResult(
+                f"amtool config routes test {policy} level {level} {severity.value}"
+                f" -> {','.join(expected)}",
+                run.ok,
+                _quiet(run.output),
+            )

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bridge.config import Secret
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
+from bridge.core.policies import is_copy
 from bridge.core.times import now_ns
 from bridge.http.errors import HttpError, status_of
 from bridge.http.keys import METRICS, RECONCILER, SETTINGS, STORE
@@ -25,7 +26,7 @@ from bridge.http.util import (
     tokens_equal,
 )
 from bridge.ingest.webhook import parse_notification
-from bridge.store import AlertStore, Event, StoredAlert
+from bridge.store import AlertStore, Event, IngestResult, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
 
 routes = web.RouteTableDef()
@@ -60,8 +61,13 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         check_webhook_auth(request, settings.server.webhook_token)
         raw = await read_body(request)
         notification = parse_notification(decode_json(raw), settings.limits, len(raw))
+        # The escalation's own copies (routed here only when no level receiver takes
+        # them, or by a hand-written route) are never stored as alerts of their own.
+        alerts = [a for a in notification.alerts if not is_copy(a.labels)]
+        if len(alerts) < len(notification.alerts):
+            metrics.copies_ignored.inc(len(notification.alerts) - len(alerts))
         try:
-            result = await app[STORE].ingest(notification.alerts, now_ns())
+            result = await app[STORE].ingest(alerts, now_ns()) if alerts else IngestResult()
         except StoreError:
             metrics.store_errors.labels(operation="ingest").inc()
             raise

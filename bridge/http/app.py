@@ -17,10 +17,12 @@ from bridge.config import Settings
 from bridge.core.errors import StoreError
 from bridge.core.model import Severity
 from bridge.core.times import now_ns
+from bridge.escalation.engine import Escalator
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.notify import CONSUMER, Notifier
 from bridge.http import api
 from bridge.http.keys import (
+    ESCALATOR,
     FEED,
     GUARD,
     METRICS,
@@ -243,11 +245,21 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
             on_round=lambda outcome: app[METRICS].reconcile_rounds.labels(outcome=outcome).inc(),
         )
         app[RECONCILER] = reconciler
-        task = asyncio.create_task(reconciler.run_forever(am.reconcile_interval))
+        tasks = [asyncio.create_task(reconciler.run_forever(am.reconcile_interval))]
+        if settings.escalation.policies:
+            escalator = app[ESCALATOR] = Escalator(
+                app[STORE], settings.escalation, AlertmanagerCluster.of(am.urls, session)
+            )
+            app[METRICS].escalations.source = lambda: escalator.steps_taken
+            await escalator.consumer.start()
+            tasks.append(
+                asyncio.create_task(escalator.run_forever(), name="alertbridge-escalation")
+            )
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
@@ -326,6 +338,11 @@ def create_app(
         app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune))
         if not settings.alertmanager.urls:
             app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app)))
+            if settings.escalation.policies:
+                log.warning(
+                    "escalation policies are configured but no Alertmanager is: nothing"
+                    " escalates (escalation delivers through Alertmanager's receivers)"
+                )
         else:
             app.cleanup_ctx.append(alertmanager_ctx)
     return app

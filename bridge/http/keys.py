@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
+from bridge.escalation.engine import Escalator
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.notify import Notifier
 from bridge.http.selfmetrics import BridgeMetrics
@@ -23,4 +24,5 @@ STORE = web.AppKey("store", AlertStore)
 FEED = web.AppKey("feed", FeedConsumer)
 NOTIFIER = web.AppKey("notifier", Notifier)
 RECONCILER = web.AppKey("reconciler", Reconciler)
+ESCALATOR = web.AppKey("escalator", Escalator)
 GUARD = web.AppKey("guard", ConnectionGuard)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import platform
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bridge import __version__
@@ -90,6 +90,32 @@ class StoredAlerts(Collector):
         yield family
 
 
+class EscalationSteps(Collector):
+    """alertbridge_escalations_total{policy,level}: escalation steps taken (copies posted
+    to Alertmanager) since start, read from the engine at scrape time.
+
+    >>> c = EscalationSteps()
+    >>> c.source = lambda: {("standard", "1"): 3}
+    >>> [(s.labels, s.value) for m in c.collect() for s in m.samples if s.name.endswith("total")]
+    [({'policy': 'standard', 'level': '1'}, 3.0)]
+    """
+
+    NAME = "alertbridge_escalations"
+    HELP = "Escalation steps taken (a level's copy posted to Alertmanager), by policy and level."
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[tuple[str, str], int]] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.NAME, self.HELP, labels=["policy", "level"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=["policy", "level"])
+        for (policy, level), count in sorted((self.source or dict)().items()):
+            family.add_metric([policy, level], count)
+        yield family
+
+
 class BridgeMetrics:
     """Webhook, store and API metrics of the bridge itself.
 
@@ -143,6 +169,14 @@ class BridgeMetrics:
             registry=registry,
         )
         self.truncations = TruncationWatch(self.alerts_truncated)
+        self.copies_ignored = Counter(
+            "alertbridge_escalation_copies_ignored",
+            "Escalation copies the webhook received and did not store (no level receiver"
+            " took them, or a route of the operator's sent them to the bridge).",
+            registry=registry,
+        )
+        self.escalations = EscalationSteps()
+        registry.register(self.escalations)
         self.reconcile_rounds = Counter(
             "alertbridge_reconcile_rounds",
             "Reconcile rounds with Alertmanager by outcome: trusted (a replica up for longer"

@@ -260,6 +260,8 @@ class Escalation:
     version: int
     updated_at: int
     paused_state: str | None = None  # the state a pause interrupted
+    event_id: int = 0  # the last event of the feed applied to it (replays are skipped)
+    forced: int | None = None  # an operator's level: this step is taken whatever its window
 
     def to_json(self) -> dict[str, Any]:
         return {

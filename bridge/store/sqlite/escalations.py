@@ -20,13 +20,13 @@ from bridge.store.sqlite.queries import get_alert
 ACTOR = "escalation"
 _COLUMNS = (
     "alert_id, policy, plan, urgency, state, position, repeats, round, due_at, level, copies,"
-    " reposted_at, version, updated_at, paused_state"
+    " reposted_at, version, updated_at, paused_state, event_id, forced"
 )
 
 
 def _row(row: Sequence[Any]) -> Escalation:
     (alert_id, _policy, plan, urgency, state, position, repeats, rnd, due_at, level, copies,
-     reposted_at, version, updated_at, paused_state) = row  # fmt: skip
+     reposted_at, version, updated_at, paused_state, event_id, forced) = row  # fmt: skip
     return Escalation(
         alert_id=alert_id,
         policy=Policy.from_json(orjson.loads(plan)),
@@ -42,6 +42,8 @@ def _row(row: Sequence[Any]) -> Escalation:
         version=version,
         updated_at=updated_at,
         paused_state=paused_state,
+        event_id=event_id,
+        forced=forced,
     )
 
 
@@ -98,11 +100,12 @@ def add(escalations: Sequence[Escalation], details: Sequence[str], at: int) -> J
             get_alert(conn, esc.alert_id)  # NotFound
             cursor = conn.execute(
                 f"INSERT INTO escalations ({_COLUMNS}) VALUES"  # noqa: S608 - constant columns
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (alert_id, policy) DO NOTHING",
                 (esc.alert_id, esc.policy.name, orjson.dumps(esc.policy.to_json()).decode(),
                  esc.urgency, esc.state, esc.position, esc.repeats, esc.round, esc.due_at,
-                 esc.level, _copies(esc), esc.reposted_at, esc.version, at, esc.paused_state),
+                 esc.level, _copies(esc), esc.reposted_at, esc.version, at, esc.paused_state,
+                 esc.event_id, esc.forced),
             )  # fmt: skip
             if cursor.rowcount:
                 added += 1
@@ -120,10 +123,11 @@ def save(esc: Escalation, events: Sequence[tuple[str, str]], at: int, actor: str
         cursor = conn.execute(
             "UPDATE escalations SET state = ?, position = ?, repeats = ?, round = ?,"
             " due_at = ?, level = ?, copies = ?, reposted_at = ?, version = version + 1,"
-            " updated_at = ?, paused_state = ?, urgency = ?"
+            " updated_at = ?, paused_state = ?, urgency = ?, event_id = ?, forced = ?"
             " WHERE alert_id = ? AND policy = ? AND version = ?",
             (esc.state, esc.position, esc.repeats, esc.round, esc.due_at, esc.level,
-             _copies(esc), esc.reposted_at, at, esc.paused_state, esc.urgency, esc.alert_id,
+             _copies(esc), esc.reposted_at, at, esc.paused_state, esc.urgency, esc.event_id,
+             esc.forced, esc.alert_id,
              esc.policy.name, esc.version),
         )  # fmt: skip
         if not cursor.rowcount:

@@ -148,6 +148,8 @@ MIGRATIONS: tuple[str, ...] = (
         reposted_at INTEGER,
         version INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
+        event_id INTEGER NOT NULL,
+        forced INTEGER,
         PRIMARY KEY (alert_id, policy)
     ) WITHOUT ROWID;
     CREATE INDEX escalations_due ON escalations (due_at)

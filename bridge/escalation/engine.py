@@ -1,0 +1,326 @@
+"""The escalation engine: follows the feed of changes (a new or reopened episode starts its
+policies, an acknowledgement stops them, an unacknowledgement starts them again, a
+resolution ends them), takes the steps that are due, and keeps the copies of the alert it
+posted to Alertmanager alive (posted again every repost interval) until they are ended.
+
+Alertmanager delivers; the bridge decides when. A level's copy is the alert's labels plus
+escalation_policy, escalation_level and escalation_round, posted to every replica; the
+generated alertmanager.yml routes those labels to the level's receivers. Since a copy's
+startsAt is its step's due time, posting it again is the same alert to Alertmanager, which
+de-duplicates: a step taken, posted, and not saved before a crash is taken again after the
+restart without a second notification. A save names the version it read: a step computed
+from a state an acknowledgement changed meanwhile is not saved, and its copies are ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from bridge.core.errors import AlertmanagerError, Conflict, NotFound
+from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND, EscalationSettings
+from bridge.core.times import NS, format_duration, format_micros
+from bridge.escalation import transitions
+from bridge.escalation.transitions import Move
+from bridge.feed.consumer import FeedConsumer
+from bridge.store import AlertStore, Copy, Escalation, Event, StoredAlert
+
+log = logging.getLogger(__name__)
+#: The consumer name under which the engine keeps its position in the feed.
+CONSUMER = "escalation"
+ACTOR = "escalation"
+
+
+class Poster(Protocol):
+    """Where copies go: Alertmanager's API v2 on every replica (AlertmanagerCluster)."""
+
+    async def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> int: ...
+
+
+def copy_labels(alert: StoredAlert, esc: Escalation, copy: Copy) -> dict[str, str]:
+    return {
+        **alert.labels,
+        LABEL_POLICY: esc.policy.name,
+        LABEL_LEVEL: str(copy.level),
+        LABEL_ROUND: str(copy.round),
+    }
+
+
+def copy_body(alert: StoredAlert, esc: Escalation, copy: Copy, ends_at: int) -> dict[str, Any]:
+    """The copy as Alertmanager's API v2 takes it. Annotations carry the bridge's alert id
+    and the level, for templates."""
+    return {
+        "labels": copy_labels(alert, esc, copy),
+        "annotations": {
+            **alert.annotations,
+            "alertbridge_id": str(alert.id),
+            "escalation": f"level {copy.level} of {esc.policy.name}",
+        },
+        "startsAt": format_micros(copy.starts_at),
+        "endsAt": format_micros(ends_at),
+        "generatorURL": alert.generator_url,
+    }
+
+
+class Escalator:
+    """Runs the escalations of one store.
+
+    `tick()` does the due work once (tests call it with a virtual clock); `run_forever()`
+    follows the feed and ticks whenever something is due.
+    """
+
+    def __init__(
+        self,
+        store: AlertStore,
+        settings: EscalationSettings,
+        poster: Poster,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        poll: float = 1.0,
+        retry: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.poster = poster
+        self.clock = clock
+        self.poll = poll
+        self.retry = retry
+        self.consumer = FeedConsumer(store, CONSUMER, self.handle, poll=poll, retry=retry)
+        self.wake = asyncio.Event()
+        #: Steps taken since start, by (policy, level): alertbridge_escalations_total.
+        self.steps_taken: dict[tuple[str, str], int] = {}
+        self.post_failures = 0
+        self.lateness: list[float] = []  # seconds behind due of the last steps (bounded)
+
+    # --- the feed -----------------------------------------------------------------------
+
+    async def handle(self, events: Sequence[Event]) -> None:
+        """The feed consumer's handler: each change applied to the alert's escalations."""
+        wanted = [e for e in events if e.kind in _HANDLED]
+        if not wanted:
+            return
+        ids = list(dict.fromkeys(e.alert_id for e in wanted))
+        alerts = {a.id: a for a in await self.store.get_alerts(ids)}
+        for event in wanted:
+            alert = alerts.get(event.alert_id)
+            if alert is None:
+                continue  # pruned since
+            if event.kind in ("fired", "reopened"):
+                await self._start(alert, event)
+            await self._apply(event)
+        self.wake.set()
+
+    async def _start(self, alert: StoredAlert, event: Event) -> None:
+        chosen = self.settings.select(alert.labels)
+        if not chosen:
+            return
+        fresh = [transitions.start(alert.id, s.policy, s.urgency, event.at, event.id)
+                 for s in chosen]  # fmt: skip
+        details = [f"policy {s.policy.name} ({s.why}), urgency {s.urgency}" for s in chosen]
+        await self.store.add_escalations(fresh, details, event.at)
+
+    async def _apply(self, event: Event) -> None:
+        for _ in range(10):  # a save that lost a race is done again from a new read
+            try:
+                for esc in await self.store.escalations(event.alert_id):
+                    if esc.event_id >= event.id:
+                        continue  # applied already (the feed delivers at least once)
+                    move = _on_event(esc, event)
+                    await self._save(replace(move, escalation=replace(
+                        move.escalation, event_id=event.id)))  # fmt: skip
+                return
+            except Conflict:
+                continue
+
+    # --- due work -------------------------------------------------------------------------
+
+    async def tick(self) -> int | None:
+        """Take the due steps, end or post again the copies that need it; when the next
+        step is due (None: nothing is)."""
+        now = self.clock()
+        for esc in await self.store.due_escalations(now):
+            with contextlib.suppress(Conflict, NotFound):
+                await self._due(esc, now)
+        await self._copies(now)
+        return await self.store.next_escalation_due()
+
+    async def _due(self, esc: Escalation, now: int) -> None:
+        if esc.state == "running":
+            move = transitions.advance(esc, now)
+            if move.new_copies and esc.due_at is not None:
+                self._late(now - esc.due_at)
+            await self._save(move)
+        elif esc.state == "paused":  # the pause ran out: what it held is due at once
+            resumed = await self._save(transitions.resumed(esc, now))
+            if resumed is not None and resumed.state == "running":
+                await self._due(resumed, now)
+        elif esc.state == "acknowledged":  # the acknowledgement timed out
+            timeout = format_duration(esc.policy.ack_timeout)
+            with contextlib.suppress(Conflict):  # no longer acknowledged: nothing to withdraw
+                await self.store.unacknowledge(
+                    esc.alert_id, ACTOR, f"acknowledgement timed out after {timeout}", now
+                )
+            # The unacknowledgement comes back through the feed and restarts escalation;
+            # until then nothing is due here.
+            await self.store.save_escalation(replace(esc, due_at=None), [], now)
+
+    def _late(self, lateness_ns: int) -> None:
+        self.lateness.append(lateness_ns / NS)
+        if len(self.lateness) > 100_000:
+            del self.lateness[:50_000]
+
+    async def _save(self, move: Move) -> Escalation | None:
+        """Post the move's new copies, then save it; on a lost race, end those copies unless
+        the escalation is still running (then the step is taken again, the same copies)."""
+        esc = move.escalation
+        alert: StoredAlert | None = None
+        if move.new_copies:
+            alert = await self.store.get_alert(esc.alert_id)
+            now = self.clock()
+            until = now + 4 * self.settings.repost_interval * NS
+            bodies = [copy_body(alert, esc, c, until) for c in move.new_copies]
+            try:
+                await self.poster.post_alerts(bodies)
+            except AlertmanagerError as exc:
+                self.post_failures += 1
+                log.warning("escalation of alert %d: %s; retrying", esc.alert_id, exc)
+                return None  # not saved: the step stays due and is taken again
+            esc = replace(esc, reposted_at=now)
+        if esc == move.escalation and not move.events and not move.new_copies:
+            return esc  # nothing changed
+        try:
+            saved = await self.store.save_escalation(esc, move.events, self.clock())
+        except Conflict:
+            if move.new_copies and alert is not None:
+                states = [e.state for e in await self.store.escalations(esc.alert_id)
+                          if e.policy.name == esc.policy.name]  # fmt: skip
+                if states != ["running"]:
+                    await self._end(alert, esc, move.new_copies)
+            raise
+        for copy in move.new_copies:
+            key = (esc.policy.name, str(copy.level))
+            self.steps_taken[key] = self.steps_taken.get(key, 0) + 1
+        return saved
+
+    async def _copies(self, now: int) -> None:
+        before = now - self.settings.repost_interval * NS
+        work = await self.store.copy_work(before)
+        if not work:
+            return
+        alerts = {a.id: a for a in await self.store.get_alerts([e.alert_id for e in work])}
+        for esc in work:
+            alert = alerts.get(esc.alert_id)
+            if alert is None:
+                continue
+            ending = esc.state in ("acknowledged", "stopped")
+            until = now if ending else now + 4 * self.settings.repost_interval * NS
+            try:
+                await self.poster.post_alerts([copy_body(alert, esc, c, until)
+                                               for c in esc.copies])  # fmt: skip
+            except AlertmanagerError as exc:
+                self.post_failures += 1
+                log.warning("copies of alert %d: %s; retrying", esc.alert_id, exc)
+                continue
+            changed = replace(esc, copies=()) if ending else replace(esc, reposted_at=now)
+            with contextlib.suppress(Conflict, NotFound):
+                await self.store.save_escalation(changed, [], now)
+
+    async def _end(self, alert: StoredAlert, esc: Escalation, copies: Sequence[Copy]) -> None:
+        now = self.clock()
+        with contextlib.suppress(AlertmanagerError):
+            await self.poster.post_alerts([copy_body(alert, esc, c, now) for c in copies])
+
+    # --- operators' overrides -------------------------------------------------------------
+
+    async def override(
+        self, alert_id: int, by: str, change: Callable[[Escalation, int], Move]
+    ) -> list[Escalation]:
+        """An operator's change (pause, resume, escalate now), then the work it made due."""
+        result = await override(self.store, alert_id, by, change, self.clock())
+        self.wake.set()
+        await self.tick()
+        return await self.store.escalations(alert_id) or result
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run_forever(self, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Follow the feed and take due steps, until cancelled."""
+        feed = asyncio.create_task(self.consumer.run_forever())
+        try:
+            while True:
+                try:
+                    self.wake.clear()
+                    next_due = await self.tick()
+                    delay = self.poll
+                    if next_due is not None:
+                        delay = min(self.poll, max(0.0, (next_due - self.clock()) / NS))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), delay)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("escalation tick failed; retrying in %gs", self.retry)
+                    await asyncio.sleep(self.retry)
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+
+
+_HANDLED = frozenset({"fired", "reopened", "acknowledged", "unacknowledged", "resolved"})
+
+
+def _on_event(esc: Escalation, event: Event) -> Move:
+    if event.kind == "acknowledged":
+        return transitions.acknowledged(esc, event.at)
+    if event.kind == "unacknowledged":
+        why = "acknowledgement withdrawn" + (f" by {event.actor}" if event.actor != ACTOR else
+                                              " (timed out)")  # fmt: skip
+        return transitions.restarted(esc, event.at, why + ": from the first step")
+    if event.kind == "resolved":
+        return transitions.stopped(esc, "resolved")
+    if event.kind == "reopened":
+        return transitions.restarted(esc, event.at, "episode reopened: from the first step")
+    return Move(esc)  # fired: started by _start
+
+
+async def override(
+    store: AlertStore,
+    alert_id: int,
+    by: str,
+    change: Callable[[Escalation, int], Move],
+    at: int,
+) -> list[Escalation]:
+    """Apply an operator's change to every escalation of an alert, audited as theirs (the
+    CLI on a local database calls it directly; the server's engine then does what became
+    due). NotFound when the alert does not exist or has no escalation; Conflict when the
+    change does not apply to its state."""
+    await store.get_alert(alert_id)
+    for _ in range(10):
+        escalations = await store.escalations(alert_id)
+        if not escalations:
+            raise NotFound(f"alert {alert_id} has no escalation")
+        refused: list[Conflict] = []
+        try:
+            for esc in escalations:
+                try:
+                    move = change(esc, at)
+                except Conflict as exc:  # not in a state it applies to: the others may be
+                    refused.append(exc)
+                    continue
+                events = [(kind, f"{detail} (by {by})") for kind, detail in move.events]
+                if move.escalation != esc or events:
+                    await store.save_escalation(move.escalation, events, at, actor=by)
+        except Conflict as exc:
+            if "changed meanwhile" not in str(exc):
+                raise
+            continue
+        if len(refused) == len(escalations):
+            raise refused[0]
+        return await store.escalations(alert_id)
+    raise Conflict(f"the escalation of alert {alert_id} keeps changing; try again")
