@@ -57,6 +57,51 @@ def test_rich_config_passes_every_check(tmp_path: Path, write_config: Any) -> No
     assert "amtool config routes test high_cpu -> alertbridge,mail" in routes
 
 
+ESCALATION_CONFIG = """
+alertmanager:
+  receivers:
+    - {name: ops-slack, type: slack, severities: [warning, critical],
+       config: {api_url_file: /etc/alertmanager/slack-url, channel: "#ops"}}
+    - {name: pager, type: pagerduty, severities: [critical],
+       config: {routing_key_file: /etc/alertmanager/pd-key}}
+    - {name: mail, type: email, severities: [warning],
+       config: {to: ops@example.org, from: am@example.org, smarthost: "127.0.0.1:25"}}
+escalation:
+  policies:
+    - name: standard
+      steps:
+        - notify: [ops-slack]
+        - wait: 5m
+        - notify: [pager, ops-slack]
+  routes:
+    - {severities: [critical, warning], policy: standard}
+"""
+
+
+def test_escalation_levels_route_to_their_receivers_only(tmp_path: Path, write_config: Any) -> None:
+    """amtool: a level's copies reach the level's receivers that take their severity (the
+    null receiver when none does: never the bridge's webhook), and the receivers a policy
+    names get no direct severity route any more (level 0 would notify them twice)."""
+    settings = load_settings(write_config(ESCALATION_CONFIG), {})
+    results = _checked(tmp_path / "out", settings)
+    assert [(r.name, r.output) for r in results if not r.ok] == []
+    names = [r.name for r in results]
+    assert "amtool config routes test standard level 1 critical -> pager,ops-slack" in names
+    assert "amtool config routes test standard level 1 warning -> ops-slack" in names
+    assert ("amtool config routes test standard level 0 info -> alertbridge-escalation-none"
+            in names)  # fmt: skip
+    assert "amtool config routes test critical_cpu -> alertbridge" in names
+    assert "amtool config routes test high_cpu -> alertbridge,mail" in names
+    # And the check can fail: a copy routed to the bridge's webhook is caught.
+    am = tmp_path / "out" / ALERTMANAGER_PATH
+    am.write_text(am.read_text().replace("receiver: alertbridge-escalation-none\n",
+                                         "receiver: alertbridge\n", 1))  # fmt: skip
+    failed = [r.name for r in run_checks(settings, tmp_path / "out") if not r.ok]
+    assert "amtool config routes test standard level 0 info -> alertbridge-escalation-none" in (
+        failed
+    )
+
+
 def test_generated_unit_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
     """Editing a threshold in the generated rules makes `promtool test rules` fail."""
     settings = load_settings(None, {})

@@ -93,6 +93,20 @@ def state_text(alert: dict[str, Any]) -> str:
     return ", ".join([state, *why]) if why else state
 
 
+def escalation_text(esc: dict[str, Any]) -> str:
+    """ "standard: level 1 of 3, running, next step at 2026-11-23 10:05:00" and the like."""
+    level = f"level {esc['level']} of {esc['levels']}" if esc["level"] >= 0 else "not started"
+    parts = [f"{esc['policy']}: {level}", esc["state"]]
+    if esc.get("due_at"):
+        what = {"running": "next step", "paused": "resumes", "acknowledged": "ack times out"}
+        parts.append(f"{what.get(esc['state'], 'due')} at {short_time(esc['due_at'])}")
+    if esc.get("copies"):
+        parts.append(f"{len(esc['copies'])} active cop{'y' if len(esc['copies']) == 1 else 'ies'}")
+    if esc.get("urgency") == "low":
+        parts.append("low urgency")
+    return ", ".join(parts)
+
+
 def _alert_rows(alerts: list[dict[str, Any]]) -> str:
     rows = [
         [
@@ -212,6 +226,8 @@ def show(ctx: click.Context, alert_id: int, output: str, url: str | None, db: st
         click.echo(f"{key}:")
         for name, value in alert[key].items():
             click.echo(f"  {name}={value}")
+    for esc in alert.get("escalations") or []:
+        click.echo(f"escalation: {escalation_text(esc)}")
     click.echo("events:")
     for event in alert["events"]:
         detail = f": {event['detail']}" if event["detail"] else ""
@@ -300,3 +316,70 @@ def retention(ctx: click.Context, days: int | None, prune_now: bool, db: str | N
         click.echo(f"retention: {kept} days (resolved alerts and their events)")
         if prune_now:
             click.echo(f"pruned {client.prune()} resolved alert(s)")
+
+
+def _echo_escalations(result: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    for esc in result["escalations"]:
+        click.echo(f"alert {esc['alert_id']}: {escalation_text(esc)}")
+
+
+@main.command()
+@click.argument("alert_id", type=ALERT_ID)
+@click.option("--level", type=Whole(0, 1000), default=None,
+              help="The level to notify now (default: the next one).")  # fmt: skip
+@_by_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@fail_cleanly
+def escalate(ctx: click.Context, alert_id: int, level: int | None, by: str | None, output: str,
+             url: str | None, db: str | None) -> None:  # fmt: skip
+    """Escalate an alert now: its next level (or --level N) is notified at once, whatever
+    the level's time window; the policy goes on from there. Audited as yours."""
+    body: dict[str, Any] = {"by": by or default_actor()}
+    if level is not None:
+        body["level"] = level
+    with _client(ctx, url, db) as client:
+        _echo_escalations(client.override(alert_id, "escalate", body), output)
+
+
+@main.group()
+def escalation() -> None:
+    """Pause and resume an alert's escalation."""
+
+
+@escalation.command("pause")
+@click.argument("alert_id", type=ALERT_ID)
+@click.option("--for", "duration", default=None,
+              help="How long, as 30m or 2h (default: until resumed).")  # fmt: skip
+@_by_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@fail_cleanly
+def escalation_pause(ctx: click.Context, alert_id: int, duration: str | None, by: str | None,
+                     output: str, url: str | None, db: str | None) -> None:  # fmt: skip
+    """No further step until the pause ends (copies already sent stay active)."""
+    body: dict[str, Any] = {"by": by or default_actor()}
+    if duration is not None:
+        body["for"] = duration
+    with _client(ctx, url, db) as client:
+        _echo_escalations(client.override(alert_id, "pause", body), output)
+
+
+@escalation.command("resume")
+@click.argument("alert_id", type=ALERT_ID)
+@_by_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_target_options
+@click.pass_context
+@fail_cleanly
+def escalation_resume(ctx: click.Context, alert_id: int, by: str | None, output: str,
+                      url: str | None, db: str | None) -> None:  # fmt: skip
+    """End a pause: the step it held is taken at once."""
+    with _client(ctx, url, db) as client:
+        _echo_escalations(client.override(alert_id, "resume", {"by": by or default_actor()}),
+                          output)  # fmt: skip

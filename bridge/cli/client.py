@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 from bridge.config import Secret
 from bridge.core.errors import BridgeError
 from bridge.core.times import now_ns
+from bridge.escalation.engine import change_of, override, override_input
 from bridge.store import AlertStore, open_store
 from bridge.store.query import parse_alert_query
 
@@ -30,6 +31,7 @@ class AlertClient(Protocol):
     def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]: ...
     def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]: ...
     def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
+    def override(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class RemoteError(BridgeError):
@@ -72,7 +74,20 @@ class LocalClient:
         return self._run(lambda s: s.list_page(query)).to_json()
 
     def show(self, alert_id: int) -> dict[str, Any]:
-        return self._run(lambda s: s.alert_detail(alert_id)).to_json()
+        async def show(store: AlertStore) -> dict[str, Any]:
+            detail = (await store.alert_detail(alert_id)).to_json()
+            escalations = await store.escalations(alert_id)
+            return {**detail, "escalations": [e.to_json() for e in escalations]}
+
+        return self._run(show)
+
+    def override(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An escalation override on the database: a running server's engine takes what
+        became due within a second (its poll)."""
+        by, level, seconds = override_input(body)
+        change = change_of(action, level, seconds)
+        escalations = self._write(lambda s: override(s, alert_id, by, change, now_ns()))
+        return {"escalations": [e.to_json() for e in escalations]}
 
     def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
         return self._write(lambda s: s.acknowledge(alert_id, by, comment, now_ns())).to_json()
@@ -167,3 +182,7 @@ class RemoteClient:
 
     def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
         return self._post(alert_id, "resolve", {"by": by, "comment": comment})
+
+    def override(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = "escalate" if action == "escalate" else f"escalation/{action}"
+        return self._post(alert_id, path, body)

@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from bridge.core.errors import AlertmanagerError, Conflict, NotFound
+from bridge.core.errors import AlertmanagerError, Conflict, NotFound, Unprocessable
 from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND, EscalationSettings
-from bridge.core.times import NS, format_duration, format_micros
+from bridge.core.times import NS, format_duration, format_micros, parse_duration
 from bridge.escalation import transitions
 from bridge.escalation.transitions import Move
 from bridge.feed.consumer import FeedConsumer
-from bridge.store import AlertStore, Copy, Escalation, Event, StoredAlert
+from bridge.store import MAX_TEXT, AlertStore, Copy, Escalation, Event, StoredAlert
 
 log = logging.getLogger(__name__)
 #: The consumer name under which the engine keeps its position in the feed.
@@ -296,10 +296,10 @@ async def override(
     change: Callable[[Escalation, int], Move],
     at: int,
 ) -> list[Escalation]:
-    """Apply an operator's change to every escalation of an alert, audited as theirs (the
-    CLI on a local database calls it directly; the server's engine then does what became
-    due). NotFound when the alert does not exist or has no escalation; Conflict when the
-    change does not apply to its state."""
+    """Apply an operator's change to every escalation of an alert, audited as theirs (their
+    name is the events' actor). The CLI on a local database calls it directly; a running
+    server's engine then does what became due. NotFound when the alert does not exist or
+    has no escalation; Conflict when the change applies to none of its escalations."""
     await store.get_alert(alert_id)
     for _ in range(10):
         escalations = await store.escalations(alert_id)
@@ -313,9 +313,8 @@ async def override(
                 except Conflict as exc:  # not in a state it applies to: the others may be
                     refused.append(exc)
                     continue
-                events = [(kind, f"{detail} (by {by})") for kind, detail in move.events]
-                if move.escalation != esc or events:
-                    await store.save_escalation(move.escalation, events, at, actor=by)
+                if move.escalation != esc or move.events:
+                    await store.save_escalation(move.escalation, move.events, at, actor=by)
         except Conflict as exc:
             if "changed meanwhile" not in str(exc):
                 raise
@@ -324,3 +323,41 @@ async def override(
             raise refused[0]
         return await store.escalations(alert_id)
     raise Conflict(f"the escalation of alert {alert_id} keeps changing; try again")
+
+
+#: The operators' overrides, by name (API: POST .../escalate, .../escalation/pause|resume).
+OVERRIDES = ("escalate", "pause", "resume")
+
+
+def change_of(
+    action: str, level: int | None = None, seconds: int | None = None
+) -> Callable[[Escalation, int], Move]:
+    """The change an override makes: escalate (to `level`, default the next), pause (for
+    `seconds`, default until resumed), resume."""
+    if action == "escalate":
+        return lambda esc, at: transitions.escalated_now(esc, at, level)
+    if action == "pause":
+        return lambda esc, at: transitions.paused(esc, at, at + seconds * NS if seconds else None)
+    if action == "resume":
+        return lambda esc, at: transitions.resumed(esc, at)
+    raise ValueError(f"unknown override {action!r}")
+
+
+def override_input(body: Mapping[str, Any]) -> tuple[str, int | None, int | None]:
+    """(by, level, seconds) from an override's request body; Unprocessable naming the
+    field that is wrong."""
+    by = body.get("by")
+    if not isinstance(by, str) or not by.strip() or len(by) > MAX_TEXT:
+        raise Unprocessable("by", f"must be a non-empty string of at most {MAX_TEXT} characters")
+    level = body.get("level")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+        raise Unprocessable("level", f"must be a level number (0, 1, ...), got {level!r}")
+    seconds = None
+    if body.get("for") is not None:
+        try:
+            seconds = parse_duration(body["for"])
+        except ValueError as exc:
+            raise Unprocessable("for", str(exc)) from None
+        if not 0 < seconds <= 366 * 86400:
+            raise Unprocessable("for", "must be longer than 0s and at most a year")
+    return by, level, seconds

@@ -13,8 +13,9 @@ from bridge.config import Secret
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
 from bridge.core.policies import is_copy
 from bridge.core.times import now_ns
+from bridge.escalation.engine import change_of, override, override_input
 from bridge.http.errors import HttpError, status_of
-from bridge.http.keys import METRICS, RECONCILER, SETTINGS, STORE
+from bridge.http.keys import ESCALATOR, METRICS, RECONCILER, SETTINGS, STORE
 from bridge.http.openapi import SPEC
 from bridge.http.util import (
     Handler,
@@ -137,11 +138,49 @@ def _alert_id(request: web.Request) -> int:
 
 @routes.get("/api/v1/alerts/{id}")
 async def alerts_get(request: web.Request) -> web.Response:
-    """One alert with its audit trail."""
+    """One alert with its audit trail and its escalations."""
     _api_auth(request)
     alert_id = _alert_id(request)
-    detail = await _counted(request, "read", request.app[STORE].alert_detail(alert_id))
-    return json_response(detail.to_json())
+    store = request.app[STORE]
+    detail = await _counted(request, "read", store.alert_detail(alert_id))
+    escalations = await _counted(request, "read", store.escalations(alert_id))
+    return json_response({**detail.to_json(), "escalations": [e.to_json() for e in escalations]})
+
+
+@routes.get("/api/v1/alerts/{id}/escalation")
+async def escalation_get(request: web.Request) -> web.Response:
+    """An alert's escalations: policy, state, level, next step due, active copies."""
+    _api_auth(request)
+    alert_id = _alert_id(request)
+    store = request.app[STORE]
+    await _counted(request, "read", store.get_alert(alert_id))
+    escalations = await _counted(request, "read", store.escalations(alert_id))
+    return json_response({"escalations": [e.to_json() for e in escalations]})
+
+
+def _override(action: str) -> Handler:
+    """POST .../escalate, .../escalation/pause, .../escalation/resume: an operator's
+    override, audited as theirs; the engine (if this server runs one) acts on it at once."""
+
+    async def handler(request: web.Request) -> web.Response:
+        _api_auth(request)
+        alert_id, body = _alert_id(request), await _body(request)
+        by, level, seconds = override_input(body)
+        change = change_of(action, level, seconds)
+        engine = request.app.get(ESCALATOR)
+        if engine is not None:
+            call = engine.override(alert_id, by, change)
+        else:
+            call = override(request.app[STORE], alert_id, by, change, now_ns())
+        escalations = await _counted(request, "api", call)
+        return json_response({"escalations": [e.to_json() for e in escalations]})
+
+    return handler
+
+
+routes.post("/api/v1/alerts/{id}/escalate")(_override("escalate"))
+routes.post("/api/v1/alerts/{id}/escalation/pause")(_override("pause"))
+routes.post("/api/v1/alerts/{id}/escalation/resume")(_override("resume"))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -34,7 +34,16 @@ _ALERT = {"$ref": "#/components/schemas/Alert"}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
-def _action(summary: str, fields: dict[str, Any], required: list[str], ok: str = "200") -> Any:
+_ESCALATIONS = {"type": "object", "properties": {"escalations": {"type": "array"}}}
+
+
+def _action(
+    summary: str,
+    fields: dict[str, Any],
+    required: list[str],
+    ok: str = "200",
+    schema: dict[str, Any] | None = None,
+) -> Any:
     return {
         "post": {
             "summary": summary,
@@ -48,7 +57,9 @@ def _action(summary: str, fields: dict[str, Any], required: list[str], ok: str =
                     }
                 },
             },
-            "responses": _responses(ok, 400, 401, 404, 409, 422, 503, "requestBody", schema=_ALERT),
+            "responses": _responses(
+                ok, 400, 401, 404, 409, 422, 503, "requestBody", schema=schema or _ALERT
+            ),
         }
     }
 
@@ -211,6 +222,33 @@ SPEC: dict[str, Any] = {
             " of the episode reopens it)",
             {"by": {"type": "string"}, "comment": {"type": "string"}},
             ["by"],
+        ),
+        "/api/v1/alerts/{id}/escalation": {
+            "get": {
+                "summary": "The alert's escalations: policy, state, level, next step, copies",
+                "security": [{"bearer": []}],
+                "parameters": [_ID],
+                "responses": _responses("200", 400, 401, 404, 503, schema=_ESCALATIONS),
+            }
+        },
+        "/api/v1/alerts/{id}/escalate": _action(
+            "Escalate now: level `level` (default the next one) is notified at once, whatever"
+            " its window; the policy goes on from there",
+            {"by": {"type": "string"}, "level": {"type": "integer", "minimum": 0}},
+            ["by"],
+            schema=_ESCALATIONS,
+        ),
+        "/api/v1/alerts/{id}/escalation/pause": _action(
+            "Pause escalation for a duration (`for`, e.g. 30m; default until resumed)",
+            {"by": {"type": "string"}, "for": {"type": "string"}},
+            ["by"],
+            schema=_ESCALATIONS,
+        ),
+        "/api/v1/alerts/{id}/escalation/resume": _action(
+            "Resume a paused escalation: the step it held is taken at once",
+            {"by": {"type": "string"}},
+            ["by"],
+            schema=_ESCALATIONS,
         ),
     },
 }

@@ -97,7 +97,7 @@ class EscalationSteps(Collector):
     >>> c = EscalationSteps()
     >>> c.source = lambda: {("standard", "1"): 3}
     >>> [(s.labels, s.value) for m in c.collect() for s in m.samples if s.name.endswith("total")]
-    [({'policy': 'standard', 'level': '1'}, 3.0)]
+    [({'policy': 'standard', 'level': '1'}, 3)]
     """
 
     NAME = "alertbridge_escalations"
