@@ -275,5 +275,6 @@ class Escalation:
             "round": self.round,
             "due_at": format_time(self.due_at),
             "copies": [{**c.to_json(), "starts_at": format_time(c.starts_at)} for c in self.copies],
+            "reposted_at": format_time(self.reposted_at),
             "updated_at": format_time(self.updated_at),
         }
