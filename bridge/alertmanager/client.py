@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 
 from bridge.core.errors import AlertmanagerError
 from bridge.core.times import NS, format_micros, parse_rfc3339
@@ -25,9 +26,12 @@ class AlertmanagerClient:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        # orjson: escalation posts hundreds of alerts a request (10x faster than json)
+        data = None if body is None else orjson.dumps(body)
+        headers = {"Content-Type": "application/json"} if data is not None else None
         try:
             async with self.session.request(
-                method, self.base + path, json=body, timeout=self.timeout
+                method, self.base + path, data=data, headers=headers, timeout=self.timeout
             ) as response:
                 text = await response.text()
                 if response.status >= 300:

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 #: The consumer name under which the engine keeps its position in the feed.
 CONSUMER = "escalation"
 ACTOR = "escalation"
+#: Copies posted to Alertmanager in one request at most.
+POST_CHUNK = 500
+#: Seconds the engine lets changes gather after a wake-up before it handles them, and the
+#: least time between two rounds of due work (a burst is taken in large batches).
+COALESCE = 0.2
+MIN_TICK = 0.1
 
 
 class Poster(Protocol):
@@ -90,7 +96,9 @@ class Escalator:
         self.clock = clock
         self.poll = poll
         self.retry = retry
-        self.consumer = FeedConsumer(store, CONSUMER, self.handle, poll=poll, retry=retry)
+        # Burst of new alerts: started in batches every COALESCE seconds, not one by one.
+        self.consumer = FeedConsumer(store, CONSUMER, self.handle, poll=poll, retry=retry,
+                                     coalesce=COALESCE)  # fmt: skip
         self.wake = asyncio.Event()
         #: Steps taken since start, by (policy, level): alertbridge_escalations_total.
         self.steps_taken: dict[tuple[str, str], int] = {}
@@ -100,65 +108,75 @@ class Escalator:
     # --- the feed -----------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Event]) -> None:
-        """The feed consumer's handler: each change applied to the alert's escalations."""
+        """The feed consumer's handler: new and reopened episodes start their policies (one
+        write for the batch), other changes are applied to the alert's escalations."""
         wanted = [e for e in events if e.kind in _HANDLED]
         if not wanted:
             return
-        ids = list(dict.fromkeys(e.alert_id for e in wanted))
-        alerts = {a.id: a for a in await self.store.get_alerts(ids)}
+        starting = [e for e in wanted if e.kind in ("fired", "reopened")]
+        if starting:
+            ids = list(dict.fromkeys(e.alert_id for e in starting))
+            alerts = {a.id: a for a in await self.store.get_alerts(ids)}
+            fresh: list[Escalation] = []
+            details: list[str] = []
+            for event in starting:
+                alert = alerts.get(event.alert_id)
+                if alert is None:
+                    continue  # pruned since
+                for chosen in self.settings.select(alert.labels):
+                    fresh.append(transitions.start(alert.id, chosen.policy, chosen.urgency,
+                                                   event.at, event.id))  # fmt: skip
+                    details.append(f"policy {chosen.policy.name} ({chosen.why}),"
+                                   f" urgency {chosen.urgency}")  # fmt: skip
+            await self.store.add_escalations(fresh, details)
         for event in wanted:
-            alert = alerts.get(event.alert_id)
-            if alert is None:
-                continue  # pruned since
-            if event.kind in ("fired", "reopened"):
-                await self._start(alert, event)
-            await self._apply(event)
+            if event.kind != "fired":  # a fired event's escalations were just started
+                await self._apply(event)
         self.wake.set()
-
-    async def _start(self, alert: StoredAlert, event: Event) -> None:
-        chosen = self.settings.select(alert.labels)
-        if not chosen:
-            return
-        fresh = [transitions.start(alert.id, s.policy, s.urgency, event.at, event.id)
-                 for s in chosen]  # fmt: skip
-        details = [f"policy {s.policy.name} ({s.why}), urgency {s.urgency}" for s in chosen]
-        await self.store.add_escalations(fresh, details, event.at)
 
     async def _apply(self, event: Event) -> None:
         for _ in range(10):  # a save that lost a race is done again from a new read
-            try:
-                for esc in await self.store.escalations(event.alert_id):
-                    if esc.event_id >= event.id:
-                        continue  # applied already (the feed delivers at least once)
-                    move = _on_event(esc, event)
-                    await self._save(replace(move, escalation=replace(
-                        move.escalation, event_id=event.id)))  # fmt: skip
+            moves = []
+            for esc in await self.store.escalations(event.alert_id):
+                if esc.event_id >= event.id:
+                    continue  # applied already (the feed delivers at least once)
+                move = _on_event(esc, event)
+                moves.append(replace(move, escalation=replace(move.escalation,
+                                                              event_id=event.id)))  # fmt: skip
+            if await self._commit(moves) == len(moves):
                 return
-            except Conflict:
-                continue
 
     # --- due work -------------------------------------------------------------------------
 
-    async def tick(self) -> int | None:
-        """Take the due steps, end or post again the copies that need it; when the next
-        step is due (None: nothing is)."""
+    async def tick(self, batch: int = 500, rounds: int = 100) -> int | None:
+        """Take the due steps (`batch` escalations a round, at most `rounds` rounds), end or
+        post again the copies that need it; when the next step is due (None: nothing is)."""
         now = self.clock()
-        for esc in await self.store.due_escalations(now):
-            with contextlib.suppress(Conflict, NotFound):
-                await self._due(esc, now)
+        for _ in range(rounds):
+            due = await self.store.due_escalations(now, batch)
+            running = [e for e in due if e.state == "running"]
+            moves = [transitions.advance(e, now) for e in running]
+            for esc in running:
+                if esc.due_at is not None:
+                    self._late(now - esc.due_at)
+            await self._commit(moves)
+            for esc in due:
+                if esc.state != "running":
+                    with contextlib.suppress(Conflict, NotFound):
+                        await self._due(esc, now)
+            if len(due) < batch:
+                break
         await self._copies(now)
         return await self.store.next_escalation_due()
 
     async def _due(self, esc: Escalation, now: int) -> None:
-        if esc.state == "running":
-            move = transitions.advance(esc, now)
-            if move.new_copies and esc.due_at is not None:
-                self._late(now - esc.due_at)
-            await self._save(move)
-        elif esc.state == "paused":  # the pause ran out: what it held is due at once
-            resumed = await self._save(transitions.resumed(esc, now))
-            if resumed is not None and resumed.state == "running":
-                await self._due(resumed, now)
+        if esc.state == "paused":  # the pause ran out: what it held is due at once
+            resumed = transitions.resumed(esc, now)
+            await self._commit([resumed])
+            if resumed.escalation.state == "running":
+                for saved in await self.store.escalations(esc.alert_id):
+                    if saved.policy.name == esc.policy.name:
+                        await self._commit([transitions.advance(saved, now)])
         elif esc.state == "acknowledged":  # the acknowledgement timed out
             timeout = format_duration(esc.policy.ack_timeout)
             with contextlib.suppress(Conflict):  # no longer acknowledged: nothing to withdraw
@@ -174,66 +192,86 @@ class Escalator:
         if len(self.lateness) > 100_000:
             del self.lateness[:50_000]
 
-    async def _save(self, move: Move) -> Escalation | None:
-        """Post the move's new copies, then save it; on a lost race, end those copies unless
-        the escalation is still running (then the step is taken again, the same copies)."""
-        esc = move.escalation
-        alert: StoredAlert | None = None
-        if move.new_copies:
-            alert = await self.store.get_alert(esc.alert_id)
-            now = self.clock()
-            until = now + 4 * self.settings.repost_interval * NS
-            bodies = [copy_body(alert, esc, c, until) for c in move.new_copies]
+    async def _post(self, bodies: list[dict[str, Any]]) -> bool:
+        """Post copies to Alertmanager in chunks; whether every chunk was taken."""
+        ok = True
+        for start in range(0, len(bodies), POST_CHUNK):
             try:
-                await self.poster.post_alerts(bodies)
+                await self.poster.post_alerts(bodies[start : start + POST_CHUNK])
             except AlertmanagerError as exc:
                 self.post_failures += 1
-                log.warning("escalation of alert %d: %s; retrying", esc.alert_id, exc)
-                return None  # not saved: the step stays due and is taken again
-            esc = replace(esc, reposted_at=now)
-        if esc == move.escalation and not move.events and not move.new_copies:
-            return esc  # nothing changed
-        try:
-            saved = await self.store.save_escalation(esc, move.events, self.clock())
-        except Conflict:
-            if move.new_copies and alert is not None:
-                states = [e.state for e in await self.store.escalations(esc.alert_id)
-                          if e.policy.name == esc.policy.name]  # fmt: skip
-                if states != ["running"]:
-                    await self._end(alert, esc, move.new_copies)
-            raise
-        for copy in move.new_copies:
-            key = (esc.policy.name, str(copy.level))
-            self.steps_taken[key] = self.steps_taken.get(key, 0) + 1
+                log.warning("posting %d escalation copies: %s; retrying", len(bodies), exc)
+                ok = False
+        return ok
+
+    async def _commit(self, moves: Sequence[Move]) -> int:
+        """Post the moves' new copies (a move whose alert is gone posts nothing), then save
+        the moves in one transaction; how many were saved. A move whose copies no
+        Alertmanager took is not saved: its step stays due and is taken again, the same
+        copies. A move that lost a race (an acknowledgement in between) is not saved, and
+        its copies are ended unless the escalation still runs."""
+        # Every change a transition makes comes with an event or a copy: the rest are no-ops.
+        changed = [m for m in moves if m.new_copies or m.events]
+        if not changed:
+            return len(moves)
+        posting = [m for m in changed if m.new_copies]
+        alerts: dict[int, StoredAlert] = {}
+        if posting:
+            ids = list(dict.fromkeys(m.escalation.alert_id for m in posting))
+            alerts = {a.id: a for a in await self.store.get_alerts(ids)}
+            until = self.clock() + 4 * self.settings.repost_interval * NS
+            bodies = [copy_body(alerts[m.escalation.alert_id], m.escalation, c, until)
+                      for m in posting if m.escalation.alert_id in alerts
+                      for c in m.new_copies]  # fmt: skip
+            if not await self._post(bodies):  # (a move with copies has reposted_at: its step)
+                changed = [m for m in changed if not m.new_copies]
+        results = await self.store.save_escalations(
+            [(m.escalation, m.events) for m in changed], self.clock()
+        )
+        saved = len(moves) - len(changed)
+        for move, result in zip(changed, results, strict=True):
+            if result is None:
+                if move.new_copies and move.escalation.alert_id in alerts:
+                    await self._end_if_over(alerts[move.escalation.alert_id], move)
+                continue
+            saved += 1
+            for copy in move.new_copies:
+                key = (move.escalation.policy.name, str(copy.level))
+                self.steps_taken[key] = self.steps_taken.get(key, 0) + 1
         return saved
 
-    async def _copies(self, now: int) -> None:
-        before = now - self.settings.repost_interval * NS
-        work = await self.store.copy_work(before)
-        if not work:
-            return
-        alerts = {a.id: a for a in await self.store.get_alerts([e.alert_id for e in work])}
-        for esc in work:
-            alert = alerts.get(esc.alert_id)
-            if alert is None:
-                continue
-            ending = esc.state in ("acknowledged", "stopped")
-            until = now if ending else now + 4 * self.settings.repost_interval * NS
-            try:
-                await self.poster.post_alerts([copy_body(alert, esc, c, until)
-                                               for c in esc.copies])  # fmt: skip
-            except AlertmanagerError as exc:
-                self.post_failures += 1
-                log.warning("copies of alert %d: %s; retrying", esc.alert_id, exc)
-                continue
-            changed = replace(esc, copies=()) if ending else replace(esc, reposted_at=now)
-            with contextlib.suppress(Conflict, NotFound):
-                await self.store.save_escalation(changed, [], now)
+    async def _end_if_over(self, alert: StoredAlert, move: Move) -> None:
+        states = [e.state for e in await self.store.escalations(alert.id)
+                  if e.policy.name == move.escalation.policy.name]  # fmt: skip
+        if states != ["running"]:
+            now = self.clock()
+            bodies = [copy_body(alert, move.escalation, c, now) for c in move.new_copies]
+            await self._post(bodies)
 
-    async def _end(self, alert: StoredAlert, esc: Escalation, copies: Sequence[Copy]) -> None:
-        now = self.clock()
-        with contextlib.suppress(AlertmanagerError):
-            await self.poster.post_alerts([copy_body(alert, esc, c, now) for c in copies])
+    async def _copies(self, now: int, rounds: int = 100) -> None:
+        """End the copies of acknowledged and stopped escalations; post the active ones
+        again every repost interval (Alertmanager ends an alert not posted again by its
+        endsAt: four intervals ahead, as Prometheus does with its resend delay)."""
+        before = now - self.settings.repost_interval * NS
+        for _ in range(rounds):
+            work = await self.store.copy_work(before, POST_CHUNK)
+            if not work:
+                return
+            alerts = {a.id: a for a in await self.store.get_alerts([e.alert_id for e in work])}
+            bodies, done = [], []
+            for esc in work:
+                alert = alerts.get(esc.alert_id)
+                if alert is None:
+                    continue
+                ending = esc.state in ("acknowledged", "stopped")
+                until = now if ending else now + 4 * self.settings.repost_interval * NS
+                bodies += [copy_body(alert, esc, c, until) for c in esc.copies]
+                done.append(replace(esc, copies=()) if ending else replace(esc, reposted_at=now))
+            if not await self._post(bodies):
+                return
+            await self.store.save_escalations([(e, []) for e in done], now)
+            if len(work) < POST_CHUNK:
+                return
 
     # --- operators' overrides -------------------------------------------------------------
 
@@ -259,6 +297,7 @@ class Escalator:
                     delay = self.poll
                     if next_due is not None:
                         delay = min(self.poll, max(0.0, (next_due - self.clock()) / NS))
+                    delay = max(delay, MIN_TICK)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), delay)
                 except asyncio.CancelledError:

@@ -102,7 +102,7 @@ def advance(esc: Escalation, now: int) -> Move:
         events.append(("escalated", f"level {number}: {_receivers(step.receivers)}{suffix}"))
     moved = replace(esc, state=state, position=position, repeats=repeats, round=rnd,
                     due_at=next_due, level=level, copies=esc.copies + tuple(new),
-                    forced=None)  # fmt: skip
+                    forced=None, reposted_at=now if new else esc.reposted_at)  # fmt: skip
     return Move(moved, new, events)
 
 

@@ -36,6 +36,7 @@ class FeedConsumer:
         batch: int = 500,
         poll: float = 1.0,
         retry: float = 5.0,
+        coalesce: float = 0.0,
     ) -> None:
         self.store = store
         self.name = name
@@ -43,6 +44,9 @@ class FeedConsumer:
         self.batch = batch
         self.poll = poll
         self.retry = retry
+        #: After a wake-up, wait this long before reading, so that a burst of writes is
+        #: handled in a few large batches rather than one small batch per write.
+        self.coalesce = coalesce
         self.position: int | None = None  # the last event handled; None until started
         self.handled = 0
 
@@ -86,6 +90,8 @@ class FeedConsumer:
                 await self.catch_up()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self.poll)
+                if self.coalesce and changed.is_set():
+                    await asyncio.sleep(self.coalesce)
             except asyncio.CancelledError:
                 raise
             except Exception:

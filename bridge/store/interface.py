@@ -214,10 +214,11 @@ class AlertStore(Protocol):
     # --- escalation (bridge.escalation) ---------------------------------------------------
 
     async def add_escalations(
-        self, escalations: Sequence[Escalation], details: Sequence[str], at: int
+        self, escalations: Sequence[Escalation], details: Sequence[str], at: int | None = None
     ) -> int:
-        """Add the escalations an episode has not got yet (one per policy), each with an
-        "escalation_started" event of its detail; how many were new. Idempotent."""
+        """Add the escalations not there yet (one per episode and policy), each with an
+        "escalation_started" event of its detail at `at` (None: at its updated_at); how many
+        were new. Idempotent."""
         ...
 
     async def escalations(self, alert_id: int) -> list[Escalation]:
@@ -248,6 +249,16 @@ class AlertStore(Protocol):
         """Store an escalation's new state with its events (kind, detail), if it is still
         at the version it was read at: Conflict otherwise (NotFound if gone). Returns it at
         its new version."""
+        ...
+
+    async def save_escalations(
+        self,
+        items: Sequence[tuple[Escalation, Sequence[tuple[str, str]]]],
+        at: int,
+        actor: str = "escalation",
+    ) -> list[int | None]:
+        """Save many as save_escalation does, in one transaction: each one's new version,
+        or None where it changed since it was read or is gone (the others are saved)."""
         ...
 
     async def escalation_counts(self) -> dict[tuple[str, str], int]:

@@ -4,6 +4,7 @@ so that a save from a stale read fails instead of undoing a change made in betwe
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,6 @@ from bridge.core.policies import Policy
 from bridge.store.records import Copy, Escalation
 from bridge.store.sqlite.actions import add_event
 from bridge.store.sqlite.database import Job
-from bridge.store.sqlite.queries import get_alert
 
 ACTOR = "escalation"
 _COLUMNS = (
@@ -25,11 +25,11 @@ _COLUMNS = (
 
 
 def _row(row: Sequence[Any]) -> Escalation:
-    (alert_id, _policy, plan, urgency, state, position, repeats, rnd, due_at, level, copies,
+    (alert_id, _name, plan, urgency, state, position, repeats, rnd, due_at, level, copies,
      reposted_at, version, updated_at, paused_state, event_id, forced) = row  # fmt: skip
     return Escalation(
         alert_id=alert_id,
-        policy=Policy.from_json(orjson.loads(plan)),
+        policy=_policy(plan),
         urgency=urgency,
         state=state,
         position=position,
@@ -45,6 +45,18 @@ def _row(row: Sequence[Any]) -> Escalation:
         event_id=event_id,
         forced=forced,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(plan: str) -> Policy:
+    """A stored plan decoded (a handful of distinct plans, read for every due step)."""
+    return Policy.from_json(orjson.loads(plan))
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(policy: Policy) -> str:
+    """A policy as stored on its escalations (policies are frozen: one encoding each)."""
+    return orjson.dumps(policy.to_json()).decode()
 
 
 def _copies(esc: Escalation) -> str:
@@ -76,12 +88,20 @@ def next_due(conn: sqlite3.Connection) -> int | None:
 
 def copy_work(conn: sqlite3.Connection, repost_before: int, limit: int) -> list[Escalation]:
     """Escalations whose copies must be ended (acknowledged, stopped) or posted again."""
-    sql = (
-        f"SELECT {_COLUMNS} FROM escalations WHERE copies != '[]' AND ("  # noqa: S608
-        " state IN ('acknowledged', 'stopped') OR reposted_at IS NULL OR reposted_at < ?)"
-        " ORDER BY reposted_at LIMIT ?"
+    # Two queries, each on its partial index (an OR of both would scan every active copy).
+    ending = (
+        f"SELECT {_COLUMNS} FROM escalations WHERE copies != '[]'"  # noqa: S608
+        " AND state IN ('acknowledged', 'stopped') LIMIT ?"
     )
-    return [_row(r) for r in conn.execute(sql, (repost_before, limit))]
+    rows = [_row(r) for r in conn.execute(ending, (limit,))]
+    if len(rows) < limit:
+        again = (
+            f"SELECT {_COLUMNS} FROM escalations WHERE copies != '[]'"  # noqa: S608
+            " AND (reposted_at IS NULL OR reposted_at < ?)"
+            " AND state NOT IN ('acknowledged', 'stopped') ORDER BY reposted_at LIMIT ?"
+        )
+        rows += [_row(r) for r in conn.execute(again, (repost_before, limit - len(rows)))]
+    return rows
 
 
 def counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
@@ -90,26 +110,29 @@ def counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     return {(p, s): n for p, s, n in conn.execute(sql)}
 
 
-def add(escalations: Sequence[Escalation], details: Sequence[str], at: int) -> Job[int]:
-    """Job: insert the escalations an episode does not have yet, each with its event; how
-    many were new (a repeated start adds nothing)."""
+def add(escalations: Sequence[Escalation], details: Sequence[str], at: int | None) -> Job[int]:
+    """Job: insert the escalations not there yet, each with its event (at `at`, or at its
+    own updated_at); how many were new (a repeated start adds nothing)."""
 
     def job(conn: sqlite3.Connection) -> int:
         added = 0
         for esc, detail in zip(escalations, details, strict=True):
-            get_alert(conn, esc.alert_id)  # NotFound
+            found = conn.execute("SELECT 1 FROM alerts WHERE id = ?", (esc.alert_id,)).fetchone()
+            if found is None:
+                raise NotFound(f"no alert with id {esc.alert_id}")
+            when = esc.updated_at if at is None else at
             cursor = conn.execute(
                 f"INSERT INTO escalations ({_COLUMNS}) VALUES"  # noqa: S608 - constant columns
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (alert_id, policy) DO NOTHING",
-                (esc.alert_id, esc.policy.name, orjson.dumps(esc.policy.to_json()).decode(),
+                (esc.alert_id, esc.policy.name, _plan(esc.policy),
                  esc.urgency, esc.state, esc.position, esc.repeats, esc.round, esc.due_at,
-                 esc.level, _copies(esc), esc.reposted_at, esc.version, at, esc.paused_state,
+                 esc.level, _copies(esc), esc.reposted_at, esc.version, when, esc.paused_state,
                  esc.event_id, esc.forced),
             )  # fmt: skip
             if cursor.rowcount:
                 added += 1
-                add_event(conn, esc.alert_id, at, "escalation_started", ACTOR, detail)
+                add_event(conn, esc.alert_id, when, "escalation_started", ACTOR, detail)
         return added
 
     return job
@@ -117,31 +140,57 @@ def add(escalations: Sequence[Escalation], details: Sequence[str], at: int) -> J
 
 def save(esc: Escalation, events: Sequence[tuple[str, str]], at: int, actor: str) -> Job[int]:
     """Job: store an escalation's new state if it is still at `esc.version` (Conflict if it
-    changed since it was read), with its events; the new version."""
+    changed since it was read, NotFound if gone), with its events; the new version."""
 
     def job(conn: sqlite3.Connection) -> int:
-        cursor = conn.execute(
-            "UPDATE escalations SET state = ?, position = ?, repeats = ?, round = ?,"
-            " due_at = ?, level = ?, copies = ?, reposted_at = ?, version = version + 1,"
-            " updated_at = ?, paused_state = ?, urgency = ?, event_id = ?, forced = ?"
-            " WHERE alert_id = ? AND policy = ? AND version = ?",
-            (esc.state, esc.position, esc.repeats, esc.round, esc.due_at, esc.level,
-             _copies(esc), esc.reposted_at, at, esc.paused_state, esc.urgency, esc.event_id,
-             esc.forced, esc.alert_id,
-             esc.policy.name, esc.version),
-        )  # fmt: skip
-        if not cursor.rowcount:
-            exists = conn.execute(
-                "SELECT 1 FROM escalations WHERE alert_id = ? AND policy = ?",
-                (esc.alert_id, esc.policy.name),
-            ).fetchone()
-            if exists is None:
-                raise NotFound(f"alert {esc.alert_id} has no escalation {esc.policy.name}")
-            raise Conflict(
-                f"escalation {esc.policy.name} of alert {esc.alert_id} changed meanwhile"
-            )
-        for kind, detail in events:
-            add_event(conn, esc.alert_id, at, kind, actor, detail)
-        return esc.version + 1
+        return _save(conn, esc, events, at, actor)
 
     return job
+
+
+def save_many(
+    items: Sequence[tuple[Escalation, Sequence[tuple[str, str]]]], at: int, actor: str
+) -> Job[list[int | None]]:
+    """Job: save each escalation as `save` does, in one transaction; each one's new version,
+    or None where it changed meanwhile or is gone (the others are saved all the same)."""
+
+    def job(conn: sqlite3.Connection) -> list[int | None]:
+        out: list[int | None] = []
+        for esc, events in items:
+            try:
+                out.append(_save(conn, esc, events, at, actor))
+            except (Conflict, NotFound):
+                out.append(None)
+        return out
+
+    return job
+
+
+def _save(
+    conn: sqlite3.Connection,
+    esc: Escalation,
+    events: Sequence[tuple[str, str]],
+    at: int,
+    actor: str,
+) -> int:
+    cursor = conn.execute(
+        "UPDATE escalations SET state = ?, position = ?, repeats = ?, round = ?,"
+        " due_at = ?, level = ?, copies = ?, reposted_at = ?, version = version + 1,"
+        " updated_at = ?, paused_state = ?, urgency = ?, event_id = ?, forced = ?"
+        " WHERE alert_id = ? AND policy = ? AND version = ?",
+        (esc.state, esc.position, esc.repeats, esc.round, esc.due_at, esc.level,
+         _copies(esc), esc.reposted_at, at, esc.paused_state, esc.urgency, esc.event_id,
+         esc.forced, esc.alert_id,
+         esc.policy.name, esc.version),
+    )  # fmt: skip
+    if not cursor.rowcount:
+        exists = conn.execute(
+            "SELECT 1 FROM escalations WHERE alert_id = ? AND policy = ?",
+            (esc.alert_id, esc.policy.name),
+        ).fetchone()
+        if exists is None:
+            raise NotFound(f"alert {esc.alert_id} has no escalation {esc.policy.name}")
+        raise Conflict(f"escalation {esc.policy.name} of alert {esc.alert_id} changed meanwhile")
+    for kind, detail in events:
+        add_event(conn, esc.alert_id, at, kind, actor, detail)
+    return esc.version + 1

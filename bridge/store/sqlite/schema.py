@@ -155,6 +155,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX escalations_due ON escalations (due_at)
         WHERE due_at IS NOT NULL AND state IN ('running', 'paused', 'acknowledged');
     CREATE INDEX escalations_copies ON escalations (reposted_at) WHERE copies != '[]';
+    CREATE INDEX escalations_ending ON escalations (state)
+        WHERE copies != '[]' AND state IN ('acknowledged', 'stopped');
     """,
 )
 

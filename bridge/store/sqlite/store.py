@@ -232,7 +232,7 @@ class SqliteStore:
     # --- escalation -----------------------------------------------------------------------
 
     async def add_escalations(
-        self, escalations_: Sequence[Escalation], details: Sequence[str], at: int
+        self, escalations_: Sequence[Escalation], details: Sequence[str], at: int | None = None
     ) -> int:
         return await self._write(escalations.add(escalations_, details, at)) if escalations_ else 0
 
@@ -257,6 +257,14 @@ class SqliteStore:
     ) -> Escalation:
         version = await self._write(escalations.save(escalation, events, at, actor))
         return replace(escalation, version=version, updated_at=at)
+
+    async def save_escalations(
+        self,
+        items: Sequence[tuple[Escalation, Sequence[tuple[str, str]]]],
+        at: int,
+        actor: str = "escalation",
+    ) -> list[int | None]:
+        return await self._write(escalations.save_many(items, at, actor)) if items else []
 
     async def escalation_counts(self) -> dict[tuple[str, str], int]:
         return await self._read(escalations.counts)
