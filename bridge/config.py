@@ -24,7 +24,14 @@ from bridge.ingest.webhook import AlertLimits
 
 CONFIG_ENV = "ALERTBRIDGE_CONFIG"
 NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-RECEIVER_TYPES = ("slack", "discord", "pagerduty", "email", "webhook")
+#: Receiver types: Alertmanager 0.25's own integrations, and msteams (which 0.25 lacks: the
+#: bridge's adapter delivers it, or 0.27+'s msteams_configs, 0.28+'s msteamsv2_configs).
+RECEIVER_TYPES = (
+    "slack", "discord", "pagerduty", "email", "webhook", "opsgenie", "telegram", "webex",
+    "pushover", "victorops", "wechat", "sns", "msteams",
+)  # fmt: skip
+#: Alertmanager versions whose configuration can be generated.
+ALERTMANAGER_VERSIONS = ("0.25", "0.26", "0.27", "0.28")
 BRIDGE_RECEIVER = "alertbridge"
 
 
@@ -74,6 +81,8 @@ class ServerSettings:
     keepalive_timeout: int = 30  # an idle connection is closed after this
     query_timeout: int = 5  # a read of the store running longer is aborted
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides IPs and localhost; "*": any
+    #: The URL operators reach this bridge at (links in notifications); None: no links.
+    public_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,8 @@ class AlertmanagerSettings:
     # (Prometheus resends firing alerts every --rules.alert.resend-delay, 1 m by default, at
     # an evaluation): 0 means 1 m plus two of prometheus.evaluation_interval.
     resend_window: int = 0
+    #: The Alertmanager the configuration is generated for (which integrations it has).
+    version: str = "0.25"
     receivers: tuple[Receiver, ...] = ()
 
     def trust_after(self, evaluation_interval: int) -> int:
@@ -173,6 +184,14 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> 
                     raise ValueError(f"must be a positive integer, got {value!r}")
                 out[key] = value
             elif default is None or isinstance(default, str):
+                if key == "version" and isinstance(value, int | float):
+                    raise ValueError(f'a text: quote it, as version: "{value}"')
+                if (
+                    key.endswith("url")
+                    and value is not None
+                    and not str(value).startswith(("http://", "https://"))
+                ):
+                    raise ValueError(f"must be an http(s) URL, got {value!r}")
                 if not isinstance(value, str) or not value:
                     raise ValueError(f"must be a non-empty string, got {value!r}")
                 out[key] = value
@@ -217,6 +236,17 @@ def _receivers(raw: object, source: str) -> tuple[Receiver, ...]:
         config = entry.get("config") or {}
         if not isinstance(config, Mapping):
             raise ConfigError(source, f"{key}.config", "must be a mapping")
+        if rtype == "msteams":
+            unknown = set(config) - {"webhook_url_file", "send_resolved", "title", "text"}
+            if "webhook_url" in config:
+                raise ConfigError(source, f"{key}.config.webhook_url",
+                                  "a secret: give webhook_url_file, a file holding it")  # fmt: skip
+            if unknown:
+                raise ConfigError(source, f"{key}.config.{sorted(unknown)[0]}", "unknown setting")
+            url_file = config.get("webhook_url_file")
+            if not isinstance(url_file, str) or not url_file:
+                raise ConfigError(source, f"{key}.config.webhook_url_file",
+                                  "required: the file holding the Teams webhook URL")  # fmt: skip
         out.append(Receiver(name, rtype, severities, dict(config)))
     return tuple(out)
 
@@ -232,6 +262,12 @@ def _alertmanager(
     for i, item in enumerate(urls):
         if not item.startswith(("http://", "https://")):
             raise ConfigError(source, f"alertmanager.urls[{i}]", f"must be http(s), got {item!r}")
+    version = fields.get("version", "0.25")
+    if version not in ALERTMANAGER_VERSIONS:
+        choices = ", ".join(ALERTMANAGER_VERSIONS)
+        raise ConfigError(
+            source, "alertmanager.version", f"must be one of {choices}, got {version!r}"
+        )
     if len(set(urls)) != len(urls):
         raise ConfigError(source, "alertmanager.urls", "a replica is listed twice")
     return AlertmanagerSettings(

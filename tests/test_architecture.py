@@ -16,7 +16,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"core"}),
     frozenset({"ingest"}),
     frozenset({"store"}),
-    frozenset({"alertmanager", "telemetry", "export", "feed", "config"}),
+    frozenset({"alertmanager", "telemetry", "export", "feed", "config", "channels"}),
     frozenset({"escalation"}),
     frozenset({"generate"}),
     frozenset({"http"}),

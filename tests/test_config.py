@@ -98,7 +98,7 @@ def test_secrets_from_env_and_file(tmp_path: Path) -> None:
             "defined twice",
         ),
         (
-            "alertmanager: {receivers: [{name: t, type: msteams}]}\n",
+            "alertmanager: {receivers: [{name: t, type: teams}]}\n",
             "alertmanager.receivers[0].type",
             "must be one of",
         ),

@@ -30,6 +30,7 @@ from tests.support import (
     wait_for,
 )
 from tests.test_e2e_alerting import API, HOOK, stored
+from tests.test_e2e_state import metric
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +61,8 @@ alertmanager:
         config: {{url: "{stand_in}/pagerduty", routing_key: "test-key"}}}}
     - {{name: manager, type: webhook, severities: [critical],
         config: {{url: "{stand_in}/manager"}}}}
+    - {{name: teams-ops, type: msteams, severities: [critical],
+        config: {{webhook_url_file: "{teams_url}"}}}}
 escalation:
   repost_interval: 1s
   policies:
@@ -68,7 +71,7 @@ escalation:
       steps:
         - notify: [ops-slack]
         - wait: {wait}s
-        - notify: [pager]
+        - notify: [{level1}]
           {window}
         - wait: {wait}s
         - notify: [manager]
@@ -82,8 +85,9 @@ WAIT = 3  # seconds between levels
 class StandIn:
     """A loopback HTTP server answering 200 to every POST and recording (path, body, time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, failures: dict[str, int] | None = None) -> None:
         self.received: list[tuple[str, Any, float]] = []
+        self.failures = dict(failures or {})  # path -> how many requests to answer 500
         self.changed = threading.Condition()
         recorder = self
 
@@ -94,6 +98,14 @@ class StandIn:
                 with recorder.changed:
                     recorder.received.append((self.path, body, time.monotonic()))
                     recorder.changed.notify_all()
+                    failing = recorder.failures.get(self.path, 0) > 0
+                    if failing:
+                        recorder.failures[self.path] -= 1
+                if failing:
+                    self.send_response(500)
+                    self.end_headers()
+                    self.wfile.write(b"Teams is down")
+                    return
                 self.send_response(202 if self.path == "/pagerduty" else 200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -133,6 +145,8 @@ class StandIn:
 
 
 def _firing(path: str, body: Any) -> bool:
+    if path == "/teams":
+        return "[FIRING" in json.dumps(body)
     if path == "/pagerduty":
         return bool(body.get("event_action") == "trigger")
     if path == "/slack":
@@ -141,8 +155,8 @@ def _firing(path: str, body: Any) -> bool:
 
 
 @contextmanager
-def stand_in() -> Iterator[StandIn]:
-    server = StandIn()
+def stand_in(failures: dict[str, int] | None = None) -> Iterator[StandIn]:
+    server = StandIn(failures)
     try:
         yield server
     finally:
@@ -152,14 +166,17 @@ def stand_in() -> Iterator[StandIn]:
 class Stack:
     """Bridge, Prometheus and Alertmanager generated from CONFIG, receivers at `receivers`."""
 
-    def __init__(self, tmp: Path, receivers: StandIn, ack_timeout: int = 0,
-                 window: str = "", always: bool = False) -> None:  # fmt: skip
+    def __init__(self, tmp: Path, receivers: StandIn, ack_timeout: int = 0, window: str = "",
+                 always: bool = False, level1: str = "pager") -> None:  # fmt: skip
         self.rule = "always_critical" if always else "critical_cpu"
         self.tmp = tmp
         self.bridge_port, self.prom_port, self.am_port = free_port(), free_port(), free_port()
+        teams_url = tmp / "teams-url"
+        teams_url.write_text(f"{receivers.url}/teams\n")
         self.config, gen = generate_stack(
             tmp, CONFIG, HOOK, loop=LOOPBACK, bridge=self.bridge_port, am=self.am_port,
             stand_in=receivers.url, wait=WAIT, window=window, always=str(always).lower(),
+            teams_url=teams_url, level1=level1,
             ack_timeout=f"ack_timeout: {ack_timeout}s" if ack_timeout else "",
         )  # fmt: skip
         self.gen = gen
@@ -321,3 +338,28 @@ def test_the_ack_timeout_restarts_escalation_and_a_step_outside_its_window_is_sk
             assert receivers.at("/pagerduty") == []
             skipped = [d for k, _, d in stack.trail(alert_id) if k == "escalation_skipped"]
             assert skipped[:1] == [f"level 1: pager: outside {never} 00:00-24:00 UTC"]
+
+
+def test_teams_through_the_adapter_a_card_and_a_retry_when_teams_fails(tmp_path: Path) -> None:
+    """Level 1 notifies Teams through the bridge's adapter (Alertmanager 0.25 has no Teams):
+    the stand-in answers 500 to the first attempt, Alertmanager retries, the second gets the
+    card: title, severity, escalation level and the command that acknowledges the alert."""
+    with stand_in({"/teams": 1}) as receivers:
+        stack = Stack(tmp_path, receivers, level1="pager, teams-ops")
+        with running(stack.alertmanager()), running(stack.bridge()), running(stack.prometheus()):
+            alert_id = stack.fire()
+            receivers.wait("/teams", count=2, timeout=40)
+            first, second = (body for body, _ in receivers.at("/teams"))
+            assert first == second  # the same card, delivered again
+            content = second["attachments"][0]["content"]
+            assert content["body"][0]["text"] == "[FIRING:1] critical_cpu"
+            facts = {f["title"]: f["value"] for f in content["body"][-1]["facts"]}
+            assert facts["Severity"] == "critical"
+            assert facts["Escalation"] == "level 1 of page"
+            assert facts["Acknowledge"] == f"alertbridge ack {alert_id}"
+            outcomes = [
+                metric(stack.base, "alertbridge_adapter_notifications_total", adapter="msteams",
+                       receiver="teams-ops", outcome=outcome)
+                for outcome in ("failed", "delivered")
+            ]  # fmt: skip
+            assert outcomes == [1.0, 1.0]

@@ -107,6 +107,38 @@ def inhibit_rules(rules: list[AlertRule]) -> list[dict[str, Any]]:
     return out
 
 
+def adapter_url(settings: AlertmanagerSettings, receiver: str) -> str:
+    """Where Alertmanager posts a Teams receiver's notifications: the bridge's adapter, at
+    the same address as its webhook."""
+    base = settings.webhook_url.removesuffix("/api/v1/alertmanager").rstrip("/")
+    return f"{base}/api/v1/adapters/msteams/{receiver}"
+
+
+def receiver_config(receiver: Receiver, settings: AlertmanagerSettings) -> dict[str, Any]:
+    """A receiver's Alertmanager configuration. Microsoft Teams: on 0.25 and 0.26 (0.26 has
+    msteams_configs but no webhook_url_file: the secret would sit in alertmanager.yml) a
+    webhook to the bridge's adapter with the bridge's webhook token; 0.27 msteams_configs
+    (an Office 365 connector URL) and 0.28+ msteamsv2_configs (a Workflows URL), both with
+    webhook_url_file."""
+    config = dict(receiver.config)
+    if receiver.type != "msteams":
+        return {"name": receiver.name, f"{receiver.type}_configs": [config]}
+    send_resolved = bool(config.get("send_resolved", True))
+    version = tuple(int(p) for p in settings.version.split("."))
+    if version >= (0, 27):
+        kind = "msteamsv2_configs" if version >= (0, 28) else "msteams_configs"
+        native = {"webhook_url_file": config["webhook_url_file"], "send_resolved": send_resolved}
+        native.update({k: config[k] for k in ("title", "text") if k in config})
+        return {"name": receiver.name, kind: [native]}
+    webhook = {
+        "url": adapter_url(settings, receiver.name),
+        "send_resolved": send_resolved,
+        "http_config": {"authorization": {"type": "Bearer",
+                                          "credentials_file": settings.webhook_token_file}},
+    }  # fmt: skip
+    return {"name": receiver.name, "webhook_configs": [webhook]}
+
+
 def render_alertmanager(
     rules: list[AlertRule],
     settings: AlertmanagerSettings,
@@ -149,9 +181,7 @@ def render_alertmanager(
         }
     ]
     for receiver in settings.receivers:
-        receivers.append(
-            {"name": receiver.name, f"{receiver.type}_configs": [dict(receiver.config)]}
-        )
+        receivers.append(receiver_config(receiver, settings))
     if escalation.policies:
         receivers.append({"name": NULL_RECEIVER})
     doc = {

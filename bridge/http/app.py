@@ -20,7 +20,7 @@ from bridge.core.times import now_ns
 from bridge.escalation.engine import Escalator
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.notify import CONSUMER, Notifier
-from bridge.http import api
+from bridge.http import adapters, api
 from bridge.http.keys import (
     ESCALATOR,
     FEED,
@@ -331,6 +331,8 @@ def create_app(
     app[NOTIFIER] = notifier or Notifier(Severity.WARNING)
     app.add_routes(routes)
     app.add_routes(api.routes)
+    app.add_routes(adapters.routes)
+    app.cleanup_ctx.append(adapters.session_ctx)
     app.cleanup_ctx.append(storage_ctx)
     if background:
         interval = settings.telemetry.sample_interval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -25,4 +26,5 @@ FEED = web.AppKey("feed", FeedConsumer)
 NOTIFIER = web.AppKey("notifier", Notifier)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 ESCALATOR = web.AppKey("escalator", Escalator)
+ADAPTER_SESSION = web.AppKey("adapter_session", aiohttp.ClientSession)
 GUARD = web.AppKey("guard", ConnectionGuard)

@@ -223,6 +223,29 @@ SPEC: dict[str, Any] = {
             {"by": {"type": "string"}, "comment": {"type": "string"}},
             ["by"],
         ),
+        "/api/v1/adapters/msteams/{receiver}": {
+            "post": {
+                "summary": "Alertmanager's webhook for a Microsoft Teams receiver: delivered to"
+                " Teams as a card (502 when Teams fails: Alertmanager retries)",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "receiver",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {}}},
+                "responses": {
+                    **_responses("200", 400, 401, 404, 503, "requestBody"),
+                    "502": {
+                        "description": "Teams refused the card or could not be reached",
+                        "content": {"application/json": {"schema": _ERROR}},
+                    },
+                },
+            }
+        },
         "/api/v1/alerts/{id}/escalation": {
             "get": {
                 "summary": "The alert's escalations: policy, state, level, next step, copies",

@@ -177,6 +177,21 @@ class BridgeMetrics:
         )
         self.escalations = EscalationSteps()
         registry.register(self.escalations)
+        self.adapter_notifications = Counter(
+            "alertbridge_adapter_notifications",
+            "Notifications the bridge's channel adapters (Microsoft Teams) delivered for"
+            " Alertmanager, by adapter, receiver and outcome (delivered, failed: Alertmanager"
+            " retries).",
+            ["adapter", "receiver", "outcome"],
+            registry=registry,
+        )
+        self.adapter_latency = Histogram(
+            "alertbridge_adapter_latency_seconds",
+            "Time a channel adapter took to deliver a notification (the channel's answer).",
+            ["adapter"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
         self.reconcile_rounds = Counter(
             "alertbridge_reconcile_rounds",
             "Reconcile rounds with Alertmanager by outcome: trusted (a replica up for longer"

@@ -1,0 +1,1 @@
+"""Notification channels the bridge delivers itself: Microsoft Teams (msteams.py)."""

@@ -1,0 +1,140 @@
+"""Microsoft Teams, which Alertmanager 0.25 lacks: the bridge's adapter takes Alertmanager's
+webhook notification for a Teams receiver and posts an Adaptive Card to the Teams webhook
+URL read from the receiver's secret file (a Workflows "post to a channel when a webhook
+request is received" URL, or a legacy Incoming Webhook: both take this message format).
+
+The URL is read for each notification (a rotated secret needs no restart) and never logged.
+When Teams fails, the adapter answers 5xx to Alertmanager, which retries (the notification
+log then records one delivery).
+
+>>> card = render_card(_example(), {"0123456789abcdef": 7}, None)
+>>> card["attachments"][0]["content"]["body"][0]["text"]
+'[FIRING:1] high_cpu'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bridge.core.errors import BridgeError
+from bridge.ingest.webhook import Notification, ReceivedAlert
+
+CARD = "application/vnd.microsoft.card.adaptive"
+#: Adaptive Card text colours by severity (firing), "good" once resolved.
+COLOURS = {"critical": "attention", "error": "attention", "warning": "warning", "info": "accent"}
+MAX_ALERTS = 20  # alerts listed in one card; the rest are counted
+
+
+class DeliveryError(BridgeError):
+    """Teams did not take the card (or its URL could not be read): Alertmanager retries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    status: int
+    alerts: int
+
+
+def _title(notification: Notification) -> str:
+    firing = [a for a in notification.alerts if a.status == "firing"]
+    names = sorted({a.labels.get("alertname", "") for a in notification.alerts})
+    head = f"[FIRING:{len(firing)}]" if firing else "[RESOLVED]"
+    return f"{head} {', '.join(n for n in names if n)}".strip()
+
+
+def _facts(alert: ReceivedAlert, alert_id: int | None, public_url: str | None) -> list[Any]:
+    facts = [{"title": "Severity", "value": alert.labels.get("severity", "-")},
+             {"title": "Status", "value": alert.status}]  # fmt: skip
+    if alert.labels.get("instance"):
+        facts.append({"title": "Instance", "value": alert.labels["instance"]})
+    if "escalation_level" in alert.labels:
+        facts.append({"title": "Escalation",
+                      "value": f"level {alert.labels['escalation_level']} of"
+                               f" {alert.labels.get('escalation_policy', '-')}"})  # fmt: skip
+    if alert_id is not None and alert.status == "firing":
+        command = f"alertbridge ack {alert_id}"
+        if public_url:
+            command += f" --url {public_url}"
+        facts.append({"title": "Acknowledge", "value": command})
+    return facts
+
+
+def render_card(
+    notification: Notification, ids: Mapping[str, int], public_url: str | None
+) -> dict[str, Any]:
+    """The Teams message for a notification: title, then per alert its summary, severity,
+    instance, escalation level and the command that acknowledges it (`ids`: the bridge's
+    alert id by fingerprint)."""
+    body: list[Any] = [{"type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": True,
+                        "text": _title(notification)}]  # fmt: skip
+    for alert in notification.alerts[:MAX_ALERTS]:
+        severity = alert.labels.get("severity", "")
+        colour = "good" if alert.status == "resolved" else COLOURS.get(severity, "default")
+        summary = alert.annotations.get("summary") or alert.labels.get("alertname", "alert")
+        body.append({"type": "TextBlock", "weight": "Bolder", "wrap": True, "color": colour,
+                     "text": summary})  # fmt: skip
+        if alert.annotations.get("description"):
+            body.append({"type": "TextBlock", "wrap": True, "isSubtle": True,
+                         "text": alert.annotations["description"]})  # fmt: skip
+        alert_id = ids.get(alert.fingerprint)
+        if alert.annotations.get("alertbridge_id", "").isdigit():  # an escalation copy
+            alert_id = int(alert.annotations["alertbridge_id"])
+        body.append({"type": "FactSet", "facts": _facts(alert, alert_id, public_url)})
+    if len(notification.alerts) > MAX_ALERTS:
+        body.append({"type": "TextBlock", "isSubtle": True,
+                     "text": f"... and {len(notification.alerts) - MAX_ALERTS} more"})  # fmt: skip
+    actions = []
+    sources = [a.generator_url for a in notification.alerts if a.generator_url]
+    if sources:
+        actions.append({"type": "Action.OpenUrl", "title": "Source", "url": sources[0]})
+    content: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "msteams": {"width": "Full"},
+        "body": body,
+    }
+    if actions:
+        content["actions"] = actions
+    return {"type": "message", "attachments": [{"contentType": CARD, "content": content}]}
+
+
+def read_url(path: str) -> str:
+    """The Teams webhook URL from its secret file; DeliveryError naming the file, not the
+    URL, when it cannot be read or is not http(s)."""
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise DeliveryError(f"cannot read the Teams URL file {path}: {exc.strerror}") from None
+    if not url.startswith(("https://", "http://")):
+        raise DeliveryError(f"the Teams URL file {path} does not hold an http(s) URL")
+    return url
+
+
+async def deliver(
+    session: aiohttp.ClientSession, url: str, message: Mapping[str, Any], timeout: float = 8.0
+) -> int:
+    """Post the message; Teams' status. DeliveryError when it is not 2xx or Teams cannot be
+    reached (the URL stays out of the message: it is a secret)."""
+    try:
+        async with session.post(
+            url, json=message, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            text = (await response.text())[:200]
+            if response.status >= 300:
+                raise DeliveryError(f"Teams answered HTTP {response.status}: {text.strip()}")
+            return response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise DeliveryError(f"Teams could not be reached: {exc.__class__.__name__}") from None
+
+
+def _example() -> Notification:
+    alert = ReceivedAlert("0123456789abcdef", "firing", 0, None,
+                          {"alertname": "high_cpu", "severity": "warning"}, {}, "")  # fmt: skip
+    return Notification(receiver="teams", status="firing", group_key="{}", truncated_alerts=0,
+                        alerts=(alert,))  # fmt: skip

@@ -1,0 +1,63 @@
+"""Channel adapters: Alertmanager notifies the bridge for receivers Alertmanager 0.25 has no
+integration for, and the bridge delivers (Microsoft Teams: bridge.channels.msteams)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from bridge.channels.msteams import DeliveryError, deliver, read_url, render_card
+from bridge.core.errors import NotFound
+from bridge.http.api import check_webhook_auth
+from bridge.http.errors import HttpError
+from bridge.http.keys import ADAPTER_SESSION, METRICS, SETTINGS, STORE
+from bridge.http.util import decode_json, json_response, read_body
+from bridge.ingest.webhook import parse_notification
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/v1/adapters/msteams/{receiver}")
+async def msteams(request: web.Request) -> web.Response:
+    """Deliver an Alertmanager notification to a Microsoft Teams receiver as a card; 2xx
+    once Teams took it, 502 when Teams refused or could not be reached (Alertmanager
+    retries), 503 when the receiver's URL file cannot be read."""
+    app = request.app
+    settings = app[SETTINGS]
+    check_webhook_auth(request, settings.server.webhook_token)
+    name = request.match_info["receiver"]
+    receiver = next((r for r in settings.alertmanager.receivers
+                     if r.name == name and r.type == "msteams"), None)  # fmt: skip
+    if receiver is None:
+        raise NotFound(f"no msteams receiver named {name!r} in the configuration")
+    raw = await read_body(request)
+    notification = parse_notification(decode_json(raw), settings.limits, len(raw))
+    keys = [(a.fingerprint, a.starts_at) for a in notification.alerts]
+    ids = {fp: alert_id for (fp, _), alert_id in (await app[STORE].ids_of(keys)).items()}
+    metrics = app[METRICS]
+    try:
+        url = read_url(str(receiver.config["webhook_url_file"]))
+    except DeliveryError as exc:
+        metrics.adapter_notifications.labels("msteams", name, "failed").inc()
+        raise HttpError(503, "channel_unavailable", str(exc)) from None
+    message = render_card(notification, ids, settings.server.public_url)
+    started = time.perf_counter()
+    try:
+        status = await deliver(app[ADAPTER_SESSION], url, message)
+    except DeliveryError as exc:
+        metrics.adapter_notifications.labels("msteams", name, "failed").inc()
+        raise HttpError(502, "delivery_failed", f"receiver {name}: {exc}") from None
+    finally:
+        metrics.adapter_latency.labels("msteams").observe(time.perf_counter() - started)
+    metrics.adapter_notifications.labels("msteams", name, "delivered").inc()
+    return json_response({"delivered": len(notification.alerts), "teams_status": status})
+
+
+async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One client session for the adapters' deliveries."""
+    async with aiohttp.ClientSession() as session:
+        app[ADAPTER_SESSION] = session
+        yield
