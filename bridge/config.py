@@ -134,6 +134,18 @@ class TelemetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatSettings:
+    """The dead man's switch: an always-firing rule routed to the bridge every `interval`;
+    silent for `timeout`, the bridge raises AlertingPipelineSilent and tells `notify` (a
+    webhook or msteams receiver) directly, not through Alertmanager."""
+
+    enabled: bool = False
+    interval: int = 60
+    timeout: int = 300
+    notify: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, validated.
 
@@ -149,6 +161,7 @@ class Settings:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     limits: AlertLimits = field(default_factory=AlertLimits)
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     source: str = "<defaults>"
 
 
@@ -251,6 +264,40 @@ def _receivers(raw: object, source: str) -> tuple[Receiver, ...]:
     return tuple(out)
 
 
+def _heartbeat(raw: object, source: str, receivers: tuple[Receiver, ...]) -> HeartbeatSettings:
+    if raw is None:
+        return HeartbeatSettings()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "heartbeat", "must be a mapping")
+    unknown = set(raw) - {"enabled", "interval", "timeout", "notify"}
+    if unknown:
+        raise ConfigError(source, f"heartbeat.{sorted(unknown)[0]}", "unknown setting")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(source, "heartbeat.enabled", "must be true or false")
+    times = {}
+    for key, default in (("interval", 60), ("timeout", 300)):
+        try:
+            times[key] = parse_duration(raw.get(key, default))
+        except ValueError as exc:
+            raise ConfigError(source, f"heartbeat.{key}", str(exc)) from None
+        if times[key] <= 0:
+            raise ConfigError(source, f"heartbeat.{key}", "must be longer than 0s")
+    if times["timeout"] < 2 * times["interval"]:
+        reason = "must be at least twice the interval (one late heartbeat is normal)"
+        raise ConfigError(source, "heartbeat.timeout", reason)
+    notify = raw.get("notify")
+    if notify is not None:
+        target = next((r for r in receivers if r.name == notify), None)
+        if target is None or target.type not in ("webhook", "msteams"):
+            reason = f"must name a webhook or msteams receiver, got {notify!r}"
+            raise ConfigError(source, "heartbeat.notify", reason)
+        if target.type == "webhook" and not (target.config.get("url") or
+                                             target.config.get("url_file")):  # fmt: skip
+            raise ConfigError(source, "heartbeat.notify", f"receiver {notify} has no url")
+    return HeartbeatSettings(enabled, times["interval"], times["timeout"], notify)
+
+
 def _alertmanager(
     fields: dict[str, Any], receivers: tuple[Receiver, ...], source: str
 ) -> AlertmanagerSettings:
@@ -332,7 +379,7 @@ def load_settings(
         raw = loaded
     unknown = set(raw) - {
         "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits",
-        "escalation",
+        "escalation", "heartbeat",
     }  # fmt: skip
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
@@ -393,7 +440,9 @@ def load_settings(
         [r.name for r in receivers],
         {r.name: r.escalation for r in rules if r.escalation},
     )
+    heartbeat = _heartbeat(raw.get("heartbeat"), source, receivers)
     return Settings(
+        heartbeat=heartbeat,
         namespace=namespace,
         rules=rules,
         server=server,

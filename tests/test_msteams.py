@@ -193,7 +193,7 @@ async def test_adapter_errors(aiohttp_client: MakeClient, tmp_path: Path) -> Non
     (tmp_path / "teams-url").unlink()
     missing = await client.post(url, json=payload, headers=HOOK)
     assert missing.status == 503
-    assert "cannot read the Teams URL file" in (await missing.json())["message"]
+    assert "cannot read the URL file" in (await missing.json())["message"]
     (tmp_path / "teams-url").write_text("not a url")
     assert (await client.post(url, json=payload, headers=HOOK)).status == 503
     await server.close()

@@ -711,3 +711,10 @@ async def test_pruning_an_alert_removes_its_escalations(store: AlertStore) -> No
     assert await store.prune(T0 + 2 * 86400 * NS) == 1
     assert await store.escalations(alert_id) == []
     assert await store.escalation_counts() == {}
+
+
+async def test_the_last_heartbeat_is_kept_and_an_older_one_ignored(store: AlertStore) -> None:
+    assert await store.last_heartbeat() is None
+    await store.record_heartbeat(T0 + 5 * NS)
+    await store.record_heartbeat(T0)  # delivered late, out of order
+    assert await store.last_heartbeat() == T0 + 5 * NS

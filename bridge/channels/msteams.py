@@ -105,19 +105,23 @@ def render_card(
 
 
 def read_url(path: str) -> str:
-    """The Teams webhook URL from its secret file; DeliveryError naming the file, not the
+    """A webhook URL (Teams, or any) from its secret file; DeliveryError naming the file, not the
     URL, when it cannot be read or is not http(s)."""
     try:
         url = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise DeliveryError(f"cannot read the Teams URL file {path}: {exc.strerror}") from None
+        raise DeliveryError(f"cannot read the URL file {path}: {exc.strerror}") from None
     if not url.startswith(("https://", "http://")):
-        raise DeliveryError(f"the Teams URL file {path} does not hold an http(s) URL")
+        raise DeliveryError(f"the URL file {path} does not hold an http(s) URL")
     return url
 
 
 async def deliver(
-    session: aiohttp.ClientSession, url: str, message: Mapping[str, Any], timeout: float = 8.0
+    session: aiohttp.ClientSession,
+    url: str,
+    message: Mapping[str, Any],
+    timeout: float = 8.0,
+    what: str = "Teams",
 ) -> int:
     """Post the message; Teams' status. DeliveryError when it is not 2xx or Teams cannot be
     reached (the URL stays out of the message: it is a secret)."""
@@ -127,10 +131,10 @@ async def deliver(
         ) as response:
             text = (await response.text())[:200]
             if response.status >= 300:
-                raise DeliveryError(f"Teams answered HTTP {response.status}: {text.strip()}")
+                raise DeliveryError(f"{what} answered HTTP {response.status}: {text.strip()}")
             return response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise DeliveryError(f"Teams could not be reached: {exc.__class__.__name__}") from None
+        raise DeliveryError(f"{what} could not be reached: {exc.__class__.__name__}") from None
 
 
 def _example() -> Notification:

@@ -152,6 +152,10 @@ def status(ctx: click.Context, url: str | None, output: str) -> None:
     if "alerts" in data:
         counts = ", ".join(f"{state} {n}" for state, n in data["alerts"].items())
         click.echo(f"alerts: {counts}")
+    beat = data.get("heartbeat") or {}
+    if beat.get("state") not in (None, "off"):
+        last = "none yet" if beat.get("age_seconds") is None else f"{beat['age_seconds']:.0f}s ago"
+        click.echo(f"heartbeat: {beat['state']} (last {last}, timeout {beat['timeout_seconds']}s)")
     rows = [
         [
             r["rule"],

@@ -44,6 +44,18 @@ URGENCIES = ("high", "low")
 LABEL_POLICY, LABEL_LEVEL, LABEL_ROUND = "escalation_policy", "escalation_level", "escalation_round"
 
 
+#: The dead man's switch: an always-firing alert routed to the bridge (bridge.escalation.
+#: heartbeat), and the local alert raised when it stops arriving.
+HEARTBEAT_ALERT = "AlertbridgeHeartbeat"
+SILENT_ALERT = "AlertingPipelineSilent"
+HEARTBEAT_LABELS = {"alertname": HEARTBEAT_ALERT, "alertbridge": "heartbeat", "severity": "none"}
+
+
+def is_heartbeat(labels: Mapping[str, str]) -> bool:
+    """Whether an alert is the dead man's switch's heartbeat."""
+    return labels.get("alertname") == HEARTBEAT_ALERT and labels.get("alertbridge") == "heartbeat"
+
+
 def is_copy(labels: Mapping[str, str]) -> bool:
     """Whether an alert is one of the bridge's escalation copies."""
     return LABEL_LEVEL in labels and LABEL_POLICY in labels

@@ -40,10 +40,11 @@ class Artifacts:
 def render_all(settings: Settings) -> Artifacts:
     """Every generated file for a configuration, in memory (pure and deterministic)."""
     rules = list(settings.rules)
-    tests, untested = render_rule_tests(rules, settings.namespace)
+    beat = settings.heartbeat
+    tests, untested = render_rule_tests(rules, settings.namespace, heartbeat=beat.enabled)
     prom = settings.prometheus
     files = {
-        RULES_PATH: render_rules(rules, settings.namespace),
+        RULES_PATH: render_rules(rules, settings.namespace, heartbeat=beat.enabled),
         TESTS_PATH: tests,
         PROMETHEUS_PATH: render_prometheus_config(
             prom.scrape_interval,
@@ -52,7 +53,12 @@ def render_all(settings: Settings) -> Artifacts:
             prom.scrape_target,
             prom.alertmanager_target,
         ),
-        ALERTMANAGER_PATH: render_alertmanager(rules, settings.alertmanager, settings.escalation),
+        ALERTMANAGER_PATH: render_alertmanager(
+            rules,
+            settings.alertmanager,
+            settings.escalation,
+            heartbeat=beat.interval if beat.enabled else None,
+        ),
         DATASOURCES_PATH: render_datasources(
             prom.url or "http://127.0.0.1:9090",
             settings.alertmanager.url or "http://127.0.0.1:9093",

@@ -7,7 +7,7 @@ from typing import Any
 
 from bridge.config import BRIDGE_RECEIVER, AlertmanagerSettings, Receiver
 from bridge.core.model import AlertRule, Severity
-from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, EscalationSettings
+from bridge.core.policies import HEARTBEAT_ALERT, LABEL_LEVEL, LABEL_POLICY, EscalationSettings
 from bridge.core.rules import rules_by_metric
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
@@ -139,14 +139,33 @@ def receiver_config(receiver: Receiver, settings: AlertmanagerSettings) -> dict[
     return {"name": receiver.name, "webhook_configs": [webhook]}
 
 
+def heartbeat_route(interval: int) -> dict[str, Any]:
+    """The heartbeat to the bridge alone, again every `interval` (group_interval and
+    repeat_interval both: a firing group is notified again at the first flush after its
+    repeat interval)."""
+    every = format_duration(interval)
+    return {
+        "matchers": [_matcher("alertname", HEARTBEAT_ALERT)],
+        "receiver": BRIDGE_RECEIVER,
+        "group_by": ["alertname"],
+        "group_wait": "0s",
+        "group_interval": every,
+        "repeat_interval": every,
+        "continue": False,
+    }
+
+
 def render_alertmanager(
     rules: list[AlertRule],
     settings: AlertmanagerSettings,
     escalation: EscalationSettings | None = None,
+    heartbeat: int | None = None,
 ) -> str:
-    """`alertmanager.yml` for the enabled rules (and the escalation policies' levels)."""
+    """`alertmanager.yml` for the enabled rules (and the escalation policies' levels, and
+    the heartbeat every `heartbeat` seconds)."""
     escalation = escalation or EscalationSettings()
-    routes: list[dict[str, Any]] = escalation_routes(escalation, settings)
+    routes: list[dict[str, Any]] = [heartbeat_route(heartbeat)] if heartbeat else []
+    routes += escalation_routes(escalation, settings)
     for rule in rules:
         if not rule.enabled:
             continue

@@ -7,6 +7,7 @@ from typing import Any
 from bridge.core.catalog import spec_for
 from bridge.core.expressions import Annotations, alert_expr, alert_labels
 from bridge.core.model import AlertRule
+from bridge.core.policies import HEARTBEAT_ALERT, HEARTBEAT_LABELS
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
 from bridge.generate.fixtures import TEST_LABELS, Fixture, Timing, fixture_for
@@ -16,8 +17,24 @@ TESTS_FILE = "telemetry.rules.test.yml"
 GROUP = "alertbridge-telemetry"
 
 
-def render_rules(rules: list[AlertRule], namespace: str) -> str:
-    """`telemetry.rules.yml` for the enabled rules."""
+HEARTBEAT_GROUP = "alertbridge-heartbeat"
+
+
+def heartbeat_rule() -> dict[str, Any]:
+    """The dead man's switch: always firing; Alertmanager sends it to the bridge every
+    heartbeat interval, so its absence means Prometheus, Alertmanager or the path between
+    them and the bridge stopped working."""
+    labels = {k: v for k, v in HEARTBEAT_LABELS.items() if k != "alertname"}
+    return {
+        "alert": HEARTBEAT_ALERT,
+        "expr": "vector(1)",
+        "labels": labels,
+        "annotations": {"summary": "The alerting pipeline works (the bridge's dead man's switch)"},
+    }
+
+
+def render_rules(rules: list[AlertRule], namespace: str, heartbeat: bool = False) -> str:
+    """`telemetry.rules.yml` for the enabled rules (and the heartbeat rule)."""
     out = []
     for rule in rules:
         if not rule.enabled:
@@ -28,7 +45,10 @@ def render_rules(rules: list[AlertRule], namespace: str) -> str:
         entry["labels"] = alert_labels(rule)
         entry["annotations"] = Annotations(rule).templates()
         out.append(entry)
-    return dump_yaml({"groups": [{"name": GROUP, "rules": out}]})
+    groups = [{"name": GROUP, "rules": out}]
+    if heartbeat:
+        groups.append({"name": HEARTBEAT_GROUP, "rules": [heartbeat_rule()]})
+    return dump_yaml({"groups": groups})
 
 
 # --- promtool unit tests -------------------------------------------------------------------
@@ -99,7 +119,7 @@ def _rule_test(rule: AlertRule, namespace: str) -> dict[str, Any] | None:
 
 
 def render_rule_tests(
-    rules: list[AlertRule], namespace: str, rules_file: str = RULES_FILE
+    rules: list[AlertRule], namespace: str, rules_file: str = RULES_FILE, heartbeat: bool = False
 ) -> tuple[str, list[str]]:
     """The promtool test file, and the names of enabled rules that got no test (and why)."""
     tests, untested = [], []
@@ -114,6 +134,19 @@ def render_rule_tests(
             untested.append(f"{rule.name} ({why})")
         else:
             tests.append(test)
+    if heartbeat:
+        beat = heartbeat_rule()
+        tests.append({
+            "name": "heartbeat: fires from the first evaluation, always",
+            "interval": "1m",
+            "input_series": [],
+            "alert_rule_test": [
+                {"eval_time": t, "alertname": HEARTBEAT_ALERT,
+                 "exp_alerts": [{"exp_labels": beat["labels"],
+                                 "exp_annotations": beat["annotations"]}]}
+                for t in ("0m", "10m")
+            ],
+        })  # fmt: skip
     step = min((Timing.for_rule(r.window_seconds, 0).step for r in rules), default=60)
     doc = {
         "rule_files": [rules_file],

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bridge.config import Secret
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
-from bridge.core.policies import is_copy
+from bridge.core.policies import is_copy, is_heartbeat
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
 from bridge.http.errors import HttpError, status_of
@@ -67,6 +67,11 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         alerts = [a for a in notification.alerts if not is_copy(a.labels)]
         if len(alerts) < len(notification.alerts):
             metrics.copies_ignored.inc(len(notification.alerts) - len(alerts))
+        beats = [a for a in alerts if is_heartbeat(a.labels)]
+        if beats:  # the dead man's switch: its arrival recorded, never stored as an alert
+            alerts = [a for a in alerts if not is_heartbeat(a.labels)]
+            await app[STORE].record_heartbeat(now_ns())
+            metrics.heartbeats.inc()
         try:
             result = await app[STORE].ingest(alerts, now_ns()) if alerts else IngestResult()
         except StoreError:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -16,8 +17,9 @@ from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
 from bridge.core.errors import StoreError
 from bridge.core.model import Severity
-from bridge.core.times import now_ns
+from bridge.core.times import format_time, now_ns
 from bridge.escalation.engine import Escalator
+from bridge.escalation.heartbeat import Watchdog
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.notify import CONSUMER, Notifier
 from bridge.http import adapters, api
@@ -32,6 +34,7 @@ from bridge.http.keys import (
     SETTINGS,
     STORE,
     TELEMETRY,
+    WATCHDOG,
 )
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard, ConnectionLimits, GuardedHandler
@@ -149,8 +152,23 @@ async def status(request: web.Request) -> web.Response:
             "rules": rule_states(settings.rules, values),
             "alerts": by_state,
             "alertmanager": by_am,  # firing alerts, by whether Alertmanager mutes them
+            "heartbeat": _heartbeat_status(request.app),
         }
     )
+
+
+def _heartbeat_status(app: web.Application) -> dict[str, Any]:
+    """The dead man's switch: off, or its state (waiting, ok, silent) and the last arrival."""
+    watchdog = app.get(WATCHDOG)
+    if watchdog is None:
+        return {"state": "off"}
+    age = watchdog.age()
+    return {
+        "state": watchdog.state,
+        "last_at": format_time(watchdog.last),
+        "age_seconds": None if age != age else round(age, 3),  # NaN: none yet
+        "timeout_seconds": watchdog.timeout,
+    }
 
 
 WEBHOOK_PATH = "/api/v1/alertmanager"  # counted by alertbridge_webhook_requests_total
@@ -255,11 +273,27 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
             tasks.append(
                 asyncio.create_task(escalator.run_forever(), name="alertbridge-escalation")
             )
+        if settings.heartbeat.enabled:
+            watchdog = app[WATCHDOG] = Watchdog(app[STORE], settings, session)
+            app[METRICS].heartbeat_age.set_function(watchdog.age)
+            tasks.append(asyncio.create_task(_watch(watchdog), name="alertbridge-heartbeat"))
         yield
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _watch(watchdog: Watchdog) -> None:
+    """Check the heartbeat every few seconds (an interval of at most a fifth of the timeout,
+    so that a silent pipeline is noticed within a fifth past the timeout)."""
+    every = max(0.5, min(5.0, watchdog.timeout / 5))
+    while True:
+        try:
+            await watchdog.check()
+        except Exception:
+            log.exception("heartbeat check failed; retrying in %ss", every)
+        await asyncio.sleep(every)
 
 
 def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
 from bridge.escalation.engine import Escalator
+from bridge.escalation.heartbeat import Watchdog
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.notify import Notifier
 from bridge.http.selfmetrics import BridgeMetrics
@@ -27,4 +28,5 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 ESCALATOR = web.AppKey("escalator", Escalator)
 ADAPTER_SESSION = web.AppKey("adapter_session", aiohttp.ClientSession)
+WATCHDOG = web.AppKey("watchdog", Watchdog)
 GUARD = web.AppKey("guard", ConnectionGuard)

@@ -175,6 +175,18 @@ class BridgeMetrics:
             " took them, or a route of the operator's sent them to the bridge).",
             registry=registry,
         )
+        self.heartbeats = Counter(
+            "alertbridge_heartbeats_received",
+            "Heartbeats of the dead man's switch received from Alertmanager.",
+            registry=registry,
+        )
+        self.heartbeat_age = Gauge(
+            "alertbridge_heartbeat_age_seconds",
+            "Seconds since the last heartbeat of the dead man's switch (NaN: none yet, or"
+            " the switch is off).",
+            registry=registry,
+        )
+        self.heartbeat_age.set(float("nan"))
         self.escalations = EscalationSteps()
         registry.register(self.escalations)
         self.adapter_notifications = Counter(

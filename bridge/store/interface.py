@@ -201,6 +201,15 @@ class AlertStore(Protocol):
         retention; how many. Firing alerts are never pruned."""
         ...
 
+    async def record_heartbeat(self, at: int) -> None:
+        """The dead man's switch's heartbeat arrived at `at` (durably; an older one is
+        ignored)."""
+        ...
+
+    async def last_heartbeat(self) -> int | None:
+        """When the last heartbeat arrived (None: never)."""
+        ...
+
     # --- consumers of the feed ----------------------------------------------------------
 
     async def cursor(self, consumer: str) -> int | None:

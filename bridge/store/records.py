@@ -13,7 +13,7 @@ from bridge.core.times import format_time
 
 #: Actors that are parts of the system, not people (exports keep them readable).
 SYSTEM_ACTORS = frozenset(
-    {"alertmanager", "local", "reconciler", "alertbridge", "evaluator", "escalation"}
+    {"alertmanager", "local", "reconciler", "alertbridge", "evaluator", "escalation", "heartbeat"}
 )
 DEFAULT_RETENTION_DAYS = 90
 #: The longest comment, note or name an action takes, in characters.

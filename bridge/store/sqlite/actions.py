@@ -289,6 +289,17 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     )
 
 
+def record_heartbeat(at: int) -> Job[None]:
+    """Job: the dead man's switch's heartbeat arrived at `at` (a later one wins)."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        last = meta(conn, "heartbeat_at")
+        if last is None or int(last) < at:
+            _set_meta(conn, "heartbeat_at", str(at))
+
+    return job
+
+
 def save_cursor(consumer: str, event_id: int) -> Job[None]:
     """Job: remember the last event a consumer of the feed handled."""
 

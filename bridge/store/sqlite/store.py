@@ -221,6 +221,13 @@ class SqliteStore:
     async def prune(self, at: int, batch: int = 5000) -> int:
         return await self._write(actions.prune(at, batch))
 
+    async def record_heartbeat(self, at: int) -> None:
+        await self._write(actions.record_heartbeat(at))
+
+    async def last_heartbeat(self) -> int | None:
+        value = await self._read(lambda c: queries.meta(c, "heartbeat_at"))
+        return None if value is None else int(value)
+
     # --- consumers of the feed ----------------------------------------------------------
 
     async def cursor(self, consumer: str) -> int | None:
