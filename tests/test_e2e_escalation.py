@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from bridge.cli import main
 from tests.support import (
     LOOPBACK,
     bridge_env,
@@ -63,6 +65,8 @@ alertmanager:
         config: {{url: "{stand_in}/manager"}}}}
     - {{name: teams-ops, type: msteams, severities: [critical],
         config: {{webhook_url_file: "{teams_url}"}}}}
+    - {{name: broken, type: webhook, severities: [info],
+        config: {{url: "http://{loop}:{closed}/nobody-listens"}}}}
 escalation:
   repost_interval: 1s
   policies:
@@ -176,7 +180,7 @@ class Stack:
         self.config, gen = generate_stack(
             tmp, CONFIG, HOOK, loop=LOOPBACK, bridge=self.bridge_port, am=self.am_port,
             stand_in=receivers.url, wait=WAIT, window=window, always=str(always).lower(),
-            teams_url=teams_url, level1=level1,
+            teams_url=teams_url, level1=level1, closed=free_port(),
             ack_timeout=f"ack_timeout: {ack_timeout}s" if ack_timeout else "",
         )  # fmt: skip
         self.gen = gen
@@ -363,3 +367,42 @@ def test_teams_through_the_adapter_a_card_and_a_retry_when_teams_fails(tmp_path:
                 for outcome in ("failed", "delivered")
             ]  # fmt: skip
             assert outcomes == [1.0, 1.0]
+
+
+def test_channels_test_reports_delivery_and_failure_and_stats_count_them(tmp_path: Path) -> None:
+    """`channels test` sends through Alertmanager to one receiver and judges by Alertmanager's
+    counters: the stand-in up, success (exit 0, and only that receiver got it); a receiver
+    whose endpoint is down, failure (exit 1). `channels stats` and GET /api/v1/channels show
+    the attempts and the failure."""
+    with stand_in() as receivers:
+        stack = Stack(tmp_path, receivers)
+        with running(stack.alertmanager()), running(stack.bridge()):
+            runner = CliRunner(env={"ALERTBRIDGE_API_TOKEN": API})
+            ok = runner.invoke(main, ["--config", str(stack.config), "channels", "test",
+                                      "manager", "--timeout", "20"])  # fmt: skip
+            assert ok.exit_code == 0, ok.output
+            assert ok.output.startswith("ok: manager: delivered by Alertmanager's webhook")
+            [(body, _)] = receivers.at("/manager")
+            assert body["alerts"][0]["labels"]["alertname"] == "AlertbridgeChannelTest"
+            assert [p for p, _, _ in receivers.received] == ["/manager"]  # to it alone
+            bad = runner.invoke(main, ["--config", str(stack.config), "channels", "test",
+                                       "broken", "--timeout", "20"])  # fmt: skip
+            assert bad.exit_code == 1
+            assert "FAIL: broken: Alertmanager's webhook integration failed" in bad.output
+            missing = runner.invoke(main, ["--config", str(stack.config), "channels", "test",
+                                           "nobody"])  # fmt: skip
+            assert missing.exit_code == 1
+            assert "no receiver named 'nobody'" in missing.output
+            stats = runner.invoke(main, ["--config", str(stack.config), "channels", "stats",
+                                         "-o", "json"])  # fmt: skip
+            [webhook] = [s for s in json.loads(stats.output)["alertmanager"][stack.am]
+                         if s["integration"] == "webhook"]  # fmt: skip
+            assert webhook["attempts"] >= 2
+            assert webhook["attempts_failed"] >= 1
+            status, body = http_json(f"{stack.base}/api/v1/channels", token=API)
+            assert status == 200, body
+            [served] = [s for s in body["alertmanager"][stack.am] if s["integration"] == "webhook"]
+            assert served["attempts_failed"] >= 1
+            assert {"name": "manager", "type": "webhook", "severities": ["critical"],
+                    "integration": "webhook"} in body["receivers"]  # fmt: skip
+            assert stored(stack.base) == []  # test alerts are not stored

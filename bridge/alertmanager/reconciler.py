@@ -33,7 +33,7 @@ from typing import TypeVar
 
 from bridge.alertmanager.client import AlertmanagerCluster, ReplicaList
 from bridge.core.errors import AlertmanagerError, InvalidInput
-from bridge.core.policies import is_copy, is_heartbeat
+from bridge.core.policies import is_internal
 from bridge.core.times import NS, ZERO_TIME, now_ns
 from bridge.ingest.episodes import PROVISIONAL
 from bridge.ingest.webhook import ReceivedAlert, parse_time
@@ -251,8 +251,8 @@ def _merge(answered: Sequence[ReplicaList], now: int) -> dict[tuple[str, int], _
             labels = item.get("labels")
             if starts is None or (ends is not None and ends <= now) or not isinstance(labels, dict):
                 continue
-            if "alertname" not in labels or is_copy(labels) or is_heartbeat(labels):
-                continue  # the escalation's copies and the heartbeat are not alerts
+            if "alertname" not in labels or is_internal(labels):
+                continue  # escalation copies, the heartbeat, channel tests: not alerts
             fingerprint = str(item.get("fingerprint"))
             seen = merged.get((fingerprint, starts))
             if seen is None:

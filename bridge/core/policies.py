@@ -56,6 +56,16 @@ def is_heartbeat(labels: Mapping[str, str]) -> bool:
     return labels.get("alertname") == HEARTBEAT_ALERT and labels.get("alertbridge") == "heartbeat"
 
 
+#: The label of `alertbridge channels test` alerts: routed to the named receiver alone.
+TEST_LABEL = "alertbridge_test"
+
+
+def is_internal(labels: Mapping[str, str]) -> bool:
+    """Whether an alert is the bridge's own (an escalation copy, the heartbeat, a channel
+    test): never stored as an alert of its own."""
+    return is_copy(labels) or is_heartbeat(labels) or TEST_LABEL in labels
+
+
 def is_copy(labels: Mapping[str, str]) -> bool:
     """Whether an alert is one of the bridge's escalation copies."""
     return LABEL_LEVEL in labels and LABEL_POLICY in labels

@@ -7,7 +7,13 @@ from typing import Any
 
 from bridge.config import BRIDGE_RECEIVER, AlertmanagerSettings, Receiver
 from bridge.core.model import AlertRule, Severity
-from bridge.core.policies import HEARTBEAT_ALERT, LABEL_LEVEL, LABEL_POLICY, EscalationSettings
+from bridge.core.policies import (
+    HEARTBEAT_ALERT,
+    LABEL_LEVEL,
+    LABEL_POLICY,
+    TEST_LABEL,
+    EscalationSettings,
+)
 from bridge.core.rules import rules_by_metric
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
@@ -139,6 +145,17 @@ def receiver_config(receiver: Receiver, settings: AlertmanagerSettings) -> dict[
     return {"name": receiver.name, "webhook_configs": [webhook]}
 
 
+def test_routes(settings: AlertmanagerSettings) -> list[dict[str, Any]]:
+    """`alertbridge channels test R`: its alert (label alertbridge_test="R") to R alone, at
+    once (each test alert is a group of its own), and nothing more: no repeat and no
+    resolved notification within a day, which would count as deliveries of a later test."""
+    return [
+        {"matchers": [_matcher(TEST_LABEL, r.name)], "receiver": r.name, "group_by": ["..."],
+         "group_wait": "0s", "group_interval": "1d", "repeat_interval": "1d", "continue": False}
+        for r in settings.receivers
+    ]  # fmt: skip
+
+
 def heartbeat_route(interval: int) -> dict[str, Any]:
     """The heartbeat to the bridge alone, again every `interval` (group_interval and
     repeat_interval both: a firing group is notified again at the first flush after its
@@ -165,6 +182,7 @@ def render_alertmanager(
     the heartbeat every `heartbeat` seconds)."""
     escalation = escalation or EscalationSettings()
     routes: list[dict[str, Any]] = [heartbeat_route(heartbeat)] if heartbeat else []
+    routes += test_routes(settings)
     routes += escalation_routes(escalation, settings)
     for rule in rules:
         if not rule.enabled:

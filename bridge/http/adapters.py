@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from bridge.alertmanager.channels import INTEGRATION_OF, cluster_stats
 from bridge.channels.msteams import DeliveryError, deliver, read_url, render_card
 from bridge.core.errors import NotFound
 from bridge.http.api import check_webhook_auth
 from bridge.http.errors import HttpError
-from bridge.http.keys import ADAPTER_SESSION, METRICS, SETTINGS, STORE
-from bridge.http.util import decode_json, json_response, read_body
+from bridge.http.keys import ADAPTER_SESSION, ESCALATOR, METRICS, SETTINGS, STORE
+from bridge.http.util import check_token, decode_json, json_response, read_body
 from bridge.ingest.webhook import parse_notification
 
 routes = web.RouteTableDef()
@@ -54,6 +55,32 @@ async def msteams(request: web.Request) -> web.Response:
         metrics.adapter_latency.labels("msteams").observe(time.perf_counter() - started)
     metrics.adapter_notifications.labels("msteams", name, "delivered").inc()
     return json_response({"delivered": len(notification.alerts), "teams_status": status})
+
+
+@routes.get("/api/v1/channels")
+async def channels(request: web.Request) -> web.Response:
+    """Delivery statistics: each Alertmanager replica's notifications by integration (from
+    its metrics), the escalation steps taken since start by policy and level, and the
+    Teams adapter's deliveries."""
+    app = request.app
+    settings = app[SETTINGS]
+    check_token(request, settings.server.api_token)
+    raw = await cluster_stats(app[ADAPTER_SESSION], settings.alertmanager.urls)
+    alertmanager = {url: per if isinstance(per, str) else [s.to_json() for s in per.values()]
+                    for url, per in raw.items()}  # fmt: skip
+    engine = app.get(ESCALATOR)
+    steps = [{"policy": p, "level": int(lv), "steps": n}
+             for (p, lv), n in sorted((engine.steps_taken if engine else {}).items())]  # fmt: skip
+    adapter = [
+        {"receiver": s.labels["receiver"], "outcome": s.labels["outcome"], "count": int(s.value)}
+        for family in app[METRICS].adapter_notifications.collect()
+        for s in family.samples if s.name.endswith("_total")
+    ]  # fmt: skip
+    receivers = [{"name": r.name, "type": r.type, "severities": [s.value for s in r.severities],
+                  "integration": INTEGRATION_OF.get(r.type, r.type)}
+                 for r in settings.alertmanager.receivers]  # fmt: skip
+    return json_response({"receivers": receivers, "alertmanager": alertmanager,
+                          "escalation_steps": steps, "msteams_adapter": adapter})  # fmt: skip
 
 
 async def session_ctx(app: web.Application) -> AsyncIterator[None]:

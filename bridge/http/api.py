@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bridge.config import Secret
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
-from bridge.core.policies import is_copy, is_heartbeat
+from bridge.core.policies import TEST_LABEL, is_copy, is_heartbeat
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
 from bridge.http.errors import HttpError, status_of
@@ -64,7 +64,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         notification = parse_notification(decode_json(raw), settings.limits, len(raw))
         # The escalation's own copies (routed here only when no level receiver takes
         # them, or by a hand-written route) are never stored as alerts of their own.
-        alerts = [a for a in notification.alerts if not is_copy(a.labels)]
+        alerts = [a for a in notification.alerts if not is_copy(a.labels)
+                  and TEST_LABEL not in a.labels]  # fmt: skip
         if len(alerts) < len(notification.alerts):
             metrics.copies_ignored.inc(len(notification.alerts) - len(alerts))
         beats = [a for a in alerts if is_heartbeat(a.labels)]

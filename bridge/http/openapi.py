@@ -223,6 +223,14 @@ SPEC: dict[str, Any] = {
             {"by": {"type": "string"}, "comment": {"type": "string"}},
             ["by"],
         ),
+        "/api/v1/channels": {
+            "get": {
+                "summary": "Delivery statistics: Alertmanager's notifications by integration"
+                " (success ratio, latency), escalation steps by policy and level, Teams adapter",
+                "security": [{"bearer": []}],
+                "responses": _responses("200", 401),
+            }
+        },
         "/api/v1/adapters/msteams/{receiver}": {
             "post": {
                 "summary": "Alertmanager's webhook for a Microsoft Teams receiver: delivered to"
