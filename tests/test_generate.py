@@ -117,7 +117,10 @@ alertmanager:
     assert high_route["repeat_interval"] == "15m"
     assert am["receivers"][1] == {
         "name": "pager",
-        "pagerduty_configs": [{"routing_key_file": "/k"}],
+        # the bridge's template for the title, unless the config sets its own
+        "pagerduty_configs": [
+            {"routing_key_file": "/k", "description": '{{ template "alertbridge.title" . }}'}
+        ],
     }
     assert not any("critical_cpu" in str(i) for i in am["inhibit_rules"])
 
@@ -137,3 +140,24 @@ rules:
     assert rule["expr"] == "(sum(queue_depth) or vector(0)) > 100"
     assert rule["annotations"]["summary"].startswith('Use {{ "{{" }} braces }} safely')
     assert artifacts.untested == ["queue_backlog (custom expr)"]
+
+
+def test_templates_apply_unless_the_receiver_sets_its_own() -> None:
+    from bridge.generate.templates import TEXT, TITLE, apply_templates
+
+    assert apply_templates("slack", {"channel": "#ops"}) == {"channel": "#ops", "title": TITLE,
+                                                             "text": TEXT}  # fmt: skip
+    assert apply_templates("slack", {"title": "mine"})["title"] == "mine"
+    assert apply_templates("email", {"headers": {"From": "a"}})["headers"] == {
+        "From": "a", "Subject": TITLE
+    }  # fmt: skip
+    assert apply_templates("webhook", {"url": "x"}) == {"url": "x"}
+
+
+def test_templates_link_to_the_public_url_when_there_is_one() -> None:
+    from bridge.generate.templates import render_templates
+
+    text = render_templates("https://bridge.example/")
+    assert "alertbridge ack {{ .Annotations.alertbridge_id }} --url https://bridge.example/" in text
+    assert "https://bridge.example/api/v1/alerts/{{ .Annotations.alertbridge_id }}" in text
+    assert "--url" not in render_templates(None)

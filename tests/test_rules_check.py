@@ -43,7 +43,7 @@ def test_default_rule_set_passes_every_check(tmp_path: Path) -> None:
     """promtool check/test rules, check config, amtool check-config and routes all pass."""
     results = _checked(tmp_path, load_settings(None, {}))
     assert [r.name for r in results if not r.ok] == []
-    assert len(results) == 4 + 10
+    assert len(results) == 4 + 10 + 2  # files, routes of each rule, the two templates
 
 
 def test_rich_config_passes_every_check(tmp_path: Path, write_config: Any) -> None:
@@ -140,3 +140,17 @@ def test_broken_alertmanager_config_fails_with_tool_message(tmp_path: Path) -> N
     failed = [r for r in run_checks(settings, tmp_path) if not r.ok]
     assert failed[0].name.startswith("amtool check-config")
     assert 'undefined receiver "nowhere"' in failed[0].output
+
+
+def test_the_template_check_fails_on_a_template_missing_what_it_must_show(
+    tmp_path: Path,
+) -> None:
+    from bridge.generate import TEMPLATES_PATH
+
+    settings = load_settings(None, {})
+    write_all(render_all(settings), tmp_path)
+    path = tmp_path / TEMPLATES_PATH
+    path.write_text(path.read_text().replace("Acknowledge: alertbridge ack", "Ack"))
+    failed = [r for r in run_checks(settings, tmp_path) if not r.ok]
+    assert [r.name for r in failed] == ["amtool template render alertbridge.text"]
+    assert "missing ['Acknowledge: alertbridge ack 42'" in failed[0].output

@@ -17,11 +17,13 @@ from bridge.generate.prometheus import (
     render_rule_tests,
     render_rules,
 )
+from bridge.generate.templates import TEMPLATES_DIR, TEMPLATES_FILE, render_templates
 
 RULES_PATH = f"prometheus/rules/{RULES_FILE}"
 TESTS_PATH = f"prometheus/rules/{TESTS_FILE}"
 PROMETHEUS_PATH = "prometheus/prometheus.yml"
 ALERTMANAGER_PATH = "alertmanager/alertmanager.yml"
+TEMPLATES_PATH = f"alertmanager/{TEMPLATES_DIR}/{TEMPLATES_FILE}"
 DATASOURCES_PATH = "grafana/provisioning/datasources/alertbridge.yml"
 PROVIDER_PATH = "grafana/provisioning/dashboards/alertbridge.yml"
 DASHBOARD_PATH = "grafana/dashboards/alertbridge.json"
@@ -59,6 +61,7 @@ def render_all(settings: Settings) -> Artifacts:
             settings.escalation,
             heartbeat=beat.interval if beat.enabled else None,
         ),
+        TEMPLATES_PATH: render_templates(settings.server.public_url),
         DATASOURCES_PATH: render_datasources(
             prom.url or "http://127.0.0.1:9090",
             settings.alertmanager.url or "http://127.0.0.1:9093",

@@ -17,6 +17,7 @@ from bridge.core.policies import (
 from bridge.core.rules import rules_by_metric
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
+from bridge.generate.templates import TEMPLATES_DIR, apply_templates
 
 GROUP_BY = ["alertname", "job", "instance"]
 #: The receiver of escalation copies no level receiver takes (their severities): nothing.
@@ -128,6 +129,7 @@ def receiver_config(receiver: Receiver, settings: AlertmanagerSettings) -> dict[
     webhook_url_file."""
     config = dict(receiver.config)
     if receiver.type != "msteams":
+        config = apply_templates(receiver.type, config)
         return {"name": receiver.name, f"{receiver.type}_configs": [config]}
     send_resolved = bool(config.get("send_resolved", True))
     version = tuple(int(p) for p in settings.version.split("."))
@@ -232,5 +234,6 @@ def render_alertmanager(
         },
         "inhibit_rules": inhibit_rules(rules),
         "receivers": receivers,
+        "templates": [f"{TEMPLATES_DIR}/*.tmpl"],  # relative to alertmanager.yml
     }
     return dump_yaml(doc)

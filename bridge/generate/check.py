@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,13 @@ from bridge.core.expressions import alert_labels
 from bridge.core.model import Severity
 from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND
 from bridge.core.tools import run_tool
-from bridge.generate import ALERTMANAGER_PATH, PROMETHEUS_PATH, RULES_PATH, TESTS_PATH
+from bridge.generate import (
+    ALERTMANAGER_PATH,
+    PROMETHEUS_PATH,
+    RULES_PATH,
+    TEMPLATES_PATH,
+    TESTS_PATH,
+)
 from bridge.generate.alertmanager import copy_receivers, level_receivers, routed_receivers
 
 
@@ -60,6 +68,53 @@ def run_checks(settings: Settings, root: Path) -> Iterator[CheckResult]:
             _quiet(run.output),
         )
     yield from _escalation_checks(settings, am)
+    yield from _template_checks(root)
+
+
+SAMPLE = {
+    "receiver": "ops", "status": "firing", "externalURL": "http://127.0.0.1:9093",
+    "groupLabels": {"alertname": "critical_cpu"},
+    "commonLabels": {"alertname": "critical_cpu", "severity": "critical",
+                     "escalation_level": "1"},
+    "commonAnnotations": {},
+    "alerts": [
+        {"status": "firing",
+         "labels": {"alertname": "critical_cpu", "severity": "critical", "escalation_level": "1",
+                    "escalation_policy": "page", "instance": "db-1:9100"},
+         "annotations": {"summary": "CPU is saturated on db-1:9100",
+                         "description": "system.cpu.percent is 97% on db-1:9100",
+                         "alertbridge_id": "42", "escalation": "level 1 of page"},
+         "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+         "generatorURL": "http://127.0.0.1:9090/graph", "fingerprint": "0123456789abcdef"},
+        {"status": "firing",
+         "labels": {"alertname": "high_cpu", "severity": "warning", "instance": "db-2:9100"},
+         "annotations": {"summary": "CPU usage is high on db-2:9100"},
+         "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+         "generatorURL": "", "fingerprint": "fedcba9876543210"},
+    ],
+}  # fmt: skip
+#: What each template must render from SAMPLE.
+EXPECTED = {
+    "alertbridge.title": ["[FIRING:2] critical_cpu (escalation level 1)"],
+    "alertbridge.text": ["CPU is saturated on db-1:9100", "97%", "alertbridge alert 42",
+                         "Acknowledge: alertbridge ack 42",
+                         "Acknowledge: alertbridge alerts --rule high_cpu"],
+}  # fmt: skip
+
+
+def _template_checks(root: Path) -> Iterator[CheckResult]:
+    """`amtool template render` of the bridge's templates on sample data."""
+    templates = root / TEMPLATES_PATH
+    with tempfile.TemporaryDirectory(prefix="alertbridge-tmpl-") as tmp:
+        data = Path(tmp) / "sample.json"
+        data.write_text(json.dumps(SAMPLE))
+        for name, wanted in EXPECTED.items():
+            run = run_tool("amtool", "template", "render", f"--template.glob={templates}",
+                           f"--template.data={data}",
+                           f"--template.text={{{{ template \"{name}\" . }}}}")  # fmt: skip
+            missing = [w for w in wanted if w not in run.output]
+            output = run.output if not missing else f"missing {missing!r} in:\n{run.output}"
+            yield CheckResult(f"amtool template render {name}", run.ok and not missing, output)
 
 
 def _escalation_checks(settings: Settings, am: Path) -> Iterator[CheckResult]:
