@@ -56,7 +56,7 @@ def test_generate_writes_the_tree(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert (tmp_path / RULES_PATH).is_file()
     assert (tmp_path / ALERTMANAGER_PATH).is_file()
-    assert result.output.count("wrote ") == 7
+    assert result.output.count("wrote ") == 8  # with the notification templates
 
 
 @pytest.mark.e2e
