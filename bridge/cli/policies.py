@@ -187,3 +187,26 @@ def policies_test(ctx: click.Context, labels: tuple[str, ...]) -> None:
         sys.exit(1)
     for selected in chosen:
         click.echo(f"{selected.policy.name} (urgency {selected.urgency}, by {selected.why})")
+
+
+@main.command("simulate")
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@fail_cleanly
+def simulate_command(ctx: click.Context, scenario: str, output: str) -> None:
+    """Replay SCENARIO (metric values over time, optional acknowledgements) through the rule
+    set and the escalation policies on a virtual clock, with no network, and print the
+    timeline: what fires when, who would be notified when, what an acknowledgement changes."""
+    import asyncio
+
+    from bridge.escalation.simulate import load_scenario, simulate
+
+    settings = settings_of(ctx)
+    loaded = load_scenario(scenario, settings.prometheus.evaluation_interval)
+    timeline = asyncio.run(simulate(settings, loaded))
+    if output == "json":
+        click.echo(json.dumps([e.to_json() for e in timeline], indent=2))
+        return
+    for entry in timeline:
+        click.echo(f"{format_duration(entry.at):>8}  {entry.what:<10}  {entry.text}")
