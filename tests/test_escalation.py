@@ -5,6 +5,7 @@ overrides. Delivery through the real Alertmanager: tests/test_e2e_escalation.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.core.errors import AlertmanagerError, Conflict, NotFound
-from bridge.core.policies import EscalationSettings, Policy, Route, Step, Window
+from bridge.core.policies import EscalationSettings, Policy, RateLimit, Route, Step, Window
 from bridge.core.times import NS, parse_rfc3339
 from bridge.escalation import transitions
 from bridge.escalation.engine import Escalator
@@ -404,3 +405,64 @@ async def test_pause_holds_the_steps_until_it_runs_out_or_is_resumed(rig: Rig) -
         await rig.engine.override(alert_id, "erin", transitions.resumed)
     with pytest.raises(NotFound):
         await rig.engine.override(alert_id + 100, "erin", transitions.resumed)
+
+
+async def test_a_rate_limit_holds_back_copies_from_its_receiver_and_sends_a_summary(
+    store: AlertStore,
+) -> None:
+    policy = Policy("burst", (Step("notify", ("pager", "chat")),))
+    settings = EscalationSettings((policy,), (Route("burst"),), repost_interval=60,
+                                  rate_limits=(RateLimit("pager", 2, 60),))  # fmt: skip
+    rig = Rig(store, settings)
+    await rig.start()
+    ids = []
+    for n in range(5):
+        result = await store.ingest([received(fingerprint=f"{n:016x}", severity="critical")],
+                                    rig.clock.now)  # fmt: skip
+        ids.append(result.fired[0])
+    await rig.settle()
+    copies = [a for a in rig.am.posts if "escalation_level" in a["labels"]]
+    held = [a["labels"].get("escalation_held") for a in copies]
+    assert held.count(None) == 2  # the first two within the budget
+    assert held.count("pager") == 3  # still posted: chat takes them; pager is held back
+    [summary] = [
+        a for a in rig.am.posts if a["labels"]["alertname"] == "AlertbridgeEscalationsHeld"
+    ]
+    assert summary["labels"]["escalation_receiver"] == "pager"
+    assert summary["annotations"]["summary"] == (
+        "3 escalation notifications to pager held back (at most 2 per 1m)"
+    )
+    assert rig.engine.limiter.held_total == {"pager": 3}
+    trail = [d for k, d in await rig.trail(ids[4]) if k == "escalated"]
+    assert trail == ["level 0: pager, chat (rate limit: pager held back)"]
+    rig.am.posts.clear()
+    rig.clock.advance(61)  # the window moved on: pager is notified again
+    await store.ingest([received(fingerprint=f"{99:016x}", severity="critical")], rig.clock.now)
+    await rig.settle()
+    [fresh] = [a for a in rig.am.posts if a["labels"].get("escalation_level") == "0"
+               and a["labels"]["instance"] == "a:1" and "escalation_held" not in a["labels"]
+               and a["annotations"]["alertbridge_id"] not in {str(i) for i in ids}]  # fmt: skip
+    assert fresh
+
+
+def test_rate_limit_config_errors(tmp_path: Path) -> None:
+    import yaml
+
+    from bridge.config import load_settings
+    from bridge.core.errors import ConfigError
+
+    receivers = [{"name": "pager", "type": "pagerduty", "config": {"routing_key_file": "/k"}}]
+    policies = [{"name": "p", "steps": [{"notify": ["pager"]}]}]
+    for limits, message in (
+        ([{"receiver": "nobody", "max": 1, "per": "1m"}], "is notified by no escalation policy"),
+        ([{"receiver": "pager", "max": 0, "per": "1m"}], "max: must be a count of at least 1"),
+        ([{"receiver": "pager", "max": 1, "per": "soon"}], "per: expected a duration"),
+        ([{"receiver": "pager", "max": 1}], "must be {receiver: NAME, max: COUNT, per:"),
+        ([{"receiver": "pager", "max": 1, "per": "1m"}] * 2, "'pager' is limited twice"),
+    ):
+        doc = {"alertmanager": {"receivers": receivers},
+               "escalation": {"policies": policies, "rate_limits": limits}}  # fmt: skip
+        path = tmp_path / "c.yml"
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_settings(path, {})

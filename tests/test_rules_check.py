@@ -75,6 +75,8 @@ escalation:
         - notify: [pager, ops-slack]
   routes:
     - {severities: [critical, warning], policy: standard}
+  rate_limits:
+    - {receiver: pager, max: 10, per: 1m}
 """
 
 
@@ -92,6 +94,14 @@ def test_escalation_levels_route_to_their_receivers_only(tmp_path: Path, write_c
             in names)  # fmt: skip
     assert "amtool config routes test critical_cpu -> alertbridge" in names
     assert "amtool config routes test high_cpu -> alertbridge,mail" in names
+    # a copy the pager's rate limit held back reaches the level's other receivers only,
+    # and the summary that replaces it goes to the pager alone
+    assert "amtool config routes test standard level 1 held from pager -> ops-slack" in names
+    summary = run_tool("amtool", "config", "routes", "test",
+                       f"--config.file={tmp_path / 'out' / ALERTMANAGER_PATH}",
+                       "--verify.receivers=pager", "alertname=AlertbridgeEscalationsHeld",
+                       "escalation_receiver=pager", "severity=critical")  # fmt: skip
+    assert summary.ok, summary.output
     # And the check can fail: a copy routed to the bridge's webhook is caught.
     am = tmp_path / "out" / ALERTMANAGER_PATH
     am.write_text(am.read_text().replace("receiver: alertbridge-escalation-none\n",

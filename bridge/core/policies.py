@@ -42,6 +42,10 @@ URGENCIES = ("high", "low")
 #: Labels a copy of an alert posted for an escalation level carries besides the alert's own;
 #: the generated routes send it by them, and the webhook receiver never stores it.
 LABEL_POLICY, LABEL_LEVEL, LABEL_ROUND = "escalation_policy", "escalation_level", "escalation_round"
+#: On a copy: the receivers held back from it by their rate limit (comma-separated); on the
+#: summary alert that tells a held-back receiver instead: its name.
+LABEL_HELD, LABEL_RECEIVER = "escalation_held", "escalation_receiver"
+HELD_ALERT = "AlertbridgeEscalationsHeld"
 
 
 #: The dead man's switch: an always-firing alert routed to the bridge (bridge.escalation.
@@ -63,7 +67,12 @@ TEST_LABEL = "alertbridge_test"
 def is_internal(labels: Mapping[str, str]) -> bool:
     """Whether an alert is the bridge's own (an escalation copy, the heartbeat, a channel
     test): never stored as an alert of its own."""
-    return is_copy(labels) or is_heartbeat(labels) or TEST_LABEL in labels
+    return (
+        is_copy(labels)
+        or is_heartbeat(labels)
+        or TEST_LABEL in labels
+        or (labels.get("alertname") == HELD_ALERT and LABEL_RECEIVER in labels)
+    )
 
 
 def is_copy(labels: Mapping[str, str]) -> bool:
@@ -209,6 +218,16 @@ class Selected:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `max` escalation notifications to `receiver` per `per` seconds; above it the
+    receiver gets one summary instead (the copies still reach the level's other receivers)."""
+
+    receiver: str
+    max: int
+    per: int
+
+
+@dataclass(frozen=True, slots=True)
 class EscalationSettings:
     """Policies, routing rules, and how often active copies are re-posted to Alertmanager."""
 
@@ -216,6 +235,10 @@ class EscalationSettings:
     routes: tuple[Route, ...] = ()
     repost_interval: int = 60
     rule_policies: Mapping[str, str] = field(default_factory=dict)  # alertname -> policy
+    rate_limits: tuple[RateLimit, ...] = ()
+
+    def limit_of(self, receiver: str) -> RateLimit | None:
+        return next((r for r in self.rate_limits if r.receiver == receiver), None)
 
     def policy(self, name: str) -> Policy | None:
         return next((p for p in self.policies if p.name == name), None)
@@ -403,7 +426,7 @@ def load_escalation(
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(source, "escalation", "must be a mapping")
-    unknown = set(raw) - {"policies", "routes", "repost_interval"}
+    unknown = set(raw) - {"policies", "routes", "repost_interval", "rate_limits"}
     if unknown:
         raise ConfigError(source, f"escalation.{sorted(unknown)[0]}", "unknown setting")
     policies_raw = raw.get("policies") or []
@@ -441,4 +464,35 @@ def load_escalation(
             raise ConfigError(source, "escalation.repost_interval", str(exc)) from None
         if repost <= 0:
             raise ConfigError(source, "escalation.repost_interval", "must be longer than 0s")
-    return EscalationSettings(tuple(policies), routes, repost, dict(rule_policies))
+    limits = _rate_limits(raw.get("rate_limits"), source, policies)
+    return EscalationSettings(tuple(policies), routes, repost, dict(rule_policies), limits)
+
+
+def _rate_limits(raw: object, source: str, policies: Sequence[Policy]) -> tuple[RateLimit, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(source, "escalation.rate_limits", "must be a list")
+    notified = {r for p in policies for r in p.receivers()}
+    out: list[RateLimit] = []
+    for i, entry in enumerate(raw):
+        key = f"escalation.rate_limits[{i}]"
+        if not isinstance(entry, Mapping) or set(entry) != {"receiver", "max", "per"}:
+            raise ConfigError(source, key, "must be {receiver: NAME, max: COUNT, per: DURATION}")
+        receiver = entry["receiver"]
+        if receiver not in notified:
+            raise ConfigError(source, f"{key}.receiver",
+                              f"{receiver!r} is notified by no escalation policy")  # fmt: skip
+        if any(r.receiver == receiver for r in out):
+            raise ConfigError(source, f"{key}.receiver", f"{receiver!r} is limited twice")
+        count = entry["max"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(source, f"{key}.max", f"must be a count of at least 1, got {count!r}")
+        try:
+            per = parse_duration(entry["per"])
+        except ValueError as exc:
+            raise ConfigError(source, f"{key}.per", str(exc)) from None
+        if per <= 0:
+            raise ConfigError(source, f"{key}.per", "must be longer than 0s")
+        out.append(RateLimit(str(receiver), count, per))
+    return tuple(out)

@@ -15,6 +15,7 @@ from a state an acknowledgement changed meanwhile is not saved, and its copies a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -23,7 +24,16 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from bridge.core.errors import AlertmanagerError, Conflict, NotFound, Unprocessable
-from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND, EscalationSettings
+from bridge.core.policies import (
+    HELD_ALERT,
+    LABEL_HELD,
+    LABEL_LEVEL,
+    LABEL_POLICY,
+    LABEL_RECEIVER,
+    LABEL_ROUND,
+    EscalationSettings,
+    RateLimit,
+)
 from bridge.core.times import NS, format_duration, format_micros, parse_duration
 from bridge.escalation import transitions
 from bridge.escalation.transitions import Move
@@ -49,12 +59,56 @@ class Poster(Protocol):
 
 
 def copy_labels(alert: StoredAlert, esc: Escalation, copy: Copy) -> dict[str, str]:
-    return {
+    labels = {
         **alert.labels,
         LABEL_POLICY: esc.policy.name,
         LABEL_LEVEL: str(copy.level),
         LABEL_ROUND: str(copy.round),
     }
+    if copy.held:  # the generated routes keep it from these receivers
+        labels[LABEL_HELD] = ",".join(copy.held)
+    return labels
+
+
+class Limiter:
+    """The rate limits of receivers: a sliding window of what each was sent, and what was
+    held back from each since its summary began.
+
+    >>> limiter = Limiter({"pager": RateLimit("pager", 2, 60)})
+    >>> [limiter.take("pager", t * NS) for t in (0, 1, 2, 61)]
+    [True, True, False, True]
+    """
+
+    def __init__(self, limits: Mapping[str, RateLimit]) -> None:
+        self.limits = dict(limits)
+        self.sent: dict[str, collections.deque[int]] = {r: collections.deque() for r in limits}
+        self.held: dict[str, list[int]] = {}  # receiver -> alert ids held back (this summary)
+        self.since: dict[str, int] = {}  # receiver -> when its current summary began
+        self.last_held: dict[str, int] = {}
+        self.held_total: dict[str, int] = {}
+
+    def take(self, receiver: str, now: int) -> bool:
+        """Whether `receiver` may be notified now (counted if so)."""
+        limit = self.limits.get(receiver)
+        if limit is None:
+            return True
+        window = self.sent[receiver]
+        while window and window[0] <= now - limit.per * NS:
+            window.popleft()
+        if len(window) < limit.max:
+            window.append(now)
+            return True
+        return False
+
+    def hold(self, receiver: str, alert_id: int, now: int) -> None:
+        limit = self.limits[receiver]
+        if receiver in self.last_held and now - self.last_held[receiver] > limit.per * NS:
+            self.held.pop(receiver, None)  # a quiet window since: a new summary
+            self.since.pop(receiver, None)
+        self.held.setdefault(receiver, []).append(alert_id)
+        self.since.setdefault(receiver, now)
+        self.last_held[receiver] = now
+        self.held_total[receiver] = self.held_total.get(receiver, 0) + 1
 
 
 def copy_body(alert: StoredAlert, esc: Escalation, copy: Copy, ends_at: int) -> dict[str, Any]:
@@ -103,6 +157,7 @@ class Escalator:
         #: Steps taken since start, by (policy, level): alertbridge_escalations_total.
         self.steps_taken: dict[tuple[str, str], int] = {}
         self.post_failures = 0
+        self.limiter = Limiter({r.receiver: r for r in settings.rate_limits})
         self.lateness: list[float] = []  # seconds behind due of the last steps (bounded)
 
     # --- the feed -----------------------------------------------------------------------
@@ -212,6 +267,9 @@ class Escalator:
         its copies are ended unless the escalation still runs."""
         # Every change a transition makes comes with an event or a copy: the rest are no-ops.
         changed = [m for m in moves if m.new_copies or m.events]
+        held_now: set[str] = set()
+        if self.limiter.limits:
+            changed = [self._limited(m, held_now) for m in changed]
         if not changed:
             return len(moves)
         posting = [m for m in changed if m.new_copies]
@@ -228,6 +286,8 @@ class Escalator:
         results = await self.store.save_escalations(
             [(m.escalation, m.events) for m in changed], self.clock()
         )
+        if held_now:
+            await self._summaries(held_now)
         saved = len(moves) - len(changed)
         for move, result in zip(changed, results, strict=True):
             if result is None:
@@ -239,6 +299,50 @@ class Escalator:
                 key = (move.escalation.policy.name, str(copy.level))
                 self.steps_taken[key] = self.steps_taken.get(key, 0) + 1
         return saved
+
+    def _limited(self, move: Move, held_now: set[str]) -> Move:
+        """The move with each new copy marked with the receivers their limit holds back."""
+        if not move.new_copies:
+            return move
+        now = self.clock()
+        esc = move.escalation
+        marked = []
+        for copy in move.new_copies:
+            held = tuple(r for r in copy.receivers if not self.limiter.take(r, now))
+            for receiver in held:
+                self.limiter.hold(receiver, esc.alert_id, now)
+                held_now.add(receiver)
+            marked.append(replace(copy, held=held) if held else copy)
+        if marked == list(move.new_copies):
+            return move
+        kept = esc.copies[: len(esc.copies) - len(marked)]
+        events = [(kind, f"{detail} (rate limit: {', '.join(h.held)} held back)")
+                  if kind == "escalated" and (h := _copy_of(detail, marked)) and h.held
+                  else (kind, detail) for kind, detail in move.events]  # fmt: skip
+        return Move(replace(esc, copies=kept + tuple(marked)), marked, events)
+
+    async def _summaries(self, receivers: set[str]) -> None:
+        """One summary alert per held-back receiver, routed to it alone: how many
+        escalation notifications its limit held back, and of which alerts."""
+        now = self.clock()
+        until = now + 4 * self.settings.repost_interval * NS
+        bodies = []
+        for receiver in sorted(receivers):
+            limit = self.limiter.limits[receiver]
+            ids = self.limiter.held.get(receiver, [])
+            shown = ", ".join(str(i) for i in ids[:50]) + (" ..." if len(ids) > 50 else "")
+            bodies.append({
+                "labels": {"alertname": HELD_ALERT, LABEL_RECEIVER: receiver,
+                           "severity": "critical"},
+                "annotations": {
+                    "summary": f"{len(ids)} escalation notifications to {receiver} held back"
+                               f" (at most {limit.max} per {format_duration(limit.per)})",
+                    "description": f"alertbridge alerts held back from {receiver}: {shown}",
+                },
+                "startsAt": format_micros(self.limiter.since[receiver]),
+                "endsAt": format_micros(until),
+            })  # fmt: skip
+        await self._post(bodies)
 
     async def _end_if_over(self, alert: StoredAlert, move: Move) -> None:
         states = [e.state for e in await self.store.escalations(alert.id)
@@ -400,3 +504,9 @@ def override_input(body: Mapping[str, Any]) -> tuple[str, int | None, int | None
         if not 0 < seconds <= 366 * 86400:
             raise Unprocessable("for", "must be longer than 0s and at most a year")
     return by, level, seconds
+
+
+def _copy_of(detail: str, copies: Sequence[Copy]) -> Copy | None:
+    """The copy an "escalated" event's detail ("level N: ...") is about."""
+    head = detail.split(":", 1)[0]
+    return next((c for c in copies if head == f"level {c.level}"), None)

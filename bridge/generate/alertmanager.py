@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 from typing import Any
 
@@ -9,8 +10,11 @@ from bridge.config import BRIDGE_RECEIVER, AlertmanagerSettings, Receiver
 from bridge.core.model import AlertRule, Severity
 from bridge.core.policies import (
     HEARTBEAT_ALERT,
+    HELD_ALERT,
+    LABEL_HELD,
     LABEL_LEVEL,
     LABEL_POLICY,
+    LABEL_RECEIVER,
     TEST_LABEL,
     EscalationSettings,
 )
@@ -73,6 +77,15 @@ def copy_receivers(receivers: list[Receiver], severity: Severity) -> list[str]:
     return names or [NULL_RECEIVER]
 
 
+def _level_matchers(receiver: Receiver, escalation: EscalationSettings) -> list[str]:
+    """A level receiver takes its severities, and not a copy its rate limit held back."""
+    out = [_severity_matcher(receiver)]
+    if escalation.limit_of(receiver.name):
+        name = re.escape(receiver.name)
+        out.append(f'{LABEL_HELD}!~"(.*,)?{name}(,.*)?"')
+    return out
+
+
 def escalation_routes(
     escalation: EscalationSettings, settings: AlertmanagerSettings
 ) -> list[dict[str, Any]]:
@@ -80,6 +93,13 @@ def escalation_routes(
     level's receivers (each within its severities) and nowhere else. Each copy is a group
     of its own (group_by: ['...']) notified at once (group_wait 0s)."""
     routes = []
+    for limit in escalation.rate_limits:  # the summary that replaces what a limit held back
+        routes.append({
+            "matchers": [_matcher("alertname", HELD_ALERT),
+                         _matcher(LABEL_RECEIVER, limit.receiver)],
+            "receiver": limit.receiver, "group_by": ["..."], "group_wait": "0s",
+            "continue": False,
+        })  # fmt: skip
     for policy, level, receivers in level_receivers(escalation, settings):
         routes.append(
             {
@@ -89,7 +109,11 @@ def escalation_routes(
                 "group_wait": "0s",
                 "continue": False,
                 "routes": [
-                    {"matchers": [_severity_matcher(r)], "receiver": r.name, "continue": True}
+                    {
+                        "matchers": _level_matchers(r, escalation),
+                        "receiver": r.name,
+                        "continue": True,
+                    }
                     for r in receivers
                 ],
             }

@@ -11,7 +11,7 @@ from pathlib import Path
 from bridge.config import Settings
 from bridge.core.expressions import alert_labels
 from bridge.core.model import Severity
-from bridge.core.policies import LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND
+from bridge.core.policies import LABEL_HELD, LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND
 from bridge.core.tools import run_tool
 from bridge.generate import (
     ALERTMANAGER_PATH,
@@ -131,6 +131,24 @@ def _escalation_checks(settings: Settings, am: Path) -> Iterator[CheckResult]:
             )  # fmt: skip
             yield CheckResult(
                 f"amtool config routes test {policy} level {level} {severity.value}"
+                f" -> {','.join(expected)}",
+                run.ok,
+                _quiet(run.output),
+            )
+        limited = [r for r in receivers if settings.escalation.limit_of(r.name)]
+        for held in limited:  # a copy its rate limit held back from `held`
+            others = [r for r in receivers if r is not held]
+            severity = held.severities[0]
+            expected = copy_receivers(others, severity)
+            labels = {"alertname": "any", "severity": severity.value, LABEL_POLICY: policy,
+                      LABEL_LEVEL: str(level), LABEL_ROUND: "1", LABEL_HELD: held.name}  # fmt: skip
+            run = run_tool(
+                "amtool", "config", "routes", "test", f"--config.file={am}",
+                f"--verify.receivers={','.join(expected)}",
+                *(f"{k}={v}" for k, v in labels.items()),
+            )  # fmt: skip
+            yield CheckResult(
+                f"amtool config routes test {policy} level {level} held from {held.name}"
                 f" -> {','.join(expected)}",
                 run.ok,
                 _quiet(run.output),

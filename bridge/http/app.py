@@ -269,6 +269,7 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
                 app[STORE], settings.escalation, AlertmanagerCluster.of(am.urls, session)
             )
             app[METRICS].escalations.source = lambda: escalator.steps_taken
+            app[METRICS].escalations.held = lambda: escalator.limiter.held_total
             await escalator.consumer.start()
             tasks.append(
                 asyncio.create_task(escalator.run_forever(), name="alertbridge-escalation")

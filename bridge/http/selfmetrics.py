@@ -103,17 +103,26 @@ class EscalationSteps(Collector):
     NAME = "alertbridge_escalations"
     HELP = "Escalation steps taken (a level's copy posted to Alertmanager), by policy and level."
 
+    HELD = "alertbridge_escalations_held"
+    HELD_HELP = "Escalation notifications a receiver's rate limit held back (sent a summary)."
+
     def __init__(self) -> None:
         self.source: Callable[[], Mapping[tuple[str, str], int]] | None = None
+        self.held: Callable[[], Mapping[str, int]] | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return [CounterMetricFamily(self.NAME, self.HELP, labels=["policy", "level"])]
+        return [CounterMetricFamily(self.NAME, self.HELP, labels=["policy", "level"]),
+                CounterMetricFamily(self.HELD, self.HELD_HELP, labels=["receiver"])]  # fmt: skip
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self.NAME, self.HELP, labels=["policy", "level"])
         for (policy, level), count in sorted((self.source or dict)().items()):
             family.add_metric([policy, level], count)
         yield family
+        held = CounterMetricFamily(self.HELD, self.HELD_HELP, labels=["receiver"])
+        for receiver, count in sorted((self.held or dict)().items()):
+            held.add_metric([receiver], count)
+        yield held
 
 
 class BridgeMetrics:

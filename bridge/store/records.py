@@ -226,14 +226,19 @@ class Copy:
     round: int  # the pass through the policy since the episode began, from 1
     starts_at: int
     receivers: tuple[str, ...]
+    held: tuple[str, ...] = ()  # receivers its rate limit held back from it
 
     def to_json(self) -> dict[str, Any]:
-        return {"level": self.level, "round": self.round, "starts_at": self.starts_at,
-                "receivers": list(self.receivers)}  # fmt: skip
+        out = {"level": self.level, "round": self.round, "starts_at": self.starts_at,
+               "receivers": list(self.receivers)}  # fmt: skip
+        if self.held:
+            out["held"] = list(self.held)
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Copy:
-        return cls(raw["level"], raw["round"], raw["starts_at"], tuple(raw["receivers"]))
+        return cls(raw["level"], raw["round"], raw["starts_at"], tuple(raw["receivers"]),
+                   tuple(raw.get("held", ())))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
