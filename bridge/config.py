@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity
 from bridge.core.policies import EscalationSettings, load_escalation
@@ -162,6 +163,7 @@ class Settings:
     limits: AlertLimits = field(default_factory=AlertLimits)
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    enrichment: tuple[EnrichRule, ...] = ()
     source: str = "<defaults>"
 
 
@@ -379,7 +381,7 @@ def load_settings(
         raw = loaded
     unknown = set(raw) - {
         "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits",
-        "escalation", "heartbeat",
+        "escalation", "heartbeat", "enrichment",
     }  # fmt: skip
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
@@ -442,6 +444,7 @@ def load_settings(
     )
     heartbeat = _heartbeat(raw.get("heartbeat"), source, receivers)
     return Settings(
+        enrichment=load_enrichment(raw.get("enrichment"), source),
         heartbeat=heartbeat,
         namespace=namespace,
         rules=rules,

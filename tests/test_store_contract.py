@@ -718,3 +718,14 @@ async def test_the_last_heartbeat_is_kept_and_an_older_one_ignored(store: AlertS
     await store.record_heartbeat(T0 + 5 * NS)
     await store.record_heartbeat(T0)  # delivered late, out of order
     assert await store.last_heartbeat() == T0 + 5 * NS
+
+
+async def test_enrichment_is_a_field_of_its_own_and_adds_no_event(store: AlertStore) -> None:
+    alert_id = (await store.ingest([received()], T0)).fired[0]
+    before = await store.events(alert_id)
+    assert await store.set_enrichment({alert_id: {"owner": "dba"}, alert_id + 50: {"x": "y"}}) == 1
+    alert = await store.get_alert(alert_id)
+    assert alert.enrichment == {"owner": "dba"}
+    assert alert.to_json()["enrichment"] == {"owner": "dba"}
+    assert "owner" not in alert.labels
+    assert await store.events(alert_id) == before

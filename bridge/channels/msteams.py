@@ -89,6 +89,10 @@ def render_card(
         body.append({"type": "TextBlock", "isSubtle": True,
                      "text": f"... and {len(notification.alerts) - MAX_ALERTS} more"})  # fmt: skip
     actions = []
+    for title, key in (("Runbook", "runbook_url"), ("Dashboard", "dashboard_url")):
+        links = [a.annotations[key] for a in notification.alerts if a.annotations.get(key)]
+        if links:
+            actions.append({"type": "Action.OpenUrl", "title": title, "url": links[0]})
     sources = [a.generator_url for a in notification.alerts if a.generator_url]
     if sources:
         actions.append({"type": "Action.OpenUrl", "title": "Source", "url": sources[0]})

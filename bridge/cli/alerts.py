@@ -226,6 +226,10 @@ def show(ctx: click.Context, alert_id: int, output: str, url: str | None, db: st
         click.echo(f"{key}:")
         for name, value in alert[key].items():
             click.echo(f"  {name}={value}")
+    if alert.get("enrichment"):
+        click.echo("enrichment:")
+        for name, value in alert["enrichment"].items():
+            click.echo(f"  {name}={value}")
     for esc in alert.get("escalations") or []:
         click.echo(f"escalation: {escalation_text(esc)}")
     click.echo("events:")

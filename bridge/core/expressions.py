@@ -70,6 +70,7 @@ class Annotations:
                 f"{_text(rule.metric_name)} is {{{{ $value | {_humanizer(rule)} }}}}"
                 f" on {{{{ $labels.instance }}}}{self._tail()}"
             ),
+            **rule.annotations,
         }
 
     def render(self, labels: Mapping[str, str], value: float) -> dict[str, str]:
@@ -79,6 +80,7 @@ class Annotations:
         return {
             "summary": f"{head} on {instance}",
             "description": f"{rule.metric_name} is {shown} on {instance}{self._tail()}",
+            **rule.annotations,
         }
 
 

@@ -67,6 +67,21 @@ _OPS: dict[Condition, Callable[[float, float], bool]] = {
 }
 
 
+def _frozen_annotations(rule: str, annotations: object) -> Mapping[str, str]:
+    if not isinstance(annotations, Mapping):
+        raise RuleError(rule, "annotations", "must be a mapping of name to text")
+    clean: dict[str, str] = {}
+    for key, val in annotations.items():
+        if not isinstance(key, str) or not LABEL_NAME_RE.match(key):
+            raise RuleError(rule, "annotations", f"{key!r} is not a valid annotation name")
+        if key in ("summary", "description", "alertbridge_id", "escalation"):
+            raise RuleError(rule, "annotations", f"{key!r} is written by alertbridge itself")
+        if not isinstance(val, str):
+            raise RuleError(rule, "annotations", f"value of {key!r} must be a string")
+        clean[key] = val
+    return MappingProxyType(dict(sorted(clean.items())))
+
+
 def _frozen_labels(rule: str, labels: object) -> Mapping[str, str]:
     if not isinstance(labels, Mapping):
         raise RuleError(rule, "labels", "must be a mapping of label name to value")
@@ -107,6 +122,9 @@ class AlertRule:
     expr: str | None = None
     #: The escalation policy of this rule's alerts (bridge.core.policies), before routing.
     escalation: str | None = None
+    #: Extra annotations of its alerts (runbook_url, dashboard_url, ...), after summary and
+    #: description, which the rule writes itself.
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         name = self.name
@@ -162,6 +180,7 @@ class AlertRule:
         ):
             raise RuleError(name, "escalation", "must be the name of an escalation policy")
         object.__setattr__(self, "labels", _frozen_labels(name, self.labels))
+        object.__setattr__(self, "annotations", _frozen_annotations(name, self.annotations))
 
     @property
     def spec(self) -> MetricSpec | None:

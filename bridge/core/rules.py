@@ -73,6 +73,7 @@ OVERRIDABLE = frozenset(
         "description",
         "window",
         "escalation",
+        "annotations",
     }
 )
 #: YAML key -> AlertRule field.
@@ -92,6 +93,7 @@ _YAML_FIELDS = {
     "window": "window_seconds",
     "expr": "expr",
     "escalation": "escalation",
+    "annotations": "annotations",
 }
 _YAML_KEY_OF = {"metric_name": "metric", "for_seconds": "for", "window_seconds": "window"}
 _REQUIRED_NEW = ("metric", "condition", "threshold", "severity")

@@ -83,6 +83,7 @@ SAMPLE = {
                     "escalation_policy": "page", "instance": "db-1:9100"},
          "annotations": {"summary": "CPU is saturated on db-1:9100",
                          "description": "system.cpu.percent is 97% on db-1:9100",
+                         "runbook_url": "https://wiki.example/cpu",
                          "alertbridge_id": "42", "escalation": "level 1 of page"},
          "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
          "generatorURL": "http://127.0.0.1:9090/graph", "fingerprint": "0123456789abcdef"},
@@ -97,7 +98,7 @@ SAMPLE = {
 EXPECTED = {
     "alertbridge.title": ["[FIRING:2] critical_cpu (escalation level 1)"],
     "alertbridge.text": ["CPU is saturated on db-1:9100", "97%", "alertbridge alert 42",
-                         "Acknowledge: alertbridge ack 42",
+                         "Acknowledge: alertbridge ack 42", "Runbook: https://wiki.example/cpu",
                          "Acknowledge: alertbridge alerts --rule high_cpu"],
 }  # fmt: skip
 

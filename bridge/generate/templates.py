@@ -61,6 +61,10 @@ def render_templates(public_url: str | None) -> str:
   Acknowledge: alertbridge alerts --rule {{{{ .Labels.alertname }}}}{url_flag}, then \
 alertbridge ack ID{url_flag}
 {{{{- end }}}}
+{{{{- with .Annotations.runbook_url }}}}
+  Runbook: {{{{ . }}}}{{{{ end }}}}
+{{{{- with .Annotations.dashboard_url }}}}
+  Dashboard: {{{{ . }}}}{{{{ end }}}}
 {{{{- with .GeneratorURL }}}}
   Source: {{{{ . }}}}{{{{ end }}}}
 {{{{ end }}}}

@@ -21,9 +21,12 @@ from bridge.core.times import format_time, now_ns
 from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
 from bridge.feed.consumer import FeedConsumer
+from bridge.feed.enrich import CONSUMER as ENRICH
+from bridge.feed.enrich import enricher
 from bridge.feed.notify import CONSUMER, Notifier
 from bridge.http import adapters, api
 from bridge.http.keys import (
+    ENRICH_FEED,
     ESCALATOR,
     FEED,
     GUARD,
@@ -234,15 +237,20 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         raise
     app[STORE] = store
     notifier = app[NOTIFIER]
-    task = None
+    tasks = []
     if notifier.callbacks:
         feed = app[FEED] = FeedConsumer(store, CONSUMER, notifier.handler(store))
         await feed.start()
-        task = asyncio.create_task(feed.run_forever(), name="alertbridge-notify")
+        tasks.append(asyncio.create_task(feed.run_forever(), name="alertbridge-notify"))
+    if settings.enrichment:
+        enrich = app[ENRICH_FEED] = FeedConsumer(store, ENRICH,
+                                                 enricher(store, settings.enrichment))  # fmt: skip
+        await enrich.start()
+        tasks.append(asyncio.create_task(enrich.run_forever(), name="alertbridge-enrich"))
     try:
         yield
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

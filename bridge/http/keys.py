@@ -24,6 +24,7 @@ METRICS = web.AppKey("metrics", BridgeMetrics)
 STORE = web.AppKey("store", AlertStore)
 #: The notifier's consumer of the feed of changes (when callbacks are registered).
 FEED = web.AppKey("feed", FeedConsumer)
+ENRICH_FEED = web.AppKey("enrich_feed", FeedConsumer)
 NOTIFIER = web.AppKey("notifier", Notifier)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 ESCALATOR = web.AppKey("escalator", Escalator)

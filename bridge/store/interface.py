@@ -15,7 +15,7 @@ when storage fails (retry later), QueryTimeout when a read ran past its budget.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 import pyarrow as pa
@@ -199,6 +199,11 @@ class AlertStore(Protocol):
     async def prune(self, at: int, batch: int = 5000) -> int:
         """Delete up to `batch` resolved alerts (with their events) ended before the
         retention; how many. Firing alerts are never pruned."""
+        ...
+
+    async def set_enrichment(self, values: Mapping[int, Mapping[str, str]]) -> int:
+        """Set the enrichment fields of alerts by id (no event: they are not a change of the
+        alert's state); how many of the ids exist."""
         ...
 
     async def record_heartbeat(self, at: int) -> None:

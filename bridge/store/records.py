@@ -53,6 +53,7 @@ class StoredAlert:
     am_state: str | None = None
     am_silenced_by: tuple[str, ...] = ()
     am_inhibited_by: tuple[tuple[str, int | None], ...] = ()  # (fingerprint, alert id)
+    enrichment: dict[str, str] = field(default_factory=dict)  # the enrichment map's fields
 
     @property
     def acknowledged(self) -> bool:
@@ -96,6 +97,7 @@ class StoredAlert:
             "am_inhibited_by": [
                 {"fingerprint": fp, "alert_id": alert_id} for fp, alert_id in self.am_inhibited_by
             ],
+            "enrichment": self.enrichment,
         }
 
 

@@ -4,7 +4,7 @@ the persisted settings. Each is a job, run in a transaction by the writer."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 
@@ -287,6 +287,18 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+def set_enrichment(values: Mapping[int, Mapping[str, str]]) -> Job[int]:
+    """Job: the enrichment fields of these alerts (replacing theirs); how many exist."""
+
+    def job(conn: sqlite3.Connection) -> int:
+        rows = [(orjson.dumps(dict(fields)).decode(), alert_id)
+                for alert_id, fields in values.items()]  # fmt: skip
+        cursor = conn.executemany("UPDATE alerts SET enrichment = ? WHERE id = ?", rows)
+        return cursor.rowcount
+
+    return job
 
 
 def record_heartbeat(at: int) -> Job[None]:

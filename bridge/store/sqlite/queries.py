@@ -27,10 +27,11 @@ from bridge.store.records import (
 _NAMES = tuple(f.name for f in fields(StoredAlert))
 COLUMNS = ", ".join(_NAMES)
 _COLUMN_COUNT = len(_NAMES)
-_LABELS, _ANNOTATIONS, _URL, _COMMENT, _SILENCED_BY, _INHIBITED_BY = map(
+_LABELS, _ANNOTATIONS, _URL, _COMMENT, _SILENCED_BY, _INHIBITED_BY, _ENRICHMENT = map(
     _NAMES.index,
-    ("labels", "annotations", "generator_url", "ack_comment", "am_silenced_by", "am_inhibited_by"),
-)
+    ("labels", "annotations", "generator_url", "ack_comment", "am_silenced_by", "am_inhibited_by",
+     "enrichment"),
+)  # fmt: skip
 _EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
 
 
@@ -41,6 +42,7 @@ def row_to_alert(row: Sequence[Any]) -> StoredAlert:
     values[_SILENCED_BY] = tuple(orjson.loads(values[_SILENCED_BY]))
     inhibitors = orjson.loads(values[_INHIBITED_BY])
     values[_INHIBITED_BY] = tuple((i["fingerprint"], i["alert_id"]) for i in inhibitors)
+    values[_ENRICHMENT] = orjson.loads(values[_ENRICHMENT])
     return StoredAlert(*values)
 
 

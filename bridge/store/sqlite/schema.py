@@ -158,6 +158,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX escalations_ending ON escalations (state)
         WHERE copies != '[]' AND state IN ('acknowledged', 'stopped');
     """,
+    # 8: the enrichment map's fields of an episode (bridge.core.enrichment), apart from its
+    #    labels, which stay what Alertmanager sent
+    """
+    ALTER TABLE alerts ADD COLUMN enrichment TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 

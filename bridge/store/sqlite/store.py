@@ -4,7 +4,7 @@ event loop, writes through the group-commit writer (answered once on disk)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -220,6 +220,9 @@ class SqliteStore:
 
     async def prune(self, at: int, batch: int = 5000) -> int:
         return await self._write(actions.prune(at, batch))
+
+    async def set_enrichment(self, values: Mapping[int, Mapping[str, str]]) -> int:
+        return await self._write(actions.set_enrichment(values)) if values else 0
 
     async def record_heartbeat(self, at: int) -> None:
         await self._write(actions.record_heartbeat(at))

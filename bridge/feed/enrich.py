@@ -1,0 +1,33 @@
+"""The enrichment map applied on the feed of changes: each new (or reopened) episode, however
+it arrived (webhook, reconciler, embedded evaluator), gets the fields of the entries its labels
+match, moments after it is stored, in a field of its own (bridge.core.enrichment). At least
+once, and idempotent: a replayed event sets the same fields."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from bridge.core.enrichment import EnrichRule, fields_for
+from bridge.store import AlertStore, Event
+
+#: The consumer name under which enrichment keeps its position in the store.
+CONSUMER = "enrich"
+
+
+def enricher(
+    store: AlertStore, rules: Sequence[EnrichRule]
+) -> Callable[[Sequence[Event]], Awaitable[None]]:
+    """The feed consumer's handler."""
+
+    async def handle(events: Sequence[Event]) -> None:
+        ids = list(dict.fromkeys(e.alert_id for e in events if e.kind in ("fired", "reopened")))
+        if not ids:
+            return
+        values = {}
+        for alert in await store.get_alerts(ids):
+            fields = fields_for(rules, alert.labels)
+            if fields and fields != alert.enrichment:
+                values[alert.id] = fields
+        await store.set_enrichment(values)
+
+    return handle
