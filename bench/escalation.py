@@ -12,8 +12,10 @@ start 10 times (--wait seconds each: a step per alert every --wait seconds, 2,00
 at the defaults). Both bridges get the same load, as Alertmanager would send it, over
 --clients connections:
 
-1. burst: --alerts new alerts, one per notification (with escalation, each starts its
-   policy at once: level 0 is a step per alert received);
+1. start: --alerts new alerts, one per notification, spread evenly over --wait seconds (with
+   escalation, each starts its policy at once, so that from then on a step is due for an
+   alert every --wait / --alerts seconds); with --burst, as fast as the bridge takes them
+   instead (level 0 of every alert at once: the worst case), its rate compared;
 2. steady: for --seconds, while the escalation of those alerts runs, the same alerts sent
    again with a new value (what Alertmanager re-sends every repeat_interval: the common
    traffic); the ingest rate of each bridge is compared (target: with >= 90% of without).
@@ -111,8 +113,9 @@ def steps_taken(db: Path) -> int:
 
 def lateness(db: Path) -> list[float]:
     """Seconds each step was taken after its due time."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     try:
+        conn.execute("BEGIN")  # one snapshot: the server may still be writing
         due: dict[tuple[int, int, int], int] = {}
         for alert_id, copies in conn.execute("SELECT alert_id, copies FROM escalations"):
             for copy in json.loads(copies):
@@ -174,7 +177,15 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
         bodies = [payload(1, group) for group in range(args.alerts)]
         before = mark()
         began = time.monotonic()
-        await send(port, bodies, args.clients, 600)
+        if args.burst:
+            await send(port, bodies, args.clients, 600)
+        else:  # a second's share at the start of each second (bounded: --wait rounds)
+            share = -(-len(bodies) // args.wait)
+            for second in range(args.wait):
+                await send(port, bodies[second * share : (second + 1) * share], args.clients, 60)
+                left = began + second + 1 - time.monotonic()
+                if left > 0:
+                    await asyncio.sleep(left)  # pacing the load, not waiting for an event
         burst = args.alerts / (time.monotonic() - began)
         after = mark()
         cpu["burst"] = (after[0] - before[0], after[1] - before[1])
@@ -194,9 +205,10 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
 
 async def main_async(args: argparse.Namespace) -> None:
     rounds: dict[bool, list[Round]] = {False: [], True: []}
-    print(f"-- {args.alerts} alerts, one per notification, {args.clients} clients; policy:"
-          f" a level every {args.wait}s, repeated; steady phase {args.seconds}s;"
-          f" {args.rounds} rounds")  # fmt: skip
+    start = "as fast as taken" if args.burst else f"spread over {args.wait}s"
+    print(f"-- {args.alerts} alerts ({start}), one per notification, {args.clients} clients;"
+          f" policy: a level every {args.wait}s, repeated (~{args.alerts / args.wait:.0f}"
+          f" steps/s); steady phase {args.seconds:g}s; {args.rounds} rounds")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-escalation-") as name:
         for round_no in range(args.rounds):
             order = (False, True) if round_no % 2 == 0 else (True, False)
@@ -205,14 +217,14 @@ async def main_async(args: argparse.Namespace) -> None:
                 rounds[escalate].append(done)
                 what = "with escalation   " if escalate else "without escalation"
                 (bb, ba), (sb, sa) = done.cpu["burst"], done.cpu["steady"]
-                line = (f"round {round_no + 1}: {what} burst {done.burst:6.0f} alerts/s"
+                line = (f"round {round_no + 1}: {what} start {done.burst:6.0f} alerts/s"
                         f" (CPU s bridge {bb:4.1f}, AM {ba:4.1f}), steady {done.steady:6.0f}"
                         f" alerts/s (CPU s bridge {sb:4.1f}, AM {sa:4.1f})")  # fmt: skip
                 if escalate:
                     line += (f"; {done.steps} steps in the steady phase,"
                              f" p99 lateness {pct(done.late, 0.99):.3f} s")  # fmt: skip
                 print(line)
-    for phase in ("burst", "steady"):
+    for phase in ("burst", "steady") if args.burst else ("steady",):
         without = statistics.median(getattr(r, phase) for r in rounds[False])
         with_ = statistics.median(getattr(r, phase) for r in rounds[True])
         target = " (target >= 90%)" if phase == "steady" else ""
@@ -230,6 +242,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--wait", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
+    worst = "send the first alerts as fast as possible (the worst case)"
+    parser.add_argument("--burst", action="store_true", help=worst)
     args = parser.parse_args()
     asyncio.run(main_async(args))
 
