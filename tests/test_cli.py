@@ -64,7 +64,7 @@ def test_check_passes_and_fails_with_tool_output(tmp_path: Path) -> None:
     """rules check prints a line per check; a broken tree exits 1 with the tool's message."""
     ok = run("rules", "check")
     assert ok.exit_code == 0
-    assert ok.output.count("ok  ") == 14
+    assert ok.output.count("ok  ") == 16  # with the two template renders
     run("rules", "generate", "--out", str(tmp_path))
     rules = tmp_path / RULES_PATH
     rules.write_text(rules.read_text().replace("expr: max by", "expr: max by by", 1))
