@@ -2,14 +2,15 @@
 ingestion beside them, against the same bridge without escalation.
 
     .venv/bin/python -m bench.escalation [--alerts 10000] [--rounds 3] [--clients 32]
-                                         [--wait 5] [--seconds 5]
+                                         [--wait 10] [--seconds 5] [--burst]
 
 Each round starts, in turn, two `alertbridge serve` processes on fresh databases, each with
 a fresh real Alertmanager (the Debian binary, on a free loopback port, routing everything to
 a receiver with no integrations): one without escalation policies (the baseline), one whose
 policy every alert gets: level 0, wait, level 1, wait, level 2, wait, repeated from the
-start 10 times (--wait seconds each: a step per alert every --wait seconds, 2,000 steps/s
-at the defaults). Both bridges get the same load, as Alertmanager would send it, over
+start 10 times (--wait seconds each: a step per alert every --wait seconds, 1,000 steps/s
+at the defaults; CPU seconds of a bridge include its escalation worker process). Both
+bridges get the same load, as Alertmanager would send it, over
 --clients connections:
 
 1. start: --alerts new alerts, one per notification, spread evenly over --wait seconds (with
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -170,7 +172,12 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
     cpu: dict[str, tuple[float, float]] = {}
 
     def mark() -> tuple[float, float]:
-        return _cpu(processes[0]), _cpu(processes[1])
+        """CPU seconds of the bridge (its escalation worker process included) and of AM."""
+        bridge = _cpu(processes[0])
+        for child in processes[0].children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                bridge += _cpu(child)
+        return bridge, _cpu(processes[1])
 
     try:
         # Fixed fingerprints and startsAt (repeat groups): the steady phase re-sends them.
@@ -240,7 +247,7 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--wait", type=int, default=5)
+    parser.add_argument("--wait", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=5.0)
     worst = "send the first alerts as fast as possible (the worst case)"
     parser.add_argument("--burst", action="store_true", help=worst)

@@ -406,3 +406,36 @@ def test_channels_test_reports_delivery_and_failure_and_stats_count_them(tmp_pat
             assert {"name": "manager", "type": "webhook", "severities": ["critical"],
                     "integration": "webhook"} in body["receivers"]  # fmt: skip
             assert stored(stack.base) == []  # test alerts are not stored
+
+
+def test_the_escalation_worker_killed_is_started_again_and_goes_on(tmp_path: Path) -> None:
+    """The engine runs in a worker process of the server's; killed during level 1, the
+    server starts it again, and level 2 still comes (once), level 1 not again."""
+    import psutil
+
+    with stand_in() as receivers:
+        stack = Stack(tmp_path, receivers, always=True)
+        with running(stack.alertmanager()), running(stack.prometheus()):
+            bridge = stack.bridge()
+            with running(bridge):
+                alert_id = stack.fire()
+                receivers.wait("/pagerduty")
+                server = psutil.Process(bridge.popen.pid)
+                [worker] = server.children()
+                worker.kill()
+
+                def again() -> list[Any]:
+                    return [c for c in server.children() if c.pid != worker.pid]
+
+                restarted = wait_for("a new worker", again, 20)
+                assert len(restarted) == 1
+                receivers.wait("/manager", timeout=30)
+                _reposted_after(stack, alert_id, 2)
+                assert [len(receivers.at(p)) for p in ("/slack", "/pagerduty", "/manager")] == [
+                    1, 1, 1
+                ]  # fmt: skip
+                assert metric(stack.base, "alertbridge_escalations_total", policy="page",
+                              level="2") == 1.0  # fmt: skip
+            assert not psutil.pid_exists(restarted[0].pid) or (
+                psutil.Process(restarted[0].pid).status() == psutil.STATUS_ZOMBIE
+            )  # stopped with the server

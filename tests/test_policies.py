@@ -255,3 +255,11 @@ def test_policies_test_names_the_policy_or_fails(tmp_path: Path) -> None:
     bad = cli(tmp_path, config(), "policies", "test", "severity")
     assert bad.exit_code == 2
     assert "not a label like" in bad.output
+
+
+def test_the_engine_runs_in_its_own_process_unless_inline(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, config())).escalation.worker == "process"
+    inline = load_settings(write(tmp_path, config(worker="inline"))).escalation
+    assert inline.worker == "inline"
+    with pytest.raises(ConfigError, match=r"escalation\.worker: must be process or inline"):
+        load_settings(write(tmp_path, config(worker="thread")))

@@ -201,3 +201,19 @@ def dev(ctx: click.Context, workdir: Path | None, ha: bool) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="alertbridge-dev-") as tmp:
         run_dev(settings, Path(tmp), ready, stop, ha)
+
+
+@main.command("escalation-worker", hidden=True)
+@click.option("--db", required=True)
+@click.option("--parent", type=int, required=True)
+@click.pass_context
+@fail_cleanly
+def escalation_worker(ctx: click.Context, db: str, parent: int) -> None:
+    """The escalation engine's own process, started by `serve` (not run by hand)."""
+    import asyncio
+
+    from bridge.escalation.worker import run_worker
+
+    configure_logging("info")
+    settings = load_settings(ctx.ensure_object(dict).get("config"), db=db)
+    asyncio.run(run_worker(settings, db, parent))

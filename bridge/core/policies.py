@@ -236,6 +236,8 @@ class EscalationSettings:
     repost_interval: int = 60
     rule_policies: Mapping[str, str] = field(default_factory=dict)  # alertname -> policy
     rate_limits: tuple[RateLimit, ...] = ()
+    #: process: the engine runs in a worker process of its own; inline: in the server's.
+    worker: str = "process"
 
     def limit_of(self, receiver: str) -> RateLimit | None:
         return next((r for r in self.rate_limits if r.receiver == receiver), None)
@@ -426,7 +428,7 @@ def load_escalation(
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(source, "escalation", "must be a mapping")
-    unknown = set(raw) - {"policies", "routes", "repost_interval", "rate_limits"}
+    unknown = set(raw) - {"policies", "routes", "repost_interval", "rate_limits", "worker"}
     if unknown:
         raise ConfigError(source, f"escalation.{sorted(unknown)[0]}", "unknown setting")
     policies_raw = raw.get("policies") or []
@@ -465,7 +467,11 @@ def load_escalation(
         if repost <= 0:
             raise ConfigError(source, "escalation.repost_interval", "must be longer than 0s")
     limits = _rate_limits(raw.get("rate_limits"), source, policies)
-    return EscalationSettings(tuple(policies), routes, repost, dict(rule_policies), limits)
+    worker = raw.get("worker", "process")
+    if worker not in ("process", "inline"):
+        raise ConfigError(source, "escalation.worker", f"must be process or inline, got {worker!r}")
+    return EscalationSettings(tuple(policies), routes, repost, dict(rule_policies), limits,
+                              str(worker))  # fmt: skip
 
 
 def _rate_limits(raw: object, source: str, policies: Sequence[Policy]) -> tuple[RateLimit, ...]:

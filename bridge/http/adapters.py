@@ -69,8 +69,11 @@ async def channels(request: web.Request) -> web.Response:
     alertmanager = {url: per if isinstance(per, str) else [s.to_json() for s in per.values()]
                     for url, per in raw.items()}  # fmt: skip
     engine = app.get(ESCALATOR)
-    steps = [{"policy": p, "level": int(lv), "steps": n}
-             for (p, lv), n in sorted((engine.steps_taken if engine else {}).items())]  # fmt: skip
+    taken: dict[tuple[str, str], int] = dict(engine.steps_taken) if engine else {}
+    if engine is None:  # the engine's own process keeps its counters in the store
+        kept = (await app[STORE].engine_counts()).get("steps", {})
+        taken = {(k.rsplit("/", 1)[0], k.rsplit("/", 1)[1]): v for k, v in kept.items()}
+    steps = [{"policy": p, "level": int(lv), "steps": n} for (p, lv), n in sorted(taken.items())]
     adapter = [
         {"receiver": s.labels["receiver"], "outcome": s.labels["outcome"], "count": int(s.value)}
         for family in app[METRICS].adapter_notifications.collect()

@@ -20,6 +20,7 @@ from bridge.core.model import Severity
 from bridge.core.times import format_time, now_ns
 from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
+from bridge.escalation.worker import WorkerProcess
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.enrich import CONSUMER as ENRICH
 from bridge.feed.enrich import enricher
@@ -38,6 +39,7 @@ from bridge.http.keys import (
     STORE,
     TELEMETRY,
     WATCHDOG,
+    WORKER,
 )
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard, ConnectionLimits, GuardedHandler
@@ -74,6 +76,7 @@ async def metrics(request: web.Request) -> web.Response:
     if store is not None:  # the stored-alerts counts of this scrape
         try:
             await request.app[METRICS].stored_alerts.read(store)
+            await request.app[METRICS].escalations.read()
         except StoreError:
             request.app[METRICS].store_errors.labels(operation="read").inc()
     names = request.query.getall("name[]", [])
@@ -272,7 +275,8 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         app[RECONCILER] = reconciler
         tasks = [asyncio.create_task(reconciler.run_forever(am.reconcile_interval))]
-        if settings.escalation.policies:
+        worker = None
+        if settings.escalation.policies and settings.escalation.worker == "inline":
             escalator = app[ESCALATOR] = Escalator(
                 app[STORE], settings.escalation, AlertmanagerCluster.of(am.urls, session)
             )
@@ -282,11 +286,17 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
             tasks.append(
                 asyncio.create_task(escalator.run_forever(), name="alertbridge-escalation")
             )
+        elif settings.escalation.policies:  # its own process: the counters via the store
+            worker = app[WORKER] = WorkerProcess.for_settings(settings)
+            app[METRICS].escalations.store = app[STORE]
+            tasks.append(asyncio.create_task(worker.run(), name="alertbridge-escalation"))
         if settings.heartbeat.enabled:
             watchdog = app[WATCHDOG] = Watchdog(app[STORE], settings, session)
             app[METRICS].heartbeat_age.set_function(watchdog.age)
             tasks.append(asyncio.create_task(_watch(watchdog), name="alertbridge-heartbeat"))
         yield
+        if worker is not None:
+            await worker.stop()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

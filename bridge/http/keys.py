@@ -10,6 +10,7 @@ from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
 from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
+from bridge.escalation.worker import WorkerProcess
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.notify import Notifier
 from bridge.http.selfmetrics import BridgeMetrics
@@ -30,4 +31,5 @@ RECONCILER = web.AppKey("reconciler", Reconciler)
 ESCALATOR = web.AppKey("escalator", Escalator)
 ADAPTER_SESSION = web.AppKey("adapter_session", aiohttp.ClientSession)
 WATCHDOG = web.AppKey("watchdog", Watchdog)
+WORKER = web.AppKey("escalation_worker", WorkerProcess)
 GUARD = web.AppKey("guard", ConnectionGuard)

@@ -109,6 +109,21 @@ class EscalationSteps(Collector):
     def __init__(self) -> None:
         self.source: Callable[[], Mapping[tuple[str, str], int]] | None = None
         self.held: Callable[[], Mapping[str, int]] | None = None
+        #: With the engine in its own process: the counters it keeps in the store.
+        self.store: AlertStore | None = None
+
+    async def read(self) -> None:
+        """The worker process's counters, for this scrape (StoreError: the last stay)."""
+        if self.store is None:
+            return
+        counts = await self.store.engine_counts()
+        steps: dict[tuple[str, str], int] = {}
+        for key, value in counts.get("steps", {}).items():
+            policy, _, level = key.rpartition("/")
+            steps[(policy, level)] = value
+        held = dict(counts.get("held", {}))
+        self.source = lambda: steps
+        self.held = lambda: held
 
     def describe(self) -> Iterable[Metric]:
         return [CounterMetricFamily(self.NAME, self.HELP, labels=["policy", "level"]),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -204,6 +204,15 @@ class AlertStore(Protocol):
     async def set_enrichment(self, values: Mapping[int, Mapping[str, str]]) -> int:
         """Set the enrichment fields of alerts by id (no event: they are not a change of the
         alert's state); how many of the ids exist."""
+        ...
+
+    async def save_engine_counts(self, counts: Mapping[str, Any]) -> None:
+        """Keep the escalation engine's counters (a JSON-ready mapping), for the server's
+        metrics when the engine runs in a process of its own."""
+        ...
+
+    async def engine_counts(self) -> dict[str, Any]:
+        """The counters last kept ({} when none)."""
         ...
 
     async def record_heartbeat(self, at: int) -> None:

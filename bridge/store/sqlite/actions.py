@@ -301,6 +301,15 @@ def set_enrichment(values: Mapping[int, Mapping[str, str]]) -> Job[int]:
     return job
 
 
+def save_engine_counts(counts: Mapping[str, object]) -> Job[None]:
+    """Job: the escalation engine's counters (JSON in meta)."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        _set_meta(conn, "escalation_counts", orjson.dumps(dict(counts)).decode())
+
+    return job
+
+
 def record_heartbeat(at: int) -> Job[None]:
     """Job: the dead man's switch's heartbeat arrived at `at` (a later one wins)."""
 

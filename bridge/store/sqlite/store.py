@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pyarrow as pa
 
 from bridge.core.errors import StoreError
@@ -223,6 +224,14 @@ class SqliteStore:
 
     async def set_enrichment(self, values: Mapping[int, Mapping[str, str]]) -> int:
         return await self._write(actions.set_enrichment(values)) if values else 0
+
+    async def save_engine_counts(self, counts: Mapping[str, Any]) -> None:
+        await self._write(actions.save_engine_counts(counts))
+
+    async def engine_counts(self) -> dict[str, Any]:
+        value = await self._read(lambda c: queries.meta(c, "escalation_counts"))
+        loaded: dict[str, Any] = orjson.loads(value) if value else {}
+        return loaded
 
     async def record_heartbeat(self, at: int) -> None:
         await self._write(actions.record_heartbeat(at))
