@@ -24,7 +24,6 @@ Failures are retried with exponential backoff per alert; nothing here blocks the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bridge.alertmanager.client import AlertmanagerCluster, ReplicaList
+from bridge.core.aio import wait_event
 from bridge.core.errors import AlertmanagerError, InvalidInput
 from bridge.core.policies import is_internal
 from bridge.core.times import NS, ZERO_TIME, now_ns
@@ -195,8 +195,7 @@ class Reconciler:
             except Exception:
                 log.exception("reconciliation round failed")
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), interval)
+            await wait_event(self.wake, interval)
 
 
 _INFERRED = (

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from bridge.core.aio import stop_task, wait_event
 from bridge.core.errors import AlertmanagerError, Conflict, NotFound, Unprocessable
 from bridge.core.policies import (
     HELD_ALERT,
@@ -402,17 +403,14 @@ class Escalator:
                     if next_due is not None:
                         delay = min(self.poll, max(0.0, (next_due - self.clock()) / NS))
                     delay = max(delay, MIN_TICK)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), delay)
+                    await wait_event(self.wake, delay)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("escalation tick failed; retrying in %gs", self.retry)
                     await asyncio.sleep(self.retry)
         finally:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
+            await stop_task(feed)
 
 
 _HANDLED = frozenset({"fired", "reopened", "acknowledged", "unacknowledged", "resolved"})

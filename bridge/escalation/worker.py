@@ -20,6 +20,7 @@ import aiohttp
 
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.config import Settings
+from bridge.core.aio import stop_task, wait_event
 from bridge.escalation.engine import Escalator
 from bridge.store import AlertStore, open_store
 
@@ -56,8 +57,7 @@ async def run_worker(settings: Settings, db: str, parent: int) -> None:
             try:
                 saved = loop.time()
                 while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.5)
+                    await wait_event(stop, 0.5)
                     if os.getppid() != parent:
                         log.warning("the server (pid %d) is gone: stopping", parent)
                         break
@@ -66,9 +66,7 @@ async def run_worker(settings: Settings, db: str, parent: int) -> None:
                         with contextlib.suppress(Exception):
                             await save_counts(store, engine)
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
                 with contextlib.suppress(Exception):
                     await save_counts(store, engine)
     finally:

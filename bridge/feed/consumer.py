@@ -11,10 +11,10 @@ of other processes (the CLI, another replica) within `poll` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from bridge.core.aio import wait_event
 from bridge.store import AlertStore, Event
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ class FeedConsumer:
             try:
                 changed = self.store.changes()
                 await self.catch_up()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.poll)
+                await wait_event(changed, self.poll)
                 if self.coalesce and changed.is_set():
                     await asyncio.sleep(self.coalesce)
             except asyncio.CancelledError:

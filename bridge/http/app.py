@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -15,6 +14,7 @@ from prometheus_client.exposition import choose_encoder
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
+from bridge.core.aio import stop_task
 from bridge.core.errors import StoreError
 from bridge.core.model import Severity
 from bridge.core.times import format_time, now_ns
@@ -217,9 +217,7 @@ def _every(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(loop(app), name=f"alertbridge-{name}")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
 
     return ctx
 
@@ -254,9 +252,7 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         await store.close()
 
 
@@ -298,9 +294,7 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
         if worker is not None:
             await worker.stop()
         for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
 
 async def _watch(watchdog: Watchdog) -> None:

@@ -1,0 +1,37 @@
+"""asyncio helpers.
+
+`asyncio.wait_for` on Python 3.11 can swallow a cancellation that arrives as the awaited
+future completes (python/cpython#86296): a loop built on it may then never end when its task
+is cancelled. `wait_event` waits with `asyncio.wait`, which never swallows one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until `event` is set or `timeout` seconds passed; whether it is set."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+    return event.is_set()
+
+
+async def stop_task(task: asyncio.Task[object], rounds: int = 10, every: float = 5.0) -> None:
+    """Cancel a task and wait for it to end (cancelled again if a cancellation was lost)."""
+    for _ in range(rounds):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=every)
+        if done:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
+            return

@@ -1,0 +1,44 @@
+"""asyncio helpers: waiting for an event without losing a cancellation, and stopping a task
+that lost one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.core.aio import stop_task, wait_event
+
+
+async def test_wait_event_returns_when_set_or_after_the_timeout() -> None:
+    event = asyncio.Event()
+    assert await wait_event(event, 0.01) is False
+    asyncio.get_running_loop().call_soon(event.set)
+    assert await wait_event(event, 5) is True
+
+
+async def test_a_cancelled_waiter_is_cancelled() -> None:
+    event = asyncio.Event()
+    task = asyncio.ensure_future(wait_event(event, 60))
+    await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done == {task}
+    assert task.cancelled()
+
+
+async def test_stop_task_cancels_again_a_task_that_swallowed_a_cancellation() -> None:
+    swallowed = []
+
+    async def stubborn() -> None:
+        for _ in range(3):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                swallowed.append(1)
+                if len(swallowed) == 2:
+                    raise
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)
+    await stop_task(task, every=0.05)
+    assert task.done()
+    assert swallowed == [1, 1]
