@@ -75,6 +75,17 @@ def _quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
     return None  # pragma: no cover - the +Inf bucket holds every observation
 
 
+#: Alertmanager's notification series -> IntegrationStats fields.
+_FIELDS = {
+    "alertmanager_notifications_total": "notifications",
+    "alertmanager_notifications_failed_total": "failed",
+    "alertmanager_notification_requests_total": "requests",
+    "alertmanager_notification_requests_failed_total": "requests_failed",
+    "alertmanager_notification_latency_seconds_sum": "latency_sum",
+    "alertmanager_notification_latency_seconds_count": "latency_count",
+}
+
+
 def parse_metrics(text: str) -> dict[str, IntegrationStats]:
     """Alertmanager's notification metrics by integration (and receiver when labelled)."""
     values: dict[str, dict[str, Any]] = {}
@@ -88,22 +99,12 @@ def parse_metrics(text: str) -> dict[str, IntegrationStats]:
             entry = values.setdefault(key, {"integration": integration,
                                             "receiver": sample.labels.get("receiver"),
                                             "buckets": {}})  # fmt: skip
-            name = sample.name
-            if name == "alertmanager_notifications_total":
-                entry["notifications"] = entry.get("notifications", 0.0) + sample.value
-            elif name == "alertmanager_notifications_failed_total":
-                entry["failed"] = entry.get("failed", 0.0) + sample.value
-            elif name == "alertmanager_notification_requests_total":
-                entry["requests"] = entry.get("requests", 0.0) + sample.value
-            elif name == "alertmanager_notification_requests_failed_total":
-                entry["requests_failed"] = entry.get("requests_failed", 0.0) + sample.value
-            elif name == "alertmanager_notification_latency_seconds_sum":
-                entry["latency_sum"] = entry.get("latency_sum", 0.0) + sample.value
-            elif name == "alertmanager_notification_latency_seconds_count":
-                entry["latency_count"] = entry.get("latency_count", 0.0) + sample.value
-            elif name == "alertmanager_notification_latency_seconds_bucket":
+            if sample.name == "alertmanager_notification_latency_seconds_bucket":
                 le = float(sample.labels["le"])
                 entry["buckets"][le] = entry["buckets"].get(le, 0.0) + sample.value
+            elif sample.name in _FIELDS:  # summed over other labels (reason)
+                field_name = _FIELDS[sample.name]
+                entry[field_name] = entry.get(field_name, 0.0) + sample.value
     out = {}
     for key, entry in values.items():
         buckets = tuple(sorted(entry.pop("buckets").items()))

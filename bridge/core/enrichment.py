@@ -13,8 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bridge.core.errors import ConfigError, InvalidInput
+from bridge.core.errors import ConfigError
 from bridge.core.matchers import Matcher
+from bridge.core.policies import config_matchers
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -45,13 +46,7 @@ def load_enrichment(raw: object, source: str) -> tuple[EnrichRule, ...]:
         key = f"enrichment[{i}]"
         if not isinstance(entry, Mapping) or set(entry) - {"matchers", "fields"}:
             raise ConfigError(source, key, "must be {matchers: [...], fields: {name: text}}")
-        matchers_raw = entry.get("matchers") or []
-        if not isinstance(matchers_raw, list):
-            raise ConfigError(source, f"{key}.matchers", 'must be a list like [team="db"]')
-        try:
-            matchers = tuple(Matcher.parse(str(m)) for m in matchers_raw)
-        except InvalidInput as exc:
-            raise ConfigError(source, f"{key}.matchers", exc.reason) from None
+        matchers = config_matchers(entry.get("matchers") or [], source, f"{key}.matchers")
         fields = entry.get("fields")
         if not isinstance(fields, Mapping) or not fields:
             raise ConfigError(

@@ -267,6 +267,29 @@ class EscalationSettings:
         return out
 
 
+def config_matchers(raw: object, source: str, key: str) -> tuple[Matcher, ...]:
+    """A config list of Alertmanager matchers; ConfigError naming `key`."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(source, key, 'must be a list like [team="infra"]')
+    try:
+        return tuple(Matcher.parse(str(m)) for m in raw)
+    except InvalidInput as exc:
+        raise ConfigError(source, key, exc.reason) from None
+
+
+def positive_duration(raw: object, source: str, key: str) -> int:
+    """A config duration longer than 0s, in seconds; ConfigError naming `key`."""
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError(source, key, str(exc)) from None
+    if seconds <= 0:
+        raise ConfigError(source, key, "must be longer than 0s")
+    return seconds
+
+
 def _where(policy: str, step: int | None = None) -> str:
     where = f"escalation.policies.{policy}"
     return where if step is None else f"{where}.steps[{step}]"
@@ -359,13 +382,7 @@ def parse_policy(raw: object, source: str, index: int) -> Policy:
             when = _window(entry["when"], source, f"{key}.when") if "when" in entry else None
             steps.append(Step("notify", tuple(dict.fromkeys(receivers)), when=when))
         elif kind == "wait":
-            try:
-                seconds = parse_duration(entry["wait"])
-            except ValueError as exc:
-                raise ConfigError(source, f"{key}.wait", str(exc)) from None
-            if seconds <= 0:
-                raise ConfigError(source, f"{key}.wait", "must be longer than 0s")
-            steps.append(Step("wait", wait=seconds))
+            steps.append(Step("wait", wait=positive_duration(entry["wait"], source, f"{key}.wait")))
         else:
             count = entry["repeat"]
             if i != len(steps_raw) - 1:
@@ -396,13 +413,7 @@ def _route(raw: object, source: str, index: int, names: set[str]) -> Route:
     policy = raw.get("policy")
     if policy not in names:
         raise ConfigError(source, f"{key}.policy", f"no policy named {policy!r}")
-    matchers_raw = raw.get("matchers", [])
-    if not isinstance(matchers_raw, list):
-        raise ConfigError(source, f"{key}.matchers", 'must be a list like [team="infra"]')
-    try:
-        matchers = tuple(Matcher.parse(str(m)) for m in matchers_raw)
-    except InvalidInput as exc:
-        raise ConfigError(source, f"{key}.matchers", exc.reason) from None
+    matchers = config_matchers(raw.get("matchers", []), source, f"{key}.matchers")
     sev_raw = raw.get("severities", [])
     if not isinstance(sev_raw, list):
         raise ConfigError(source, f"{key}.severities", "must be a list of severities")
@@ -494,11 +505,6 @@ def _rate_limits(raw: object, source: str, policies: Sequence[Policy]) -> tuple[
         count = entry["max"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigError(source, f"{key}.max", f"must be a count of at least 1, got {count!r}")
-        try:
-            per = parse_duration(entry["per"])
-        except ValueError as exc:
-            raise ConfigError(source, f"{key}.per", str(exc)) from None
-        if per <= 0:
-            raise ConfigError(source, f"{key}.per", "must be longer than 0s")
+        per = positive_duration(entry["per"], source, f"{key}.per")
         out.append(RateLimit(str(receiver), count, per))
     return tuple(out)

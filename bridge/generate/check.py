@@ -118,39 +118,30 @@ def _template_checks(root: Path) -> Iterator[CheckResult]:
             yield CheckResult(f"amtool template render {name}", run.ok and not missing, output)
 
 
+def _route_test(am: Path, what: str, expected: list[str], labels: dict[str, str]) -> CheckResult:
+    """`amtool config routes test --verify.receivers` of one label set."""
+    run = run_tool(
+        "amtool", "config", "routes", "test", f"--config.file={am}",
+        f"--verify.receivers={','.join(expected)}", *(f"{k}={v}" for k, v in labels.items()),
+    )  # fmt: skip
+    name = f"amtool config routes test {what} -> {','.join(expected)}"
+    return CheckResult(name, run.ok, _quiet(run.output))
+
+
 def _escalation_checks(settings: Settings, am: Path) -> Iterator[CheckResult]:
-    """Each level's copies reach the level's receivers that take their severity, only."""
+    """Each level's copies reach the level's receivers that take their severity, only; a
+    copy a receiver's rate limit held back reaches the level's other receivers only."""
     for policy, level, receivers in level_receivers(settings.escalation, settings.alertmanager):
+        copy = {"alertname": "any", LABEL_POLICY: policy, LABEL_LEVEL: str(level),
+                LABEL_ROUND: "1"}  # fmt: skip
         for severity in Severity:
-            expected = copy_receivers(receivers, severity)
-            labels = {"alertname": "any", "severity": severity.value,
-                      LABEL_POLICY: policy, LABEL_LEVEL: str(level), LABEL_ROUND: "1"}  # fmt: skip
-            run = run_tool(
-                "amtool", "config", "routes", "test", f"--config.file={am}",
-                f"--verify.receivers={','.join(expected)}",
-                *(f"{k}={v}" for k, v in labels.items()),
-            )  # fmt: skip
-            yield CheckResult(
-                f"amtool config routes test {policy} level {level} {severity.value}"
-                f" -> {','.join(expected)}",
-                run.ok,
-                _quiet(run.output),
-            )
-        limited = [r for r in receivers if settings.escalation.limit_of(r.name)]
-        for held in limited:  # a copy its rate limit held back from `held`
-            others = [r for r in receivers if r is not held]
+            yield _route_test(am, f"{policy} level {level} {severity.value}",
+                              copy_receivers(receivers, severity),
+                              {**copy, "severity": severity.value})  # fmt: skip
+        for held in (r for r in receivers if settings.escalation.limit_of(r.name)):
             severity = held.severities[0]
-            expected = copy_receivers(others, severity)
-            labels = {"alertname": "any", "severity": severity.value, LABEL_POLICY: policy,
-                      LABEL_LEVEL: str(level), LABEL_ROUND: "1", LABEL_HELD: held.name}  # fmt: skip
-            run = run_tool(
-                "amtool", "config", "routes", "test", f"--config.file={am}",
-                f"--verify.receivers={','.join(expected)}",
-                *(f"{k}={v}" for k, v in labels.items()),
-            )  # fmt: skip
-            yield CheckResult(
-                f"amtool config routes test {policy} level {level} held from {held.name}"
-                f" -> {','.join(expected)}",
-                run.ok,
-                _quiet(run.output),
-            )
+            others = [r for r in receivers if r is not held]
+            yield _route_test(am, f"{policy} level {level} held from {held.name}",
+                              copy_receivers(others, severity),
+                              {**copy, "severity": severity.value,
+                               LABEL_HELD: held.name})  # fmt: skip
