@@ -36,7 +36,6 @@ import json
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +46,7 @@ import psutil
 
 from bench.ingest import TOKEN, payload, send, start
 from bridge.core.times import NS
-from bridge.core.tools import find_tool
-from tests.support import LOOPBACK, free_port, http_text, wait_for
+from tests.support import LOOPBACK, Proc, free_port, start_alertmanager
 
 AM_CONFIG = """
 route:
@@ -89,17 +87,13 @@ escalation:
 """
 
 
-def start_alertmanager(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def alertmanager(tmp: Path) -> tuple[str, Proc]:
+    """A fresh Alertmanager (the tests' start_alertmanager) with AM_CONFIG; its URL."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp / "alertmanager.yml"
     config.write_text(AM_CONFIG)
-    argv = [find_tool("prometheus-alertmanager"), f"--config.file={config}",
-            f"--storage.path={tmp / 'am-data'}", f"--web.listen-address={LOOPBACK}:{port}",
-            "--cluster.listen-address=", "--log.level=warn"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for("alertmanager", lambda: http_text(f"http://{LOOPBACK}:{port}/-/ready"), 30)
-    return f"http://{LOOPBACK}:{port}", proc
+    return f"http://{LOOPBACK}:{port}", start_alertmanager(tmp, config, port)
 
 
 def steps_taken(db: Path) -> int:
@@ -155,7 +149,7 @@ def _cpu(proc: psutil.Process) -> float:
 
 async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_no: int) -> Round:
     name = f"{'with' if escalate else 'without'}-{round_no}"
-    am, am_proc = start_alertmanager(tmp / name)
+    am, am_proc = alertmanager(tmp / name)
     port = free_port()
     db = tmp / f"{name}.db"
     config = tmp / f"{name}.yml"
@@ -168,7 +162,7 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
     argv = [sys.executable, "-m", "bridge", "--config", str(config), "serve", "--host",
             LOOPBACK, "--port", str(port), "--db", str(db)]  # fmt: skip
     proc = start(argv, port, env)
-    processes = psutil.Process(proc.pid), psutil.Process(am_proc.pid)
+    processes = psutil.Process(proc.pid), psutil.Process(am_proc.popen.pid)
     cpu: dict[str, tuple[float, float]] = {}
 
     def mark() -> tuple[float, float]:
@@ -205,9 +199,9 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
         cpu["steady"] = (end[0] - after[0], end[1] - after[1])
         return Round(burst, steady, lateness(db) if escalate else [], steps, cpu)
     finally:
-        for child in (proc, am_proc):
-            child.terminate()
-            child.wait(30)
+        proc.terminate()
+        proc.wait(30)
+        am_proc.stop()
 
 
 async def main_async(args: argparse.Namespace) -> None:

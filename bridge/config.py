@@ -18,7 +18,7 @@ import yaml
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity
-from bridge.core.policies import EscalationSettings, load_escalation
+from bridge.core.policies import EscalationSettings, load_escalation, positive_duration
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
 from bridge.ingest.webhook import AlertLimits
@@ -277,14 +277,8 @@ def _heartbeat(raw: object, source: str, receivers: tuple[Receiver, ...]) -> Hea
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(source, "heartbeat.enabled", "must be true or false")
-    times = {}
-    for key, default in (("interval", 60), ("timeout", 300)):
-        try:
-            times[key] = parse_duration(raw.get(key, default))
-        except ValueError as exc:
-            raise ConfigError(source, f"heartbeat.{key}", str(exc)) from None
-        if times[key] <= 0:
-            raise ConfigError(source, f"heartbeat.{key}", "must be longer than 0s")
+    times = {key: positive_duration(raw.get(key, default), source, f"heartbeat.{key}")
+             for key, default in (("interval", 60), ("timeout", 300))}  # fmt: skip
     if times["timeout"] < 2 * times["interval"]:
         reason = "must be at least twice the interval (one late heartbeat is normal)"
         raise ConfigError(source, "heartbeat.timeout", reason)

@@ -68,6 +68,7 @@ alertmanager:
     - {{name: broken, type: webhook, severities: [info],
         config: {{url: "http://{loop}:{closed}/nobody-listens"}}}}
 escalation:
+  worker: {worker}
   repost_interval: 1s
   policies:
     - name: page
@@ -171,7 +172,8 @@ class Stack:
     """Bridge, Prometheus and Alertmanager generated from CONFIG, receivers at `receivers`."""
 
     def __init__(self, tmp: Path, receivers: StandIn, ack_timeout: int = 0, window: str = "",
-                 always: bool = False, level1: str = "pager") -> None:  # fmt: skip
+                 always: bool = False, level1: str = "pager",
+                 worker: str = "process") -> None:  # fmt: skip
         self.rule = "always_critical" if always else "critical_cpu"
         self.tmp = tmp
         self.bridge_port, self.prom_port, self.am_port = free_port(), free_port(), free_port()
@@ -180,7 +182,7 @@ class Stack:
         self.config, gen = generate_stack(
             tmp, CONFIG, HOOK, loop=LOOPBACK, bridge=self.bridge_port, am=self.am_port,
             stand_in=receivers.url, wait=WAIT, window=window, always=str(always).lower(),
-            teams_url=teams_url, level1=level1, closed=free_port(),
+            teams_url=teams_url, level1=level1, closed=free_port(), worker=worker,
             ack_timeout=f"ack_timeout: {ack_timeout}s" if ack_timeout else "",
         )  # fmt: skip
         self.gen = gen
@@ -247,9 +249,13 @@ def _reposted_after(stack: Stack, alert_id: int, count: int) -> None:
     wait_for(f"{count} reposts", more, 30)
 
 
-def test_nobody_acknowledges_each_level_is_delivered_once_in_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", ["process", "inline"])
+def test_nobody_acknowledges_each_level_is_delivered_once_in_time(
+    tmp_path: Path, worker: str
+) -> None:
+    """In the engine's own process (the default) and in the server's (inline)."""
     with stand_in() as receivers:
-        stack = Stack(tmp_path, receivers)
+        stack = Stack(tmp_path, receivers, worker=worker)
         with running(stack.alertmanager()), running(stack.bridge()), running(stack.prometheus()):
             alert_id = stack.fire()
             t0 = receivers.wait("/slack")

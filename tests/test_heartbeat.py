@@ -176,3 +176,35 @@ async def test_a_bridge_that_never_had_a_heartbeat_waits_twice_the_timeout(
     assert [a.alertname for a in await store.list_alerts(AlertQuery())] == [
         "AlertingPipelineSilent"
     ]
+
+
+async def test_the_direct_receiver_may_be_teams(tmp_path: Path, store: AlertStore) -> None:
+    cards: list[Any] = []
+
+    async def teams(request: web.Request) -> web.Response:
+        cards.append(await request.json())
+        return web.Response(text="1")
+
+    app = web.Application()
+    app.router.add_post("/teams", teams)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    (tmp_path / "teams-url").write_text(f"http://127.0.0.1:{server.port}/teams")
+    doc = {"alertmanager": {"receivers": [
+        {"name": "chat", "type": "msteams", "severities": ["critical"],
+         "config": {"webhook_url_file": str(tmp_path / "teams-url")}}]},
+        "heartbeat": {"interval": "1m", "timeout": "5m", "notify": "chat"}}  # fmt: skip
+    path = tmp_path / "t.yml"
+    path.write_text(yaml.safe_dump(doc))
+    now = [T0]
+    async with aiohttp.ClientSession() as session:
+        watchdog = Watchdog(store, load_settings(path, {}), session, clock=lambda: now[0])
+        await store.record_heartbeat(T0)
+        now[0] = T0 + 301 * NS
+        assert await watchdog.check() == "silent"
+    [card] = cards
+    body = card["attachments"][0]["content"]["body"]
+    assert body[0]["text"] == "[FIRING:1] AlertingPipelineSilent"
+    facts = {f["title"]: f["value"] for f in body[-1]["facts"]}
+    assert facts["Acknowledge"] == "alertbridge ack 1"
+    await server.close()

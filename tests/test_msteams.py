@@ -197,3 +197,30 @@ async def test_adapter_errors(aiohttp_client: MakeClient, tmp_path: Path) -> Non
     (tmp_path / "teams-url").write_text("not a url")
     assert (await client.post(url, json=payload, headers=HOOK)).status == 503
     await server.close()
+
+
+async def test_teams_that_never_answers_is_a_502_after_the_timeout(
+    aiohttp_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import bridge.http.adapters
+
+    never = asyncio.Event()
+
+    class Silent(Teams):
+        async def handle(self, request: web.Request) -> web.Response:
+            self.received.append(await request.json())
+            await never.wait()  # a Teams that takes the request and never answers
+            return web.Response()
+
+    monkeypatch.setattr(bridge.http.adapters, "TEAMS_TIMEOUT", 0.2)
+    teams = Silent()
+    client, server = await rig(aiohttp_client, tmp_path, teams)
+    payload = notification(am_alert("00000000000000aa", severity="critical"))
+    response = await client.post("/api/v1/adapters/msteams/teams-ops", json=payload,
+                                 headers=HOOK)  # fmt: skip
+    assert response.status == 502
+    assert "Teams could not be reached: TimeoutError" in (await response.json())["message"]
+    assert len(teams.received) == 1
+    await server.close()

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bridge.cli import main
 from bridge.config import load_settings
 from bridge.core.errors import ConfigError
+from bridge.core.times import NS
 from bridge.escalation.simulate import load_scenario
 
 CONFIG = {
@@ -137,3 +138,19 @@ def test_the_readme_escalation_example_loads() -> None:
         path.unlink()
     assert [p.name for p in settings.escalation.policies] == ["standard"]
     assert settings.escalation.rule_policies == {"critical_cpu": "standard"}
+
+
+def test_the_readme_scenario_loads_with_its_unquoted_start() -> None:
+    """YAML reads `start: 2026-12-07T09:00:00Z` as a datetime, not a text."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("**Simulation.**", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = Path(__file__).resolve().parent / "_readme_scenario.yml"
+    try:
+        path.write_text(block)
+        scenario = load_scenario(path, 15)
+    finally:
+        path.unlink()
+    assert scenario.start == 1_796_634_000 * NS  # 2026-12-07T09:00:00Z
+    assert (scenario.duration, scenario.step) == (2700, 15)
+    assert scenario.acks[0].rule == "critical_cpu"

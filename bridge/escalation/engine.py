@@ -157,9 +157,8 @@ class Escalator:
         self.wake = asyncio.Event()
         #: Steps taken since start, by (policy, level): alertbridge_escalations_total.
         self.steps_taken: dict[tuple[str, str], int] = {}
-        self.post_failures = 0
+        self.post_failures = 0  # posts no Alertmanager took (each retried at the next tick)
         self.limiter = Limiter({r.receiver: r for r in settings.rate_limits})
-        self.lateness: list[float] = []  # seconds behind due of the last steps (bounded)
 
     # --- the feed -----------------------------------------------------------------------
 
@@ -212,9 +211,6 @@ class Escalator:
             due = await self.store.due_escalations(now, batch)
             running = [e for e in due if e.state == "running"]
             moves = [transitions.advance(e, now) for e in running]
-            for esc in running:
-                if esc.due_at is not None:
-                    self._late(now - esc.due_at)
             await self._commit(moves)
             for esc in due:
                 if esc.state != "running":
@@ -242,11 +238,6 @@ class Escalator:
             # The unacknowledgement comes back through the feed and restarts escalation;
             # until then nothing is due here.
             await self.store.save_escalation(replace(esc, due_at=None), [], now)
-
-    def _late(self, lateness_ns: int) -> None:
-        self.lateness.append(lateness_ns / NS)
-        if len(self.lateness) > 100_000:
-            del self.lateness[:50_000]
 
     async def _post(self, bodies: list[dict[str, Any]]) -> bool:
         """Post copies to Alertmanager in chunks; whether every chunk was taken."""
@@ -317,9 +308,15 @@ class Escalator:
         if marked == list(move.new_copies):
             return move
         kept = esc.copies[: len(esc.copies) - len(marked)]
-        events = [(kind, f"{detail} (rate limit: {', '.join(h.held)} held back)")
-                  if kind == "escalated" and (h := _copy_of(detail, marked)) and h.held
-                  else (kind, detail) for kind, detail in move.events]  # fmt: skip
+        # advance() writes one "escalated" event per new copy, in the same order
+        pending = iter(marked)
+        events = []
+        for kind, detail in move.events:
+            if kind == "escalated":
+                copy = next(pending)
+                if copy.held:
+                    detail += f" (rate limit: {', '.join(copy.held)} held back)"
+            events.append((kind, detail))
         return Move(replace(esc, copies=kept + tuple(marked)), marked, events)
 
     async def _summaries(self, receivers: set[str]) -> None:
@@ -502,9 +499,3 @@ def override_input(body: Mapping[str, Any]) -> tuple[str, int | None, int | None
         if not 0 < seconds <= 366 * 86400:
             raise Unprocessable("for", "must be longer than 0s and at most a year")
     return by, level, seconds
-
-
-def _copy_of(detail: str, copies: Sequence[Copy]) -> Copy | None:
-    """The copy an "escalated" event's detail ("level N: ...") is about."""
-    head = detail.split(":", 1)[0]
-    return next((c for c in copies if head == f"level {c.level}"), None)

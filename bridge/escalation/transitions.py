@@ -21,9 +21,6 @@ from bridge.core.policies import MAX_REPEAT, MAX_STEPS, Policy
 from bridge.core.times import NS, format_duration, format_time
 from bridge.store.records import Copy, Escalation
 
-#: States in which a later step can still come.
-LIVE = ("running", "paused", "exhausted", "acknowledged")
-
 
 @dataclass(frozen=True, slots=True)
 class Move:

@@ -79,7 +79,6 @@ class WorkerProcess:
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
         self.proc: asyncio.subprocess.Process | None = None
-        self.starts = 0
         self.stopping = False
 
     @classmethod
@@ -90,17 +89,12 @@ class WorkerProcess:
         argv += ["escalation-worker", "--db", settings.server.db, "--parent", str(os.getpid())]
         return cls(argv)
 
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
     async def run(self) -> None:
         """Keep the worker running until stop() (bounded backoff between restarts)."""
         while not self.stopping:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL
             )
-            self.starts += 1
             code = await self.proc.wait()
             if self.stopping:
                 return

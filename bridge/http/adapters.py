@@ -19,6 +19,8 @@ from bridge.http.util import check_token, decode_json, json_response, read_body
 from bridge.ingest.webhook import parse_notification
 
 routes = web.RouteTableDef()
+#: Seconds Teams has to take a card; then 502, and Alertmanager retries.
+TEAMS_TIMEOUT = 8.0
 
 
 @routes.post("/api/v1/adapters/msteams/{receiver}")
@@ -47,7 +49,7 @@ async def msteams(request: web.Request) -> web.Response:
     message = render_card(notification, ids, settings.server.public_url)
     started = time.perf_counter()
     try:
-        status = await deliver(app[ADAPTER_SESSION], url, message)
+        status = await deliver(app[ADAPTER_SESSION], url, message, TEAMS_TIMEOUT)
     except DeliveryError as exc:
         metrics.adapter_notifications.labels("msteams", name, "failed").inc()
         raise HttpError(502, "delivery_failed", f"receiver {name}: {exc}") from None

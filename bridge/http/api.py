@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bridge.config import Secret
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
-from bridge.core.policies import TEST_LABEL, is_copy, is_heartbeat
+from bridge.core.policies import is_heartbeat, is_internal
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
 from bridge.http.errors import HttpError, status_of
@@ -62,17 +62,18 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         check_webhook_auth(request, settings.server.webhook_token)
         raw = await read_body(request)
         notification = parse_notification(decode_json(raw), settings.limits, len(raw))
-        # The escalation's own copies (routed here only when no level receiver takes
-        # them, or by a hand-written route) are never stored as alerts of their own.
-        alerts = [a for a in notification.alerts if not is_copy(a.labels)
-                  and TEST_LABEL not in a.labels]  # fmt: skip
-        if len(alerts) < len(notification.alerts):
-            metrics.copies_ignored.inc(len(notification.alerts) - len(alerts))
-        beats = [a for a in alerts if is_heartbeat(a.labels)]
-        if beats:  # the dead man's switch: its arrival recorded, never stored as an alert
-            alerts = [a for a in alerts if not is_heartbeat(a.labels)]
-            await app[STORE].record_heartbeat(now_ns())
-            metrics.heartbeats.inc()
+        # The bridge's own alerts (escalation copies, channel tests, rate-limit summaries
+        # routed here by a hand-written route, the heartbeat) are never stored as alerts.
+        alerts = notification.alerts
+        internal = [a for a in alerts if is_internal(a.labels)]
+        if internal:
+            alerts = tuple(a for a in alerts if not is_internal(a.labels))
+            beats = sum(1 for a in internal if is_heartbeat(a.labels))
+            if beats:  # the dead man's switch: its arrival recorded
+                await app[STORE].record_heartbeat(now_ns())
+                metrics.heartbeats.inc()
+            if len(internal) > beats:
+                metrics.copies_ignored.inc(len(internal) - beats)
         try:
             result = await app[STORE].ingest(alerts, now_ns()) if alerts else IngestResult()
         except StoreError:
@@ -100,7 +101,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         _kick(request)  # a silence to expire, or a reopened alert's view to learn
     return json_response(
         {
-            "stored": len(notification.alerts),
+            "stored": len(alerts),
             "fired": len(result.fired),
             "resolved": len(result.resolved),
             "repeats": result.repeats,

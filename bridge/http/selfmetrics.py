@@ -195,8 +195,9 @@ class BridgeMetrics:
         self.truncations = TruncationWatch(self.alerts_truncated)
         self.copies_ignored = Counter(
             "alertbridge_escalation_copies_ignored",
-            "Escalation copies the webhook received and did not store (no level receiver"
-            " took them, or a route of the operator's sent them to the bridge).",
+            "The bridge's own alerts the webhook received and did not store: escalation"
+            " copies no level receiver took, channel tests or rate-limit summaries a route of"
+            " the operator's sent to the bridge (the heartbeat is counted apart).",
             registry=registry,
         )
         self.heartbeats = Counter(

@@ -9,7 +9,6 @@ from pathlib import Path
 from bridge.store.interface import AlertStore
 from bridge.store.records import (
     DEFAULT_RETENTION_DAYS,
-    ESCALATION_STATES,
     MAX_TEXT,
     PAGE_CHARS,
     SYSTEM_ACTORS,
@@ -40,7 +39,6 @@ def open_store(
 
 __all__ = [
     "DEFAULT_RETENTION_DAYS",
-    "ESCALATION_STATES",
     "MAX_TEXT",
     "PAGE_CHARS",
     "SYSTEM_ACTORS",

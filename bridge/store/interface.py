@@ -284,10 +284,6 @@ class AlertStore(Protocol):
         or None where it changed since it was read or is gone (the others are saved)."""
         ...
 
-    async def escalation_counts(self) -> dict[tuple[str, str], int]:
-        """Escalations by (policy, state)."""
-        ...
-
     # --- exports ------------------------------------------------------------------------
 
     async def label_sets(self) -> list[dict[str, str]]:

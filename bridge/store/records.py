@@ -212,10 +212,10 @@ class SilenceChange:
     event: tuple[str, str, str] | None = None  # (kind, actor, detail) to add to the trail
 
 
-#: States of an escalation. running: a step is due at due_at; paused: until due_at (None: until
-#: resumed); acknowledged: the ack times out at due_at (None: never); exhausted: every step
-#: taken, the copies stay active until acknowledgement or resolution; stopped: over.
-ESCALATION_STATES = ("running", "paused", "acknowledged", "exhausted", "stopped")
+#: An escalation's state (Escalation.state): running: a step is due at due_at; paused: until
+#: due_at (None: until resumed); acknowledged: the ack times out at due_at (None: never);
+#: exhausted: every step taken, the copies stay active until acknowledgement or resolution;
+#: stopped: over.
 
 
 @dataclass(frozen=True, slots=True)

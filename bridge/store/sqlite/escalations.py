@@ -104,12 +104,6 @@ def copy_work(conn: sqlite3.Connection, repost_before: int, limit: int) -> list[
     return rows
 
 
-def counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-    """Escalations by (policy, state)."""
-    sql = "SELECT policy, state, count(*) FROM escalations GROUP BY 1, 2"
-    return {(p, s): n for p, s, n in conn.execute(sql)}
-
-
 def add(escalations: Sequence[Escalation], details: Sequence[str], at: int | None) -> Job[int]:
     """Job: insert the escalations not there yet, each with its event (at `at`, or at its
     own updated_at); how many were new (a repeated start adds nothing)."""

@@ -285,9 +285,6 @@ class SqliteStore:
     ) -> list[int | None]:
         return await self._write(escalations.save_many(items, at, actor)) if items else []
 
-    async def escalation_counts(self) -> dict[tuple[str, str], int]:
-        return await self._read(escalations.counts)
-
     # --- exports ------------------------------------------------------------------------
 
     async def label_sets(self) -> list[dict[str, str]]:
