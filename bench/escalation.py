@@ -1,8 +1,8 @@
 """Benchmark: 10,000 unacknowledged alerts escalating under a policy with short waits, and
 ingestion beside them, against the same bridge without escalation.
 
-    .venv/bin/python -m bench.escalation [--alerts 10000] [--rounds 3] [--clients 32]
-                                         [--wait 10] [--seconds 5] [--burst]
+    .venv/bin/python -m bench.escalation [--alerts 10000] [--rounds 5] [--clients 32]
+                                         [--wait 10] [--seconds 10] [--burst]
 
 Each round starts, in turn, two `alertbridge serve` processes on fresh databases, each with
 a fresh real Alertmanager (the Debian binary, on a free loopback port, routing everything to
@@ -191,7 +191,8 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
         after = mark()
         cpu["burst"] = (after[0] - before[0], after[1] - before[1])
         steps_before = steps_taken(db)
-        again = [payload(1, n % args.alerts, n % 100) for n in range(args.alerts * 10)]
+        # More than --seconds can take: the phase ends on time, not on running out.
+        again = [payload(1, n % args.alerts, n % 100) for n in range(args.alerts * 30)]
         done, _ = await send(port, again, args.clients, args.seconds)
         steady = float(done)
         steps = steps_taken(db) - steps_before
@@ -239,10 +240,10 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alerts", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--wait", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
     worst = "send the first alerts as fast as possible (the worst case)"
     parser.add_argument("--burst", action="store_true", help=worst)
     args = parser.parse_args()

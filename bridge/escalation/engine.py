@@ -47,10 +47,13 @@ CONSUMER = "escalation"
 ACTOR = "escalation"
 #: Copies posted to Alertmanager in one request at most.
 POST_CHUNK = 500
-#: Seconds the engine lets changes gather after a wake-up before it handles them, and the
-#: least time between two rounds of due work (a burst is taken in large batches).
+#: Seconds the engine lets changes gather after a wake-up before it handles them (a burst is
+#: taken in large batches).
 COALESCE = 0.2
-MIN_TICK = 0.1
+#: The least time between two rounds of due work: steps due within it are taken together, in
+#: one read, one post and one transaction (bench.escalation: at 1,000 steps/s, 0.3 s against
+#: 0.1 s put p99 lateness at 0.43 s, not 0.34 s, for a mean of 96 % ingest, not 91 %).
+MIN_TICK = 0.3
 
 
 class Poster(Protocol):
