@@ -84,6 +84,12 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides IPs and localhost; "*": any
     #: The URL operators reach this bridge at (links in notifications); None: no links.
     public_url: str | None = None
+    #: The API keys file (bridge.core.apikeys); None: `<db>.keys.json`.
+    keys_file: str | None = None
+
+    @property
+    def keys_path(self) -> str:
+        return self.keys_file or f"{self.db}.keys.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +345,7 @@ _ENV_OVERRIDES = {
     "ALERTBRIDGE_HOST": ("server", "host"),
     "ALERTBRIDGE_PORT": ("server", "port"),
     "ALERTBRIDGE_DB": ("server", "db"),
+    "ALERTBRIDGE_KEYS_FILE": ("server", "keys_file"),
     "ALERTBRIDGE_PROMETHEUS_URL": ("prometheus", "url"),
     "ALERTBRIDGE_ALERTMANAGER_URL": ("alertmanager", "url"),
     "ALERTBRIDGE_TELEMETRY_SYSTEM": ("telemetry", "system"),

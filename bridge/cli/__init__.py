@@ -1,6 +1,6 @@
 """The `alertbridge` command line: the group in `common`, one module per command group."""
 
-from bridge.cli import alerts, channels, export, policies, rules, serving
+from bridge.cli import alerts, channels, export, keys, policies, rules, serving
 from bridge.cli.common import main, table
 from bridge.cli.serving import is_loopback
 
@@ -9,6 +9,7 @@ __all__ = [
     "channels",
     "export",
     "is_loopback",
+    "keys",
     "main",
     "policies",
     "rules",

@@ -15,7 +15,6 @@ from bridge.cli.common import (
     ALERT_ID,
     F,
     Whole,
-    default_actor,
     fail_cleanly,
     main,
     settings_of,
@@ -185,7 +184,7 @@ def alerts_command(
     """List stored alerts, newest first (or acknowledge one with --ack ID)."""
     with _client(ctx, url, db) as client:
         if ack_id is not None:
-            _echo_alert(client.ack(ack_id, default_actor(), ""), output)
+            _echo_alert(client.ack(ack_id, None, ""), output)
             return
         params: dict[str, list[str]] = {"limit": [str(limit)], "sort": [sort]}
         optional = {"status": status, "rule": rule, "since": since, "until": until,
@@ -259,7 +258,7 @@ def _commented_command(name: str, summary: str, call: str) -> None:
                 url: str | None, db: str | None) -> None:  # fmt: skip
         with _client(ctx, url, db) as client:
             action = getattr(client, call)
-            _echo_alert(action(alert_id, by or default_actor(), comment), output)
+            _echo_alert(action(alert_id, by, comment), output)
 
 
 _commented_command("ack", "Acknowledge a firing alert.", "ack")
@@ -288,7 +287,7 @@ def note(ctx: click.Context, alert_id: int, text: str, by: str | None, url: str 
          db: str | None) -> None:  # fmt: skip
     """Add a note to an alert's audit trail."""
     with _client(ctx, url, db) as client:
-        event = client.note(alert_id, by or default_actor(), text)
+        event = client.note(alert_id, by, text)
     click.echo(f"note {event['id']} added to alert {alert_id}")
 
 
@@ -304,7 +303,7 @@ def assign_command(ctx: click.Context, alert_id: int, who: str, by: str | None, 
                    url: str | None, db: str | None) -> None:  # fmt: skip
     """Assign an alert to WHO ("" unassigns)."""
     with _client(ctx, url, db) as client:
-        _echo_alert(client.assign(alert_id, by or default_actor(), who), output)
+        _echo_alert(client.assign(alert_id, by, who), output)
 
 
 @main.command()
@@ -343,7 +342,7 @@ def escalate(ctx: click.Context, alert_id: int, level: int | None, by: str | Non
              url: str | None, db: str | None) -> None:  # fmt: skip
     """Escalate an alert now: its next level (or --level N) is notified at once, whatever
     the level's time window; the policy goes on from there. Audited as yours."""
-    body: dict[str, Any] = {"by": by or default_actor()}
+    body: dict[str, Any] = {"by": by}
     if level is not None:
         body["level"] = level
     with _client(ctx, url, db) as client:
@@ -367,7 +366,7 @@ def escalation() -> None:
 def escalation_pause(ctx: click.Context, alert_id: int, duration: str | None, by: str | None,
                      output: str, url: str | None, db: str | None) -> None:  # fmt: skip
     """No further step until the pause ends (copies already sent stay active)."""
-    body: dict[str, Any] = {"by": by or default_actor()}
+    body: dict[str, Any] = {"by": by}
     if duration is not None:
         body["for"] = duration
     with _client(ctx, url, db) as client:
@@ -385,5 +384,5 @@ def escalation_resume(ctx: click.Context, alert_id: int, by: str | None, output:
                       url: str | None, db: str | None) -> None:  # fmt: skip
     """End a pause: the step it held is taken at once."""
     with _client(ctx, url, db) as client:
-        _echo_escalations(client.override(alert_id, "resume", {"by": by or default_actor()}),
+        _echo_escalations(client.override(alert_id, "resume", {"by": by}),
                           output)  # fmt: skip

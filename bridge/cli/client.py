@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from bridge.cli.common import default_actor
 from bridge.config import Secret
 from bridge.core.errors import BridgeError
 from bridge.core.times import now_ns
@@ -26,11 +27,11 @@ class AlertClient(Protocol):
 
     def list(self, params: Params) -> dict[str, Any]: ...
     def show(self, alert_id: int) -> dict[str, Any]: ...
-    def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
-    def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
-    def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]: ...
-    def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]: ...
-    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]: ...
+    def ack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]: ...
+    def unack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]: ...
+    def note(self, alert_id: int, by: str | None, text: str) -> dict[str, Any]: ...
+    def assign(self, alert_id: int, by: str | None, assignee: str) -> dict[str, Any]: ...
+    def resolve(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]: ...
     def override(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -84,25 +85,35 @@ class LocalClient:
     def override(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """An escalation override on the database: a running server's engine takes what
         became due within a second (its poll)."""
-        by, level, seconds = override_input(body)
+        by, level, seconds = override_input({**body, "by": body.get("by") or default_actor()})
         change = change_of(action, level, seconds)
         escalations = self._write(lambda s: override(s, alert_id, by, change, now_ns()))
         return {"escalations": [e.to_json() for e in escalations]}
 
-    def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
-        return self._write(lambda s: s.acknowledge(alert_id, by, comment, now_ns())).to_json()
+    def ack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
+        return self._write(
+            lambda s: s.acknowledge(alert_id, by or default_actor(), comment, now_ns())
+        ).to_json()
 
-    def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
-        return self._write(lambda s: s.unacknowledge(alert_id, by, comment, now_ns())).to_json()
+    def unack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
+        return self._write(
+            lambda s: s.unacknowledge(alert_id, by or default_actor(), comment, now_ns())
+        ).to_json()
 
-    def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]:
-        return self._write(lambda s: s.add_note(alert_id, by, text, now_ns())).to_json()
+    def note(self, alert_id: int, by: str | None, text: str) -> dict[str, Any]:
+        return self._write(
+            lambda s: s.add_note(alert_id, by or default_actor(), text, now_ns())
+        ).to_json()
 
-    def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]:
-        return self._write(lambda s: s.assign(alert_id, by, assignee, now_ns())).to_json()
+    def assign(self, alert_id: int, by: str | None, assignee: str) -> dict[str, Any]:
+        return self._write(
+            lambda s: s.assign(alert_id, by or default_actor(), assignee, now_ns())
+        ).to_json()
 
-    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
-        return self._write(lambda s: s.resolve(alert_id, by, comment, now_ns())).to_json()
+    def resolve(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
+        return self._write(
+            lambda s: s.resolve(alert_id, by or default_actor(), comment, now_ns())
+        ).to_json()
 
     def retention(self, days: int | None) -> int:
         if days is not None:
@@ -165,22 +176,25 @@ class RemoteClient:
         return result
 
     def _post(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`by` only when given: the server records the caller's key name otherwise."""
+        if body.get("by") is None:
+            body = {k: v for k, v in body.items() if k != "by"}
         result: dict[str, Any] = self._call("POST", f"/api/v1/alerts/{alert_id}/{action}", body)
         return result
 
-    def ack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+    def ack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
         return self._post(alert_id, "ack", {"by": by, "comment": comment})
 
-    def unack(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+    def unack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
         return self._post(alert_id, "unack", {"by": by, "comment": comment})
 
-    def note(self, alert_id: int, by: str, text: str) -> dict[str, Any]:
+    def note(self, alert_id: int, by: str | None, text: str) -> dict[str, Any]:
         return self._post(alert_id, "notes", {"by": by, "text": text})
 
-    def assign(self, alert_id: int, by: str, assignee: str) -> dict[str, Any]:
+    def assign(self, alert_id: int, by: str | None, assignee: str) -> dict[str, Any]:
         return self._post(alert_id, "assign", {"by": by, "assignee": assignee})
 
-    def resolve(self, alert_id: int, by: str, comment: str) -> dict[str, Any]:
+    def resolve(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
         return self._post(alert_id, "resolve", {"by": by, "comment": comment})
 
     def override(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:

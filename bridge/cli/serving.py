@@ -67,19 +67,21 @@ def serve(
     """Serve /metrics, the webhook receiver and the REST API until SIGINT or SIGTERM."""
     from bridge.http.app import create_app
     from bridge.http.keys import GUARD
+    from bridge.core import apikeys
     from bridge.http.server import ListenError, fitted_limits, raise_open_files_limit
     from bridge.http.server import serve as run_server
 
     obj = ctx.ensure_object(dict)
     settings = load_settings(obj.get("config"), host=host, port=port, db=db)
     server = settings.server
+    has_keys = any(k.revoked_at is None for k in apikeys.load(server.keys_path))
     missing = [
         name
         for name, token in (
             ("ALERTBRIDGE_WEBHOOK_TOKEN", server.webhook_token),
-            ("ALERTBRIDGE_API_TOKEN", server.api_token),
+            ("ALERTBRIDGE_API_TOKEN (or API keys)", server.api_token or has_keys),
         )
-        if token is None
+        if not token
     ]
     if not is_loopback(server.host) and missing and not insecure:
         raise click.UsageError(

@@ -13,9 +13,10 @@ from bridge.alertmanager.channels import INTEGRATION_OF, cluster_stats
 from bridge.channels.msteams import DeliveryError, deliver, read_url, render_card
 from bridge.core.errors import NotFound
 from bridge.http.api import check_webhook_auth
+from bridge.http.auth import authorize
 from bridge.http.errors import HttpError
 from bridge.http.keys import ADAPTER_SESSION, ESCALATOR, METRICS, SETTINGS, STORE
-from bridge.http.util import check_token, decode_json, json_response, read_body
+from bridge.http.util import decode_json, json_response, read_body
 from bridge.ingest.webhook import parse_notification
 
 routes = web.RouteTableDef()
@@ -66,7 +67,7 @@ async def channels(request: web.Request) -> web.Response:
     Teams adapter's deliveries."""
     app = request.app
     settings = app[SETTINGS]
-    check_token(request, settings.server.api_token)
+    authorize(request, "read")
     raw = await cluster_stats(app[ADAPTER_SESSION], settings.alertmanager.urls)
     alertmanager = {url: per if isinstance(per, str) else [s.to_json() for s in per.values()]
                     for url, per in raw.items()}  # fmt: skip

@@ -14,12 +14,12 @@ from bridge.core.errors import BridgeError, StoreError, Unprocessable
 from bridge.core.policies import is_heartbeat, is_internal
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
+from bridge.http.auth import Principal, authorize
 from bridge.http.errors import HttpError, status_of
 from bridge.http.keys import ESCALATOR, METRICS, RECONCILER, SETTINGS, STORE
 from bridge.http.openapi import SPEC
 from bridge.http.util import (
     Handler,
-    check_token,
     decode_json,
     json_response,
     read_body,
@@ -125,8 +125,8 @@ async def _counted(request: web.Request, operation: str, call: Awaitable[T]) -> 
         raise
 
 
-def _api_auth(request: web.Request) -> None:
-    check_token(request, request.app[SETTINGS].server.api_token)
+def _api_auth(request: web.Request, needed: str = "read") -> Principal:
+    return authorize(request, needed)
 
 
 @routes.get("/api/v1/alerts")
@@ -170,8 +170,9 @@ def _override(action: str) -> Handler:
     override, audited as theirs; the engine (if this server runs one) acts on it at once."""
 
     async def handler(request: web.Request) -> web.Response:
-        _api_auth(request)
+        principal = _api_auth(request, "write")
         alert_id, body = _alert_id(request), await _body(request)
+        body["by"] = principal.actor(body.get("by"))
         by, level, seconds = override_input(body)
         change = change_of(action, level, seconds)
         engine = request.app.get(ESCALATOR)
@@ -204,13 +205,15 @@ Action = Callable[[AlertStore, int, object, object, int], Awaitable[StoredAlert 
 
 
 def _action(act: Action, field: str, status: int = 200) -> Handler:
-    """A handler for POST /api/v1/alerts/{id}/<action> with body {"by": ..., field: ...}."""
+    """A handler for POST /api/v1/alerts/{id}/<action> with body {"by": ..., field: ...}
+    (`by`: the caller's key name unless given; bridge.http.auth)."""
 
     async def handler(request: web.Request) -> web.Response:
-        _api_auth(request)
+        principal = _api_auth(request, "write")
         alert_id, body = _alert_id(request), await _body(request)
         store = request.app[STORE]
-        call = act(store, alert_id, body.get("by"), body.get(field), now_ns())
+        by = principal.actor(body.get("by"))
+        call = act(store, alert_id, by, body.get(field), now_ns())
         result = await _counted(request, "api", call)
         _kick(request)
         return web.json_response(result.to_json(), status=status)

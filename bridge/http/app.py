@@ -15,6 +15,7 @@ from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
 from bridge.core.aio import stop_task
+from bridge.core.apikeys import KeyRing
 from bridge.core.errors import StoreError
 from bridge.core.model import Severity
 from bridge.core.times import format_time, now_ns
@@ -26,11 +27,13 @@ from bridge.feed.enrich import CONSUMER as ENRICH
 from bridge.feed.enrich import enricher
 from bridge.feed.notify import CONSUMER, Notifier
 from bridge.http import adapters, api
+from bridge.http.auth import authorize
 from bridge.http.keys import (
     ENRICH_FEED,
     ESCALATOR,
     FEED,
     GUARD,
+    KEYRING,
     METRICS,
     NOTIFIER,
     RECONCILER,
@@ -48,7 +51,6 @@ from bridge.http.util import (
     BODY_TIMEOUT,
     Handler,
     allowed_hosts,
-    check_token,
     make_errors_middleware,
     read_json,
 )
@@ -116,7 +118,7 @@ async def _unready(app: web.Application) -> str | None:
 async def push_telemetry(request: web.Request) -> web.Response:
     """Record a batch of telemetry from another process."""
     settings = request.app[SETTINGS]
-    check_token(request, settings.server.api_token)
+    authorize(request, "write")
     batch = parse_batch(
         await read_json(request),
         max_latencies=settings.telemetry.max_latencies_per_push,
@@ -142,7 +144,7 @@ async def push_telemetry(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """The telemetry snapshot (seed units) against every enabled rule, and alert counts."""
     settings = request.app[SETTINGS]
-    check_token(request, settings.server.api_token)
+    authorize(request, "read")
     snapshot = request.app[TELEMETRY].snapshot()
     values = snapshot.as_metrics()
     counts = await request.app[STORE].counts()
@@ -360,6 +362,7 @@ def create_app(
     )
     telemetry = telemetry or Telemetry(settings.namespace, window_seconds=settings.telemetry.window)
     app[SETTINGS] = settings
+    app[KEYRING] = KeyRing(server.keys_path)  # a bad keys file stops the start (KeysError)
     app[TELEMETRY] = telemetry
     app[REGISTRY] = telemetry.registry
     metrics = app[METRICS] = BridgeMetrics(telemetry.registry)

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
+from bridge.core.apikeys import KeyRing
 from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
 from bridge.escalation.worker import WorkerProcess
@@ -33,3 +34,5 @@ ADAPTER_SESSION = web.AppKey("adapter_session", aiohttp.ClientSession)
 WATCHDOG = web.AppKey("watchdog", Watchdog)
 WORKER = web.AppKey("escalation_worker", WorkerProcess)
 GUARD = web.AppKey("guard", ConnectionGuard)
+#: The API keys (bridge.http.auth), reloaded when their file changes.
+KEYRING = web.AppKey("keyring", KeyRing)

@@ -1,0 +1,85 @@
+"""Who is asking, and may they: the API's bearer token is a person's key (bridge.core.apikeys)
+or the shared `ALERTBRIDGE_API_TOKEN` of before (an admin key with no name of its own).
+
+With neither keys nor a shared token the API is open, as it always was (bound to loopback by
+default): anyone may act, and `by` says who. Once either exists, every API call needs one:
+401 without a valid token, 403 when the key's role does not allow the call.
+
+The actor of an action is the key's name. `by` is honoured only from an admin key, and then
+recorded as "A on behalf of B"; from the shared token (no name) `by` is recorded as given, as
+before; from a read or write key a `by` other than its own name is refused (403).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bridge.core.apikeys import KeyRing, allows
+from bridge.http.errors import HttpError
+from bridge.http.keys import KEYRING, SETTINGS
+from bridge.http.util import tokens_equal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: a key's name (None: the shared token, or an open API) and its role."""
+
+    name: str | None
+    role: str
+
+    def actor(self, by: object) -> object:
+        """Who an action is recorded as (`by` from the request body, unchecked: the store
+        validates it when it is the actor)."""
+        if self.name is None:
+            return by
+        if by is None or by == "" or by == self.name:
+            return self.name
+        if self.role != "admin":
+            raise HttpError(403, "forbidden",
+                            f"key {self.name} may act only as itself (by: {self.name});"
+                            " acting on behalf of someone needs an admin key")  # fmt: skip
+        if not isinstance(by, str):
+            return by  # the store names what is wrong with it
+        return f"{self.name} on behalf of {by}"
+
+
+OPEN = Principal(None, "admin")
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def identify(request: web.Request, token: str | None) -> Principal | None:
+    """The principal a token stands for; None when it stands for none. OPEN when the API
+    has neither keys nor a shared token."""
+    shared = request.app[SETTINGS].server.api_token
+    ring: KeyRing | None = request.app.get(KEYRING)
+    if ring is not None and ring.error:
+        log.error("keys file: %s (the last good keys stay in use)", ring.error)
+        ring.error = None
+    if shared is None and not ring:
+        return OPEN
+    if token is None:
+        return None
+    if shared is not None and tokens_equal(token, shared):
+        return Principal(None, "admin")
+    key = ring.find(token) if ring is not None else None
+    return None if key is None else Principal(key.name, key.role)
+
+
+def authorize(request: web.Request, needed: str) -> Principal:
+    """The caller, if their token allows `needed` (read, write, admin); else 401 or 403."""
+    principal = identify(request, bearer(request))
+    if principal is None:
+        raise HttpError(401, "unauthorized", "missing or invalid bearer token")
+    if not allows(principal.role, needed):
+        who = f"key {principal.name}" if principal.name else "this token"
+        raise HttpError(403, "forbidden", f"{who} has role {principal.role}; this needs {needed}")
+    return principal
