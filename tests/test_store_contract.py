@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from bridge.core.times import NS
 from bridge.store import AlertQuery, AlertStore, AmView, Copy, Escalation, SilenceChange
 from bridge.store.columns import RAW_ALERT_SCHEMA, RAW_EVENT_SCHEMA
 from bridge.store.query import parse_alert_query
+from bridge.store.records import feed_data
 from tests.stores import IMPLEMENTATIONS, T0, Sync, received
 
 ALL = AlertQuery(limit=100_000)
@@ -482,6 +484,31 @@ async def test_retention_persists_and_prunes_only_old_resolved(store: AlertStore
 
 
 # --- the feed of changes --------------------------------------------------------------------
+
+
+async def test_feed_entries_are_the_events_with_their_alerts_as_feed_data(
+    store: AlertStore,
+) -> None:
+    """feed_after's JSON is records.feed_data of the event and its alert, byte for value
+    (times with and without fractions, no summary, text with quotes and markup, every
+    state); its filter fields are the alert's."""
+    plain = received(fingerprint="e" * 16, team='a"b<script>')
+    await store.ingest([received(), plain._replace(annotations={})], T0)
+    await store.acknowledge(2, "alice", 'say "hi" </script>', T0 + NS)  # a whole second
+    await store.assign(2, "alice", "bob", T0 + NS + 1)  # one nanosecond past it
+    await store.ingest([received("resolved", ends=T0 + 2 * NS)], T0 + 2 * NS + 120_000)
+    entries = await store.feed_after(0)
+    events = await store.events_after(0)
+    assert [e.id for e in entries] == [e.id for e in events]
+    alerts = {a.id: a for a in await store.get_alerts([1, 2])}
+    for entry, event in zip(entries, events, strict=True):
+        alert = alerts[event.alert_id]
+        assert orjson.loads(entry.data) == feed_data(event, alert)
+        assert (entry.alert_id, entry.kind, entry.status, entry.severity, entry.alertname,
+                entry.acknowledged, entry.labels) == (
+            alert.id, event.kind, alert.status, alert.severity, alert.alertname,
+            alert.acknowledged, alert.labels)  # fmt: skip
+    assert await store.feed_after(entries[1].id, limit=2) == entries[2:4]
 
 
 async def test_the_feed_is_every_change_in_order_and_resumable(store: AlertStore) -> None:

@@ -1,6 +1,6 @@
 """The `alertbridge` command line: the group in `common`, one module per command group."""
 
-from bridge.cli import alerts, channels, export, keys, policies, rules, serving
+from bridge.cli import alerts, channels, export, keys, policies, rules, serving, watch
 from bridge.cli.common import main, table
 from bridge.cli.serving import is_loopback
 
@@ -15,4 +15,5 @@ __all__ = [
     "rules",
     "serving",
     "table",
+    "watch",
 ]

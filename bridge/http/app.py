@@ -26,7 +26,7 @@ from bridge.feed.consumer import FeedConsumer
 from bridge.feed.enrich import CONSUMER as ENRICH
 from bridge.feed.enrich import enricher
 from bridge.feed.notify import CONSUMER, Notifier
-from bridge.http import adapters, api
+from bridge.http import adapters, api, stream
 from bridge.http.auth import authorize
 from bridge.http.keys import (
     ENRICH_FEED,
@@ -382,8 +382,11 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(api.routes)
     app.add_routes(adapters.routes)
+    app.add_routes(stream.routes)
     app.cleanup_ctx.append(adapters.session_ctx)
     app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(stream.hub_ctx)
+    app.on_shutdown.append(stream.end_streams)
     if background:
         interval = settings.telemetry.sample_interval
         app.cleanup_ctx.append(_every(interval, "sampler", _sampler(app)))

@@ -13,6 +13,7 @@ from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
 from bridge.escalation.worker import WorkerProcess
 from bridge.feed.consumer import FeedConsumer
+from bridge.feed.hub import EventHub
 from bridge.feed.notify import Notifier
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
@@ -36,3 +37,5 @@ WORKER = web.AppKey("escalation_worker", WorkerProcess)
 GUARD = web.AppKey("guard", ConnectionGuard)
 #: The API keys (bridge.http.auth), reloaded when their file changes.
 KEYRING = web.AppKey("keyring", KeyRing)
+#: The feed fanned out to live watchers (bridge.http.stream).
+HUB = web.AppKey("event_hub", EventHub)

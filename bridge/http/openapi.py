@@ -16,7 +16,9 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
         ok: {"description": "OK", "content": {"application/json": {"schema": schema or {}}}}
     }
     reasons = {400: "Invalid input", 401: "Missing or wrong token",
-               403: "Host name not allowed, or a cross-origin request", 404: "Not found",
+               403: "Host name not allowed, a cross-origin request, or the key's role does"
+                    " not allow it (or a non-admin key's `by` names someone else)",
+               404: "Not found",
                408: "The body did not arrive in time", 409: "Conflict with the alert's state",
                413: "Body or alert too large", 415: "Content-Type is not application/json",
                422: "Unacceptable values",
@@ -199,30 +201,64 @@ SPEC: dict[str, Any] = {
             }
         },
         "/api/v1/alerts/{id}/ack": _action(
-            "Acknowledge", {"by": {"type": "string"}, "comment": {"type": "string"}}, ["by"]
+            "Acknowledge", {"by": {"type": "string"}, "comment": {"type": "string"}}, []
         ),
         "/api/v1/alerts/{id}/unack": _action(
             "Withdraw an acknowledgement",
             {"by": {"type": "string"}, "comment": {"type": "string"}},
-            ["by"],
+            [],
         ),
         "/api/v1/alerts/{id}/notes": _action(
             "Add a note",
             {"by": {"type": "string"}, "text": {"type": "string"}},
-            ["by", "text"],
+            ["text"],
             ok="201",
         ),
         "/api/v1/alerts/{id}/assign": _action(
             "Assign (null or empty unassigns)",
             {"by": {"type": "string"}, "assignee": {"type": ["string", "null"]}},
-            ["by"],
+            [],
         ),
         "/api/v1/alerts/{id}/resolve": _action(
             "Resolve by hand (provisional for Alertmanager's alerts: a later firing delivery"
             " of the episode reopens it)",
             {"by": {"type": "string"}, "comment": {"type": "string"}},
-            ["by"],
+            [],
         ),
+        "/api/v1/events/stream": {
+            "get": {
+                "summary": "The feed of changes as Server-Sent Events: each event with its"
+                " alert's summary, `id` the event id; resumes after Last-Event-ID (or `after`);"
+                " filters as the alert list (status, severity, rule, filter, acknowledged) plus"
+                " `kind` and `alert_id`; gzip when accepted; a comment every 15 s of quiet",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for n in (
+                        "after",
+                        "kind",
+                        "alert_id",
+                        "status",
+                        "severity",
+                        "rule",
+                        "filter",
+                        "acknowledged",
+                    )
+                ]
+                + [
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "The stream", "content": {"text/event-stream": {}}},
+                    **{k: v for k, v in _responses("200", 400, 401).items() if k != "200"},
+                },
+            }
+        },
         "/api/v1/channels": {
             "get": {
                 "summary": "Delivery statistics: Alertmanager's notifications by integration"
@@ -266,19 +302,19 @@ SPEC: dict[str, Any] = {
             "Escalate now: level `level` (default the next one) is notified at once, whatever"
             " its window; the policy goes on from there",
             {"by": {"type": "string"}, "level": {"type": "integer", "minimum": 0}},
-            ["by"],
+            [],
             schema=_ESCALATIONS,
         ),
         "/api/v1/alerts/{id}/escalation/pause": _action(
             "Pause escalation for a duration (`for`, e.g. 30m; default until resumed)",
             {"by": {"type": "string"}, "for": {"type": "string"}},
-            ["by"],
+            [],
             schema=_ESCALATIONS,
         ),
         "/api/v1/alerts/{id}/escalation/resume": _action(
             "Resume a paused escalation: the step it held is taken at once",
             {"by": {"type": "string"}},
-            ["by"],
+            [],
             schema=_ESCALATIONS,
         ),
     },

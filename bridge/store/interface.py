@@ -29,6 +29,7 @@ from bridge.store.records import (
     EpisodeKey,
     Escalation,
     Event,
+    FeedEntry,
     IngestResult,
     Page,
     SilenceChange,
@@ -100,6 +101,11 @@ class AlertStore(Protocol):
     async def events_after(self, after_id: int, limit: int = 500) -> list[Event]:
         """The feed of changes: events with id > after_id, in id order, at most `limit`. An
         event once returned keeps its place: a consumer resumes from the last id it handled."""
+        ...
+
+    async def feed_after(self, after_id: int, limit: int = 500) -> list[FeedEntry]:
+        """events_after for live watchers: each with what their filters look at and its JSON
+        text (records.feed_data's shape) ready to send."""
         ...
 
     async def last_event_id(self) -> int:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from bridge.core.matchers import Matcher
 from bridge.core.policies import Policy
 from bridge.core.times import format_time
@@ -120,6 +122,43 @@ class Event:
             "actor": self.actor,
             "detail": self.detail,
         }
+
+
+@dataclass(slots=True)
+class FeedEntry:
+    """An event of the feed as live watchers get it (bridge.feed.hub): what their filters
+    look at, and `data`, the JSON text of the event with a summary of its alert (the shape
+    of `feed_data`), built by the store itself (in SQL for SQLite: no object per row)."""
+
+    id: int
+    alert_id: int
+    kind: str
+    status: str | None  # None: the alert is gone (pruned)
+    severity: str | None
+    alertname: str | None
+    acknowledged: bool
+    labels_json: str | None
+    data: str
+    _labels: dict[str, str] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        if self._labels is None:
+            self._labels = orjson.loads(self.labels_json) if self.labels_json else {}
+        return self._labels
+
+
+def feed_data(event: Event, alert: StoredAlert | None) -> dict[str, Any]:
+    """The stream's data for an event: the event, and a summary of its alert (None: gone).
+    The reference for every store's FeedEntry.data."""
+    summary = None if alert is None else {
+        "id": alert.id, "alertname": alert.alertname, "severity": alert.severity,
+        "status": alert.status, "state": alert.state, "labels": alert.labels,
+        "summary": alert.annotations.get("summary", ""), "acked_by": alert.acked_by,
+        "assignee": alert.assignee, "am_state": alert.am_state,
+        "silence_state": alert.silence_state,
+    }  # fmt: skip
+    return {**event.to_json(), "alert_id": event.alert_id, "alert": summary}
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from bridge.store.records import (
     EpisodeKey,
     Escalation,
     Event,
+    FeedEntry,
     IngestResult,
     Page,
     SilenceChange,
@@ -152,6 +153,9 @@ class SqliteStore:
 
     async def events_after(self, after_id: int, limit: int = 500) -> list[Event]:
         return await self._read(lambda c: queries.events_after(c, after_id, limit))
+
+    async def feed_after(self, after_id: int, limit: int = 500) -> list[FeedEntry]:
+        return await self._read(lambda c: queries.feed_after(c, after_id, limit))
 
     async def last_event_id(self) -> int:
         return await self._read(queries.last_event_id)

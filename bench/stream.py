@@ -1,0 +1,241 @@
+"""Benchmark: ingestion with 200 live watchers of the event stream, against the same bridge
+with none, and how late the events reach the watchers.
+
+    .venv/bin/python -m bench.stream [--watchers 200] [--probes 4] [--checks 16] [--rounds 3]
+                                     [--seconds 8] [--clients 32] [--filter] [--plain] [--nice 19]
+
+Each round starts, in turn, two `alertbridge serve` processes on fresh databases: one with
+nobody watching (the baseline), one with --watchers connections to GET /api/v1/events/stream
+held open by a child process (raw asyncio streams; the first --probes parse every message,
+the next --checks decode and count them, the others read and count bytes; all accept gzip, as
+browsers do, unless --plain). Both get the same load from this process: one-alert
+notifications of new alerts (each a `fired` event) over --clients connections for --seconds;
+the ingest rates are compared (target: with >= 90% of
+without). Delivery: a probe's receive time minus the event's own time (`at`, when the bridge
+recorded it), p50/p99 over every event of every probe (target: p99 <= 100 ms). With --filter
+the watchers ask for `severity=critical` only (the load is warnings: they get nothing), the
+case of a filtered page. Every decoding watcher must have received every event (they count
+them); the bench says so when one did not. The watchers' process runs
+at --nice 19 by default: it stands in for browsers on other machines, and on this 2-core
+machine it would otherwise take the server's CPU (--nice 0 measures that too). Prints every
+figure; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from bench.ingest import TOKEN, load, start
+from bridge.core.times import NS, parse_rfc3339
+from tests.support import LOOPBACK, free_port
+
+API = "bench-api-token"
+
+
+async def _watch(port: int, role: str, query: str, gzip: bool, out: dict[str, Any],
+                 ready: asyncio.Event, stop: asyncio.Event) -> None:  # fmt: skip
+    """One watcher: "probe" parses every message (its delivery time), "check" decodes and
+    counts them, "drain" reads and counts bytes."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    encoding = "Accept-Encoding: gzip\r\n" if gzip else ""
+    writer.write(f"GET /api/v1/events/stream{query} HTTP/1.1\r\nHost: {LOOPBACK}\r\n"
+                 f"Authorization: Bearer {API}\r\n{encoding}\r\n".encode())  # fmt: skip
+    head = await reader.readuntil(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n", 1)[0]:
+        raise SystemExit(f"stream refused: {head[:200]!r}")
+    ready.set()
+    late: list[float] = out.setdefault("late", [])
+    out["messages"] = 0
+    body = _Chunked()
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+    buffer = b""
+    while not stop.is_set():
+        try:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 0.5)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        out["bytes"] = out.get("bytes", 0) + len(chunk)
+        if role == "drain":
+            continue
+        now = time.time_ns()
+        data = body.feed(chunk)
+        buffer += inflate.decompress(data) if inflate else data
+        *messages, buffer = buffer.split(b"\n\n")
+        for message in messages:
+            if b"\ndata: " not in b"\n" + message:
+                continue
+            out["messages"] += 1
+            if role == "probe":
+                line = message[message.index(b"data: ") + 6 :].split(b"\n", 1)[0]
+                at = parse_rfc3339(json.loads(line)["at"]) or now
+                late.append((now - at) / NS)
+    writer.close()
+
+
+class _Chunked:
+    """HTTP/1.1 chunked transfer decoding, incremental."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.left = 0  # data bytes of the current chunk still to come
+        self.crlf = False  # the CRLF after a chunk's data is still to come
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        self.pending += data
+        out = []
+        while not self.done:
+            if self.left:
+                take = self.pending[: self.left]
+                out.append(take)
+                self.pending = self.pending[len(take) :]
+                self.left -= len(take)
+                if self.left:
+                    break
+                self.crlf = True
+            if self.crlf:
+                if len(self.pending) < 2:
+                    break
+                self.pending, self.crlf = self.pending[2:], False
+            size, sep, rest = self.pending.partition(b"\r\n")
+            if not sep:
+                break
+            self.left, self.pending = int(size.split(b";")[0], 16), rest
+            self.done = not self.left  # the last chunk: the stream ended
+        return b"".join(out)
+
+
+async def watchers_child(port: int, count: int, probes: int, checks: int, query: str,
+                         gzip: bool) -> None:  # fmt: skip
+    """The child: open the streams, say "ready", watch until stdin closes; print stats."""
+    stop = asyncio.Event()
+    outs: list[dict[str, Any]] = [{} for _ in range(count)]
+    readies = [asyncio.Event() for _ in range(count)]
+    roles = ["probe"] * probes + ["check"] * checks + ["drain"] * (count - probes - checks)
+    tasks = [asyncio.create_task(_watch(port, roles[n], query, gzip, outs[n], readies[n], stop))
+             for n in range(count)]  # fmt: skip
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
+    await asyncio.sleep(0)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    late = [v for o in outs[:probes] for v in o.get("late", [])]
+    messages = [o["messages"] for o in outs[: probes + checks]]
+    print(json.dumps({"late": late, "messages": messages,
+                      "bytes": [o.get("bytes", 0) for o in outs]}), flush=True)  # fmt: skip
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def one_round(args: argparse.Namespace, tmp: Path, watched: bool, n: int) -> dict[str, Any]:
+    port = free_port()
+    db = tmp / f"{'with' if watched else 'without'}-{n}.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
+    env.update(ALERTBRIDGE_WEBHOOK_TOKEN=TOKEN, ALERTBRIDGE_API_TOKEN=API)
+    argv = [sys.executable, "-m", "bridge", "serve", "--host", LOOPBACK, "--port", str(port),
+            "--db", str(db)]  # fmt: skip
+    server = start(argv, port, env)
+    child = None
+    try:
+        if watched:
+            query = "?severity=critical" if args.filter else ""
+            child = subprocess.Popen(
+                [sys.executable, "-m", "bench.stream", "--child", str(port), str(args.watchers),
+                 str(args.probes), str(args.checks), "plain" if args.plain else "gzip", query],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                preexec_fn=lambda: os.nice(args.nice),
+            )  # fmt: skip
+            assert child.stdout is not None
+            assert child.stdin is not None
+            if child.stdout.readline().strip() != "ready":
+                raise SystemExit("the watchers did not connect")
+        done, _ = await load(port, 1, args.clients, args.seconds)
+        result: dict[str, Any] = {"rate": done, "events": done * args.seconds}
+        if child is not None:
+            assert child.stdin is not None
+            assert child.stdout is not None
+            time.sleep(1.0)  # let the last events reach the probes (a bound, not a wait)
+            child.stdin.close()
+            stats = json.loads(child.stdout.readline())
+            child.wait(30)
+            result.update(stats)
+        return result
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+        server.terminate()
+        server.wait(30)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    what = "severity=critical (none match)" if args.filter else "every event"
+    print(f"-- one-alert notifications of new alerts, {args.clients} clients, {args.seconds:g}s"
+          f" a phase; {args.watchers} watchers ({args.probes} parsing), {what};"
+          f" {args.rounds} rounds")  # fmt: skip
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    late: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as name:
+        for n in range(args.rounds):
+            for watched in (False, True) if n % 2 == 0 else (True, False):
+                r = await one_round(args, Path(name), watched, n)
+                rates[watched].append(r["rate"])
+                line = f"round {n + 1}: {'with' if watched else 'without'} watchers:" \
+                       f" {r['rate']:6.0f} notifications/s"  # fmt: skip
+                if watched:
+                    late += r["late"]
+                    counts = r["messages"] or [0]
+                    everyone = "every one got all" if len(set(counts)) == 1 else "NOT ALL THE SAME"
+                    line += (f"; {len(counts)} decoding watchers got {min(counts)}-{max(counts)}"
+                             f" events ({everyone}), p99 delivery"
+                             f" {pct(r['late'], 0.99) * 1000:.1f} ms;"
+                             f" {sum(r['bytes']) / 1e6:.0f} MB sent")  # fmt: skip
+                print(line, flush=True)
+    without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
+    print(f"ingest median: without watchers {without:.0f}/s, with {args.watchers}"
+          f" {with_:.0f}/s: {with_ / without:.0%} (target >= 90%)")  # fmt: skip
+    if late:
+        print(f"delivery of {len(late)} events to the probes: p50 {pct(late, 0.5) * 1000:.1f} ms,"
+              f" p99 {pct(late, 0.99) * 1000:.1f} ms, max {max(late) * 1000:.1f} ms"
+              " (target p99 <= 100 ms)")  # fmt: skip
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        port, count, probes, checks = (int(v) for v in sys.argv[2:6])
+        gzip, query = sys.argv[6] == "gzip", sys.argv[7] if len(sys.argv) > 7 else ""
+        asyncio.run(watchers_child(port, count, probes, checks, query, gzip))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--watchers", type=int, default=200)
+    parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--checks", type=int, default=16, help="watchers that count messages")
+    parser.add_argument("--plain", action="store_true", help="no Accept-Encoding: gzip")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--filter", action="store_true", help="watchers that match nothing")
+    parser.add_argument("--nice", type=int, default=19,
+                        help="the watchers' process's nice value (0: the server's)")  # fmt: skip
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The feed as Server-Sent Events: live delivery, exact resumption with Last-Event-ID (from the
+hub's buffer and from the store beyond it), filters, keys, keepalives, events written by
+another process, and streams ended at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bridge.config import Secret, load_settings
+from bridge.core import apikeys
+from bridge.http.app import create_app
+from bridge.http.keys import HUB
+from bridge.store import open_store
+from tests.payloads import am_alert, notification
+
+Client = TestClient[Any, Any]
+MakeClient = Callable[..., Awaitable[Client]]
+HOOK = {"Authorization": "Bearer hook-secret"}
+API = {"Authorization": "Bearer api-secret"}
+TIMEOUT = 10.0  # a bound on every wait for a message, never reached when all is well
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+    base = load_settings(None, {}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
+                                 api_token=Secret("api-secret"))  # fmt: skip
+    return await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                           background=False))  # fmt: skip
+
+
+async def fire(client: Client, n: int, **labels: str) -> None:
+    payload = notification(am_alert(f"{n:016x}", **labels))
+    assert (await client.post("/api/v1/alertmanager", json=payload, headers=HOOK)).status == 200
+
+
+class Watcher:
+    """An open stream; `next()` is the next message (id, data) or comment."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.comments: list[str] = []
+
+    async def message(self) -> tuple[int, dict[str, Any]]:
+        fields: dict[str, str] = {}
+        while True:
+            raw = await asyncio.wait_for(self.response.content.readline(), TIMEOUT)
+            assert raw, "the stream ended"
+            line = raw.decode().rstrip("\n")
+            if line.startswith(":"):
+                self.comments.append(line)
+                continue
+            if not line:
+                if "data" in fields:
+                    return int(fields["id"]), json.loads(fields["data"])
+                fields.clear()
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+    async def messages(self, n: int) -> list[tuple[int, dict[str, Any]]]:
+        return [await self.message() for _ in range(n)]
+
+    async def comment(self) -> str:
+        while not self.comments:
+            raw = await asyncio.wait_for(self.response.content.readline(), TIMEOUT)
+            assert raw, "the stream ended"
+            if raw.startswith(b":"):
+                self.comments.append(raw.decode().strip())
+        return self.comments.pop(0)
+
+
+@pytest.fixture
+async def watch(client: Client) -> AsyncIterator[Callable[..., Awaitable[Watcher]]]:
+    opened: list[aiohttp.ClientResponse] = []
+
+    async def open_stream(headers: dict[str, str] | None = None, **params: str) -> Watcher:
+        response = await client.get("/api/v1/events/stream", params=params,
+                                    headers={**API, **(headers or {})})  # fmt: skip
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        opened.append(response)
+        hub = client.app[HUB]
+        for _ in range(100):  # the handler has registered with the hub (bounded)
+            if hub.watchers >= len([r for r in opened if not r.closed]):
+                break
+            await asyncio.sleep(0)
+        return Watcher(response)
+
+    yield open_stream
+    for response in opened:
+        response.close()
+
+
+async def test_a_watcher_sees_an_alert_as_it_arrives(client: Client, watch: Any) -> None:
+    watcher = await watch()
+    await fire(client, 1, team="infra")
+    event_id, data = await watcher.message()
+    assert data["kind"] == "fired"
+    assert data["id"] == event_id
+    assert data["alert_id"] == 1
+    assert data["alert"]["alertname"] == "high_cpu"
+    assert data["alert"]["labels"]["team"] == "infra"
+    ack = await client.post("/api/v1/alerts/1/ack", json={"by": "alice"}, headers=API)
+    assert ack.status == 200
+    _, acked = await watcher.message()
+    assert (acked["kind"], acked["actor"]) == ("acknowledged", "alice")
+    assert acked["alert"]["acked_by"] == "alice"
+
+
+async def _history(client: Client, n: int) -> list[int]:
+    for k in range(n):
+        await fire(client, k + 1)
+    response = await client.get("/api/v1/events/stream", params={"after": "0"}, headers=API)
+    watcher = Watcher(response)
+    ids = [i for i, _ in await watcher.messages(n)]
+    response.close()
+    return ids
+
+
+@pytest.mark.parametrize("keep", [10_000, 3])
+async def test_a_watcher_that_resumes_gets_exactly_what_it_missed(
+    client: Client, watch: Any, keep: int
+) -> None:
+    """From the hub's buffer, and (keep=3) from the store, the buffer having moved on."""
+    client.app[HUB].keep = keep
+    first = await watch()
+    await fire(client, 1)
+    await fire(client, 2)
+    seen = await first.messages(2)
+    first.response.close()
+    for n in range(3, 9):  # missed while away
+        await fire(client, n)
+    again = await watch(headers={"Last-Event-ID": str(seen[-1][0])})
+    missed = await again.messages(6)
+    assert [d["alert_id"] for _, d in missed] == [3, 4, 5, 6, 7, 8]
+    everything = [i for i, _ in seen + missed]
+    assert everything == sorted(set(everything))  # in order, none twice
+    await fire(client, 9)  # and live again after the catch-up
+    _, live = await again.message()
+    assert live["alert_id"] == 9
+    if keep == 3:
+        assert client.app[HUB].floor > seen[-1][0]  # it did come from the store
+
+
+async def test_after_replays_history_in_order(client: Client) -> None:
+    ids = await _history(client, 5)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+
+
+async def test_filters(client: Client, watch: Any) -> None:
+    critical = await watch(severity="critical")
+    infra = await watch(filter='team="infra"', kind="fired")
+    await fire(client, 1, team="web")
+    await fire(client, 2, severity="critical", team="infra")
+    await fire(client, 3, team="infra")
+    _, got = await critical.message()
+    assert got["alert_id"] == 2
+    assert [d["alert_id"] for _, d in await infra.messages(2)] == [2, 3]
+    only_3 = await watch(alert_id="3", after="0")
+    _, got = await only_3.message()
+    assert got["alert_id"] == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "field"),
+    [
+        ({"limit": "5"}, {}, "limit"),
+        ({"severity": "critical", "status": "open"}, {}, "status"),
+        ({"filter": 'team=~"("'}, {}, "matcher"),  # as the alert list names it
+        ({"alert_id": "x"}, {}, "alert_id"),
+        ({"after": "-1"}, {}, "after"),
+        ({}, {"Last-Event-ID": "abc"}, "Last-Event-ID"),
+    ],
+)
+async def test_bad_requests_are_named(
+    client: Client, params: dict[str, str], headers: dict[str, str], field: str
+) -> None:
+    response = await client.get("/api/v1/events/stream", params=params,
+                                headers={**API, **headers})  # fmt: skip
+    assert response.status == 400
+    body = await response.json()
+    assert body["field"] == field, body
+
+
+async def test_keys_and_tokens(aiohttp_client: MakeClient, tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _, reader = apikeys.add(path, "rita", "read")
+    settings = load_settings(None, {"ALERTBRIDGE_KEYS_FILE": str(path)}, db=str(tmp_path / "d"))
+    client = await aiohttp_client(create_app(settings, background=False))
+    assert (await client.get("/api/v1/events/stream")).status == 401
+    response = await client.get("/api/v1/events/stream",
+                                headers={"Authorization": f"Bearer {reader}"})  # fmt: skip
+    assert response.status == 200
+    response.close()
+
+
+async def test_quiet_streams_get_keepalives(client: Client, watch: Any) -> None:
+    client.app[HUB].keepalive = 0.05
+    watcher = await watch()
+    assert await watcher.comment() == ": keepalive"
+
+
+async def test_events_of_another_process_arrive(client: Client, watch: Any, tmp_path: Path) -> None:
+    """Writes through another store on the same database (the CLI's, the worker's) are
+    seen by polling."""
+    await fire(client, 1)
+    watcher = await watch()
+    other = open_store(tmp_path / "a.db")
+    await other.start()
+    try:
+        await other.add_note(1, "cli-user", "from elsewhere", 0)
+    finally:
+        await other.close()
+    _, got = await watcher.message()
+    assert (got["kind"], got["actor"], got["detail"]) == ("note", "cli-user", "from elsewhere")
+
+
+async def test_nobody_watching_nothing_read(client: Client, watch: Any) -> None:
+    hub = client.app[HUB]
+    await fire(client, 1)
+    assert hub.position == 0  # no watcher yet: the hub read nothing
+    watcher = await watch()
+    await fire(client, 2)
+    _, got = await watcher.message()
+    assert got["alert_id"] == 2
+    assert hub.position > 0
+
+
+async def test_shutdown_ends_the_streams(aiohttp_client: MakeClient, tmp_path: Path) -> None:
+    settings = load_settings(None, {}, db=str(tmp_path / "a.db"))
+    client = await aiohttp_client(create_app(settings, background=False))
+    response = await client.get("/api/v1/events/stream")
+    assert response.status == 200
+    await client.app.shutdown()  # what the server's stop runs first: on_shutdown
+    # the stream ends by itself, cleanly: the server's stop does not wait out its timeout
+    assert await asyncio.wait_for(response.content.read(), TIMEOUT) == b"retry: 2000\n\n"
+    assert client.app[HUB].watchers == 0
+
+
+async def test_without_gzip_the_stream_is_plain(client: Client, watch: Any) -> None:
+    watcher = await watch(headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in watcher.response.headers
+    await fire(client, 1)
+    _, data = await watcher.message()
+    assert data["alert_id"] == 1
+
+
+async def test_the_gzip_stream_is_one_valid_gzip_stream_across_batches(client: Client) -> None:
+    """Each batch is compressed once and shared; what a watcher receives must still decode as
+    one gzip stream, batch after batch, with other watchers at other positions."""
+    url = client.make_url("/api/v1/events/stream")
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        behind = await session.get(url, params={"after": "0"},
+                                   headers={**API, "Accept-Encoding": "gzip"})  # fmt: skip
+        live = await session.get(url, headers={**API, "Accept-Encoding": "gzip"})
+        for response in (behind, live):
+            assert response.headers["Content-Encoding"] == "gzip"
+        for n in range(1, 31):  # batches of various sizes while both read
+            await fire(client, n)
+        decoded = {id(behind): b"", id(live): b""}
+        inflaters = {id(r): zlib.decompressobj(16 + zlib.MAX_WBITS) for r in (behind, live)}
+        for response in (behind, live):
+            key = id(response)
+            while decoded[key].count(b"\ndata: ") < 30:
+                chunk = await asyncio.wait_for(response.content.readany(), TIMEOUT)
+                assert chunk, "the stream ended"
+                decoded[key] += inflaters[key].decompress(chunk)
+        for key, text in decoded.items():
+            assert text.startswith(b"retry: 2000\n\n")
+            ids = [int(line[4:]) for line in text.split(b"\n") if line.startswith(b"id: ")]
+            assert len(ids) == 30
+            assert ids == sorted(set(ids))
+            assert inflaters[key].unused_data == b""
+        behind.close()
+        live.close()
