@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.config import Secret, load_settings
 from bridge.core import apikeys
+from bridge.http import stream
 from bridge.http.app import create_app
 from bridge.http.keys import HUB
 from bridge.store import open_store
@@ -285,3 +287,54 @@ async def test_the_gzip_stream_is_one_valid_gzip_stream_across_batches(client: C
             assert inflaters[key].unused_data == b""
         behind.close()
         live.close()
+
+
+async def test_a_live_watcher_gets_a_burst_bigger_than_the_buffer(
+    client: Client, watch: Any
+) -> None:
+    client.app[HUB].keep = 2
+    watcher = await watch()
+    for n in range(1, 9):
+        await fire(client, n)
+    assert [d["alert_id"] for _, d in await watcher.messages(8)] == list(range(1, 9))
+
+
+async def test_a_watcher_that_does_not_read_falls_behind_then_catches_up_exactly(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer whose buffer fills stops being live (the hub no longer writes to it); once it
+    reads again it catches up by itself, every event once, in order, and goes live again."""
+    monkeypatch.setattr(stream, "HIGH_WATER", 4096)
+    monkeypatch.setattr(stream, "LOW_WATER", 1024)
+    hub = client.app[HUB]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (client.host, client.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /api/v1/events/stream?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Authorization: Bearer api-secret\r\n\r\n")  # fmt: skip
+    for _ in range(100):  # registered (bounded)
+        if hub.watchers:
+            break
+        await asyncio.sleep(0.01)
+    n = 0
+    for _ in range(1500):  # until the hub gives up writing to it (bounded)
+        n += 1
+        await fire(client, n, pad="x" * 4000)
+        if hub.watchers and not hub._live and n > 20:
+            break
+    assert not hub._live, "the hub kept writing to a peer that does not read"
+    assert hub.watchers == 1
+    body = b""
+    while body.count(b"\ndata: ") < n:
+        body += await asyncio.wait_for(reader.read(1 << 16), TIMEOUT)
+    ids = [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+    assert len(ids) == n
+    assert ids == sorted(set(ids))
+    await fire(client, n + 1)  # live again: the next one comes by the hub's push
+    while body.count(b"\ndata: ") < n + 1:
+        body += await asyncio.wait_for(reader.read(1 << 16), TIMEOUT)
+    assert len(hub._live) == 1
+    writer.close()

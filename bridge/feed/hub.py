@@ -16,8 +16,9 @@ import asyncio
 import bisect
 import logging
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from bridge.core.aio import wait_event
 from bridge.core.errors import InvalidInput
@@ -51,6 +52,9 @@ async def items_after(store: AlertStore, position: int, limit: int) -> list[Item
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
+KEEPALIVE = b": keepalive\n\n"
+
+
 def deflated(data: bytes) -> bytes:
     """`data` as deflate blocks of their own, ending byte-aligned (a sync flush): each batch is
     compressed once, by a compressor of its own that refers to nothing before it, so that the
@@ -58,6 +62,9 @@ def deflated(data: bytes) -> bytes:
     batches). SSE frames of one batch compress about 30 times (bench.stream)."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+KEEPALIVE_GZ = deflated(KEEPALIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +132,53 @@ class WatchFilter:
 _EVERYTHING = WatchFilter()
 
 
+class Peer(Protocol):
+    """A watcher's connection, as the hub uses it (bridge.http.stream implements it)."""
+
+    def send(self, data: bytes) -> bool:
+        """Write now, without waiting; False when the peer's buffer is over its limit (or
+        the connection is gone): the watcher then stops being live."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Write, waiting for the peer when its buffer is full (catching up)."""
+        ...
+
+    def ready(self) -> bool:
+        """Whether the peer's buffer is low enough to go live."""
+        ...
+
+    async def drained(self) -> bool:
+        """Wait (bounded) until ready; False when the peer is gone or does not read."""
+        ...
+
+    def gone(self) -> bool: ...
+
+
+class Watcher:
+    """One stream, as the hub sees it: its filter, where it is, its peer, and whether it is
+    live (caught up: the hub sends it each batch itself)."""
+
+    __slots__ = ("gzip", "live", "peer", "position", "wanted", "woken")
+
+    def __init__(self, position: int, wanted: WatchFilter, gzip: bool, peer: Peer) -> None:
+        self.position = position
+        self.wanted = wanted
+        self.gzip = gzip
+        self.peer = peer
+        self.live = False
+        self.woken = asyncio.Event()
+
+
 class EventHub:
-    """Follows the feed for every watcher of this process."""
+    """Follows the feed for every watcher of this process.
+
+    A watcher that is caught up is live: the hub writes each new batch to it directly, the
+    frames each filter wants found and compressed once per batch, in one loop over the live
+    watchers (no task of theirs wakes). A watcher that is behind (a resume from an old id, a
+    slow peer) catches up in its own task, at its own pace, from the buffer or the store,
+    then goes live again.
+    """
 
     def __init__(self, store: AlertStore, *, keep: int = 10_000, poll: float = 0.25,
                  page: int = 500, retry: float = 2.0, every: float = 0.04) -> None:  # fmt: skip
@@ -144,34 +196,36 @@ class EventHub:
         #: The buffer holds every event with an id above floor (and up to `position`).
         self.floor = 0
         self.position = 0
-        #: Resolved (and replaced) when new events are in, or when a keepalive is due
-        #: (result: whether it is a keepalive): every watcher awaits this one future.
-        self._new: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._watchers: set[Watcher] = set()
+        self._live: list[Watcher] = []
         self._last_tick = 0.0
         self._wanted = asyncio.Event()
         self.closed = False
-        self.watchers = 0
         #: Seconds of quiet after which a stream gets a keepalive comment.
         self.keepalive = 15.0
+
+    @property
+    def watchers(self) -> int:
+        return len(self._watchers)
 
     async def run_forever(self) -> None:
         """Follow the feed while anyone watches (nobody watching: no reads, no buffer)."""
         while not self.closed:
             try:
-                if not self.watchers:
+                if not self._watchers:
                     self._items.clear()
                     self._ids.clear()
                     self._shared.clear()
                     self._wanted.clear()
                     await self._wanted.wait()
                     self.floor = self.position = await self.store.last_event_id()
-                    self._wake()  # watchers that looked before the floor moved look again
+                    self._wake_all()  # watchers that looked before the floor moved look again
                 changed = self.store.changes()
                 began = asyncio.get_running_loop().time()
                 await self._read()
                 if began - self._last_tick >= self.keepalive:
                     self._last_tick = began
-                    self._wake(keepalive=True)
+                    self._push_keepalive()
                 await wait_event(changed, self.poll)
                 rest = self.every - (asyncio.get_running_loop().time() - began)
                 if rest > 0:
@@ -183,90 +237,129 @@ class EventHub:
                 await asyncio.sleep(self.retry)
 
     async def _read(self, rounds: int = 100) -> None:
-        """Read what is new (bounded), then wake the watchers once."""
-        got = False
+        """Read what is new (bounded), send it to the live watchers, then trim the buffer
+        (after the push: a live watcher must get every event, however many came)."""
+        before = self.position
         for _ in range(rounds):
             items = await items_after(self.store, self.position, self.page)
             if not items:
                 break
-            got = True
             self._items += items
             self._ids += [i.entry.id for i in items]
             self.position = items[-1].entry.id
-            if len(self._items) > self.keep:
-                cut = len(self._items) - self.keep
-                self.floor = self._ids[cut - 1]
-                del self._items[:cut], self._ids[:cut]
-            self._shared.clear()  # (indices moved; and the newest batch is what is asked for)
             if len(items) < self.page:
                 break
-        if got:
-            self._wake()
+        if self.position == before:
+            return
+        self._shared.clear()
+        self._push()
+        if len(self._items) > self.keep:
+            cut = len(self._items) - self.keep
+            self.floor = self._ids[cut - 1]
+            del self._items[:cut], self._ids[:cut]
+            self._shared.clear()  # (indices moved)
 
-    def _wake(self, keepalive: bool = False) -> None:
-        new, self._new = self._new, asyncio.get_running_loop().create_future()
-        new.set_result(keepalive)
+    def _push(self) -> None:
+        """The new batch to every live watcher (all at the previous position)."""
+        still: list[Watcher] = []
+        for watcher in self._live:
+            _, payload = self._from_buffer(watcher.position, watcher.wanted, watcher.gzip)
+            watcher.position = self.position
+            if payload and not watcher.peer.send(payload):
+                watcher.live = False
+                watcher.woken.set()  # behind, or gone: its own task sees to it
+                continue
+            still.append(watcher)
+        self._live = still
+
+    def _push_keepalive(self) -> None:
+        for watcher in self._live:
+            if not watcher.peer.send(KEEPALIVE_GZ if watcher.gzip else KEEPALIVE):
+                watcher.live = False
+                watcher.woken.set()
+        self._live = [w for w in self._live if w.live]
+
+    def _wake_all(self) -> None:
+        """Every watcher looks again for itself (the floor moved, or the hub closes)."""
+        for watcher in self._live:
+            watcher.live = False
+        self._live = []
+        for watcher in self._watchers:
+            watcher.woken.set()
 
     def close(self) -> None:
         """Stop: every watcher's stream ends (the server is shutting down)."""
         self.closed = True
-        if not self._new.done():
-            self._new.set_result(False)
+        self._wake_all()
         self._wanted.set()
+
+    def _from_buffer(self, position: int, wanted: WatchFilter,
+                     gzip: bool) -> tuple[int | None, bytes]:  # fmt: skip
+        start = bisect.bisect_right(self._ids, position)
+        if start == len(self._ids):
+            return None, b""
+        key = (start, len(self._ids), wanted, gzip)
+        payload = self._shared.get(key)
+        if payload is None:
+            items = self._items[start:]
+            if wanted.everything:
+                payload = b"".join(i.frame for i in items)
+            else:
+                payload = b"".join(i.frame for i in items if wanted.wants(i))
+            if gzip and payload:
+                payload = deflated(payload)
+            self._shared[key] = payload
+        return self._ids[-1], payload
 
     async def after(
         self, position: int, wanted: WatchFilter, gzip: bool = False
     ) -> tuple[int | None, bytes]:
         """The SSE frames `wanted` of what follows `position` (from the buffer, or from the
-        store, a page, when the buffer does not reach back that far), gzip members' worth
-        of deflate when `gzip` (see `deflated`), and the id of the last event looked at
-        (None: nothing follows yet). Watchers at the same position with the same filter share
-        one result, compressed once: caught up, they all ask for the newest batch."""
+        store, a page, when the buffer does not reach back that far), as deflate blocks when
+        `gzip` (see `deflated`), and the id of the last event looked at (None: nothing
+        follows yet). Watchers at the same position with the same filter share one result,
+        compressed once."""
         if position >= self.floor and self._wanted.is_set():
-            start = bisect.bisect_right(self._ids, position)
-            if start == len(self._ids):
-                return None, b""
-            key = (start, len(self._ids), wanted, gzip)
-            payload = self._shared.get(key)
-            if payload is None:
-                items = self._items[start:]
-                if wanted.everything:
-                    payload = b"".join(i.frame for i in items)
-                else:
-                    payload = b"".join(i.frame for i in items if wanted.wants(i))
-                if gzip and payload:
-                    payload = deflated(payload)
-                self._shared[key] = payload
-            return self._ids[-1], payload
+            return self._from_buffer(position, wanted, gzip)
         items = await items_after(self.store, position, self.page)
         if not items:
             return None, b""
         payload = b"".join(i.frame for i in items if wanted.wants(i))
         return items[-1].entry.id, deflated(payload) if gzip and payload else payload
 
-    async def follow(
-        self, position: int | None, wanted: WatchFilter, gzip: bool = False
-    ) -> AsyncIterator[bytes]:
-        """The frames `wanted` of every event after `position` (None: from now), in batches
-        as they come; b"" every `keepalive` seconds with nothing to send (for a comment that
-        keeps proxies from cutting the stream)."""
+    async def watch(
+        self, position: int | None, wanted: WatchFilter, gzip: bool, peer: Peer
+    ) -> None:
+        """Serve one watcher until its peer is gone or the hub closes: catch up (writing,
+        waiting for the peer), then live (the hub sends), and again whenever it falls behind.
+        Every event after `position` (None: from now) that it wants, once, in order."""
         at = await self.store.last_event_id() if position is None else position
-        self.watchers += 1
+        watcher = Watcher(at, wanted, gzip, peer)
+        self._watchers.add(watcher)
         self._wanted.set()
         try:
-            while not self.closed:
-                new = self._new
-                last, payload = await self.after(at, wanted, gzip)
+            while not self.closed and not peer.gone():
+                last, payload = await self.after(watcher.position, wanted, gzip)
                 if last is not None:
-                    at = last
                     if payload:
-                        yield payload
+                        await peer.write(payload)
+                    watcher.position = last
                     continue
-                # shielded: a watcher that goes away must not cancel everyone's future
-                if await asyncio.shield(new) and not self.closed:
-                    yield b""
+                if watcher.position < self.position:
+                    continue  # (the store path found nothing yet the hub is further on)
+                if not peer.ready():
+                    if not await peer.drained():
+                        return  # a peer that does not read: it may resume by Last-Event-ID
+                    continue
+                watcher.live = True  # caught up, with no await since the check: the hub's now
+                self._live.append(watcher)
+                watcher.woken.clear()
+                await watcher.woken.wait()
         finally:
-            self.watchers -= 1
+            self._watchers.discard(watcher)
+            if watcher.live:
+                watcher.live = False
+                self._live = [w for w in self._live if w is not watcher]
 
 
 def parse_position(last_event_id: str | None, after: str | None) -> int | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from bridge.core.aio import stop_task
 from bridge.feed.hub import GZIP_HEADER, EventHub, WatchFilter, deflated, parse_position
@@ -23,7 +23,12 @@ from bridge.http.keys import HUB, STORE
 
 routes = web.RouteTableDef()
 RETRY_MS = 2000
-KEEPALIVE_COMMENT = b": keepalive\n\n"
+#: A live watcher whose peer has more than this unread falls back to catching up on its own;
+#: it goes live again below LOW_WATER, and is dropped when it reads nothing for DRAIN_TIMEOUT.
+HIGH_WATER = 1 << 20
+LOW_WATER = 1 << 16
+DRAIN_TIMEOUT = 30.0
+DRAIN_POLL = 0.05
 
 
 def accepts_gzip(header: str) -> bool:
@@ -38,6 +43,47 @@ def accepts_gzip(header: str) -> bool:
             q = params.strip().lower().removeprefix("q=")
             return not (params and q.replace(".", "").strip("0") == "")
     return False
+
+
+class SsePeer:
+    """A stream's connection for the hub: `send` writes a chunk straight to the transport
+    (the hub's loop over live watchers: no task switch, no await), `write` goes through the
+    response (waiting for the peer when its buffer is full)."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.request = request
+        self.response = response
+        self.chunked = request.version >= HttpVersion11  # (enable_chunked_encoding: framed)
+
+    def _transport(self) -> asyncio.Transport | None:
+        transport = self.request.transport
+        return None if transport is None or transport.is_closing() else transport
+
+    def send(self, data: bytes) -> bool:
+        transport = self._transport()
+        if transport is None:
+            return False
+        transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        return transport.get_write_buffer_size() <= HIGH_WATER
+
+    async def write(self, data: bytes) -> None:
+        await self.response.write(data)
+
+    def ready(self) -> bool:
+        transport = self._transport()
+        return transport is not None and transport.get_write_buffer_size() <= LOW_WATER
+
+    async def drained(self) -> bool:
+        for _ in range(int(DRAIN_TIMEOUT / DRAIN_POLL)):  # the peer's reading is not an event
+            if self.gone():  # this process can await
+                return False
+            if self.ready():
+                return True
+            await asyncio.sleep(DRAIN_POLL)
+        return False
+
+    def gone(self) -> bool:
+        return self._transport() is None
 
 
 @routes.get("/api/v1/events/stream")
@@ -57,13 +103,14 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     if gzip:
         headers["Content-Encoding"] = "gzip"
     response = web.StreamResponse(headers=headers)
+    peer = SsePeer(request, response)
+    if peer.chunked:
+        response.enable_chunked_encoding()
     await response.prepare(request)
     first = b"retry: %d\n\n" % RETRY_MS
-    await response.write(GZIP_HEADER + deflated(first) if gzip else first)
-    keepalive = deflated(KEEPALIVE_COMMENT) if gzip else KEEPALIVE_COMMENT
     try:
-        async for payload in hub.follow(position, wanted, gzip):
-            await response.write(payload or keepalive)
+        await response.write(GZIP_HEADER + deflated(first) if gzip else first)
+        await hub.watch(position, wanted, gzip, peer)
     except ConnectionResetError:
         pass  # the watcher went away
     return response
