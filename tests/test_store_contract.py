@@ -753,3 +753,26 @@ async def test_enrichment_is_a_field_of_its_own_and_adds_no_event(store: AlertSt
     assert alert.to_json()["enrichment"] == {"owner": "dba"}
     assert "owner" not in alert.labels
     assert await store.events(alert_id) == before
+
+
+async def test_text_search_finds_summary_description_and_notes(store: AlertStore) -> None:
+    one = received(fingerprint="1" * 16)._replace(
+        annotations={"summary": "Disk 95% full", "description": "on /var"}
+    )
+    two = received(fingerprint="2" * 16)._replace(annotations={"summary": "CPU_high"})
+    three = received(fingerprint="3" * 16)._replace(annotations={})
+    await store.ingest([one, two, three], T0)
+    await store.add_note(3, "alice", "Rebooted the DB node", T0 + 1)
+
+    async def ids(text: str) -> list[int]:
+        page = await store.list_page(AlertQuery(text=text))
+        return sorted(a.id for a in page.alerts)
+
+    assert await ids("disk") == [1]  # any case
+    assert await ids("/VAR") == [1]  # the description
+    assert await ids("db node") == [3]  # a note
+    assert await ids("95%") == [1]  # % and _ are text, not wildcards
+    assert await ids("%") == [1]
+    assert await ids("U_h") == [2]
+    assert await ids("_") == [2]
+    assert await ids("nothing like it") == []

@@ -208,3 +208,8 @@ class KeyRing:
     def find(self, token: str) -> ApiKey | None:
         self.refresh()
         return self._by_hash.get(token_hash(token))
+
+    def by_hash(self, sha256: str) -> ApiKey | None:
+        """A key still in force, by its hash (a signed-in session's key)."""
+        self.refresh()
+        return self._by_hash.get(sha256)

@@ -38,6 +38,7 @@ from bridge.http.keys import (
     NOTIFIER,
     RECONCILER,
     REGISTRY,
+    SESSIONS,
     SETTINGS,
     STORE,
     TELEMETRY,
@@ -64,6 +65,8 @@ from bridge.telemetry.exporter import (
     parse_batch,
 )
 from bridge.telemetry.status import rule_states
+from bridge.web import pages
+from bridge.web.sessions import Sessions
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -383,6 +386,8 @@ def create_app(
     app.add_routes(api.routes)
     app.add_routes(adapters.routes)
     app.add_routes(stream.routes)
+    app.add_routes(pages.routes)
+    app[SESSIONS] = Sessions()
     app.cleanup_ctx.append(adapters.session_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(stream.hub_ctx)

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from bridge.core.apikeys import KeyRing, allows
 from bridge.http.errors import HttpError
-from bridge.http.keys import KEYRING, SETTINGS
+from bridge.http.keys import KEYRING, SESSIONS, SETTINGS
 from bridge.http.util import tokens_equal
+from bridge.web.sessions import COOKIE
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,32 @@ def identify(request: web.Request, token: str | None) -> Principal | None:
     return None if key is None else Principal(key.name, key.role)
 
 
+def from_session(request: web.Request) -> Principal | None:
+    """The principal of the page's session cookie, if it is signed in with a key still in
+    force (a revoked key's sessions end at their next request)."""
+    sessions = request.app.get(SESSIONS)
+    if sessions is None:
+        return None
+    session = sessions.get(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    if session.key_sha256 is not None:
+        ring: KeyRing | None = request.app.get(KEYRING)
+        if ring is None or ring.by_hash(session.key_sha256) is None:
+            sessions.end_key(session.key_sha256)
+            return None
+    return Principal(session.name, session.role)
+
+
 def authorize(request: web.Request, needed: str) -> Principal:
-    """The caller, if their token allows `needed` (read, write, admin); else 401 or 403."""
-    principal = identify(request, bearer(request))
+    """The caller, if their token allows `needed` (read, write, admin); else 401 or 403.
+    Reads (GET) also take the page's session cookie: that is how the page's script reads
+    the event stream (an EventSource sends no Authorization); writes never do (no request
+    a page elsewhere could make the browser send acts with the cookie)."""
+    token = bearer(request)
+    principal = identify(request, token)
+    if principal is None and token is None and request.method in ("GET", "HEAD"):
+        principal = from_session(request)
     if principal is None:
         raise HttpError(401, "unauthorized", "missing or invalid bearer token")
     if not allows(principal.role, needed):

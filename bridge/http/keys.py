@@ -19,6 +19,7 @@ from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
 from bridge.store import AlertStore
 from bridge.telemetry.exporter import Telemetry
+from bridge.web.sessions import Sessions
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -37,5 +38,7 @@ WORKER = web.AppKey("escalation_worker", WorkerProcess)
 GUARD = web.AppKey("guard", ConnectionGuard)
 #: The API keys (bridge.http.auth), reloaded when their file changes.
 KEYRING = web.AppKey("keyring", KeyRing)
+#: Sign-in sessions of the operators' page (bridge.web).
+SESSIONS = web.AppKey("sessions", Sessions)
 #: The feed fanned out to live watchers (bridge.http.stream).
 HUB = web.AppKey("event_hub", EventHub)

@@ -181,6 +181,7 @@ SPEC: dict[str, Any] = {
                         "active or suppressed: firing alerts Alertmanager"
                         " notifies about, or mutes (silenced or inhibited)",
                     ),
+                    _query("q", "text in the summary, the description or a note (any case)"),
                     _query(
                         "sort",
                         "newest (default: by id) or attention (firing, active and"

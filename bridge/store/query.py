@@ -13,6 +13,7 @@ from bridge.store.records import AlertQuery
 
 MAX_LIMIT = 1000
 MAX_ID = 2**63 - 1  # SQLite's largest integer
+MAX_SEARCH = 200  # characters of a free-text search
 _UINT = re.compile(r"[0-9]{1,19}", re.ASCII)
 
 
@@ -61,8 +62,8 @@ def parse_alert_query(
     params: Mapping[str, Sequence[str]], now: int, default_sort: str = "newest"
 ) -> AlertQuery:
     """status, severity (repeated or comma-separated), rule, filter (repeated matchers),
-    since, until, acknowledged, am_state, sort, limit, cursor -> AlertQuery; InvalidInput
-    names the parameter."""
+    since, until, acknowledged, am_state, q (text), sort, limit, cursor -> AlertQuery;
+    InvalidInput names the parameter."""
 
     def one(name: str) -> str | None:
         values = params.get(name) or []
@@ -95,6 +96,9 @@ def parse_alert_query(
     elif cursor:
         before_id = parse_int(cursor, "cursor", 1, MAX_ID, "the next_cursor of a page")
     since, until = one("since"), one("until")
+    text = one("q") or None
+    if text is not None and len(text) > MAX_SEARCH:
+        raise InvalidInput("q", f"at most {MAX_SEARCH} characters")
     return AlertQuery(
         status=status,
         severities=severities,
@@ -104,6 +108,7 @@ def parse_alert_query(
         until=parse_when(until, "until", now) if until else None,
         acknowledged=acknowledged,
         am_state=am_state,
+        text=text,
         limit=limit,
         before_id=before_id,
         sort=sort,

@@ -179,6 +179,7 @@ class AlertQuery:
     until: int | None = None  # starts_at < until (ns)
     acknowledged: bool | None = None
     am_state: str | None = None  # active | suppressed (firing alerts only)
+    text: str | None = None  # in the summary, the description or a note (case-insensitive)
     limit: int = 50
     before_id: int | None = None
     sort: str = "newest"

@@ -142,6 +142,17 @@ def _filters(query: AlertQuery) -> tuple[list[str], list[object]]:
         where.append("status = 'firing' AND am_state = 'suppressed'")
     elif query.am_state == "active":
         where.append("status = 'firing' AND coalesce(am_state, '') != 'suppressed'")
+    if query.text:
+        # Case-insensitive (ASCII) substring of the summary, the description or a note.
+        escaped = query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        like = f"%{escaped}%"
+        where.append(
+            "(json_extract(annotations, '$.summary') LIKE ? ESCAPE '\\'"
+            " OR json_extract(annotations, '$.description') LIKE ? ESCAPE '\\'"
+            " OR EXISTS (SELECT 1 FROM events n WHERE n.alert_id = alerts.id"
+            " AND n.kind = 'note' AND n.detail LIKE ? ESCAPE '\\'))"
+        )
+        args.extend([like, like, like])
     for m in query.matchers:
         # m.name matched [a-zA-Z_][a-zA-Z0-9_]* in Matcher.parse: safe inside the JSON path.
         value = f"coalesce(json_extract(labels, '$.\"{m.name}\"'), '')"

@@ -1,0 +1,1 @@
+"""The operators' page: server-rendered HTML over the store, live through the event stream."""

@@ -1,0 +1,376 @@
+"""The operators' page: sign in with a key, the alert list (the CLI's filters, free text,
+grouping by rule), an alert's page (labels, annotations, silence and escalation state, its
+timeline), and the actions (acknowledge, unacknowledge, note, assign, resolve, escalate, bulk
+acknowledge), all server-rendered; `static/app.js` keeps them live from the event stream.
+
+Every response carries a strict Content-Security-Policy (scripts and styles from this origin
+only, no inline code, no framing); every form carries the session's CSRF token and is refused
+(403) without it; the session cookie is HttpOnly and SameSite=Strict (and Secure when the
+bridge is reached over https, as `server.public_url` says). Templates are autoescaped: label
+values and annotations holding markup show as text.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+
+from bridge.core.apikeys import allows, token_hash
+from bridge.core.errors import BridgeError, RequestError, StoreError
+from bridge.core.times import format_time, now_ns
+from bridge.escalation.engine import change_of, override
+from bridge.http.auth import identify
+from bridge.http.errors import status_of
+from bridge.http.keys import ESCALATOR, KEYRING, RECONCILER, SESSIONS, SETTINGS, STORE
+from bridge.store import AlertStore, StoredAlert
+from bridge.store.query import parse_alert_query, parse_id
+from bridge.web.sessions import COOKIE, LIFETIME, Session
+
+routes = web.RouteTableDef()
+HERE = Path(__file__).parent
+ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.filters["rfc3339"] = format_time
+CSP = "; ".join((
+    "default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+    "connect-src 'self'", "form-action 'self'", "frame-ancestors 'none'", "base-uri 'none'",
+))  # fmt: skip
+#: The list's filters, as the CLI and GET /api/v1/alerts name them.
+FILTERS = ("status", "severity", "rule", "filter", "acknowledged", "am_state", "q", "sort",
+           "cursor", "limit")  # fmt: skip
+STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+NOT_SIGNED_IN = "Not signed in (or the session ended): sign in again."
+
+
+def _page(template: str, status: int = 200, **context: Any) -> web.Response:
+    body = ENV.get_template(template).render(**context)
+    response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+    _harden(response)
+    return response
+
+
+def _harden(response: web.StreamResponse) -> None:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+
+
+def _session(request: web.Request) -> Session | None:
+    """The signed-in session, if its key is still in force."""
+    session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
+    if session is not None and session.key_sha256 is not None:
+        ring = request.app.get(KEYRING)
+        if ring is None or ring.by_hash(session.key_sha256) is None:
+            request.app[SESSIONS].end_key(session.key_sha256)
+            return None
+    return session
+
+
+def _to_signin(request: web.Request) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(f"/signin?{urlencode({'next': request.path_qs})}")
+
+
+Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+
+class Refused(Exception):
+    """A form the page will not act on: its status and why (shown as an HTML page)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A page that needs a session: without one, to the sign-in page."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        session = _session(request)
+        if session is None:
+            if request.method != "GET":
+                return _page("error.html", status=403, session=None, back="/signin",
+                             message=NOT_SIGNED_IN)  # fmt: skip
+            raise _to_signin(request)
+        try:
+            return await handler(request, session)
+        except Refused as exc:
+            return _page("error.html", status=exc.status, session=session, message=str(exc),
+                         back=request.headers.get("Referer", "/alerts"))  # fmt: skip
+
+    return wrapper
+
+
+async def _form(request: web.Request, session: Session, needed: str = "write") -> Mapping[str, str]:
+    """A POSTed form of this session (CSRF token checked), if its role allows `needed`."""
+    form = await request.post()
+    if not session.csrf_ok(form.get("csrf")):
+        raise Refused(403, "The form's CSRF token is missing or wrong: reload the page.")
+    if not allows(session.role, needed):
+        raise Refused(403, f"Key {session.name} has role {session.role}: it may look, not act.")
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _kick(request: web.Request) -> None:
+    """Wake the Alertmanager reconciler (if one runs): an acknowledgement's silence now."""
+    reconciler = request.app.get(RECONCILER)
+    if reconciler is not None:
+        reconciler.kick()
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this site (no //host, no scheme): not an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/alerts"
+
+
+# --- signing in and out -------------------------------------------------------------------
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/alerts")
+
+
+@routes.get("/signin")
+async def signin_page(request: web.Request) -> web.Response:
+    open_api = identify(request, None) is not None
+    return _page("signin.html", open_api=open_api, next=_safe_next(request.query.get("next")),
+                 error=None, session=None)  # fmt: skip
+
+
+@routes.post("/signin")
+async def signin(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    token = str(form.get("token") or "").strip()
+    name = str(form.get("name") or "").strip()
+    target = _safe_next(str(form.get("next") or ""))
+    principal = identify(request, token or None)
+    open_api = identify(request, None) is not None
+    error = None
+    if principal is None:
+        error = "That token is not a key of this bridge (or it was revoked)."
+    elif principal.name is None and not name:
+        error = "This token has no name of its own: say who you are."
+    elif principal.name is None and len(name) > 100:
+        error = "A name of at most 100 characters."
+    if error is not None or principal is None:
+        return _page("signin.html", status=401, open_api=open_api, next=target, error=error,
+                     session=None)  # fmt: skip
+    key_sha = token_hash(token) if principal.name is not None else None
+    session = request.app[SESSIONS].open(principal.name, principal.role, key_sha,
+                                         by=principal.name or name)  # fmt: skip
+    response = web.HTTPSeeOther(target)
+    public = request.app[SETTINGS].server.public_url or ""
+    response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", path="/",
+                        max_age=int(LIFETIME), secure=public.startswith("https://")
+                        or request.secure)  # fmt: skip
+    raise response
+
+
+@routes.post("/signout")
+@signed_in
+async def signout(request: web.Request, session: Session) -> web.StreamResponse:
+    await _form(request, session, needed="read")
+    request.app[SESSIONS].close(session.id)
+    response = web.HTTPSeeOther("/signin")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+# --- the alert list -------------------------------------------------------------------------
+
+
+def _params(request: web.Request) -> dict[str, list[str]]:
+    return {k: [v for v in request.query.getall(k) if v] for k in FILTERS if k in request.query}
+
+
+def _query_string(params: Mapping[str, list[str]], **extra: str) -> str:
+    pairs = [(k, v) for k, vs in params.items() for v in vs if k not in extra]
+    return urlencode(pairs + [(k, v) for k, v in extra.items() if v])
+
+
+def _stream_url(params: Mapping[str, list[str]], **fixed: str) -> str:
+    """The event stream the page listens to (only what it changes with: no cursor, no sort)."""
+    keep = {k: v for k, v in params.items() if k in ("severity", "rule", "filter")}
+    return "/api/v1/events/stream?" + _query_string(keep, **fixed)
+
+
+async def _list_context(request: web.Request) -> dict[str, Any]:
+    params = _params(request)
+    query = parse_alert_query({**params}, now_ns(), default_sort="attention")
+    # Read before the page: the stream then starts where the page left off, and a change
+    # committed while it loads is not missed.
+    position = await request.app[STORE].last_event_id()
+    page = await request.app[STORE].list_page(query)
+    grouped = request.query.get("group") == "rule"
+    groups: list[tuple[str, list[StoredAlert]]] = []
+    if grouped:
+        ordered = sorted(page.alerts, key=lambda a: a.alertname)
+        groups = [(k, list(v)) for k, v in itertools.groupby(ordered, key=lambda a: a.alertname)]
+    return {
+        "alerts": page.alerts,
+        "groups": groups,
+        "grouped": grouped,
+        "params": params,
+        "one": {k: (params[k][-1] if params.get(k) else "") for k in FILTERS},
+        "next_url": "/alerts?"
+        + _query_string(params, cursor=page.next_cursor, group="rule" if grouped else "")
+        if page.next_cursor
+        else None,
+        "rows_url": "/alerts/rows?" + _query_string(params, group="rule" if grouped else ""),
+        "stream_url": _stream_url(params, after=str(position)),
+        "here": request.path_qs,
+    }
+
+
+@routes.get("/alerts")
+@signed_in
+async def alerts_page(request: web.Request, session: Session) -> web.Response:
+    try:
+        context = await _list_context(request)
+    except RequestError as exc:
+        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
+                     back="/alerts")  # fmt: skip
+    return _page("alerts.html", session=session, **context)
+
+
+@routes.get("/alerts/rows")
+@signed_in
+async def alert_rows(request: web.Request, session: Session) -> web.Response:
+    """The list's rows alone: what the page's script fetches when the stream says something
+    changed."""
+    try:
+        context = await _list_context(request)
+    except RequestError as exc:
+        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
+                     back="/alerts")  # fmt: skip
+    return _page("_rows.html", session=session, **context)
+
+
+@routes.post("/alerts/ack")
+@signed_in
+async def bulk_ack(request: web.Request, session: Session) -> web.StreamResponse:
+    """Acknowledge the selected alerts (each on its own: one already acknowledged or resolved
+    does not stop the others)."""
+    form = await request.post()
+    fields = await _form(request, session)
+    store, at = request.app[STORE], now_ns()
+    done, skipped = 0, []
+    for raw in form.getall("id", []):
+        text = raw if isinstance(raw, str) else "?"
+        try:
+            await store.acknowledge(parse_id(text), session.by, fields.get("comment", ""), at)
+            done += 1
+        except RequestError as exc:
+            skipped.append(f"{text[:20]}: {exc}")
+    if done:
+        _kick(request)
+    back = _safe_next(fields.get("back"))
+    if skipped:
+        return _page("error.html", status=409 if done == 0 else 200, session=session,
+                     message=f"acknowledged {done}; not: " + "; ".join(skipped[:20]),
+                     back=back)  # fmt: skip
+    raise web.HTTPSeeOther(back)
+
+
+# --- one alert ------------------------------------------------------------------------------
+
+
+async def _alert_context(store: AlertStore, alert_id: int) -> dict[str, Any]:
+    position = await store.last_event_id()  # (before the page: see _list_context)
+    detail = await store.alert_detail(alert_id)
+    return {"alert": detail.alert, "events": detail.events,
+            "escalations": await store.escalations(alert_id),
+            "rows_url": f"/alerts/{alert_id}/timeline",
+            "stream_url": _stream_url({}, alert_id=str(alert_id), after=str(position))}  # fmt: skip
+
+
+@routes.get("/alerts/{id}")
+@signed_in
+async def alert_page(request: web.Request, session: Session) -> web.Response:
+    try:
+        context = await _alert_context(request.app[STORE], parse_id(request.match_info["id"]))
+    except RequestError as exc:
+        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
+                     back="/alerts")  # fmt: skip
+    return _page("alert.html", session=session, error=None, here=request.path, **context)
+
+
+@routes.get("/alerts/{id}/timeline")
+@signed_in
+async def alert_timeline(request: web.Request, session: Session) -> web.Response:
+    try:
+        context = await _alert_context(request.app[STORE], parse_id(request.match_info["id"]))
+    except RequestError as exc:
+        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
+                     back="/alerts")  # fmt: skip
+    return _page("_detail.html", session=session, error=None, **context)
+
+
+ACTIONS: dict[str, Callable[[AlertStore, int, str, Mapping[str, str], int], Awaitable[object]]] = {
+    "ack": lambda s, i, by, f, at: s.acknowledge(i, by, f.get("comment", ""), at),
+    "unack": lambda s, i, by, f, at: s.unacknowledge(i, by, f.get("comment", ""), at),
+    "note": lambda s, i, by, f, at: s.add_note(i, by, f.get("text", ""), at),
+    "assign": lambda s, i, by, f, at: s.assign(i, by, f.get("assignee", ""), at),
+    "resolve": lambda s, i, by, f, at: s.resolve(i, by, f.get("comment", ""), at),
+}
+
+
+@routes.post("/alerts/{id}/{action}")
+@signed_in
+async def alert_action(request: web.Request, session: Session) -> web.StreamResponse:
+    action = request.match_info["action"]
+    if action not in (*ACTIONS, "escalate"):
+        raise web.HTTPNotFound(text=f"no action {action!r}")
+    fields = await _form(request, session)
+    store = request.app[STORE]
+    try:
+        alert_id = parse_id(request.match_info["id"])
+        if action == "escalate":
+            change = change_of("escalate", None, None)
+            engine = request.app.get(ESCALATOR)
+            if engine is not None:
+                await engine.override(alert_id, session.by, change)
+            else:
+                await override(store, alert_id, session.by, change, now_ns())
+        else:
+            await ACTIONS[action](store, alert_id, session.by, fields, now_ns())
+            _kick(request)
+    except (RequestError, StoreError) as exc:
+        status = status_of(exc) if isinstance(exc, RequestError) else 503
+        try:
+            context = await _alert_context(store, parse_id(request.match_info["id"]))
+        except BridgeError:
+            return _page("error.html", status=status, session=session, message=str(exc),
+                         back="/alerts")  # fmt: skip
+        return _page("alert.html", status=status, session=session, error=str(exc),
+                     here=request.path, **context)  # fmt: skip
+    raise web.HTTPSeeOther(f"/alerts/{alert_id}")
+
+
+# --- static files ---------------------------------------------------------------------------
+
+
+@routes.get("/static/{name}")
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in STATIC:
+        raise web.HTTPNotFound()
+    response = web.Response(body=(HERE / "static" / name).read_bytes(),
+                            content_type=STATIC[name])  # fmt: skip
+    _harden(response)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
