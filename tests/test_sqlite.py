@@ -8,6 +8,7 @@ import functools
 import random
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -359,3 +360,31 @@ def test_a_read_over_its_budget_is_stopped(store: Database) -> None:
         store.read(lambda c: c.execute(endless).fetchall())
     assert time.monotonic() - started < 5
     assert store.read(lambda c: c.execute("SELECT 2").fetchone()) == (2,)
+
+
+def test_close_waits_for_a_read_under_way_and_later_reads_are_refused(tmp_path: Path) -> None:
+    """Closing a connection under a running statement crashes the process (seen: a segfault
+    when a server stopped while a background read ran): close() waits for the read."""
+    db = Database(tmp_path / "a.db")
+    started, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def slow(conn: sqlite3.Connection) -> int:
+        started.set()
+        assert release.wait(10)
+        return int(conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
+
+    reader = threading.Thread(target=lambda: results.append(db.read(slow)))
+    reader.start()
+    assert started.wait(10)
+    closing = threading.Thread(target=db.close)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive()  # waiting for the read, not closing under it
+    release.set()
+    reader.join(10)
+    closing.join(10)
+    assert results == [0]
+    assert not closing.is_alive()
+    with pytest.raises(StoreError, match="closed"):
+        db.read(lambda c: c.execute("SELECT 1").fetchone())

@@ -19,8 +19,8 @@ from bridge.config import Secret, load_settings
 from bridge.core import apikeys
 from bridge.http.app import create_app
 from bridge.http.keys import KEYRING
-from bridge.web.pages import CSP
-from bridge.web.sessions import COOKIE
+from bridge.http.pages import CSP
+from bridge.http.sessions import COOKIE
 from tests.payloads import am_alert, notification
 
 Client = TestClient[Any, Any]

@@ -218,6 +218,8 @@ class EventHub:
                     self._shared.clear()
                     self._wanted.clear()
                     await self._wanted.wait()
+                    if self.closed:
+                        return
                     self.floor = self.position = await self.store.last_event_id()
                     self._wake_all()  # watchers that looked before the floor moved look again
                 changed = self.store.changes()

@@ -26,7 +26,7 @@ from bridge.feed.consumer import FeedConsumer
 from bridge.feed.enrich import CONSUMER as ENRICH
 from bridge.feed.enrich import enricher
 from bridge.feed.notify import CONSUMER, Notifier
-from bridge.http import adapters, api, stream
+from bridge.http import adapters, api, pages, stream
 from bridge.http.auth import authorize
 from bridge.http.keys import (
     ENRICH_FEED,
@@ -47,6 +47,7 @@ from bridge.http.keys import (
 )
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard, ConnectionLimits, GuardedHandler
+from bridge.http.sessions import Sessions
 from bridge.http.util import (
     ALLOWED_HOSTS,
     BODY_TIMEOUT,
@@ -65,8 +66,6 @@ from bridge.telemetry.exporter import (
     parse_batch,
 )
 from bridge.telemetry.status import rule_states
-from bridge.web import pages
-from bridge.web.sessions import Sessions
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

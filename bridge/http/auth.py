@@ -20,8 +20,8 @@ from aiohttp import web
 from bridge.core.apikeys import KeyRing, allows
 from bridge.http.errors import HttpError
 from bridge.http.keys import KEYRING, SESSIONS, SETTINGS
+from bridge.http.sessions import COOKIE
 from bridge.http.util import tokens_equal
-from bridge.web.sessions import COOKIE
 
 log = logging.getLogger(__name__)
 

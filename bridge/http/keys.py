@@ -17,9 +17,9 @@ from bridge.feed.hub import EventHub
 from bridge.feed.notify import Notifier
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
+from bridge.http.sessions import Sessions
 from bridge.store import AlertStore
 from bridge.telemetry.exporter import Telemetry
-from bridge.web.sessions import Sessions
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -38,7 +38,7 @@ WORKER = web.AppKey("escalation_worker", WorkerProcess)
 GUARD = web.AppKey("guard", ConnectionGuard)
 #: The API keys (bridge.http.auth), reloaded when their file changes.
 KEYRING = web.AppKey("keyring", KeyRing)
-#: Sign-in sessions of the operators' page (bridge.web).
+#: Sign-in sessions of the operators' page (bridge.http.pages).
 SESSIONS = web.AppKey("sessions", Sessions)
 #: The feed fanned out to live watchers (bridge.http.stream).
 HUB = web.AppKey("event_hub", EventHub)

@@ -77,6 +77,10 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        #: Reads running on other threads: close() waits for them (closing a connection
+        #: under a running statement crashes the process).
+        self._reading = 0
+        self._idle = threading.Condition(self._lock)
         try:
             conn = self._connection()
             if read_only:
@@ -135,6 +139,19 @@ class Database:
         that no filter can hold a thread, or the GIL, for long. Without (the CLI, exports),
         reads run unhindered.
         """
+        with self._lock:
+            if self.closed:
+                raise StoreError("storage is closed")
+            self._reading += 1
+        try:
+            return self._read(fn)
+        finally:
+            with self._lock:
+                self._reading -= 1
+                if not self._reading:
+                    self._idle.notify_all()
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connection()
         if self.query_timeout is None:
             with self._errors():
@@ -162,9 +179,12 @@ class Database:
             finally:
                 conn.execute("ROLLBACK")
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, wait: float = 30.0) -> None:
+        """Close every connection, once the reads under way ended (at most `wait` seconds: a
+        server's reads stop at their query timeout)."""
         with self._lock:
+            self.closed = True
+            self._idle.wait_for(lambda: not self._reading, wait)
             for conn in self._all:
                 conn.close()
             self._all.clear()

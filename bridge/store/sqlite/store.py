@@ -79,7 +79,7 @@ class SqliteStore:
         if self._running:
             await asyncio.to_thread(self.writer.stop)
             self._running = False
-        self.db.close()
+        await asyncio.to_thread(self.db.close)  # (it waits for reads under way)
 
     async def __aenter__(self) -> SqliteStore:
         await self.start()

@@ -28,12 +28,12 @@ from bridge.escalation.engine import change_of, override
 from bridge.http.auth import identify
 from bridge.http.errors import status_of
 from bridge.http.keys import ESCALATOR, KEYRING, RECONCILER, SESSIONS, SETTINGS, STORE
+from bridge.http.sessions import COOKIE, LIFETIME, Session
 from bridge.store import AlertStore, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
-from bridge.web.sessions import COOKIE, LIFETIME, Session
 
 routes = web.RouteTableDef()
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent  # templates/ and static/ beside this module
 ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
     autoescape=True,
