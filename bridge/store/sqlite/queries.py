@@ -22,6 +22,7 @@ from bridge.store.records import (
     Page,
     StoredAlert,
 )
+from bridge.store.sqlite.schema import ATTENTION_RANK, SEVERITY_RANK
 
 #: The alerts columns a StoredAlert is built from, in its fields' order (one source: the
 #: dataclass), and where the ones needing decoding and the text a page counts sit.
@@ -99,11 +100,8 @@ def get_retention(conn: sqlite3.Connection) -> int:
 
 
 #: SQL: how much a firing alert needs attention, 0 most, and its severity's rank, 0 critical.
-_RANK = "CASE WHEN acked_at IS NOT NULL THEN 2 WHEN am_state = 'suppressed' THEN 1 ELSE 0 END"
-_SEVERITY_RANK = (
-    "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2"
-    " WHEN 'info' THEN 3 ELSE 4 END"
-)
+_RANK = ATTENTION_RANK
+_SEVERITY_RANK = SEVERITY_RANK
 _RESOLVED_RANK = 3
 
 

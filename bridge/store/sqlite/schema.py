@@ -30,6 +30,17 @@ _COUNT_NEW = (
     " ON CONFLICT (state, severity) DO UPDATE SET count = count + 1;"
 )
 
+#: The order of "what needs attention first" among firing alerts (bridge.store.sqlite.queries):
+#: unacknowledged and active in Alertmanager, then muted by it, then acknowledged; then by
+#: severity. Migration 9 indexes exactly these expressions.
+ATTENTION_RANK = (
+    "CASE WHEN acked_at IS NOT NULL THEN 2 WHEN am_state = 'suppressed' THEN 1 ELSE 0 END"
+)
+SEVERITY_RANK = (
+    "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2"
+    " WHEN 'info' THEN 3 ELSE 4 END"
+)
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: alerts (one row per episode), events (the audit trail), meta (persisted settings)
     """
@@ -162,6 +173,12 @@ MIGRATIONS: tuple[str, ...] = (
     #    labels, which stay what Alertmanager sent
     """
     ALTER TABLE alerts ADD COLUMN enrichment TEXT NOT NULL DEFAULT '{}';
+    """,
+    # 9: firing alerts in attention order, so that the first page of a big store is read in
+    #    order off an index, not sorted from every firing row (bench.page: 40 ms at 1M rows)
+    f"""
+    CREATE INDEX alerts_attention ON alerts ({ATTENTION_RANK}, {SEVERITY_RANK}, id DESC)
+        WHERE status = 'firing';
     """,
 )
 
