@@ -1,6 +1,6 @@
 """The `alertbridge` command line: the group in `common`, one module per command group."""
 
-from bridge.cli import alerts, channels, export, keys, policies, rules, serving, watch
+from bridge.cli import alerts, channels, export, keys, policies, report, rules, serving, watch
 from bridge.cli.common import main, table
 from bridge.cli.serving import is_loopback
 
@@ -12,6 +12,7 @@ __all__ = [
     "keys",
     "main",
     "policies",
+    "report",
     "rules",
     "serving",
     "table",

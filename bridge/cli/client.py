@@ -166,6 +166,10 @@ class RemoteClient:
             reason = getattr(exc, "reason", exc)
             raise BridgeError(f"cannot reach {self.base}: {reason}") from None
 
+    def get(self, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", path)
+        return result
+
     def list(self, params: Params) -> dict[str, Any]:
         query = urllib.parse.urlencode([(k, v) for k, vs in params.items() for v in vs])
         result: dict[str, Any] = self._call("GET", f"/api/v1/alerts?{query}")

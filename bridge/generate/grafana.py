@@ -123,6 +123,12 @@ def render_dashboard(rules: list[AlertRule], namespace: str, job: str) -> str:
     states = "sum by (state, severity) (alertbridge_stored_alerts)"
     panels.append(_panel(13, "Stored alerts by state and severity", "timeseries", 12, y,
                          [_target(states, "{{state}} {{severity}}")]))  # fmt: skip
+    y += 8
+    tta = "sum by (le) (rate(alertbridge_time_to_acknowledge_seconds_bucket[1h]))"
+    quantiles = [_target(f"histogram_quantile({q}, {tta})", f"p{round(q * 100)}", ref)
+                 for q, ref in ((0.5, "A"), (0.9, "B"))]  # fmt: skip
+    panels.append(_panel(14, "Time to acknowledge (1h window)", "timeseries", 0, y, quantiles,
+                         "s"))  # fmt: skip
     dashboard = {
         "uid": DASHBOARD_UID,
         "title": "alertbridge",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from bridge.core.errors import BridgeError, StoreError, Unprocessable
 from bridge.core.policies import is_heartbeat, is_internal
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
+from bridge.export.report import build, window
 from bridge.http.auth import Principal, authorize
 from bridge.http.errors import HttpError, status_of
 from bridge.http.keys import ESCALATOR, METRICS, RECONCILER, SETTINGS, STORE
@@ -204,7 +206,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 Action = Callable[[AlertStore, int, object, object, int], Awaitable[StoredAlert | Event]]
 
 
-def _action(act: Action, field: str, status: int = 200) -> Handler:
+def _action(act: Action, field: str, status: int = 200, observe: bool = False) -> Handler:
     """A handler for POST /api/v1/alerts/{id}/<action> with body {"by": ..., field: ...}
     (`by`: the caller's key name unless given; bridge.http.auth)."""
 
@@ -215,6 +217,8 @@ def _action(act: Action, field: str, status: int = 200) -> Handler:
         by = principal.actor(body.get("by"))
         call = act(store, alert_id, by, body.get(field), now_ns())
         result = await _counted(request, "api", call)
+        if observe and isinstance(result, StoredAlert):
+            observe_ack(request, result)
         _kick(request)
         return web.json_response(result.to_json(), status=status)
 
@@ -223,7 +227,7 @@ def _action(act: Action, field: str, status: int = 200) -> Handler:
 
 # Lambdas, not AlertStore.acknowledge: a Protocol's own methods have no body to call.
 routes.post("/api/v1/alerts/{id}/ack")(
-    _action(lambda s, i, by, text, at: s.acknowledge(i, by, text, at), "comment")
+    _action(lambda s, i, by, text, at: s.acknowledge(i, by, text, at), "comment", observe=True)
 )
 routes.post("/api/v1/alerts/{id}/unack")(
     _action(lambda s, i, by, text, at: s.unacknowledge(i, by, text, at), "comment")
@@ -237,6 +241,33 @@ routes.post("/api/v1/alerts/{id}/assign")(
 routes.post("/api/v1/alerts/{id}/resolve")(
     _action(lambda s, i, by, text, at: s.resolve(i, by, text, at), "comment")
 )
+
+
+@routes.get("/api/v1/report")
+async def report(request: web.Request) -> web.Response:
+    """Time to acknowledge and resolve, noisy and flapping rules, never acknowledged, time at
+    each escalation level (bridge.export.report) over ?since= (default 30d) .. ?until=."""
+    _api_auth(request)
+    data = await report_data(request)
+    return json_response(data)
+
+
+async def report_data(request: web.Request) -> dict[str, Any]:
+    """The report's JSON for the request's since, until and flap (the page uses it too)."""
+    since, until, flap = window(request.query.get("since"), request.query.get("until"),
+                                request.query.get("flap"))  # fmt: skip
+    store = request.app[STORE]
+    done = await _counted(request, "read", asyncio.to_thread(
+        lambda: build(store.alert_batches(since, until, 10_000),
+                      store.event_batches(since, None, 10_000), since, until, flap)))  # fmt: skip
+    return done.to_json()
+
+
+def observe_ack(request: web.Request, alert: StoredAlert) -> None:
+    """alertbridge_time_to_acknowledge_seconds, for an acknowledgement made here."""
+    if alert.acked_at is not None:
+        seconds = max(0.0, (alert.acked_at - alert.starts_at) / 1e9)
+        request.app[METRICS].time_to_ack.labels(severity=alert.severity).observe(seconds)
 
 
 @routes.get("/api/v1/openapi.json")

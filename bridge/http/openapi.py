@@ -226,6 +226,20 @@ SPEC: dict[str, Any] = {
             {"by": {"type": "string"}, "comment": {"type": "string"}},
             [],
         ),
+        "/api/v1/report": {
+            "get": {
+                "summary": "Time to acknowledge and to resolve (median, p90) by rule, severity"
+                " and assignee; episodes per rule per day; noisiest and flapping rules; never"
+                " acknowledged; time at each escalation level",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    _query("since", "RFC 3339, or a duration ago (default 30d)"),
+                    _query("until", "RFC 3339, or a duration ago (default now)"),
+                    _query("flap", "fired again within this of its end: a flap (default 10m)"),
+                ],
+                "responses": _responses("200", 400, 401, 503),
+            }
+        },
         "/api/v1/events/stream": {
             "get": {
                 "summary": "The feed of changes as Server-Sent Events: each event with its"

@@ -23,8 +23,9 @@ from aiohttp import web
 
 from bridge.core.apikeys import allows, token_hash
 from bridge.core.errors import BridgeError, RequestError, StoreError
-from bridge.core.times import format_time, now_ns
+from bridge.core.times import format_duration, format_time, now_ns
 from bridge.escalation.engine import change_of, override
+from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify
 from bridge.http.errors import status_of
 from bridge.http.keys import ESCALATOR, KEYRING, RECONCILER, SESSIONS, SETTINGS, STORE
@@ -272,7 +273,9 @@ async def bulk_ack(request: web.Request, session: Session) -> web.StreamResponse
     for raw in form.getall("id", []):
         text = raw if isinstance(raw, str) else "?"
         try:
-            await store.acknowledge(parse_id(text), session.by, fields.get("comment", ""), at)
+            acked = await store.acknowledge(parse_id(text), session.by, fields.get("comment", ""),
+                                            at)  # fmt: skip
+            observe_ack(request, acked)
             done += 1
         except RequestError as exc:
             skipped.append(f"{text[:20]}: {exc}")
@@ -347,7 +350,9 @@ async def alert_action(request: web.Request, session: Session) -> web.StreamResp
             else:
                 await override(store, alert_id, session.by, change, now_ns())
         else:
-            await ACTIONS[action](store, alert_id, session.by, fields, now_ns())
+            result = await ACTIONS[action](store, alert_id, session.by, fields, now_ns())
+            if action == "ack" and isinstance(result, StoredAlert):
+                observe_ack(request, result)
             _kick(request)
     except (RequestError, StoreError) as exc:
         status = status_of(exc) if isinstance(exc, RequestError) else 503
@@ -359,6 +364,43 @@ async def alert_action(request: web.Request, session: Session) -> web.StreamResp
         return _page("alert.html", status=status, session=session, error=str(exc),
                      here=request.path, **context)  # fmt: skip
     raise web.HTTPSeeOther(f"/alerts/{alert_id}")
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def bars(pairs: list[tuple[str, float]], unit: str = "") -> dict[str, Any]:
+    """A horizontal bar chart, as numbers an SVG template draws (server-side: no script)."""
+    top = max((v for _, v in pairs), default=0) or 1
+    return {"rows": [{"label": k, "value": v, "width": round(300 * v / top, 1),
+                      "text": _fmt(v, unit), "y": 22 * n} for n, (k, v) in enumerate(pairs)],
+            "height": 22 * len(pairs) + 4}  # fmt: skip
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit != "s":
+        return f"{value:g}"
+    return format_duration(max(0, round(value))) if value >= 1 else f"{value:.2f}s"
+
+
+@routes.get("/reports")
+@signed_in
+async def reports_page(request: web.Request, session: Session) -> web.Response:
+    try:
+        data = await report_data(request)
+    except RequestError as exc:
+        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
+                     back="/reports")  # fmt: skip
+    tta = data["time_to_acknowledge"]["rule"]
+    ttr = data["time_to_resolve"]["rule"]
+    charts = {
+        "noisiest": bars([(r["rule"], r["episodes"]) for r in data["noisiest_rules"]]),
+        "tta": bars([(k, v["median_seconds"]) for k, v in tta.items()], "s"),
+        "ttr": bars([(k, v["median_seconds"]) for k, v in ttr.items()], "s"),
+    }
+    return _page("reports.html", session=session, data=data, charts=charts, fmt=_fmt,
+                 since=request.query.get("since", "30d"), until=request.query.get("until", ""),
+                 flap=request.query.get("flap", "10m"))  # fmt: skip
 
 
 # --- static files ---------------------------------------------------------------------------

@@ -172,6 +172,14 @@ class BridgeMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
             registry=registry,
         )
+        #: Observed by this server's acknowledgements (API and page): acked_at - starts_at.
+        self.time_to_ack = Histogram(
+            "alertbridge_time_to_acknowledge_seconds",
+            "Time from an alert's start to its acknowledgement through this bridge, by severity.",
+            ["severity"],
+            buckets=(30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400),
+            registry=registry,
+        )
         self.stored_alerts = StoredAlerts()
         registry.register(self.stored_alerts)
         self.store_errors = Counter(
