@@ -26,6 +26,7 @@ from bridge.export import (
     export_history,
     export_key,
 )
+from bridge.export import output as export_output
 from bridge.export.baseline import compute_baseline, describe
 from bridge.export.promapi import PrometheusClient, default_step
 from bridge.export.telemetry import export_telemetry, queries_for
@@ -150,11 +151,17 @@ def _terminated_cleanly() -> Iterator[None]:
     """SIGTERM ends the export as Ctrl-C does: the temporary file is removed (exit 143)."""
 
     def terminate(signum: int, frame: object) -> None:
+        export_output.ABORT.append(
+            128 + signum
+        )  # also seen by the commit, should this be swallowed
         raise SystemExit(128 + signum)
 
+    export_output.ABORT.clear()
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
+        if export_output.ABORT:
+            raise SystemExit(export_output.ABORT[0])
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -86,6 +86,8 @@ class Destination:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o640)
+            if ABORT:  # a SIGTERM whose SystemExit was swallowed where it landed
+                raise SystemExit(ABORT[0])
             os.replace(tmp, target)
         except BaseException:  # KeyboardInterrupt and SystemExit (SIGTERM) included
             tmp.unlink(missing_ok=True)
@@ -94,6 +96,12 @@ class Destination:
     def size(self) -> int | None:
         """Bytes written (None for standard output)."""
         return self.target.stat().st_size if self.target is not None else None
+
+
+#: Exit statuses of terminations asked for while an export runs (bridge.cli.export's SIGTERM
+#: handler): the SystemExit it raises can land where Python ignores exceptions (a weakref
+#: callback, a __del__), and the export must not then be committed anyway.
+ABORT: list[int] = []
 
 
 def _not_the_database(given: Path, target: Path, database: str) -> None:
