@@ -466,3 +466,16 @@ def test_rate_limit_config_errors(tmp_path: Path) -> None:
         path.write_text(yaml.safe_dump(doc))
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_settings(path, {})
+
+
+async def test_copies_stay_active_long_enough_to_outlast_a_restart(rig: Rig) -> None:
+    """A copy's endsAt is four repost intervals ahead, but at least five minutes: an engine
+    restarting (seen: a worker killed and started again under a loaded CI) must not let
+    Alertmanager resolve copies that its next repost would fire again (a second page)."""
+    await rig.fire()
+    [copy] = rig.am.posts
+    ends = parse_rfc3339(copy["endsAt"])
+    assert ends is not None
+    assert (ends - rig.clock.now) / NS == 300  # repost_interval 60: 4 x 60 = 240 < 300
+    longer = EscalationSettings(rig.settings.policies, rig.settings.routes, repost_interval=120)
+    assert longer.hold_seconds == 480

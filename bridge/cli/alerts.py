@@ -16,6 +16,7 @@ from bridge.cli.common import (
     F,
     Whole,
     fail_cleanly,
+    filter_params,
     main,
     settings_of,
     short_time,
@@ -186,18 +187,9 @@ def alerts_command(
         if ack_id is not None:
             _echo_alert(client.ack(ack_id, None, ""), output)
             return
-        params: dict[str, list[str]] = {"limit": [str(limit)], "sort": [sort]}
-        optional = {"status": status, "rule": rule, "since": since, "until": until,
-                    "cursor": cursor, "am_state": am_state}  # fmt: skip
-        for key, value in optional.items():
-            if value:
-                params[key] = [value]
-        if severity:
-            params["severity"] = list(severity)
-        if filters:
-            params["filter"] = list(filters)
-        if acknowledged is not None:
-            params["acknowledged"] = [str(acknowledged).lower()]
+        params = filter_params(status, severity, rule, filters, acknowledged, since=since,
+                               until=until, cursor=cursor, am_state=am_state,
+                               limit=str(limit), sort=sort)  # fmt: skip
         page = client.list(params)
     if output == "json":
         click.echo(json.dumps(page, indent=2))

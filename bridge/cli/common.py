@@ -136,3 +136,17 @@ def default_actor() -> str:
 
 def short_time(text: str | None) -> str:
     return "-" if text is None else text[:19].replace("T", " ")
+
+
+def filter_params(status: str | None, severity: Sequence[str], rule: str | None,
+                  filters: Sequence[str], acknowledged: bool | None,
+                  **more: str | None) -> dict[str, list[str]]:  # fmt: skip
+    """The alert list's filters as query parameters (GET /api/v1/alerts, the event stream)."""
+    params = {k: [v] for k, v in {"status": status, "rule": rule, **more}.items() if v}
+    if severity:
+        params["severity"] = list(severity)
+    if filters:
+        params["filter"] = list(filters)
+    if acknowledged is not None:
+        params["acknowledged"] = [str(acknowledged).lower()]
+    return params

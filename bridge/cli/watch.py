@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from bridge.cli.client import RemoteError
-from bridge.cli.common import Whole, fail_cleanly, main, settings_of, short_time
+from bridge.cli.common import Whole, fail_cleanly, filter_params, main, settings_of, short_time
 from bridge.config import Secret
 from bridge.core.errors import BridgeError
 from bridge.feed.hub import WatchFilter, items_after
@@ -148,16 +148,7 @@ def watch(ctx: click.Context, status: str | None, severity: tuple[str, ...], rul
           alert_id: int | None, after: int | None, count: int | None, output: str,
           url: str | None, db: str | None) -> None:  # fmt: skip
     """Print events as they happen, filtered as `alerts` filters, until Ctrl-C."""
-    params: dict[str, list[str]] = {}
-    for key, value in (("status", status), ("rule", rule)):
-        if value:
-            params[key] = [value]
-    if severity:
-        params["severity"] = list(severity)
-    if filters:
-        params["filter"] = list(filters)
-    if acknowledged is not None:
-        params["acknowledged"] = [str(acknowledged).lower()]
+    params = filter_params(status, severity, rule, filters, acknowledged)
     if kinds:
         params["kind"] = list(kinds)
     if alert_id is not None:

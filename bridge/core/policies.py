@@ -227,6 +227,10 @@ class RateLimit:
     per: int
 
 
+#: The least time a copy stays active in Alertmanager without being posted again.
+MIN_HOLD_SECONDS = 300
+
+
 @dataclass(frozen=True, slots=True)
 class EscalationSettings:
     """Policies, routing rules, and how often active copies are re-posted to Alertmanager."""
@@ -238,6 +242,14 @@ class EscalationSettings:
     rate_limits: tuple[RateLimit, ...] = ()
     #: process: the engine runs in a worker process of its own; inline: in the server's.
     worker: str = "process"
+
+    @property
+    def hold_seconds(self) -> int:
+        """How far ahead a posted copy's endsAt lies: four repost intervals (as Prometheus
+        does with its resend delay), and at least MIN_HOLD_SECONDS, so that a restart of the
+        engine (its worker process, or the server) does not let Alertmanager resolve copies
+        that a later repost would fire again: a second page for the same level."""
+        return max(4 * self.repost_interval, MIN_HOLD_SECONDS)
 
     def limit_of(self, receiver: str) -> RateLimit | None:
         return next((r for r in self.rate_limits if r.receiver == receiver), None)

@@ -272,7 +272,7 @@ class Escalator:
         if posting:
             ids = list(dict.fromkeys(m.escalation.alert_id for m in posting))
             alerts = {a.id: a for a in await self.store.get_alerts(ids)}
-            until = self.clock() + 4 * self.settings.repost_interval * NS
+            until = self.clock() + self.settings.hold_seconds * NS
             bodies = [copy_body(alerts[m.escalation.alert_id], m.escalation, c, until)
                       for m in posting if m.escalation.alert_id in alerts
                       for c in m.new_copies]  # fmt: skip
@@ -326,7 +326,7 @@ class Escalator:
         """One summary alert per held-back receiver, routed to it alone: how many
         escalation notifications its limit held back, and of which alerts."""
         now = self.clock()
-        until = now + 4 * self.settings.repost_interval * NS
+        until = now + self.settings.hold_seconds * NS
         bodies = []
         for receiver in sorted(receivers):
             limit = self.limiter.limits[receiver]
@@ -356,7 +356,7 @@ class Escalator:
     async def _copies(self, now: int, rounds: int = 100) -> None:
         """End the copies of acknowledged and stopped escalations; post the active ones
         again every repost interval (Alertmanager ends an alert not posted again by its
-        endsAt: four intervals ahead, as Prometheus does with its resend delay)."""
+        endsAt: `hold_seconds` ahead, as Prometheus does with its resend delay)."""
         before = now - self.settings.repost_interval * NS
         for _ in range(rounds):
             work = await self.store.copy_work(before, POST_CHUNK)
@@ -369,7 +369,7 @@ class Escalator:
                 if alert is None:
                     continue
                 ending = esc.state in ("acknowledged", "stopped")
-                until = now if ending else now + 4 * self.settings.repost_interval * NS
+                until = now if ending else now + self.settings.hold_seconds * NS
                 bodies += [copy_body(alert, esc, c, until) for c in esc.copies]
                 done.append(replace(esc, copies=()) if ending else replace(esc, reposted_at=now))
             if not await self._post(bodies):

@@ -109,6 +109,9 @@ def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
         except Refused as exc:
             return _page("error.html", status=exc.status, session=session, message=str(exc),
                          back=request.headers.get("Referer", "/alerts"))  # fmt: skip
+        except RequestError as exc:  # a bad filter, an unknown alert: said on a page
+            return _page("error.html", status=status_of(exc), session=session, message=str(exc),
+                         back="/alerts")  # fmt: skip
 
     return wrapper
 
@@ -240,12 +243,7 @@ async def _list_context(request: web.Request) -> dict[str, Any]:
 @routes.get("/alerts")
 @signed_in
 async def alerts_page(request: web.Request, session: Session) -> web.Response:
-    try:
-        context = await _list_context(request)
-    except RequestError as exc:
-        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
-                     back="/alerts")  # fmt: skip
-    return _page("alerts.html", session=session, **context)
+    return _page("alerts.html", session=session, **await _list_context(request))
 
 
 @routes.get("/alerts/rows")
@@ -253,12 +251,7 @@ async def alerts_page(request: web.Request, session: Session) -> web.Response:
 async def alert_rows(request: web.Request, session: Session) -> web.Response:
     """The list's rows alone: what the page's script fetches when the stream says something
     changed."""
-    try:
-        context = await _list_context(request)
-    except RequestError as exc:
-        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
-                     back="/alerts")  # fmt: skip
-    return _page("_rows.html", session=session, **context)
+    return _page("_rows.html", session=session, **await _list_context(request))
 
 
 @routes.post("/alerts/ack")
@@ -304,22 +297,14 @@ async def _alert_context(store: AlertStore, alert_id: int) -> dict[str, Any]:
 @routes.get("/alerts/{id}")
 @signed_in
 async def alert_page(request: web.Request, session: Session) -> web.Response:
-    try:
-        context = await _alert_context(request.app[STORE], parse_id(request.match_info["id"]))
-    except RequestError as exc:
-        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
-                     back="/alerts")  # fmt: skip
+    context = await _alert_context(request.app[STORE], parse_id(request.match_info["id"]))
     return _page("alert.html", session=session, error=None, here=request.path, **context)
 
 
 @routes.get("/alerts/{id}/timeline")
 @signed_in
 async def alert_timeline(request: web.Request, session: Session) -> web.Response:
-    try:
-        context = await _alert_context(request.app[STORE], parse_id(request.match_info["id"]))
-    except RequestError as exc:
-        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
-                     back="/alerts")  # fmt: skip
+    context = await _alert_context(request.app[STORE], parse_id(request.match_info["id"]))
     return _page("_detail.html", session=session, error=None, **context)
 
 
@@ -386,11 +371,7 @@ def _fmt(value: float, unit: str) -> str:
 @routes.get("/reports")
 @signed_in
 async def reports_page(request: web.Request, session: Session) -> web.Response:
-    try:
-        data = await report_data(request)
-    except RequestError as exc:
-        return _page("error.html", status=status_of(exc), session=session, message=str(exc),
-                     back="/reports")  # fmt: skip
+    data = await report_data(request)
     tta = data["time_to_acknowledge"]["rule"]
     ttr = data["time_to_resolve"]["rule"]
     charts = {
