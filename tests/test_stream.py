@@ -338,3 +338,28 @@ async def test_a_watcher_that_does_not_read_falls_behind_then_catches_up_exactly
         body += await asyncio.wait_for(reader.read(1 << 16), TIMEOUT)
     assert len(hub._live) == 1
     writer.close()
+
+
+async def test_an_http_1_0_client_gets_the_stream_unchunked(client: Client) -> None:
+    """HTTP/1.0 has no chunked encoding: the hub's direct writes must then be the bare
+    frames (the connection's end ends the body)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /api/v1/events/stream HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                 b"Authorization: Bearer api-secret\r\n\r\n")  # fmt: skip
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.0 200")
+    assert b"chunked" not in head.lower()
+    hub = client.app[HUB]
+    for _ in range(100):  # registered and live (bounded)
+        if hub._live:
+            break
+        await asyncio.sleep(0.01)
+    assert hub._live
+    await fire(client, 1)
+    body = b""
+    while b"\ndata: " not in body or not body.endswith(b"\n\n"):
+        body += await asyncio.wait_for(reader.read(1 << 16), TIMEOUT)
+    frames = body.replace(b": keepalive\n\n", b"")  # (comments may come first)
+    assert frames.startswith(b"retry: 2000\n\nid: ")  # no chunk sizes between frames
+    assert json.loads(frames.split(b"data: ", 1)[1].split(b"\n", 1)[0])["alert_id"] == 1
+    writer.close()

@@ -43,6 +43,15 @@ class RemoteError(BridgeError):
         super().__init__(message)
 
 
+def remote_error(exc: urllib.error.HTTPError) -> RemoteError:
+    """A bridge's error answer: its JSON {error, message, field}, or the bare HTTP status."""
+    try:
+        error = json.loads(exc.read())
+        return RemoteError(exc.code, error["error"], error["message"], error.get("field"))
+    except (ValueError, KeyError, TypeError):
+        return RemoteError(exc.code, "http", f"HTTP {exc.code} {exc.reason}")
+
+
 class LocalClient:
     """Works directly on a database file through the store interface (safe beside a running
     server: SQLite locks). Each call runs its own event loop; the store's writer thread is
@@ -157,11 +166,7 @@ class RemoteClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            try:
-                error = json.loads(exc.read())
-                raise RemoteError(exc.code, error["error"], error["message"], error.get("field"))
-            except (ValueError, KeyError, TypeError):
-                raise RemoteError(exc.code, "http", f"HTTP {exc.code} {exc.reason}") from None
+            raise remote_error(exc) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise BridgeError(f"cannot reach {self.base}: {reason}") from None

@@ -16,7 +16,7 @@ from bridge.cli.client import RemoteClient
 from bridge.cli.common import fail_cleanly, main, settings_of, table
 from bridge.core.errors import BridgeError
 from bridge.core.times import format_duration
-from bridge.export.report import Report, build, window
+from bridge.export.report import Report, of_store, seconds_text, window
 from bridge.store import open_store
 
 
@@ -24,19 +24,14 @@ def report_of(db: str, since: int, until: int, flap: int) -> Report:
     """The report of a database (read-only, one snapshot per table)."""
     store = open_store(db, read_only=True)
     try:
-        return build(store.alert_batches(since, until, 10_000),
-                     store.event_batches(since, None, 10_000), since, until, flap)  # fmt: skip
+        return of_store(store, since, until, flap)
     finally:
         asyncio.run(store.close())
 
 
-def _seconds(value: float) -> str:
-    return format_duration(max(0, round(value))) if value >= 1 else f"{value:.3f}s"
-
-
 def _stats_rows(rows: dict[str, Any]) -> list[list[str]]:
     return [
-        [k, str(s["count"]), _seconds(s["median_seconds"]), _seconds(s["p90_seconds"])]
+        [k, str(s["count"]), seconds_text(s["median_seconds"]), seconds_text(s["p90_seconds"])]
         for k, s in rows.items()
     ]
 

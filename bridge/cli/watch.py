@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.client import RemoteError
+from bridge.cli.client import remote_error
 from bridge.cli.common import Whole, fail_cleanly, filter_params, main, settings_of, short_time
 from bridge.config import Secret
 from bridge.core.errors import BridgeError
@@ -80,12 +80,7 @@ def _remote(url: str, token: Secret | None, params: list[tuple[str, str]], after
                     if count is not None and printed >= count:
                         return
         except urllib.error.HTTPError as exc:
-            try:
-                error = json.loads(exc.read())
-                raise RemoteError(exc.code, error["error"], error["message"],
-                                  error.get("field")) from None  # fmt: skip
-            except (ValueError, KeyError, TypeError):
-                raise RemoteError(exc.code, "http", f"HTTP {exc.code} {exc.reason}") from None
+            raise remote_error(exc) from None
         except (urllib.error.URLError, OSError) as exc:
             wait = BACKOFF[min(failures, len(BACKOFF) - 1)]
             failures += 1

@@ -29,7 +29,8 @@ from typing import Any
 import pyarrow as pa
 
 from bridge.core.errors import InvalidInput
-from bridge.core.times import NS, format_time, now_ns, parse_duration_ns
+from bridge.core.times import NS, format_duration, format_time, now_ns, parse_duration_ns
+from bridge.store import AlertStore
 from bridge.store.query import parse_when
 
 FLAP_SECONDS = 600
@@ -161,6 +162,17 @@ def build(
         lv: Stat.of(v) for lv, v in sorted(at_level.items(), key=lambda kv: int(kv[0]))
     }
     return report
+
+
+def of_store(store: AlertStore, since: int, until: int, flap_seconds: int) -> Report:
+    """The report of a store's episodes that started in [since, until). Blocking."""
+    return build(store.alert_batches(since, until, 10_000),
+                 store.event_batches(since, None, 10_000), since, until, flap_seconds)  # fmt: skip
+
+
+def seconds_text(value: float) -> str:
+    """A duration for people: 2m, 1h30m; under a second with its fraction."""
+    return format_duration(max(0, round(value))) if value >= 1 else f"{value:.2f}s"
 
 
 def window(since: str | None, until: str | None, flap: str | None) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ from bridge.core.errors import BridgeError, StoreError, Unprocessable
 from bridge.core.policies import is_heartbeat, is_internal
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
-from bridge.export.report import build, window
+from bridge.export.report import of_store, window
 from bridge.http.auth import Principal, authorize
 from bridge.http.errors import HttpError, status_of
 from bridge.http.keys import ESCALATOR, METRICS, RECONCILER, SETTINGS, STORE
@@ -257,9 +257,7 @@ async def report_data(request: web.Request) -> dict[str, Any]:
     since, until, flap = window(request.query.get("since"), request.query.get("until"),
                                 request.query.get("flap"))  # fmt: skip
     store = request.app[STORE]
-    done = await _counted(request, "read", asyncio.to_thread(
-        lambda: build(store.alert_batches(since, until, 10_000),
-                      store.event_batches(since, None, 10_000), since, until, flap)))  # fmt: skip
+    done = await _counted(request, "read", asyncio.to_thread(of_store, store, since, until, flap))
     return done.to_json()
 
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from bridge.core.apikeys import KeyRing, allows
 from bridge.http.errors import HttpError
 from bridge.http.keys import KEYRING, SESSIONS, SETTINGS
-from bridge.http.sessions import COOKIE
+from bridge.http.sessions import COOKIE, Session
 from bridge.http.util import tokens_equal
 
 log = logging.getLogger(__name__)
@@ -75,21 +75,24 @@ def identify(request: web.Request, token: str | None) -> Principal | None:
     return None if key is None else Principal(key.name, key.role)
 
 
-def from_session(request: web.Request) -> Principal | None:
-    """The principal of the page's session cookie, if it is signed in with a key still in
-    force (a revoked key's sessions end at their next request)."""
+def session_of(request: web.Request) -> Session | None:
+    """The page's signed-in session (its cookie), if its key is still in force (a revoked
+    key's sessions end at their next request)."""
     sessions = request.app.get(SESSIONS)
     if sessions is None:
         return None
     session = sessions.get(request.cookies.get(COOKIE))
-    if session is None:
-        return None
-    if session.key_sha256 is not None:
+    if session is not None and session.key_sha256 is not None:
         ring: KeyRing | None = request.app.get(KEYRING)
         if ring is None or ring.by_hash(session.key_sha256) is None:
             sessions.end_key(session.key_sha256)
             return None
-    return Principal(session.name, session.role)
+    return session
+
+
+def from_session(request: web.Request) -> Principal | None:
+    session = session_of(request)
+    return None if session is None else Principal(session.name, session.role)
 
 
 def authorize(request: web.Request, needed: str) -> Principal:

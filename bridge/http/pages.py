@@ -23,12 +23,13 @@ from aiohttp import web
 
 from bridge.core.apikeys import allows, token_hash
 from bridge.core.errors import BridgeError, RequestError, StoreError
-from bridge.core.times import format_duration, format_time, now_ns
+from bridge.core.times import format_time, now_ns
 from bridge.escalation.engine import change_of, override
+from bridge.export.report import seconds_text
 from bridge.http.api import observe_ack, report_data
-from bridge.http.auth import identify
+from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
-from bridge.http.keys import ESCALATOR, KEYRING, RECONCILER, SESSIONS, SETTINGS, STORE
+from bridge.http.keys import ESCALATOR, RECONCILER, SESSIONS, SETTINGS, STORE
 from bridge.http.sessions import COOKIE, LIFETIME, Session
 from bridge.store import AlertStore, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
@@ -68,17 +69,6 @@ def _harden(response: web.StreamResponse) -> None:
     response.headers["Cache-Control"] = "no-store"
 
 
-def _session(request: web.Request) -> Session | None:
-    """The signed-in session, if its key is still in force."""
-    session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
-    if session is not None and session.key_sha256 is not None:
-        ring = request.app.get(KEYRING)
-        if ring is None or ring.by_hash(session.key_sha256) is None:
-            request.app[SESSIONS].end_key(session.key_sha256)
-            return None
-    return session
-
-
 def _to_signin(request: web.Request) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/signin?{urlencode({'next': request.path_qs})}")
 
@@ -98,7 +88,7 @@ def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
     """A page that needs a session: without one, to the sign-in page."""
 
     async def wrapper(request: web.Request) -> web.StreamResponse:
-        session = _session(request)
+        session = session_of(request)
         if session is None:
             if request.method != "GET":
                 return _page("error.html", status=403, session=None, back="/signin",
@@ -161,8 +151,8 @@ async def signin(request: web.Request) -> web.StreamResponse:
     token = str(form.get("token") or "").strip()
     name = str(form.get("name") or "").strip()
     target = _safe_next(str(form.get("next") or ""))
-    principal = identify(request, token or None)
     open_api = identify(request, None) is not None
+    principal = identify(request, token or None)
     error = None
     if principal is None:
         error = "That token is not a key of this bridge (or it was revoked)."
@@ -363,9 +353,7 @@ def bars(pairs: list[tuple[str, float]], unit: str = "") -> dict[str, Any]:
 
 
 def _fmt(value: float, unit: str) -> str:
-    if unit != "s":
-        return f"{value:g}"
-    return format_duration(max(0, round(value))) if value >= 1 else f"{value:.2f}s"
+    return seconds_text(value) if unit == "s" else f"{value:g}"
 
 
 @routes.get("/reports")
