@@ -139,7 +139,7 @@ class Round:
     steady: float  # alerts/s ingested, repeats while the escalations run
     late: list[float]  # lateness of every step, seconds
     steps: int  # steps taken during the steady phase
-    cpu: dict[str, tuple[float, float]]  # phase -> (bridge, Alertmanager) CPU seconds
+    cpu: dict[str, tuple[float, float, float]]  # phase -> CPU s of bridge, AM, load client
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -163,15 +163,16 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
             LOOPBACK, "--port", str(port), "--db", str(db)]  # fmt: skip
     proc = start(argv, port, env)
     processes = psutil.Process(proc.pid), psutil.Process(am_proc.popen.pid)
-    cpu: dict[str, tuple[float, float]] = {}
+    cpu: dict[str, tuple[float, float, float]] = {}
 
-    def mark() -> tuple[float, float]:
-        """CPU seconds of the bridge (its escalation worker process included) and of AM."""
+    def mark() -> tuple[float, float, float]:
+        """CPU seconds of the bridge (its escalation worker process included), of AM and of
+        this process (the load client)."""
         bridge = _cpu(processes[0])
         for child in processes[0].children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 bridge += _cpu(child)
-        return bridge, _cpu(processes[1])
+        return bridge, _cpu(processes[1]), time.process_time()
 
     try:
         # Fixed fingerprints and startsAt (repeat groups): the steady phase re-sends them.
@@ -189,7 +190,7 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
                     await asyncio.sleep(left)  # pacing the load, not waiting for an event
         burst = args.alerts / (time.monotonic() - began)
         after = mark()
-        cpu["burst"] = (after[0] - before[0], after[1] - before[1])
+        cpu["burst"] = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
         steps_before = steps_taken(db)
         # More than --seconds can take: the phase ends on time, not on running out.
         again = [payload(1, n % args.alerts, n % 100) for n in range(args.alerts * 30)]
@@ -197,7 +198,7 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
         steady = float(done)
         steps = steps_taken(db) - steps_before
         end = mark()
-        cpu["steady"] = (end[0] - after[0], end[1] - after[1])
+        cpu["steady"] = (end[0] - after[0], end[1] - after[1], end[2] - after[2])
         return Round(burst, steady, lateness(db) if escalate else [], steps, cpu)
     finally:
         proc.terminate()
@@ -218,10 +219,11 @@ async def main_async(args: argparse.Namespace) -> None:
                 done = await one_round(args, Path(name), escalate, round_no)
                 rounds[escalate].append(done)
                 what = "with escalation   " if escalate else "without escalation"
-                (bb, ba), (sb, sa) = done.cpu["burst"], done.cpu["steady"]
+                (bb, ba, _), (sb, sa, sc) = done.cpu["burst"], done.cpu["steady"]
                 line = (f"round {round_no + 1}: {what} start {done.burst:6.0f} alerts/s"
                         f" (CPU s bridge {bb:4.1f}, AM {ba:4.1f}), steady {done.steady:6.0f}"
-                        f" alerts/s (CPU s bridge {sb:4.1f}, AM {sa:4.1f})")  # fmt: skip
+                        f" alerts/s (CPU s bridge {sb:4.1f}, AM {sa:4.1f},"
+                        f" load client {sc:4.1f})")  # fmt: skip
                 if escalate:
                     line += (f"; {done.steps} steps in the steady phase,"
                              f" p99 lateness {pct(done.late, 0.99):.3f} s")  # fmt: skip

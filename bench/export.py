@@ -36,8 +36,8 @@ def child(db: str, what: str, fmt: str, anonymise: str, out: str) -> None:
     """Runs in the measured process: one export (or the read-only baseline), then its figures."""
     import resource
 
-    from bridge.export import Destination, anonymizer_for, export_history
-    from bridge.export.history import BATCH
+    from bridge.export.history import BATCH, anonymizer_for, export_history
+    from bridge.export.output import Destination
     from bridge.store import open_store
 
     store = open_store(db, read_only=True)

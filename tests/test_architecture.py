@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,13 @@ def test_no_assert_in_production_code(module: str) -> None:
     tree = ast.parse(MODULES[module].read_text())
     lines = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
     assert not lines, f"{module}: assert on lines {lines}"
+
+
+@pytest.mark.parametrize("module", ["bridge.cli", "bridge.http.app", "bridge.escalation.worker"])
+def test_the_server_the_worker_and_the_cli_start_without_pyarrow(module: str) -> None:
+    """pyarrow and numpy (100 ms and 50 MB, and OpenBLAS's thread) load for an export only:
+    not in `serve`, its escalation worker, or an `ack` from the CLI."""
+    code = f"import sys, {module}; print(sorted({{'pyarrow', 'numpy'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)  # fmt: skip
+    assert out.stdout.strip() == "[]"

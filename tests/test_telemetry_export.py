@@ -14,9 +14,10 @@ from bridge.cli import main
 from bridge.core.catalog import CATALOG
 from bridge.core.errors import BridgeError
 from bridge.core.rules import DEFAULT_RULES
-from bridge.export import Anonymizer, Destination
 from bridge.export import telemetry as telemetry_export
+from bridge.export.anonymize import Anonymizer
 from bridge.export.baseline import compute_baseline, episodes, quantile
+from bridge.export.output import Destination
 from bridge.export.promapi import PrometheusClient, Series, default_step
 from bridge.export.telemetry import export_telemetry, queries_for
 from bridge.store.sqlite.database import Database

@@ -17,19 +17,11 @@ import click
 from bridge.cli.common import Whole, fail_cleanly, main, settings_of
 from bridge.core.errors import BridgeError, StoreError
 from bridge.core.times import NS, now_ns
-from bridge.export import (
-    FORMATS,
-    Anonymizer,
-    Destination,
-    MissingKey,
-    anonymizer_for,
-    export_history,
-    export_key,
-)
 from bridge.export import output as export_output
+from bridge.export.anonymize import Anonymizer
 from bridge.export.baseline import compute_baseline, describe
+from bridge.export.output import FORMATS, Destination
 from bridge.export.promapi import PrometheusClient, default_step
-from bridge.export.telemetry import export_telemetry, queries_for
 from bridge.store import AlertStore, open_store
 from bridge.store.query import parse_when
 
@@ -76,6 +68,10 @@ def export_command(
 ) -> None:
     """Export stored alerts (with ack, resolution, durations, notes), their events, or
     telemetry from Prometheus."""
+    # Here, not at the top: pyarrow (and numpy) load for an export, not for every command.
+    from bridge.export.history import export_history
+    from bridge.export.telemetry import export_telemetry, queries_for
+
     settings = settings_of(ctx)
     now = now_ns()
     start = parse_when(since, "since", now) if since else None
@@ -127,6 +123,8 @@ def _read_only(path: str) -> Iterator[AlertStore]:
 def _anonymizer(store: AlertStore, path: str) -> Anonymizer:
     """The export's Anonymizer; its key generated and kept in the database the first time
     (which then needs write access), unless ALERTBRIDGE_EXPORT_KEY(_FILE) gives one."""
+    from bridge.export.history import MissingKey, anonymizer_for
+
     try:
         return asyncio.run(anonymizer_for(store, os.environ))
     except MissingKey as missing:
@@ -138,6 +136,8 @@ def _anonymizer(store: AlertStore, path: str) -> Anonymizer:
 
 
 async def _keep_key(path: str) -> None:
+    from bridge.export.history import export_key
+
     writable = open_store(path)
     try:
         await writable.start()

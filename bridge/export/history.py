@@ -13,8 +13,8 @@ import pyarrow as pa
 from bridge.core.errors import BridgeError
 from bridge.export.anonymize import ALLOWED_LABELS, Anonymizer, sensitive_values
 from bridge.export.columns import ALERT_SCHEMA, EVENT_SCHEMA, AlertColumns, Chunk, EventColumns
-from bridge.export.output import Destination
-from bridge.export.writers import FORMATS, WRITERS
+from bridge.export.output import FORMATS, Destination
+from bridge.export.writers import WRITERS
 from bridge.store import AlertStore
 
 #: Rows per Arrow batch read, by what is exported: small enough that what a batch becomes (JSON

@@ -22,6 +22,9 @@ from typing import BinaryIO
 
 from bridge.core.errors import BridgeError
 
+#: The export formats (bridge.export.writers writes them).
+FORMATS = ("parquet", "csv", "json")
+
 STDOUT = "-"
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
 _KINDS = {

@@ -24,9 +24,10 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from bridge.core.errors import InvalidInput
 from bridge.core.times import NS, format_duration, format_time, now_ns, parse_duration_ns

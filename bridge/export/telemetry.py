@@ -19,9 +19,9 @@ from bridge.core.times import format_duration
 from bridge.export.anonymize import Anonymizer
 from bridge.export.columns import MAP, TIME, Chunk
 from bridge.export.history import ExportResult
-from bridge.export.output import Destination
+from bridge.export.output import FORMATS, Destination
 from bridge.export.promapi import MAX_POINTS, PrometheusClient, default_step
-from bridge.export.writers import FORMATS, WRITERS
+from bridge.export.writers import WRITERS
 
 MS = 1000  # us in a millisecond: Prometheus timestamps have millisecond precision
 TELEMETRY_SCHEMA = pa.schema(

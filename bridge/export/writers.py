@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 
 from bridge.export.columns import Chunk, per_distinct
 
-FORMATS = ("parquet", "csv", "json")
 #: Rows per Parquet row group (at most; the last one holds what is left).
 ROW_GROUP = 32_768
 #: String columns whose values never need JSON escaping (hex, or "anon-" and hex).

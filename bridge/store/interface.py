@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow (and numpy) load when an export runs, not in every process
+    import pyarrow as pa
 
 from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.records import (

@@ -94,13 +94,17 @@ def copy_work(conn: sqlite3.Connection, repost_before: int, limit: int) -> list[
         " AND state IN ('acknowledged', 'stopped') LIMIT ?"
     )
     rows = [_row(r) for r in conn.execute(ending, (limit,))]
-    if len(rows) < limit:
+    # Never posted, then posted before the cutoff: each a range of the index (one OR of
+    # both scanned the whole index every tick: 5 ms at 10,000 escalations).
+    for posted in ("reposted_at IS NULL", "reposted_at < ?"):
+        if len(rows) >= limit:
+            break
         again = (
-            f"SELECT {_COLUMNS} FROM escalations WHERE copies != '[]'"  # noqa: S608
-            " AND (reposted_at IS NULL OR reposted_at < ?)"
+            f"SELECT {_COLUMNS} FROM escalations WHERE copies != '[]' AND {posted}"  # noqa: S608
             " AND state NOT IN ('acknowledged', 'stopped') ORDER BY reposted_at LIMIT ?"
         )
-        rows += [_row(r) for r in conn.execute(again, (repost_before, limit - len(rows)))]
+        bound = () if "NULL" in posted else (repost_before,)
+        rows += [_row(r) for r in conn.execute(again, (*bound, limit - len(rows)))]
     return rows
 
 

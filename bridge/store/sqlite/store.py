@@ -7,10 +7,9 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-import pyarrow as pa
 
 from bridge.core.errors import StoreError
 from bridge.ingest.webhook import ReceivedAlert
@@ -28,10 +27,13 @@ from bridge.store.records import (
     SilenceChange,
     StoredAlert,
 )
-from bridge.store.sqlite import actions, columnar, escalations, queries
+from bridge.store.sqlite import actions, escalations, queries
 from bridge.store.sqlite.database import Database, Job
 from bridge.store.sqlite.ingest import IngestJob
 from bridge.store.sqlite.writer import Writer
+
+if TYPE_CHECKING:  # pyarrow (and numpy) load when an export runs, not in every process
+    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -308,9 +310,13 @@ class SqliteStore:
     def alert_batches(
         self, since: int | None, until: int | None, batch: int
     ) -> Iterator[pa.RecordBatch]:
+        from bridge.store.sqlite import columnar
+
         return columnar.alert_rows(self.db.uri, since, until, batch)
 
     def event_batches(
         self, since: int | None, until: int | None, batch: int
     ) -> Iterator[pa.RecordBatch]:
+        from bridge.store.sqlite import columnar
+
         return columnar.event_rows(self.db.uri, since, until, batch)
