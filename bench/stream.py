@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -35,6 +36,8 @@ import time
 import zlib
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.ingest import TOKEN, load, start
 from bridge.core.times import NS, parse_rfc3339
@@ -167,8 +170,29 @@ async def one_round(args: argparse.Namespace, tmp: Path, watched: bool, n: int) 
             assert child.stdin is not None
             if child.stdout.readline().strip() != "ready":
                 raise SystemExit("the watchers did not connect")
+        procs = [psutil.Process(server.pid)] + ([psutil.Process(child.pid)] if child else [])
+
+        def cpu() -> list[float]:
+            """CPU s of the server, its event loop thread, its stream worker process, the
+            load client (this process), the watchers' process; the machine's idle
+            core-seconds."""
+            server_cpu = procs[0].cpu_times()
+            worker = 0.0
+            for sub in procs[0].children():
+                with contextlib.suppress(psutil.Error):
+                    times = sub.cpu_times()
+                    worker += times.user + times.system
+            loop = next(t for t in procs[0].threads() if t.id == server.pid)
+            watchers = procs[1].cpu_times() if len(procs) > 1 else None
+            return [server_cpu.user + server_cpu.system, loop.user_time + loop.system_time,
+                    worker, time.process_time(),
+                    watchers.user + watchers.system if watchers else 0.0,
+                    psutil.cpu_times().idle]  # fmt: skip
+
+        before = cpu()
         done, _ = await load(port, 1, args.clients, args.seconds)
-        result: dict[str, Any] = {"rate": done, "events": done * args.seconds}
+        used = [b - a for a, b in zip(before, cpu(), strict=True)]
+        result: dict[str, Any] = {"rate": done, "events": done * args.seconds, "cpu": used}
         if child is not None:
             assert child.stdin is not None
             assert child.stdout is not None
@@ -199,6 +223,11 @@ async def main_async(args: argparse.Namespace) -> None:
                 rates[watched].append(r["rate"])
                 line = f"round {n + 1}: {'with' if watched else 'without'} watchers:" \
                        f" {r['rate']:6.0f} notifications/s"  # fmt: skip
+                served, loop, worker, client, watching, idle = r["cpu"]
+                line += (f" (CPU s: server {served:.1f}, its event loop {loop:.1f}, its stream"
+                         f" worker {worker:.1f}, load client {client:.1f}, watchers"
+                         f" {watching:.1f};"
+                         f" idle {idle:.1f} core-s)")  # fmt: skip
                 if watched:
                     late += r["late"]
                     counts = r["messages"] or [0]

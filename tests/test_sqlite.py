@@ -416,4 +416,5 @@ def test_the_engines_reads_each_tick_search_an_index_never_scan(
         return out
 
     found = store.read(plans)
-    assert found and all(p.startswith("SEARCH escalations USING") for p in found), found
+    assert found, "no statement ran"
+    assert all(p.startswith("SEARCH escalations USING") for p in found), found

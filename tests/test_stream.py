@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.config import Secret, load_settings
 from bridge.core import apikeys
-from bridge.http import stream
+from bridge.http import peers
 from bridge.http.app import create_app
 from bridge.http.keys import HUB
 from bridge.store import open_store
@@ -304,8 +304,8 @@ async def test_a_watcher_that_does_not_read_falls_behind_then_catches_up_exactly
 ) -> None:
     """A peer whose buffer fills stops being live (the hub no longer writes to it); once it
     reads again it catches up by itself, every event once, in order, and goes live again."""
-    monkeypatch.setattr(stream, "HIGH_WATER", 4096)
-    monkeypatch.setattr(stream, "LOW_WATER", 1024)
+    monkeypatch.setattr(peers, "HIGH_WATER", 4096)
+    monkeypatch.setattr(peers, "LOW_WATER", 1024)
     hub = client.app[HUB]
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

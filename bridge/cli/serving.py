@@ -89,7 +89,7 @@ def serve(
             "(set them, bind a loopback address, or pass --insecure)"
         )
     configure_logging(log_level)
-    app = create_app(settings)
+    app = create_app(settings, stream_worker=True)
     guard = app[GUARD]
     guard.limits = fitted_limits(guard.limits, raise_open_files_limit())
 
@@ -203,6 +203,23 @@ def dev(ctx: click.Context, workdir: Path | None, ha: bool) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="alertbridge-dev-") as tmp:
         run_dev(settings, Path(tmp), ready, stop, ha)
+
+
+@main.command("stream-worker", hidden=True)
+@click.option("--db", required=True)
+@click.option("--parent", type=int, required=True)
+@click.option("--fd", type=int, required=True)
+@click.pass_context
+@fail_cleanly
+def stream_worker(ctx: click.Context, db: str, parent: int, fd: int) -> None:
+    """The live event streams' own process, started by `serve` (not run by hand)."""
+    import asyncio
+
+    from bridge.http.fanout import run_stream_worker
+
+    configure_logging("info")
+    settings = load_settings(ctx.ensure_object(dict).get("config"), db=db)
+    asyncio.run(run_stream_worker(settings, db, parent, fd))
 
 
 @main.command("escalation-worker", hidden=True)

@@ -16,7 +16,7 @@ import asyncio
 import bisect
 import logging
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -181,8 +181,12 @@ class EventHub:
     """
 
     def __init__(self, store: AlertStore, *, keep: int = 10_000, poll: float = 0.25,
-                 page: int = 500, retry: float = 2.0, every: float = 0.04) -> None:  # fmt: skip
+                 page: int = 500, retry: float = 2.0, every: float = 0.04,
+                 changes: Callable[[], asyncio.Event] | None = None) -> None:  # fmt: skip
         self.store = store
+        #: What wakes the hub when something was written (default: this process's writes;
+        #: the stream worker's: the server's word that it wrote).
+        self.changes = changes or store.changes
         #: The least time between two reads: under load, events go out in batches this often
         #: (one write per watcher per batch), not one write per commit; when quiet, at once.
         self.every = every
@@ -222,7 +226,7 @@ class EventHub:
                         return
                     self.floor = self.position = await self.store.last_event_id()
                     self._wake_all()  # watchers that looked before the floor moved look again
-                changed = self.store.changes()
+                changed = self.changes()
                 began = asyncio.get_running_loop().time()
                 await self._read()
                 if began - self._last_tick >= self.keepalive:

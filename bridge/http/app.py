@@ -350,12 +350,14 @@ def create_app(
     telemetry: Telemetry | None = None,
     notifier: Notifier | None = None,
     background: bool = True,
+    stream_worker: bool = False,
 ) -> web.Application:
     """Build the application.
 
     `background=False` leaves out the periodic tasks (sampler, embedded evaluator, retention)
     so tests drive them; storage, and the feed for the notification callbacks, are always
-    opened in a cleanup context.
+    opened in a cleanup context. `stream_worker=True` (`serve`) hands the live event streams
+    to a process of their own (bridge.http.fanout).
     """
     server = settings.server
     app = web.Application(
@@ -390,6 +392,8 @@ def create_app(
     app.cleanup_ctx.append(adapters.session_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(stream.hub_ctx)
+    if stream_worker:
+        app.cleanup_ctx.append(stream.stream_worker_ctx)
     app.on_shutdown.append(stream.end_streams)
     if background:
         interval = settings.telemetry.sample_interval

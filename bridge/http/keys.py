@@ -15,6 +15,7 @@ from bridge.escalation.worker import WorkerProcess
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.hub import EventHub
 from bridge.feed.notify import Notifier
+from bridge.http.fanout import StreamWorker
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
 from bridge.http.sessions import Sessions
@@ -42,3 +43,5 @@ KEYRING = web.AppKey("keyring", KeyRing)
 SESSIONS = web.AppKey("sessions", Sessions)
 #: The feed fanned out to live watchers (bridge.http.stream).
 HUB = web.AppKey("event_hub", EventHub)
+#: The process the live streams are handed to (bridge.http.fanout; `serve` only).
+STREAM_WORKER = web.AppKey("stream_worker", StreamWorker)

@@ -19,16 +19,12 @@ from aiohttp import HttpVersion11, web
 from bridge.core.aio import stop_task
 from bridge.feed.hub import GZIP_HEADER, EventHub, WatchFilter, deflated, parse_position
 from bridge.http.auth import authorize
-from bridge.http.keys import HUB, STORE
+from bridge.http.fanout import StreamWorker
+from bridge.http.keys import HUB, SETTINGS, STORE, STREAM_WORKER
+from bridge.http.peers import TransportPeer
 
 routes = web.RouteTableDef()
 RETRY_MS = 2000
-#: A live watcher whose peer has more than this unread falls back to catching up on its own;
-#: it goes live again below LOW_WATER, and is dropped when it reads nothing for DRAIN_TIMEOUT.
-HIGH_WATER = 1 << 20
-LOW_WATER = 1 << 16
-DRAIN_TIMEOUT = 30.0
-DRAIN_POLL = 0.05
 
 
 def accepts_gzip(header: str) -> bool:
@@ -45,45 +41,19 @@ def accepts_gzip(header: str) -> bool:
     return False
 
 
-class SsePeer:
-    """A stream's connection for the hub: `send` writes a chunk straight to the transport
-    (the hub's loop over live watchers: no task switch, no await), `write` goes through the
-    response (waiting for the peer when its buffer is full)."""
+class SsePeer(TransportPeer):
+    """A stream of this server's: writes that wait go through aiohttp's response."""
 
     def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        super().__init__(request.version >= HttpVersion11)  # (enable_chunked_encoding: framed)
         self.request = request
         self.response = response
-        self.chunked = request.version >= HttpVersion11  # (enable_chunked_encoding: framed)
 
-    def _transport(self) -> asyncio.Transport | None:
-        transport = self.request.transport
-        return None if transport is None or transport.is_closing() else transport
-
-    def send(self, data: bytes) -> bool:
-        transport = self._transport()
-        if transport is None:
-            return False
-        transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
-        return transport.get_write_buffer_size() <= HIGH_WATER
+    def _transport(self) -> asyncio.BaseTransport | None:
+        return self.request.transport
 
     async def write(self, data: bytes) -> None:
         await self.response.write(data)
-
-    def ready(self) -> bool:
-        transport = self._transport()
-        return transport is not None and transport.get_write_buffer_size() <= LOW_WATER
-
-    async def drained(self) -> bool:
-        for _ in range(int(DRAIN_TIMEOUT / DRAIN_POLL)):  # the peer's reading is not an event
-            if self.gone():  # this process can await
-                return False
-            if self.ready():
-                return True
-            await asyncio.sleep(DRAIN_POLL)
-        return False
-
-    def gone(self) -> bool:
-        return self._transport() is None
 
 
 @routes.get("/api/v1/events/stream")
@@ -110,10 +80,33 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     first = b"retry: %d\n\n" % RETRY_MS
     try:
         await response.write(GZIP_HEADER + deflated(first) if gzip else first)
+        if position is None:  # from now: this server's now, wherever the stream is served
+            position = await request.app[STORE].last_event_id()
+        if _handed_over(request, position, gzip, peer.chunked):
+            return response
         await hub.watch(position, wanted, gzip, peer)
     except ConnectionResetError:
         pass  # the watcher went away
     return response
+
+
+def _handed_over(request: web.Request, position: int, gzip: bool, chunked: bool) -> bool:
+    """Give the stream to the stream worker (bridge.http.fanout), if it runs and everything
+    written so far is in the kernel; then let go of the connection here without closing it
+    (the worker's copy of the descriptor keeps it open)."""
+    worker = request.app.get(STREAM_WORKER)
+    transport = request.transport
+    if worker is None or not worker.alive or transport is None or transport.is_closing():
+        return False
+    if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size():
+        return False
+    sock = transport.get_extra_info("socket")
+    query = {key: request.query.getall(key) for key in request.query}
+    stream = {"position": position, "query": query, "gzip": gzip, "chunked": chunked}
+    if sock is None or not worker.handover(sock.fileno(), stream):
+        return False
+    transport.abort()  # (no FIN: the worker holds the connection; nothing more written here)
+    return True
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -123,6 +116,16 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(hub.run_forever(), name="alertbridge-event-hub")
     yield
     hub.close()
+    await stop_task(task)
+
+
+async def stream_worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """`serve`: the stream worker beside the server (bridge.http.fanout), stopped before the
+    store closes (its streams end then)."""
+    worker = app[STREAM_WORKER] = StreamWorker.for_settings(app[SETTINGS], app[STORE])
+    task = asyncio.create_task(worker.run(), name="alertbridge-stream-worker")
+    yield
+    await worker.stop()
     await stop_task(task)
 
 

@@ -1,0 +1,269 @@
+"""The live streams in a process of their own: `serve` starts a stream worker (and starts it
+again if it dies), and hands it each event stream once the server has answered the request.
+
+Why: sending every batch of events to 200 watchers is 200 writes to 200 sockets, plus reading
+and encoding the batch; in the server's interpreter that took a third of the webhook's
+throughput (bench.stream), since the server's threads share one GIL. The worker runs on the
+other core.
+
+How: the server authenticates the request, validates its filters, answers 200 with the
+stream's headers and first line, then passes the connection's file descriptor over a Unix
+socket (SCM_RIGHTS) with where the stream starts, its filter and its encoding, and lets go of
+the connection without closing it (its copy of the descriptor closes; the worker's keeps the
+TCP connection open). The worker follows the feed itself, reading the same database (woken by
+a message from the server after each of its writes, polling for other processes' writes), and
+serves each stream as the server's own hub would: every event after the position, once, in
+order, caught up from its buffer or from the store. A stream the worker cannot take (it is
+starting, restarting or gone) is served by the server's hub, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bridge.config import Settings
+from bridge.core.aio import stop_task, wait_event
+from bridge.feed.hub import EventHub, WatchFilter
+from bridge.http.peers import TransportPeer
+from bridge.store import AlertStore, open_store
+
+log = logging.getLogger(__name__)
+RESTART_AFTER = 2.0
+#: The largest control message (a stream's start: position, filter, encoding).
+MAX_MESSAGE = 64 * 1024
+READY = b"ready"
+CHANGED = b'{"op":"changed"}'
+
+
+class StreamWorker:
+    """The server's side: start the worker, hand it streams, tell it of writes."""
+
+    def __init__(self, argv: Sequence[str], store: AlertStore) -> None:
+        self.argv = list(argv)
+        self.store = store
+        self.proc: asyncio.subprocess.Process | None = None
+        self.control: socket.socket | None = None  # set while the worker is up and ready
+        self.stopping = False
+        self.handed = 0
+
+    @classmethod
+    def for_settings(cls, settings: Settings, store: AlertStore) -> StreamWorker:
+        argv = [sys.executable, "-m", "bridge"]
+        if settings.source != "<defaults>":
+            argv += ["--config", settings.source]
+        argv += ["stream-worker", "--db", settings.server.db, "--parent", str(os.getpid())]
+        return cls(argv, store)
+
+    @property
+    def alive(self) -> bool:
+        return self.control is not None
+
+    async def run(self) -> None:
+        """Keep the worker running until stop() (bounded backoff between restarts); while it
+        is up, tell it of every write of this process."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.argv, "--fd", str(theirs.fileno()), stdin=asyncio.subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(),),
+                )  # fmt: skip
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            notifier = None
+            try:
+                ready = await asyncio.wait_for(loop.sock_recv(ours, 64), 60)
+                if ready == READY:
+                    self.control = ours
+                    notifier = asyncio.create_task(self._notify_writes(ours))
+                code = await self.proc.wait()
+            except TimeoutError:
+                log.error("the stream worker did not start within 60 s")
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                code = await self.proc.wait()
+            finally:
+                self.control = None
+                ours.close()  # first: a cancellation may come at the await below
+                if notifier is not None:
+                    await stop_task(notifier)
+            if self.stopping:
+                return
+            log.error("stream worker exited with %s; starting it again in %gs (streams are"
+                      " served by the server meanwhile)", code, RESTART_AFTER)  # fmt: skip
+            await asyncio.sleep(RESTART_AFTER)
+
+    async def _notify_writes(self, control: socket.socket) -> None:
+        while True:
+            changed = self.store.changes()
+            await changed.wait()
+            with contextlib.suppress(OSError):  # full: the worker has a wake-up queued already
+                control.send(CHANGED)
+
+    def handover(self, fd: int, stream: Mapping[str, Any]) -> bool:
+        """Give the worker the connection `fd` and what it needs to serve the stream;
+        whether it took it (False: serve it here)."""
+        control = self.control
+        if control is None:
+            return False
+        message = json.dumps({"op": "watch", **stream}).encode()
+        try:
+            socket.send_fds(control, [message], [fd])
+        except OSError as exc:  # gone, or its queue is full
+            log.warning("the stream worker did not take a stream (%s): served here", exc)
+            return False
+        self.handed += 1
+        return True
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self.stopping = True
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+class _Changes:
+    """The worker's `changes()`: events set when the server says it wrote."""
+
+    def __init__(self) -> None:
+        self.waiting: list[asyncio.Event] = []
+
+    def changes(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self.waiting.append(event)
+        return event
+
+    def fire(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for event in waiting:
+            event.set()
+
+
+class _Sink(asyncio.Protocol):
+    """A stream's connection in the worker: what the client sends is ignored (an SSE client
+    sends nothing after its request); its closing is seen by the transport."""
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # close
+
+
+class RawPeer(TransportPeer):
+    def __init__(self, transport: asyncio.WriteTransport, chunked: bool) -> None:
+        super().__init__(chunked)
+        self.transport = transport
+
+    def _transport(self) -> asyncio.BaseTransport | None:
+        return self.transport
+
+
+class _Worker:
+    def __init__(self, store: AlertStore, limit: int) -> None:
+        self.changes = _Changes()
+        self.hub = EventHub(store, changes=self.changes.changes)
+        self.limit = limit
+        self.streams: set[asyncio.Task[None]] = set()
+        self.stop = asyncio.Event()
+
+    def on_control(self, control: socket.socket) -> None:
+        for _ in range(1000):  # bounded: the rest at the next readiness
+            try:
+                message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message and not fds:  # the server closed its end
+                self.stop.set()
+                return
+            if message == CHANGED:
+                self.changes.fire()
+                continue
+            for fd in fds:
+                self._start(fd, message)
+
+    def _start(self, fd: int, message: bytes) -> None:
+        sock = socket.socket(fileno=fd)
+        try:
+            stream = json.loads(message)
+            wanted = WatchFilter.parse(stream["query"])  # validated by the server already
+        except Exception:
+            log.exception("a stream handed over unreadable: closed")
+            sock.close()
+            return
+        if len(self.streams) >= self.limit:
+            log.warning("%d streams open (server.max_connections): one closed", self.limit)
+            sock.close()
+            return
+        task = asyncio.create_task(self._serve(sock, stream, wanted))
+        self.streams.add(task)
+        task.add_done_callback(self.streams.discard)
+
+    async def _serve(self, sock: socket.socket, stream: Mapping[str, Any],
+                     wanted: WatchFilter) -> None:  # fmt: skip
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_accepted_socket(_Sink, sock)
+        if not isinstance(transport, asyncio.WriteTransport):  # (a socket's always is)
+            transport.close()
+            return
+        peer = RawPeer(transport, bool(stream["chunked"]))
+        try:
+            await self.hub.watch(int(stream["position"]), wanted, bool(stream["gzip"]), peer)
+        except (ConnectionError, OSError):
+            pass  # the watcher went away
+        finally:
+            if peer.chunked and not peer.gone():
+                transport.write(b"0\r\n\r\n")  # the stream ends (the hub closed)
+            transport.close()
+
+
+async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int) -> None:
+    """Serve the streams the server hands over until it is gone or SIGTERM; then end them."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the server
+    store = open_store(db, query_timeout=settings.server.query_timeout, read_only=True)
+    control = socket.socket(fileno=fd)
+    control.setblocking(False)
+    worker = _Worker(store, settings.server.max_connections)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop.set)
+    hub = asyncio.create_task(worker.hub.run_forever(), name="stream-worker-hub")
+    loop.add_reader(fd, worker.on_control, control)
+    try:
+        control.send(READY)
+        while not worker.stop.is_set():
+            await wait_event(worker.stop, 0.5)
+            if os.getppid() != parent:
+                log.warning("the server (pid %d) is gone: stopping", parent)
+                break
+    finally:
+        loop.remove_reader(fd)
+        worker.hub.close()  # every stream ends
+        if worker.streams:
+            await asyncio.wait(list(worker.streams), timeout=5)
+        await stop_task(hub)
+        control.close()
+        await store.close()

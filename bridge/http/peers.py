@@ -1,0 +1,63 @@
+"""A stream's connection as the event hub writes to it (bridge.feed.hub.Peer), over an
+asyncio transport: the server's (bridge.http.stream) and the stream worker's
+(bridge.http.fanout)."""
+
+from __future__ import annotations
+
+import asyncio
+
+#: A live watcher whose peer has more than this unread falls back to catching up on its own;
+#: it goes live again below LOW_WATER, and is dropped when it reads nothing for DRAIN_TIMEOUT.
+HIGH_WATER = 1 << 20
+LOW_WATER = 1 << 16
+DRAIN_TIMEOUT = 30.0
+DRAIN_POLL = 0.05
+
+
+class TransportPeer:
+    """A stream's connection for the hub, over an asyncio transport: `send` writes a chunk
+    straight to the transport (the hub's loop over live watchers: no task switch, no
+    await); `write` waits for the peer when its buffer is full (catching up)."""
+
+    def __init__(self, chunked: bool) -> None:
+        self.chunked = chunked  # HTTP/1.1: chunked transfer encoding; 1.0: the bytes as they are
+
+    def _transport(self) -> asyncio.BaseTransport | None:
+        raise NotImplementedError
+
+    def _buffered(self) -> int | None:
+        """Bytes waiting in the transport; None when the connection is gone."""
+        transport = self._transport()
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return None
+        return transport.get_write_buffer_size()
+
+    def framed(self, data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+
+    def send(self, data: bytes) -> bool:
+        transport = self._transport()
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return False
+        transport.write(self.framed(data))
+        return transport.get_write_buffer_size() <= HIGH_WATER
+
+    async def write(self, data: bytes) -> None:
+        if not self.send(data) and not self.gone():
+            await self.drained()
+
+    def ready(self) -> bool:
+        buffered = self._buffered()
+        return buffered is not None and buffered <= LOW_WATER
+
+    async def drained(self) -> bool:
+        for _ in range(int(DRAIN_TIMEOUT / DRAIN_POLL)):  # the peer's reading is not an event
+            if self.gone():  # this process can await
+                return False
+            if self.ready():
+                return True
+            await asyncio.sleep(DRAIN_POLL)
+        return False
+
+    def gone(self) -> bool:
+        return self._buffered() is None

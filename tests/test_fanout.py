@@ -1,0 +1,166 @@
+"""The live streams served by the stream worker (bridge.http.fanout), as `serve` runs them: the
+server hands each stream's connection to the worker's process, which serves it exactly as the
+server's hub would (live, resumed with Last-Event-ID, gzip, HTTP/1.0); a worker killed ends
+its streams, which resume without a gap (served by the server until the worker is back); a
+server shutting down ends them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.config import Secret, load_settings
+from bridge.http.app import create_app
+from bridge.http.fanout import StreamWorker
+from bridge.http.keys import HUB, STREAM_WORKER
+from tests.test_stream import API, TIMEOUT, Client, MakeClient, Watcher, fire
+
+
+async def until(condition: Any, what: str, seconds: float = 30.0) -> None:
+    """Wait (bounded) for something another process does, which sends this one no event."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+    base = load_settings(None, {}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
+                                 api_token=Secret("api-secret"))  # fmt: skip
+    app = create_app(dataclasses.replace(base, server=server), background=False,
+                     stream_worker=True)  # fmt: skip
+    made = await aiohttp_client(app)
+    await until(lambda: made.app[STREAM_WORKER].alive, "the stream worker started")
+    return made
+
+
+async def rest_of(watcher: Watcher) -> bytes:
+    """What the stream sends until it ends (cut short, as a killed process leaves it, or
+    ended with its last chunk)."""
+    try:
+        return await asyncio.wait_for(watcher.response.content.read(), TIMEOUT)
+    except aiohttp.ClientPayloadError:  # a chunked body cut off
+        return b""
+
+
+def worker_of(client: Client) -> StreamWorker:
+    worker: StreamWorker = client.app[STREAM_WORKER]
+    return worker
+
+
+async def open_stream(client: Client, **headers: str) -> Watcher:
+    response = await client.get("/api/v1/events/stream", headers={**API, **headers})
+    assert response.status == 200, await response.text()
+    return Watcher(response)
+
+
+async def test_a_stream_is_served_by_the_worker_live_and_resumed_exactly(client: Client) -> None:
+    worker = worker_of(client)
+    watcher = await open_stream(client)
+    await until(lambda: worker.handed == 1, "the stream handed over")
+    assert client.app[HUB].watchers == 0  # not the server's hub
+    for n in range(1, 4):
+        await fire(client, n)
+    seen = await watcher.messages(3)
+    assert [data["alert_id"] for _, data in seen] == [1, 2, 3]
+    assert all(data["kind"] == "fired" for _, data in seen)
+    watcher.response.close()
+    for n in range(4, 6):
+        await fire(client, n)
+    again = await open_stream(client, **{"Last-Event-ID": str(seen[-1][0])})
+    missed = await again.messages(2)
+    assert [data["alert_id"] for _, data in missed] == [4, 5]
+    assert [i for i, _ in missed] == sorted(i for i, _ in missed)
+    assert missed[0][0] > seen[-1][0]
+    await fire(client, 6)
+    _, live = await again.message()
+    assert live["alert_id"] == 6
+    assert worker.handed == 2
+    again.response.close()
+
+
+async def test_gzip_and_http_1_0_streams_from_the_worker(client: Client) -> None:
+    worker = worker_of(client)
+    gz = await open_stream(client, **{"Accept-Encoding": "gzip"})  # (aiohttp inflates it)
+    assert gz.response.headers["Content-Encoding"] == "gzip"
+    await until(lambda: worker.handed == 1, "the gzip stream handed over")
+    assert client.server.port is not None
+    raw = socket.create_connection(("127.0.0.1", client.server.port), timeout=TIMEOUT)
+    try:
+        raw.sendall(b"GET /api/v1/events/stream HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                    b"Authorization: Bearer api-secret\r\n\r\n")  # fmt: skip
+        await until(lambda: worker.handed == 2, "the HTTP/1.0 stream handed over")
+        await fire(client, 1, team="<b>web</b>")
+        _, data = await gz.message()
+        assert data["alert"]["labels"]["team"] == "<b>web</b>"
+        received = b""
+        deadline = time.monotonic() + TIMEOUT
+        while b"\ndata: " not in received and time.monotonic() < deadline:
+            received += await asyncio.to_thread(raw.recv, 65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200")
+        assert b"Transfer-Encoding" not in head  # HTTP/1.0: the bytes as they are
+        assert body.startswith(b"retry: ")
+        assert b'"alert_id":1' in body
+    finally:
+        raw.close()
+        gz.response.close()
+
+
+async def test_a_killed_worker_ends_its_streams_which_resume_without_a_gap(
+    client: Client,
+) -> None:
+    worker = worker_of(client)
+    watcher = await open_stream(client)
+    await until(lambda: worker.handed == 1, "the stream handed over")
+    await fire(client, 1)
+    last, _ = await watcher.message()
+    assert worker.proc is not None
+    worker.proc.kill()
+    assert b"data: " not in await rest_of(watcher)  # the stream ended, with nothing more
+    await until(lambda: not worker.alive, "the server saw the worker go")
+    await fire(client, 2)
+    await fire(client, 3)
+    # While the worker restarts, the server serves the stream itself.
+    here = await open_stream(client, **{"Last-Event-ID": str(last)})
+    missed = await here.messages(2)
+    assert [data["alert_id"] for _, data in missed] == [2, 3]
+    assert worker.handed == 1
+    here.response.close()
+    await until(lambda: worker.alive, "the stream worker started again")
+    back = await open_stream(client, **{"Last-Event-ID": str(missed[-1][0])})
+    await until(lambda: worker.handed == 2, "the stream handed to the new worker")
+    await fire(client, 4)
+    _, data = await back.message()
+    assert data["alert_id"] == 4
+    back.response.close()
+
+
+async def test_a_server_shutting_down_ends_the_workers_streams(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    base = load_settings(None, {}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, api_token=Secret("api-secret"))
+    made = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                           background=False, stream_worker=True))  # fmt: skip
+    worker = worker_of(made)
+    await until(lambda: worker.alive, "the stream worker started")
+    watcher = await open_stream(made)
+    await until(lambda: worker.handed == 1, "the stream handed over")
+    proc = worker.proc
+    assert proc is not None
+    await made.server.close()  # the app's cleanup: the worker stopped, its streams ended
+    # ended, not cut: the last chunk came (a cut-off body raises ClientPayloadError here)
+    rest = await asyncio.wait_for(watcher.response.content.read(), TIMEOUT)
+    assert b"data: " not in rest
+    assert proc.returncode is not None
+    await made.close()
