@@ -427,11 +427,13 @@ def test_the_escalation_worker_killed_is_started_again_and_goes_on(tmp_path: Pat
                 alert_id = stack.fire()
                 receivers.wait("/pagerduty")
                 server = psutil.Process(bridge.popen.pid)
-                [worker] = server.children()
+                [worker] = [c for c in server.children()
+                            if "escalation-worker" in c.cmdline()]  # fmt: skip
                 worker.kill()
 
                 def again() -> list[Any]:
-                    return [c for c in server.children() if c.pid != worker.pid]
+                    return [c for c in server.children() if c.pid != worker.pid
+                            and "escalation-worker" in c.cmdline()]  # fmt: skip
 
                 restarted = wait_for("a new worker", again, 20)
                 assert len(restarted) == 1

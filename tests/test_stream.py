@@ -93,10 +93,10 @@ async def watch(client: Client) -> AsyncIterator[Callable[..., Awaitable[Watcher
         assert response.headers["Content-Type"].startswith("text/event-stream")
         opened.append(response)
         hub = client.app[HUB]
-        for _ in range(100):  # the handler has registered with the hub (bounded)
+        for _ in range(int(TIMEOUT / 0.005)):  # the handler has registered with the hub
             if hub.watchers >= len([r for r in opened if not r.closed]):
                 break
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.005)  # (it reads the store first: a thread's round trip)
         return Watcher(response)
 
     yield open_stream

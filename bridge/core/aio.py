@@ -35,3 +35,15 @@ async def stop_task(task: asyncio.Task[object], rounds: int = 10, every: float =
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
             return
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None, timeout: float = 10.0) -> None:
+    """SIGTERM a child process, SIGKILL after `timeout` seconds; wait for it to exit."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

@@ -20,7 +20,7 @@ import aiohttp
 
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.config import Settings
-from bridge.core.aio import stop_task, wait_event
+from bridge.core.aio import stop_process, stop_task, wait_event
 from bridge.escalation.engine import Escalator
 from bridge.store import AlertStore, open_store
 
@@ -104,15 +104,7 @@ class WorkerProcess:
 
     async def stop(self, timeout: float = 10.0) -> None:
         self.stopping = True
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_process(self.proc, timeout)
 
 
 def _key(text: str) -> tuple[str, str]:

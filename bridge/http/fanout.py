@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.config import Settings
-from bridge.core.aio import stop_task, wait_event
+from bridge.core.aio import stop_process, stop_task, wait_event
 from bridge.feed.hub import EventHub, WatchFilter
 from bridge.http.peers import TransportPeer
 from bridge.store import AlertStore, open_store
@@ -128,15 +128,7 @@ class StreamWorker:
 
     async def stop(self, timeout: float = 10.0) -> None:
         self.stopping = True
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_process(self.proc, timeout)
 
 
 class _Changes:
