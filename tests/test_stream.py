@@ -363,3 +363,36 @@ async def test_an_http_1_0_client_gets_the_stream_unchunked(client: Client) -> N
     assert frames.startswith(b"retry: 2000\n\nid: ")  # no chunk sizes between frames
     assert json.loads(frames.split(b"data: ", 1)[1].split(b"\n", 1)[0])["alert_id"] == 1
     writer.close()
+
+
+async def test_a_watcher_that_never_reads_is_disconnected_after_the_drain_timeout(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catching up a peer that reads nothing (a resume from far back): its write waits at
+    most DRAIN_TIMEOUT, then it is disconnected (what it does not read must not pile up
+    here, nor its task wait forever)."""
+    monkeypatch.setattr(peers, "DRAIN_TIMEOUT", 0.5)
+    for n in range(1, 801):  # ~3 MB of history: more than the kernel's buffers take
+        await fire(client, n, pad="x" * 4000)
+    hub = client.app[HUB]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (client.host, client.port))
+    request = (b"GET /api/v1/events/stream?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Authorization: Bearer api-secret\r\n\r\n")  # fmt: skip
+    await loop.sock_sendall(sock, request)
+    try:
+        for _ in range(int(TIMEOUT / 0.01)):  # registered (bounded)
+            if hub.watchers:
+                break
+            await asyncio.sleep(0.01)
+        assert hub.watchers == 1
+        for _ in range(int(TIMEOUT / 0.01)):
+            if not hub.watchers:
+                break
+            await asyncio.sleep(0.01)
+        assert hub.watchers == 0, "a peer that never reads is still served"
+    finally:
+        sock.close()

@@ -43,8 +43,13 @@ class TransportPeer:
         return transport.get_write_buffer_size() <= HIGH_WATER
 
     async def write(self, data: bytes) -> None:
-        if not self.send(data) and not self.gone():
-            await self.drained()
+        """Write, then wait while the peer has more than HIGH_WATER unread; a peer that
+        reads nothing for DRAIN_TIMEOUT is disconnected (it may resume by Last-Event-ID):
+        what it does not read must not pile up here."""
+        if not self.send(data) and not self.gone() and not await self.drained():
+            transport = self._transport()
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
 
     def ready(self) -> bool:
         buffered = self._buffered()

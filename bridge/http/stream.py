@@ -42,7 +42,8 @@ def accepts_gzip(header: str) -> bool:
 
 
 class SsePeer(TransportPeer):
-    """A stream of this server's: writes that wait go through aiohttp's response."""
+    """A stream of this server's: chunks written to its request's transport (the response's
+    headers went through aiohttp; its last chunk, at the end, does too)."""
 
     def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
         super().__init__(request.version >= HttpVersion11)  # (enable_chunked_encoding: framed)
@@ -51,9 +52,6 @@ class SsePeer(TransportPeer):
 
     def _transport(self) -> asyncio.BaseTransport | None:
         return self.request.transport
-
-    async def write(self, data: bytes) -> None:
-        await self.response.write(data)
 
 
 @routes.get("/api/v1/events/stream")
