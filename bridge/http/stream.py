@@ -70,6 +70,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     }
     if gzip:
         headers["Content-Encoding"] = "gzip"
+    if position is None:  # from now: before the 200, so that what follows it is in the stream
+        position = await request.app[STORE].last_event_id()
     response = web.StreamResponse(headers=headers)
     peer = SsePeer(request, response)
     if peer.chunked:
@@ -78,27 +80,21 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     first = b"retry: %d\n\n" % RETRY_MS
     try:
         await response.write(GZIP_HEADER + deflated(first) if gzip else first)
-        worker = request.app.get(STREAM_WORKER)
-        if worker is not None and worker.alive:
-            at = position
-            if at is None:  # from now: this server's now, wherever the stream is served
-                at = await request.app[STORE].last_event_id()
-            if _handed_over(request, worker, at, gzip, peer.chunked):
-                return response
+        if _handed_over(request, position, gzip, peer.chunked):
+            return response
         await hub.watch(position, wanted, gzip, peer)
     except ConnectionResetError:
         pass  # the watcher went away
     return response
 
 
-def _handed_over(
-    request: web.Request, worker: StreamWorker, position: int, gzip: bool, chunked: bool
-) -> bool:
-    """Give the stream to the stream worker (bridge.http.fanout), if everything written so
-    far is in the kernel; then let go of the connection here without closing it (the
-    worker's copy of the descriptor keeps it open)."""
+def _handed_over(request: web.Request, position: int, gzip: bool, chunked: bool) -> bool:
+    """Give the stream to the stream worker (bridge.http.fanout), if it runs and everything
+    written so far is in the kernel; then let go of the connection here without closing it
+    (the worker's copy of the descriptor keeps it open)."""
+    worker = request.app.get(STREAM_WORKER)
     transport = request.transport
-    if transport is None or transport.is_closing():
+    if worker is None or not worker.alive or transport is None or transport.is_closing():
         return False
     if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size():
         return False
