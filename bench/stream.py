@@ -2,23 +2,31 @@
 with none, and how late the events reach the watchers.
 
     .venv/bin/python -m bench.stream [--watchers 200] [--probes 4] [--checks 16] [--rounds 3]
-                                     [--seconds 8] [--clients 32] [--filter] [--plain] [--nice 19]
+                                     [--seconds 8] [--clients 32] [--filter] [--plain]
+                                     [--priority idle|19|0]
 
 Each round starts, in turn, two `alertbridge serve` processes on fresh databases: one with
 nobody watching (the baseline), one with --watchers connections to GET /api/v1/events/stream
-held open by a child process (raw asyncio streams; the first --probes parse every message,
-the next --checks decode and count them, the others read and count bytes; all accept gzip, as
-browsers do, unless --plain). Both get the same load from this process: one-alert
-notifications of new alerts (each a `fired` event) over --clients connections for --seconds;
-the ingest rates are compared (target: with >= 90% of
-without). Delivery: a probe's receive time minus the event's own time (`at`, when the bridge
-recorded it), p50/p99 over every event of every probe (target: p99 <= 100 ms). With --filter
-the watchers ask for `severity=critical` only (the load is warnings: they get nothing), the
-case of a filtered page. Every decoding watcher must have received every event (they count
-them); the bench says so when one did not. The watchers' process runs
-at --nice 19 by default: it stands in for browsers on other machines, and on this 2-core
-machine it would otherwise take the server's CPU (--nice 0 measures that too). Prints every
-figure; asserts nothing.
+held open by a child process (all accept gzip, as browsers do, unless --plain). Both get the
+same load from this process: one-alert notifications of new alerts (each a `fired` event)
+over --clients connections for --seconds; the ingest rates are compared (target: with >= 90%
+of without).
+
+The watchers stand in for browsers on other machines, so on this 2-core machine they do as
+little as they can while the load runs: the first --probes and the next --checks keep what
+they read, each read stamped with the kernel's time of its arrival (SO_TIMESTAMPNS), and
+decode it after the load (the probes parse every event, the checks count them); the others
+are protocols that count bytes, woken when 32 kB wait rather than at every batch. The child
+runs under SCHED_IDLE (--priority idle: only when nothing else wants a core; --priority 19 or
+0 for that nice value): a process at nice 19 that burns a quarter of a core beside an
+unpinned server still costs it 15-20 % of its ingest rate, one under SCHED_IDLE about 7 %.
+
+Delivery: the arrival of the read that completed an event at a probe minus the event's own
+time (`at`, when the bridge recorded it), p50/p99 over every event of every probe (target: p99
+<= 100 ms). With --filter the watchers ask for `severity=critical` only (the load is warnings:
+they get nothing), the case of a filtered page. Every decoding watcher must have received
+every event (they count them); the bench says so when one did not.
+Prints every figure; asserts nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -44,6 +54,8 @@ from bridge.core.times import NS, parse_rfc3339
 from tests.support import LOOPBACK, free_port
 
 API = "bench-api-token"
+DRAIN_LOWAT = 32 * 1024
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # (Linux)
 
 
 class _Drain(asyncio.Protocol):
@@ -84,36 +96,84 @@ async def _watch(port: int, role: str, query: str, gzip: bool, out: dict[str, An
         loop = asyncio.get_running_loop()
         drain = _Drain(request, out, ready)
         transport, _ = await loop.create_connection(lambda: drain, LOOPBACK, port)
+        await asyncio.wait_for(ready.wait(), 60)
+        # Woken when 32 kB are waiting, not at every batch (about 5 times a second at this
+        # load instead of 25; the server's writes are not held back: the socket's buffer
+        # is larger): this process does the least it can beside the server measured.
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT,
+                                                      DRAIN_LOWAT)  # fmt: skip
         out["messages"] = 0
         await stop.wait()
         transport.close()
         return
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    # Probes and checks keep what they receive, each read with the kernel's time of its
+    # arrival (SO_TIMESTAMPNS), and decode it after the load: while it runs they only read,
+    # and how late an event is does not include how late this process got to read it.
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (LOOPBACK, port))
     encoding = "Accept-Encoding: gzip\r\n" if gzip else ""
-    writer.write(f"GET /api/v1/events/stream{query} HTTP/1.1\r\nHost: {LOOPBACK}\r\n"
-                 f"Authorization: Bearer {API}\r\n{encoding}\r\n".encode())  # fmt: skip
-    head = await reader.readuntil(b"\r\n\r\n")
+    await loop.sock_sendall(sock, f"GET /api/v1/events/stream{query} HTTP/1.1\r\nHost:"
+                            f" {LOOPBACK}\r\nAuthorization: Bearer {API}\r\n{encoding}\r\n"
+                            .encode())  # fmt: skip
+    reads: list[tuple[int, bytes]] = []
+    closed = asyncio.Event()
+
+    def readable() -> None:
+        for _ in range(64):
+            try:
+                data, ancillary, _, _ = sock.recvmsg(1 << 16, 64)
+            except BlockingIOError:
+                return
+            if not data:
+                loop.remove_reader(sock.fileno())
+                closed.set()
+                return
+            at = time.time_ns()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = struct.unpack("qq", value[:16])
+                    at = seconds * NS + nanoseconds
+            reads.append((at, data))
+
+    loop.add_reader(sock.fileno(), readable)
+    head = b""
+    for _ in range(600):  # the head: within 60 s
+        head = b"".join(data for _, data in reads)
+        if b"\r\n\r\n" in head or closed.is_set():
+            break
+        await asyncio.sleep(0.1)
     if b" 200 " not in head.split(b"\r\n", 1)[0]:
         raise SystemExit(f"stream refused: {head[:200]!r}")
     ready.set()
+    await stop.wait()
+    with contextlib.suppress(ValueError):
+        loop.remove_reader(sock.fileno())
+    sock.close()
+    _decode(role, reads, gzip, out)
+
+
+def _decode(role: str, reads: list[tuple[int, bytes]], gzip: bool, out: dict[str, Any]) -> None:
+    """Count the events of a stream's reads; a probe also takes each one's delay: the
+    arrival of the read that completed it minus the event's own time."""
     late: list[float] = out.setdefault("late", [])
     out["messages"] = 0
+    out["bytes"] = sum(len(data) for _, data in reads)
+    stream = b"".join(data for _, data in reads)
+    head_end = stream.index(b"\r\n\r\n") + 4
     body = _Chunked()
     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
     buffer = b""
-    while not stop.is_set():
-        try:
-            chunk = await asyncio.wait_for(reader.read(1 << 16), 0.5)
-        except TimeoutError:
+    offset = 0
+    for at, data in reads:
+        offset += len(data)
+        if offset <= head_end:
             continue
-        if not chunk:
-            break
-        out["bytes"] = out.get("bytes", 0) + len(chunk)
-        if role == "drain":
-            continue
-        now = time.time_ns()
-        data = body.feed(chunk)
-        buffer += inflate.decompress(data) if inflate else data
+        data = data[max(0, len(data) - (offset - head_end)) :]
+        chunk = body.feed(data)
+        buffer += inflate.decompress(chunk) if inflate else chunk
         *messages, buffer = buffer.split(b"\n\n")
         for message in messages:
             if b"\ndata: " not in b"\n" + message:
@@ -121,9 +181,8 @@ async def _watch(port: int, role: str, query: str, gzip: bool, out: dict[str, An
             out["messages"] += 1
             if role == "probe":
                 line = message[message.index(b"data: ") + 6 :].split(b"\n", 1)[0]
-                at = parse_rfc3339(json.loads(line)["at"]) or now
-                late.append((now - at) / NS)
-    writer.close()
+                sent = parse_rfc3339(json.loads(line)["at"]) or at
+                late.append((at - sent) / NS)
 
 
 class _Chunked:
@@ -181,6 +240,13 @@ async def watchers_child(port: int, count: int, probes: int, checks: int, query:
                       "bytes": [o.get("bytes", 0) for o in outs]}), flush=True)  # fmt: skip
 
 
+def _lower(priority: str) -> None:
+    if priority == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(int(priority))
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -202,7 +268,7 @@ async def one_round(args: argparse.Namespace, tmp: Path, watched: bool, n: int) 
                 [sys.executable, "-m", "bench.stream", "--child", str(port), str(args.watchers),
                  str(args.probes), str(args.checks), "plain" if args.plain else "gzip", query],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                preexec_fn=lambda: os.nice(args.nice),
+                preexec_fn=lambda: _lower(args.priority),
             )  # fmt: skip
             assert child.stdout is not None
             assert child.stdin is not None
@@ -299,8 +365,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--filter", action="store_true", help="watchers that match nothing")
-    parser.add_argument("--nice", type=int, default=19,
-                        help="the watchers' process's nice value (0: the server's)")  # fmt: skip
+    parser.add_argument("--priority", default="idle", choices=("idle", "19", "0"),
+                        help="the watchers' process: SCHED_IDLE, or this nice value")  # fmt: skip
     asyncio.run(main_async(parser.parse_args()))
 
 

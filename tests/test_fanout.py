@@ -164,3 +164,24 @@ async def test_a_server_shutting_down_ends_the_workers_streams(
     assert b"data: " not in rest
     assert proc.returncode is not None
     await made.close()
+
+
+async def test_the_worker_is_woken_once_per_read_it_asks_for_not_per_write(
+    client: Client,
+) -> None:
+    worker = worker_of(client)
+    for n in range(1, 21):  # nobody watches: the worker's hub reads nothing, asks nothing
+        await fire(client, n)
+    assert worker.told == 0
+    watcher = await open_stream(client)
+    await until(lambda: worker.handed == 1, "the stream handed over")
+    began = time.monotonic()
+    for n in range(21, 81):  # 60 writes, one after the other
+        await fire(client, n)
+    elapsed = time.monotonic() - began
+    seen = await watcher.messages(60)
+    assert [data["alert_id"] for _, data in seen] == list(range(21, 81))
+    # At most one wake-up per read of the hub (one read per `every` at most), never one per
+    # write (60).
+    assert worker.told < 60
+    assert worker.told <= elapsed / 0.04 + 3

@@ -11,7 +11,8 @@ stream's headers and first line, then passes the connection's file descriptor ov
 socket (SCM_RIGHTS) with where the stream starts, its filter and its encoding, and lets go of
 the connection without closing it (its copy of the descriptor closes; the worker's keeps the
 TCP connection open). The worker follows the feed itself, reading the same database (woken by
-a message from the server after each of its writes, polling for other processes' writes), and
+a message from the server at its first write after the worker asked, polling for other
+processes' writes), and
 serves each stream as the server's own hub would: every event after the position, once, in
 order, caught up from its buffer or from the store. A stream the worker cannot take (it is
 starting, restarting or gone) is served by the server's hub, as before.
@@ -42,6 +43,7 @@ RESTART_AFTER = 2.0
 MAX_MESSAGE = 64 * 1024
 READY = b"ready"
 CHANGED = b'{"op":"changed"}'
+WANT = b"want"
 
 
 class StreamWorker:
@@ -54,6 +56,8 @@ class StreamWorker:
         self.control: socket.socket | None = None  # set while the worker is up and ready
         self.stopping = False
         self.handed = 0
+        #: Wake-ups sent to the worker (CHANGED), for the tests: one per read it asked for.
+        self.told = 0
 
     @classmethod
     def for_settings(cls, settings: Settings, store: AlertStore) -> StreamWorker:
@@ -105,11 +109,24 @@ class StreamWorker:
             await asyncio.sleep(RESTART_AFTER)
 
     async def _notify_writes(self, control: socket.socket) -> None:
+        """Tell the worker of a write when it asks (WANT: it is about to read the feed and
+        then wait): one message per read of its hub (at most 25 a second under load), not
+        one per commit, and none while nobody watches. `pending` was taken when the last
+        CHANGED went: set, there was a write since, which the worker's read may have missed
+        (it may have read before the write, and asked before this saw it): told at once."""
+        loop = asyncio.get_running_loop()
+        pending = self.store.changes()
         while True:
-            changed = self.store.changes()
-            await changed.wait()
+            message = await loop.sock_recv(control, 64)
+            if not message:
+                return  # the worker closed its end
+            if message != WANT:
+                continue
+            await pending.wait()
+            pending = self.store.changes()
             with contextlib.suppress(OSError):  # full: the worker has a wake-up queued already
                 control.send(CHANGED)
+                self.told += 1
 
     def handover(self, fd: int, stream: Mapping[str, Any]) -> bool:
         """Give the worker the connection `fd` and what it needs to serve the stream;
@@ -132,17 +149,27 @@ class StreamWorker:
 
 
 class _Changes:
-    """The worker's `changes()`: events set when the server says it wrote."""
+    """The worker's `changes()`: events set when the server says it wrote. The first wait
+    after a wake-up asks the server (WANT) to say so at its next write."""
 
-    def __init__(self) -> None:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
         self.waiting: list[asyncio.Event] = []
+        self.asked = False
 
     def changes(self) -> asyncio.Event:
         event = asyncio.Event()
         self.waiting.append(event)
+        if not self.asked:
+            try:
+                self.control.send(WANT)
+                self.asked = True
+            except OSError:  # (full or gone: the hub polls meanwhile; asked again next time)
+                pass
         return event
 
     def fire(self) -> None:
+        self.asked = False
         waiting, self.waiting = self.waiting, []
         for event in waiting:
             event.set()
@@ -169,8 +196,8 @@ class RawPeer(TransportPeer):
 
 
 class _Worker:
-    def __init__(self, store: AlertStore, limit: int) -> None:
-        self.changes = _Changes()
+    def __init__(self, store: AlertStore, limit: int, control: socket.socket) -> None:
+        self.changes = _Changes(control)
         self.hub = EventHub(store, changes=self.changes.changes)
         self.limit = limit
         self.streams: set[asyncio.Task[None]] = set()
@@ -238,7 +265,7 @@ async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int) -
     store = open_store(db, query_timeout=settings.server.query_timeout, read_only=True)
     control = socket.socket(fileno=fd)
     control.setblocking(False)
-    worker = _Worker(store, settings.server.max_connections)
+    worker = _Worker(store, settings.server.max_connections, control)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
