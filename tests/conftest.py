@@ -25,3 +25,11 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():  # type: ignore[no-untyped-def]
+    """The tests' own PostgreSQL cluster (tests/pg.py), started at its first use."""
+    from tests.pg import shared
+
+    return shared()

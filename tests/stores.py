@@ -32,8 +32,21 @@ def _sqlite(directory: Path, read_only: bool = False) -> AlertStore:
     return SqliteStore(directory / "alerts.db", read_only=read_only)
 
 
+def _postgresql(directory: Path, read_only: bool = False) -> AlertStore:
+    """A database of the tests' cluster per directory (made at its first open)."""
+    from bridge.store.postgres.store import PostgresStore
+    from tests.pg import shared
+
+    cluster = shared()
+    named = directory / "postgresql-url"
+    if not named.exists():
+        named.write_text(cluster.new_database())
+    return PostgresStore(named.read_text(), password_file=cluster.password_file,
+                         read_only=read_only)
+
+
 #: Every implementation of the store interface, by name.
-IMPLEMENTATIONS: dict[str, Opener] = {"sqlite": _sqlite}
+IMPLEMENTATIONS: dict[str, Opener] = {"sqlite": _sqlite, "postgresql": _postgresql}
 
 
 def received(

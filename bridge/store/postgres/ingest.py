@@ -1,0 +1,195 @@
+"""Ingestion on PostgreSQL: received alerts applied by the episode rules
+(bridge.ingest.episodes) in a handful of set-based statements per transaction, whatever the
+number of alerts, safely beside other replicas doing the same:
+
+1. the stored episodes among the receipts are locked (FOR UPDATE, in key order);
+2. the new ones are inserted (ON CONFLICT DO NOTHING, in key order): one that another replica
+   inserted meanwhile conflicts, waits for that replica's COMMIT, and is then locked and
+   treated as stored: one row per episode, whichever replica got there first;
+3. each receipt, in arrival order, is applied in Python to the locked state by the same rules
+   as SQLite's (`episodes.change`), and each touched row is written once with its final
+   values; the events go in last, under the feed lock (schema.FEED_LOCK).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.core.model import dumps_map
+from bridge.ingest.episodes import change, reopened_detail
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store.postgres.schema import FEED_LOCK
+from bridge.store.records import IngestResult
+
+_INSERT = """
+INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,
+                    annotations, generator_url, source, first_received_at, last_received_at,
+                    receive_count, updated_at, resolution)
+SELECT fp, st, en, status, name, sev, labels, ann, url, $10, rec, rec, 1, rec,
+       CASE WHEN status = 'resolved'
+            THEN CASE $10 WHEN 'local' THEN 'local' ELSE 'alertmanager' END END
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $11::bigint[])
+     AS r(fp, st, en, status, name, sev, labels, ann, url, rec)
+ORDER BY fp, st
+ON CONFLICT (fingerprint, starts_at) DO NOTHING
+RETURNING id, fingerprint, starts_at
+"""
+
+_LOCK = """
+SELECT a.fingerprint, a.starts_at, a.id, a.status, a.ends_at, a.resolution
+FROM alerts a JOIN unnest($1::text[], $2::bigint[]) AS k(fp, st)
+  ON a.fingerprint = k.fp AND a.starts_at = k.st
+ORDER BY a.fingerprint, a.starts_at
+FOR UPDATE OF a
+"""
+
+_UPDATE = """
+UPDATE alerts a SET status = u.status, ends_at = u.ends_at, resolution = u.resolution,
+       annotations = coalesce(u.ann, a.annotations), updated_at = coalesce(u.upd, a.updated_at),
+       receive_count = a.receive_count + u.inc, last_received_at = u.last
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+            $7::bigint[], $8::bigint[]) AS u(id, status, ends_at, resolution, ann, upd, inc, last)
+WHERE a.id = u.id
+"""
+
+INSERT_EVENTS = """
+INSERT INTO events (alert_id, at, kind, actor, detail)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+"""
+
+
+class PgIngestJob:
+    """Received alerts to apply at `received_at`; jobs of one source and actor run together
+    in one transaction (group commit), each with its own IngestResult."""
+
+    __slots__ = ("actor", "alerts", "annotations", "received_at", "source")
+
+    def __init__(self, alerts: Sequence[ReceivedAlert], received_at: int, source: str,
+                 actor: str | None) -> None:  # fmt: skip
+        self.alerts = alerts
+        self.received_at = received_at
+        self.source = source
+        self.actor = actor
+        self.annotations = [dumps_map(a.annotations) for a in alerts]
+
+    @property
+    def merge_key(self) -> tuple[str, str | None]:
+        return self.source, self.actor
+
+
+State = list[Any]  # [id, status, ends_at, resolution]
+
+
+@dataclass(slots=True)
+class _Touched:
+    state: State
+    annotations: str | None = None
+    updated_at: int | None = None
+    count: int = 0
+    last: int = 0
+
+
+def _final(source: str) -> str:
+    return "local" if source == "local" else "alertmanager"
+
+
+async def _lock(conn: Any, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], State]:
+    rows = await conn.fetch(_LOCK, [k[0] for k in keys], [k[1] for k in keys])
+    return {(r[0], r[1]): [r[2], r[3], r[4], r[5]] for r in rows}
+
+
+async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
+    """Run the jobs (one source and actor) in the caller's transaction, in order."""
+    source, actor = jobs[0].source, jobs[0].actor
+    results = [IngestResult() for _ in jobs]
+    receipts = [(a, ann, job.received_at, outcome)
+                for job, outcome in zip(jobs, results, strict=True)
+                for a, ann in zip(job.alerts, job.annotations, strict=True)]  # fmt: skip
+    keys = list(dict.fromkeys((a.fingerprint, a.starts_at) for a, _, _, _ in receipts))
+    states = await _lock(conn, keys)
+    first: dict[tuple[str, int], tuple[ReceivedAlert, str, int]] = {}
+    for a, ann, received_at, _ in receipts:
+        key = (a.fingerprint, a.starts_at)
+        if key not in states and key not in first:
+            first[key] = (a, ann, received_at)
+    inserted: set[tuple[str, int]] = set()
+    if first:
+        new = list(first.values())
+        rows = await conn.fetch(
+            _INSERT, [a.fingerprint for a, _, _ in new], [a.starts_at for a, _, _ in new],
+            [a.ends_at for a, _, _ in new], [a.status for a, _, _ in new],
+            [a.alertname for a, _, _ in new], [a.severity for a, _, _ in new],
+            [dumps_map(a.labels) for a, _, _ in new], [ann for _, ann, _ in new],
+            [a.generator_url for a, _, _ in new], source, [rec for _, _, rec in new],
+        )  # fmt: skip
+        for alert_id, fp, starts in rows:
+            a = first[(fp, starts)][0]
+            resolution = _final(source) if a.status == "resolved" else None
+            states[(fp, starts)] = [alert_id, a.status, a.ends_at, resolution]
+            inserted.add((fp, starts))
+        raced = [k for k in first if k not in inserted]  # another replica's, committed since
+        if raced:
+            states.update(await _lock(conn, raced))
+    events: list[tuple[int, int, str, str, str]] = []
+    touched: dict[int, _Touched] = {}
+    who = source if actor is None else actor
+    for a, ann, received_at, outcome in receipts:
+        key = (a.fingerprint, a.starts_at)
+        state = states[key]
+        if key in inserted:  # its first receipt: the row as inserted
+            inserted.discard(key)
+            if a.status == "firing":
+                events.append((state[0], received_at, "fired", who, ""))
+                outcome.fired.append(state[0])
+            else:
+                events.append((state[0], received_at, "resolved", who, "first seen resolved"))
+                outcome.resolved.append(state[0])
+            continue
+        alert_id, status, ends_at, resolution = state
+        kind = change(a.status, a.ends_at, status, ends_at, resolution, source == "alertmanager")
+        row = touched.get(alert_id) or touched.setdefault(alert_id, _Touched(state))
+        row.count += 1
+        row.last = received_at
+        if kind == "resolve":
+            state[1:] = ["resolved", a.ends_at, _final(source)]
+            row.annotations, row.updated_at = ann, received_at
+            events.append((alert_id, received_at, "resolved", who, ""))
+            outcome.resolved.append(alert_id)
+        elif kind == "confirm":
+            state[2:] = [a.ends_at, "alertmanager"]
+            row.updated_at = received_at
+            outcome.repeats += 1
+        elif kind == "earlier_end":
+            state[2] = a.ends_at
+            outcome.repeats += 1
+        elif kind == "still_firing":
+            row.annotations = ann
+            outcome.repeats += 1
+        elif kind == "reopen":
+            state[1:] = ["firing", None, None]
+            row.annotations, row.updated_at = ann, received_at
+            events.append((alert_id, received_at, "reopened", who, reopened_detail(resolution)))
+            outcome.reopened.append(alert_id)
+        else:
+            outcome.repeats += 1
+    if touched:
+        rows_ = list(touched.items())
+        await conn.execute(
+            _UPDATE, [i for i, _ in rows_], [t.state[1] for _, t in rows_],
+            [t.state[2] for _, t in rows_], [t.state[3] for _, t in rows_],
+            [t.annotations for _, t in rows_], [t.updated_at for _, t in rows_],
+            [t.count for _, t in rows_], [t.last for _, t in rows_],
+        )  # fmt: skip
+    await insert_events(conn, events)
+    return results
+
+
+async def insert_events(conn: Any, events: Sequence[tuple[int, int, str, str, str]]) -> None:
+    """Events, in order, under the feed lock (held to COMMIT: ids in commit order)."""
+    if not events:
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
+    await conn.execute(INSERT_EVENTS, *(list(column) for column in zip(*events, strict=True)))

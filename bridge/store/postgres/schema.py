@@ -1,0 +1,130 @@
+"""The PostgreSQL schema: numbered migrations recorded in `schema_migrations`, applied under
+a transaction-level advisory lock, so that replicas starting together migrate once: the
+second waits for the first's COMMIT, then finds nothing left to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.core.errors import StoreError
+
+#: The advisory lock key of migrations (any constant of our own: "alertbridge" in hex, cut).
+MIGRATION_LOCK = 0x616C657274627269
+#: The advisory lock key that orders the feed: held from an event's insert to COMMIT, so that
+#: events get their ids in commit order across replicas (a watcher that read up to id N never
+#: sees a smaller id commit later).
+FEED_LOCK = 0x616C657274666565
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: what SQLite's migrations 1-9 hold: one row per episode, the audit trail, settings,
+    #    the people named; times in ns since the epoch (BIGINT), labels and annotations as
+    #    the same JSON text SQLite stores (records are built by one function for both)
+    """
+    CREATE TABLE alerts (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        starts_at BIGINT NOT NULL,
+        ends_at BIGINT,
+        status TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+        alertname TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        generator_url TEXT NOT NULL,
+        source TEXT NOT NULL,
+        first_received_at BIGINT NOT NULL,
+        last_received_at BIGINT NOT NULL,
+        receive_count BIGINT NOT NULL,
+        acked_at BIGINT,
+        acked_by TEXT,
+        ack_comment TEXT,
+        assignee TEXT,
+        silence_id TEXT,
+        updated_at BIGINT NOT NULL,
+        silence_state TEXT,
+        silenced_until BIGINT,
+        resolution TEXT,
+        am_state TEXT,
+        am_silenced_by TEXT NOT NULL DEFAULT '[]',
+        am_inhibited_by TEXT NOT NULL DEFAULT '[]',
+        enrichment TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (fingerprint, starts_at)
+    );
+    CREATE INDEX alerts_status ON alerts (status, id);
+    CREATE INDEX alerts_alertname ON alerts (alertname, id);
+    CREATE INDEX alerts_silence_state ON alerts (silence_state) WHERE silence_state IS NOT NULL;
+    CREATE TABLE events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        alert_id BIGINT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_alert ON events (alert_id, id);
+    CREATE INDEX events_notes ON events (alert_id, at) WHERE kind = 'note';
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE people (name TEXT PRIMARY KEY);
+    """,
+    # 2: escalations (SQLite's migration 7): one row per (episode, policy), the policy copied
+    #    as JSON when the episode began; the engine's due work found by the partial indexes
+    """
+    CREATE TABLE escalations (
+        alert_id BIGINT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+        policy TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        urgency TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('running', 'paused', 'acknowledged', 'exhausted', 'stopped')),
+        paused_state TEXT,
+        position INTEGER NOT NULL,
+        repeats INTEGER NOT NULL,
+        round INTEGER NOT NULL,
+        due_at BIGINT,
+        level INTEGER NOT NULL,
+        copies TEXT NOT NULL,
+        reposted_at BIGINT,
+        version BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        event_id BIGINT NOT NULL,
+        forced INTEGER,
+        PRIMARY KEY (alert_id, policy)
+    );
+    CREATE INDEX escalations_due ON escalations (due_at)
+        WHERE due_at IS NOT NULL AND state IN ('running', 'paused', 'acknowledged');
+    CREATE INDEX escalations_copies ON escalations (reposted_at) WHERE copies != '[]';
+    CREATE INDEX escalations_ending ON escalations (state)
+        WHERE copies != '[]' AND state IN ('acknowledged', 'stopped');
+    """,
+)
+
+
+async def migrate(conn: Any) -> int:
+    """Apply the migrations above the recorded version, in one transaction under the
+    migration lock; returns the schema version. StoreError for a newer schema."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema v{version} is newer than this alertbridge (v{len(MIGRATIONS)})"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+    return len(MIGRATIONS)
+
+
+async def check_version(conn: Any) -> None:
+    """A store opened read-only is not migrated: the schema must be this one's already."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    version = await conn.fetchval("SELECT max(version) FROM schema_migrations") if exists else 0
+    if (version or 0) != len(MIGRATIONS):
+        raise StoreError(
+            f"database schema v{version or 0} is not this alertbridge's (v{len(MIGRATIONS)}),"
+            " and a read-only store cannot migrate it; start a writable one once"
+        )

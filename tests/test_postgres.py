@@ -1,0 +1,200 @@
+"""The PostgreSQL store as replicas use it, on the tests' own cluster (tests/pg.py): two
+stores on one database receiving the same notifications store one row per episode with the
+final states one SQLite store reaches; migrations from two replicas starting together run
+once; the feed's ids come in commit order across replicas; PostgreSQL stopped is StoreError
+(503 to Alertmanager) and its return is noticed without a restart; the password comes from a
+file and is never in an error."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bridge.core.errors import StoreError
+from bridge.core.times import NS
+from bridge.ingest.webhook import ReceivedAlert
+from bridge.store import AlertQuery, AlertStore
+from bridge.store.postgres import schema
+from bridge.store.postgres.ingest import insert_events
+from bridge.store.postgres.store import PostgresStore
+from bridge.store.sqlite.store import SqliteStore
+from tests.pg import Cluster, cluster
+from tests.stores import T0, received
+
+ALL = AlertQuery(limit=100_000)
+
+
+def replica(pg: Cluster, url: str) -> PostgresStore:
+    return PostgresStore(url, password_file=pg.password_file)
+
+
+def history(seed: int, episodes: int = 12, cycles: int = 3) -> list[list[ReceivedAlert]]:
+    """Notifications as Alertmanager sends them: each fingerprint fires and resolves several
+    times (a new episode each cycle), repeats in between, in one random order per seed,
+    grouped a few alerts to a notification (each episode's receipts in order, as
+    Alertmanager sends a group)."""
+    rng = random.Random(seed)  # noqa: S311 - a test's reproducible order
+    by_episode: dict[tuple[str, int], list[ReceivedAlert]] = {}
+    for n in range(episodes):
+        fingerprint = f"{n:016x}"
+        for cycle in range(cycles):
+            starts = T0 + cycle * 600 * NS
+            ends = starts + 300 * NS
+            firing = [received(starts=starts, fingerprint=fingerprint)] * rng.randint(1, 3)
+            resolved = received("resolved", starts, ends, fingerprint)
+            by_episode[(fingerprint, starts)] = [*firing, resolved]
+    queues = list(by_episode.values())
+    out: list[list[ReceivedAlert]] = []
+    while queues:
+        group = []
+        for queue in rng.sample(queues, k=min(len(queues), rng.randint(1, 4))):
+            group.append(queue.pop(0))
+        queues = [q for q in queues if q]
+        out.append(group)
+    return out
+
+
+async def final(store: AlertStore) -> tuple[list[tuple[object, ...]], list[list[str]]]:
+    alerts = list(reversed(await store.list_alerts(ALL)))
+    rows = [(a.fingerprint, a.starts_at, a.status, a.ends_at, a.resolution, a.receive_count)
+            for a in alerts]  # fmt: skip
+    trails = [[e.kind for e in await store.events(a.id)] for a in alerts]
+    return sorted(rows), [trails[i] for i in sorted(range(len(rows)), key=lambda i: rows[i])]
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_two_replicas_store_each_episode_once_as_sqlite_would(
+    pg_cluster: Cluster, tmp_path: Path, seed: int
+) -> None:
+    """Both replicas get every notification (as two gossiping Alertmanagers send them), at
+    the same time: one row per episode, and the rows and events one SQLite store has after
+    receiving every notification twice."""
+    notifications = history(seed)
+    url = pg_cluster.new_database()
+    a, b = replica(pg_cluster, url), replica(pg_cluster, url)
+    await asyncio.gather(a.start(), b.start())
+    try:
+
+        async def deliver(store: PostgresStore) -> None:
+            for n, alerts in enumerate(notifications):
+                await store.ingest(alerts, T0 + n * NS)
+
+        # Each replica sends its notifications over several connections at once, too.
+        await asyncio.gather(deliver(a), deliver(b))
+        got = await final(a)
+        assert got == await final(b)
+    finally:
+        await asyncio.gather(a.close(), b.close())
+    reference = SqliteStore(tmp_path / "alerts.db")
+    await reference.start()
+    try:
+        for n, alerts in enumerate(notifications):
+            await reference.ingest(alerts, T0 + n * NS)
+            await reference.ingest(alerts, T0 + n * NS)
+        expected = await final(reference)
+    finally:
+        await reference.close()
+    assert len({(fp, starts) for fp, starts, *_ in got[0]}) == len(got[0])  # one per episode
+    assert got == expected
+
+
+async def test_replicas_starting_together_migrate_once(pg_cluster: Cluster) -> None:
+    url = pg_cluster.new_database()
+    stores = [replica(pg_cluster, url) for _ in range(4)]
+    await asyncio.gather(*(s.start() for s in stores))
+    try:
+        versions = pg_cluster.psql("SELECT version FROM schema_migrations ORDER BY version",
+                                   url.rsplit("/", 1)[1])  # fmt: skip
+        assert versions.split() == [str(n) for n in range(1, len(schema.MIGRATIONS) + 1)]
+        await stores[0].ingest([received()], T0)
+        assert [x.id for x in await stores[3].list_alerts(ALL)] == [1]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_an_event_id_is_readable_only_after_every_smaller_one(pg_cluster: Cluster) -> None:
+    """A replica's transaction holds an event (id N) uncommitted; another replica's ingest
+    waits for it rather than commit id N+1 first (a follower that read N+1 would never see
+    N: sequences hand out ids in the order transactions ask, not the order they commit)."""
+    url = pg_cluster.new_database()
+    a, b = replica(pg_cluster, url), replica(pg_cluster, url)
+    await asyncio.gather(a.start(), b.start())
+    held = await asyncpg.connect(url, password=pg_cluster.password)
+    try:
+        await a.ingest([received()], T0)
+        transaction = held.transaction()
+        await transaction.start()
+        await insert_events(held, [(1, T0, "note", "carol", "held open")])
+        other = asyncio.create_task(b.ingest([received(fingerprint="f" * 16)], T0))
+        for _ in range(500):  # until b waits for the feed lock (bounded: 10 s)
+            assert not other.done(), "b committed an event while a smaller id was uncommitted"
+            waiting = await a.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("b neither waited nor committed")
+        assert [e.kind for e in await a.events_after(0)] == ["fired"]
+        await transaction.commit()
+        await asyncio.wait_for(other, 30)
+        events = await a.events_after(0)
+        assert [(e.alert_id, e.kind) for e in events] == [(1, "fired"), (1, "note"),
+                                                          (2, "fired")]  # fmt: skip
+        assert [e.id for e in events] == sorted(e.id for e in events)
+    finally:
+        await held.close()
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_postgresql_down_is_a_store_error_and_its_return_is_noticed() -> None:
+    """Stopped: ingest raises StoreError (the webhook's 503) and problem() says why; started
+    again: the same store writes again without a restart of the bridge."""
+    with cluster() as own:
+        store = replica(own, own.new_database())
+        await store.start()
+        try:
+            await store.ingest([received()], T0)
+            own.pg_ctl("stop", "-m", "immediate", "-w")
+            with pytest.raises(StoreError, match="PostgreSQL"):
+                await store.ingest([received(fingerprint="1" * 16)], T0)
+            problem = await store.problem()
+            assert problem is not None
+            assert "PostgreSQL" in problem
+            own.pg_ctl("start", "-w", "-t", "60", "-l", str(own.dir / "log"), "-o",
+                       f"-p {own.port} -k {own.dir} -c listen_addresses=127.0.0.1")  # fmt: skip
+            # The pool's connections died with the server: each is found dead at its next
+            # use and replaced; within the pool's size every call succeeds again.
+            for _ in range(store.pool_size + 2):
+                try:
+                    await store.ingest([received(fingerprint="2" * 16)], T0)
+                    break
+                except StoreError:
+                    continue
+            else:
+                raise AssertionError("the store did not recover")
+            assert await store.problem() is None
+            fingerprints = {x.fingerprint for x in await store.list_alerts(ALL)}
+            assert fingerprints == {"0123456789abcdef", "2" * 16}  # nothing answered twice
+        finally:
+            await store.close()
+
+
+async def test_a_wrong_password_is_a_clear_error_without_the_password(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "password"
+    wrong.write_text("not-the-password-s3cr3t\n")
+    store = PostgresStore(pg_cluster.new_database(), password_file=wrong)
+    with pytest.raises(StoreError) as caught:
+        await store.start()
+    assert "password" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+    missing = PostgresStore(pg_cluster.url(), password_file=tmp_path / "none")
+    with pytest.raises(StoreError, match="password file"):
+        await missing.start()
