@@ -231,11 +231,14 @@ def serve_without_fsync(argv: list[str]) -> None:
     cli.main(argv, prog_name="alertbridge")
 
 
-#: The servers loaded in turn: the ceiling, the receiver without fsync, the receiver.
+#: The servers loaded in turn: the ceiling, the receiver without fsync, the receiver; with
+#: --store postgresql also the receiver on PostgreSQL, one replica and two (the load split
+#: between them: each replica its own clients).
 SERVERS = ("ceiling", "no-fsync", "receiver")
+PG_SERVERS = ("postgresql", "postgresql-x2")
 
 
-def _argv(name: str, port: int, db: Path) -> list[str]:
+def _argv(name: str, port: int, db: Path | str) -> list[str]:
     if name == "ceiling":
         return [sys.executable, "-m", "bench.ingest", "--serve-bare", str(port)]
     # At the default log level, as operators run it.
@@ -250,7 +253,12 @@ def _idle_cores() -> float:
     return float(psutil.cpu_times().idle)
 
 
-async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def ingestion(args: argparse.Namespace, tmp: Path, pg: Any = None) -> None:
     """Each size: the servers up, then `--rounds` rounds of each in turn, back to back.
 
     Throughput on a shared two-core machine drifts by tens of percent within minutes, so the
@@ -261,6 +269,8 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
     env["ALERTBRIDGE_WEBHOOK_TOKEN"] = TOKEN
     env["ALERTBRIDGE_ALERTMANAGER_URL"] = "http://127.0.0.1:9"  # no embedded evaluator
+    if pg is not None:
+        env["ALERTBRIDGE_STORE_PASSWORD_FILE"] = str(pg.password_file)
     cases = [(alerts, False) for alerts in args.sizes] + [(alerts, True) for alerts in args.repeats]
     for alerts, repeat in cases:
         kind = "repeats (stored alerts re-sent)" if repeat else "notifications (new alerts)"
@@ -268,42 +278,53 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
               f"{args.rounds} rounds of {args.seconds:g}s each")  # fmt: skip
         # The repeat case stores the groups once on each server; the rounds re-send them.
         first = [payload(alerts, group) for group in range(REPEAT_GROUPS)] if repeat else []
-        servers = {}
-        for name in SERVERS:
-            port = free_port()
-            db = tmp / f"ingest-{alerts}-{'repeat' if repeat else 'new'}-{name}.db"
-            proc = start(_argv(name, port, db), port, env)
-            servers[name] = (port, proc, psutil.Process(proc.pid))
+        names = SERVERS + (PG_SERVERS if pg is not None else ())
+        servers: dict[str, list[tuple[int, subprocess.Popen[bytes], psutil.Process]]] = {}
+        for name in names:
+            db: Path | str = tmp / f"ingest-{alerts}-{'repeat' if repeat else 'new'}-{name}.db"
+            if pg is not None and name in PG_SERVERS:
+                db = pg.new_database()
+            servers[name] = []
+            for _ in range(2 if name.endswith("-x2") else 1):
+                port = free_port()
+                proc = start(_argv(name, port, db), port, env)
+                servers[name].append((port, proc, psutil.Process(proc.pid)))
             if first:
-                await send(port, first, args.clients, 600)
-        rates: dict[str, list[int]] = {name: [] for name in SERVERS}
-        latencies: dict[str, list[float]] = {name: [] for name in SERVERS}
-        cpu = dict.fromkeys(SERVERS, 0.0)
-        loop_cpu = dict.fromkeys(SERVERS, 0.0)
-        idle = dict.fromkeys(SERVERS, 0.0)
-        elapsed = dict.fromkeys(SERVERS, 0.0)
+                await send(servers[name][0][0], first, args.clients, 600)
+        rates: dict[str, list[int]] = {name: [] for name in names}
+        latencies: dict[str, list[float]] = {name: [] for name in names}
+        cpu = dict.fromkeys(names, 0.0)
+        loop_cpu = dict.fromkeys(names, 0.0)
+        idle = dict.fromkeys(names, 0.0)
+        elapsed = dict.fromkeys(names, 0.0)
         try:
             for round_no in range(args.rounds):
                 line = [f"round {round_no + 1}:"]
-                for name, (port, _, server) in servers.items():
-                    before, loop_before = server.cpu_times(), _loop_thread_cpu(server)
+                for name, replicas in servers.items():
+                    procs = [server for _, _, server in replicas]
+                    before = sum(_cpu(p) for p in procs)
+                    loop_before = sum(_loop_thread_cpu(p) for p in procs)
                     idle_before, began = _idle_cores(), time.monotonic()
-                    rate, lat = await load(port, alerts, args.clients, args.seconds, repeat)
-                    after, loop_after = server.cpu_times(), _loop_thread_cpu(server)
+                    clients = max(1, args.clients // len(replicas))
+                    done = await asyncio.gather(*(load(port, alerts, clients, args.seconds, repeat)
+                                                  for port, _, _ in replicas))  # fmt: skip
+                    rate = sum(r for r, _ in done)
+                    lat = [v for _, values in done for v in values]
                     idle[name] += _idle_cores() - idle_before
                     elapsed[name] += time.monotonic() - began
-                    cpu[name] += after.user + after.system - before.user - before.system
-                    loop_cpu[name] += loop_after - loop_before
+                    cpu[name] += sum(_cpu(p) for p in procs) - before
+                    loop_cpu[name] += sum(_loop_thread_cpu(p) for p in procs) - loop_before
                     rates[name].append(rate)
                     latencies[name] += lat
                     line.append(f"{name} {rate * alerts:>7} alerts/s")
-                shares = (f"{rates[name][-1] / rates['ceiling'][-1]:.0%}" for name in SERVERS[1:])
+                shares = (f"{rates[name][-1] / rates['ceiling'][-1]:.0%}" for name in names[1:])
                 line.append(f"of the ceiling: {' '.join(shares)}")
                 print("  ".join(line))
         finally:
-            for _, proc, _ in servers.values():
-                proc.terminate()
-                proc.wait(10)
+            for replicas in servers.values():
+                for _, proc, _ in replicas:
+                    proc.terminate()
+                    proc.wait(10)
         for name in servers:
             rate = int(statistics.median(rates[name]))
             lat = latencies[name]
@@ -316,7 +337,7 @@ async def ingestion(args: argparse.Namespace, tmp: Path) -> None:
                 f"other threads {max(0.0, cpu[name] - loop_cpu[name]) / len(lat) * 1e6:5.0f} us)"
                 f"  machine idle {idle[name] / elapsed[name]:.2f} cores"
             )
-        for name in SERVERS[1:]:
+        for name in names[1:]:
             ratios = [r / c for r, c in zip(rates[name], rates["ceiling"], strict=True)]
             print(f"{name}/ceiling: median {statistics.median(ratios):.0%} "
                   f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)})")  # fmt: skip
@@ -472,6 +493,12 @@ def main() -> None:
         "--repeats", type=int, nargs="*", default=[100], help="alerts per repeat notification"
     )
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: also the receiver on a local PostgreSQL, 1 and 2 replicas",
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     if sys.argv[1:2] == ["--serve-without-fsync"]:
@@ -481,8 +508,16 @@ def main() -> None:
     if args.serve_bare:
         serve_bare(args.serve_bare)
         return
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        asyncio.run(ingestion(args, Path(tmp)))
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        pg = None
+        if args.store == "postgresql":  # the bench's own cluster, default durability
+            from tests.pg import cluster
+
+            pg = stack.enter_context(cluster())
+        asyncio.run(ingestion(args, Path(tmp), pg))
         if not args.skip_queries:
             queries(args, Path(tmp))
 

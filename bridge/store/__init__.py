@@ -31,8 +31,19 @@ from bridge.store.records import (
 def open_store(
     path: str | Path, *, query_timeout: float | None = None, read_only: bool = False
 ) -> AlertStore:
-    """The store in the SQLite database file at `path` (migrated on open unless read-only);
-    StoreError when it cannot be opened. Call `start()` before writing."""
+    """The store in the SQLite database file at `path` (migrated on open unless read-only),
+    or, for a `postgresql://` URL, in that PostgreSQL database (migrated at start; its
+    password from the file ALERTBRIDGE_STORE_PASSWORD_FILE names, or libpq's PGPASSWORD or
+    PGPASSFILE: never in the URL, which is logged). StoreError when it cannot be opened.
+    Call `start()` before writing."""
+    name = str(path)
+    if name.startswith(("postgresql://", "postgres://")):
+        import os
+
+        from bridge.store.postgres.store import PostgresStore
+
+        return PostgresStore(name, password_file=os.environ.get("ALERTBRIDGE_STORE_PASSWORD_FILE"),
+                             query_timeout=query_timeout, read_only=read_only)  # fmt: skip
     from bridge.store.sqlite.store import SqliteStore  # the implementation, chosen here only
 
     return SqliteStore(path, query_timeout=query_timeout, read_only=read_only)
