@@ -41,8 +41,9 @@ def _postgresql(directory: Path, read_only: bool = False) -> AlertStore:
     named = directory / "postgresql-url"
     if not named.exists():
         named.write_text(cluster.new_database())
-    return PostgresStore(named.read_text(), password_file=cluster.password_file,
-                         read_only=read_only)
+    return PostgresStore(
+        named.read_text(), password_file=cluster.password_file, read_only=read_only
+    )
 
 
 #: Every implementation of the store interface, by name.

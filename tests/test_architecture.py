@@ -1,6 +1,6 @@
 """The package's shape holds: each subpackage imports only from the layers below it and
 itself (never from a sibling of its layer), no modules import each other in a cycle, only
-the SQLite store speaks SQL, and production code has no asserts."""
+the store implementations speak SQL (each only its own driver), and production code has no asserts."""
 
 from __future__ import annotations
 
@@ -119,8 +119,11 @@ def test_the_checker_sees_a_wrong_import(tmp_path: Path) -> None:
     assert imports(bad) == {"bridge.http.app", "bridge.core.errors"}
 
 
-#: Only the SQLite implementation talks to SQLite (the store interface is the way in).
-SQLITE_ONLY = ("sqlite3", "adbc_driver_sqlite", "adbc_driver_manager")
+#: Only each implementation talks to its database (the store interface is the way in).
+DRIVERS = {
+    "bridge.store.sqlite": {"sqlite3", "adbc_driver_sqlite", "adbc_driver_manager"},
+    "bridge.store.postgres": {"asyncpg"},
+}
 _SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE TABLE)\b")
 
 
@@ -134,14 +137,23 @@ def _external_imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "module", sorted(m for m in MODULES if not m.startswith("bridge.store.sqlite"))
-)
-def test_no_sqlite_outside_its_store(module: str) -> None:
-    """Outside bridge.store.sqlite no module imports SQLite's drivers or holds SQL."""
+def _implementation(module: str) -> str | None:
+    return next((i for i in DRIVERS if module == i or module.startswith(i + ".")), None)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_sql_and_drivers_only_in_their_store(module: str) -> None:
+    """Outside an implementation no module imports a database driver or holds SQL; inside
+    one, only its own driver, and nothing of the other implementation."""
     path = MODULES[module]
-    assert not _external_imports(path) & set(SQLITE_ONLY), module
-    assert not _SQL.search(path.read_text()), f"{module} holds SQL"
+    mine = _implementation(module)
+    others = set().union(*(d for i, d in DRIVERS.items() if i != mine))
+    assert not _external_imports(path) & others, module
+    if mine is None:
+        assert not _SQL.search(path.read_text()), f"{module} holds SQL"
+    else:
+        sideways = {m for m in imports(path) if _implementation(m) not in (None, mine)}
+        assert not sideways, f"{module} imports the other implementation: {sideways}"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

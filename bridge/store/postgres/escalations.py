@@ -1,5 +1,5 @@
 """Escalation state on PostgreSQL: the same rows and rules as SQLite's
-(bridge.store.sqlite.escalations, whose row and plan codecs are shared): a save names the
+(bridge.store.sqlite.escalations; the row and plan codecs are bridge.store.rows): a save names the
 version it read, so that a save from a stale read, or from another replica's engine, is a
 Conflict instead of undoing a change made in between."""
 
@@ -10,7 +10,11 @@ from typing import Any
 
 from bridge.core.errors import Conflict, NotFound
 from bridge.store.records import Escalation
-from bridge.store.sqlite.escalations import _COLUMNS, ACTOR, _copies, _plan, _row
+from bridge.store.rows import ESCALATION_ACTOR as ACTOR
+from bridge.store.rows import ESCALATION_COLUMNS as _COLUMNS
+from bridge.store.rows import escalation_copies as _copies
+from bridge.store.rows import escalation_plan as _plan
+from bridge.store.rows import escalation_row as _row
 
 Conn = Any
 Event = Any  # async (conn, alert_id, at, kind, actor, detail) -> id

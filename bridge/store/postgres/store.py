@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import orjson
 
-from bridge.core.errors import Conflict, NotFound, StoreError
+from bridge.core.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.core.times import NS
 from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.postgres import escalations, schema
@@ -44,8 +44,8 @@ from bridge.store.records import (
     StoredAlert,
     feed_data,
 )
-from bridge.store.sqlite.actions import _text
-from bridge.store.sqlite.queries import COLUMNS, row_to_alert
+from bridge.store.rows import COLUMNS, row_to_alert
+from bridge.store.rows import text_field as _text
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -194,7 +194,8 @@ class PostgresStore:
                         results: list[Any] = await apply(conn, jobs)
                     else:
                         run = batch[0].run
-                        assert not isinstance(run, PgIngestJob)
+                        if isinstance(run, PgIngestJob):  # (never: ingest jobs are above)
+                            raise TypeError("an ingest job alone")
                         results = [await run(conn)]
                 for job, result in zip(batch, results, strict=True):
                     if not job.done.done():
@@ -486,7 +487,8 @@ class PostgresStore:
         who = _text(by, "by", required=True)
         note = _text(comment, "comment", required=False)
         done = await self._resolve(alert_id, at, "manual", who, note or "resolved by hand", True)
-        assert done is not None
+        if done is None:  # (never: a resolved alert is a Conflict)
+            raise Conflict(f"alert {alert_id} is already resolved")
         return done
 
     # --- the system's own changes -----------------------------------------------------------
@@ -516,9 +518,8 @@ class PostgresStore:
         await self._set_meta("alertmanagers", orjson.dumps(list(urls)).decode())
 
     async def set_retention_days(self, days: int) -> int:
-        from bridge.store.sqlite.actions import set_retention
-
-        set_retention(days)  # validates (Unprocessable)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise Unprocessable("days", f"must be a whole number of days >= 1, got {days!r}")
         await self._set_meta("retention_days", str(days))
         return days
 

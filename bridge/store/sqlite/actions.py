@@ -10,7 +10,8 @@ import orjson
 
 from bridge.core.errors import Conflict, Unprocessable
 from bridge.core.times import NS
-from bridge.store.records import MAX_TEXT, SYSTEM_ACTORS, AmView, Event, SilenceChange, StoredAlert
+from bridge.store.records import SYSTEM_ACTORS, AmView, Event, SilenceChange, StoredAlert
+from bridge.store.rows import text_field
 from bridge.store.sqlite.database import Job
 from bridge.store.sqlite.queries import get_alert, get_retention, meta
 
@@ -31,14 +32,7 @@ def add_person(conn: sqlite3.Connection, name: str) -> None:
     conn.execute("INSERT OR IGNORE INTO people (name) VALUES (?)", (name,))
 
 
-def _text(value: object, name: str, *, required: bool) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise Unprocessable(name, "must be a non-empty string" if required else "must be a string")
-    if len(value) > MAX_TEXT:
-        raise Unprocessable(name, f"at most {MAX_TEXT} characters")
-    return value
+_text = text_field
 
 
 def acknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job[StoredAlert]:

@@ -4,63 +4,18 @@ so that a save from a stale read fails instead of undoing a change made in betwe
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
-
-import orjson
 
 from bridge.core.errors import Conflict, NotFound
-from bridge.core.policies import Policy
-from bridge.store.records import Copy, Escalation
+from bridge.store.records import Escalation
+from bridge.store.rows import ESCALATION_ACTOR as ACTOR
+from bridge.store.rows import ESCALATION_COLUMNS as _COLUMNS
+from bridge.store.rows import escalation_copies as _copies
+from bridge.store.rows import escalation_plan as _plan
+from bridge.store.rows import escalation_row as _row
 from bridge.store.sqlite.actions import add_event
 from bridge.store.sqlite.database import Job
-
-ACTOR = "escalation"
-_COLUMNS = (
-    "alert_id, policy, plan, urgency, state, position, repeats, round, due_at, level, copies,"
-    " reposted_at, version, updated_at, paused_state, event_id, forced"
-)
-
-
-def _row(row: Sequence[Any]) -> Escalation:
-    (alert_id, _name, plan, urgency, state, position, repeats, rnd, due_at, level, copies,
-     reposted_at, version, updated_at, paused_state, event_id, forced) = row  # fmt: skip
-    return Escalation(
-        alert_id=alert_id,
-        policy=_policy(plan),
-        urgency=urgency,
-        state=state,
-        position=position,
-        repeats=repeats,
-        round=rnd,
-        due_at=due_at,
-        level=level,
-        copies=tuple(Copy.from_json(c) for c in orjson.loads(copies)),
-        reposted_at=reposted_at,
-        version=version,
-        updated_at=updated_at,
-        paused_state=paused_state,
-        event_id=event_id,
-        forced=forced,
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _policy(plan: str) -> Policy:
-    """A stored plan decoded (a handful of distinct plans, read for every due step)."""
-    return Policy.from_json(orjson.loads(plan))
-
-
-@functools.lru_cache(maxsize=64)
-def _plan(policy: Policy) -> str:
-    """A policy as stored on its escalations (policies are frozen: one encoding each)."""
-    return orjson.dumps(policy.to_json()).decode()
-
-
-def _copies(esc: Escalation) -> str:
-    return orjson.dumps([c.to_json() for c in esc.copies]).decode()
 
 
 def of_alert(conn: sqlite3.Connection, alert_id: int) -> list[Escalation]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import fields
-from typing import Any
 
 import orjson
 
@@ -22,30 +20,17 @@ from bridge.store.records import (
     Page,
     StoredAlert,
 )
+from bridge.store.rows import (
+    ANNOTATIONS as _ANNOTATIONS,
+)
+from bridge.store.rows import COLUMN_COUNT as _COLUMN_COUNT
+from bridge.store.rows import COLUMNS, row_to_alert
+from bridge.store.rows import COMMENT as _COMMENT
+from bridge.store.rows import LABELS as _LABELS
+from bridge.store.rows import URL as _URL
 from bridge.store.sqlite.schema import ATTENTION_RANK, SEVERITY_RANK
 
-#: The alerts columns a StoredAlert is built from, in its fields' order (one source: the
-#: dataclass), and where the ones needing decoding and the text a page counts sit.
-_NAMES = tuple(f.name for f in fields(StoredAlert))
-COLUMNS = ", ".join(_NAMES)
-_COLUMN_COUNT = len(_NAMES)
-_LABELS, _ANNOTATIONS, _URL, _COMMENT, _SILENCED_BY, _INHIBITED_BY, _ENRICHMENT = map(
-    _NAMES.index,
-    ("labels", "annotations", "generator_url", "ack_comment", "am_silenced_by", "am_inhibited_by",
-     "enrichment"),
-)  # fmt: skip
 _EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
-
-
-def row_to_alert(row: Sequence[Any]) -> StoredAlert:
-    values = list(row)
-    values[_LABELS] = orjson.loads(values[_LABELS])
-    values[_ANNOTATIONS] = orjson.loads(values[_ANNOTATIONS])
-    values[_SILENCED_BY] = tuple(orjson.loads(values[_SILENCED_BY]))
-    inhibitors = orjson.loads(values[_INHIBITED_BY])
-    values[_INHIBITED_BY] = tuple((i["fingerprint"], i["alert_id"]) for i in inhibitors)
-    values[_ENRICHMENT] = orjson.loads(values[_ENRICHMENT])
-    return StoredAlert(*values)
 
 
 def get_alert(conn: sqlite3.Connection, alert_id: int) -> StoredAlert:
