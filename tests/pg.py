@@ -54,7 +54,10 @@ def _as_owner() -> tuple[Callable[[], None] | None, int | None]:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = True) -> None:
+        #: False: fsync off (the shared cluster of the contract tests, which make a database
+        #: per store; nothing there is about surviving a crash of the machine).
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="alertbridge-pg-"))
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)
@@ -80,7 +83,9 @@ class Cluster:
                   "--no-sync")  # fmt: skip
         self.pg_ctl("start", "-w", "-t", "60", "-l", str(self.dir / "log"), "-o",
                     f"-p {self.port} -k {self.dir} -c listen_addresses={LOOPBACK}"
-                    " -c max_connections=200")  # fmt: skip
+                    " -c max_connections=200"
+                    + ("" if self.durable else " -c fsync=off -c full_page_writes=off"),
+                    )  # fmt: skip
 
     def pg_ctl(self, *args: str) -> None:
         self._run(pg_bin("pg_ctl"), "-D", str(self.dir / "data"), *args)
@@ -97,7 +102,7 @@ class Cluster:
     def new_database(self) -> str:
         """A new, empty database; its URL."""
         name = f"t{next(self._names)}"
-        self.psql(f"CREATE DATABASE {name}")
+        self.psql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
         return self.url(name)
 
     def psql(self, sql: str, database: str = "postgres") -> str:
@@ -120,7 +125,7 @@ def shared() -> Cluster:
     (pytest's session fixture `pg_cluster` and the store contract's opener share it)."""
     global _shared
     if _shared is None:
-        made = Cluster()
+        made = Cluster(durable=False)
         atexit.register(made.stop)
         made.start()
         _shared = made

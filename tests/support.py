@@ -136,12 +136,14 @@ def start_bridge(
     db: str = "bridge.db",
     serve_args: Sequence[str] = (),
 ) -> Proc:
-    """`alertbridge serve [serve_args]` on loopback with its database tmp/db; returns once
+    """`alertbridge serve [serve_args]` on loopback with its database tmp/db (or the
+    PostgreSQL URL db); returns once
     /-/ready answers."""
     argv = [sys.executable, "-m", "bridge"]
     if config is not None:
         argv += ["--config", str(config)]
-    argv += ["serve", "--host", LOOPBACK, "--port", str(port), "--db", str(tmp / db), *serve_args]
+    target = db if "://" in db else str(tmp / db)  # a PostgreSQL URL, or a file in tmp
+    argv += ["serve", "--host", LOOPBACK, "--port", str(port), "--db", target, *serve_args]
     proc = Proc(name, argv, tmp / f"{name}.log", env)
     url = f"http://{LOOPBACK}:{port}/-/ready"
     try:

@@ -1,6 +1,7 @@
 """The package's shape holds: each subpackage imports only from the layers below it and
 itself (never from a sibling of its layer), no modules import each other in a cycle, only
-the store implementations speak SQL (each only its own driver), and production code has no asserts."""
+the store implementations speak SQL (each only its own driver), and production code has no
+asserts."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ file and is never in an error."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from bridge.core.errors import StoreError
 from bridge.core.times import NS
 from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertQuery, AlertStore
+from bridge.store.leader import Leader
 from bridge.store.postgres import schema
 from bridge.store.postgres.ingest import insert_events
 from bridge.store.postgres.store import PostgresStore
@@ -198,3 +200,30 @@ async def test_a_wrong_password_is_a_clear_error_without_the_password(
     missing = PostgresStore(pg_cluster.url(), password_file=tmp_path / "none")
     with pytest.raises(StoreError, match="password file"):
         await missing.start()
+
+
+async def test_another_replica_takes_the_lease_when_its_holder_stops_renewing(
+    pg_cluster: Cluster,
+) -> None:
+    """A holder that stops renewing (killed) loses the background work to another replica
+    within a term and a third; one that stops cleanly hands it over at the next try."""
+    url = pg_cluster.new_database()
+    a, b = replica(pg_cluster, url), replica(pg_cluster, url)
+    await asyncio.gather(a.start(), b.start())
+    first, second = Leader(a, term=0.6, holder="a"), Leader(b, term=0.6, holder="b")
+    try:
+        assert await first.try_once()
+        assert not await second.try_once()
+        running = asyncio.create_task(second.run_forever())
+        began = asyncio.get_running_loop().time()
+        await asyncio.wait_for(second.gained.wait(), 5)  # a never renewed: as if killed
+        taken = asyncio.get_running_loop().time() - began
+        assert taken <= 0.6 + 0.2 + 0.5  # the term, a third of it, and some slack
+        assert not await first.try_once()  # a, back, is refused
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        assert not second.held  # stopped cleanly: released
+        assert await first.try_once()  # at once, not after a term
+    finally:
+        await asyncio.gather(a.close(), b.close())

@@ -783,3 +783,23 @@ async def test_text_search_finds_summary_description_and_notes(store: AlertStore
     assert await ids("U_h") == [2]
     assert await ids("_") == [2]
     assert await ids("nothing like it") == []
+
+
+# --- leases of background work -------------------------------------------------------------
+
+
+async def test_a_lease_is_one_holders_until_it_expires_or_is_released(store: AlertStore) -> None:
+    term = 15 * NS
+    assert await store.lease("background", "a", T0 + term, T0)
+    assert not await store.lease("background", "b", T0 + 1 + term, T0 + 1)  # a's until T0+term
+    assert await store.lease("background", "a", T0 + 5 * NS + term, T0 + 5 * NS)  # renewed
+    assert not await store.lease("background", "b", T0 + 16 * NS + term, T0 + 16 * NS)
+    assert await store.lease("other", "b", T0 + term, T0)  # leases are by name
+    # a stops renewing: once its term has run out b takes it, and a cannot renew it back
+    after = T0 + 5 * NS + term
+    assert await store.lease("background", "b", after + term, after)
+    assert not await store.lease("background", "a", after + 1 + term, after + 1)
+    await store.release("background", "a")  # not a's: nothing happens
+    assert not await store.lease("background", "a", after + 2 + term, after + 2)
+    await store.release("background", "b")  # b's: free at once
+    assert await store.lease("background", "a", after + 3 + term, after + 3)

@@ -1,6 +1,17 @@
 """The `alertbridge` command line: the group in `common`, one module per command group."""
 
-from bridge.cli import alerts, channels, export, keys, policies, report, rules, serving, watch
+from bridge.cli import (
+    alerts,
+    channels,
+    export,
+    keys,
+    migrate,
+    policies,
+    report,
+    rules,
+    serving,
+    watch,
+)
 from bridge.cli.common import main, table
 from bridge.cli.serving import is_loopback
 
@@ -11,6 +22,7 @@ __all__ = [
     "is_loopback",
     "keys",
     "main",
+    "migrate",
     "policies",
     "report",
     "rules",

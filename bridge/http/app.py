@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -34,6 +35,7 @@ from bridge.http.keys import (
     FEED,
     GUARD,
     KEYRING,
+    LEADER,
     METRICS,
     NOTIFIER,
     RECONCILER,
@@ -57,6 +59,7 @@ from bridge.http.util import (
     read_json,
 )
 from bridge.store import open_store
+from bridge.store.leader import Leader, lead
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from bridge.telemetry.exporter import (
     CpuSampler,
@@ -206,12 +209,18 @@ async def outermost(request: web.Request, handler: Handler) -> web.StreamRespons
 
 
 def _every(
-    seconds: float, name: str, step: Callable[[web.Application], Awaitable[None]]
+    seconds: float,
+    name: str,
+    step: Callable[[web.Application], Awaitable[None]],
+    leader_only: bool = False,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context running `step` now and then every `seconds`, logging its failures."""
+    """A cleanup context running `step` now and then every `seconds`, logging its failures;
+    `leader_only`: only while this replica holds the background lease."""
 
     async def loop(app: web.Application) -> None:
         while True:
+            if leader_only:
+                await app[LEADER].gained.wait()
             try:
                 await step(app)
             except Exception:
@@ -241,7 +250,28 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
         raise
     app[STORE] = store
-    notifier = app[NOTIFIER]
+    # The work done once across replicas runs while this one holds the lease (with SQLite:
+    # always; taken here before anything starts, as before there were leases).
+    leader = app[LEADER] = Leader(store)
+    await leader.try_once()
+    app[METRICS].background_leader.set_function(lambda: float(leader.held))
+    started = asyncio.Event()  # the consumers are running (or another replica's)
+    tasks = [asyncio.create_task(leader.run_forever(), name="alertbridge-lease"),
+             asyncio.create_task(lead(leader, lambda: _feed_consumers(app), started),
+                                 name="alertbridge-consumers")]  # fmt: skip
+    await started.wait()
+    try:
+        yield
+    finally:
+        for task in reversed(tasks):
+            await stop_task(task)
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _feed_consumers(app: web.Application) -> AsyncIterator[None]:
+    """The feed's notification callbacks and the enrichment, from their stored positions."""
+    settings, store, notifier = app[SETTINGS], app[STORE], app[NOTIFIER]
     tasks = []
     if notifier.callbacks:
         feed = app[FEED] = FeedConsumer(store, CONSUMER, notifier.handler(store))
@@ -257,11 +287,21 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         for task in tasks:
             await stop_task(task)
-        await store.close()
 
 
 async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Silences and reconciliation against the configured Alertmanager."""
+    """Silences and reconciliation against the configured Alertmanager, escalation and the
+    heartbeat check: while this replica holds the background lease."""
+    started = asyncio.Event()
+    work = asyncio.create_task(lead(app[LEADER], lambda: _alertmanager_work(app), started),
+                               name="alertbridge-alertmanager")  # fmt: skip
+    await started.wait()
+    yield
+    await stop_task(work)
+
+
+@contextlib.asynccontextmanager
+async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     am = settings.alertmanager
     trust_after = am.trust_after(settings.prometheus.evaluation_interval)
@@ -294,11 +334,13 @@ async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
             watchdog = app[WATCHDOG] = Watchdog(app[STORE], settings, session)
             app[METRICS].heartbeat_age.set_function(watchdog.age)
             tasks.append(asyncio.create_task(_watch(watchdog), name="alertbridge-heartbeat"))
-        yield
-        if worker is not None:
-            await worker.stop()
-        for task in tasks:
-            await stop_task(task)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            for task in tasks:
+                await stop_task(task)
 
 
 async def _watch(watchdog: Watchdog) -> None:
@@ -398,9 +440,9 @@ def create_app(
     if background:
         interval = settings.telemetry.sample_interval
         app.cleanup_ctx.append(_every(interval, "sampler", _sampler(app)))
-        app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune))
+        app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune, True))
         if not settings.alertmanager.urls:
-            app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app)))
+            app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app), True))
             if settings.escalation.policies:
                 log.warning(
                     "escalation policies are configured but no Alertmanager is: nothing"

@@ -20,6 +20,7 @@ from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
 from bridge.http.sessions import Sessions
 from bridge.store import AlertStore
+from bridge.store.leader import Leader
 from bridge.telemetry.exporter import Telemetry
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -45,3 +46,5 @@ SESSIONS = web.AppKey("sessions", Sessions)
 HUB = web.AppKey("event_hub", EventHub)
 #: The process the live streams are handed to (bridge.http.fanout; `serve` only).
 STREAM_WORKER = web.AppKey("stream_worker", StreamWorker)
+#: The lease of the background work done once across replicas (bridge.store.leader).
+LEADER = web.AppKey("leader", Leader)

@@ -247,6 +247,13 @@ class BridgeMetrics:
         )
         for outcome in ("trusted", "untrusted", "failed"):
             self.reconcile_rounds.labels(outcome=outcome)
+        self.background_leader = Gauge(
+            "alertbridge_background_leader",
+            "1 while this replica holds the lease of the background work done once across"
+            " replicas (reconciliation, retention, escalation, the heartbeat check, the"
+            " feed's callbacks), else 0.",
+            registry=registry,
+        )
         self.http_connections = Gauge(
             "alertbridge_http_connections",
             "Open HTTP connections.",

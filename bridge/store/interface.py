@@ -231,6 +231,31 @@ class AlertStore(Protocol):
         """When the last heartbeat arrived (None: never)."""
         ...
 
+    # --- copying between stores (`alertbridge migrate`; bridge.store.rows.TABLES) ---------
+
+    async def dump(self, table: str, after: tuple[Any, ...] | None,
+                   limit: int) -> list[tuple[Any, ...]]:  # fmt: skip
+        """Up to `limit` rows of `table` (its TABLES columns, as stored) after the key
+        `after` (None: from the first), in key order."""
+        ...
+
+    async def load(self, table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+        """Insert the rows (as `dump` gives them, ids kept) that are not there yet; (how many
+        were inserted, how many of their keys are there now). Durable when it returns."""
+        ...
+
+    # --- the background work of several replicas (bridge.store.leader) --------------------
+
+    async def lease(self, name: str, holder: str, until: int, at: int) -> bool:
+        """Take or renew the lease `name` for `holder` until `until` (ns): True when `holder`
+        holds it now (it was free, expired at `at`, or already its own); False when another
+        holder's lease runs past `at`. Atomic across every process on the store."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give the lease up if `holder` holds it (another may take it at once)."""
+        ...
+
     # --- consumers of the feed ----------------------------------------------------------
 
     async def cursor(self, consumer: str) -> int | None:

@@ -94,3 +94,20 @@ def escalation_plan(policy: Policy) -> str:
 
 def escalation_copies(esc: Escalation) -> str:
     return orjson.dumps([c.to_json() for c in esc.copies]).decode()
+
+
+#: What makes a copied row the same row as the target's of that key (an alert id must be
+#: the same episode in both, or the events copied after it would land on another alert).
+SAME_ROW = {"alerts": ("id", "fingerprint", "starts_at")}
+
+#: The tables `alertbridge migrate` copies between stores (dump, load), their columns and the
+#: key that orders and pages them (alert_counts, leases and the like are not copied: each
+#: store derives or takes them itself).
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "alerts": (_NAMES, ("id",)),
+    "events": (("id", "alert_id", "at", "kind", "actor", "detail"), ("id",)),
+    "meta": (("key", "value"), ("key",)),
+    "people": (("name",), ("name",)),
+    "escalations": (tuple(c.strip() for c in ESCALATION_COLUMNS.split(",")),
+                    ("alert_id", "policy")),
+}  # fmt: skip

@@ -44,7 +44,7 @@ from bridge.store.records import (
     StoredAlert,
     feed_data,
 )
-from bridge.store.rows import COLUMNS, row_to_alert
+from bridge.store.rows import COLUMNS, SAME_ROW, TABLES, row_to_alert
 from bridge.store.rows import text_field as _text
 
 if TYPE_CHECKING:
@@ -566,6 +566,72 @@ class PostgresStore:
             return str(await conn.fetchval("SELECT value FROM meta WHERE key = 'export_key'"))
 
         return await self._write(job)
+
+    async def dump(self, table: str, after: tuple[Any, ...] | None,
+                   limit: int) -> list[tuple[Any, ...]]:  # fmt: skip
+        columns, key = TABLES[table]
+        sql = f"SELECT {', '.join(columns)} FROM {table}"  # noqa: S608 - names from TABLES
+        args: list[Any] = list(after or ())
+        if after is not None:
+            marks = ", ".join(f"${n + 1}" for n in range(len(key)))
+            sql += f" WHERE ({', '.join(key)}) > ({marks})"
+        sql += f" ORDER BY {', '.join(key)} LIMIT {int(limit)}"
+        rows = await self._read(lambda c: c.fetch(sql, *args))
+        return [tuple(r) for r in rows]
+
+    async def load(self, table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+        if not rows:
+            return 0, 0
+        columns, key = TABLES[table]
+        identity = table in ("alerts", "events")  # ids kept, then the sequence moved past them
+        key = SAME_ROW.get(table, key)
+        at = [columns.index(k) for k in key]
+
+        async def job(conn: Conn) -> tuple[int, int]:
+            marks = ", ".join(f"${n + 1}" for n in range(len(columns)))
+            before = await conn.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+            await conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - TABLES names
+                + (" OVERRIDING SYSTEM VALUE" if identity else "")
+                + f" VALUES ({marks}) ON CONFLICT DO NOTHING",
+                rows,
+            )
+            inserted = await conn.fetchval(f"SELECT count(*) FROM {table}") - before  # noqa: S608
+            if identity:
+                await conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"  # noqa: S608
+                    f" (SELECT max(id) FROM {table}))"
+                )
+            keys = [[row[i] for row in rows] for i in at]
+            types = ["bigint" if k in ("id", "alert_id", "starts_at") else "text" for k in key]
+            unnest = ", ".join(f"${n + 1}::{t}[]" for n, t in enumerate(types))
+            present = await conn.fetchval(
+                f"SELECT count(*) FROM {table} JOIN unnest({unnest}) AS k({', '.join(key)})"  # noqa: S608
+                f" USING ({', '.join(key)})", *keys,
+            )  # fmt: skip
+            return int(inserted), int(present)
+
+        return await self._write(job)
+
+    async def lease(self, name: str, holder: str, until: int, at: int) -> bool:
+        async def job(conn: Conn) -> bool:
+            # One statement: a replica taking an expired lease and another renewing it
+            # serialise on the row; the loser's WHERE no longer holds and it gets False.
+            got = await conn.fetchval(
+                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO UPDATE SET holder = $2, expires_at = $3"
+                " WHERE leases.holder = $2 OR leases.expires_at <= $4 RETURNING holder",
+                name, holder, until, at,
+            )  # fmt: skip
+            return bool(got == holder)
+
+        return await self._write(job)
+
+    async def release(self, name: str, holder: str) -> None:
+        async def job(conn: Conn) -> None:
+            await conn.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
+
+        await self._write(job)
 
     # --- not on PostgreSQL yet (issue 20) ------------------------------------------------
 

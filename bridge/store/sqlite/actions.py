@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
 from bridge.core.errors import Conflict, Unprocessable
 from bridge.core.times import NS
 from bridge.store.records import SYSTEM_ACTORS, AmView, Event, SilenceChange, StoredAlert
-from bridge.store.rows import text_field
+from bridge.store.rows import SAME_ROW, TABLES, text_field
 from bridge.store.sqlite.database import Job
 from bridge.store.sqlite.queries import get_alert, get_retention, meta
 
@@ -338,3 +339,53 @@ def probe_write(conn: sqlite3.Connection) -> None:
     """Job: write and remove a row, changing nothing (readiness after a storage failure)."""
     conn.execute("INSERT INTO meta (key, value) VALUES ('write-probe', '') ON CONFLICT DO NOTHING")
     conn.execute("DELETE FROM meta WHERE key = 'write-probe'")
+
+
+def lease(name: str, holder: str, until: int, at: int) -> Job[bool]:
+    """Job: take or renew a lease (free, expired at `at`, or the holder's own already)."""
+
+    def job(conn: sqlite3.Connection) -> bool:
+        conn.execute(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)"
+            " ON CONFLICT (name) DO UPDATE SET holder = ?2, expires_at = ?3"
+            " WHERE leases.holder = ?2 OR leases.expires_at <= ?4",
+            (name, holder, until, at),
+        )
+        row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0] == holder)
+
+    return job
+
+
+def release(name: str, holder: str) -> Job[None]:
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    return job
+
+
+def load(table: str, rows: Sequence[tuple[Any, ...]]) -> Job[tuple[int, int]]:
+    """Job: insert the rows not there yet (ids kept); (inserted, keys present now)."""
+    columns, key = TABLES[table]
+    key = SAME_ROW.get(table, key)
+
+    def job(conn: sqlite3.Connection) -> tuple[int, int]:
+        before = conn.total_changes
+        conn.executemany(
+            f"INSERT OR IGNORE INTO {table} ({', '.join(columns)})"  # noqa: S608 - TABLES names
+            f" VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
+        inserted = conn.total_changes - before
+        at = [columns.index(k) for k in key]
+        present = sum(
+            conn.execute(
+                f"SELECT count(*) FROM {table} WHERE "  # noqa: S608 - TABLES names
+                + " AND ".join(f"{k} = ?" for k in key),
+                [row[i] for i in at],
+            ).fetchone()[0]
+            for row in rows
+        )
+        return inserted, present
+
+    return job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -24,7 +25,7 @@ from bridge.store.rows import (
     ANNOTATIONS as _ANNOTATIONS,
 )
 from bridge.store.rows import COLUMN_COUNT as _COLUMN_COUNT
-from bridge.store.rows import COLUMNS, row_to_alert
+from bridge.store.rows import COLUMNS, TABLES, row_to_alert
 from bridge.store.rows import COMMENT as _COMMENT
 from bridge.store.rows import LABELS as _LABELS
 from bridge.store.rows import URL as _URL
@@ -366,3 +367,17 @@ def count(conn: sqlite3.Connection, what: str, since: int | None, until: int | N
     sql = f"SELECT count(*) FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")  # noqa: S608
     total: int = conn.execute(sql, args).fetchone()[0]
     return total
+
+
+def dump(
+    conn: sqlite3.Connection, table: str, after: tuple[Any, ...] | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """Rows of a TABLES table after a key, in key order."""
+    columns, key = TABLES[table]
+    sql = f"SELECT {', '.join(columns)} FROM {table}"  # noqa: S608 - names from TABLES
+    args: list[Any] = []
+    if after is not None:
+        sql += f" WHERE ({', '.join(key)}) > ({', '.join('?' * len(key))})"
+        args += list(after)
+    sql += f" ORDER BY {', '.join(key)} LIMIT ?"
+    return [tuple(r) for r in conn.execute(sql, [*args, limit])]

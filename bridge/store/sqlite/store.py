@@ -246,6 +246,19 @@ class SqliteStore:
         value = await self._read(lambda c: queries.meta(c, "heartbeat_at"))
         return None if value is None else int(value)
 
+    async def dump(self, table: str, after: tuple[Any, ...] | None,
+                   limit: int) -> list[tuple[Any, ...]]:  # fmt: skip
+        return await self._read(lambda c: queries.dump(c, table, after, limit))
+
+    async def load(self, table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+        return await self._write(actions.load(table, rows)) if rows else (0, 0)
+
+    async def lease(self, name: str, holder: str, until: int, at: int) -> bool:
+        return await self._write(actions.lease(name, holder, until, at))
+
+    async def release(self, name: str, holder: str) -> None:
+        await self._write(actions.release(name, holder))
+
     # --- consumers of the feed ----------------------------------------------------------
 
     async def cursor(self, consumer: str) -> int | None:

@@ -1,0 +1,102 @@
+"""Two `alertbridge serve` processes on one PostgreSQL database (the tests' own cluster), as
+two replicas behind Alertmanager HA: every notification goes to both; the replica doing the
+background work is SIGKILLed midway; every notification answered 2xx is stored exactly once,
+and the other replica takes the background lease over within its term."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.payloads import am_alert, notification
+from tests.pg import Cluster
+from tests.support import LOOPBACK, bridge_env, free_port, http_text, running, start_bridge
+
+pytestmark = pytest.mark.e2e
+HOOK = {"Authorization": "Bearer hook"}
+TERM = 1.5  # seconds: the lease's term here (15 s by default)
+
+
+def leader_of(urls: list[str]) -> list[bool]:
+    """Which of the bridges say (alertbridge_background_leader) they hold the lease."""
+    out = []
+    for url in urls:
+        try:
+            text = http_text(f"{url}/metrics")
+        except OSError:
+            out.append(False)
+            continue
+        line = next(x for x in text.splitlines() if x.startswith("alertbridge_background_leader"))
+        out.append(float(line.split()[-1]) == 1.0)
+    return out
+
+
+def until(what: str, probe: object, seconds: float) -> float:
+    """Poll another process (bounded); the seconds it took."""
+    began = time.monotonic()
+    while not probe():  # type: ignore[operator]
+        assert time.monotonic() - began < seconds, f"not within {seconds} s: {what}"
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
+def test_the_leader_killed_midway_loses_nothing_and_is_replaced(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    url = pg_cluster.new_database()
+    env = bridge_env(ALERTBRIDGE_WEBHOOK_TOKEN="hook", ALERTBRIDGE_API_TOKEN="api",
+                     ALERTBRIDGE_STORE_PASSWORD_FILE=str(pg_cluster.password_file),
+                     ALERTBRIDGE_LEASE_SECONDS=str(TERM))  # fmt: skip
+    ports = [free_port(), free_port()]
+    urls = [f"http://{LOOPBACK}:{p}" for p in ports]
+    with (
+        running(start_bridge(tmp_path, ports[0], env, name="a", db=url)) as a,
+        running(start_bridge(tmp_path, ports[1], env, name="b", db=url)) as b,
+    ):
+        until("one leader", lambda: sum(leader_of(urls)) == 1, 10)
+        first = leader_of(urls).index(True)
+        victim, survivor = (a, b)[first], (a, b)[1 - first]
+        answered: set[str] = set()
+
+        async def load() -> None:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+                async def post(target: str, fingerprint: str) -> None:
+                    body = notification(am_alert(fingerprint))
+                    try:
+                        async with http.post(f"{target}/api/v1/alertmanager", json=body,
+                                             headers=HOOK) as r:  # fmt: skip
+                            if r.status == 200:
+                                answered.add(fingerprint)
+                    except (aiohttp.ClientError, TimeoutError):
+                        pass  # the killed one: Alertmanager would retry it
+
+                for n in range(300):
+                    if n == 150:
+                        victim.popen.kill()  # SIGKILL, mid-load
+                    fingerprint = f"{n:016x}"
+                    # both replicas get it, several in flight at once
+                    await asyncio.gather(*(post(u, fingerprint) for u in urls))
+
+        asyncio.run(load())
+        taken = until("the other replica leads", lambda: leader_of(urls)[1 - first], 10)
+        assert taken <= TERM * 4 / 3 + 2  # its term and a third, and slack for the machine
+        listed = http_text_auth(f"{urls[1 - first]}/api/v1/alerts?limit=1000", "api")
+        fingerprints = [x["fingerprint"] for x in listed["alerts"]]
+        assert len(fingerprints) == len(set(fingerprints))  # one row per episode
+        assert answered <= set(fingerprints)  # every 2xx is on disk
+        assert len(answered) == 300  # the survivor answered every one
+        assert survivor.popen.poll() is None
+
+
+def http_text_auth(url: str, token: str) -> dict[str, list[dict[str, str]]]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        data: dict[str, list[dict[str, str]]] = json.loads(response.read())
+        return data
