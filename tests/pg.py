@@ -81,6 +81,10 @@ class Cluster:
         self._run(pg_bin("initdb"), "-D", str(self.dir / "data"), "-U", USER, "-E", "UTF8",
                   "--auth=scram-sha-256", f"--pwfile={self.dir / 'initpw'}",
                   "--no-sync")  # fmt: skip
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the server (again, after a stop)."""
         self.pg_ctl("start", "-w", "-t", "60", "-l", str(self.dir / "log"), "-o",
                     f"-p {self.port} -k {self.dir} -c listen_addresses={LOOPBACK}"
                     " -c max_connections=200"

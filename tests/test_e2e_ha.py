@@ -2,11 +2,14 @@
 
 Alertmanager delivers at least once; each replica may send the same notification, stale
 "firing" after "resolved" included (FACTS.md). The store must end with exactly one row per
-(fingerprint, startsAt) episode, in its final state.
+(fingerprint, startsAt) episode, in its final state: with one bridge on SQLite, and with two
+bridges on one PostgreSQL database, each Alertmanager notifying both (every notification
+reaches the store up to four times, through two replicas at once).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,12 @@ from tests.test_e2e_alerting import API, CONFIG, HOOK, stored
 pytestmark = pytest.mark.e2e
 
 
-def test_two_replicas_one_row_per_episode(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_replicas_one_row_per_episode(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     """Two firing/resolved cycles through a 2-node cluster: two rows, both resolved, no dupes."""
-    bridge_port, prom_port = free_port(), free_port()
+    bridge_port, prom_port, second_port = free_port(), free_port(), free_port()
     am_ports, gossip = (free_port(), free_port()), (free_port(), free_port())
     template = CONFIG.replace("reconcile_interval: 1s", "reconcile_interval: 1h")
     config, gen = generate_stack(
@@ -58,8 +64,23 @@ def test_two_replicas_one_row_per_episode(tmp_path: Path) -> None:
     am_config = gen / "alertmanager/alertmanager.yml"
     env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
     base = f"http://{LOOPBACK}:{bridge_port}"
+    db, bridges = "bridge.db", contextlib.ExitStack()
+    if backend == "postgresql":
+        pg = request.getfixturevalue("pg_cluster")
+        db = pg.new_database()
+        env["ALERTBRIDGE_STORE_PASSWORD_FILE"] = str(pg.password_file)
+        # Each Alertmanager notifies both bridges (a receiver with two webhook configs).
+        am_doc: dict[str, Any] = yaml.safe_load(am_config.read_text())
+        (hook,) = am_doc["receivers"][0]["webhook_configs"]
+        second = {**hook, "url": hook["url"].replace(str(bridge_port), str(second_port))}
+        am_doc["receivers"][0]["webhook_configs"].append(second)
+        am_config.write_text(yaml.safe_dump(am_doc))
+        bridges.enter_context(
+            running(start_bridge(tmp_path, second_port, env, config, name="bridge-b", db=db))
+        )
     with (
-        running(start_bridge(tmp_path, bridge_port, env, config)),
+        bridges,
+        running(start_bridge(tmp_path, bridge_port, env, config, db=db)),
         running(start_alertmanager(tmp_path, am_config, am_ports[0], "am-a", cluster(0))),
         running(start_alertmanager(tmp_path, am_config, am_ports[1], "am-b", cluster(1))),
         running(start_prometheus(tmp_path, prom_config, prom_port)),
@@ -85,3 +106,5 @@ def test_two_replicas_one_row_per_episode(tmp_path: Path) -> None:
         # Each episode needs one firing and one resolved delivery; more arrived, from both
         # replicas, and still made one row each.
         assert sum(counts) > 2 * len(episodes), counts
+        if backend == "postgresql":  # the other replica sees the same rows
+            assert stored(f"http://{LOOPBACK}:{second_port}", rule="high_cpu") == episodes

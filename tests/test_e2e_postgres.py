@@ -1,7 +1,8 @@
 """Two `alertbridge serve` processes on one PostgreSQL database (the tests' own cluster), as
 two replicas behind Alertmanager HA: every notification goes to both; the replica doing the
 background work is SIGKILLed midway; every notification answered 2xx is stored exactly once,
-and the other replica takes the background lease over within its term."""
+and the other replica takes the background lease over within its term. And PostgreSQL
+restarted under load: 503 while it is down, then 200 again without a restart of the bridge."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.payloads import am_alert, notification
-from tests.pg import Cluster
+from tests.pg import Cluster, cluster
 from tests.support import LOOPBACK, bridge_env, free_port, http_text, running, start_bridge
 
 pytestmark = pytest.mark.e2e
@@ -100,3 +101,42 @@ def http_text_auth(url: str, token: str) -> dict[str, list[dict[str, str]]]:
     with urllib.request.urlopen(request, timeout=10) as response:
         data: dict[str, list[dict[str, str]]] = json.loads(response.read())
         return data
+
+
+def test_postgresql_restarted_under_load_answers_503_then_recovers(tmp_path: Path) -> None:
+    """PostgreSQL stopped (immediate: as a crash) and started again while notifications
+    arrive: 503 while it is down (Alertmanager retries those), 200 again once it is back,
+    with no restart of the bridge; every notification answered 200 is stored."""
+    with cluster() as own:
+        url = own.new_database()
+        env = bridge_env(ALERTBRIDGE_WEBHOOK_TOKEN="hook", ALERTBRIDGE_API_TOKEN="api",
+                         ALERTBRIDGE_STORE_PASSWORD_FILE=str(own.password_file))  # fmt: skip
+        port = free_port()
+        base = f"http://{LOOPBACK}:{port}"
+        with running(start_bridge(tmp_path, port, env, name="bridge", db=url)):
+            answered: dict[str, int] = {}
+
+            async def load() -> None:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                    for n in range(600):
+                        if n == 150:
+                            own.pg_ctl("stop", "-m", "immediate", "-w")
+                        if n == 300:
+                            own.start_again()
+                        fingerprint = f"{n:016x}"
+                        body = notification(am_alert(fingerprint))
+                        async with http.post(f"{base}/api/v1/alertmanager", json=body,
+                                             headers=HOOK) as r:  # fmt: skip
+                            answered[fingerprint] = r.status
+                            if r.status != 200:
+                                assert r.status == 503, await r.text()
+                                assert (await r.json())["error"] == "storage_unavailable"
+
+            asyncio.run(load())
+            codes = list(answered.values())
+            assert codes[:150] == [200] * 150
+            assert 503 in codes[150:300]
+            assert codes[-100:] == [200] * 100  # recovered by itself
+            listed = http_text_auth(f"{base}/api/v1/alerts?limit=1000", "api")
+            stored = {x["fingerprint"] for x in listed["alerts"]}
+            assert {f for f, code in answered.items() if code == 200} <= stored

@@ -168,8 +168,7 @@ async def test_postgresql_down_is_a_store_error_and_its_return_is_noticed() -> N
             problem = await store.problem()
             assert problem is not None
             assert "PostgreSQL" in problem
-            own.pg_ctl("start", "-w", "-t", "60", "-l", str(own.dir / "log"), "-o",
-                       f"-p {own.port} -k {own.dir} -c listen_addresses=127.0.0.1")  # fmt: skip
+            own.start_again()
             # The pool's connections died with the server: each is found dead at its next
             # use and replaced; within the pool's size every call succeeds again.
             for _ in range(store.pool_size + 2):

@@ -33,16 +33,9 @@ from tests.stores import IMPLEMENTATIONS, T0, Sync, received
 ALL = AlertQuery(limit=100_000)
 
 
-#: Contract tests of what the PostgreSQL store does not do yet (issue 20), by test name.
-PG_PENDING = {"test_what_exports_read": "exports (alert_batches, event_batches)"}
-
-
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AlertStore]:
     """A new, started store of each implementation."""
-    pending = PG_PENDING.get(request.node.originalname)
-    if request.param == "postgresql" and pending:
-        pytest.skip(f"not on PostgreSQL yet: {pending}")
     opened = IMPLEMENTATIONS[request.param](tmp_path)
     await opened.start()
     yield opened

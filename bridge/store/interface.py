@@ -246,10 +246,16 @@ class AlertStore(Protocol):
 
     # --- the background work of several replicas (bridge.store.leader) --------------------
 
-    async def lease(self, name: str, holder: str, until: int, at: int) -> bool:
+    async def lease(self, name: str, holder: str, until: int, at: int,
+                    replacing: str | None = None) -> bool:  # fmt: skip
         """Take or renew the lease `name` for `holder` until `until` (ns): True when `holder`
-        holds it now (it was free, expired at `at`, or already its own); False when another
-        holder's lease runs past `at`. Atomic across every process on the store."""
+        holds it now (it was free, expired at `at`, already its own, or held by `replacing`,
+        a holder known dead); False when another holder's lease runs past `at`. Atomic
+        across every process on the store."""
+        ...
+
+    async def lease_holder(self, name: str) -> str | None:
+        """Who holds (or last held) the lease `name`."""
         ...
 
     async def release(self, name: str, holder: str) -> None:

@@ -3,8 +3,9 @@ retention, escalation, the heartbeat check, the feed's notification callbacks): 
 holding the store's lease `background`. Each replica tries to take or renew it every third of
 its term (15 s); the holder that cannot renew (storage unreachable, too slow) stops its work at
 once, and another takes the lease once the term has run out: a replica SIGKILLed is replaced
-within a term and a third. A replica stopping cleanly releases it (taken over at the next
-try). With SQLite, one server on a file, the lease is always the one server's.
+within a term and a third, one restarted on the same machine at once (its predecessor's pid is
+gone). A replica stopping cleanly releases it (taken over at the next try). With SQLite, one
+server on a file, the lease is always the one server's.
 
 The terms are in the replicas' own clocks (as Alertmanager's cluster, they should agree within
 a second or so; a clock seconds off shortens or stretches a term by as much)."""
@@ -26,6 +27,8 @@ from bridge.store.interface import AlertStore
 log = logging.getLogger(__name__)
 #: The lease's term; ALERTBRIDGE_LEASE_SECONDS changes it (the tests shorten it).
 TERM_SECONDS = float(os.environ.get("ALERTBRIDGE_LEASE_SECONDS") or 15.0)
+#: The holders of this process (several in tests): alive, whatever their pid says.
+_OURS: set[str] = set()
 
 
 class Leader:
@@ -35,6 +38,7 @@ class Leader:
         self.name = name
         self.term = term
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        _OURS.add(self.holder)
         self.held = False
         self.first = True
         self.gained = asyncio.Event()
@@ -49,6 +53,16 @@ class Leader:
                 self.store.lease(self.name, self.holder, at + int(self.term * NS), at),
                 self.term / 3,
             )
+            if not got:  # a predecessor of this process on this machine, killed?
+                current = await asyncio.wait_for(self.store.lease_holder(self.name),
+                                                 self.term / 3)  # fmt: skip
+                if current is not None and self._dead_here(current):
+                    log.warning("lease %s: its holder %s, on this machine, is gone: taken over",
+                                self.name, current)  # fmt: skip
+                    got = await asyncio.wait_for(
+                        self.store.lease(self.name, self.holder, at + int(self.term * NS), at,
+                                         replacing=current), self.term / 3,
+                    )  # fmt: skip
         except Exception as exc:  # unreachable, slow: not ours to act on any more
             if self.held:
                 log.warning("lease %s: cannot renew (%s); background work stops", self.name, exc)
@@ -68,6 +82,29 @@ class Leader:
             self.gained.clear()
             self.lost.set()
         return got
+
+    def _dead_here(self, holder: str) -> bool:
+        """Whether `holder` was a process of this machine that no longer runs: a server
+        restarted after a crash need not wait for its own old lease to run out (with SQLite,
+        always the case). Its pid reused by another process: taken as alive (the term then
+        runs out as for another machine's); our own pid with another token: a predecessor
+        (a container restarted keeps its host name and often its pid)."""
+        parts = holder.rsplit(":", 2)
+        if len(parts) != 3 or parts[0] != socket.gethostname() or holder in _OURS:
+            return False
+        try:
+            pid = int(parts[1])
+        except ValueError:
+            return False
+        if pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, another user's
+            return False
+        return False
 
     async def run_forever(self) -> None:
         try:

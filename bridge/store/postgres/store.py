@@ -3,9 +3,7 @@ through a group-commit writer (the jobs queued together run in one transaction; 
 COMMIT, `synchronous_commit` on), reads on the pool. While PostgreSQL cannot be reached every
 call raises StoreError (the HTTP layer answers 503); the pool connects again by itself.
 
-Work in progress (issue 20): escalations, exports, retention and Alertmanager's view are
-not implemented on PostgreSQL yet (they raise StoreError saying so), so `store.url` cannot
-name PostgreSQL yet; the contract tests that pass run on both backends (tests/stores.py).
+The contract suite (tests/test_store_contract.py) runs on both implementations.
 """
 
 from __future__ import annotations
@@ -613,30 +611,32 @@ class PostgresStore:
 
         return await self._write(job)
 
-    async def lease(self, name: str, holder: str, until: int, at: int) -> bool:
+    async def lease(self, name: str, holder: str, until: int, at: int,
+                    replacing: str | None = None) -> bool:  # fmt: skip
         async def job(conn: Conn) -> bool:
             # One statement: a replica taking an expired lease and another renewing it
             # serialise on the row; the loser's WHERE no longer holds and it gets False.
             got = await conn.fetchval(
                 "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT (name) DO UPDATE SET holder = $2, expires_at = $3"
-                " WHERE leases.holder = $2 OR leases.expires_at <= $4 RETURNING holder",
-                name, holder, until, at,
+                " WHERE leases.holder = $2 OR leases.expires_at <= $4 OR leases.holder = $5"
+                " RETURNING holder",
+                name, holder, until, at, replacing,
             )  # fmt: skip
             return bool(got == holder)
 
         return await self._write(job)
+
+    async def lease_holder(self, name: str) -> str | None:
+        value = await self._read(lambda c: c.fetchval("SELECT holder FROM leases"
+                                                      " WHERE name = $1", name))  # fmt: skip
+        return None if value is None else str(value)
 
     async def release(self, name: str, holder: str) -> None:
         async def job(conn: Conn) -> None:
             await conn.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
 
         await self._write(job)
-
-    # --- not on PostgreSQL yet (issue 20) ------------------------------------------------
-
-    def _missing(self, what: str) -> StoreError:
-        return StoreError(f"{what} is not implemented on PostgreSQL yet")
 
     async def silence_work(self) -> list[StoredAlert]:
         async def read(conn: Conn) -> list[StoredAlert]:
@@ -764,11 +764,15 @@ class PostgresStore:
 
     def alert_batches(self, since: int | None, until: int | None,
                       batch: int) -> Iterator[pa.RecordBatch]:  # fmt: skip
-        raise self._missing("exports")
+        from bridge.store.postgres import columnar  # pyarrow: for an export only
+
+        return columnar.alert_rows(self.url, self._password(), since, until, batch)
 
     def event_batches(self, since: int | None, until: int | None,
                       batch: int) -> Iterator[pa.RecordBatch]:  # fmt: skip
-        raise self._missing("exports")
+        from bridge.store.postgres import columnar
+
+        return columnar.event_rows(self.url, self._password(), since, until, batch)
 
 
 async def _get(conn: Conn, alert_id: int, lock: bool = False) -> StoredAlert:

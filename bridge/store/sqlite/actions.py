@@ -341,15 +341,16 @@ def probe_write(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM meta WHERE key = 'write-probe'")
 
 
-def lease(name: str, holder: str, until: int, at: int) -> Job[bool]:
-    """Job: take or renew a lease (free, expired at `at`, or the holder's own already)."""
+def lease(name: str, holder: str, until: int, at: int, replacing: str | None) -> Job[bool]:
+    """Job: take or renew a lease (free, expired at `at`, the holder's own already, or
+    `replacing`'s)."""
 
     def job(conn: sqlite3.Connection) -> bool:
         conn.execute(
             "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)"
             " ON CONFLICT (name) DO UPDATE SET holder = ?2, expires_at = ?3"
-            " WHERE leases.holder = ?2 OR leases.expires_at <= ?4",
-            (name, holder, until, at),
+            " WHERE leases.holder = ?2 OR leases.expires_at <= ?4 OR leases.holder = ?5",
+            (name, holder, until, at, replacing),
         )
         row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
         return bool(row and row[0] == holder)

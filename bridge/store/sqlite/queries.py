@@ -381,3 +381,8 @@ def dump(
         args += list(after)
     sql += f" ORDER BY {', '.join(key)} LIMIT ?"
     return [tuple(r) for r in conn.execute(sql, [*args, limit])]
+
+
+def lease_holder(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])

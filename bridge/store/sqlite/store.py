@@ -253,8 +253,12 @@ class SqliteStore:
     async def load(self, table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
         return await self._write(actions.load(table, rows)) if rows else (0, 0)
 
-    async def lease(self, name: str, holder: str, until: int, at: int) -> bool:
-        return await self._write(actions.lease(name, holder, until, at))
+    async def lease(self, name: str, holder: str, until: int, at: int,
+                    replacing: str | None = None) -> bool:  # fmt: skip
+        return await self._write(actions.lease(name, holder, until, at, replacing))
+
+    async def lease_holder(self, name: str) -> str | None:
+        return await self._read(lambda c: queries.lease_holder(c, name))
 
     async def release(self, name: str, holder: str) -> None:
         await self._write(actions.release(name, holder))
