@@ -88,3 +88,30 @@ async def test_work_under_the_lease_starts_and_stops_with_it(tmp_path: Path) -> 
 async def _until(condition: object) -> None:
     while not condition():  # type: ignore[operator]
         await asyncio.sleep(0)
+
+
+async def test_a_store_failing_ends_the_lease_and_a_failing_start_is_tried_again(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "a.db")
+    await store.start()
+    leader = Leader(store, term=60, holder="me:1:x")
+    assert await leader.try_once()
+    starts: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def failing() -> AsyncIterator[None]:
+        starts.append(1)
+        raise RuntimeError("cannot start")
+        yield  # (a generator)
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(lead(leader, failing, ready, retry=0.01))
+    await ready.wait()  # set though the start failed
+    await asyncio.wait_for(_until(lambda: len(starts) >= 2), 5)  # and tried again
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await store.close()
+    assert not await leader.try_once()  # the store is gone: not ours to act on
+    assert leader.lost.is_set()

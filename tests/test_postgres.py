@@ -226,3 +226,32 @@ async def test_another_replica_takes_the_lease_when_its_holder_stops_renewing(
         assert await first.try_once()  # at once, not after a term
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_deadlock_is_retried_and_an_sql_error_is_a_store_error(
+    pg_cluster: Cluster,
+) -> None:
+    store = replica(pg_cluster, pg_cluster.new_database())
+    await store.start()
+    tries: list[int] = []
+
+    async def flaky(conn: object) -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return "done"
+
+    async def broken(conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT no_such_column FROM alerts")
+
+    try:
+        assert await store._write(flaky) == "done"
+        assert len(tries) == 3
+        with pytest.raises(StoreError, match="PostgreSQL: column"):
+            await store._write(broken)
+        await store.ingest([received()], T0)  # the writer goes on
+    finally:
+        await store.close()
+    with pytest.raises(StoreError, match="not open"):
+        await store.ingest([received()], T0)
+    assert await store.problem() == "storage is not open"

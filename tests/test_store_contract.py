@@ -796,3 +796,53 @@ async def test_a_lease_is_one_holders_until_it_expires_or_is_released(store: Ale
     assert not await store.lease("background", "a", after + 2 + term, after + 2)
     await store.release("background", "b")  # b's: free at once
     assert await store.lease("background", "a", after + 3 + term, after + 3)
+
+
+async def test_a_batch_of_saves_skips_the_stale_and_the_gone(store: AlertStore) -> None:
+    ids = (await store.ingest([received(fingerprint=f"{n:016x}") for n in range(2)], T0)).fired
+    await store.add_escalations([fresh(i) for i in ids], ["x", "x"], T0)
+    first, second = [(await store.escalations(i))[0] for i in ids]
+    stale = replace(second, version=second.version + 5)
+    gone = replace(first, alert_id=ids[-1] + 99)
+    saved = await store.save_escalations(
+        [(replace(first, level=0), [("escalated", "level 0")]), (stale, [("no", "no")]),
+         (gone, [])], T0 + NS,
+    )  # fmt: skip
+    assert saved == [first.version + 1, None, None]
+    assert (await store.escalations(ids[0]))[0].level == 0
+    assert [e.kind for e in await store.events(ids[1])][-1] != "no"
+    assert await store.save_escalations([], T0) == []
+
+
+# --- copying between stores (alertbridge migrate) ------------------------------------------
+
+
+async def test_a_store_copied_into_another_and_back_holds_the_same_rows(
+    store: AlertStore, tmp_path: Path
+) -> None:
+    """Into the store under test from SQLite, then from it into a new SQLite store: the
+    same rows every time (dump and load on both sides)."""
+    from bridge.cli.migrate import copy
+    from bridge.store.rows import TABLES
+    from bridge.store.sqlite.store import SqliteStore
+
+    source = SqliteStore(tmp_path / "source.db")
+    await source.start()
+    back = SqliteStore(tmp_path / "back.db")
+    await back.start()
+    try:
+        ids = (await source.ingest([received(fingerprint=f"{n:016x}") for n in range(12)],
+                                   T0)).fired  # fmt: skip
+        await source.add_note(ids[0], "alice", "note", T0 + NS)
+        await source.add_escalations([fresh(ids[1])], ["x"], T0)
+        await source.save_cursor("notify", 3)
+        await copy(source, store, page=5)
+        await copy(store, back, page=5)
+        for table in TABLES:
+            rows = await source.dump(table, None, 1000)
+            assert await store.dump(table, None, 1000) == rows, table
+            assert await back.dump(table, None, 1000) == rows, table
+        assert await store.load("meta", []) == (0, 0)
+    finally:
+        await source.close()
+        await back.close()
