@@ -83,8 +83,12 @@ class PostgresStore:
 
     def __init__(self, url: str, *, password_file: str | Path | None = None,
                  pool_size: int = 8, max_batch: int = 256, query_timeout: float | None = None,
-                 read_only: bool = False) -> None:  # fmt: skip
+                 read_only: bool = False, writers: int = 1) -> None:  # fmt: skip
         self.url = url
+        #: Transactions in flight at once (each writer runs one batch after another). More
+        #: than one measured no faster (bench.ingest --store postgresql: 2,008 vs 2,200
+        #: one-alert notifications/s, 15,500 vs 16,600 alerts/s, within the runs' spread).
+        self.writers = writers
         self.read_only = read_only
         self.password_file = password_file
         self.pool_size = pool_size
@@ -92,7 +96,7 @@ class PostgresStore:
         self.query_timeout = query_timeout
         self.pool: Any = None
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: list[asyncio.Task[None]] = []
         self._watchers: list[asyncio.Event] = []
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -128,7 +132,8 @@ class PostgresStore:
             await self._close_pool()
             raise StoreError(f"PostgreSQL: {exc}") from None
         if not self.read_only:
-            self._writer = asyncio.create_task(self._write_forever(), name="postgres-writer")
+            self._writers = [asyncio.create_task(self._write_forever(), name=f"postgres-writer-{n}")
+                             for n in range(self.writers)]  # fmt: skip
 
     async def _close_pool(self) -> None:
         pool, self.pool = self.pool, None
@@ -137,11 +142,11 @@ class PostgresStore:
                 await asyncio.wait_for(pool.close(), 10)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for writer in self._writers:
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+                await writer
+        self._writers = []
         while not self._queue.empty():
             self._queue.get_nowait().done.set_exception(StoreError("the store is closed"))
         await self._close_pool()
@@ -223,7 +228,7 @@ class PostgresStore:
     async def _write(self, run: Callable[[Conn], Awaitable[T]] | PgIngestJob) -> T:
         if self.read_only:
             raise StoreError(f"{self.url} is open for reading only")
-        if self._writer is None or self.pool is None:
+        if not self._writers or self.pool is None:
             raise StoreError("storage is not open")
         job = _Job(run)
         self._queue.put_nowait(job)
