@@ -4,7 +4,16 @@ integer nanoseconds since the epoch; labels and annotations their stored JSON ob
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import pyarrow as pa
+
+from bridge.core.errors import StoreError
 
 RAW_ALERT_SCHEMA = pa.schema(
     [
@@ -24,3 +33,51 @@ RAW_EVENT_SCHEMA = pa.schema(
         ("kind", pa.string()), ("actor", pa.string()), ("detail", pa.string()),
     ]
 )  # fmt: skip
+
+
+_END = object()
+
+
+def handed_over(
+    read: Callable[[Callable[[pa.RecordBatch], bool]], None],
+    convert: Callable[[pa.RecordBatch], pa.RecordBatch] = lambda batch: batch,
+) -> Iterator[pa.RecordBatch]:
+    """The batches `read` produces on a thread of its own, at most two waiting: `read` gets
+    a function handing a batch over, which returns False once the consumer has gone (read
+    then stops). Each batch is `convert`ed on the consumer's thread as it is taken. An
+    error of `read` is raised to the consumer as StoreError."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def give(batch: pa.RecordBatch) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(batch, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            read(give)
+            give(_END)
+        except Exception as exc:  # handed to the consumer, which raises it
+            give(exc)
+
+    reader = threading.Thread(target=run, name="alertbridge-export-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, Exception):
+                raise StoreError(f"reading the database failed: {item}") from item
+            yield convert(item)
+    finally:
+        stop.set()
+        deadline = time.monotonic() + 60
+        while reader.is_alive() and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                handoff.get(timeout=0.1)

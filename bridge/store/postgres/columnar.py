@@ -6,18 +6,13 @@ previous batch; at most two batches wait in memory."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
 import pyarrow as pa
 
-from bridge.core.errors import StoreError
-from bridge.store.columns import RAW_ALERT_SCHEMA, RAW_EVENT_SCHEMA
+from bridge.store.columns import RAW_ALERT_SCHEMA, RAW_EVENT_SCHEMA, handed_over
 
 _ALERT_SELECT = (
     "SELECT a.id, a.fingerprint, a.status, a.alertname, a.severity, a.labels, a.annotations,"
@@ -33,60 +28,30 @@ _EVENT_SELECT = (
     "SELECT id, alert_id, at, kind, actor, detail FROM events"
     " WHERE ($1::bigint IS NULL OR at >= $1) AND ($2::bigint IS NULL OR at < $2) ORDER BY id"
 )
-_END = object()
 
 
 def read_batches(url: str, password: str | None, sql: str, args: tuple[Any, ...],
                  schema: pa.Schema, batch: int) -> Iterator[pa.RecordBatch]:  # fmt: skip
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
+    def read(give: Callable[[pa.RecordBatch], bool]) -> None:
+        asyncio.run(_read(url, password, sql, args, schema, batch, give))
 
-    async def read() -> None:
-        conn = await asyncpg.connect(url, password=password)
-        try:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                cursor = await conn.cursor(sql, *args)
-                while not stop.is_set():
-                    rows = await cursor.fetch(batch)
-                    if not rows:
-                        break
-                    columns = list(zip(*rows, strict=True))
-                    arrays = [
-                        pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)
-                    ]
-                    made = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                    while not stop.is_set():  # (the consumer may have gone)
-                        try:
-                            handoff.put(made, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-        finally:
-            await conn.close()
+    return handed_over(read)
 
-    def run() -> None:
-        try:
-            asyncio.run(read())
-            handoff.put(_END)
-        except Exception as exc:  # handed to the consumer, which raises it
-            handoff.put(exc)
 
-    reader = threading.Thread(target=run, name="alertbridge-export-reader", daemon=True)
-    reader.start()
+async def _read(url: str, password: str | None, sql: str, args: tuple[Any, ...],
+                schema: pa.Schema, batch: int,
+                give: Callable[[pa.RecordBatch], bool]) -> None:  # fmt: skip
+    conn = await asyncpg.connect(url, password=password)
     try:
-        while True:
-            item = handoff.get()
-            if item is _END:
-                return
-            if isinstance(item, Exception):
-                raise StoreError(f"reading the database failed: {item}") from item
-            yield item
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            cursor = await conn.cursor(sql, *args)
+            while rows := await cursor.fetch(batch):
+                columns = zip(*rows, strict=True)
+                arrays = [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)]
+                if not give(pa.RecordBatch.from_arrays(arrays, schema=schema)):
+                    return
     finally:
-        stop.set()
-        deadline = time.monotonic() + 60
-        while reader.is_alive() and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                handoff.get(timeout=0.1)
+        await conn.close()
 
 
 def alert_rows(url: str, password: str | None, since: int | None, until: int | None,

@@ -4,20 +4,14 @@ batch."""
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
-import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import adbc_driver_manager
 import adbc_driver_sqlite
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bridge.core.errors import StoreError
-from bridge.store.columns import RAW_ALERT_SCHEMA, RAW_EVENT_SCHEMA
+from bridge.store.columns import RAW_ALERT_SCHEMA, RAW_EVENT_SCHEMA, handed_over
 
 # Nullable text columns are read as (coalesce(x, ''), x IS NULL): the driver infers a column's
 # type from its first batch, and a column that is all NULL there would come out as int64.
@@ -40,10 +34,6 @@ _ALERT_NAMES = (
 )  # fmt: skip
 _EVENT_SELECT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
 _EVENT_NAMES = ("id", "alert_id", "at", "kind", "actor", "detail")
-_END = object()
-
-
-_END = object()
 
 
 def read_batches(
@@ -56,48 +46,24 @@ def read_batches(
     as it is handed over (`_raw`, on the caller's thread: on the reader's, it ran ahead with
     more batches at once, some 20 MiB more at the peak for the same time).
     """
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
 
-    def read() -> None:
-        try:
-            # The low-level API: adbc_driver_manager.dbapi imports pandas and polars when they
-            # are installed (some 70 MiB of the export's resident memory), to use neither.
-            with (
-                adbc_driver_sqlite.connect(uri) as database,
-                adbc_driver_manager.AdbcConnection(database) as conn,
-                adbc_driver_manager.AdbcStatement(conn) as statement,
-            ):
-                statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch)})
-                statement.set_sql_query(sql)
-                stream, _ = statement.execute_query()
-                with pa.RecordBatchReader._import_from_c(stream.address) as results:
-                    for record_batch in results:
-                        if stop.is_set():
-                            return
-                        named = record_batch.rename_columns(list(names))
-                        handoff.put(named)
-            handoff.put(_END)
-        except Exception as exc:  # handed to the consumer, which raises it
-            handoff.put(exc)
+    def read(give: Callable[[pa.RecordBatch], bool]) -> None:
+        # The low-level API: adbc_driver_manager.dbapi imports pandas and polars when they
+        # are installed (some 70 MiB of the export's resident memory), to use neither.
+        with (
+            adbc_driver_sqlite.connect(uri) as database,
+            adbc_driver_manager.AdbcConnection(database) as conn,
+            adbc_driver_manager.AdbcStatement(conn) as statement,
+        ):
+            statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch)})
+            statement.set_sql_query(sql)
+            stream, _ = statement.execute_query()
+            with pa.RecordBatchReader._import_from_c(stream.address) as results:
+                for record_batch in results:
+                    if not give(record_batch.rename_columns(list(names))):
+                        return
 
-    reader = threading.Thread(target=read, name="alertbridge-export-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is _END:
-                return
-            if isinstance(item, Exception):
-                raise StoreError(f"reading the database failed: {item}") from item
-            yield item if schema is None else _raw(item, schema)
-    finally:
-        stop.set()
-        # Unblock a reader waiting on a full queue; it then sees `stop` after its current batch.
-        deadline = time.monotonic() + 60
-        while reader.is_alive() and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                handoff.get(timeout=0.1)
+    return handed_over(read, (lambda b: b) if schema is None else (lambda b: _raw(b, schema)))
 
 
 def alert_rows(
