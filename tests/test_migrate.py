@@ -5,6 +5,7 @@ arguments are usage errors naming the option."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -112,3 +113,45 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
     assert secret.returncode == 2
     assert "no password in the URL" in secret.stderr
     assert "hunter2" not in secret.stderr
+
+
+def test_the_cli_works_on_a_postgresql_store(pg_cluster: Cluster, tmp_path: Path) -> None:
+    """Each CLI call runs its own event loop: the store connects again on each (the first
+    version's pool belonged to the loop that made it: a second call failed or hung)."""
+    env = {**os.environ, "ALERTBRIDGE_STORE_PASSWORD_FILE": str(pg_cluster.password_file)}
+    url = pg_cluster.new_database()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bridge", *args, "--db", url],
+                              capture_output=True, text=True, timeout=60, env=env,
+                              check=False)  # fmt: skip
+
+    store = PostgresStore(url, password_file=pg_cluster.password_file)
+
+    async def fill() -> None:
+        await store.start()
+        await store.ingest([received(fingerprint=f"{n:016x}") for n in range(3)], T0)
+        await store.close()
+
+    asyncio.run(fill())
+    listed = cli("alerts")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.strip().splitlines()) == 4  # a header and three alerts
+    acked = cli("ack", "2", "--by", "alice")
+    assert acked.returncode == 0, acked.stderr
+    again = cli("alerts", "--acknowledged")
+    assert again.returncode == 0, again.stderr
+    assert "alice" in again.stdout
+    out = tmp_path / "alerts.csv"
+    exported = subprocess.run([sys.executable, "-m", "bridge", "export", "--db", url, "--format",
+                               "csv", "--output", str(out)], capture_output=True, text=True,
+                              timeout=60, env=env, check=False)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert len(out.read_text().splitlines()) == 4
+    no_password = {k: v for k, v in env.items() if k != "ALERTBRIDGE_STORE_PASSWORD_FILE"}
+    refused = subprocess.run([sys.executable, "-m", "bridge", "alerts", "--db", url],
+                             capture_output=True, text=True, timeout=60, env=no_password,
+                             check=False)  # fmt: skip
+    assert refused.returncode == 1
+    assert "password authentication failed" in refused.stderr
+    assert "Traceback" not in refused.stderr

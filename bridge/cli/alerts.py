@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +22,7 @@ from bridge.cli.common import (
     table,
 )
 from bridge.core.errors import BridgeError
+from bridge.store import exists as store_exists
 
 
 def _target_options(func: F) -> F:
@@ -50,7 +50,7 @@ def _client(ctx: click.Context, url: str | None, db: str | None) -> Iterator[Ale
 @contextlib.contextmanager
 def _local(ctx: click.Context, db: str | None) -> Iterator[LocalClient]:
     path = db or settings_of(ctx).server.db
-    if not Path(path).exists():
+    if not store_exists(path):
         raise BridgeError(
             f"no alert database at {path} (pass --db PATH of a bridge's database, or --url)"
         )

@@ -10,7 +10,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import click
 
@@ -23,6 +22,7 @@ from bridge.export.baseline import compute_baseline, describe
 from bridge.export.output import FORMATS, Destination
 from bridge.export.promapi import PrometheusClient, default_step
 from bridge.store import AlertStore, open_store
+from bridge.store import exists as store_exists
 from bridge.store.query import parse_when
 
 
@@ -78,7 +78,7 @@ def export_command(
     end = parse_when(until, "until", now) if until else None
     path = db or settings.server.db
     needs_store = what != "telemetry" or anonymize
-    if needs_store and not Path(path).exists():
+    if needs_store and not store_exists(path):
         raise BridgeError(f"no alert database at {path} (pass --db PATH)")
     destination = Destination.of(output, path if needs_store else None)
     with contextlib.ExitStack() as stack:

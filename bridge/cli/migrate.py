@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 
 import click
 
 from bridge.cli.common import fail_cleanly, main
 from bridge.core.errors import StoreError
-from bridge.store import AlertStore, open_store
+from bridge.store import AlertStore, is_url, open_store
+from bridge.store import exists as store_exists
 from bridge.store.rows import TABLES
 
 PAGE = 5000
@@ -23,7 +23,7 @@ PAGE = 5000
 
 def _location(value: str, option: str) -> str:
     """sqlite:PATH (or a path), or a postgresql:// URL (no password: see the README)."""
-    if value.startswith(("postgresql://", "postgres://")):
+    if is_url(value):
         if (
             "@" in value.split("//", 1)[1].split("/", 1)[0]
             and ":" in value.split("//", 1)[1].split("@", 1)[0]
@@ -89,7 +89,7 @@ async def _run(source_at: str, target_at: str) -> dict[str, tuple[int, int]]:
 def migrate(source: str, target: str) -> None:
     """Copy alerts, events, settings and escalations into another store, verified."""
     source_at, target_at = _location(source, "--from"), _location(target, "--to")
-    if not source_at.startswith("postgres") and not Path(source_at).exists():
+    if not store_exists(source_at):
         raise click.BadParameter(f"{source_at}: no such database file", param_hint="--from")
     if source_at == target_at:
         raise click.BadParameter("the same store", param_hint="--to")

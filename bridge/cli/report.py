@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +16,7 @@ from bridge.cli.common import fail_cleanly, main, settings_of, table
 from bridge.core.errors import BridgeError
 from bridge.core.times import format_duration
 from bridge.export.report import Report, of_store, seconds_text, window
+from bridge.store import exists as store_exists
 from bridge.store import open_store
 
 
@@ -87,7 +87,7 @@ def report(ctx: click.Context, since: str, until: str | None, flap: str, output:
     else:
         path = db or settings_of(ctx).server.db
         start, end, flap_seconds = window(since, until, flap)
-        if not Path(path).exists():
+        if not store_exists(path):
             raise BridgeError(f"no alert database at {path} (pass --db PATH, or --url)")
         data = report_of(path, start, end, flap_seconds).to_json()
     click.echo(json.dumps(data, indent=2) if output == "json" else render(data))

@@ -16,7 +16,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import click
@@ -26,6 +25,7 @@ from bridge.cli.common import Whole, fail_cleanly, filter_params, main, settings
 from bridge.config import Secret
 from bridge.core.errors import BridgeError
 from bridge.feed.hub import WatchFilter, items_after
+from bridge.store import exists as store_exists
 from bridge.store import open_store
 
 #: A stream silent this long is dead (the server sends a comment every 15 s).
@@ -92,7 +92,7 @@ def _remote(url: str, token: Secret | None, params: list[tuple[str, str]], after
 
 def _local(db: str, params: dict[str, list[str]], after: int | None, emit: Any,
            count: int | None) -> None:  # fmt: skip
-    if not Path(db).exists():
+    if not store_exists(db):
         raise BridgeError(f"no alert database at {db} (pass --db PATH, or --url)")
     wanted = WatchFilter.parse(params)
 

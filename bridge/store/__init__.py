@@ -28,6 +28,17 @@ from bridge.store.records import (
 )
 
 
+def is_url(location: str | Path) -> bool:
+    """Whether a store location names a database server (postgresql://...), not a file."""
+    return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def exists(location: str | Path) -> bool:
+    """Whether there is a store at `location` to open (a server's: assumed, its connection
+    says otherwise; a file's: the file)."""
+    return is_url(location) or Path(location).exists()
+
+
 def open_store(
     path: str | Path, *, query_timeout: float | None = None, read_only: bool = False
 ) -> AlertStore:
@@ -37,7 +48,7 @@ def open_store(
     PGPASSFILE: never in the URL, which is logged). StoreError when it cannot be opened.
     Call `start()` before writing."""
     name = str(path)
-    if name.startswith(("postgresql://", "postgres://")):
+    if is_url(name):
         import os
 
         from bridge.store.postgres.store import PostgresStore
@@ -68,5 +79,7 @@ __all__ = [
     "Page",
     "SilenceChange",
     "StoredAlert",
+    "exists",
+    "is_url",
     "open_store",
 ]

@@ -97,6 +97,8 @@ class PostgresStore:
         self.pool: Any = None
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._writers: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
         self._watchers: list[asyncio.Event] = []
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -109,10 +111,8 @@ class PostgresStore:
         except OSError as exc:
             raise StoreError(f"cannot read the PostgreSQL password file: {exc}") from None
 
-    async def start(self) -> None:
-        """Connect, migrate (under the advisory lock), start the writer."""
-        if self.pool is not None:
-            return
+    async def _connect(self) -> None:
+        """The pool (a read-only store checks the schema's version; nothing is migrated)."""
         try:
             self.pool = await asyncpg.create_pool(
                 self.url, password=self._password(), min_size=1, max_size=self.pool_size,
@@ -120,20 +120,62 @@ class PostgresStore:
                     "synchronous_commit": "on", "application_name": "alertbridge",
                     "default_transaction_read_only": "on" if self.read_only else "off"},
             )  # fmt: skip
-            async with self.pool.acquire() as conn:
-                if self.read_only:
+            if self.read_only:
+                async with self.pool.acquire() as conn:
                     await schema.check_version(conn)
-                else:
-                    await schema.migrate(conn)
         except DOWN as exc:
             await self._close_pool()
             raise _down(exc) from None
         except asyncpg.PostgresError as exc:
             await self._close_pool()
             raise StoreError(f"PostgreSQL: {exc}") from None
+
+    async def _on_this_loop(self) -> None:
+        """The pool and the writers belong to one event loop; the CLI runs one per call. On
+        another loop, what the last one held went with it: connect again (and start the
+        writers again if the store was started)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        self._drop_pool()
+        self.pool, self._writers, self._queue = None, [], asyncio.Queue()
+        self._loop = loop
+        if self._started:
+            await self._connect()
+            self._start_writers()
+
+    def _drop_pool(self) -> None:
+        """Let go of a pool whose event loop has ended (its connections with it: closing them
+        on that loop is no longer possible; the sockets close when collected)."""
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                self.pool.terminate()
+        self.pool = None
+
+    def _start_writers(self) -> None:
         if not self.read_only:
             self._writers = [asyncio.create_task(self._write_forever(), name=f"postgres-writer-{n}")
                              for n in range(self.writers)]  # fmt: skip
+
+    async def start(self) -> None:
+        """Connect, migrate (under the advisory lock), start the writer."""
+        await self._on_this_loop()
+        if self._started:
+            return
+        if self.pool is None:
+            await self._connect()
+        if not self.read_only:
+            try:
+                async with self.pool.acquire() as conn:
+                    await schema.migrate(conn)
+            except DOWN as exc:
+                await self._close_pool()
+                raise _down(exc) from None
+            except asyncpg.PostgresError as exc:
+                await self._close_pool()
+                raise StoreError(f"PostgreSQL: {exc}") from None
+        self._started = True
+        self._start_writers()
 
     async def _close_pool(self) -> None:
         pool, self.pool = self.pool, None
@@ -142,11 +184,16 @@ class PostgresStore:
                 await asyncio.wait_for(pool.close(), 10)
 
     async def close(self) -> None:
+        if self._loop is not asyncio.get_running_loop():  # the loop it ran on is gone
+            self._drop_pool()
+            self.pool, self._writers, self._started = None, [], False
+            return
         for writer in self._writers:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         self._writers = []
+        self._started = False
         while not self._queue.empty():
             self._queue.get_nowait().done.set_exception(StoreError("the store is closed"))
         await self._close_pool()
@@ -228,6 +275,7 @@ class PostgresStore:
     async def _write(self, run: Callable[[Conn], Awaitable[T]] | PgIngestJob) -> T:
         if self.read_only:
             raise StoreError(f"{self.url} is open for reading only")
+        await self._on_this_loop()
         if not self._writers or self.pool is None:
             raise StoreError("storage is not open")
         job = _Job(run)
@@ -236,8 +284,9 @@ class PostgresStore:
         return result
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        if self.pool is None:
-            raise StoreError("storage is not open")
+        await self._on_this_loop()
+        if self.pool is None:  # reads need no start (as SQLite's): connect for them
+            await self._connect()
         try:
             async with self.pool.acquire() as conn:
                 return await fn(conn)
