@@ -106,5 +106,11 @@ def test_two_replicas_one_row_per_episode(
         # Each episode needs one firing and one resolved delivery; more arrived, from both
         # replicas, and still made one row each.
         assert sum(counts) > 2 * len(episodes), counts
-        if backend == "postgresql":  # the other replica sees the same rows
-            assert stored(f"http://{LOOPBACK}:{second_port}", rule="high_cpu") == episodes
+        if backend == "postgresql":  # the other replica sees the same rows (read a moment
+            # later: a late duplicate may have moved receive_count and last_received_at since)
+
+            def episode_keys(alerts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+                return [(a["id"], a["fingerprint"], a["starts_at"], a["status"]) for a in alerts]
+
+            other = stored(f"http://{LOOPBACK}:{second_port}", rule="high_cpu")
+            assert episode_keys(other) == episode_keys(episodes)
