@@ -639,29 +639,30 @@ class PostgresStore:
         key = SAME_ROW.get(table, key)
         at = [columns.index(k) for k in key]
 
+        keys = [[row[i] for row in rows] for i in at]
+        types = ["bigint" if k in ("id", "alert_id", "starts_at") else "text" for k in key]
+        unnest = ", ".join(f"${n + 1}::{t}[]" for n, t in enumerate(types))
+        # The page's rows there as in the source, by key (an index read; a count of the
+        # whole table before and after each page made a migration quadratic in its size).
+        there = (f"SELECT count(*) FROM {table} JOIN unnest({unnest})"  # noqa: S608 - TABLES
+                 f" AS k({', '.join(key)}) USING ({', '.join(key)})")  # fmt: skip
+
         async def job(conn: Conn) -> tuple[int, int]:
             marks = ", ".join(f"${n + 1}" for n in range(len(columns)))
-            before = await conn.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+            before = await conn.fetchval(there, *keys)
             await conn.executemany(
                 f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - TABLES names
                 + (" OVERRIDING SYSTEM VALUE" if identity else "")
                 + f" VALUES ({marks}) ON CONFLICT DO NOTHING",
                 rows,
             )
-            inserted = await conn.fetchval(f"SELECT count(*) FROM {table}") - before  # noqa: S608
             if identity:
                 await conn.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"  # noqa: S608
                     f" (SELECT max(id) FROM {table}))"
                 )
-            keys = [[row[i] for row in rows] for i in at]
-            types = ["bigint" if k in ("id", "alert_id", "starts_at") else "text" for k in key]
-            unnest = ", ".join(f"${n + 1}::{t}[]" for n, t in enumerate(types))
-            present = await conn.fetchval(
-                f"SELECT count(*) FROM {table} JOIN unnest({unnest}) AS k({', '.join(key)})"  # noqa: S608
-                f" USING ({', '.join(key)})", *keys,
-            )  # fmt: skip
-            return int(inserted), int(present)
+            present = await conn.fetchval(there, *keys)
+            return int(present - before), int(present)
 
         return await self._write(job)
 
