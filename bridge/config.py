@@ -84,12 +84,16 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides IPs and localhost; "*": any
     #: The URL operators reach this bridge at (links in notifications); None: no links.
     public_url: str | None = None
-    #: The API keys file (bridge.core.apikeys); None: `<db>.keys.json`.
+    #: The API keys file (bridge.core.apikeys); None: `<db>.keys.json` beside a SQLite file.
     keys_file: str | None = None
 
     @property
-    def keys_path(self) -> str:
-        return self.keys_file or f"{self.db}.keys.json"
+    def keys_path(self) -> str | None:
+        """The keys file; None for a PostgreSQL store given none (replicas share no directory:
+        name a file every replica reads, or there are no named keys)."""
+        if self.keys_file:
+            return self.keys_file
+        return None if "://" in self.db else f"{self.db}.keys.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +105,22 @@ class PrometheusSettings:
     job: str = "alertbridge"
     alertmanager_target: str = "127.0.0.1:9093"
 
+    @property
+    def scrape_targets(self) -> list[str]:
+        """scrape_target may list several replicas, comma-separated (each is scraped)."""
+        return [t.strip() for t in self.scrape_target.split(",") if t.strip()]
+
+
+DEFAULT_WEBHOOK_URL = "http://127.0.0.1:9470/api/v1/alertmanager"
+
 
 @dataclass(frozen=True, slots=True)
 class AlertmanagerSettings:
     url: str | None = None  # the first of urls (a single Alertmanager)
     urls: tuple[str, ...] = ()  # every replica of the cluster
-    webhook_url: str = "http://127.0.0.1:9470/api/v1/alertmanager"
+    webhook_url: str = DEFAULT_WEBHOOK_URL  # the first of webhook_urls
+    #: Every bridge replica the generated receiver notifies (one webhook config each).
+    webhook_urls: tuple[str, ...] = ()
     webhook_token_file: str = "/etc/alertmanager/alertbridge-webhook-token"  # noqa: S105 a path
     group_wait: int = 30
     group_interval: int = 300
@@ -121,6 +135,11 @@ class AlertmanagerSettings:
     #: The Alertmanager the configuration is generated for (which integrations it has).
     version: str = "0.25"
     receivers: tuple[Receiver, ...] = ()
+
+    @property
+    def webhooks(self) -> tuple[str, ...]:
+        """The bridge's webhook URLs the generated receiver lists (every replica)."""
+        return self.webhook_urls or (self.webhook_url,)
 
     def trust_after(self, evaluation_interval: int) -> int:
         """Seconds a replica must be up before its list of alerts is trusted."""
@@ -319,9 +338,21 @@ def _alertmanager(
         )
     if len(set(urls)) != len(urls):
         raise ConfigError(source, "alertmanager.urls", "a replica is listed twice")
+    hook, hooks = fields.pop("webhook_url", None), tuple(fields.pop("webhook_urls", ()))
+    if hook and hooks:
+        raise ConfigError(source, "alertmanager.webhook_urls",
+                          "give webhook_url or webhook_urls, not both")  # fmt: skip
+    hooks = hooks or ((hook,) if hook else (DEFAULT_WEBHOOK_URL,))
+    for i, item in enumerate(hooks):
+        if not item.startswith(("http://", "https://")):
+            raise ConfigError(source, f"alertmanager.webhook_urls[{i}]",
+                              f"must be http(s), got {item!r}")  # fmt: skip
+    if len(set(hooks)) != len(hooks):
+        raise ConfigError(source, "alertmanager.webhook_urls", "a replica is listed twice")
     return AlertmanagerSettings(
-        url=urls[0] if urls else None, urls=urls, receivers=receivers, **fields
-    )
+        url=urls[0] if urls else None, urls=urls, webhook_url=hooks[0], webhook_urls=hooks,
+        receivers=receivers, **fields,
+    )  # fmt: skip
 
 
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:

@@ -117,6 +117,25 @@ def test_the_default_keys_file_sits_beside_the_database(tmp_path: Path) -> None:
     assert [k.name for k in apikeys.load(elsewhere)] == ["bob"]
 
 
+def test_a_postgresql_store_uses_only_the_keys_file_named(tmp_path: Path) -> None:
+    """Replicas on one PostgreSQL share no directory: `keys` asks for the file (a usage error
+    naming the ways to give it) and writes nothing; the server then has no named keys."""
+    url = "postgresql://bridge@127.0.0.1:1/alerts"
+    env = {"ALERTBRIDGE_DB": url}
+    refused = cli("keys", "add", "alice", "--role", "read", env=env)
+    assert refused.exit_code == 2
+    assert "ALERTBRIDGE_KEYS_FILE" in refused.output
+    assert "--file" in refused.output
+    assert not Path("postgresql:").exists()
+    ring = apikeys.KeyRing(None)
+    ring.refresh()
+    assert (ring.error, ring.find("anything")) == (None, None)
+    shared = tmp_path / "shared.keys.json"
+    env["ALERTBRIDGE_KEYS_FILE"] = str(shared)
+    assert cli("keys", "add", "alice", "--role", "read", env=env).exit_code == 0
+    assert [k.name for k in apikeys.load(shared)] == ["alice"]
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [

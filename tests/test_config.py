@@ -118,6 +118,22 @@ def test_secrets_from_env_and_file(tmp_path: Path) -> None:
             "unknown setting",
         ),
         ("rules: [{name: high_cpu, threshold: .nan}]\n", "rules.high_cpu.threshold", "finite"),
+        (
+            "alertmanager: {webhook_url: 'http://a/x', webhook_urls: ['http://b/x']}\n",
+            "alertmanager.webhook_urls",
+            "not both",
+        ),
+        (
+            "alertmanager: {webhook_urls: ['http://a/x', 'bridge-2:9470/x']}\n",
+            "alertmanager.webhook_urls[1]",
+            "must be http(s)",
+        ),
+        (
+            "alertmanager: {webhook_urls: ['http://a/x', 'http://a/x']}\n",
+            "alertmanager.webhook_urls",
+            "listed twice",
+        ),
+        ("alertmanager: {webhook_urls: 'http://a/x'}\n", "alertmanager.webhook_urls", "a list"),
     ],
 )
 def test_config_errors_name_file_and_key(
@@ -170,3 +186,13 @@ def test_limits_and_server_hardening_settings(write_config: Any) -> None:
     hosts = write_config("server: {allowed_hosts: bridge}\n", name="hosts.yml")
     with pytest.raises(ConfigError, match=r"server\.allowed_hosts: must be a list"):
         load_settings(hosts, {})
+
+
+def test_keys_file_of_a_postgresql_store_is_only_the_one_named(write_config: Any) -> None:
+    """Beside a SQLite file by default; a PostgreSQL store has no directory of its own, so its
+    keys file is the one named (replicas share it), else none."""
+    assert load_settings(None, {}, db="a/b.db").server.keys_path == "a/b.db.keys.json"
+    url = "postgresql://bridge@127.0.0.1:5432/alerts"
+    assert load_settings(None, {}, db=url).server.keys_path is None
+    named = load_settings(None, {"ALERTBRIDGE_KEYS_FILE": "/k.json"}, db=url).server
+    assert named.keys_path == "/k.json"

@@ -41,15 +41,19 @@ def test_two_replicas_one_row_per_episode(
     bridge_port, prom_port, second_port = free_port(), free_port(), free_port()
     am_ports, gossip = (free_port(), free_port()), (free_port(), free_port())
     template = CONFIG.replace("reconcile_interval: 1s", "reconcile_interval: 1h")
-    config, gen = generate_stack(
-        tmp_path, template, HOOK, loop=LOOPBACK, bridge=bridge_port, am=am_ports[0]
-    )
+    # Prometheus alerts both Alertmanagers (the generated config lists both).
+    template = template.replace('alertmanager_target: "{loop}:{am}"',
+                                'alertmanager_target: "{loop}:{am},{loop}:{am2}"')  # fmt: skip
+    if backend == "postgresql":  # each Alertmanager notifies both bridges, as generated from
+        # alertmanager.webhook_urls (the compose profile `ha`'s configuration)
+        template = template.replace(
+            'webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"',
+            'webhook_urls: ["http://{loop}:{bridge}/api/v1/alertmanager",'
+            ' "http://{loop}:{second}/api/v1/alertmanager"]',
+        )
+    config, gen = generate_stack(tmp_path, template, HOOK, loop=LOOPBACK, bridge=bridge_port,
+                                 am=am_ports[0], am2=am_ports[1], second=second_port)  # fmt: skip
     prom_config = gen / "prometheus/prometheus.yml"
-    doc: dict[str, Any] = yaml.safe_load(prom_config.read_text())
-    doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
-        f"{LOOPBACK}:{p}" for p in am_ports
-    ]
-    prom_config.write_text(yaml.safe_dump(doc))
 
     def cluster(i: int) -> list[str]:
         # The second replica waits peer-timeout for the first's notification log, which
@@ -69,12 +73,8 @@ def test_two_replicas_one_row_per_episode(
         pg = request.getfixturevalue("pg_cluster")
         db = pg.new_database()
         env["ALERTBRIDGE_STORE_PASSWORD_FILE"] = str(pg.password_file)
-        # Each Alertmanager notifies both bridges (a receiver with two webhook configs).
-        am_doc: dict[str, Any] = yaml.safe_load(am_config.read_text())
-        (hook,) = am_doc["receivers"][0]["webhook_configs"]
-        second = {**hook, "url": hook["url"].replace(str(bridge_port), str(second_port))}
-        am_doc["receivers"][0]["webhook_configs"].append(second)
-        am_config.write_text(yaml.safe_dump(am_doc))
+        hooks = yaml.safe_load(am_config.read_text())["receivers"][0]["webhook_configs"]
+        assert len(hooks) == 2
         bridges.enter_context(
             running(start_bridge(tmp_path, second_port, env, config, name="bridge-b", db=db))
         )

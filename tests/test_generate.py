@@ -10,7 +10,14 @@ import yaml
 from bridge.config import load_settings
 from bridge.core.expressions import alert_expr
 from bridge.core.rules import DEFAULT_RULES
-from bridge.generate import ALERTMANAGER_PATH, RULES_PATH, TESTS_PATH, render_all, write_all
+from bridge.generate import (
+    ALERTMANAGER_PATH,
+    PROMETHEUS_PATH,
+    RULES_PATH,
+    TESTS_PATH,
+    render_all,
+    write_all,
+)
 
 
 def _load(text: str) -> Any:
@@ -161,3 +168,35 @@ def test_templates_link_to_the_public_url_when_there_is_one() -> None:
     assert "alertbridge ack {{ .Annotations.alertbridge_id }} --url https://bridge.example/" in text
     assert "https://bridge.example/api/v1/alerts/{{ .Annotations.alertbridge_id }}" in text
     assert "--url" not in render_templates(None)
+
+
+def test_replicas_each_get_a_webhook_config_and_a_scrape_target(write_config: Any) -> None:
+    """alertmanager.webhook_urls: the bridge receiver notifies every replica (each its own
+    webhook config: Alertmanager delivers and retries each on its own); a comma-separated
+    prometheus.scrape_target scrapes each; the server accepts requests for every name."""
+    path = write_config(
+        """
+prometheus: {scrape_target: "b1:9470, b2:9470", alertmanager_target: "a1:9093,a2:9093"}
+alertmanager:
+  webhook_urls: [http://b1:9470/api/v1/alertmanager, http://b2:9470/api/v1/alertmanager]
+"""
+    )
+    settings = load_settings(path, {})
+    files = render_all(settings).files
+    am = yaml.safe_load(files[ALERTMANAGER_PATH])
+    hooks = am["receivers"][0]["webhook_configs"]
+    assert [h["url"] for h in hooks] == [
+        "http://b1:9470/api/v1/alertmanager", "http://b2:9470/api/v1/alertmanager",
+    ]  # fmt: skip
+    assert hooks[0]["http_config"] == hooks[1]["http_config"]
+    prom = yaml.safe_load(files[PROMETHEUS_PATH])
+    assert prom["scrape_configs"][0]["static_configs"] == [{"targets": ["b1:9470", "b2:9470"]}]
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"] == [
+        {"targets": ["a1:9093", "a2:9093"]}
+    ]
+    assert settings.alertmanager.webhook_url == "http://b1:9470/api/v1/alertmanager"
+    from bridge.http.app import create_app
+    from bridge.http.util import ALLOWED_HOSTS
+
+    hosts = create_app(settings)[ALLOWED_HOSTS]
+    assert {"b1", "b2"} <= hosts

@@ -25,7 +25,13 @@ def keys(ctx: click.Context, path: str | None) -> None:
 
 def _path(ctx: click.Context) -> str:
     given: str | None = ctx.obj.get("keys_file")
-    return given or settings_of(ctx).server.keys_path
+    path = given or settings_of(ctx).server.keys_path
+    if path is None:
+        raise click.UsageError(
+            "the store is PostgreSQL: name the keys file with --file, server.keys_file or"
+            " ALERTBRIDGE_KEYS_FILE (a file every replica reads)"
+        )
+    return path
 
 
 @keys.command("add")

@@ -91,8 +91,11 @@ def _key_of(raw: Any, where: str) -> ApiKey:
     return ApiKey(name, role, digest, created, revoked)
 
 
-def load(path: str | Path) -> list[ApiKey]:
-    """Every key of the file (revoked ones included); [] when there is no file."""
+def load(path: str | Path | None) -> list[ApiKey]:
+    """Every key of the file (revoked ones included); [] when there is no file (or none is
+    named)."""
+    if path is None:
+        return []
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -165,8 +168,8 @@ class KeyRing:
     a second). A file that became unreadable keeps the last good keys (and the error is
     logged by the caller through `error`)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
         self._by_hash: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
@@ -175,6 +178,8 @@ class KeyRing:
         self.reload()
 
     def _stat(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
         try:
             st = self.path.stat()
         except FileNotFoundError:

@@ -229,9 +229,11 @@ def render_alertmanager(
     receivers: list[dict[str, Any]] = [
         {
             "name": BRIDGE_RECEIVER,
+            # One webhook config per bridge replica: Alertmanager notifies each on its own
+            # (and retries each on its own); the store keeps one row per episode.
             "webhook_configs": [
                 {
-                    "url": settings.webhook_url,
+                    "url": url,
                     "send_resolved": True,
                     "http_config": {
                         "authorization": {
@@ -240,6 +242,7 @@ def render_alertmanager(
                         }
                     },
                 }
+                for url in settings.webhooks
             ],
         }
     ]

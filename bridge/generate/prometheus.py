@@ -166,8 +166,10 @@ def render_prometheus_config(
 ) -> str:
     """`prometheus.yml`: scrape the bridge, load the generated rules, alert to Alertmanager
     (`alertmanager_target` may list a cluster's replicas, comma-separated: Prometheus sends
-    every alert to each, as Alertmanager's HA wants)."""
+    every alert to each, as Alertmanager's HA wants; `scrape_target` the bridge's replicas,
+    each scraped as its own instance)."""
     targets = [t.strip() for t in alertmanager_target.split(",") if t.strip()]
+    scraped = [t.strip() for t in scrape_target.split(",") if t.strip()]
     doc = {
         "global": {
             "scrape_interval": format_duration(scrape_interval),
@@ -175,6 +177,6 @@ def render_prometheus_config(
         },
         "rule_files": [rules_path],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": targets}]}]},
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [scrape_target]}]}],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": scraped}]}],
     }
     return dump_yaml(doc)

@@ -415,7 +415,7 @@ def create_app(
     app[BODY_TIMEOUT] = float(server.body_timeout)
     app[ALLOWED_HOSTS] = allowed_hosts(
         server.allowed_hosts,
-        [settings.alertmanager.webhook_url, settings.prometheus.scrape_target, server.host],
+        [*settings.alertmanager.webhooks, *settings.prometheus.scrape_targets, server.host],
     )
     limits = ConnectionLimits(server.max_connections, server.header_timeout,
                               server.body_timeout, server.keepalive_timeout)  # fmt: skip
