@@ -15,12 +15,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bridge.core.errors import StoreError
+from bridge.core.errors import NotFound, StoreError
 from bridge.core.times import NS
 from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertQuery, AlertStore
 from bridge.store.leader import Leader
-from bridge.store.postgres import schema
+from bridge.store.postgres import ingest, schema
 from bridge.store.postgres.ingest import insert_events
 from bridge.store.postgres.store import PostgresStore
 from bridge.store.sqlite.store import SqliteStore
@@ -152,6 +152,88 @@ async def test_an_event_id_is_readable_only_after_every_smaller_one(pg_cluster: 
     finally:
         await held.close()
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_an_event_never_outlives_its_alert_without_a_foreign_key(
+    pg_cluster: Cluster,
+) -> None:
+    """Events have no foreign key (migration 4: its per-row check halved ingestion of large
+    notifications); the writers' locks keep the rule instead. A note on an alert that
+    retention holds locked (FOR UPDATE, as prune does) waits; once the alert and its events
+    are deleted and committed, the note is NotFound and no event is left without its alert.
+    A note on an id that never existed: NotFound, nothing written."""
+    url = pg_cluster.new_database()
+    store = replica(pg_cluster, url)
+    await store.start()
+    held = await asyncpg.connect(url, password=pg_cluster.password)
+    try:
+        keys = await store.pool.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'events'::regclass"
+            " AND contype = 'f'"
+        )
+        assert keys == 0
+        (alert_id,) = (await store.ingest([received()], T0)).fired
+        with pytest.raises(NotFound):
+            await store.add_note(alert_id + 1, "carol", "nothing to note on", T0)
+        transaction = held.transaction()
+        await transaction.start()
+        await held.execute("SELECT id FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
+        note = asyncio.create_task(store.add_note(alert_id, "carol", "late", T0 + 1))
+        for _ in range(500):  # until the note waits for the alert's row (bounded: 10 s)
+            assert not note.done(), "the note did not wait for the alert being deleted"
+            waiting = await store.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the note neither waited nor finished")
+        await held.execute("DELETE FROM events WHERE alert_id = $1", alert_id)
+        await held.execute("DELETE FROM alerts WHERE id = $1", alert_id)
+        await transaction.commit()
+        with pytest.raises(NotFound):
+            await asyncio.wait_for(note, 30)
+        orphans = await store.pool.fetchval(
+            "SELECT count(*) FROM events e WHERE NOT EXISTS"
+            " (SELECT 1 FROM alerts a WHERE a.id = e.alert_id)"
+        )
+        assert orphans == 0
+    finally:
+        await held.close()
+        await store.close()
+
+
+async def test_statements_are_planned_for_the_table_as_it_is(pg_cluster: Cluster) -> None:
+    """Every session plans each statement for its parameters (PLAN_CACHE_MODE): a generic
+    plan cached while `alerts` was empty hashed the whole table for every batch (halving
+    ingestion on a new database) until autovacuum's first ANALYZE. Here the batch update of
+    repeats, run more than the five times after which PostgreSQL would keep a generic plan,
+    still probes the primary key once the table has grown, with no ANALYZE between."""
+    url = pg_cluster.new_database()
+    store = replica(pg_cluster, url)
+    await store.start()
+    args = "('{1}', '{firing}', '{1}', '{x}', '{x}', '{1}', '{1}', '{1}')"
+    try:
+        async with store.pool.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+            await conn.execute(
+                "PREPARE repeats (bigint[], text[], bigint[], text[], text[], bigint[], bigint[],"
+                f" bigint[]) AS {ingest._UPDATE}"
+            )
+            for _ in range(8):
+                await conn.execute(f"EXECUTE repeats {args}")
+            await conn.execute(
+                "INSERT INTO alerts (fingerprint, starts_at, status, alertname, severity, labels,"
+                " annotations, generator_url, source, first_received_at, last_received_at,"
+                " receive_count, updated_at) SELECT md5(i::text), $1, 'firing', 'x', 'warning',"
+                " '{}', '{}', '', 'alertmanager', 1, 1, 1, 1 FROM generate_series(1, 20000) i",
+                T0,
+            )
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE repeats {args}"))
+        assert "Index Scan using alerts_pkey" in plan, plan
+    finally:
+        await store.close()
 
 
 async def test_postgresql_down_is_a_store_error_and_its_return_is_noticed() -> None:

@@ -38,12 +38,17 @@ ON CONFLICT (fingerprint, starts_at) DO NOTHING
 RETURNING id, fingerprint, starts_at
 """
 
+#: The batch's stored episodes, locked one key after another in the order given (sorted:
+#: replicas lock in one order, no deadlock). One index probe per key, whatever the table's
+#: size: as a join, the planner hashed the whole table for a batch of 3,200 keys (40 ms at
+#: 100,000 alerts, growing with the table) where the probes take 8 ms; the LIMIT keeps the
+#: subquery a probe per key (the key is unique: at most one row).
 _LOCK = """
 SELECT a.fingerprint, a.starts_at, a.id, a.status, a.ends_at, a.resolution
-FROM alerts a JOIN unnest($1::text[], $2::bigint[]) AS k(fp, st)
-  ON a.fingerprint = k.fp AND a.starts_at = k.st
-ORDER BY a.fingerprint, a.starts_at
-FOR UPDATE OF a
+FROM unnest($1::text[], $2::bigint[]) AS k(fp, st)
+CROSS JOIN LATERAL (
+  SELECT * FROM alerts a WHERE a.fingerprint = k.fp AND a.starts_at = k.st LIMIT 1 FOR UPDATE
+) a
 """
 
 _UPDATE = """
@@ -97,6 +102,7 @@ def _final(source: str) -> str:
 
 
 async def _lock(conn: Any, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], State]:
+    keys = sorted(keys)
     rows = await conn.fetch(_LOCK, [k[0] for k in keys], [k[1] for k in keys])
     return {(r[0], r[1]): [r[2], r[3], r[4], r[5]] for r in rows}
 
