@@ -22,6 +22,7 @@ from tests.support import (
     free_port,
     generate_stack,
     http_json,
+    http_text,
     running,
     start_alertmanager,
     start_bridge,
@@ -114,3 +115,23 @@ def test_two_replicas_one_row_per_episode(
 
             other = stored(f"http://{LOOPBACK}:{second_port}", rule="high_cpu")
             assert episode_keys(other) == episode_keys(episodes)
+            # An ack through the replica that does not lead is silenced in Alertmanager by
+            # the one that does at once (its reconcile_interval here is 1 h: only the wake-up
+            # between replicas, NOTIFY, can bring it within the wait).
+            urls = [base, f"http://{LOOPBACK}:{second_port}"]
+            leading = [u for u in urls if "alertbridge_background_leader 1.0" in
+                       http_text(f"{u}/metrics")]  # fmt: skip
+            assert len(leading) == 1, leading
+            follower = next(u for u in urls if u not in leading)
+            http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.85}, API)
+            wait_for("firing again", lambda: firing() == 1, 60)
+            (alert,) = stored(follower, rule="high_cpu", status="firing")
+            status, body = http_json(f"{follower}/api/v1/alerts/{alert['id']}/ack",
+                                     {"by": "oncall", "comment": "on it"}, API)  # fmt: skip
+            assert status == 200, body
+
+            def silenced() -> bool:
+                (now,) = stored(follower, rule="high_cpu", status="firing")
+                return bool(now["silence_state"] == "active")
+
+            wait_for("silence made by the leading replica", silenced, 20)

@@ -268,6 +268,44 @@ async def test_postgresql_down_is_a_store_error_and_its_return_is_noticed() -> N
             await store.close()
 
 
+async def test_a_wake_up_reaches_the_other_replica_and_survives_a_restart() -> None:
+    """wake_others on one replica calls the other's on_wake callback (NOTIFY/LISTEN): the
+    leader's reconciler hears of an ack made through a replica that does not lead. The
+    listener says so once when it (re)connects, and after PostgreSQL restarts it listens
+    again by itself; stopped, it hears nothing more."""
+    with cluster() as own:
+        url = own.new_database()
+        a, b = replica(own, url), replica(own, url)
+        await asyncio.gather(a.start(), b.start())
+        heard: asyncio.Queue[None] = asyncio.Queue()
+        stop = await a.on_wake(lambda: heard.put_nowait(None))
+        try:
+            await asyncio.wait_for(heard.get(), 10)  # listening
+            await b.wake_others()
+            await asyncio.wait_for(heard.get(), 10)
+            await asyncio.gather(*(b.wake_others() for _ in range(5)))  # coalesced, all sent
+            await asyncio.wait_for(heard.get(), 10)
+            own.pg_ctl("stop", "-m", "immediate", "-w")
+            await b.wake_others()  # PostgreSQL down: logged, not raised
+            own.start_again()
+            await asyncio.wait_for(heard.get(), 30)  # listening again
+            while not heard.empty():
+                heard.get_nowait()
+            for _ in range(b.pool_size + 2):  # b's pool finds its dead connections first
+                await b.wake_others()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(heard.get(), 2)
+                    break
+            else:
+                raise AssertionError("no wake-up heard after the restart")
+        finally:
+            await stop()
+        await b.wake_others()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(heard.get(), 0.5)
+        await asyncio.gather(a.close(), b.close())
+
+
 async def test_a_wrong_password_is_a_clear_error_without_the_password(
     pg_cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -58,7 +58,7 @@ class LocalClient:
     started for the first write."""
 
     def __init__(self, path: str) -> None:
-        self.store = open_store(path)
+        self.store = open_store(path)  # (see _waking below)
         self._started = False
 
     def close(self) -> None:
@@ -101,12 +101,14 @@ class LocalClient:
 
     def ack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
         return self._write(
-            lambda s: s.acknowledge(alert_id, by or default_actor(), comment, now_ns())
+            lambda s: _waking(s, s.acknowledge(alert_id, by or default_actor(), comment, now_ns()))
         ).to_json()
 
     def unack(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
         return self._write(
-            lambda s: s.unacknowledge(alert_id, by or default_actor(), comment, now_ns())
+            lambda s: _waking(
+                s, s.unacknowledge(alert_id, by or default_actor(), comment, now_ns())
+            )
         ).to_json()
 
     def note(self, alert_id: int, by: str | None, text: str) -> dict[str, Any]:
@@ -121,7 +123,7 @@ class LocalClient:
 
     def resolve(self, alert_id: int, by: str | None, comment: str) -> dict[str, Any]:
         return self._write(
-            lambda s: s.resolve(alert_id, by or default_actor(), comment, now_ns())
+            lambda s: _waking(s, s.resolve(alert_id, by or default_actor(), comment, now_ns()))
         ).to_json()
 
     def retention(self, days: int | None) -> int:
@@ -209,3 +211,11 @@ class RemoteClient:
     def override(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
         path = "escalate" if action == "escalate" else f"escalation/{action}"
         return self._post(alert_id, path, body)
+
+
+async def _waking(store: AlertStore, change: Awaitable[T]) -> T:
+    """A change Alertmanager should hear of now: then wake the replica that reconciles (on
+    PostgreSQL; a bridge serving a SQLite file learns of it at its next round)."""
+    result = await change
+    await store.wake_others()
+    return result

@@ -18,7 +18,7 @@ from bridge.escalation.engine import change_of, override, override_input
 from bridge.export.report import of_store, window
 from bridge.http.auth import Principal, authorize
 from bridge.http.errors import HttpError, status_of
-from bridge.http.keys import ESCALATOR, METRICS, RECONCILER, SETTINGS, STORE
+from bridge.http.keys import ESCALATOR, METRICS, SETTINGS, STORE
 from bridge.http.openapi import SPEC
 from bridge.http.util import (
     Handler,
@@ -28,6 +28,7 @@ from bridge.http.util import (
     read_json,
     tokens_equal,
 )
+from bridge.http.wake import kick_reconciler
 from bridge.ingest.webhook import parse_notification
 from bridge.store import AlertStore, Event, IngestResult, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
@@ -99,8 +100,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             notification.receiver, notification.group_key,
             len(notification.alerts), notification.truncated_alerts,
         )  # fmt: skip
-    if result.resolved or result.reopened:
-        _kick(request)  # a silence to expire, or a reopened alert's view to learn
+    if result.resolved or result.reopened:  # a silence to expire, a reopened alert's view
+        await kick_reconciler(request.app)
     return json_response(
         {
             "stored": len(alerts),
@@ -109,13 +110,6 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             "repeats": result.repeats,
         }
     )
-
-
-def _kick(request: web.Request) -> None:
-    """Wake the Alertmanager reconciler, if one runs, to act on a state change now."""
-    reconciler = request.app.get(RECONCILER)
-    if reconciler is not None:
-        reconciler.kick()
 
 
 async def _counted(request: web.Request, operation: str, call: Awaitable[T]) -> T:
@@ -219,7 +213,7 @@ def _action(act: Action, field: str, status: int = 200, observe: bool = False) -
         result = await _counted(request, "api", call)
         if observe and isinstance(result, StoredAlert):
             observe_ack(request, result)
-        _kick(request)
+        await kick_reconciler(request.app)
         return web.json_response(result.to_json(), status=status)
 
     return handler

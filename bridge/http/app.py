@@ -314,6 +314,8 @@ async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
             on_round=lambda outcome: app[METRICS].reconcile_rounds.labels(outcome=outcome).inc(),
         )
         app[RECONCILER] = reconciler
+        # Acks and resolutions through the other replicas wake it (bridge.http.wake).
+        stop_listening = await app[STORE].on_wake(reconciler.kick)
         tasks = [asyncio.create_task(reconciler.run_forever(am.reconcile_interval))]
         worker = None
         if settings.escalation.policies and settings.escalation.worker == "inline":
@@ -337,6 +339,7 @@ async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await stop_listening()
             if worker is not None:
                 await worker.stop()
             for task in tasks:

@@ -29,8 +29,9 @@ from bridge.export.report import seconds_text
 from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
-from bridge.http.keys import ESCALATOR, RECONCILER, SESSIONS, SETTINGS, STORE
+from bridge.http.keys import ESCALATOR, SESSIONS, SETTINGS, STORE
 from bridge.http.sessions import COOKIE, LIFETIME, Session
+from bridge.http.wake import kick_reconciler
 from bridge.store import AlertStore, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
 
@@ -114,13 +115,6 @@ async def _form(request: web.Request, session: Session, needed: str = "write") -
     if not allows(session.role, needed):
         raise Refused(403, f"Key {session.name} has role {session.role}: it may look, not act.")
     return {k: v for k, v in form.items() if isinstance(v, str)}
-
-
-def _kick(request: web.Request) -> None:
-    """Wake the Alertmanager reconciler (if one runs): an acknowledgement's silence now."""
-    reconciler = request.app.get(RECONCILER)
-    if reconciler is not None:
-        reconciler.kick()
 
 
 def _safe_next(target: str | None) -> str:
@@ -263,7 +257,7 @@ async def bulk_ack(request: web.Request, session: Session) -> web.StreamResponse
         except RequestError as exc:
             skipped.append(f"{text[:20]}: {exc}")
     if done:
-        _kick(request)
+        await kick_reconciler(request.app)
     back = _safe_next(fields.get("back"))
     if skipped:
         return _page("error.html", status=409 if done == 0 else 200, session=session,
@@ -328,7 +322,7 @@ async def alert_action(request: web.Request, session: Session) -> web.StreamResp
             result = await ACTIONS[action](store, alert_id, session.by, fields, now_ns())
             if action == "ack" and isinstance(result, StoredAlert):
                 observe_ack(request, result)
-            _kick(request)
+            await kick_reconciler(request.app)
     except (RequestError, StoreError) as exc:
         status = status_of(exc) if isinstance(exc, RequestError) else 503
         try:

@@ -15,7 +15,7 @@ when storage fails (retry later), QueryTimeout when a read ran past its budget.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pyarrow (and numpy) load when an export runs, not in every process
@@ -116,6 +116,19 @@ class AlertStore(Protocol):
     def changes(self) -> asyncio.Event:
         """An event set once a write made through this store object after the call has
         committed (writes of other processes are not seen: consumers also poll)."""
+        ...
+
+    async def wake_others(self) -> None:
+        """Tell the other processes on this store that Alertmanager work is due now (an ack's
+        silence, a resolution's expiry): they run `on_wake` callbacks. Never raises (best
+        effort: a failure is logged, and the reconciler's rounds catch up). SQLite: nothing
+        (the bridge that serves a file wakes its own reconciler)."""
+        ...
+
+    async def on_wake(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call `callback` at every other process's `wake_others` from now on (and once
+        whenever the listening reconnects, as one may have been missed); returns the
+        coroutine function that stops listening."""
         ...
 
     async def counts(self) -> AlertCounts:

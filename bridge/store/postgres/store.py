@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import orjson
 
+from bridge.core.aio import stop_task, wait_event
 from bridge.core.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.core.times import NS
 from bridge.ingest.webhook import ReceivedAlert
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
+#: The channel of wake-ups between replicas (store.wake_others / on_wake).
+WAKE_CHANNEL = "alertbridge_wake"
 T = TypeVar("T")
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 #: Failures of a transaction that running it again resolves (another replica's lock order).
@@ -111,6 +114,8 @@ class PostgresStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._watchers: list[asyncio.Event] = []
+        self._waking: asyncio.Task[None] | None = None
+        self._wake_again = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -200,6 +205,10 @@ class PostgresStore:
             self._drop_pool()
             self.pool, self._writers, self._started = None, [], False
             return
+        if self._waking is not None:  # a wake-up being sent: let it go first (bounded)
+            await asyncio.wait({self._waking}, timeout=2)
+            await stop_task(self._waking)
+            self._waking = None
         for writer in self._writers:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -311,6 +320,64 @@ class PostgresStore:
         watcher = asyncio.Event()
         self._watchers.append(watcher)
         return watcher
+
+    async def wake_others(self) -> None:
+        """NOTIFY the replicas' listeners, one NOTIFY in flight at a time: a wake-up asked
+        for meanwhile is sent once after it, and waits for it."""
+        if self._waking is None or self._waking.done():
+            self._waking = asyncio.get_running_loop().create_task(self._notify())
+        else:
+            self._wake_again = True
+        await asyncio.shield(self._waking)
+
+    async def _notify(self) -> None:
+        self._wake_again = True
+        while self._wake_again:
+            self._wake_again = False
+            try:
+                await self._read(lambda c: c.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL))
+            except StoreError as exc:  # (the rounds catch up)
+                log.warning("could not wake the other replicas: %s", exc)
+                return
+
+    async def on_wake(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        task = asyncio.get_running_loop().create_task(self._listen(callback))
+
+        async def stop() -> None:
+            await stop_task(task)
+
+        return stop
+
+    async def _listen(self, callback: Callable[[], None], check: float = 30.0) -> None:
+        """LISTEN on a connection of its own, again after it is lost (checked every `check`
+        seconds, and at once when PostgreSQL closes it)."""
+        backoff = 0.5
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self.url, password=self._password(), timeout=10,
+                    server_settings={"application_name": "alertbridge-wake"},
+                )  # fmt: skip
+            except (*DOWN, asyncpg.PostgresError, StoreError) as exc:
+                log.debug("wake-ups: cannot listen yet: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(WAKE_CHANNEL, lambda *_: callback())
+                backoff = 0.5
+                callback()  # (re)connected: a wake-up may have gone while it was not listening
+                while not lost.is_set():
+                    await wait_event(lost, check)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=10)
+            except (*DOWN, asyncpg.PostgresError) as exc:
+                log.debug("wake-ups: listening lost: %s", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
 
     # --- what arrives -------------------------------------------------------------------
 

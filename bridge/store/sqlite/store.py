@@ -4,7 +4,7 @@ event loop, writes through the group-commit writer (answered once on disk)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -120,6 +120,15 @@ class SqliteStore:
         watcher = asyncio.Event()
         self._watchers.append(watcher)
         return watcher
+
+    async def wake_others(self) -> None:
+        """One bridge serves a SQLite file: it wakes its own reconciler."""
+
+    async def on_wake(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        async def stop() -> None:
+            return None
+
+        return stop
 
     # --- what arrives -------------------------------------------------------------------
 
