@@ -89,6 +89,8 @@ async def test_two_replicas_store_each_episode_once_as_sqlite_would(
         await asyncio.gather(deliver(a), deliver(b))
         got = await final(a)
         assert got == await final(b)
+        counts = await a.counts()  # kept by triggers from both replicas' writes
+        assert counts == await b.counts()
     finally:
         await asyncio.gather(a.close(), b.close())
     reference = SqliteStore(tmp_path / "alerts.db")
@@ -98,10 +100,73 @@ async def test_two_replicas_store_each_episode_once_as_sqlite_would(
             await reference.ingest(alerts, T0 + n * NS)
             await reference.ingest(alerts, T0 + n * NS)
         expected = await final(reference)
+        expected_counts = await reference.counts()
     finally:
         await reference.close()
     assert len({(fp, starts) for fp, starts, *_ in got[0]}) == len(got[0])  # one per episode
     assert got == expected
+    assert (dict(counts.by_state), dict(counts.firing)) == (
+        dict(expected_counts.by_state), dict(expected_counts.firing),
+    )  # fmt: skip
+
+
+async def test_resolved_counts_follow_every_change_and_fold_when_a_replica_is_gone(
+    pg_cluster: Cluster,
+) -> None:
+    """counts() reads the resolved alerts from the rows the triggers keep (migration 5), one
+    row per backend and severity: inserts, resolutions, reopenings, acks and retention keep
+    them equal to a count of every alert; a replica's rows are folded into slot 0 once its
+    connections are gone, the total unchanged."""
+    url = pg_cluster.new_database()
+    a, b = replica(pg_cluster, url), replica(pg_cluster, url)
+    await asyncio.gather(a.start(), b.start())
+
+    async def truth() -> dict[tuple[str, str], int]:
+        rows = await a.pool.fetch(
+            "SELECT CASE WHEN status = 'resolved' THEN 'resolved' WHEN acked_at IS NOT NULL"
+            " THEN 'acknowledged' ELSE 'firing' END, severity, count(*) FROM alerts GROUP BY 1, 2"
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    try:
+        ends = T0 + 60 * NS
+        await a.ingest([received(fingerprint=f"{n:016x}") for n in range(6)], T0)
+        await b.ingest([received("resolved", T0, ends, f"{n:016x}") for n in range(4)], T0)
+        await b.ingest([received("resolved", T0, ends, f"{n:016x}") for n in (6, 7)], T0)
+        assert (await a.counts()).by_state == await truth()
+        alerts = {x.fingerprint: x.id for x in await a.list_alerts(ALL)}
+        await a.acknowledge(alerts[f"{5:016x}"], "carol", "", T0 + 1)
+        await b.resolve(alerts[f"{5:016x}"], "carol", "done", T0 + 2)
+        assert dict((await b.counts()).by_state) == await truth()
+        assert (await b.counts()).by_state[("resolved", "warning")] == 7
+        await a.set_retention_days(1)
+        removed = await a.prune(T0 + 30 * 86400 * NS)
+        assert removed == 7
+        assert dict((await a.counts()).by_state) == await truth() == {("firing", "warning"): 1}
+        before = dict(await a.pool.fetch("SELECT slot, count FROM resolved_counts"))
+        await b.ingest([received("resolved", T0, ends, "f" * 16)], T0 + 3)
+        after = dict(await a.pool.fetch("SELECT slot, count FROM resolved_counts"))
+        (writer,) = [slot for slot, n in after.items() if before.get(slot) != n]
+        assert writer != 0  # b's backend has a row of its own
+        await b.close()
+        for _ in range(100):  # until PostgreSQL has seen b's connections go (bounded: 10 s)
+            alive = await a.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", writer
+            )
+            if not alive:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("b's backend did not end")
+        await a.prune(T0)  # nothing to remove; folds the rows of backends gone
+        folded = dict(await a.pool.fetch("SELECT slot, count FROM resolved_counts"))
+        assert writer not in folded
+        assert sum(folded.values()) == sum(after.values())
+        assert dict((await a.counts()).by_state) == await truth() == {
+            ("firing", "warning"): 1, ("resolved", "warning"): 1,
+        }  # fmt: skip
+    finally:
+        await asyncio.gather(a.close(), b.close())
 
 
 async def test_replicas_starting_together_migrate_once(pg_cluster: Cluster) -> None:

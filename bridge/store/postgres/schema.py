@@ -109,7 +109,71 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events DROP CONSTRAINT IF EXISTS events_alert_id_fkey;
     """,
+    # 5: resolved alerts counted by triggers (store.counts: a scrape read every alert, 240 ms
+    #    at 1,000,000), once per statement from its transition tables (a trigger per row
+    #    would update one counts row thousands of times in a transaction, each update walking
+    #    the row's growing chain of versions), into a row per (backend, severity): a
+    #    connection only ever updates its own rows, so replicas' writers never wait on each
+    #    other's counts (a row per severity would serialise them to COMMIT). Rows of backends
+    #    gone are folded into slot 0 by the retention (store.prune); the firing alerts are
+    #    few and counted by their index.
+    """
+    CREATE TABLE resolved_counts (
+        slot INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (slot, severity)
+    );
+    INSERT INTO resolved_counts (slot, severity, count)
+        SELECT 0, severity, count(*) FROM alerts WHERE status = 'resolved' GROUP BY severity;
+    CREATE FUNCTION alertbridge_count_resolved() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO resolved_counts AS c (slot, severity, count)
+                SELECT pg_backend_pid(), severity, count(*) FROM new_rows
+                WHERE status = 'resolved' GROUP BY severity
+                ON CONFLICT (slot, severity) DO UPDATE SET count = c.count + EXCLUDED.count;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO resolved_counts AS c (slot, severity, count)
+                SELECT pg_backend_pid(), severity, -count(*) FROM old_rows
+                WHERE status = 'resolved' GROUP BY severity
+                ON CONFLICT (slot, severity) DO UPDATE SET count = c.count + EXCLUDED.count;
+        ELSE
+            INSERT INTO resolved_counts AS c (slot, severity, count)
+                SELECT pg_backend_pid(), severity, sum(d) FROM (
+                    SELECT severity, 1 AS d FROM new_rows WHERE status = 'resolved'
+                    UNION ALL
+                    SELECT severity, -1 FROM old_rows WHERE status = 'resolved') AS x
+                GROUP BY severity HAVING sum(d) <> 0
+                ON CONFLICT (slot, severity) DO UPDATE SET count = c.count + EXCLUDED.count;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER alerts_resolved_insert AFTER INSERT ON alerts
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+        EXECUTE FUNCTION alertbridge_count_resolved();
+    CREATE TRIGGER alerts_resolved_update AFTER UPDATE ON alerts
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+        EXECUTE FUNCTION alertbridge_count_resolved();
+    CREATE TRIGGER alerts_resolved_delete AFTER DELETE ON alerts
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+        EXECUTE FUNCTION alertbridge_count_resolved();
+    """,
 )
+
+#: Fold the counts of backends gone into slot 0 (no live connection holds their rows: this
+#: waits for nobody but a new backend that happens to reuse a pid).
+FOLD_COUNTS = """
+WITH gone AS (
+    DELETE FROM resolved_counts
+    WHERE slot <> 0 AND slot NOT IN (SELECT pid FROM pg_stat_activity)
+    RETURNING severity, count
+)
+INSERT INTO resolved_counts AS c (slot, severity, count)
+SELECT 0, severity, sum(count) FROM gone GROUP BY severity
+ON CONFLICT (slot, severity) DO UPDATE SET count = c.count + EXCLUDED.count
+"""
 
 
 async def migrate(conn: Any) -> int:
