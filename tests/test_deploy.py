@@ -81,6 +81,24 @@ def test_docker_compose_config_accepts_the_file(repo_root: Path, profile: tuple[
     assert {p for p in by_profile.values() if p} == {("ha",)}
 
 
+def assert_shaped(
+    repo_root: Path, doc: dict[str, Any], name: str, service: dict[str, Any], tree: str
+) -> None:
+    """A healthcheck, ports on loopback only, files mounted read-only from `tree`, named
+    volumes declared."""
+    assert "healthcheck" in service, name
+    for port in service.get("ports", []):
+        assert port.startswith("127.0.0.1:"), (name, port)
+    for volume in service.get("volumes", []):
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            assert source.startswith(tree), (name, volume)
+            assert (repo_root / source).exists(), source
+            assert volume.endswith(":ro"), volume
+        else:
+            assert source in doc["volumes"], source
+
+
 def test_compose_is_production_shaped(repo_root: Path) -> None:
     """Four services with healthchecks, loopback-only ports, named volumes, file secrets,
     tokens given as *_FILE (never on a command line), generated configs mounted read-only."""
@@ -88,16 +106,7 @@ def test_compose_is_production_shaped(repo_root: Path) -> None:
     services = {n: s for n, s in doc["services"].items() if "profiles" not in s}
     assert set(services) == {"bridge", "prometheus", "alertmanager", "grafana"}
     for name, service in services.items():
-        assert "healthcheck" in service, name
-        for port in service.get("ports", []):
-            assert port.startswith("127.0.0.1:"), (name, port)
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("./"):
-                assert (repo_root / source).exists(), source
-                assert volume.endswith(":ro"), volume
-            else:
-                assert source in doc["volumes"], source
+        assert_shaped(repo_root, doc, name, service, "./")
     bridge = services["bridge"]
     assert bridge["environment"] == {
         "ALERTBRIDGE_WEBHOOK_TOKEN_FILE": "/run/secrets/webhook_token",
@@ -119,18 +128,7 @@ def test_compose_profile_ha_is_two_replicas_on_postgresql(repo_root: Path) -> No
     services = doc["services"]
     assert {n for n, s in services.items() if s.get("profiles") == ["ha"]} == HA
     for name in HA:
-        service = services[name]
-        assert "healthcheck" in service, name
-        for port in service.get("ports", []):
-            assert port.startswith("127.0.0.1:"), (name, port)
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("./"):
-                assert source.startswith("./deploy/ha"), (name, volume)
-                assert (repo_root / source).exists(), volume
-                assert volume.endswith(":ro"), volume
-            else:
-                assert source in doc["volumes"], source
+        assert_shaped(repo_root, doc, name, services[name], "./deploy/ha")
     ports = [p for n in HA for p in services[n].get("ports", [])]
     published = [p.split(":")[1] for p in ports + services["bridge"]["ports"]]
     assert len(set(published)) == len(published)  # the two pipelines run side by side

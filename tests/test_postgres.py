@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -32,6 +33,18 @@ ALL = AlertQuery(limit=100_000)
 
 def replica(pg: Cluster, url: str) -> PostgresStore:
     return PostgresStore(url, password_file=pg.password_file)
+
+
+async def until_waiting(store: PostgresStore, task: asyncio.Task[Any], waiting: str,
+                        finished: str) -> None:  # fmt: skip
+    """Until a backend waits as `waiting` (a pg_stat_activity condition) while `task` runs;
+    `finished`: what it means when the task ends first (bounded: 10 s)."""
+    for _ in range(500):
+        assert not task.done(), finished
+        if await store.pool.fetchval(f"SELECT count(*) FROM pg_stat_activity WHERE {waiting}"):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"neither waiting nor finished: {finished}")
 
 
 def history(seed: int, episodes: int = 12, cycles: int = 3) -> list[list[ReceivedAlert]]:
@@ -197,16 +210,8 @@ async def test_an_event_id_is_readable_only_after_every_smaller_one(pg_cluster: 
         await transaction.start()
         await insert_events(held, [(1, T0, "note", "carol", "held open")])
         other = asyncio.create_task(b.ingest([received(fingerprint="f" * 16)], T0))
-        for _ in range(500):  # until b waits for the feed lock (bounded: 10 s)
-            assert not other.done(), "b committed an event while a smaller id was uncommitted"
-            waiting = await a.pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
-            )
-            if waiting:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("b neither waited nor committed")
+        await until_waiting(a, other, "wait_event = 'advisory'",
+                            "b committed an event while a smaller id was uncommitted")  # fmt: skip
         assert [e.kind for e in await a.events_after(0)] == ["fired"]
         await transaction.commit()
         await asyncio.wait_for(other, 30)
@@ -244,16 +249,8 @@ async def test_an_event_never_outlives_its_alert_without_a_foreign_key(
         await transaction.start()
         await held.execute("SELECT id FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
         note = asyncio.create_task(store.add_note(alert_id, "carol", "late", T0 + 1))
-        for _ in range(500):  # until the note waits for the alert's row (bounded: 10 s)
-            assert not note.done(), "the note did not wait for the alert being deleted"
-            waiting = await store.pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            )
-            if waiting:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the note neither waited nor finished")
+        await until_waiting(store, note, "wait_event_type = 'Lock'",
+                            "the note did not wait for the alert being deleted")  # fmt: skip
         await held.execute("DELETE FROM events WHERE alert_id = $1", alert_id)
         await held.execute("DELETE FROM alerts WHERE id = $1", alert_id)
         await transaction.commit()
