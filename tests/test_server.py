@@ -217,3 +217,25 @@ def test_throttle_forgets_the_least_recent_keys() -> None:
         assert throttle.due(key)
     assert throttle.due("a")  # forgotten, so due again
     assert not throttle.due("d")
+
+
+def test_a_second_stop_signal_does_not_break_off_the_shutdown(tmp_path: Path) -> None:
+    """SIGTERMs in a row (a second Ctrl-C, or `timeout` signalling the whole process group):
+    the later ones are noted or ignored, the shutdown finishes cleanly (exit 0, no
+    traceback). They used to raise again inside the cleanup, which stopped halfway with
+    tracebacks, or killed the process once the runner had dropped its handlers."""
+    import signal
+    import time
+
+    from tests.support import bridge_env, free_port, start_bridge
+
+    port = free_port()
+    proc = start_bridge(tmp_path, port, bridge_env(), name="twice")
+    deadline = time.monotonic() + 10
+    while proc.popen.poll() is None and time.monotonic() < deadline:  # every phase of it
+        proc.popen.send_signal(signal.SIGTERM)
+        time.sleep(0.005)
+    code = proc.stop(signal.SIGTERM)
+    output = proc.output()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]

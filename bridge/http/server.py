@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import resource
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -373,4 +374,18 @@ async def _serve(
         while True:
             await asyncio.sleep(3600)
     finally:
-        await runner.cleanup()
+        _stopping(asyncio.get_running_loop())
+        try:
+            await runner.cleanup()
+        finally:  # (the runner removed every handler: the process only exits from here)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+
+
+def _stopping(loop: asyncio.AbstractEventLoop) -> None:
+    """Once stopping, a second SIGTERM or SIGINT (a second Ctrl-C, or one sent to the whole
+    process group as `timeout` does) is noted, not raised again inside the cleanup (it
+    broke it off halfway, with tracebacks)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, log.warning, "already stopping: %s ignored", sig.name)
