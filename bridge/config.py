@@ -22,6 +22,7 @@ from bridge.core.policies import EscalationSettings, load_escalation, positive_d
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
 from bridge.ingest.webhook import AlertLimits
+from bridge.store import is_url
 
 CONFIG_ENV = "ALERTBRIDGE_CONFIG"
 NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -93,7 +94,7 @@ class ServerSettings:
         name a file every replica reads, or there are no named keys)."""
         if self.keys_file:
             return self.keys_file
-        return None if "://" in self.db else f"{self.db}.keys.json"
+        return None if is_url(self.db) else f"{self.db}.keys.json"
 
 
 @dataclass(frozen=True, slots=True)

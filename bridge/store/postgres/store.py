@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import asyncpg
 import orjson
@@ -138,12 +138,8 @@ class PostgresStore:
             if self.read_only:
                 async with self.pool.acquire() as conn:
                     await schema.check_version(conn)
-        except DOWN as exc:
-            await self._close_pool()
-            raise _down(exc) from None
-        except asyncpg.PostgresError as exc:
-            await self._close_pool()
-            raise StoreError(f"PostgreSQL: {exc}") from None
+        except (*DOWN, asyncpg.PostgresError) as exc:
+            await self._fail(exc)
 
     async def _on_this_loop(self) -> None:
         """The pool and the writers belong to one event loop; the CLI runs one per call. On
@@ -183,14 +179,17 @@ class PostgresStore:
             try:
                 async with self.pool.acquire() as conn:
                     await schema.migrate(conn)
-            except DOWN as exc:
-                await self._close_pool()
-                raise _down(exc) from None
-            except asyncpg.PostgresError as exc:
-                await self._close_pool()
-                raise StoreError(f"PostgreSQL: {exc}") from None
+            except (*DOWN, asyncpg.PostgresError) as exc:
+                await self._fail(exc)
         self._started = True
         self._start_writers()
+
+    async def _fail(self, exc: BaseException) -> NoReturn:
+        """A start that failed: no pool left behind; StoreError saying why."""
+        await self._close_pool()
+        if isinstance(exc, DOWN):
+            raise _down(exc) from None
+        raise StoreError(f"PostgreSQL: {exc}") from None
 
     async def _close_pool(self) -> None:
         pool, self.pool = self.pool, None
