@@ -3,7 +3,7 @@ with none, and how late the events reach the watchers.
 
     .venv/bin/python -m bench.stream [--watchers 200] [--probes 4] [--checks 16] [--rounds 3]
                                      [--seconds 8] [--clients 32] [--filter] [--plain]
-                                     [--priority idle|19|0]
+                                     [--priority idle|19|0] [--worker-priority idle|normal]
 
 Each round starts, in turn, two `alertbridge serve` processes on fresh databases: one with
 nobody watching (the baseline), one with --watchers connections to GET /api/v1/events/stream
@@ -20,6 +20,10 @@ are protocols that count bytes, woken when 32 kB wait rather than at every batch
 runs under SCHED_IDLE (--priority idle: only when nothing else wants a core; --priority 19 or
 0 for that nice value): a process at nice 19 that burns a quarter of a core beside an
 unpinned server still costs it 15-20 % of its ingest rate, one under SCHED_IDLE about 7 %.
+
+The bridges' own stream worker runs as `server.stream_priority` says (--worker-priority, given
+to both bridges of a round: SCHED_IDLE by default, as `serve` runs it); --worker-priority normal
+shows what it costs the webhook at the server's own priority.
 
 Delivery: the arrival of the read that completed an event at a probe minus the event's own
 time (`at`, when the bridge recorded it), p50/p99 over every event of every probe (target: p99
@@ -256,7 +260,8 @@ async def one_round(args: argparse.Namespace, tmp: Path, watched: bool, n: int) 
     port = free_port()
     db = tmp / f"{'with' if watched else 'without'}-{n}.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
-    env.update(ALERTBRIDGE_WEBHOOK_TOKEN=TOKEN, ALERTBRIDGE_API_TOKEN=API)
+    env.update(ALERTBRIDGE_WEBHOOK_TOKEN=TOKEN, ALERTBRIDGE_API_TOKEN=API,
+               ALERTBRIDGE_STREAM_PRIORITY=args.worker_priority)  # fmt: skip
     argv = [sys.executable, "-m", "bridge", "serve", "--host", LOOPBACK, "--port", str(port),
             "--db", str(db)]  # fmt: skip
     server = start(argv, port, env)
@@ -317,7 +322,7 @@ async def main_async(args: argparse.Namespace) -> None:
     what = "severity=critical (none match)" if args.filter else "every event"
     print(f"-- one-alert notifications of new alerts, {args.clients} clients, {args.seconds:g}s"
           f" a phase; {args.watchers} watchers ({args.probes} parsing), {what};"
-          f" {args.rounds} rounds")  # fmt: skip
+          f" {args.rounds} rounds; stream worker at {args.worker_priority} priority")  # fmt: skip
     rates: dict[bool, list[float]] = {False: [], True: []}
     late: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as name:
@@ -367,6 +372,8 @@ def main() -> None:
     parser.add_argument("--filter", action="store_true", help="watchers that match nothing")
     parser.add_argument("--priority", default="idle", choices=("idle", "19", "0"),
                         help="the watchers' process: SCHED_IDLE, or this nice value")  # fmt: skip
+    parser.add_argument("--worker-priority", default="idle", choices=("idle", "normal"),
+                        help="the bridges' server.stream_priority")  # fmt: skip
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -35,6 +35,8 @@ RECEIVER_TYPES = (
 #: Alertmanager versions whose configuration can be generated.
 ALERTMANAGER_VERSIONS = ("0.25", "0.26", "0.27", "0.28")
 BRIDGE_RECEIVER = "alertbridge"
+#: server.stream_priority's values (bridge.http.fanout).
+STREAM_PRIORITIES = ("idle", "normal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,9 @@ class ServerSettings:
     public_url: str | None = None
     #: The API keys file (bridge.core.apikeys); None: `<db>.keys.json` beside a SQLite file.
     keys_file: str | None = None
+    #: The stream worker's CPU scheduling (bridge.http.fanout): "idle" (SCHED_IDLE: it runs
+    #: when ingestion leaves a core free) or "normal" (the server's own).
+    stream_priority: str = "idle"
 
     @property
     def keys_path(self) -> str | None:
@@ -378,6 +383,7 @@ _ENV_OVERRIDES = {
     "ALERTBRIDGE_PORT": ("server", "port"),
     "ALERTBRIDGE_DB": ("server", "db"),
     "ALERTBRIDGE_KEYS_FILE": ("server", "keys_file"),
+    "ALERTBRIDGE_STREAM_PRIORITY": ("server", "stream_priority"),
     "ALERTBRIDGE_PROMETHEUS_URL": ("prometheus", "url"),
     "ALERTBRIDGE_ALERTMANAGER_URL": ("alertmanager", "url"),
     "ALERTBRIDGE_TELEMETRY_SYSTEM": ("telemetry", "system"),
@@ -453,6 +459,9 @@ def load_settings(
     server = ServerSettings(**_typed(ServerSettings, sections["server"], "server", source))
     if not 0 < server.port < 65536:
         raise ConfigError(source, "server.port", f"must be 1..65535, got {server.port}")
+    if server.stream_priority not in STREAM_PRIORITIES:
+        choices = ", ".join(STREAM_PRIORITIES)
+        raise ConfigError(source, "server.stream_priority", f"must be one of {choices}")
     server = replace(
         server,
         webhook_token=_secret(env, "ALERTBRIDGE_WEBHOOK_TOKEN"),

@@ -134,6 +134,7 @@ def test_secrets_from_env_and_file(tmp_path: Path) -> None:
             "listed twice",
         ),
         ("alertmanager: {webhook_urls: 'http://a/x'}\n", "alertmanager.webhook_urls", "a list"),
+        ("server: {stream_priority: low}\n", "server.stream_priority", "one of idle, normal"),
     ],
 )
 def test_config_errors_name_file_and_key(
@@ -196,3 +197,14 @@ def test_keys_file_of_a_postgresql_store_is_only_the_one_named(write_config: Any
     assert load_settings(None, {}, db=url).server.keys_path is None
     named = load_settings(None, {"ALERTBRIDGE_KEYS_FILE": "/k.json"}, db=url).server
     assert named.keys_path == "/k.json"
+
+
+def test_stream_priority_from_file_and_env(write_config: Any) -> None:
+    """The stream worker runs at SCHED_IDLE unless told otherwise, by the file or the env."""
+    assert load_settings(None, {}).server.stream_priority == "idle"
+    path = write_config("server: {stream_priority: normal}\n")
+    assert load_settings(path, {}).server.stream_priority == "normal"
+    env = {"ALERTBRIDGE_STREAM_PRIORITY": "idle"}
+    assert load_settings(path, env).server.stream_priority == "idle"
+    with pytest.raises(ConfigError, match=r"server\.stream_priority: must be one of idle, normal"):
+        load_settings(None, {"ALERTBRIDGE_STREAM_PRIORITY": "high"})

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import pytest
 
 from bridge.config import Secret, load_settings
 from bridge.http.app import create_app
-from bridge.http.fanout import StreamWorker
+from bridge.http.fanout import StreamWorker, settle_in
 from bridge.http.keys import HUB, STREAM_WORKER
 from tests.test_stream import API, TIMEOUT, Client, MakeClient, Watcher, fire
 
@@ -185,3 +189,54 @@ async def test_the_worker_is_woken_once_per_read_it_asks_for_not_per_write(
     # write (60).
     assert worker.told < 60
     assert worker.told <= elapsed / 0.04 + 3
+
+
+@pytest.mark.parametrize(("priority", "policy"), [("idle", 5), ("normal", 0)])
+async def test_the_worker_runs_at_sched_idle_unless_told_normal(
+    aiohttp_client: MakeClient, tmp_path: Path, priority: str, policy: int
+) -> None:
+    """server.stream_priority: the worker's process (and the threads it starts) at
+    SCHED_IDLE (5) by default, at SCHED_OTHER (0) when told "normal"; it serves either way."""
+    base = load_settings(None, {"ALERTBRIDGE_STREAM_PRIORITY": priority},
+                         db=str(tmp_path / "a.db"))  # fmt: skip
+    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
+                                 api_token=Secret("api-secret"))  # fmt: skip
+    made = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                           background=False, stream_worker=True))  # fmt: skip
+    worker = worker_of(made)
+    await until(lambda: worker.alive, "the stream worker started")
+    assert worker.proc is not None
+    assert os.sched_getscheduler(worker.proc.pid) == policy
+    watcher = await open_stream(made)
+    await until(lambda: worker.handed == 1, "the stream handed over")
+    await fire(made, 1)
+    _, data = await watcher.message()
+    assert data["alert_id"] == 1
+    watcher.response.close()
+
+
+def test_settling_in_lowers_the_priority_and_quiets_the_collector() -> None:
+    """In a process of its own (what it changes is process-wide): SCHED_IDLE, start-up's
+    objects frozen, young collections every 50,000 allocations rather than 700."""
+    code = ("import gc, os; from bridge.http.fanout import settle_in; settle_in('idle');"
+            " print(os.sched_getscheduler(0), gc.get_freeze_count() > 1000,"
+            " gc.get_threshold())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)  # fmt: skip
+    assert out.stdout.split(None, 2) == ["5", "True", "(50000, 20, 100)\n"]
+
+
+def test_a_worker_that_may_not_lower_its_priority_says_so_and_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(os, "sched_setscheduler", refused)
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(gc, "set_threshold", lambda *args: None)
+    settle_in("idle")
+    assert "cannot run at SCHED_IDLE" in caplog.text
+    assert "Operation not permitted" in caplog.text
+    assert frozen == [True]

@@ -418,3 +418,30 @@ def test_the_engines_reads_each_tick_search_an_index_never_scan(
     found = store.read(plans)
     assert found, "no statement ran"
     assert all(p.startswith("SEARCH escalations USING") for p in found), found
+
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_inline_reads_run_on_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    """A store opened with inline_reads (the stream worker's) runs each read on the thread
+    that awaits it; by default a read goes to a worker thread, the event loop free meanwhile."""
+    from bridge.store import open_store
+    from bridge.store.sqlite import queries
+
+    threads: list[int] = []
+    real = queries.last_event_id
+
+    def recording(conn: sqlite3.Connection) -> int:
+        threads.append(threading.get_ident())
+        return real(conn)
+
+    monkeypatch.setattr(queries, "last_event_id", recording)
+    Database(tmp_path / "a.db").close()  # (created and migrated: opened read-only below)
+    store = open_store(tmp_path / "a.db", read_only=True, inline_reads=inline)
+    try:
+        assert await store.last_event_id() == 0
+    finally:
+        await store.close()
+    assert (threads == [threading.get_ident()]) is inline
+    assert len(threads) == 1

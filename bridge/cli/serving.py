@@ -24,7 +24,7 @@ from bridge.cli.common import (
     settings_of,
     table,
 )
-from bridge.config import Settings, load_settings
+from bridge.config import STREAM_PRIORITIES, Settings, load_settings
 from bridge.core.errors import BridgeError
 from bridge.telemetry.status import rule_states
 
@@ -209,9 +209,10 @@ def dev(ctx: click.Context, workdir: Path | None, ha: bool) -> None:
 @click.option("--db", required=True)
 @click.option("--parent", type=int, required=True)
 @click.option("--fd", type=int, required=True)
+@click.option("--priority", type=click.Choice(STREAM_PRIORITIES), default="idle")
 @click.pass_context
 @fail_cleanly
-def stream_worker(ctx: click.Context, db: str, parent: int, fd: int) -> None:
+def stream_worker(ctx: click.Context, db: str, parent: int, fd: int, priority: str) -> None:
     """The live event streams' own process, started by `serve` (not run by hand)."""
     import asyncio
 
@@ -219,7 +220,7 @@ def stream_worker(ctx: click.Context, db: str, parent: int, fd: int) -> None:
 
     configure_logging("info")
     settings = load_settings(ctx.ensure_object(dict).get("config"), db=db)
-    asyncio.run(run_stream_worker(settings, db, parent, fd))
+    asyncio.run(run_stream_worker(settings, db, parent, fd, priority))
 
 
 @main.command("escalation-worker", hidden=True)

@@ -3,8 +3,9 @@ again if it dies), and hands it each event stream once the server has answered t
 
 Why: sending every batch of events to 200 watchers is 200 writes to 200 sockets, plus reading
 and encoding the batch; in the server's interpreter that took a third of the webhook's
-throughput (bench.stream), since the server's threads share one GIL. The worker runs on the
-other core.
+throughput (bench.stream), since the server's threads share one GIL. The worker runs beside
+the server at SCHED_IDLE (server.stream_priority; see settle_in): on a core the webhook leaves
+free.
 
 How: the server authenticates the request, validates its filters, answers 200 with the
 stream's headers and first line, then passes the connection's file descriptor over a Unix
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -64,7 +66,9 @@ class StreamWorker:
         argv = [sys.executable, "-m", "bridge"]
         if settings.source != "<defaults>":
             argv += ["--config", settings.source]
-        argv += ["stream-worker", "--db", settings.server.db, "--parent", str(os.getpid())]
+        # The server's own db and priority: it may have had them from flags or its env.
+        argv += ["stream-worker", "--db", settings.server.db, "--parent", str(os.getpid()),
+                 "--priority", settings.server.stream_priority]  # fmt: skip
         return cls(argv, store)
 
     @property
@@ -256,13 +260,49 @@ class _Worker:
             transport.close()
 
 
-async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int) -> None:
+def settle_in(priority: str) -> None:
+    """The worker's process, before its loop and threads start (they inherit it).
+
+    "idle": SCHED_IDLE, so that the worker runs only on a core ingestion leaves free: at
+    SCHED_OTHER, on two cores, a server thread waking (the event loop, the SQLite writer,
+    its syncer) often found the worker in the middle of a batch and waited for it, and those
+    waits were the whole of what 200 watchers cost the webhook (bench.stream: 0.2 s of run
+    queue wait per 8 s for the event loop, 0.5 s for the writer, 0.3 s for the syncer, against
+    0.01-0.07 s with nobody watching; 85-88 % of the webhook's throughput, 93-96 % at
+    SCHED_IDLE). The worker keeps up as long as some core is idle part of the time; on a
+    machine saturated by the server, live updates lag (streams get larger batches, later;
+    none is lost), while the webhook, whose answers Alertmanager waits for, does not. Any
+    process may lower its own priority so; one that cannot (a seccomp profile forbidding it)
+    logs why and runs as "normal".
+
+    Also: the objects of start-up are frozen out of the garbage collector's sight and young
+    collections are rarer. The hub keeps 10,000 events (bridge.feed.hub) and makes about 500
+    objects a batch; at the default thresholds a collection ran every other batch and a
+    full one every few seconds, walking every module's objects too (a few percent of the
+    worker's CPU in a profile).
+    """
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError) as exc:
+            log.warning("stream worker: cannot run at SCHED_IDLE (%s); running as normal", exc)
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
+                            priority: str = "idle") -> None:  # fmt: skip
     """Serve the streams the server hands over until it is gone or SIGTERM; then end them."""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the server
-    store = open_store(db, query_timeout=settings.server.query_timeout, read_only=True)
+    settle_in(priority)
+    # No query timeout: the worker's reads are pages of the feed by id (the hub filters in
+    # Python), short by construction; a timeout's progress handler would make each read that
+    # runs past a millisecond pause as long (bridge.store.sqlite.database._ReadBudget), which
+    # is for a server's reads sharing a GIL with its webhook, not for a process of its own.
+    store = open_store(db, read_only=True, inline_reads=True)
     control = socket.socket(fileno=fd)
     control.setblocking(False)
     worker = _Worker(store, settings.server.max_connections, control)

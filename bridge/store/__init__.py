@@ -40,13 +40,23 @@ def exists(location: str | Path) -> bool:
 
 
 def open_store(
-    path: str | Path, *, query_timeout: float | None = None, read_only: bool = False
+    path: str | Path,
+    *,
+    query_timeout: float | None = None,
+    read_only: bool = False,
+    inline_reads: bool = False,
 ) -> AlertStore:
     """The store in the SQLite database file at `path` (migrated on open unless read-only),
     or, for a `postgresql://` URL, in that PostgreSQL database (migrated at start; its
     password from the file ALERTBRIDGE_STORE_PASSWORD_FILE names, or libpq's PGPASSWORD or
     PGPASSFILE: never in the URL, which is logged). StoreError when it cannot be opened.
-    Call `start()` before writing."""
+    Call `start()` before writing.
+
+    inline_reads: SQLite runs each read on the calling thread, blocking its event loop until
+    the read ends, instead of handing it to a thread and back (two wake-ups a read). For a
+    process whose loop has nothing else to do meanwhile and whose reads are short (the
+    stream worker, bridge.http.fanout: a page of the feed by id); PostgreSQL's reads are
+    asynchronous anyway, and it ignores this."""
     name = str(path)
     if is_url(name):
         import os
@@ -57,7 +67,8 @@ def open_store(
                              query_timeout=query_timeout, read_only=read_only)  # fmt: skip
     from bridge.store.sqlite.store import SqliteStore  # the implementation, chosen here only
 
-    return SqliteStore(path, query_timeout=query_timeout, read_only=read_only)
+    return SqliteStore(path, query_timeout=query_timeout, read_only=read_only,
+                       inline_reads=inline_reads)  # fmt: skip
 
 
 __all__ = [

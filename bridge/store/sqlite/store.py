@@ -55,9 +55,13 @@ class SqliteStore:
         query_timeout: float | None = None,
         read_only: bool = False,
         max_batch: int = 256,
+        inline_reads: bool = False,
     ) -> None:
         self.path = str(path)
         self.read_only = read_only
+        #: Reads run on the caller's thread, blocking its event loop while they run, instead
+        #: of in a worker thread (see open_store).
+        self.inline_reads = inline_reads
         self.db = Database(path, busy_timeout_ms, query_timeout, read_only)
         self.writer = Writer(self.db, max_batch)
         self._running = False
@@ -103,6 +107,8 @@ class SqliteStore:
         return None
 
     async def _read(self, fn: Callable[[Any], T]) -> T:
+        if self.inline_reads:
+            return self.db.read(fn)
         return await asyncio.to_thread(self.db.read, fn)
 
     async def _write(self, job: Job[T], isolate: bool = True) -> T:
