@@ -21,8 +21,9 @@ import aiohttp
 import pytest
 
 from bridge.config import Secret, load_settings
+from bridge.core import apikeys
 from bridge.http.app import create_app
-from bridge.http.fanout import StreamWorker, settle_in
+from bridge.http.fanout import StreamWorker, _in_force, settle_in
 from bridge.http.keys import HUB, STREAM_WORKER
 from tests.test_stream import API, TIMEOUT, Client, MakeClient, Watcher, fire
 
@@ -240,3 +241,51 @@ def test_a_worker_that_may_not_lower_its_priority_says_so_and_runs(
     assert "cannot run at SCHED_IDLE" in caplog.text
     assert "Operation not permitted" in caplog.text
     assert frozen == [True]
+
+
+@pytest.mark.parametrize("in_worker", [True, False], ids=["worker", "server"])
+async def test_a_revoked_keys_streams_end_and_the_others_go_on(
+    aiohttp_client: MakeClient, tmp_path: Path, in_worker: bool
+) -> None:
+    """Revoking a key ends the streams it opened (within a few seconds: the keys file is
+    looked at once a second), whether the worker or the server serves them; another key's
+    stream goes on."""
+    keys = tmp_path / "keys.json"
+    tokens = {name: apikeys.add(keys, name, "read")[1] for name in ("rita", "sam")}
+    base = load_settings(None, {"ALERTBRIDGE_KEYS_FILE": str(keys)}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"))
+    made = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                           background=False, stream_worker=in_worker))  # fmt: skip
+    if in_worker:
+        await until(lambda: worker_of(made).alive, "the stream worker started")
+    rita = await open_stream(made, Authorization=f"Bearer {tokens['rita']}")
+    sam = await open_stream(made, Authorization=f"Bearer {tokens['sam']}")
+    if in_worker:
+        await until(lambda: worker_of(made).handed == 2, "the streams handed over")
+    else:
+        await until(lambda: made.app[HUB].watchers == 2, "the server's hub serves both")
+    await fire(made, 1)
+    assert (await rita.message())[1]["alert_id"] == 1
+    assert (await sam.message())[1]["alert_id"] == 1
+    apikeys.revoke(keys, "rita")
+    ended = await rest_of(rita)  # (bounded by TIMEOUT: it fails if the stream goes on)
+    assert b"data: " not in ended
+    await fire(made, 2)
+    assert (await sam.message())[1]["alert_id"] == 2
+    sam.response.close()
+
+
+def test_the_workers_view_of_the_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No keys file: nothing to check; an unreadable one: nothing checked, and it says so; a
+    good one: in force until revoked."""
+    assert _in_force(None) is None
+    broken = tmp_path / "broken.json"
+    broken.write_text("{broken")
+    assert _in_force(str(broken)) is None
+    assert "streams will not end when a key is revoked" in caplog.text
+    keys = tmp_path / "keys.json"
+    key, _ = apikeys.add(keys, "rita", "read")
+    in_force = _in_force(str(keys))
+    assert in_force is not None
+    assert in_force(key.sha256)
+    assert not in_force("0" * 64)

@@ -210,9 +210,12 @@ def dev(ctx: click.Context, workdir: Path | None, ha: bool) -> None:
 @click.option("--parent", type=int, required=True)
 @click.option("--fd", type=int, required=True)
 @click.option("--priority", type=click.Choice(STREAM_PRIORITIES), default="idle")
+@click.option("--keys", default=None)
 @click.pass_context
 @fail_cleanly
-def stream_worker(ctx: click.Context, db: str, parent: int, fd: int, priority: str) -> None:
+def stream_worker(
+    ctx: click.Context, db: str, parent: int, fd: int, priority: str, keys: str | None
+) -> None:
     """The live event streams' own process, started by `serve` (not run by hand)."""
     import asyncio
 
@@ -220,7 +223,7 @@ def stream_worker(ctx: click.Context, db: str, parent: int, fd: int, priority: s
 
     configure_logging("info")
     settings = load_settings(ctx.ensure_object(dict).get("config"), db=db)
-    asyncio.run(run_stream_worker(settings, db, parent, fd, priority))
+    asyncio.run(run_stream_worker(settings, db, parent, fd, priority, keys))
 
 
 @main.command("escalation-worker", hidden=True)

@@ -159,13 +159,18 @@ class Watcher:
     """One stream, as the hub sees it: its filter, where it is, its peer, and whether it is
     live (caught up: the hub sends it each batch itself)."""
 
-    __slots__ = ("gzip", "live", "peer", "position", "wanted", "woken")
+    __slots__ = ("ended", "gzip", "key", "live", "peer", "position", "wanted", "woken")
 
-    def __init__(self, position: int, wanted: WatchFilter, gzip: bool, peer: Peer) -> None:
+    def __init__(self, position: int, wanted: WatchFilter, gzip: bool, peer: Peer,
+                 key: str | None = None) -> None:  # fmt: skip
         self.position = position
         self.wanted = wanted
         self.gzip = gzip
         self.peer = peer
+        #: The hash of the key that opened the stream (None: no named key).
+        self.key = key
+        #: Its key was revoked: the stream ends.
+        self.ended = False
         self.live = False
         self.woken = asyncio.Event()
 
@@ -182,8 +187,14 @@ class EventHub:
 
     def __init__(self, store: AlertStore, *, keep: int = 10_000, poll: float = 0.25,
                  page: int = 500, retry: float = 2.0, every: float = 0.04,
-                 changes: Callable[[], asyncio.Event] | None = None) -> None:  # fmt: skip
+                 changes: Callable[[], asyncio.Event] | None = None,
+                 in_force: Callable[[str], bool] | None = None) -> None:  # fmt: skip
         self.store = store
+        #: Whether a key (by its hash) is still in force; the streams of a key that is not
+        #: end within `recheck` seconds (None: nothing is checked).
+        self.in_force = in_force
+        self.recheck = 1.0
+        self._last_check = 0.0
         #: What wakes the hub when something was written (default: this process's writes;
         #: the stream worker's: the server's word that it wrote).
         self.changes = changes or store.changes
@@ -232,6 +243,9 @@ class EventHub:
                 if began - self._last_tick >= self.keepalive:
                     self._last_tick = began
                     self._push_keepalive()
+                if self.in_force is not None and began - self._last_check >= self.recheck:
+                    self._last_check = began
+                    self._end_revoked(self.in_force)
                 await wait_event(changed, self.poll)
                 rest = self.every - (asyncio.get_running_loop().time() - began)
                 if rest > 0:
@@ -285,6 +299,16 @@ class EventHub:
                 watcher.woken.set()
         self._live = [w for w in self._live if w.live]
 
+    def _end_revoked(self, in_force: Callable[[str], bool]) -> None:
+        """End the streams whose key is no longer in force (revoked since they opened)."""
+        ending = [w for w in self._watchers if w.key is not None and not in_force(w.key)]
+        for watcher in ending:
+            log.info("a stream ends: its key was revoked")
+            watcher.ended, watcher.live = True, False
+            watcher.woken.set()
+        if ending:
+            self._live = [w for w in self._live if w.live]
+
     def _wake_all(self) -> None:
         """Every watcher looks again for itself (the floor moved, or the hub closes)."""
         for watcher in self._live:
@@ -334,17 +358,23 @@ class EventHub:
         return items[-1].entry.id, deflated(payload) if gzip and payload else payload
 
     async def watch(
-        self, position: int | None, wanted: WatchFilter, gzip: bool, peer: Peer
+        self,
+        position: int | None,
+        wanted: WatchFilter,
+        gzip: bool,
+        peer: Peer,
+        key: str | None = None,
     ) -> None:
         """Serve one watcher until its peer is gone or the hub closes: catch up (writing,
         waiting for the peer), then live (the hub sends), and again whenever it falls behind.
-        Every event after `position` (None: from now) that it wants, once, in order."""
+        Every event after `position` (None: from now) that it wants, once, in order; until
+        `key` (the hash of the key that opened it) is revoked, when in_force is given."""
         at = await self.store.last_event_id() if position is None else position
-        watcher = Watcher(at, wanted, gzip, peer)
+        watcher = Watcher(at, wanted, gzip, peer, key)
         self._watchers.add(watcher)
         self._wanted.set()
         try:
-            while not self.closed and not peer.gone():
+            while not self.closed and not peer.gone() and not watcher.ended:
                 last, payload = await self.after(watcher.position, wanted, gzip)
                 if last is not None:
                     if payload:

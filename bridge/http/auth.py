@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller: a key's name (None: the shared token, or an open API) and its role."""
+    """The caller: a key's name (None: the shared token, or an open API), its role, and the
+    hash of its key (None: no named key), by which a stream it opened ends when the key is
+    revoked."""
 
     name: str | None
     role: str
+    key_sha256: str | None = None
 
     def actor(self, by: object) -> object:
         """Who an action is recorded as (`by` from the request body, unchecked: the store
@@ -72,7 +75,7 @@ def identify(request: web.Request, token: str | None) -> Principal | None:
     if shared is not None and tokens_equal(token, shared):
         return Principal(None, "admin")
     key = ring.find(token) if ring is not None else None
-    return None if key is None else Principal(key.name, key.role)
+    return None if key is None else Principal(key.name, key.role, key.sha256)
 
 
 def session_of(request: web.Request) -> Session | None:
@@ -92,7 +95,7 @@ def session_of(request: web.Request) -> Session | None:
 
 def from_session(request: web.Request) -> Principal | None:
     session = session_of(request)
-    return None if session is None else Principal(session.name, session.role)
+    return None if session is None else Principal(session.name, session.role, session.key_sha256)
 
 
 def authorize(request: web.Request, needed: str) -> Principal:

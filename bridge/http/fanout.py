@@ -30,11 +30,12 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bridge.config import Settings
 from bridge.core.aio import stop_process, stop_task, wait_event
+from bridge.core.apikeys import KeyRing, KeysError
 from bridge.feed.hub import EventHub, WatchFilter
 from bridge.http.peers import TransportPeer
 from bridge.store import AlertStore, open_store
@@ -69,6 +70,8 @@ class StreamWorker:
         # The server's own db and priority: it may have had them from flags or its env.
         argv += ["stream-worker", "--db", settings.server.db, "--parent", str(os.getpid()),
                  "--priority", settings.server.stream_priority]  # fmt: skip
+        if settings.server.keys_path is not None:  # its streams end when their key is revoked
+            argv += ["--keys", settings.server.keys_path]
         return cls(argv, store)
 
     @property
@@ -200,9 +203,10 @@ class RawPeer(TransportPeer):
 
 
 class _Worker:
-    def __init__(self, store: AlertStore, limit: int, control: socket.socket) -> None:
+    def __init__(self, store: AlertStore, limit: int, control: socket.socket,
+                 in_force: Callable[[str], bool] | None = None) -> None:  # fmt: skip
         self.changes = _Changes(control)
-        self.hub = EventHub(store, changes=self.changes.changes)
+        self.hub = EventHub(store, changes=self.changes.changes, in_force=in_force)
         self.limit = limit
         self.streams: set[asyncio.Task[None]] = set()
         self.stop = asyncio.Event()
@@ -251,13 +255,28 @@ class _Worker:
             return
         peer = RawPeer(transport, bool(stream["chunked"]))
         try:
-            await self.hub.watch(int(stream["position"]), wanted, bool(stream["gzip"]), peer)
+            await self.hub.watch(int(stream["position"]), wanted, bool(stream["gzip"]), peer,
+                                 stream.get("key"))  # fmt: skip
         except (ConnectionError, OSError):
             pass  # the watcher went away
         finally:
             if peer.chunked and not peer.gone():
                 transport.write(b"0\r\n\r\n")  # the stream ends (the hub closed)
             transport.close()
+
+
+def _in_force(keys: str | None) -> Callable[[str], bool] | None:
+    """Whether a key is in force, by the keys file (reread when it changes, as the server
+    does); None without one. A file unreadable when the worker starts: nothing is checked
+    (the server refuses the key's new requests by its own last good keys), and it says so."""
+    if keys is None:
+        return None
+    try:
+        ring = KeyRing(keys)
+    except KeysError as exc:
+        log.error("stream worker: keys file: %s; streams will not end when a key is revoked", exc)
+        return None
+    return lambda sha256: ring.by_hash(sha256) is not None
 
 
 def settle_in(priority: str) -> None:
@@ -291,7 +310,7 @@ def settle_in(priority: str) -> None:
 
 
 async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
-                            priority: str = "idle") -> None:  # fmt: skip
+                            priority: str = "idle", keys: str | None = None) -> None:  # fmt: skip
     """Serve the streams the server hands over until it is gone or SIGTERM; then end them."""
     with contextlib.suppress(Exception):
         import ctypes
@@ -305,7 +324,7 @@ async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
     store = open_store(db, read_only=True, inline_reads=True)
     control = socket.socket(fileno=fd)
     control.setblocking(False)
-    worker = _Worker(store, settings.server.max_connections, control)
+    worker = _Worker(store, settings.server.max_connections, control, _in_force(keys))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
