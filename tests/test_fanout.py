@@ -289,3 +289,36 @@ def test_the_workers_view_of_the_keys(tmp_path: Path, caplog: pytest.LogCaptureF
     assert in_force is not None
     assert in_force(key.sha256)
     assert not in_force("0" * 64)
+
+
+async def test_the_workers_streams_count_against_the_connection_cap(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """With server.max_connections streams held by the worker, another is answered 503
+    too_many_streams before any 200 (not a 200 and a stream cut at once, which an EventSource
+    would retry every 2 s); once one ends, the worker says so and a new one is taken."""
+    base = load_settings(None, {}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
+                                 api_token=Secret("api-secret"), max_connections=2)  # fmt: skip
+    made = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                           background=False, stream_worker=True))  # fmt: skip
+    worker = worker_of(made)
+    await until(lambda: worker.alive, "the stream worker started")
+    first, second = await open_stream(made), await open_stream(made)
+    await until(lambda: worker.handed == 2, "the streams handed over")
+    assert worker.open_streams == 2
+    refused = await made.get("/api/v1/events/stream", headers=API)
+    assert refused.status == 503
+    body = await refused.json()
+    assert body["error"] == "too_many_streams"
+    assert body["message"] == ("2 event streams are open (server.max_connections);"
+                               " try again later")  # fmt: skip
+    first.response.close()
+    await until(lambda: worker.open_streams == 1, "the worker said a stream ended")
+    third = await open_stream(made)
+    await until(lambda: worker.handed == 3, "the new stream handed over")
+    await fire(made, 1)
+    assert (await third.message())[1]["alert_id"] == 1
+    assert (await second.message())[1]["alert_id"] == 1
+    third.response.close()
+    second.response.close()

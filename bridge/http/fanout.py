@@ -47,6 +47,7 @@ MAX_MESSAGE = 64 * 1024
 READY = b"ready"
 CHANGED = b'{"op":"changed"}'
 WANT = b"want"
+ENDED = b"ended"
 
 
 class StreamWorker:
@@ -59,6 +60,8 @@ class StreamWorker:
         self.control: socket.socket | None = None  # set while the worker is up and ready
         self.stopping = False
         self.handed = 0
+        #: Streams the running worker holds: handed over to it and not yet ENDED.
+        self.open_streams = 0
         #: Wake-ups sent to the worker (CHANGED), for the tests: one per read it asked for.
         self.told = 0
 
@@ -96,8 +99,9 @@ class StreamWorker:
             try:
                 ready = await asyncio.wait_for(loop.sock_recv(ours, 64), 60)
                 if ready == READY:
+                    self.open_streams = 0  # (a new worker: its predecessor's streams ended)
                     self.control = ours
-                    notifier = asyncio.create_task(self._notify_writes(ours))
+                    notifier = asyncio.create_task(self._listen(ours))
                 code = await self.proc.wait()
             except TimeoutError:
                 log.error("the stream worker did not start within 60 s")
@@ -115,20 +119,35 @@ class StreamWorker:
                       " served by the server meanwhile)", code, RESTART_AFTER)  # fmt: skip
             await asyncio.sleep(RESTART_AFTER)
 
-    async def _notify_writes(self, control: socket.socket) -> None:
-        """Tell the worker of a write when it asks (WANT: it is about to read the feed and
-        then wait): one message per read of its hub (at most 25 a second under load), not
-        one per commit, and none while nobody watches. `pending` was taken when the last
-        CHANGED went: set, there was a write since, which the worker's read may have missed
-        (it may have read before the write, and asked before this saw it): told at once."""
+    async def _listen(self, control: socket.socket) -> None:
+        """What the worker says: WANT (it is about to read the feed: tell it of the next
+        write) and ENDED (a stream it held is gone: open_streams counts down at once, however
+        quiet the store is)."""
         loop = asyncio.get_running_loop()
+        asked = asyncio.Event()
+        teller = asyncio.create_task(self._notify_writes(control, asked))
+        try:
+            while True:
+                message = await loop.sock_recv(control, 64)
+                if not message:
+                    return  # the worker closed its end
+                if message == WANT:
+                    asked.set()
+                elif message == ENDED:
+                    self.open_streams = max(0, self.open_streams - 1)
+        finally:
+            await stop_task(teller)
+
+    async def _notify_writes(self, control: socket.socket, asked: asyncio.Event) -> None:
+        """Tell the worker of a write when it asks: one message per read of its hub (at most
+        25 a second under load), not one per commit, and none while nobody watches.
+        `pending` was taken when the last CHANGED went: set, there was a write since, which
+        the worker's read may have missed (it may have read before the write, and asked
+        before this saw it): told at once."""
         pending = self.store.changes()
         while True:
-            message = await loop.sock_recv(control, 64)
-            if not message:
-                return  # the worker closed its end
-            if message != WANT:
-                continue
+            await asked.wait()
+            asked.clear()
             await pending.wait()
             pending = self.store.changes()
             with contextlib.suppress(OSError):  # full: the worker has a wake-up queued already
@@ -148,6 +167,7 @@ class StreamWorker:
             log.warning("the stream worker did not take a stream (%s): served here", exc)
             return False
         self.handed += 1
+        self.open_streams += 1
         return True
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -236,14 +256,26 @@ class _Worker:
         except Exception:
             log.exception("a stream handed over unreadable: closed")
             sock.close()
+            self._ended()
             return
-        if len(self.streams) >= self.limit:
+        if len(self.streams) >= self.limit:  # (the server answers 503 first; this is a backstop)
             log.warning("%d streams open (server.max_connections): one closed", self.limit)
             sock.close()
+            self._ended()
             return
         task = asyncio.create_task(self._serve(sock, stream, wanted))
         self.streams.add(task)
-        task.add_done_callback(self.streams.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.streams.discard(task)
+        self._ended()
+
+    def _ended(self) -> None:
+        """Tell the server a stream it handed over is gone (it counts them against
+        server.max_connections)."""
+        with contextlib.suppress(OSError):  # full or gone: the count is corrected at a restart
+            self.changes.control.send(ENDED)
 
     async def _serve(self, sock: socket.socket, stream: Mapping[str, Any],
                      wanted: WatchFilter) -> None:  # fmt: skip

@@ -271,6 +271,10 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "The stream", "content": {"text/event-stream": {}}},
                     **{k: v for k, v in _responses("200", 400, 401).items() if k != "200"},
+                    "503": {
+                        "description": "server.max_connections streams open already"
+                        " (too_many_streams); retry later"
+                    },  # fmt: skip
                 },
             }
         },

@@ -19,6 +19,7 @@ from aiohttp import HttpVersion11, web
 from bridge.core.aio import stop_task
 from bridge.feed.hub import GZIP_HEADER, EventHub, WatchFilter, deflated, parse_position
 from bridge.http.auth import authorize
+from bridge.http.errors import HttpError
 from bridge.http.fanout import StreamWorker
 from bridge.http.keys import HUB, KEYRING, SETTINGS, STORE, STREAM_WORKER
 from bridge.http.peers import TransportPeer
@@ -70,6 +71,12 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     }
     if gzip:
         headers["Content-Encoding"] = "gzip"
+    worker = request.app.get(STREAM_WORKER)
+    limit = request.app[SETTINGS].server.max_connections
+    if worker is not None and worker.alive and worker.open_streams >= limit:
+        raise HttpError(503, "too_many_streams",
+                        f"{limit} event streams are open (server.max_connections);"
+                        " try again later")  # fmt: skip
     if position is None:  # from now: before the 200, so that what follows it is in the stream
         position = await request.app[STORE].last_event_id()
     response = web.StreamResponse(headers=headers)
