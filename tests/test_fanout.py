@@ -7,6 +7,7 @@ server shutting down ends them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import os
@@ -322,3 +323,52 @@ async def test_the_workers_streams_count_against_the_connection_cap(
     assert (await second.message())[1]["alert_id"] == 1
     third.response.close()
     second.response.close()
+
+
+async def test_a_stream_the_worker_cannot_take_is_served_here(
+    client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's queue full (or its socket gone) at the hand-over: the server serves the
+    stream itself, and says why."""
+    worker = worker_of(client)
+
+    def full(*args: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(socket, "send_fds", full)
+    watcher = await open_stream(client)
+    await until(lambda: client.app[HUB].watchers == 1, "the server's hub serves it")
+    assert worker.handed == 0
+    assert "the stream worker did not take a stream" in caplog.text
+    await fire(client, 1)
+    assert (await watcher.message())[1]["alert_id"] == 1
+    watcher.response.close()
+
+
+async def test_a_worker_that_never_says_ready_is_killed_and_started_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker silent past start_timeout is killed and started again after RESTART_AFTER
+    (no stream is handed to it meanwhile)."""
+    from bridge.store import open_store
+
+    store = open_store(tmp_path / "a.db")
+    await store.start()
+    marks = tmp_path / "starts"
+    silent = [sys.executable, "-c",
+              f"import time; open({str(marks)!r}, 'a').write('x'); time.sleep(60)"]  # fmt: skip
+    worker = StreamWorker(silent, store)
+    worker.start_timeout = 0.3
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: marks.exists() and len(marks.read_text()) >= 2,
+                    "a second start", seconds=20)  # fmt: skip
+        assert "the stream worker did not start within 0.3 s" in caplog.text
+        assert not worker.alive
+        assert not worker.handover(0, {})
+    finally:
+        await worker.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()

@@ -59,6 +59,8 @@ class StreamWorker:
         self.proc: asyncio.subprocess.Process | None = None
         self.control: socket.socket | None = None  # set while the worker is up and ready
         self.stopping = False
+        #: Seconds a starting worker has to say it is ready; then it is killed and restarted.
+        self.start_timeout = 60.0
         self.handed = 0
         #: Streams the running worker holds: handed over to it and not yet ENDED.
         self.open_streams = 0
@@ -97,14 +99,14 @@ class StreamWorker:
             ours.setblocking(False)
             notifier = None
             try:
-                ready = await asyncio.wait_for(loop.sock_recv(ours, 64), 60)
+                ready = await asyncio.wait_for(loop.sock_recv(ours, 64), self.start_timeout)
                 if ready == READY:
                     self.open_streams = 0  # (a new worker: its predecessor's streams ended)
                     self.control = ours
                     notifier = asyncio.create_task(self._listen(ours))
                 code = await self.proc.wait()
             except TimeoutError:
-                log.error("the stream worker did not start within 60 s")
+                log.error("the stream worker did not start within %g s", self.start_timeout)
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
                 code = await self.proc.wait()

@@ -274,7 +274,7 @@ SPEC: dict[str, Any] = {
                     "503": {
                         "description": "server.max_connections streams open already"
                         " (too_many_streams); retry later"
-                    },  # fmt: skip
+                    },
                 },
             }
         },
