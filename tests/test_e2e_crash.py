@@ -29,6 +29,7 @@ from tests.support import (
 from tests.test_e2e_alerting import API, HOOK
 
 pytestmark = pytest.mark.e2e
+WAVE = 1000
 
 CONFIG = """
 alertmanager:
@@ -45,7 +46,7 @@ def inject(am: str, first: int, count: int) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     alerts: list[dict[str, Any]] = [
         {"labels": {"alertname": "high_cpu", "severity": "warning", "job": "app",
-                    "instance": f"host-{i:03d}:9100", "metric": "system.cpu.percent"},
+                    "instance": f"host-{i:04d}:9100", "metric": "system.cpu.percent"},
          "annotations": {"summary": f"host {i}"}, "startsAt": now}
         for i in range(first, first + count)
     ]  # fmt: skip
@@ -71,7 +72,10 @@ def count(db: Path) -> int:
 
 
 def test_sigkill_during_delivery_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    """300 alerts, the bridge killed mid-delivery and restarted: 300 rows, integrity ok."""
+    """1,100 alerts, the bridge killed mid-delivery and restarted: 1,100 rows, integrity ok.
+
+    A first wave of 1,000 (the bridge stores 200 in a few tens of milliseconds: with 200, a
+    poll delayed on a busy machine found them all stored before the kill)."""
     bridge_port, am_port = free_port(), free_port()
     config, gen = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port)
     env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
@@ -80,15 +84,15 @@ def test_sigkill_during_delivery_loses_and_duplicates_nothing(tmp_path: Path) ->
     with running(start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)):
         first = start_bridge(tmp_path, bridge_port, env, config)
         with running(first):
-            inject(am, 0, 200)
+            inject(am, 0, WAVE)
             wait_for("some stored", lambda: count(db) >= 3, 30, every=0.01)
             assert first.stop(signal.SIGKILL) == -signal.SIGKILL
         stored_at_kill = count(db)
-        # Killed mid-delivery: some of the first 200 stored, not all.
-        assert 0 < stored_at_kill < 200, stored_at_kill
-        inject(am, 200, 100)  # delivered to nobody for now: Alertmanager keeps retrying
+        # Killed mid-delivery: some of the first wave stored, not all.
+        assert 0 < stored_at_kill < WAVE, stored_at_kill
+        inject(am, WAVE, 100)  # delivered to nobody for now: Alertmanager keeps retrying
         with running(start_bridge(tmp_path, bridge_port, env, config, name="bridge-again")):
-            wait_for("all 300 stored", lambda: count(db) == 300, 60)
+            wait_for("all stored", lambda: count(db) == WAVE + 100, 60)
         # Alertmanager saw deliveries fail while the bridge was down, and retried them.
         failed = am_metric(
             am, "alertmanager_notification_requests_failed_total", integration="webhook"
@@ -105,4 +109,4 @@ def test_sigkill_during_delivery_loses_and_duplicates_nothing(tmp_path: Path) ->
         hosts = {
             r[0] for r in conn.execute("SELECT json_extract(labels, '$.instance') FROM alerts")
         }
-    assert hosts == {f"host-{i:03d}:9100" for i in range(300)}
+    assert hosts == {f"host-{i:04d}:9100" for i in range(WAVE + 100)}
