@@ -390,6 +390,12 @@ _ENV_OVERRIDES = {
 }
 
 
+def _origin(env: Mapping[str, str], var: str, source: str) -> str:
+    """Where a setting came from, for its error: the environment variable when it is set
+    (it overrides the file), else the file."""
+    return var if var in env else source
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -461,7 +467,8 @@ def load_settings(
         raise ConfigError(source, "server.port", f"must be 1..65535, got {server.port}")
     if server.stream_priority not in STREAM_PRIORITIES:
         choices = ", ".join(STREAM_PRIORITIES)
-        raise ConfigError(source, "server.stream_priority", f"must be one of {choices}")
+        raise ConfigError(_origin(env, "ALERTBRIDGE_STREAM_PRIORITY", source),
+                          "server.stream_priority", f"must be one of {choices}")  # fmt: skip
     server = replace(
         server,
         webhook_token=_secret(env, "ALERTBRIDGE_WEBHOOK_TOKEN"),
@@ -471,7 +478,9 @@ def load_settings(
         **_typed(TelemetrySettings, sections["telemetry"], "telemetry", source)
     )
     if telemetry.system not in SYSTEM_SOURCES:
-        raise ConfigError(source, "telemetry.system", f"must be one of {', '.join(SYSTEM_SOURCES)}")
+        choices = ", ".join(SYSTEM_SOURCES)
+        raise ConfigError(_origin(env, "ALERTBRIDGE_TELEMETRY_SYSTEM", source),
+                          "telemetry.system", f"must be one of {choices}")  # fmt: skip
     if telemetry.window <= 0 or telemetry.sample_interval <= 0:
         raise ConfigError(source, "telemetry", "window and sample_interval must be positive")
     try:

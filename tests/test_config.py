@@ -206,5 +206,11 @@ def test_stream_priority_from_file_and_env(write_config: Any) -> None:
     assert load_settings(path, {}).server.stream_priority == "normal"
     env = {"ALERTBRIDGE_STREAM_PRIORITY": "idle"}
     assert load_settings(path, env).server.stream_priority == "idle"
-    with pytest.raises(ConfigError, match=r"server\.stream_priority: must be one of idle, normal"):
-        load_settings(None, {"ALERTBRIDGE_STREAM_PRIORITY": "high"})
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {"ALERTBRIDGE_STREAM_PRIORITY": "high"})
+    assert str(info.value) == (
+        "ALERTBRIDGE_STREAM_PRIORITY: server.stream_priority: must be one of idle, normal"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"ALERTBRIDGE_TELEMETRY_SYSTEM": "snmp"})
+    assert str(info.value).startswith("ALERTBRIDGE_TELEMETRY_SYSTEM: telemetry.system: ")
