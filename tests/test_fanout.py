@@ -27,6 +27,7 @@ from bridge.http.app import create_app
 from bridge.http.fanout import StreamWorker, _in_force, settle_in
 from bridge.http.keys import HUB, STREAM_WORKER
 from tests.test_stream import API, TIMEOUT, Client, MakeClient, Watcher, fire
+from tests.test_web import sign_in
 
 
 async def until(condition: Any, what: str, seconds: float = 30.0) -> None:
@@ -244,13 +245,15 @@ def test_a_worker_that_may_not_lower_its_priority_says_so_and_runs(
     assert frozen == [True]
 
 
+@pytest.mark.parametrize("by", ["bearer", "session"])
 @pytest.mark.parametrize("in_worker", [True, False], ids=["worker", "server"])
 async def test_a_revoked_keys_streams_end_and_the_others_go_on(
-    aiohttp_client: MakeClient, tmp_path: Path, in_worker: bool
+    aiohttp_client: MakeClient, tmp_path: Path, in_worker: bool, by: str
 ) -> None:
     """Revoking a key ends the streams it opened (within a few seconds: the keys file is
-    looked at once a second), whether the worker or the server serves them; another key's
-    stream goes on."""
+    looked at once a second), whether the worker or the server serves them and whether the
+    key came as a bearer token or signed in the page's session (which an EventSource sends);
+    another key's stream goes on."""
     keys = tmp_path / "keys.json"
     tokens = {name: apikeys.add(keys, name, "read")[1] for name in ("rita", "sam")}
     base = load_settings(None, {"ALERTBRIDGE_KEYS_FILE": str(keys)}, db=str(tmp_path / "a.db"))
@@ -259,7 +262,13 @@ async def test_a_revoked_keys_streams_end_and_the_others_go_on(
                                            background=False, stream_worker=in_worker))  # fmt: skip
     if in_worker:
         await until(lambda: worker_of(made).alive, "the stream worker started")
-    rita = await open_stream(made, Authorization=f"Bearer {tokens['rita']}")
+    if by == "session":
+        await sign_in(made, tokens["rita"])
+        response = await made.get("/api/v1/events/stream")  # (the cookie only)
+        assert response.status == 200, await response.text()
+        rita = Watcher(response)
+    else:
+        rita = await open_stream(made, Authorization=f"Bearer {tokens['rita']}")
     sam = await open_stream(made, Authorization=f"Bearer {tokens['sam']}")
     if in_worker:
         await until(lambda: worker_of(made).handed == 2, "the streams handed over")
