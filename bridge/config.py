@@ -17,7 +17,7 @@ import yaml
 
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
-from bridge.core.model import Severity
+from bridge.core.model import Severity, comma_list
 from bridge.core.policies import EscalationSettings, load_escalation, positive_duration
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
@@ -114,7 +114,7 @@ class PrometheusSettings:
     @property
     def scrape_targets(self) -> list[str]:
         """scrape_target may list several replicas, comma-separated (each is scraped)."""
-        return [t.strip() for t in self.scrape_target.split(",") if t.strip()]
+        return comma_list(self.scrape_target)
 
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:9470/api/v1/alertmanager"
@@ -449,7 +449,7 @@ def load_settings(
                 sections[section].pop("url", None)
                 sections[section].pop("urls", None)
                 if "," in value:
-                    key, value = "urls", [u.strip() for u in value.split(",") if u.strip()]
+                    key, value = "urls", comma_list(value)
             sections[section][key] = value
     flag_map = {"namespace": "", "host": "server", "port": "server", "db": "server"}
     for key, value in flags.items():

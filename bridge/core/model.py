@@ -210,3 +210,12 @@ class AlertRule:
         values = {f: getattr(self, f) for f in self.__dataclass_fields__}
         values.update(changes)
         return AlertRule(**values)
+
+
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated setting (targets, URLs), stripped, empty ones dropped.
+
+    >>> comma_list(" a:1, b:2,, ")
+    ['a:1', 'b:2']
+    """
+    return [item.strip() for item in text.split(",") if item.strip()]

@@ -6,7 +6,7 @@ from typing import Any
 
 from bridge.core.catalog import spec_for
 from bridge.core.expressions import Annotations, alert_expr, alert_labels
-from bridge.core.model import AlertRule
+from bridge.core.model import AlertRule, comma_list
 from bridge.core.policies import HEARTBEAT_ALERT, HEARTBEAT_LABELS
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
@@ -168,8 +168,7 @@ def render_prometheus_config(
     (`alertmanager_target` may list a cluster's replicas, comma-separated: Prometheus sends
     every alert to each, as Alertmanager's HA wants; `scrape_target` the bridge's replicas,
     each scraped as its own instance)."""
-    targets = [t.strip() for t in alertmanager_target.split(",") if t.strip()]
-    scraped = [t.strip() for t in scrape_target.split(",") if t.strip()]
+    targets, scraped = comma_list(alertmanager_target), comma_list(scrape_target)
     doc = {
         "global": {
             "scrape_interval": format_duration(scrape_interval),
