@@ -218,3 +218,7 @@ class KeyRing:
         """A key still in force, by its hash (a signed-in session's key)."""
         self.refresh()
         return self._by_hash.get(sha256)
+
+    def in_force(self, sha256: str) -> bool:
+        """Whether the key of this hash is still in force (an open stream's key)."""
+        return self.by_hash(sha256) is not None

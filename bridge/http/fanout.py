@@ -310,7 +310,7 @@ def _in_force(keys: str | None) -> Callable[[str], bool] | None:
     except KeysError as exc:
         log.error("stream worker: keys file: %s; streams will not end when a key is revoked", exc)
         return None
-    return lambda sha256: ring.by_hash(sha256) is not None
+    return ring.in_force
 
 
 def settle_in(priority: str) -> None:

@@ -58,7 +58,7 @@ class SsePeer(TransportPeer):
 @routes.get("/api/v1/events/stream")
 async def events_stream(request: web.Request) -> web.StreamResponse:
     """The feed of changes, live, as text/event-stream."""
-    key = authorize(request, "read").key_sha256
+    key_sha256 = authorize(request, "read").key_sha256
     wanted = WatchFilter.parse({key: request.query.getall(key) for key in request.query})
     position = parse_position(request.headers.get("Last-Event-ID"), request.query.get("after"))
     hub = request.app[HUB]
@@ -87,16 +87,16 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     first = b"retry: %d\n\n" % RETRY_MS
     try:
         await response.write(GZIP_HEADER + deflated(first) if gzip else first)
-        if _handed_over(request, position, gzip, peer.chunked, key):
+        if _handed_over(request, position, gzip, peer.chunked, key_sha256):
             return response
-        await hub.watch(position, wanted, gzip, peer, key)
+        await hub.watch(position, wanted, gzip, peer, key_sha256)
     except ConnectionResetError:
         pass  # the watcher went away
     return response
 
 
 def _handed_over(request: web.Request, position: int, gzip: bool, chunked: bool,
-                 key: str | None) -> bool:  # fmt: skip
+                 key_sha256: str | None) -> bool:  # fmt: skip
     """Give the stream to the stream worker (bridge.http.fanout), if it runs and everything
     written so far is in the kernel; then let go of the connection here without closing it
     (the worker's copy of the descriptor keeps it open)."""
@@ -109,7 +109,7 @@ def _handed_over(request: web.Request, position: int, gzip: bool, chunked: bool,
     sock = transport.get_extra_info("socket")
     query = {key: request.query.getall(key) for key in request.query}
     stream = {"position": position, "query": query, "gzip": gzip, "chunked": chunked,
-              "key": key}  # fmt: skip
+              "key": key_sha256}  # fmt: skip
     if sock is None or not worker.handover(sock.fileno(), stream):
         return False
     transport.abort()  # (no FIN: the worker holds the connection; nothing more written here)
@@ -120,8 +120,7 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the hub beside the store (it reads nothing while nobody watches); end every
     stream at shutdown, so that the server does not wait on them."""
     ring = app.get(KEYRING)
-    in_force = None if ring is None else (lambda sha256: ring.by_hash(sha256) is not None)
-    hub = app[HUB] = EventHub(app[STORE], in_force=in_force)
+    hub = app[HUB] = EventHub(app[STORE], in_force=None if ring is None else ring.in_force)
     task = asyncio.create_task(hub.run_forever(), name="alertbridge-event-hub")
     yield
     hub.close()
