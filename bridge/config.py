@@ -205,8 +205,10 @@ def _section(raw: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]
     return value
 
 
-def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any]:
-    """Check keys against a settings dataclass and coerce durations and ints."""
+def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str,
+           origins: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Check keys against a settings dataclass and coerce durations and ints. An error names
+    where its setting came from: `origins` (setting -> env variable or flag), else `source`."""
     known = {f.name: f for f in fields(cls) if f.init}
     out: dict[str, Any] = {}
     for key, value in raw.items():
@@ -244,7 +246,7 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str) -> 
             else:  # pragma: no cover - every field is one of the kinds above
                 raise ValueError("unsupported setting")
         except ValueError as exc:
-            raise ConfigError(source, name, str(exc)) from None
+            raise ConfigError((origins or {}).get(name, source), name, str(exc)) from None
     return out
 
 
@@ -390,12 +392,6 @@ _ENV_OVERRIDES = {
 }
 
 
-def _origin(env: Mapping[str, str], var: str, source: str) -> str:
-    """Where a setting came from, for its error: the environment variable when it is set
-    (it overrides the file), else the file."""
-    return var if var in env else source
-
-
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -438,6 +434,8 @@ def load_settings(
         "limits": dict(_section(raw, "limits", source)),
         "": {"namespace": raw.get("namespace", "telemetry")},
     }
+    #: Setting -> the env variable or flag that gave it (it overrides the file): errors name it.
+    origins: dict[str, str] = {}
     for var, (section, key) in _ENV_OVERRIDES.items():
         if var in env:
             value: Any = env[var]
@@ -451,23 +449,25 @@ def load_settings(
                 if "," in value:
                     key, value = "urls", comma_list(value)
             sections[section][key] = value
+            origins[f"{section}.{key}" if section else key] = var
     flag_map = {"namespace": "", "host": "server", "port": "server", "db": "server"}
     for key, value in flags.items():
         if key not in flag_map:
             raise TypeError(f"unknown flag {key}")
         if value is not None:
             sections[flag_map[key]][key] = value
+            origins[f"{flag_map[key]}.{key}" if flag_map[key] else key] = f"--{key}"
     namespace = sections[""]["namespace"]
     if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
         raise ConfigError(source, "namespace", "must match [a-zA-Z_][a-zA-Z0-9_]*")
     am_raw = sections["alertmanager"]
     receivers = _receivers(am_raw.pop("receivers", None), source)
-    server = ServerSettings(**_typed(ServerSettings, sections["server"], "server", source))
+    server = ServerSettings(**_typed(ServerSettings, sections["server"], "server", source, origins))
     if not 0 < server.port < 65536:
         raise ConfigError(source, "server.port", f"must be 1..65535, got {server.port}")
     if server.stream_priority not in STREAM_PRIORITIES:
         choices = ", ".join(STREAM_PRIORITIES)
-        raise ConfigError(_origin(env, "ALERTBRIDGE_STREAM_PRIORITY", source),
+        raise ConfigError(origins.get("server.stream_priority", source),
                           "server.stream_priority", f"must be one of {choices}")  # fmt: skip
     server = replace(
         server,
@@ -475,11 +475,11 @@ def load_settings(
         api_token=_secret(env, "ALERTBRIDGE_API_TOKEN"),
     )
     telemetry = TelemetrySettings(
-        **_typed(TelemetrySettings, sections["telemetry"], "telemetry", source)
+        **_typed(TelemetrySettings, sections["telemetry"], "telemetry", source, origins)
     )
     if telemetry.system not in SYSTEM_SOURCES:
         choices = ", ".join(SYSTEM_SOURCES)
-        raise ConfigError(_origin(env, "ALERTBRIDGE_TELEMETRY_SYSTEM", source),
+        raise ConfigError(origins.get("telemetry.system", source),
                           "telemetry.system", f"must be one of {choices}")  # fmt: skip
     if telemetry.window <= 0 or telemetry.sample_interval <= 0:
         raise ConfigError(source, "telemetry", "window and sample_interval must be positive")
@@ -501,10 +501,10 @@ def load_settings(
         rules=rules,
         server=server,
         prometheus=PrometheusSettings(
-            **_typed(PrometheusSettings, sections["prometheus"], "prometheus", source)
+            **_typed(PrometheusSettings, sections["prometheus"], "prometheus", source, origins)
         ),
         alertmanager=_alertmanager(
-            _typed(AlertmanagerSettings, am_raw, "alertmanager", source), receivers, source
+            _typed(AlertmanagerSettings, am_raw, "alertmanager", source, origins), receivers, source
         ),
         telemetry=telemetry,
         limits=AlertLimits(**_typed(AlertLimits, sections["limits"], "limits", source)),

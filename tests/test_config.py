@@ -214,3 +214,30 @@ def test_stream_priority_from_file_and_env(write_config: Any) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, {"ALERTBRIDGE_TELEMETRY_SYSTEM": "snmp"})
     assert str(info.value).startswith("ALERTBRIDGE_TELEMETRY_SYSTEM: telemetry.system: ")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"ALERTBRIDGE_STREAM_PRIORITY": ""},
+         "ALERTBRIDGE_STREAM_PRIORITY: server.stream_priority: must be a non-empty string, got ''"),
+        ({"ALERTBRIDGE_PROMETHEUS_URL": "prometheus:9090"},
+         "ALERTBRIDGE_PROMETHEUS_URL: prometheus.url: must be an http(s) URL,"
+         " got 'prometheus:9090'"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_from_the_environment_names_its_variable(
+    write_config: Any, env: dict[str, str], expected: str
+) -> None:
+    """Even beside a file (which the variable overrides), and for every setting checked by
+    type as well as by value."""
+    path = write_config("server: {port: 9000}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env)
+    assert str(info.value) == expected
+
+
+def test_a_bad_value_from_a_flag_names_the_flag() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {}, db="")
+    assert str(info.value) == "--db: server.db: must be a non-empty string, got ''"
