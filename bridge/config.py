@@ -124,9 +124,10 @@ DEFAULT_WEBHOOK_URL = "http://127.0.0.1:9470/api/v1/alertmanager"
 class AlertmanagerSettings:
     url: str | None = None  # the first of urls (a single Alertmanager)
     urls: tuple[str, ...] = ()  # every replica of the cluster
-    webhook_url: str = DEFAULT_WEBHOOK_URL  # the first of webhook_urls
-    #: Every bridge replica the generated receiver notifies (one webhook config each).
-    webhook_urls: tuple[str, ...] = ()
+    #: Every bridge replica the generated receiver notifies (one webhook config each); the
+    #: config's `webhook_url` is a list of one. One field, so that nothing can set one and
+    #: leave the other behind (`dev` once did: its Alertmanager notified the default port).
+    webhook_urls: tuple[str, ...] = (DEFAULT_WEBHOOK_URL,)
     webhook_token_file: str = "/etc/alertmanager/alertbridge-webhook-token"  # noqa: S105 a path
     group_wait: int = 30
     group_interval: int = 300
@@ -143,9 +144,9 @@ class AlertmanagerSettings:
     receivers: tuple[Receiver, ...] = ()
 
     @property
-    def webhooks(self) -> tuple[str, ...]:
-        """The bridge's webhook URLs the generated receiver lists (every replica)."""
-        return self.webhook_urls or (self.webhook_url,)
+    def webhook_url(self) -> str:
+        """The first replica's webhook URL."""
+        return self.webhook_urls[0]
 
     def trust_after(self, evaluation_interval: int) -> int:
         """Seconds a replica must be up before its list of alerts is trusted."""
@@ -358,7 +359,7 @@ def _alertmanager(
     if len(set(hooks)) != len(hooks):
         raise ConfigError(source, "alertmanager.webhook_urls", "a replica is listed twice")
     return AlertmanagerSettings(
-        url=urls[0] if urls else None, urls=urls, webhook_url=hooks[0], webhook_urls=hooks,
+        url=urls[0] if urls else None, urls=urls, webhook_urls=hooks,
         receivers=receivers, **fields,
     )  # fmt: skip
 

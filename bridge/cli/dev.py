@@ -91,7 +91,7 @@ def run_dev(
             settings.alertmanager,
             url=urls["alertmanager"],
             urls=tuple(urls[r] for r in replicas),
-            webhook_url=urls["bridge"] + "/api/v1/alertmanager",
+            webhook_urls=(urls["bridge"] + "/api/v1/alertmanager",),
             webhook_token_file=str(token_file),
         ),
     )

@@ -242,7 +242,7 @@ def render_alertmanager(
                         }
                     },
                 }
-                for url in settings.webhooks
+                for url in settings.webhook_urls
             ],
         }
     ]

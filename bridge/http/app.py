@@ -418,7 +418,7 @@ def create_app(
     app[BODY_TIMEOUT] = float(server.body_timeout)
     app[ALLOWED_HOSTS] = allowed_hosts(
         server.allowed_hosts,
-        [*settings.alertmanager.webhooks, *settings.prometheus.scrape_targets, server.host],
+        [*settings.alertmanager.webhook_urls, *settings.prometheus.scrape_targets, server.host],
     )
     limits = ConnectionLimits(server.max_connections, server.header_timeout,
                               server.body_timeout, server.keepalive_timeout)  # fmt: skip
