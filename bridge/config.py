@@ -329,9 +329,10 @@ def _heartbeat(raw: object, source: str, receivers: tuple[Receiver, ...]) -> Hea
 
 
 def _alertmanager(
-    fields: dict[str, Any], receivers: tuple[Receiver, ...], source: str
+    fields: dict[str, Any], receivers: tuple[Receiver, ...], source: str, hook: object = None
 ) -> AlertmanagerSettings:
-    """url (one Alertmanager) or urls (a cluster's replicas), not both; url is the first."""
+    """url (one Alertmanager) or urls (a cluster's replicas), not both; url is the first.
+    Likewise webhook_url (`hook`) or webhook_urls."""
     url, urls = fields.pop("url", None), fields.pop("urls", ())
     if url and urls:
         raise ConfigError(source, "alertmanager.urls", "give url or urls, not both")
@@ -347,7 +348,9 @@ def _alertmanager(
         )
     if len(set(urls)) != len(urls):
         raise ConfigError(source, "alertmanager.urls", "a replica is listed twice")
-    hook, hooks = fields.pop("webhook_url", None), tuple(fields.pop("webhook_urls", ()))
+    hooks = tuple(fields.pop("webhook_urls", ()))
+    if hook is not None and not isinstance(hook, str):
+        raise ConfigError(source, "alertmanager.webhook_url", f"must be a string, got {hook!r}")
     if hook and hooks:
         raise ConfigError(source, "alertmanager.webhook_urls",
                           "give webhook_url or webhook_urls, not both")  # fmt: skip
@@ -463,6 +466,7 @@ def load_settings(
         raise ConfigError(source, "namespace", "must match [a-zA-Z_][a-zA-Z0-9_]*")
     am_raw = sections["alertmanager"]
     receivers = _receivers(am_raw.pop("receivers", None), source)
+    webhook_url = am_raw.pop("webhook_url", None)  # a list of one: webhook_urls
     server = ServerSettings(**_typed(ServerSettings, sections["server"], "server", source, origins))
     if not 0 < server.port < 65536:
         raise ConfigError(source, "server.port", f"must be 1..65535, got {server.port}")
@@ -505,8 +509,9 @@ def load_settings(
             **_typed(PrometheusSettings, sections["prometheus"], "prometheus", source, origins)
         ),
         alertmanager=_alertmanager(
-            _typed(AlertmanagerSettings, am_raw, "alertmanager", source, origins), receivers, source
-        ),
+            _typed(AlertmanagerSettings, am_raw, "alertmanager", source, origins),
+            receivers, source, webhook_url,
+        ),  # fmt: skip
         telemetry=telemetry,
         limits=AlertLimits(**_typed(AlertLimits, sections["limits"], "limits", source)),
         escalation=escalation,
