@@ -510,8 +510,10 @@ def load_settings(
         ),
         alertmanager=_alertmanager(
             _typed(AlertmanagerSettings, am_raw, "alertmanager", source, origins),
-            receivers, source, webhook_url,
-        ),  # fmt: skip
+            receivers,
+            source,
+            webhook_url,
+        ),
         telemetry=telemetry,
         limits=AlertLimits(**_typed(AlertLimits, sections["limits"], "limits", source)),
         escalation=escalation,
