@@ -78,7 +78,11 @@ class ServerSettings:
     db: str = "alertbridge.db"
     webhook_token: Secret | None = None
     api_token: Secret | None = None
-    max_body_bytes: int = 1024 * 1024
+    #: The largest request body: what Alertmanager sends for a group of 10,000 alerts with
+    #: room to spare (a 2,500-alert group is 1.1 MB); past it the answer is 413.
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: Webhook bodies in flight at once, server-wide; past it 503, which senders retry.
+    max_bodies_in_flight_bytes: int = 128 * 1024 * 1024
     max_connections: int = 1024  # lowered to fit the open-files limit (bridge.http.server)
     header_timeout: int = 5  # seconds to send a request's head once it began
     body_timeout: int = 10  # seconds to send the body (Alertmanager 0.25 cuts at ~10 s)

@@ -40,7 +40,7 @@ def notification(*alerts: dict[str, Any], receiver: str = "alertbridge") -> dict
         "receiver": receiver,
         "status": "firing" if firing else "resolved",
         "alerts": list(alerts),
-        "groupLabels": {"alertname": alerts[0]["labels"]["alertname"]} if alerts else {},
+        "groupLabels": {"alertname": alerts[0]["labels"].get("alertname", "")} if alerts else {},
         "commonLabels": {},
         "commonAnnotations": {},
         "externalURL": "http://127.0.0.1:9093",

@@ -34,10 +34,14 @@ POISONS: list[dict[str, Any]] = [
     {"startsAt": "0002-01-01T00:00:00Z"},
     {"startsAt": "2026-11-23T10:00:00+99:99"},
     {"status": "resolved", "endsAt": "2300-01-01T00:00:00Z"},
+    {"fingerprint": "not-hex-at-all!!"},
+    {"labels": {}},
+]
+#: Edits that make an alert pass a size limit: stored clipped, never refused.
+OVERSIZED: list[dict[str, Any]] = [
     {"labels": {"alertname": "x", "big": "v" * 5000}},
     {"labels": {"alertname": "x", **{f"l{i}": "v" for i in range(70)}}},
     {"annotations": {"description": "d" * 70_000}},
-    {"fingerprint": "not-hex-at-all!!"},
 ]
 
 
@@ -54,6 +58,9 @@ invalid_alert = st.one_of(
 notifications = st.lists(
     st.one_of(
         st.integers(1, 3).map(lambda n: (True, [valid_alert() for _ in range(n)])),
+        st.sampled_from(OVERSIZED).map(
+            lambda edit: (True, [valid_alert(), {**valid_alert(), **edit}])
+        ),
         st.tuples(st.integers(0, 2), invalid_alert).map(
             lambda t: (False, [valid_alert() for _ in range(t[0])] + [t[1]])
         ),

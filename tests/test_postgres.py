@@ -275,13 +275,13 @@ async def test_statements_are_planned_for_the_table_as_it_is(pg_cluster: Cluster
     url = pg_cluster.new_database()
     store = replica(pg_cluster, url)
     await store.start()
-    args = "('{1}', '{firing}', '{1}', '{x}', '{x}', '{1}', '{1}', '{1}')"
+    args = "('{1}', '{firing}', '{1}', '{x}', '{x}', '{1}', '{1}', '{1}', '{x}', '{0}')"
     try:
         async with store.pool.acquire() as conn:
             assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
             await conn.execute(
                 "PREPARE repeats (bigint[], text[], bigint[], text[], text[], bigint[], bigint[],"
-                f" bigint[]) AS {ingest._UPDATE}"
+                f" bigint[], text[], bigint[]) AS {ingest._UPDATE}"
             )
             for _ in range(8):
                 await conn.execute(f"EXECUTE repeats {args}")

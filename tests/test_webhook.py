@@ -1,4 +1,4 @@
-"""Parsing Alertmanager's version 4 webhook payload."""
+"""Parsing Alertmanager's version 4 webhook payload (and Grafana's version 1)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.http.errors import status_of
 from bridge.ingest.webhook import (
     AlertLimits,
-    AlertTooLarge,
     InvalidPayload,
     _alert,
     _alert_fast,
+    alert_from_api,
     parse_notification,
     parse_time,
 )
@@ -103,7 +102,6 @@ def _broken(path: list[Any], value: Any) -> dict[str, Any]:
         (["alerts", 0, "fingerprint"], KeyError, "alerts[0].fingerprint"),
         (["alerts", 0, "labels"], KeyError, "alerts[0].labels"),
         (["alerts", 0, "labels"], ["a"], "alerts[0].labels"),
-        (["alerts", 0, "labels", "alertname"], KeyError, "alerts[0].labels.alertname"),
         (["alerts", 0, "labels", "team"], 5, "alerts[0].labels.team"),
         (["alerts", 0, "annotations", "summary"], None, "alerts[0].annotations.summary"),
         (["alerts", 0, "startsAt"], KeyError, "alerts[0].startsAt"),
@@ -241,31 +239,64 @@ def test_fast_path_agrees_with_the_validating_parser(
 
 
 @pytest.mark.parametrize(
-    ("edit", "field", "status"),
+    ("edit", "clipped"),
     [
-        ({"labels": {f"l{i}": "v" for i in range(5)}}, "alerts[0].labels", 400),
-        ({"labels": {"a" * 33: "v"}}, "alerts[0].labels", 413),
-        ({"labels": {"instance": "v" * 33}}, "alerts[0].labels.instance", 413),
-        ({"annotations": {f"a{i}": "" for i in range(4)}}, "alerts[0].annotations", 400),
-        ({"annotations": {"summary": "s" * 33}}, "alerts[0].annotations.summary", 413),
-        ({"generatorURL": "u" * 65}, "alerts[0].generatorURL", 413),
-        ({"annotations": {"a": "s" * 32, "b": "s" * 32, "c": "s" * 32}}, "alerts[0]", 413),
+        ({"labels": {f"l{i}": "v" for i in range(5)}}, "labels"),
+        ({"labels": {"a" * 33: "v"}}, "labels"),
+        ({"labels": {"instance": "v" * 33}}, "labels.instance"),
+        ({"annotations": {f"a{i}": "" for i in range(4)}}, "annotations"),
+        ({"annotations": {"summary": "s" * 33}}, "annotations.summary"),
+        ({"generatorURL": "u" * 65}, "generatorURL"),
+        ({"annotations": {"a": "s" * 32, "b": "s" * 32, "c": "s" * 32}}, "annotations.a"),
     ],
 )
-def test_limits_name_the_field_and_the_limit(edit: dict[str, Any], field: str, status: int) -> None:
-    """Each limit refuses the alert naming the JSON path and the figure: 400 for counts, 413
-    for sizes; the same alert within the limits is accepted."""
+def test_an_alert_past_a_limit_is_clipped_and_its_neighbour_kept(
+    edit: dict[str, Any], clipped: str
+) -> None:
+    """Each limit clips the alert to it and names what it cut, never refuses the notification:
+    the neighbour beside it is parsed as it is; the default limits take the alert whole."""
     raw = am_alert()
     labels = {"alertname": "x"} if "labels" in edit else {}
     raw.update({k: {**labels, **v} if isinstance(v, dict) and k == "labels" else v
                 for k, v in edit.items()})  # fmt: skip
-    with pytest.raises(InvalidPayload) as info:
-        parse_notification(notification(raw), TIGHT)
-    assert info.value.field == field
-    assert status_of(info.value) == status
-    assert isinstance(info.value, AlertTooLarge) is (status == 413)
-    assert "at most" in info.value.message
-    parse_notification(notification(raw))  # the default limits take it
+    neighbour = am_alert("fedcba9876543210")
+    one, two = parse_notification(notification(raw, neighbour), TIGHT).alerts
+    assert clipped in one.clipped
+    assert len(one.labels) <= TIGHT.max_labels
+    assert len(one.annotations) <= TIGHT.max_annotations
+    assert all(len(v) <= TIGHT.max_label_value for v in one.labels.values())
+    assert all(len(n) <= TIGHT.max_label_name for n in one.labels)
+    assert len(one.generator_url) <= TIGHT.max_generator_url
+    size = len(one.generator_url) + sum(len(n) + len(v) for n, v in one.labels.items())
+    assert size + sum(len(n) + len(v) for n, v in one.annotations.items()) <= (TIGHT.max_alert_size)
+    assert two.clipped == ()
+    assert two == _alert(neighbour, "alerts[1]", TIGHT)
+    assert one.fingerprint == raw["fingerprint"]  # still the same alert for Alertmanager
+    whole = parse_notification(notification(raw)).alerts[0]  # the default limits take it
+    assert whole.clipped == ()
+    for name, value in one.labels.items():  # a clipped value is a prefix of the one sent
+        assert any(n.startswith(name) and v.startswith(value) for n, v in whole.labels.items())
+
+
+def test_an_alert_without_alertname_is_an_alert() -> None:
+    """Alertmanager accepts alerts without alertname, so the bridge stores them too."""
+    raw = am_alert()
+    del raw["labels"]["alertname"]
+    (alert,) = parse_notification(notification(raw)).alerts
+    assert alert.alertname == ""
+    assert alert == _alert(raw, "alerts[0]")
+
+
+def test_a_start_is_split_at_the_millisecond() -> None:
+    """startsAt to the nanosecond (Alertmanager set it) and the same to the millisecond (its
+    API) give one episode key; the nanoseconds are kept beside it."""
+    exact = am_alert(starts_at="2026-12-07T01:02:17.894696746Z")
+    listed = {**am_alert(starts_at="2026-12-07T01:02:17.894Z"), "status": {"state": "active"}}
+    (webhook,) = parse_notification(notification(exact)).alerts
+    api = alert_from_api(listed)
+    assert webhook.starts_at == api.starts_at == 1_796_605_337_894_000_000
+    assert (webhook.starts_ns, api.starts_ns) == (696_746, 0)
+    assert _alert(exact, "alerts[0]") == webhook
 
 
 def test_limits_are_inclusive() -> None:
@@ -318,5 +349,6 @@ def test_a_body_shorter_than_every_limit_skips_the_size_checks_safely() -> None:
                          max_alert_size=size + 1)  # fmt: skip
     assert parse_notification(payload, limits, size) == parse_notification(payload, limits)
     payload["alerts"][1]["annotations"]["description"] = "d" * 40  # over TIGHT's 32
-    with pytest.raises(AlertTooLarge):  # measured when the body is long enough to hide one
-        parse_notification(payload, TIGHT, len(json.dumps(payload)))
+    # measured when the body is long enough to hide one
+    parsed = parse_notification(payload, TIGHT, len(json.dumps(payload)))
+    assert parsed.alerts[1].clipped == ("annotations.description",)

@@ -15,6 +15,37 @@ from bridge.core.errors import AlertmanagerError
 from bridge.core.times import NS, format_micros, parse_rfc3339
 
 T = TypeVar("T")
+#: What a regular expression of Go's RE2 treats as syntax (escaped with a backslash; RE2
+#: refuses escapes of letters, digits and spaces, so nothing else is escaped).
+_RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+
+
+def re2_literal(text: str) -> str:
+    """A regular expression (Go's RE2) matching exactly `text`.
+
+    >>> print(re2_literal("a.b(c)"))
+    a\\.b\\(c\\)
+    """
+    return "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
+
+
+def silence_matchers(
+    labels: Mapping[str, str], clipped: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Matchers of a silence on exactly this alert: equality on each label, or, for a value
+    stored clipped (bridge.ingest.webhook.clip), a regular expression on its prefix (labels
+    left out are not matched: a silence on a subset of the labels still matches the alert).
+
+    >>> silence_matchers({"a": "x", "pod": "web-"}, ["labels.pod"])[1]
+    {'name': 'pod', 'value': 'web-.*', 'isRegex': True, 'isEqual': True}
+    """
+    cut = {path.removeprefix("labels.") for path in clipped if path.startswith("labels.")}
+    return [
+        {"name": k, "value": re2_literal(v) + ".*", "isRegex": True, "isEqual": True}
+        if k in cut
+        else {"name": k, "value": v, "isRegex": False, "isEqual": True}
+        for k, v in sorted(labels.items())
+    ]
 
 
 class AlertmanagerClient:
@@ -50,13 +81,12 @@ class AlertmanagerClient:
         created_by: str,
         comment: str,
         silence_id: str | None = None,
+        clipped: Sequence[str] = (),
     ) -> str:
-        """Create (or, with `silence_id`, update) a silence matching exactly these labels."""
+        """Create (or, with `silence_id`, update) a silence matching exactly these labels
+        (`clipped`: those stored cut to the limits, matched by their prefix)."""
         body: dict[str, Any] = {
-            "matchers": [
-                {"name": k, "value": v, "isRegex": False, "isEqual": True}
-                for k, v in sorted(labels.items())
-            ],
+            "matchers": silence_matchers(labels, clipped),
             "startsAt": format_micros(starts_at),
             "endsAt": format_micros(ends_at),
             "createdBy": created_by,
@@ -168,12 +198,13 @@ class AlertmanagerCluster:
         created_by: str,
         comment: str,
         silence_id: str | None = None,
+        clipped: Sequence[str] = (),
     ) -> str:
         """Create or update a silence on the first replica that answers."""
         return await self._first(
             "silence",
             lambda c: c.create_silence(labels, starts_at, ends_at, created_by, comment,
-                                       silence_id),
+                                       silence_id, clipped),
         )  # fmt: skip
 
     async def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> int:

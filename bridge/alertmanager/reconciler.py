@@ -36,7 +36,13 @@ from bridge.core.errors import AlertmanagerError, InvalidInput
 from bridge.core.policies import is_internal
 from bridge.core.times import NS, ZERO_TIME, now_ns
 from bridge.ingest.episodes import PROVISIONAL
-from bridge.ingest.webhook import ReceivedAlert, parse_time
+from bridge.ingest.webhook import (
+    DEFAULT_LIMITS,
+    AlertLimits,
+    ReceivedAlert,
+    alert_from_api,
+    parse_time,
+)
 from bridge.store import AlertStore, AmView, SilenceChange, StoredAlert
 
 log = logging.getLogger(__name__)
@@ -63,8 +69,10 @@ class Reconciler:
         backoff_max: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         on_round: Callable[[str], None] | None = None,
+        limits: AlertLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
+        self.limits = limits  # the webhook's: an alert is read the same either way
         self.cluster = cluster
         self.on_round = on_round or (lambda outcome: None)
         self.silence_seconds = silence_seconds
@@ -116,7 +124,7 @@ class Reconciler:
         answered = [r for r in lists if r.alerts is not None]
         if not answered:
             raise AlertmanagerError("; ".join(f"{r.url}: {r.error}" for r in lists))
-        listed = _merge(answered, now)
+        listed = _merge(answered, now, self.limits)
         trusted = any(r.trusted for r in answered)
         stored = await self.store.firing("alertmanager")
         ids = {a.fingerprint: a.id for a in stored}
@@ -125,8 +133,12 @@ class Reconciler:
             seen = listed.get((alert.fingerprint, alert.starts_at))
             if seen is not None:
                 views.append(seen.view(alert.id, ids))
-            elif trusted and _muted(alert):
-                await self.store.resolve_inferred(alert.id, now, _INFERRED)
+            elif trusted:
+                # Muted, Alertmanager sends no "resolved"; not muted, the one it sent was
+                # lost (the bridge was down past its retries, or refused it): either way it
+                # is over, and nothing else would ever say so.
+                why = _INFERRED if _muted(alert) else _UNLISTED
+                await self.store.resolve_inferred(alert.id, now, why)
         # Listed active but not stored firing: inserted when unknown (the bridge was down),
         # reopened when the bridge resolved it itself; left alone when Alertmanager did.
         firing_keys = {(a.fingerprint, a.starts_at) for a in stored}
@@ -179,6 +191,7 @@ class Reconciler:
             alert.acked_by or "alertbridge",
             f"{alert.ack_comment or 'acknowledged'} (alertbridge alert {alert.id})",
             silence_id=alert.silence_id if state == "active" else None,
+            clipped=alert.clipped,
         )
         created = None
         if state == "pending":
@@ -202,6 +215,7 @@ _INFERRED = (
     "Alertmanager no longer lists it, and it was muted (silenced or inhibited), so no"
     " resolved notification comes"
 )
+_UNLISTED = "Alertmanager no longer lists it, and no resolved notification of it was stored"
 
 
 def _muted(alert: StoredAlert) -> bool:
@@ -237,31 +251,27 @@ class _Seen:
         return (alert_id, self.state, sorted(self.silenced_by), inhibitors)
 
 
-def _merge(answered: Sequence[ReplicaList], now: int) -> dict[tuple[str, int], _Seen]:
-    """The alerts active now in any answering replica, by (fingerprint, startsAt)."""
+def _merge(
+    answered: Sequence[ReplicaList], now: int, limits: AlertLimits = DEFAULT_LIMITS
+) -> dict[tuple[str, int], _Seen]:
+    """The alerts active now in any answering replica, by episode (fingerprint, startsAt to
+    the millisecond), read by the webhook's rules (bridge.ingest.webhook.alert_from_api)."""
     merged: dict[tuple[str, int], _Seen] = {}
     for replica in answered:
         for item in replica.alerts or ():
+            if not isinstance(item, dict):
+                continue
             try:
-                starts = parse_time(item.get("startsAt"), "startsAt")
+                alert = alert_from_api(item, limits)
                 ends = parse_time(item.get("endsAt", ZERO_TIME), "endsAt")
             except InvalidInput:
                 continue
-            labels = item.get("labels")
-            if starts is None or (ends is not None and ends <= now) or not isinstance(labels, dict):
-                continue
-            if "alertname" not in labels or is_internal(labels):
+            if (ends is not None and ends <= now) or is_internal(alert.labels):
                 continue  # escalation copies, the heartbeat, channel tests: not alerts
-            fingerprint = str(item.get("fingerprint"))
-            seen = merged.get((fingerprint, starts))
+            key = (alert.fingerprint, alert.starts_at)
+            seen = merged.get(key)
             if seen is None:
-                alert = ReceivedAlert(
-                    fingerprint=fingerprint, status="firing", starts_at=starts, ends_at=None,
-                    labels=dict(sorted(labels.items())),
-                    annotations=dict(sorted((item.get("annotations") or {}).items())),
-                    generator_url=str(item.get("generatorURL", "")),
-                )  # fmt: skip
-                seen = merged[(fingerprint, starts)] = _Seen(alert, state="")
+                seen = merged[key] = _Seen(alert, state="")
             seen.add(item.get("status"))
             if not seen.state:
                 seen.state = "active"

@@ -6,7 +6,7 @@ import enum
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -26,6 +26,16 @@ RESERVED_LABELS = frozenset({"alertname", "severity", "metric"})
 def dumps_map(mapping: Mapping[str, str]) -> str:
     """Labels or annotations as compact JSON text with sorted keys (stable for comparisons)."""
     return orjson.dumps(dict(mapping), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def dumps_list(items: Sequence[str]) -> str:
+    """A list of strings as compact JSON text ("[]" for none, the common case, built once)."""
+    return orjson.dumps(list(items)).decode() if items else "[]"
+
+
+def dumps_extra(extra: Mapping[str, Any] | None) -> str:
+    """An object as compact JSON text with sorted keys ("{}" for none)."""
+    return orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else "{}"
 
 
 class Severity(enum.StrEnum):

@@ -21,6 +21,7 @@ from bridge.http.errors import HttpError, status_of
 from bridge.http.keys import ESCALATOR, METRICS, SETTINGS, STORE
 from bridge.http.openapi import SPEC
 from bridge.http.util import (
+    BODIES,
     Handler,
     decode_json,
     json_response,
@@ -29,7 +30,12 @@ from bridge.http.util import (
     tokens_equal,
 )
 from bridge.http.wake import kick_reconciler
-from bridge.ingest.webhook import parse_notification
+from bridge.ingest.webhook import (
+    Notification,
+    ReceivedAlert,
+    is_grafana_test,
+    parse_notification,
+)
 from bridge.store import AlertStore, Event, IngestResult, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
 
@@ -56,38 +62,26 @@ def check_webhook_auth(request: web.Request, expected: Secret | None) -> None:
 
 @routes.post("/api/v1/alertmanager")
 async def alertmanager_webhook(request: web.Request) -> web.Response:
-    """Store an Alertmanager notification; 2xx only once it is committed to disk."""
+    """Store an Alertmanager (or Grafana) notification; 2xx only once it is committed to
+    disk. 503 while the bodies in flight hold the server's budget (the sender retries)."""
     app = request.app
     metrics = app[METRICS]
     started = time.perf_counter()
     try:
-        settings = app[SETTINGS]
-        check_webhook_auth(request, settings.server.webhook_token)
-        raw = await read_body(request)
-        notification = parse_notification(decode_json(raw), settings.limits, len(raw))
-        # The bridge's own alerts (escalation copies, channel tests, rate-limit summaries
-        # routed here by a hand-written route, the heartbeat) are never stored as alerts.
-        alerts = notification.alerts
-        internal = [a for a in alerts if is_internal(a.labels)]
-        if internal:
-            alerts = tuple(a for a in alerts if not is_internal(a.labels))
-            beats = sum(1 for a in internal if is_heartbeat(a.labels))
-            if beats:  # the dead man's switch: its arrival recorded
-                await app[STORE].record_heartbeat(now_ns())
-                metrics.heartbeats.inc()
-            if len(internal) > beats:
-                metrics.copies_ignored.inc(len(internal) - beats)
-        try:
-            result = await app[STORE].ingest(alerts, now_ns()) if alerts else IngestResult()
-        except StoreError:
-            metrics.store_errors.labels(operation="ingest").inc()
-            raise
+        check_webhook_auth(request, app[SETTINGS].server.webhook_token)
+        # The body's bytes are held against the budget until its alerts are stored: what a
+        # notification costs in memory lasts as long as its handling.
+        async with app[BODIES].held(request):
+            notification, alerts, result = await _store_notification(request)
     except BridgeError as exc:
         metrics.webhook_requests.labels(code=str(status_of(exc))).inc()
         raise
     except web.HTTPException as exc:
         metrics.webhook_requests.labels(code=str(exc.status)).inc()
         raise
+    clipped = sum(1 for a in alerts if a.clipped)
+    if clipped:
+        metrics.alerts_clipped.labels(sender=notification.sender).inc(clipped)
     firing = sum(1 for a in notification.alerts if a.status == "firing")
     if firing:
         metrics.received_firing.inc(firing)
@@ -102,14 +96,47 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         )  # fmt: skip
     if result.resolved or result.reopened:  # a silence to expire, a reopened alert's view
         await kick_reconciler(request.app)
-    return json_response(
-        {
-            "stored": len(alerts),
-            "fired": len(result.fired),
-            "resolved": len(result.resolved),
-            "repeats": result.repeats,
-        }
-    )
+    answer = {"stored": len(alerts), "fired": len(result.fired),
+              "resolved": len(result.resolved), "repeats": result.repeats}  # fmt: skip
+    if clipped:
+        answer["clipped"] = clipped
+    if is_grafana_test(notification):
+        answer["test"] = True
+    return json_response(answer)
+
+
+async def _store_notification(
+    request: web.Request,
+) -> tuple[Notification, tuple[ReceivedAlert, ...], IngestResult]:
+    """Read, parse and store a notification: (it, the alerts stored, what they changed)."""
+    app = request.app
+    metrics = app[METRICS]
+    raw = await read_body(request)
+    notification = parse_notification(decode_json(raw), app[SETTINGS].limits, len(raw))
+    del raw
+    if is_grafana_test(notification):  # a contact point's test: answered, nothing stored
+        metrics.grafana_tests.inc()
+        return notification, (), IngestResult()
+    # The bridge's own alerts (escalation copies, channel tests, rate-limit summaries
+    # routed here by a hand-written route, the heartbeat) are never stored as alerts.
+    alerts = notification.alerts
+    internal = [a for a in alerts if is_internal(a.labels)]
+    if internal:
+        alerts = tuple(a for a in alerts if not is_internal(a.labels))
+        beats = sum(1 for a in internal if is_heartbeat(a.labels))
+        if beats:  # the dead man's switch: its arrival recorded
+            await app[STORE].record_heartbeat(now_ns())
+            metrics.heartbeats.inc()
+        if len(internal) > beats:
+            metrics.copies_ignored.inc(len(internal) - beats)
+    if not alerts:
+        return notification, alerts, IngestResult()
+    try:
+        result = await app[STORE].ingest(alerts, now_ns(), source=notification.sender)
+    except StoreError:
+        metrics.store_errors.labels(operation="ingest").inc()
+        raise
+    return notification, alerts, result
 
 
 async def _counted(request: web.Request, operation: str, call: Awaitable[T]) -> T:

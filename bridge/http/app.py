@@ -52,7 +52,9 @@ from bridge.http.server import ConnectionGuard, ConnectionLimits, GuardedHandler
 from bridge.http.sessions import Sessions
 from bridge.http.util import (
     ALLOWED_HOSTS,
+    BODIES,
     BODY_TIMEOUT,
+    BodyBudget,
     Handler,
     allowed_hosts,
     make_errors_middleware,
@@ -312,6 +314,7 @@ async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
             silence_seconds=am.silence_duration,
             max_ack_seconds=am.max_ack_duration or None,
             on_round=lambda outcome: app[METRICS].reconcile_rounds.labels(outcome=outcome).inc(),
+            limits=settings.limits,
         )
         app[RECONCILER] = reconciler
         # Acks and resolutions through the other replicas wake it (bridge.http.wake).
@@ -416,6 +419,9 @@ def create_app(
     app[REGISTRY] = telemetry.registry
     metrics = app[METRICS] = BridgeMetrics(telemetry.registry)
     app[BODY_TIMEOUT] = float(server.body_timeout)
+    app[BODIES] = BodyBudget(
+        server.max_bodies_in_flight_bytes, server.max_body_bytes, metrics.webhook_busy.inc
+    )
     app[ALLOWED_HOSTS] = allowed_hosts(
         server.allowed_hosts,
         [*settings.alertmanager.webhook_urls, *settings.prometheus.scrape_targets, server.host],

@@ -67,4 +67,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     body: dict[str, Any] = {"error": code, "message": message}
     if field is not None:
         body["field"] = field
-    return web.json_response(body, status=status)
+    response = web.json_response(body, status=status)
+    if status == 503:  # every 503 is worth a retry, soon
+        response.headers["Retry-After"] = "1"
+    return response

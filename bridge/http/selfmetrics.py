@@ -162,6 +162,23 @@ class BridgeMetrics:
             ["status"],
             registry=registry,
         )
+        self.alerts_clipped = Counter(
+            "alertbridge_alerts_clipped",
+            "Received alerts stored cut to the limits (limits.*), by sender.",
+            ["sender"],
+            registry=registry,
+        )
+        self.grafana_tests = Counter(
+            "alertbridge_grafana_test_notifications",
+            "Test notifications of a Grafana contact point, answered and not stored.",
+            registry=registry,
+        )
+        self.webhook_busy = Counter(
+            "alertbridge_webhook_busy",
+            "Webhook requests answered 503 because the bodies in flight held the budget"
+            " (server.max_bodies_in_flight_bytes); Alertmanager retries them.",
+            registry=registry,
+        )
         # Children resolved once: the webhook's hot path skips the label lookups.
         self.webhook_ok = self.webhook_requests.labels(code="200")
         self.received_firing = self.alerts_received.labels(status="firing")

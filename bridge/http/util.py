@@ -4,11 +4,12 @@ and the checks that keep a browser page from using the API (Host, Origin, Conten
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,6 +62,48 @@ def make_errors_middleware(max_body_bytes: int) -> Any:
             return error_response(500, "internal", "internal error")
 
     return errors_middleware
+
+
+class BodyBudget:
+    """The bytes of request bodies in flight, server-wide, and their budget: a body that would
+    pass it waits for none and is answered 503 (Alertmanager retries a 5xx; a 413 it would
+    post again every group_interval, forever). The first body in flight is always taken, so
+    that any body up to the size limit gets through; one without a Content-Length counts as
+    the size limit (the most it can be).
+
+    >>> budget = BodyBudget(limit=10, max_body=8)
+    >>> budget.in_flight, budget.limit
+    (0, 10)
+    """
+
+    def __init__(
+        self, limit: int, max_body: int, on_busy: Callable[[], None] | None = None
+    ) -> None:
+        self.limit = limit
+        self.max_body = max_body
+        self.in_flight = 0
+        self._on_busy = on_busy or (lambda: None)
+
+    @contextlib.asynccontextmanager
+    async def held(self, request: web.BaseRequest) -> AsyncIterator[None]:
+        length = request.content_length
+        size = self.max_body if length is None else min(length, self.max_body)
+        if self.in_flight and self.in_flight + size > self.limit:
+            self._on_busy()
+            raise HttpError(
+                503, "busy",
+                f"{self.in_flight} bytes of notifications are being stored"
+                f" (server.max_bodies_in_flight_bytes {self.limit}); retry",
+            )  # fmt: skip
+        self.in_flight += size
+        try:
+            yield
+        finally:
+            self.in_flight -= size
+
+
+#: The budget of webhook bodies in flight (set by the app; the webhook holds it).
+BODIES = web.AppKey("bodies", BodyBudget)
 
 
 def tokens_equal(given: str, expected: Secret) -> bool:

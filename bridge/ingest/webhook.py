@@ -1,4 +1,10 @@
-"""Parse Alertmanager webhook notifications (version 4): one pure function, no app or I/O.
+"""Parse Alertmanager webhook notifications (version 4) and Grafana's (its webhook contact
+point's version 1, the same shape with more fields): one pure function, no app or I/O.
+
+Only what is not a notification at all is refused (InvalidPayload). Whatever an Alertmanager
+can send is taken: an alert over a size limit is clipped to it and says so (`clipped`), so
+that its neighbours are never refused with it (Alertmanager would post the whole group again
+every group_interval, forever); an alert without `alertname` is an alert too.
 
 >>> n = parse_notification({"version": "4", "status": "firing", "receiver": "alertbridge",
 ...     "groupKey": "{}:{}", "alerts": [{"status": "firing", "fingerprint": "a1b2c3d4e5f60718",
@@ -15,27 +21,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from bridge.core.errors import InvalidInput, TooLarge
+from bridge.core.errors import InvalidInput
 from bridge.core.times import MAX_TIME_NS, MIN_TIME_NS, ZERO_TIME, in_range, parse_rfc3339
+from bridge.ingest.episodes import local_fingerprint
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}", re.ASCII)
 STATUSES = ("firing", "resolved")
+#: Versions of the body by sender: Alertmanager's webhook, Grafana's webhook contact point.
+SENDERS = {"4": "alertmanager", "1": "grafana"}
+#: An episode's start is known to the millisecond: Alertmanager's API truncates the
+#: nanoseconds its webhook carries when it set startsAt itself (FACTS.md, real senders).
+EPISODE_PRECISION_NS = 1_000_000
+#: Grafana's per-alert fields kept beside the labels (strings; `values` a map of numbers).
+GRAFANA_LINKS = ("dashboardURL", "panelURL", "silenceURL", "imageURL", "valueString")
 
 
 class InvalidPayload(InvalidInput):
     """The notification is not a valid version 4 payload; `field` is a JSON path."""
 
 
-class AlertTooLarge(InvalidPayload, TooLarge):
-    """An alert exceeds a size limit; `field` is a JSON path."""
-
-
 @dataclass(frozen=True, slots=True)
 class AlertLimits:
-    """What one stored alert may hold; sizes in characters (code points).
+    """What one stored alert may hold; sizes in characters (code points). An alert past one
+    is stored clipped to it, and marked.
 
     Loki and Mimir cap label names at 1024 and values at 2048 by default, with 30 labels;
-    these are looser so that no alert Prometheus sends in practice is refused, yet tight
+    these are looser so that no alert Prometheus sends in practice is clipped, yet tight
     enough that a page of listed alerts stays small (README, "Limits").
     """
 
@@ -74,6 +85,11 @@ def parse_time(value: object, field: str) -> int | None:
 class ReceivedAlert(NamedTuple):
     """One alert of a notification; times in ns since the epoch.
 
+    `starts_at` is the episode's start to the millisecond (EPISODE_PRECISION_NS), what
+    identifies it with its fingerprint whichever way it was learnt; `starts_ns` the rest,
+    below a millisecond, as the sender gave it (0 when it gave none). `clipped` names what was
+    cut to the limits (JSON paths); `extra` holds what a Grafana alert carries besides.
+
     A named tuple rather than a frozen dataclass: it is built once per received alert, on the
     event loop, and a tuple is the cheapest immutable record to build.
     """
@@ -85,10 +101,13 @@ class ReceivedAlert(NamedTuple):
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     generator_url: str
+    starts_ns: int = 0
+    clipped: tuple[str, ...] = ()
+    extra: Mapping[str, Any] | None = None
 
     @property
     def alertname(self) -> str:
-        return self.labels["alertname"]
+        return self.labels.get("alertname", "")
 
     @property
     def severity(self) -> str:
@@ -104,6 +123,7 @@ class Notification:
     group_key: str
     truncated_alerts: int
     alerts: tuple[ReceivedAlert, ...]
+    sender: str = "alertmanager"  # or "grafana" (SENDERS)
 
 
 def _string_map(value: object, field: str) -> dict[str, str]:
@@ -126,74 +146,108 @@ def _string(obj: Mapping[str, Any], key: str, field: str, required: bool = True)
     return value
 
 
-def _check_sizes(
-    labels: dict[str, str],
-    annotations: dict[str, str],
-    generator_url: str,
-    field: str,
-    limits: AlertLimits,
-) -> None:
-    """Raise naming the first limit the alert exceeds (AlertTooLarge for sizes)."""
-    if len(labels) > limits.max_labels:
-        raise InvalidPayload(
-            f"{field}.labels", f"has {len(labels)} labels, at most {limits.max_labels}"
-        )
+def clip(
+    labels: dict[str, str], annotations: dict[str, str], generator_url: str, limits: AlertLimits
+) -> tuple[dict[str, str], dict[str, str], str, tuple[str, ...]]:
+    """The alert cut to the limits, and what was cut (JSON paths below the alert; "labels" or
+    "annotations" alone: some were left out, those past the count or with too long a name).
+
+    A label keeps a prefix of its value, so that a silence can still match it (a regular
+    expression on the prefix: bridge.alertmanager.client). Past the whole alert's limit the
+    longest annotations are cut first, then the longest label values.
+
+    >>> clip({"alertname": "x", "pod": "p" * 10}, {}, "", AlertLimits(max_label_value=4))
+    ({'alertname': 'x', 'pod': 'pppp'}, {}, '', ('labels.pod',))
+    """
+    cut: list[str] = []
+    if len(labels) > limits.max_labels or any(len(n) > limits.max_label_name for n in labels):
+        # Left out, not cut: a silence matches a subset of an alert's labels, never a cut name.
+        cut.append("labels")
+        kept = sorted(((n, v) for n, v in labels.items() if len(n) <= limits.max_label_name),
+                      key=lambda item: (item[0] != "alertname", item[0]))  # fmt: skip
+        labels = dict(kept[: limits.max_labels])
     if len(annotations) > limits.max_annotations:
-        raise InvalidPayload(
-            f"{field}.annotations",
-            f"has {len(annotations)} annotations, at most {limits.max_annotations}",
-        )
-    total = len(generator_url)
+        cut.append("annotations")
+        annotations = dict(sorted(annotations.items())[: limits.max_annotations])
+    labels, annotations = dict(labels), dict(annotations)
     for name, value in labels.items():
-        if len(name) > limits.max_label_name:
-            raise AlertTooLarge(
-                f"{field}.labels",
-                f"a label name of {len(name)} characters, at most {limits.max_label_name}",
-            )
         if len(value) > limits.max_label_value:
-            raise AlertTooLarge(
-                f"{field}.labels.{name}",
-                f"{len(value)} characters, at most {limits.max_label_value}",
-            )
-        total += len(name) + len(value)
+            labels[name] = value[: limits.max_label_value]
+            cut.append(f"labels.{name}")
     for name, value in annotations.items():
         if len(value) > limits.max_annotation_value:
-            raise AlertTooLarge(
-                f"{field}.annotations.{name[:64]}",
-                f"{len(value)} characters, at most {limits.max_annotation_value}",
-            )
-        total += len(name) + len(value)
+            annotations[name] = value[: limits.max_annotation_value]
+            cut.append(f"annotations.{name}")
     if len(generator_url) > limits.max_generator_url:
-        raise AlertTooLarge(
-            f"{field}.generatorURL",
-            f"{len(generator_url)} characters, at most {limits.max_generator_url}",
-        )
-    if total > limits.max_alert_size:
-        raise AlertTooLarge(
-            field,
-            f"{total} characters of labels, annotations and URL, at most {limits.max_alert_size}",
-        )
+        generator_url = generator_url[: limits.max_generator_url]
+        cut.append("generatorURL")
+    size = len(generator_url) + sum(len(n) + len(v) for n, v in labels.items())
+    size += sum(len(n) + len(v) for n, v in annotations.items())
+    for kind, fields in (("annotations", annotations), ("labels", labels)):
+        # Longest first: each cut takes what is over from the longest value left.
+        for name in sorted(fields, key=lambda n: -len(fields[n])):
+            if size <= limits.max_alert_size:
+                break
+            value = fields[name]
+            keep = max(0, len(value) - (size - limits.max_alert_size))
+            fields[name] = value[:keep]
+            size -= len(value) - keep
+            if f"{kind}.{name}" not in cut:
+                cut.append(f"{kind}.{name}")
+    return labels, annotations, generator_url, tuple(cut)
 
 
-def _alert(raw: object, field: str, limits: AlertLimits = DEFAULT_LIMITS) -> ReceivedAlert:
+def split_start(starts_at: int) -> tuple[int, int]:
+    """(the episode's start to the millisecond, the nanoseconds below it).
+
+    >>> split_start(1795428000894696746)
+    (1795428000894000000, 696746)
+    """
+    rest = starts_at % EPISODE_PRECISION_NS
+    return starts_at - rest, rest
+
+
+def _grafana_extra(raw: Mapping[str, Any], limits: AlertLimits) -> dict[str, Any] | None:
+    """What a Grafana alert carries besides Alertmanager's fields: its links, image and
+    values; a field of another type than Grafana sends is left out (newer fields too)."""
+    extra: dict[str, Any] = {}
+    for key in GRAFANA_LINKS:
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            extra[key] = value[: limits.max_generator_url]
+    values = raw.get("values")
+    if isinstance(values, dict):
+        numbers = {str(k)[: limits.max_label_name]: v for k, v in values.items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+        if numbers:
+            extra["values"] = dict(sorted(numbers.items())[: limits.max_annotations])
+    return extra or None
+
+
+def _alert(
+    raw: object, field: str, limits: AlertLimits = DEFAULT_LIMITS, sender: str = "alertmanager"
+) -> ReceivedAlert:
     if not isinstance(raw, dict):
         raise InvalidPayload(field, "must be an object")
     status = _string(raw, "status", f"{field}.status")
     if status not in STATUSES:
         raise InvalidPayload(f"{field}.status", f"must be firing or resolved, got {status!r}")
-    fingerprint = _string(raw, "fingerprint", f"{field}.fingerprint")
+    if "labels" not in raw:
+        raise InvalidPayload(f"{field}.labels", "is required")
+    labels = _string_map(raw["labels"], f"{field}.labels")
+    if not labels:  # Alertmanager refuses such alerts: no sender has one
+        raise InvalidPayload(f"{field}.labels", "must hold at least one label")
+    if sender == "grafana" and "fingerprint" not in raw:  # Grafana before 8.x sent none
+        fingerprint = local_fingerprint(labels)
+    else:
+        fingerprint = _string(raw, "fingerprint", f"{field}.fingerprint")
     if not _FINGERPRINT.fullmatch(fingerprint):
         raise InvalidPayload(
             f"{field}.fingerprint", f"must be 16 hex digits, got {fingerprint[:64]!r}"
         )
-    if "labels" not in raw:
-        raise InvalidPayload(f"{field}.labels", "is required")
-    labels = _string_map(raw["labels"], f"{field}.labels")
-    if not labels.get("alertname"):
-        raise InvalidPayload(f"{field}.labels.alertname", "is required")
-    annotations = _string_map(raw.get("annotations", {}), f"{field}.annotations")
+    annotations = _string_map(raw.get("annotations") or {}, f"{field}.annotations")
     generator_url = _string(raw, "generatorURL", f"{field}.generatorURL", required=False)
-    _check_sizes(labels, annotations, generator_url, field, limits)
+    labels, annotations, generator_url, clipped = clip(labels, annotations, generator_url, limits)
     if "startsAt" not in raw:
         raise InvalidPayload(f"{field}.startsAt", "is required")
     starts_at = parse_time(raw["startsAt"], f"{field}.startsAt")
@@ -212,14 +266,17 @@ def _alert(raw: object, field: str, limits: AlertLimits = DEFAULT_LIMITS) -> Rec
             parse_rfc3339(ends_raw)
         except ValueError as exc:
             raise InvalidPayload(f"{field}.endsAt", str(exc)) from None
+    episode_start, starts_ns = split_start(starts_at)
     return ReceivedAlert(
         fingerprint=fingerprint,
         status=status,
-        starts_at=starts_at,
+        starts_at=episode_start,
         ends_at=ends_at,
         labels=labels,
         annotations=annotations,
         generator_url=generator_url,
+        starts_ns=starts_ns,
+        clipped=clipped,
     )
 
 
@@ -243,7 +300,8 @@ def _oversized(
 def _alert_fast(
     raw: object, limits: AlertLimits = DEFAULT_LIMITS, sized: bool = True
 ) -> ReceivedAlert | None:
-    """The common case of `_alert` without building error paths: None when anything is off.
+    """The common case of `_alert` without building error paths: None when anything is off
+    (an alert to clip included).
 
     It accepts a subset of what `_alert` accepts and returns the same alert for it (property-
     tested); whatever it declines goes through `_alert`, which names the problem. `sized`
@@ -262,11 +320,11 @@ def _alert_fast(
         (status != "firing" and status != "resolved")
         or type(fingerprint) is not str
         or type(labels) is not dict
+        or not labels
         or type(annotations) is not dict
         or type(generator_url) is not str
         or type(starts) is not str
         or type(ends) is not str
-        or not labels.get("alertname")
         or not _FINGERPRINT.fullmatch(fingerprint)
         or len(labels) > limits.max_labels
         or len(annotations) > limits.max_annotations
@@ -293,8 +351,9 @@ def _alert_fast(
             return None
     else:
         ends_at = None
+    rest = starts_at % EPISODE_PRECISION_NS
     return ReceivedAlert(
-        fingerprint, status, starts_at, ends_at, labels, annotations, generator_url
+        fingerprint, status, starts_at - rest, ends_at, labels, annotations, generator_url, rest
     )
 
 
@@ -305,12 +364,16 @@ def parse_notification(
 
     `body_size`: the encoded body's length, when known; a body shorter than every size limit
     cannot hold a string that passes one (a JSON string is never shorter than its text).
+    Fields this version does not know (a newer sender's) are ignored.
     """
     if not isinstance(payload, dict):
         raise InvalidPayload("body", "must be a JSON object")
     version = payload.get("version")
-    if version != "4":
-        raise InvalidPayload("version", f'must be "4", got {version!r:.64}')
+    sender = SENDERS.get(version) if isinstance(version, str) else None
+    if sender is None:
+        raise InvalidPayload(
+            "version", f'must be "4" (Alertmanager) or "1" (Grafana), got {version!r:.64}'
+        )
     status = _string(payload, "status", "status")
     if status not in STATUSES:
         raise InvalidPayload("status", f"must be firing or resolved, got {status!r:.64}")
@@ -323,13 +386,44 @@ def parse_notification(
             "truncatedAlerts", f"must be a non-negative integer, got {truncated!r:.64}"
         )
     sized = body_size is None or body_size > limits.smallest_size
+    if sender == "grafana":
+        alerts = tuple(_grafana_alert(a, f"alerts[{i}]", limits) for i, a in enumerate(alerts_raw))
+    else:
+        alerts = tuple(
+            _alert_fast(a, limits, sized) or _alert(a, f"alerts[{i}]", limits)
+            for i, a in enumerate(alerts_raw)
+        )
     return Notification(
         receiver=_string(payload, "receiver", "receiver", required=False),
         status=status,
         group_key=_string(payload, "groupKey", "groupKey", required=False),
         truncated_alerts=truncated,
-        alerts=tuple(
-            _alert_fast(a, limits, sized) or _alert(a, f"alerts[{i}]", limits)
-            for i, a in enumerate(alerts_raw)
-        ),
+        alerts=alerts,
+        sender=sender,
     )
+
+
+def _grafana_alert(raw: object, field: str, limits: AlertLimits) -> ReceivedAlert:
+    alert = _alert(raw, field, limits, "grafana")  # raw is an object: _alert checked it
+    extra = _grafana_extra(raw, limits) if isinstance(raw, dict) else None
+    return alert._replace(extra=extra) if extra else alert
+
+
+def is_grafana_test(notification: Notification) -> bool:
+    """Grafana's "test" button of a contact point: one made-up alert (alertname TestAlert,
+    instance Grafana) that no rule raised and nothing will ever resolve."""
+    return notification.sender == "grafana" and all(
+        a.labels.get("alertname") == "TestAlert" and a.labels.get("instance") == "Grafana"
+        for a in notification.alerts
+    )
+
+
+def alert_from_api(item: Mapping[str, Any], limits: AlertLimits = DEFAULT_LIMITS) -> ReceivedAlert:
+    """An alert as `GET /api/v2/alerts` lists it, as the webhook would deliver it firing: the
+    same rules (clipping, the episode's start), so that both ways find one episode. Raises
+    InvalidPayload for an item that is not an alert."""
+    raw = {"status": "firing", "endsAt": ZERO_TIME,
+           **{k: item.get(k) for k in ("fingerprint", "labels", "startsAt") if k in item},
+           "annotations": item.get("annotations") or {},
+           "generatorURL": item.get("generatorURL") or ""}  # fmt: skip
+    return _alert_fast(raw, limits) or _alert(raw, "alert", limits)

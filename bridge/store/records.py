@@ -15,7 +15,16 @@ from bridge.core.times import format_time
 
 #: Actors that are parts of the system, not people (exports keep them readable).
 SYSTEM_ACTORS = frozenset(
-    {"alertmanager", "local", "reconciler", "alertbridge", "evaluator", "escalation", "heartbeat"}
+    {
+        "alertmanager",
+        "grafana",
+        "local",
+        "reconciler",
+        "alertbridge",
+        "evaluator",
+        "escalation",
+        "heartbeat",
+    }
 )
 DEFAULT_RETENTION_DAYS = 90
 #: The longest comment, note or name an action takes, in characters.
@@ -56,6 +65,16 @@ class StoredAlert:
     am_silenced_by: tuple[str, ...] = ()
     am_inhibited_by: tuple[tuple[str, int | None], ...] = ()  # (fingerprint, alert id)
     enrichment: dict[str, str] = field(default_factory=dict)  # the enrichment map's fields
+    #: startsAt below the millisecond, as the sender gave it (starts_at, the episode's key,
+    #: is to the millisecond: bridge.ingest.webhook.EPISODE_PRECISION_NS)
+    starts_ns: int = 0
+    clipped: tuple[str, ...] = ()  # what was cut to the limits (bridge.ingest.webhook.clip)
+    extra: dict[str, Any] = field(default_factory=dict)  # a Grafana alert's links and values
+
+    @property
+    def start(self) -> int:
+        """startsAt as exactly as it was given (ns)."""
+        return self.starts_at + self.starts_ns
 
     @property
     def acknowledged(self) -> bool:
@@ -80,7 +99,7 @@ class StoredAlert:
             "annotations": self.annotations,
             "generator_url": self.generator_url,
             "source": self.source,
-            "starts_at": format_time(self.starts_at),
+            "starts_at": format_time(self.start),
             "ends_at": format_time(self.ends_at),
             "first_received_at": format_time(self.first_received_at),
             "last_received_at": format_time(self.last_received_at),
@@ -100,6 +119,8 @@ class StoredAlert:
                 {"fingerprint": fp, "alert_id": alert_id} for fp, alert_id in self.am_inhibited_by
             ],
             "enrichment": self.enrichment,
+            "clipped": list(self.clipped),
+            "extra": self.extra,
         }
 
 

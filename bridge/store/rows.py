@@ -20,10 +20,10 @@ from bridge.store.records import MAX_TEXT, Copy, Escalation, StoredAlert
 _NAMES = tuple(f.name for f in fields(StoredAlert))
 COLUMNS = ", ".join(_NAMES)
 COLUMN_COUNT = len(_NAMES)
-LABELS, ANNOTATIONS, URL, COMMENT, _SILENCED_BY, _INHIBITED_BY, _ENRICHMENT = map(
+LABELS, ANNOTATIONS, URL, COMMENT, _SILENCED_BY, _INHIBITED_BY, _ENRICHMENT, _CLIPPED, _EXTRA = map(
     _NAMES.index,
     ("labels", "annotations", "generator_url", "ack_comment", "am_silenced_by", "am_inhibited_by",
-     "enrichment"),
+     "enrichment", "clipped", "extra"),
 )  # fmt: skip
 
 
@@ -35,6 +35,8 @@ def row_to_alert(row: Sequence[Any]) -> StoredAlert:
     inhibitors = orjson.loads(values[_INHIBITED_BY])
     values[_INHIBITED_BY] = tuple((i["fingerprint"], i["alert_id"]) for i in inhibitors)
     values[_ENRICHMENT] = orjson.loads(values[_ENRICHMENT])
+    values[_CLIPPED] = tuple(orjson.loads(values[_CLIPPED]))
+    values[_EXTRA] = orjson.loads(values[_EXTRA])
     return StoredAlert(*values)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.model import dumps_map
+from bridge.core.model import dumps_extra, dumps_list, dumps_map
 from bridge.ingest.episodes import change, reopened_detail
 from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.postgres.schema import FEED_LOCK
@@ -26,13 +26,15 @@ from bridge.store.records import IngestResult
 _INSERT = """
 INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,
                     annotations, generator_url, source, first_received_at, last_received_at,
-                    receive_count, updated_at, resolution)
+                    receive_count, updated_at, resolution, starts_ns, clipped, extra)
 SELECT fp, st, en, status, name, sev, labels, ann, url, $10, rec, rec, 1, rec,
        CASE WHEN status = 'resolved'
-            THEN CASE $10 WHEN 'local' THEN 'local' ELSE 'alertmanager' END END
+            THEN CASE $10 WHEN 'local' THEN 'local' ELSE 'alertmanager' END END,
+       ns, clipped, extra
 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $11::bigint[])
-     AS r(fp, st, en, status, name, sev, labels, ann, url, rec)
+            $7::text[], $8::text[], $9::text[], $11::bigint[], $12::bigint[], $13::text[],
+            $14::text[])
+     AS r(fp, st, en, status, name, sev, labels, ann, url, rec, ns, clipped, extra)
 ORDER BY fp, st
 ON CONFLICT (fingerprint, starts_at) DO NOTHING
 RETURNING id, fingerprint, starts_at
@@ -54,9 +56,12 @@ CROSS JOIN LATERAL (
 _UPDATE = """
 UPDATE alerts a SET status = u.status, ends_at = u.ends_at, resolution = u.resolution,
        annotations = coalesce(u.ann, a.annotations), updated_at = coalesce(u.upd, a.updated_at),
-       receive_count = a.receive_count + u.inc, last_received_at = u.last
+       receive_count = a.receive_count + u.inc, last_received_at = u.last,
+       extra = coalesce(u.extra, a.extra),
+       starts_ns = CASE a.starts_ns WHEN 0 THEN u.ns ELSE a.starts_ns END
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
-            $7::bigint[], $8::bigint[]) AS u(id, status, ends_at, resolution, ann, upd, inc, last)
+            $7::bigint[], $8::bigint[], $9::text[], $10::bigint[])
+     AS u(id, status, ends_at, resolution, ann, upd, inc, last, extra, ns)
 WHERE a.id = u.id
 """
 
@@ -78,7 +83,7 @@ class PgIngestJob:
         self.received_at = received_at
         self.source = source
         self.actor = actor
-        self.annotations = [dumps_map(a.annotations) for a in alerts]
+        self.annotations = [(dumps_map(a.annotations), dumps_extra(a.extra)) for a in alerts]
 
     @property
     def merge_key(self) -> tuple[str, str | None]:
@@ -91,10 +96,11 @@ State = list[Any]  # [id, status, ends_at, resolution]
 @dataclass(slots=True)
 class _Touched:
     state: State
-    annotations: str | None = None
+    annotations: tuple[str, str] | None = None  # and the extra fields
     updated_at: int | None = None
     count: int = 0
     last: int = 0
+    starts_ns: int = 0  # the most exact start received (below the millisecond)
 
 
 def _final(source: str) -> str:
@@ -116,7 +122,7 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
                 for a, ann in zip(job.alerts, job.annotations, strict=True)]  # fmt: skip
     keys = list(dict.fromkeys((a.fingerprint, a.starts_at) for a, _, _, _ in receipts))
     states = await _lock(conn, keys)
-    first: dict[tuple[str, int], tuple[ReceivedAlert, str, int]] = {}
+    first: dict[tuple[str, int], tuple[ReceivedAlert, tuple[str, str], int]] = {}
     for a, ann, received_at, _ in receipts:
         key = (a.fingerprint, a.starts_at)
         if key not in states and key not in first:
@@ -128,8 +134,10 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
             _INSERT, [a.fingerprint for a, _, _ in new], [a.starts_at for a, _, _ in new],
             [a.ends_at for a, _, _ in new], [a.status for a, _, _ in new],
             [a.alertname for a, _, _ in new], [a.severity for a, _, _ in new],
-            [dumps_map(a.labels) for a, _, _ in new], [ann for _, ann, _ in new],
+            [dumps_map(a.labels) for a, _, _ in new], [ann[0] for _, ann, _ in new],
             [a.generator_url for a, _, _ in new], source, [rec for _, _, rec in new],
+            [a.starts_ns for a, _, _ in new], [dumps_list(a.clipped) for a, _, _ in new],
+            [ann[1] for _, ann, _ in new],
         )  # fmt: skip
         for alert_id, fp, starts in rows:
             a = first[(fp, starts)][0]
@@ -155,10 +163,11 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
                 outcome.resolved.append(state[0])
             continue
         alert_id, status, ends_at, resolution = state
-        kind = change(a.status, a.ends_at, status, ends_at, resolution, source == "alertmanager")
+        kind = change(a.status, a.ends_at, status, ends_at, resolution, source != "local")
         row = touched.get(alert_id) or touched.setdefault(alert_id, _Touched(state))
         row.count += 1
         row.last = received_at
+        row.starts_ns = row.starts_ns or a.starts_ns
         if kind == "resolve":
             state[1:] = ["resolved", a.ends_at, _final(source)]
             row.annotations, row.updated_at = ann, received_at
@@ -186,8 +195,10 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
         await conn.execute(
             _UPDATE, [i for i, _ in rows_], [t.state[1] for _, t in rows_],
             [t.state[2] for _, t in rows_], [t.state[3] for _, t in rows_],
-            [t.annotations for _, t in rows_], [t.updated_at for _, t in rows_],
-            [t.count for _, t in rows_], [t.last for _, t in rows_],
+            [t.annotations and t.annotations[0] for _, t in rows_],
+            [t.updated_at for _, t in rows_], [t.count for _, t in rows_],
+            [t.last for _, t in rows_], [t.annotations and t.annotations[1] for _, t in rows_],
+            [t.starts_ns for _, t in rows_],
         )  # fmt: skip
     await insert_events(conn, events)
     return results

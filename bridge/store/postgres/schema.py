@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.core.errors import StoreError
+from bridge.store.sql import EPISODE_TWINS
 
 #: The advisory lock key of migrations (any constant of our own: "alertbridge" in hex, cut).
 MIGRATION_LOCK = 0x616C657274627269
@@ -160,6 +161,14 @@ MIGRATIONS: tuple[str, ...] = (
         REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
         EXECUTE FUNCTION alertbridge_count_resolved();
     """,
+    # 6: SQLite's migration 11: an episode's start to the millisecond, the rest in
+    #    starts_ns; what was clipped; a Grafana alert's links and values; twins merged
+    """
+    ALTER TABLE alerts ADD COLUMN starts_ns BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE alerts ADD COLUMN clipped TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE alerts ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
+    {twins}
+    """,
 )
 
 #: Fold the counts of backends gone into slot 0 (no live connection holds their rows: this
@@ -176,6 +185,12 @@ ON CONFLICT (slot, severity) DO UPDATE SET count = c.count + EXCLUDED.count
 """
 
 
+_TWINS = EPISODE_TWINS.format(
+    now="(extract(epoch FROM clock_timestamp()) * 1000)::bigint * 1000000",
+    least="least", greatest="greatest",
+)  # fmt: skip
+
+
 async def migrate(conn: Any) -> int:
     """Apply the migrations above the recorded version, in one transaction under the
     migration lock; returns the schema version. StoreError for a newer schema."""
@@ -190,8 +205,8 @@ async def migrate(conn: Any) -> int:
             raise StoreError(
                 f"database schema v{version} is newer than this alertbridge (v{len(MIGRATIONS)})"
             )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await conn.execute(script)
+        for number, text in enumerate(MIGRATIONS[version:], start=version + 1):
+            await conn.execute(text.replace("{twins}", _TWINS))
             await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
     return len(MIGRATIONS)
 

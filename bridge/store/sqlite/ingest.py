@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-from bridge.core.model import dumps_map
+from bridge.core.model import dumps_extra, dumps_list, dumps_map
 from bridge.ingest.episodes import change, reopened_detail
 from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.records import IngestResult
@@ -23,7 +23,7 @@ from bridge.store.records import IngestResult
 _INSERT_INTO = (
     "INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,"
     " annotations, generator_url, source, first_received_at, last_received_at, receive_count,"
-    " updated_at, resolution) VALUES "
+    " updated_at, resolution, starts_ns, clipped, extra) VALUES "
 )
 
 
@@ -34,32 +34,36 @@ _FINAL = "CASE {} WHEN 'local' THEN 'local' ELSE 'alertmanager' END"
 def _values(first: int) -> str:
     """One row's VALUES for a Row bound from parameter ?first on (received_at stored thrice;
     a new resolved episode's resolution made by SQLite from its status and source)."""
-    numbers = [f"?{first + i}" for i in range(11)]
+    numbers = [f"?{first + i}" for i in range(ROW_PARAMETERS)]
     resolution = f"CASE {numbers[3]} WHEN 'resolved' THEN {_FINAL.format(numbers[9])} END"
-    return f"({', '.join(numbers)}, {numbers[10]}, 1, {numbers[10]}, {resolution})"
+    return (f"({', '.join(numbers[:11])}, {numbers[10]}, 1, {numbers[10]}, {resolution},"
+            f" {', '.join(numbers[11:])})")  # fmt: skip
 
 
+#: The parameters of a Row (_row).
+ROW_PARAMETERS: Final = 14
 _INSERT = _INSERT_INTO + _values(1)
 _INSERT_OR_SKIP = _INSERT + " ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id"
-#: The most rows one INSERT of _insert_new writes (a power of two; 11 parameters a row).
+#: The most rows one INSERT of _insert_new writes (a power of two; 14 parameters a row).
 INSERT_ROWS = 64
 
 
 @functools.lru_cache(maxsize=INSERT_ROWS.bit_length())
 def _insert_rows(count: int) -> str:
     """_INSERT for `count` rows (a power of two, so that a handful of statements are cached)."""
-    return _INSERT_INTO + ", ".join(_values(1 + 11 * row) for row in range(count))
+    return _INSERT_INTO + ", ".join(_values(1 + ROW_PARAMETERS * row) for row in range(count))
 
 
 #: Up to this many alerts a notification is applied row by row (fewer statements than a batch).
 SMALL_BATCH = 2
 
-Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int]  # _INSERT's
+Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int, int, str, str]
 #: Where Row holds what the updates and events need (a plain tuple: it is built per alert on
 #: the event loop, and bound to the INSERT as it is).
 _ANNOTATIONS: Final = 7
 _SOURCE: Final = 9
 _RECEIVED_AT: Final = 10
+_EXTRA: Final = 13
 Event = tuple[int, int, str, str, str]
 State = tuple[int, str, int | None, str | None]  # id, status, ends_at, resolution
 
@@ -67,7 +71,7 @@ State = tuple[int, str, int | None, str | None]  # id, status, ends_at, resoluti
 def _row(a: ReceivedAlert, received_at: int, source: str) -> Row:
     return (a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity,
             dumps_map(a.labels), dumps_map(a.annotations), a.generator_url, source,
-            received_at)  # fmt: skip
+            received_at, a.starts_ns, dumps_list(a.clipped), dumps_extra(a.extra))  # fmt: skip
 
 
 def _record_new(
@@ -147,7 +151,7 @@ def _state(conn: sqlite3.Connection, a: ReceivedAlert) -> State:
 
 #: The updates of a known episode by the HA rules, by kind (see _change).
 _UPDATES = {
-    "resolve": "UPDATE alerts SET status = 'resolved', ends_at = ?, annotations = ?,"  # noqa: S608 - constants
+    "resolve": "UPDATE alerts SET status = 'resolved', ends_at = ?, annotations = ?, extra = ?,"  # noqa: S608 - constants
     f" resolution = {_FINAL.format('?')}, receive_count = receive_count + 1,"
     " last_received_at = ?, updated_at = ? WHERE id = ?",
     # Two replicas saw the end at slightly different times: keep the earliest.
@@ -158,11 +162,11 @@ _UPDATES = {
     "confirm": "UPDATE alerts SET resolution = 'alertmanager', ends_at = ?,"
     " receive_count = receive_count + 1, last_received_at = ?, updated_at = ? WHERE id = ?",
     # Still firing: the annotations carry the current $value.
-    "still_firing": "UPDATE alerts SET annotations = ?, receive_count = receive_count + 1,"
-    " last_received_at = ? WHERE id = ?",
+    "still_firing": "UPDATE alerts SET annotations = ?, extra = ?,"
+    " receive_count = receive_count + 1, last_received_at = ? WHERE id = ?",
     # Alertmanager still has it firing: the bridge's resolution was wrong.
     "reopen": "UPDATE alerts SET status = 'firing', ends_at = NULL, resolution = NULL,"
-    " annotations = ?, receive_count = receive_count + 1, last_received_at = ?,"
+    " annotations = ?, extra = ?, receive_count = receive_count + 1, last_received_at = ?,"
     " updated_at = ? WHERE id = ?",
     # An exact repeat, or a stale firing of a resolved episode.
     "repeat": "UPDATE alerts SET receive_count = receive_count + 1, last_received_at = ?"
@@ -175,18 +179,19 @@ def _change(a: ReceivedAlert, row: Row, state: State) -> tuple[str, tuple[Any, .
     parameters."""
     alert_id, status, ends_at, resolution = state
     annotations, source, received_at = row[_ANNOTATIONS], row[_SOURCE], row[_RECEIVED_AT]
-    kind = change(a.status, a.ends_at, status, ends_at, resolution, source == "alertmanager")
+    extra = row[_EXTRA]
+    kind = change(a.status, a.ends_at, status, ends_at, resolution, source != "local")
     params: tuple[Any, ...]
     if kind == "resolve":
-        params = (a.ends_at, annotations, source, received_at, received_at, alert_id)
+        params = (a.ends_at, annotations, extra, source, received_at, received_at, alert_id)
     elif kind == "confirm":
         params = (a.ends_at, received_at, received_at, alert_id)
     elif kind == "earlier_end":
         params = (a.ends_at, received_at, alert_id)
     elif kind == "still_firing":
-        params = (annotations, received_at, alert_id)
+        params = (annotations, extra, received_at, alert_id)
     elif kind == "reopen":
-        params = (annotations, received_at, received_at, alert_id)
+        params = (annotations, extra, received_at, received_at, alert_id)
     else:
         params = (received_at, alert_id)
     return kind, params
@@ -206,6 +211,7 @@ def _apply_known(
     """
     batched: dict[str, list[tuple[Any, ...]]] = {}
     later: list[Known] = []
+    exact: list[tuple[int, int]] = []
     for item in known:
         a, row, state, outcome = item
         if state is None:
@@ -214,6 +220,8 @@ def _apply_known(
         kind, params = _change(a, row, state)
         batched.setdefault(kind, []).append(params)
         _account(kind, state, row, source, events, outcome)
+        if a.starts_ns:
+            exact.append((a.starts_ns, state[0]))
     for kind, params_list in batched.items():
         conn.executemany(_UPDATES[kind], params_list)
     for a, row, _, outcome in later:
@@ -221,6 +229,13 @@ def _apply_known(
         kind, params = _change(a, row, state)
         conn.execute(_UPDATES[kind], params)
         _account(kind, state, row, source, events, outcome)
+        if a.starts_ns:
+            exact.append((a.starts_ns, state[0]))
+    if exact:  # the most exact start given is kept (the API lists it to the millisecond)
+        conn.executemany(_MORE_EXACT, exact)
+
+
+_MORE_EXACT = "UPDATE alerts SET starts_ns = ? WHERE id = ? AND starts_ns = 0"
 
 
 def _account(

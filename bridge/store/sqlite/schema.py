@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bridge.core.errors import StoreError
 from bridge.core.matchers import regex_matches
+from bridge.store.sql import EPISODE_TWINS
 
 
 def _state_of(row: str) -> str:
@@ -40,6 +41,9 @@ SEVERITY_RANK = (
     "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2"
     " WHEN 'info' THEN 3 ELSE 4 END"
 )
+
+#: The time in ns, as SQLite computes it (to the millisecond).
+_NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: alerts (one row per episode), events (the audit trail), meta (persisted settings)
@@ -185,7 +189,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL)
         WITHOUT ROWID;
     """,
+    # 11: an episode is (fingerprint, startsAt to the millisecond): Alertmanager's webhook
+    #     carries the nanoseconds of a startsAt it set itself, its API only the milliseconds,
+    #     and the two ways stored two rows of one episode. The rest below the millisecond is
+    #     kept in starts_ns; what was clipped to the limits, and a Grafana alert's links and
+    #     values, beside. Twins already stored are merged (EPISODE_TWINS).
+    """
+    ALTER TABLE alerts ADD COLUMN starts_ns INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE alerts ADD COLUMN clipped TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE alerts ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
+    {twins}
+    """,
 )
+
+
+_TWINS = EPISODE_TWINS.format(now=_NOW, least="min", greatest="max")
 
 
 def read_only_uri(path: str | Path) -> str:
@@ -241,7 +259,10 @@ def migrate(conn: sqlite3.Connection) -> int:
         raise StoreError(
             f"database schema v{version} is newer than this alertbridge (v{len(MIGRATIONS)})"
         )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+    for number, text in enumerate(MIGRATIONS[version:], start=version + 1):
+        script = text.replace(
+            "{twins}", EPISODE_TWINS.format(now=_NOW, least="min", greatest="max")
+        )
         # One script per migration, in one transaction: a failure leaves the schema as it was.
         try:
             conn.executescript(
