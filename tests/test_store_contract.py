@@ -64,6 +64,38 @@ async def test_firing_then_resolved(store: AlertStore) -> None:
     assert await kinds(store, 1) == ["fired", "resolved"]
 
 
+@pytest.mark.parametrize("exact_first", [True, False], ids=["webhook-first", "api-first"])
+async def test_one_episode_whatever_the_precision_of_its_start(
+    store: AlertStore, exact_first: bool
+) -> None:
+    """The webhook's start to the nanosecond and Alertmanager's API's to the millisecond are
+    one episode, whichever came first; the most exact start is kept, and the resolution of
+    either reaches it."""
+    exact, listed = received()._replace(starts_ns=696_746), received()
+    first, second = (exact, listed) if exact_first else (listed, exact)
+    await store.ingest([first], T0)
+    result = await store.ingest([second], T0 + NS)
+    assert result.repeats == 1
+    (alert,) = await store.list_alerts(ALL)
+    assert (alert.starts_at, alert.starts_ns, alert.receive_count) == (T0, 696_746, 2)
+    assert alert.to_json()["starts_at"].endswith(".000696746Z")
+    done = received("resolved", ends=T0 + 60 * NS)._replace(starts_ns=696_746)
+    assert (await store.ingest([done], T0 + 61 * NS)).resolved == [1]
+
+
+async def test_what_was_clipped_and_a_grafana_alerts_extra_are_kept(store: AlertStore) -> None:
+    """`clipped` and `extra` are stored and read back; `extra` follows the alert as it fires
+    on (Grafana's values change), as the annotations do."""
+    extra = {"dashboardURL": "http://g/d/x", "values": {"B": 1.5}}
+    alert = received()._replace(clipped=("labels.instance",), extra=extra)
+    await store.ingest([alert], T0)
+    stored = await store.get_alert(1)
+    assert (stored.clipped, stored.extra) == (("labels.instance",), extra)
+    assert stored.to_json()["clipped"] == ["labels.instance"]
+    await store.ingest([alert._replace(extra={"values": {"B": 2.0}})], T0 + NS)
+    assert (await store.get_alert(1)).extra == {"values": {"B": 2.0}}
+
+
 async def test_exact_repeat_only_counts(store: AlertStore) -> None:
     """The same (fingerprint, startsAt, status) again is a no-op but for receive_count."""
     await store.ingest([received()], T0)

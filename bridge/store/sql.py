@@ -4,7 +4,8 @@ text only, no driver (each implementation runs it on its own connections)."""
 #: Merge the rows of one episode that differ below the millisecond, into the first (lowest
 #: id): its trail gets the others' events and a "merged" event, its row what they knew more
 #: (an acknowledgement and its silence, an assignee, Alertmanager's final resolution, a
-#: firing that the first had resolved provisionally); then the starts are split (SQLite's
+#: firing that the first had resolved provisionally, its ack's silence made again); then the
+#: starts are split (SQLite's
 #: migration 11, PostgreSQL's 6). {now}: the time in ns, as SQL; {least}, {greatest}: the
 #: two-argument minimum and maximum.
 EPISODE_TWINS = """
@@ -38,6 +39,9 @@ UPDATE alerts SET status = 'firing', ends_at = NULL, resolution = NULL
     FROM (SELECT t.kept FROM twins t JOIN alerts o ON o.id = t.gone
           WHERE o.status = 'firing') AS g
     WHERE alerts.id = g.kept AND alerts.resolution IN ('inferred', 'manual');
+UPDATE alerts SET silence_state = 'pending'
+    WHERE id IN (SELECT kept FROM twins) AND status = 'firing' AND acked_at IS NOT NULL
+    AND silence_state = 'expired';
 UPDATE alerts SET receive_count = alerts.receive_count + g.n,
     first_received_at = {least}(alerts.first_received_at, g.first),
     last_received_at = {greatest}(alerts.last_received_at, g.last)

@@ -1,0 +1,161 @@
+"""Grafana's webhook contact point (unified alerting, body version "1") at the webhook's
+endpoint: its documented payloads stored with their links and values, as its own source."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.http.keys import STORE
+from tests.test_receiver import BEARER, WEBHOOK, Client, MakeClient, make_app, metric, stored
+
+#: The example of Grafana's "Webhook notifier" documentation (Grafana 11): two alerts, times
+#: with a zone offset and microseconds, per alert its silence, dashboard and panel links and
+#: the values of the rule's expressions.
+FIRING_V11: dict[str, Any] = {
+    "receiver": "My Super Webhook",
+    "status": "firing",
+    "orgId": 1,
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "High memory usage", "team": "blue", "zone": "us-1"},
+            "annotations": {
+                "description": "The system has high memory usage",
+                "runbook_url": "https://myrunbook.com/runbook/1234",
+                "summary": "This alert was triggered for zone us-1",
+            },
+            "startsAt": "2021-10-12T09:51:03.157076+02:00",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "https://play.grafana.org/alerting/1afz29v7z/edit",
+            "fingerprint": "c6eadffa33fcdf37",
+            "silenceURL": "https://play.grafana.org/alerting/silence/new?alertmanager=grafana"
+            "&matchers=alertname%3DT2%2Cteam%3Dblue%2Czone%3Dus-1",
+            "dashboardURL": "",
+            "panelURL": "",
+            "values": {"B": 44.23943737541908, "C": 1},
+        },
+        {
+            "status": "firing",
+            "labels": {"alertname": "High CPU usage", "team": "blue", "zone": "eu-1"},
+            "annotations": {"description": "The system has high CPU usage"},
+            "startsAt": "2021-10-12T09:56:03.157076+02:00",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "https://play.grafana.org/alerting/d1rdpdv7k/edit",
+            "fingerprint": "bc97ff14869b13e3",
+            "silenceURL": "https://play.grafana.org/alerting/silence/new?alertmanager=grafana",
+            "dashboardURL": "https://play.grafana.org/d/abc",
+            "panelURL": "https://play.grafana.org/d/abc?viewPanel=2",
+            "values": {"B": 44.23943737541908, "C": 1},
+        },
+    ],
+    "groupLabels": {},
+    "commonLabels": {"team": "blue"},
+    "commonAnnotations": {},
+    "externalURL": "https://play.grafana.org/",
+    "version": "1",
+    "groupKey": "{}:{}",
+    "truncatedAlerts": 0,
+    "title": "[FIRING:2]  (blue)",
+    "state": "alerting",
+    "message": "**Firing**\n\nLabels:\n - alertname = T2\n",
+}
+
+
+def v93(body: dict[str, Any]) -> dict[str, Any]:
+    """The same body as Grafana 9.3 sent it: `valueString` in place of `values`."""
+    old = copy.deepcopy(body)
+    for alert in old["alerts"]:
+        del alert["values"]
+        alert["valueString"] = "[ var='B' labels={zone=us-1} value=44.23943737541908 ]"
+    return old
+
+
+def resolved(body: dict[str, Any]) -> dict[str, Any]:
+    """The first alert of the body resolved, with the rule's panel image."""
+    done = copy.deepcopy(body)
+    done["status"] = done["state"] = "resolved"
+    done["alerts"] = [done["alerts"][0]]
+    done["alerts"][0].update(status="resolved", endsAt="2021-10-12T10:01:03.157076+02:00",
+                             imageURL="https://grafana.example/images/a.png")  # fmt: skip
+    return done
+
+
+#: What a contact point's "Test" button sends.
+TEST_NOTIFICATION: dict[str, Any] = {
+    **{k: v for k, v in FIRING_V11.items() if k != "alerts"},
+    "receiver": "test",
+    "alerts": [{
+        "status": "firing", "labels": {"alertname": "TestAlert", "instance": "Grafana"},
+        "annotations": {"summary": "Notification test"},
+        "startsAt": "2026-12-07T03:00:00.000Z", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "", "fingerprint": "57c6d9296de2ad39", "silenceURL": "",
+        "dashboardURL": "", "panelURL": "",
+        "valueString": "[ metric='foo' labels={instance=bar} value=10 ]",
+    }],
+}  # fmt: skip
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+    return await aiohttp_client(make_app(tmp_path))
+
+
+async def test_a_firing_grafana_11_body_is_stored_with_its_links_and_values(
+    client: Client,
+) -> None:
+    """Both alerts stored as Grafana's (the reconciler, which reads Alertmanager, leaves them
+    alone), with their non-empty links and their values beside the labels."""
+    answer = await client.post(WEBHOOK, json=FIRING_V11, headers=BEARER)
+    assert answer.status == 200, await answer.text()
+    assert (await answer.json())["stored"] == 2
+    alerts = {a.alertname: a for a in await stored(client)}
+    memory, cpu = alerts["High memory usage"], alerts["High CPU usage"]
+    assert memory.source == cpu.source == "grafana"
+    assert memory.extra == {"silenceURL": FIRING_V11["alerts"][0]["silenceURL"],
+                            "values": {"B": 44.23943737541908, "C": 1}}  # fmt: skip
+    assert cpu.extra["panelURL"] == "https://play.grafana.org/d/abc?viewPanel=2"
+    assert memory.to_json()["starts_at"] == "2021-10-12T07:51:03.157076Z"
+    assert await client.app[STORE].firing("alertmanager") == []
+
+
+async def test_a_grafana_9_3_body_keeps_its_value_string(client: Client) -> None:
+    answer = await client.post(WEBHOOK, json=v93(FIRING_V11), headers=BEARER)
+    assert answer.status == 200, await answer.text()
+    (first, *_) = sorted(await stored(client), key=lambda a: a.alertname, reverse=True)
+    assert first.extra["valueString"].startswith("[ var='B'")
+    assert "values" not in first.extra
+
+
+async def test_a_grafana_resolution_ends_its_episode_and_keeps_the_image(client: Client) -> None:
+    await client.post(WEBHOOK, json=FIRING_V11, headers=BEARER)
+    answer = await client.post(WEBHOOK, json=resolved(FIRING_V11), headers=BEARER)
+    assert (await answer.json())["resolved"] == 1
+    memory = next(a for a in await stored(client) if a.alertname == "High memory usage")
+    assert (memory.status, memory.resolution) == ("resolved", "alertmanager")
+    assert memory.extra["imageURL"] == "https://grafana.example/images/a.png"
+
+
+async def test_a_contact_points_test_is_answered_and_not_stored(client: Client) -> None:
+    """The "Test" button's made-up alert would stay firing for ever: 200, nothing stored,
+    counted."""
+    answer = await client.post(WEBHOOK, json=TEST_NOTIFICATION, headers=BEARER)
+    assert answer.status == 200
+    assert (await answer.json())["test"] is True
+    assert await stored(client) == []
+    assert await metric(client, "alertbridge_grafana_test_notifications_total") == 1
+
+
+async def test_extra_fields_of_unexpected_types_are_left_out(client: Client) -> None:
+    """A link that is no string or a value that is no number is ignored, not refused (a newer
+    Grafana's fields alike)."""
+    body = copy.deepcopy(FIRING_V11)
+    body["alerts"][0].update(dashboardURL=5, values={"B": "high", "C": 2}, newField={"x": 1})
+    answer = await client.post(WEBHOOK, json=body, headers=BEARER)
+    assert answer.status == 200, await answer.text()
+    memory = next(a for a in await stored(client) if a.alertname == "High memory usage")
+    assert memory.extra["values"] == {"C": 2}
+    assert "dashboardURL" not in memory.extra
