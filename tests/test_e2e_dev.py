@@ -56,8 +56,12 @@ def test_dev_stack_runs_and_stops_on_sigint(tmp_path: Path, ha: bool) -> None:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(30) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            if proc.poll() is None:  # failed midway: its stack is stopped as Ctrl-C does
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     for _, url in lines:
         with pytest.raises(urllib.error.URLError, match="Connection refused"):
             http_text(f"{url}/-/ready")
@@ -118,5 +122,9 @@ def test_dev_alertmanager_notifies_its_own_bridge(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(30) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            if proc.poll() is None:  # failed midway: its stack is stopped as Ctrl-C does
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()

@@ -137,7 +137,7 @@ def test_a_start_alertmanager_set_itself_is_one_episode_acked_and_resolved(
         ended = {"labels": listed["labels"], "startsAt": listed["startsAt"],
                  "endsAt": format_time(now_ns())}  # fmt: skip
         assert http_json(f"{am}/api/v2/alerts", [ended])[0] == 200
-        done = wait_for("resolved", lambda: [a for a in alerts(base, status="resolved")], 30)
+        done = wait_for("resolved", lambda: alerts(base, status="resolved"), 30)
         assert [a["id"] for a in done] == [alert["id"]]
         assert count(base) == 1
         assert wait_for("silence expired",
