@@ -68,3 +68,29 @@ def test_matcher_parse_and_match() -> None:
     assert Matcher.parse('missing=""').matches(labels)
     assert Matcher.parse('missing=~".*"').matches(labels)
     assert Matcher.parse('v=~"a\\\\.b"').value == "a\\.b"
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "value"),
+    [
+        ('"service.name"="checkout"', "service.name", "checkout"),
+        ("service.name=checkout", "service.name", "checkout"),
+        ('"http.status code"!="200"', "http.status code", "200"),
+        ('"we\\"ird"=~"x.*"', 'we"ird', "x.*"),
+        ('"ünïcode"="ok"', "ünïcode", "ok"),
+        ('k8s.pod-name = "web-1"', "k8s.pod-name", "web-1"),
+    ],
+)
+def test_utf8_label_names_as_alertmanager_0_27_reads_them(text: str, name: str, value: str) -> None:
+    """Quoted names (escapes \\" and \\\\) and the unquoted forms; the text they print is
+    read back as the same matcher."""
+    matcher = Matcher.parse(text)
+    assert (matcher.name, matcher.value) == (name, value)
+    assert Matcher.parse(str(matcher)) == matcher
+    assert matcher.matches({name: value}) is (matcher.op in ("=", "=~"))
+
+
+@pytest.mark.parametrize("text", ['""="x"', 'a{b="x"', 'a b="x"', '"unterminated="x"', "=x"])
+def test_what_is_no_label_name_is_refused(text: str) -> None:
+    with pytest.raises(InvalidInput, match="matcher"):
+        Matcher.parse(text)

@@ -362,6 +362,9 @@ async def test_list_filters_and_pagination(store: AlertStore) -> None:
             ("high_cpu", "warning", "infra"), ("critical_cpu", "critical", "infra"),
             ("slow_search", "warning", "search"), ("high_cpu", "warning", "search")])
     ]  # fmt: skip
+    # UTF-8 label names (Alertmanager 0.27): a dotted one, and one holding a quote.
+    alerts[2] = alerts[2]._replace(labels={**alerts[2].labels, "service.name": "checkout"})
+    alerts[1] = alerts[1]._replace(labels={**alerts[1].labels, 'quo"te': "q"})
     await store.ingest(alerts, T0)
     await store.ingest([received("resolved", starts=T0 + 3 * NS, ends=T0 + 9 * NS,
                                  fingerprint=f"{3:016x}")], T0)  # fmt: skip
@@ -379,6 +382,10 @@ async def test_list_filters_and_pagination(store: AlertStore) -> None:
     assert await ids(matchers=(Matcher.parse('alertname=~"high.*|slow_search"'),)) == [4, 3, 1]
     assert await ids(matchers=(Matcher.parse('team!~"inf.*"'),)) == [4, 3]
     assert await ids(matchers=(Matcher.parse('absent=""'),)) == [4, 3, 2, 1]
+    assert await ids(matchers=(Matcher.parse('"service.name"="checkout"'),)) == [3]
+    assert await ids(matchers=(Matcher.parse('service.name=~"check.*"'),)) == [3]
+    assert await ids(matchers=(Matcher.parse('"quo\\"te"!="x"'),)) == [4, 3, 2, 1]
+    assert await ids(matchers=(Matcher.parse('"quo\\"te"="q"'),)) == [2]
     assert await ids(since=T0 + NS, until=T0 + 3 * NS) == [3, 2]
     assert await ids(acknowledged=True) == [1]
     assert await ids(acknowledged=False, status="firing") == [3, 2]

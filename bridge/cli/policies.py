@@ -71,7 +71,7 @@ def policies_list(ctx: click.Context, output: str) -> None:
         routes = [
             {
                 "policy": r.policy,
-                "matchers": [f'{m.name}{m.op}"{m.value}"' for m in r.matchers],
+                "matchers": [str(m) for m in r.matchers],
                 "severities": sorted(r.severities),
                 "urgency": r.urgency,
                 "continue": r.continue_,
@@ -113,7 +113,7 @@ def policies_list(ctx: click.Context, output: str) -> None:
         route_rows = [[f"rule {n}", f'alertname="{n}"', p, "high", "no"]
                       for n, p in esc.rule_policies.items()]  # fmt: skip
         for i, r in enumerate(esc.routes):
-            matchers = [f'{m.name}{m.op}"{m.value}"' for m in r.matchers]
+            matchers = [str(m) for m in r.matchers]
             if r.severities:
                 matchers.append("severity in " + "|".join(sorted(r.severities)))
             route_rows.append(

@@ -1,5 +1,9 @@
 """Alertmanager-style label matchers: `name="value"`, `name!="v"`, `name=~"re"`, `name!~"re"`.
 
+Label names as Alertmanager 0.27 takes them (UTF-8 names, such as OpenTelemetry's
+`service.name`): a classic name, a quoted one (`"service.name"="checkout"`, with `\"` and
+`\\` escapes), or an unquoted run of anything but whitespace and `{}!=~,\"'` and backquote.
+
 Regular expressions are Go's RE2 syntax, anchored at both ends, as Alertmanager and
 Prometheus match them, evaluated with Google's RE2 (`google-re2`): linear in the length of
 the value whatever the pattern, so no pattern can make a listing backtrack for seconds.
@@ -18,7 +22,10 @@ import re2
 
 from bridge.core.errors import InvalidInput
 
-_MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.ASCII)
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_BARE = r"[^\s{}!=~,\\\"'`]+"
+_MATCHER = re.compile(rf"^\s*({_QUOTED}|{_BARE})\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
+_CLASSIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*", re.ASCII)
 OPS = ("=", "!=", "=~", "!~")
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a client's bad pattern is its error, answered, not logged
@@ -73,11 +80,21 @@ class Matcher:
         if not match:
             raise InvalidInput("matcher", f'not a label matcher like team="infra": {text[:100]!r}')
         name, op, value = match.groups()
+        if name[0] == '"':
+            name = _unquote(name)
+            if not name:
+                raise InvalidInput("matcher", f"a label name cannot be empty: {text[:100]!r}")
         if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+            value = _unquote(value)
         if op in ("=~", "!~"):
             compile_pattern(value)
         return cls(name, op, value)
+
+    def __str__(self) -> str:
+        """The matcher as text Matcher.parse reads back (the name quoted when it is not a
+        classic one)."""
+        name = self.name if _CLASSIC_NAME.fullmatch(self.name) else _quote(self.name)
+        return f"{name}{self.op}{_quote(self.value)}"
 
     def matches(self, labels: dict[str, str]) -> bool:
         """Whether a label set matches (a missing label is the empty string)."""
@@ -88,3 +105,13 @@ class Matcher:
             return actual != self.value
         found = regex_matches(self.value, actual)
         return found if self.op == "=~" else not found
+
+
+def _unquote(text: str) -> str:
+    """A quoted name or value without its quotes and its escaped quotes and backslashes
+    (other backslashes stay: `"a\\.b"` is the regular expression a\\.b)."""
+    return re.sub(r'\\(["\\])', r"\1", text[1:-1])
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

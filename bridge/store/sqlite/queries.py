@@ -138,13 +138,19 @@ def _filters(query: AlertQuery) -> tuple[list[str], list[object]]:
         )
         args.extend([like, like, like])
     for m in query.matchers:
-        # m.name matched [a-zA-Z_][a-zA-Z0-9_]* in Matcher.parse: safe inside the JSON path.
-        value = f"coalesce(json_extract(labels, '$.\"{m.name}\"'), '')"
+        # The name is any UTF-8 (Alertmanager 0.27): bound, never in the SQL text. SQLite's
+        # JSON paths have no escape for a quote: a name holding one is looked up by key.
+        if '"' in m.name:
+            value = "coalesce((SELECT j.value FROM json_each(labels) AS j WHERE j.key = ?), '')"
+            name = m.name
+        else:
+            value, name = "coalesce(json_extract(labels, ?), '')", f'$."{m.name}"'
         if m.op in ("=", "!="):
             where.append(f"{value} {m.op} ?")
+            args.extend([name, m.value])
         else:
             where.append(f"{'NOT ' if m.op == '!~' else ''}regexp(?, {value})")
-        args.append(m.value)
+            args.extend([m.value, name])
     return where, args
 
 
