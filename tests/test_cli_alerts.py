@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
+from bridge.cli.common import default_actor
 from bridge.core.times import NS
 from bridge.store.sqlite.store import SqliteStore
 from tests.payloads import am_alert, notification
@@ -118,6 +119,12 @@ def test_remote_commands_against_a_live_bridge(tmp_path: Path) -> None:
         again = cli("ack", "1", "--url", base, "--by", "bob", env=token_env)
         assert again.exit_code == 1
         assert "already acknowledged by alice" in again.output
+        # No --by with the shared token: the server lets the caller name itself, and the
+        # CLI names the OS user, as --db records.
+        noted = cli("note", "1", "looking", "--url", base, env=token_env)
+        assert noted.exit_code == 0, noted.output
+        shown = json.loads(cli("show", "1", "--url", base, "-o", "json", env=token_env).output)
+        assert shown["events"][-1]["actor"] == default_actor()
         denied = cli("alerts", "--url", base, env={"ALERTBRIDGE_API_TOKEN": "wrong"})
         assert denied.exit_code == 1
         assert "missing or invalid bearer token" in denied.output

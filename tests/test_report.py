@@ -178,3 +178,22 @@ def test_the_dashboard_has_a_time_to_acknowledge_panel() -> None:
         "histogram_quantile(0.9, sum by (le) "
         "(rate(alertbridge_time_to_acknowledge_seconds_bucket[1h])))",
     ]
+
+
+def test_time_to_acknowledge_counts_from_the_first_acknowledgement(tmp_path: Path) -> None:
+    """Acknowledged, withdrawn and acknowledged again: from the first (60 s, not 300 s); one
+    acknowledged and withdrawn was acknowledged (not "never")."""
+    from bridge.export.report import of_store
+    from tests.stores import received
+
+    with Sync(SqliteStore(tmp_path / "r.db")) as store:
+        store.ingest([received(), received(fingerprint="f" * 16, starts=at(10))], at(0))
+        store.acknowledge(1, "alice", "", at(60))
+        store.unacknowledge(1, "alice", "", at(120))
+        store.acknowledge(1, "bob", "", at(300))
+        store.acknowledge(2, "alice", "", at(40))
+        store.unacknowledge(2, "alice", "", at(50))
+        report = of_store(store.store, at(-1), at(1000), 600).to_json()
+    stats = report["time_to_acknowledge"]["rule"]["high_cpu"]
+    assert (stats["count"], stats["median_seconds"], stats["p90_seconds"]) == (2, 45, 60)
+    assert report["never_acknowledged"] == []

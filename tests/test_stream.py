@@ -182,6 +182,7 @@ async def test_filters(client: Client, watch: Any) -> None:
         ({"severity": "critical", "status": "open"}, {}, "status"),
         ({"filter": 'team=~"("'}, {}, "matcher"),  # as the alert list names it
         ({"alert_id": "x"}, {}, "alert_id"),
+        ({"kind": "fired,bogus"}, {}, "kind"),
         ({"after": "-1"}, {}, "after"),
         ({}, {"Last-Event-ID": "abc"}, "Last-Event-ID"),
     ],

@@ -63,6 +63,10 @@ def test_mistakes(db: str, tmp_path: Path) -> None:
     assert bad.exit_code == 1
     assert "bad regular expression" in bad.output
     assert cli("watch", "--db", db, "--after", "-3").exit_code == 2
+    for target in (["--db", db], ["--url", "http://127.0.0.1:9"]):  # no server there
+        kind = cli("watch", *target, "--kind", "fired,bogus")
+        assert kind.exit_code == 1, kind.output
+        assert "unknown event kind 'bogus'" in kind.output
     url = cli("watch", "--url", "ftp://x")
     assert url.exit_code == 1
     assert "--url must be http://" in url.output

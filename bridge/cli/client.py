@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from bridge.cli.common import default_actor
 from bridge.config import Secret
+from bridge.core.apikeys import TOKEN_PREFIX
 from bridge.core.errors import BridgeError
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
@@ -153,6 +154,8 @@ class RemoteClient:
         self.base = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        #: A key of one person (the server names the actor from it), not the shared token.
+        self.personal_key = token is not None and token.value.startswith(TOKEN_PREFIX)
 
     def close(self) -> None:
         pass
@@ -187,9 +190,12 @@ class RemoteClient:
         return result
 
     def _post(self, alert_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """`by` only when given: the server records the caller's key name otherwise."""
+        """`by` as given; without it, a personal key's server records the key's name, and
+        the others (no token, the shared token) are told the OS user, as `--db` records."""
         if body.get("by") is None:
             body = {k: v for k, v in body.items() if k != "by"}
+            if not self.personal_key:
+                body["by"] = default_actor()
         result: dict[str, Any] = self._call("POST", f"/api/v1/alerts/{alert_id}/{action}", body)
         return result
 

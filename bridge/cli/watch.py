@@ -148,6 +148,7 @@ def watch(ctx: click.Context, status: str | None, severity: tuple[str, ...], rul
         params["kind"] = list(kinds)
     if alert_id is not None:
         params["alert_id"] = [str(alert_id)]
+    WatchFilter.parse(params)  # a mistake (an unknown kind, a bad matcher) said now, here
 
     def emit(data: dict[str, Any]) -> None:
         text = json.dumps(data, separators=(",", ":")) if output == "json" else line_of(data)

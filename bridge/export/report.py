@@ -3,13 +3,14 @@ how fast alerts are acknowledged and resolved, which rules are noisy or flap, wh
 acknowledged, how long escalations spend at each level.
 
 Over the episodes that started in [since, until):
-- time to acknowledge (acked_at - starts_at, acknowledged ones) and time to resolve (ends_at -
+- time to acknowledge (the first acknowledgement's time - starts_at: one withdrawn and given
+  again counts from the first) and time to resolve (ends_at -
   starts_at, resolved ones), median and p90, by rule, by severity and by assignee; p90 is the
   nearest rank (the smallest value with at least 90 % of them at or below it);
 - episodes per rule per day (UTC), and the rules with the most episodes;
 - flapping: an episode of the same alert (fingerprint) that fired again within `flap` seconds
   of the previous one's end, counted per rule;
-- never acknowledged: episodes resolved, or still firing, with no acknowledgement, per rule;
+- never acknowledged: episodes resolved, or still firing, never acknowledged, per rule;
 - time at each escalation level: from an `escalated` event to the next one of the alert, or
   to its acknowledgement, its end, or `until`, whichever comes first.
 """
@@ -118,11 +119,20 @@ def build(
     never: Counter[str] = Counter()
     by_fingerprint: defaultdict[str, list[tuple[int, int | None, str]]] = defaultdict(list)
     ends: dict[int, int] = {}  # alert id -> when its escalation stops counting
+    first_ack: dict[int, int] = {}  # alert id -> its first acknowledgement
+    steps: defaultdict[int, list[tuple[int, str]]] = defaultdict(list)
+    for alert_id, at, kind, detail in _rows(events, ("alert_id", "at", "kind", "detail")):
+        if kind == "acknowledged":
+            first_ack[alert_id] = min(at, first_ack.get(alert_id, at))
+        match = _LEVEL.match(detail or "") if kind == "escalated" else None
+        if match:
+            steps[alert_id].append((at, match[1]))
     for (alert_id, fingerprint, status, rule, severity, starts, ended, acked,
          assignee) in _rows(alerts, ALERT_COLUMNS):  # fmt: skip
         report.episodes += 1
         keys = {"rule": rule, "severity": severity, "assignee": assignee or "(nobody)"}
         per_day[rule][_day(starts)] += 1
+        acked = first_ack.get(alert_id, acked)
         if acked is not None:
             for by, key in keys.items():
                 tta[by][key].append((acked - starts) / NS)
@@ -147,13 +157,10 @@ def build(
                 flaps[rule] += 1
     report.flapping = sorted(flaps.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     report.never_acked = sorted(never.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    steps: defaultdict[int, list[tuple[int, str]]] = defaultdict(list)
-    for alert_id, at, kind, detail in _rows(events, ("alert_id", "at", "kind", "detail")):
-        match = _LEVEL.match(detail or "") if kind == "escalated" else None
-        if match and alert_id in ends:
-            steps[alert_id].append((at, match[1]))
     at_level: defaultdict[str, list[float]] = defaultdict(list)
     for alert_id, taken in steps.items():
+        if alert_id not in ends:  # an episode that started before the window
+            continue
         taken.sort()
         for (at, level), (next_at, _) in zip(taken, [*taken[1:], (ends[alert_id], "")],
                                              strict=True):  # fmt: skip

@@ -26,6 +26,7 @@ from bridge.core.matchers import Matcher
 from bridge.core.times import now_ns
 from bridge.store import AlertStore, FeedEntry
 from bridge.store.query import parse_alert_query, parse_int
+from bridge.store.records import EVENT_KINDS
 
 log = logging.getLogger(__name__)
 MAX_ID = 2**63 - 1
@@ -95,8 +96,14 @@ class WatchFilter:
         )
         ids = params.get("alert_id") or []
         raw_id = ids[-1] if ids else None
+        kinds = frozenset(k for raw in params.get("kind", []) for k in raw.split(",") if k)
+        if kinds - EVENT_KINDS:
+            raise InvalidInput(
+                "kind", f"unknown event kind {sorted(kinds - EVENT_KINDS)[0][:64]!r}"
+                f" (known: {', '.join(sorted(EVENT_KINDS))})",
+            )  # fmt: skip
         return cls(
-            kinds=frozenset(k for raw in params.get("kind", []) for k in raw.split(",") if k),
+            kinds=kinds,
             alert_id=parse_int(raw_id, "alert_id", 1, MAX_ID) if raw_id else None,
             status=query.status,
             severities=frozenset(query.severities),

@@ -26,6 +26,14 @@ SYSTEM_ACTORS = frozenset(
         "heartbeat",
     }
 )
+#: Every kind of event an alert's trail holds (what the event stream's `kind` may name).
+EVENT_KINDS = frozenset({
+    "fired", "resolved", "reopened", "continued", "merged",
+    "acknowledged", "unacknowledged", "note", "assigned", "silenced", "expired",
+    "escalation_started", "escalated", "escalation_repeated", "escalation_exhausted",
+    "escalation_skipped", "escalation_stopped", "escalation_restarted", "escalation_paused",
+    "escalation_resumed", "escalation_override",
+})  # fmt: skip
 DEFAULT_RETENTION_DAYS = 90
 #: The longest comment, note or name an action takes, in characters.
 MAX_TEXT = 10_000
