@@ -318,8 +318,15 @@ def serve(
         loop.run_until_complete(task)
     except (GracefulExit, KeyboardInterrupt):
         task.cancel()  # runs _serve's cleanup: the app's shutdown, storage closed last
-        with contextlib.suppress(asyncio.CancelledError, GracefulExit, KeyboardInterrupt):
-            loop.run_until_complete(task)
+        # Until the cleanup is over: a signal that comes before _serve noted it is stopping
+        # breaks this run off too, and closing the async generators while the cleanup still
+        # runs them broke it with tracebacks (SIGINT to the process group and SIGTERM from
+        # `dev`, as Ctrl-C does). Bounded: a signal a round at most.
+        for _ in range(1000):
+            with contextlib.suppress(asyncio.CancelledError, GracefulExit, KeyboardInterrupt):
+                loop.run_until_complete(task)
+            if task.done():
+                break
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
