@@ -96,6 +96,14 @@ class ServerSettings:
     #: The stream worker's CPU scheduling (bridge.http.fanout): "idle" (SCHED_IDLE: it runs
     #: when ingestion leaves a core free) or "normal" (the server's own).
     stream_priority: str = "idle"
+    #: Grafana's webhook HMAC signature (its contact point's "HMAC Signature"): the secret
+    #: from ALERTBRIDGE_GRAFANA_HMAC_SECRET (or _FILE), never in this file; its header, and
+    #: the timestamp header when one is set there (the signature then covers "ts:body", and
+    #: a timestamp more than grafana_max_skew seconds off is refused as a replay).
+    grafana_hmac_secret: Secret | None = None
+    grafana_signature_header: str = "X-Grafana-Alerting-Signature"
+    grafana_timestamp_header: str = ""
+    grafana_max_skew: int = 300
 
     @property
     def keys_path(self) -> str | None:
@@ -482,6 +490,7 @@ def load_settings(
         server,
         webhook_token=_secret(env, "ALERTBRIDGE_WEBHOOK_TOKEN"),
         api_token=_secret(env, "ALERTBRIDGE_API_TOKEN"),
+        grafana_hmac_secret=_secret(env, "ALERTBRIDGE_GRAFANA_HMAC_SECRET"),
     )
     telemetry = TelemetrySettings(
         **_typed(TelemetrySettings, sections["telemetry"], "telemetry", source, origins)

@@ -4,12 +4,18 @@ endpoint: its documented payloads stored with their links and values, as its own
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridge.config import Secret
 from bridge.http.keys import STORE
+from tests.payloads import am_alert, notification
 from tests.test_receiver import BEARER, WEBHOOK, Client, MakeClient, make_app, metric, stored
 
 #: The example of Grafana's "Webhook notifier" documentation (Grafana 11): two alerts, times
@@ -159,3 +165,55 @@ async def test_extra_fields_of_unexpected_types_are_left_out(client: Client) -> 
     memory = next(a for a in await stored(client) if a.alertname == "High memory usage")
     assert memory.extra["values"] == {"C": 2}
     assert "dashboardURL" not in memory.extra
+
+
+def _signed_app(tmp_path: Path, timestamp_header: str = "") -> Any:
+    return make_app(tmp_path, grafana_hmac_secret=Secret("grafana-hmac"),
+                    grafana_timestamp_header=timestamp_header)  # fmt: skip
+
+
+def _sign(body: bytes, stamp: str = "") -> str:
+    signed = f"{stamp}:".encode() + body if stamp else body
+    return hmac.new(b"grafana-hmac", signed, hashlib.sha256).hexdigest()
+
+
+async def test_a_grafana_body_signed_with_the_secret_needs_no_token(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """With a secret set: a valid signature authenticates (no bearer token), a wrong one and
+    an unsigned Grafana body are 401; Alertmanager keeps its token."""
+    client = await aiohttp_client(_signed_app(tmp_path))
+    body = json.dumps(FIRING_V11).encode()
+    json_type = {"Content-Type": "application/json"}
+    good = {**json_type, "X-Grafana-Alerting-Signature": _sign(body)}
+    assert (await client.post(WEBHOOK, data=body, headers=good)).status == 200
+    bad = {**json_type, "X-Grafana-Alerting-Signature": _sign(body + b" ")}
+    refused = await client.post(WEBHOOK, data=body, headers=bad)
+    assert refused.status == 401
+    assert "does not match" in (await refused.json())["message"]
+    unsigned = await client.post(WEBHOOK, data=body, headers={**json_type, **BEARER})
+    assert unsigned.status == 401
+    assert "must be signed" in (await unsigned.json())["message"]
+    am = notification(am_alert())
+    assert (await client.post(WEBHOOK, json=am, headers=BEARER)).status == 200
+    assert (await client.post(WEBHOOK, json=am)).status == 401
+
+
+async def test_a_timestamped_signature_covers_the_time_and_refuses_replays(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(_signed_app(tmp_path, "X-Grafana-Alerting-Timestamp"))
+    body = json.dumps(FIRING_V11).encode()
+
+    def headers(stamp: str, signed_stamp: str | None = None) -> dict[str, str]:
+        return {"Content-Type": "application/json", "X-Grafana-Alerting-Timestamp": stamp,
+                "X-Grafana-Alerting-Signature": _sign(body, signed_stamp or stamp)}  # fmt: skip
+
+    now = str(int(time.time()))
+    assert (await client.post(WEBHOOK, data=body, headers=headers(now))).status == 200
+    stale = str(int(time.time()) - 3600)
+    replay = await client.post(WEBHOOK, data=body, headers=headers(stale))
+    assert replay.status == 401
+    assert "off: a replay" in (await replay.json())["message"]
+    moved = await client.post(WEBHOOK, data=body, headers=headers(now, str(int(now) - 1)))
+    assert moved.status == 401

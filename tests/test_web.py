@@ -269,3 +269,23 @@ async def test_the_cookie_reads_the_api_but_never_writes_it(site: Any) -> None:
     stream.close()
     refused = await client.post("/api/v1/alerts/1/ack", json={})
     assert refused.status == 401
+
+
+async def test_an_alerts_page_shows_what_was_clipped_and_grafanas_links(site: Any) -> None:
+    """A clipped alert says what was cut; a Grafana alert's links are links (http and https
+    only: a javascript: URL stays text) and its values are shown."""
+    client, tokens = site
+    big = am_alert("0000000000000004", pod="p" * 5000)
+    assert (await client.post("/api/v1/alertmanager", json=notification(big),
+                              headers=HOOK)).status == 200  # fmt: skip
+    grafana = {**notification(am_alert("0000000000000005", alertname="g")), "version": "1"}
+    grafana["alerts"][0].update(dashboardURL="https://grafana.example/d/x",
+                                panelURL="javascript:alert(1)", values={"B": 42.5})  # fmt: skip
+    assert (await client.post("/api/v1/alertmanager", json=grafana, headers=HOOK)).status == 200
+    await sign_in(client, tokens["rita"])
+    clipped = await (await client.get("/alerts/4")).text()
+    assert "cut to the limits: labels.pod" in clipped
+    page = await (await client.get("/alerts/5")).text()
+    assert '<a href="https://grafana.example/d/x"' in page
+    assert 'href="javascript:' not in page
+    assert "B=42.5" in page

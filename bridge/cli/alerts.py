@@ -221,6 +221,12 @@ def show(ctx: click.Context, alert_id: int, output: str, url: str | None, db: st
         click.echo("enrichment:")
         for name, value in alert["enrichment"].items():
             click.echo(f"  {name}={value}")
+    if alert.get("clipped"):
+        click.echo(f"clipped to the limits: {', '.join(alert['clipped'])}")
+    for name, value in sorted((alert.get("extra") or {}).items()):
+        if name == "values":
+            value = ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+        click.echo(f"{name}: {value}")
     for esc in alert.get("escalations") or []:
         click.echo(f"escalation: {escalation_text(esc)}")
     click.echo("events:")
