@@ -65,8 +65,9 @@ def render(data: dict[str, Any]) -> str:
 
 
 @main.command("report")
-@click.option("--since", default="30d", show_default=True,
-              help="Start: RFC 3339, or a duration ago (30d, 12h).")  # fmt: skip
+@click.option("--since", default=None,
+              help="Start: RFC 3339, or a duration ago (30d, 12h); default 30 days before"
+                   " the end.")  # fmt: skip
 @click.option("--until", default=None, help="End: RFC 3339, or a duration ago (default now).")
 @click.option("--flap", default="10m", show_default=True,
               help="Fired again within this of its end: a flap.")  # fmt: skip
@@ -75,7 +76,7 @@ def render(data: dict[str, Any]) -> str:
 @click.option("--db", default=None, help="Local database file (default: server.db).")
 @click.pass_context
 @fail_cleanly
-def report(ctx: click.Context, since: str, until: str | None, flap: str, output: str,
+def report(ctx: click.Context, since: str | None, until: str | None, flap: str, output: str,
            url: str | None, db: str | None) -> None:  # fmt: skip
     """Time to acknowledge and to resolve (median, p90) by rule, severity and assignee;
     episodes per rule per day; the noisiest and the flapping rules; what nobody

@@ -28,6 +28,22 @@ def dumps_map(mapping: Mapping[str, str]) -> str:
     return orjson.dumps(dict(mapping), option=orjson.OPT_SORT_KEYS).decode()
 
 
+def json_integer(value: object) -> int | None:
+    """A JSON integer as JSON Schema counts them (1 and 1.0 alike), None for anything else
+    (booleans, fractions, strings).
+
+    >>> json_integer(3), json_integer(3.0), json_integer(3.5), json_integer(True)
+    (3, 3, None, None)
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def dumps_list(items: Sequence[str]) -> str:
     """A list of strings as compact JSON text ("[]" for none, the common case, built once)."""
     return orjson.dumps(list(items)).decode() if items else "[]"

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from bridge.core.aio import stop_task, wait_event
 from bridge.core.errors import AlertmanagerError, Conflict, NotFound, Unprocessable
+from bridge.core.model import json_integer
 from bridge.core.policies import (
     HELD_ALERT,
     LABEL_HELD,
@@ -490,9 +491,10 @@ def override_input(body: Mapping[str, Any]) -> tuple[str, int | None, int | None
     by = body.get("by")
     if not isinstance(by, str) or not by.strip() or len(by) > MAX_TEXT:
         raise Unprocessable("by", f"must be a non-empty string of at most {MAX_TEXT} characters")
-    level = body.get("level")
-    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
-        raise Unprocessable("level", f"must be a level number (0, 1, ...), got {level!r}")
+    raw_level = body.get("level")
+    level = json_integer(raw_level)
+    if raw_level is not None and (level is None or level < 0):
+        raise Unprocessable("level", f"must be a level number (0, 1, ...), got {raw_level!r}")
     seconds = None
     if body.get("for") is not None:
         try:

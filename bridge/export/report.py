@@ -184,11 +184,11 @@ def seconds_text(value: float) -> str:
 
 
 def window(since: str | None, until: str | None, flap: str | None) -> tuple[int, int, int]:
-    """(since, until, flap seconds) from their texts (default the last 30 days, 10m);
-    InvalidInput names a bad one."""
+    """(since, until, flap seconds) from their texts (default the 30 days up to `until`, or
+    up to now; 10m); InvalidInput names a bad one."""
     now = now_ns()
-    start = parse_when(since or "30d", "since", now)
     end = parse_when(until, "until", now) if until else now
+    start = parse_when(since, "since", now) if since else max(0, end - 30 * 86400 * NS)
     if end <= start:
         raise InvalidInput("until", "must be after since")
     try:

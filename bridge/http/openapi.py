@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bridge import __version__
+from bridge.store.query import MAX_ID, MAX_LIMIT, MAX_SEARCH
+from bridge.store.records import EVENT_KINDS, MAX_TEXT
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -22,7 +24,8 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
                408: "The body did not arrive in time", 409: "Conflict with the alert's state",
                413: "Body or alert too large", 415: "Content-Type is not application/json",
                422: "Unacceptable values",
-               503: "Storage unavailable, or the query over its time budget; retry"}  # fmt: skip
+               503: "Storage unavailable, the query over its time budget, or (the"
+                    " webhook) the bodies in flight over the server's budget; retry"}  # fmt: skip
     body_codes = (408, 413, 415) if "requestBody" in codes else ()
     for code in sorted({c for c in codes if isinstance(c, int)} | {403, *body_codes}):
         out[str(code)] = {
@@ -33,7 +36,29 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
 
 
 _ALERT = {"$ref": "#/components/schemas/Alert"}
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_ID = {"name": "id", "in": "path", "required": True,
+       "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}  # fmt: skip
+#: Who acts: optional with a key (the key's name; an admin key's `by` acts on behalf of
+#: someone), required without one (no keys, or the shared token).
+_BY = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
+_TEXT = {"type": "string", "maxLength": MAX_TEXT}
+_NOTE = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
+#: An instant the store holds (1970 to 2262), RFC 3339 with up to nanoseconds; the days a
+#: month always has (the API takes every real date).
+_RFC3339 = (
+    r"^(19[7-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-2]):[0-5][0-9])$"
+)
+#: A Prometheus duration of at most about 15 years (units largest first, each once); the API
+#: takes longer ones back to 1970.
+_AGO = (
+    r"^(?=.)([1-9]y)?([1-9][0-9]?w)?([1-9][0-9]{0,2}d)?([1-9][0-9]{0,3}h)?([1-9][0-9]{0,4}m)?"
+    r"([1-9][0-9]{0,5}s)?([1-9][0-9]{0,8}ms)?$"
+)
+_WHEN = {"type": "string", "anyOf": [{"pattern": _RFC3339}, {"pattern": _AGO}]}
+#: A label matcher (name = != =~ !~ value); names as Alertmanager 0.27 reads them. A regular
+#: expression must also be RE2's (Go's) syntax: 400 naming it otherwise.
+_MATCHER = r'^\s*("([^"\\]|\\.)+"|[^\s{}!=~,\\"\'`]+)\s*(=~|!~|!=|=)\s*("([^"\\]|\\.)*"|[^"]*)\s*$'
 
 
 _ESCALATIONS = {"type": "object", "properties": {"escalations": {"type": "array"}}}
@@ -71,11 +96,97 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
             "schema": schema or {"type": "string"}}  # fmt: skip
 
 
+#: A pause's length: a subset of the durations it takes (any Prometheus duration of at most a
+#: year), each form well inside the year.
+_PAUSE = r"^([1-9][0-9]?d|[1-9][0-9]{0,2}h|[1-9][0-9]{0,4}m|[1-9][0-9]{0,6}s)$"
+#: The alert list's filters, shared by the event stream.
+_ALERT_FILTERS = [
+    _query("status", "firing or resolved", {"enum": ["firing", "resolved"]}),
+    _query("severity", "repeatable, or comma-separated"),
+    _query("rule", "alert name"),
+    {
+        **_query(
+            "filter",
+            'repeatable label matcher: team="x", a!="b", c=~"re",'
+            ' "service.name"="checkout" (UTF-8 names as Alertmanager 0.27 reads them);'
+            " a regular expression in RE2's (Go's) syntax",
+            {"type": "string", "pattern": _MATCHER},
+        ),
+        "explode": True,
+    },
+    _query("acknowledged", "true or false", {"enum": ["true", "false"]}),
+]
+
+
+_FINGERPRINT = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_ZERO = "0001-01-01T00:00:00Z"
+_RECEIVED = {
+    "type": "object",
+    "required": ["status", "labels", "startsAt", "fingerprint"],
+    "properties": {
+        "labels": {**_STRINGS, "minProperties": 1},
+        "annotations": _STRINGS,
+        "startsAt": {"type": "string", "pattern": _RFC3339},
+        "generatorURL": {"type": "string"},
+        "fingerprint": _FINGERPRINT,
+    },
+    "oneOf": [
+        {"properties": {"status": {"const": "firing"},
+                        "endsAt": {"anyOf": [{"const": _ZERO},
+                                             {"type": "string", "pattern": _RFC3339}]}}},
+        {"properties": {"status": {"const": "resolved"},
+                        "endsAt": {"type": "string", "pattern": _RFC3339}},
+         "required": ["endsAt"]},
+    ],
+}  # fmt: skip
+#: A notification: what Alertmanager sends (version "4"), or Grafana (version "1", with more
+#: fields: those it adds are kept, any other is ignored).
+_NOTIFICATION = {
+    "type": "object",
+    "required": ["version", "status", "alerts"],
+    "properties": {
+        "version": {"enum": ["4", "1"]},
+        "status": {"enum": ["firing", "resolved"]},
+        "receiver": {"type": "string"},
+        "groupKey": {"type": "string"},
+        "truncatedAlerts": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+        "alerts": {"type": "array", "items": _RECEIVED},
+    },
+}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+_TELEMETRY = {
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": False,
+    "description": "errors at most operations",
+    "properties": {
+        "search_latency_seconds": {"type": "array", "maxItems": 10_000,
+                                   "items": {"type": "number", "minimum": 0, "maximum": 86400}},
+        "documents": _COUNT,
+        "operations": _COUNT,
+        "errors": _COUNT,
+        "cpu_usage_ratio": {"type": "number", "minimum": 0, "maximum": 1},
+        "memory_used_bytes": {"type": "number", "minimum": 0, "maximum": 2**63},
+    },
+}  # fmt: skip
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "alertbridge", "version": __version__},
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key, or the shared API token",
+            },
+            "webhook": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the webhook token (basic auth with it as the password too)",
+            },
+        },
         "schemas": {
             "Error": {
                 "type": "object",
@@ -97,7 +208,24 @@ SPEC: dict[str, Any] = {
                     "severity": {"type": "string"},
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                     "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "starts_at": {"type": "string", "format": "date-time"},
+                    "source": {"type": "string"},
+                    "generator_url": {"type": "string"},
+                    "starts_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "as exactly as the sender gave it; the"
+                        " episode is the fingerprint and this to the millisecond",
+                    },
+                    "clipped": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "what was cut to the limits (JSON paths)",
+                    },
+                    "extra": {
+                        "type": "object",
+                        "description": "a Grafana alert's links"
+                        " (dashboardURL, panelURL, silenceURL, imageURL) and values",
+                    },
                     "ends_at": {"type": ["string", "null"], "format": "date-time"},
                     "receive_count": {"type": "integer"},
                     "acknowledged": {"type": "boolean"},
@@ -145,15 +273,28 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/alertmanager": {
             "post": {
-                "summary": "Alertmanager webhook (version 4); 2xx once stored durably",
-                "security": [{"bearer": []}],
+                "summary": "Alertmanager's webhook (version 4) and Grafana's (version 1); 2xx"
+                " once stored durably. An alert past a size limit is stored clipped and marked,"
+                " never refused; 503 while the bodies in flight hold the server's budget (the"
+                " sender retries). Authenticated by the webhook token, or by Grafana's HMAC"
+                " signature when a secret is set",
+                "security": [{"webhook": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _NOTIFICATION}},
+                },
                 "responses": _responses("200", 400, 401, 503, "requestBody"),
             }
         },
         "/api/v1/telemetry": {
             "post": {
-                "summary": "Record a telemetry batch",
+                "summary": "Record a telemetry batch (409: system metrics sent to a bridge that"
+                " samples its own)",
                 "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _TELEMETRY}},
+                },
                 "responses": _responses("200", 400, 401, 409, "requestBody"),
             }
         },
@@ -169,26 +310,41 @@ SPEC: dict[str, Any] = {
                 "summary": "List alerts, newest first",
                 "security": [{"bearer": []}],
                 "parameters": [
-                    _query("status", "firing or resolved"),
-                    _query("severity", "repeatable, or comma-separated"),
-                    _query("rule", "alert name"),
-                    _query("filter", 'repeatable label matcher: team="x", a!="b", c=~"re"'),
-                    _query("since", "RFC 3339, or a Prometheus duration ago (2h, 1h30m, 7d)"),
-                    _query("until", "RFC 3339, or a duration ago"),
-                    _query("acknowledged", "true or false"),
+                    *_ALERT_FILTERS,
+                    _query(
+                        "since", "RFC 3339, or a Prometheus duration ago (2h, 1h30m, 7d)", _WHEN
+                    ),
+                    _query("until", "RFC 3339, or a duration ago", _WHEN),
                     _query(
                         "am_state",
                         "active or suppressed: firing alerts Alertmanager"
                         " notifies about, or mutes (silenced or inhibited)",
+                        {"enum": ["active", "suppressed"]},
                     ),
-                    _query("q", "text in the summary, the description or a note (any case)"),
+                    _query(
+                        "q",
+                        "text in the summary, the description or a note (any case)",
+                        {"type": "string", "maxLength": MAX_SEARCH},
+                    ),
                     _query(
                         "sort",
                         "newest (default: by id) or attention (firing, active and"
                         " unacknowledged first, by severity)",
+                        {"enum": ["newest", "attention"]},
                     ),
-                    _query("limit", "1..1000, default 50", {"type": "integer"}),
-                    _query("cursor", "next_cursor of the previous page"),
+                    _query(
+                        "limit",
+                        f"1..{MAX_LIMIT}, default 50",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                    ),
+                    _query(
+                        "cursor",
+                        "next_cursor of the previous page (in the same sort)",
+                        {
+                            "type": "string",
+                            "pattern": r"^([1-9][0-9]{0,17}|a[0-3]\.[0-4]\.[1-9][0-9]{0,17})$",
+                        },
+                    ),
                 ],
                 "responses": _responses("200", 400, 401, 503),
             }
@@ -201,29 +357,22 @@ SPEC: dict[str, Any] = {
                 "responses": _responses("200", 400, 401, 404, 503, schema=_ALERT),
             }
         },
-        "/api/v1/alerts/{id}/ack": _action(
-            "Acknowledge", {"by": {"type": "string"}, "comment": {"type": "string"}}, []
-        ),
+        "/api/v1/alerts/{id}/ack": _action("Acknowledge", {"by": _BY, "comment": _TEXT}, []),
         "/api/v1/alerts/{id}/unack": _action(
-            "Withdraw an acknowledgement",
-            {"by": {"type": "string"}, "comment": {"type": "string"}},
-            [],
+            "Withdraw an acknowledgement", {"by": _BY, "comment": _TEXT}, []
         ),
         "/api/v1/alerts/{id}/notes": _action(
-            "Add a note",
-            {"by": {"type": "string"}, "text": {"type": "string"}},
-            ["text"],
-            ok="201",
+            "Add a note", {"by": _BY, "text": _NOTE}, ["text"], ok="201"
         ),
         "/api/v1/alerts/{id}/assign": _action(
             "Assign (null or empty unassigns)",
-            {"by": {"type": "string"}, "assignee": {"type": ["string", "null"]}},
+            {"by": _BY, "assignee": {"type": ["string", "null"], "maxLength": MAX_TEXT}},
             [],
         ),
         "/api/v1/alerts/{id}/resolve": _action(
             "Resolve by hand (provisional for Alertmanager's alerts: a later firing delivery"
             " of the episode reopens it)",
-            {"by": {"type": "string"}, "comment": {"type": "string"}},
+            {"by": _BY, "comment": _TEXT},
             [],
         ),
         "/api/v1/report": {
@@ -233,9 +382,15 @@ SPEC: dict[str, Any] = {
                 " acknowledged; time at each escalation level",
                 "security": [{"bearer": []}],
                 "parameters": [
-                    _query("since", "RFC 3339, or a duration ago (default 30d)"),
-                    _query("until", "RFC 3339, or a duration ago (default now)"),
-                    _query("flap", "fired again within this of its end: a flap (default 10m)"),
+                    _query("since", "RFC 3339, or a duration ago (default 30d)", _WHEN),
+                    _query(
+                        "until", "RFC 3339, or a duration ago (default now); after since", _WHEN
+                    ),
+                    _query(
+                        "flap",
+                        "fired again within this of its end: a flap (default 10m)",
+                        {"type": "string", "pattern": _AGO},
+                    ),
                 ],
                 "responses": _responses("200", 400, 401, 503),
             }
@@ -248,25 +403,32 @@ SPEC: dict[str, Any] = {
                 " `kind` and `alert_id`; gzip when accepted; a comment every 15 s of quiet",
                 "security": [{"bearer": []}],
                 "parameters": [
-                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                    for n in (
+                    _query(
                         "after",
+                        "the event id to start after (default: from now)",
+                        {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                    ),
+                    _query(
                         "kind",
+                        "event kinds, comma-separated",
+                        {
+                            "type": "string",
+                            "pattern": f"^({'|'.join(sorted(EVENT_KINDS))})"
+                            f"(,({'|'.join(sorted(EVENT_KINDS))}))*$",
+                        },
+                    ),
+                    _query(
                         "alert_id",
-                        "status",
-                        "severity",
-                        "rule",
-                        "filter",
-                        "acknowledged",
-                    )
-                ]
-                + [
+                        "one alert's events",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                    ),
+                    *_ALERT_FILTERS,
                     {
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string"},
-                    }
+                        "schema": {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+                    },
                 ],
                 "responses": {
                     "200": {"description": "The stream", "content": {"text/event-stream": {}}},
@@ -319,20 +481,21 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/alerts/{id}/escalate": _action(
             "Escalate now: level `level` (default the next one) is notified at once, whatever"
-            " its window; the policy goes on from there",
-            {"by": {"type": "string"}, "level": {"type": "integer", "minimum": 0}},
+            " its window; the policy goes on from there (409 past the policy's levels)",
+            {"by": _BY, "level": {"type": "integer", "minimum": 0, "maximum": MAX_ID}},
             [],
             schema=_ESCALATIONS,
         ),
         "/api/v1/alerts/{id}/escalation/pause": _action(
-            "Pause escalation for a duration (`for`, e.g. 30m; default until resumed)",
-            {"by": {"type": "string"}, "for": {"type": "string"}},
+            "Pause escalation for a duration (`for`: a Prometheus duration longer than 0s and"
+            " at most a year, e.g. 30m; default until resumed)",
+            {"by": _BY, "for": {"type": "string", "pattern": _PAUSE}},
             [],
             schema=_ESCALATIONS,
         ),
         "/api/v1/alerts/{id}/escalation/resume": _action(
             "Resume a paused escalation: the step it held is taken at once",
-            {"by": {"type": "string"}},
+            {"by": _BY},
             [],
             schema=_ESCALATIONS,
         ),

@@ -55,7 +55,11 @@ def make_errors_middleware(max_body_bytes: int) -> Any:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            response = error_response(exc.status, exc.reason.lower().replace(" ", "_"),
+                                      exc.reason)  # fmt: skip
+            if "Allow" in exc.headers:  # 405: the methods the resource has (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except Exception:
             # Log the traceback, never the request body or headers (they may hold secrets).
             log.exception("unhandled error in %s %s", request.method, request.path)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from bridge.core.errors import InvalidInput
+from bridge.core.model import json_integer
 from bridge.core.times import MAX_TIME_NS, MIN_TIME_NS, ZERO_TIME, in_range, parse_rfc3339
 from bridge.ingest.episodes import local_fingerprint
 
@@ -380,10 +381,11 @@ def parse_notification(
     alerts_raw = payload.get("alerts")
     if not isinstance(alerts_raw, list):
         raise InvalidPayload("alerts", "must be a list")
-    truncated = payload.get("truncatedAlerts", 0)
-    if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
+    raw_truncated = payload.get("truncatedAlerts", 0)
+    truncated = json_integer(raw_truncated)
+    if truncated is None or truncated < 0:
         raise InvalidPayload(
-            "truncatedAlerts", f"must be a non-negative integer, got {truncated!r:.64}"
+            "truncatedAlerts", f"must be a non-negative integer, got {raw_truncated!r:.64}"
         )
     sized = body_size is None or body_size > limits.smallest_size
     if sender == "grafana":

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.core.catalog import CATALOG, LATENCY_BUCKETS, MIB
 from bridge.core.errors import Conflict, InvalidInput
+from bridge.core.model import json_integer
 from bridge.core.promql import bucket_quantile
 
 
@@ -247,9 +248,10 @@ _BATCH_FIELDS = (
 
 def _count(payload: dict[str, object], name: str) -> int:
     value = payload.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    count = json_integer(value)
+    if count is None or count < 0:
         raise InvalidInput(name, f"must be a non-negative integer, got {value!r}")
-    return value
+    return count
 
 
 def _finite(value: object, name: str, low: float, high: float) -> float:
