@@ -17,6 +17,16 @@ from tests.support import bridge_env, http_json, http_text, prom_query, wait_for
 pytestmark = pytest.mark.e2e
 
 
+def _stopped(proc: subprocess.Popen[str]) -> None:
+    """A `dev` a test failed in is stopped as Ctrl-C does (a kill leaves its stack running)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.mark.parametrize("ha", [False, True], ids=["single", "ha"])
 def test_dev_stack_runs_and_stops_on_sigint(tmp_path: Path, ha: bool) -> None:
     """The URLs answer /-/ready, Prometheus scrapes the bridge (and with --ha alerts both
@@ -56,12 +66,7 @@ def test_dev_stack_runs_and_stops_on_sigint(tmp_path: Path, ha: bool) -> None:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(30) == 0
         finally:
-            if proc.poll() is None:  # failed midway: its stack is stopped as Ctrl-C does
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            _stopped(proc)
     for _, url in lines:
         with pytest.raises(urllib.error.URLError, match="Connection refused"):
             http_text(f"{url}/-/ready")
@@ -122,9 +127,4 @@ def test_dev_alertmanager_notifies_its_own_bridge(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(30) == 0
         finally:
-            if proc.poll() is None:  # failed midway: its stack is stopped as Ctrl-C does
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            _stopped(proc)
