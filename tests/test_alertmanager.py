@@ -190,6 +190,19 @@ async def test_an_active_alert_missing_from_a_trusted_list_is_resolved(env: Env)
     assert "no resolved notification of it was stored" in resolved[2]
 
 
+async def test_an_alert_these_replicas_never_listed_is_left_alone(env: Env) -> None:
+    """Stored by the webhook, never listed by the configured Alertmanager (another cluster
+    notifies this bridge too): no round resolves it."""
+    fake, store, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    await store.ingest([firing(starts)], starts)
+    fake.alerts = []
+    await reconciler.run_once()
+    await reconciler.run_once()
+    alert = await store.get_alert(1)
+    assert (alert.status, alert.am_state) == ("firing", None)
+
+
 async def test_missing_firing_alerts_are_inserted(env: Env) -> None:
     """An alert firing in Alertmanager but absent from the store (bridge was down) is added."""
     fake, store, reconciler, _ = env

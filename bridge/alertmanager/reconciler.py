@@ -13,7 +13,9 @@ replicas of one Alertmanager cluster (`AlertmanagerCluster`):
 - learns the resolutions Alertmanager will never send: a muted alert (silenced, by our ack or
   anyone's, or inhibited) sends no "resolved", so one that Alertmanager no longer lists, or
   lists with a past endsAt, is marked resolved, provisionally (a later firing delivery of the
-  episode reopens it). Only while the list can be trusted: a replica that restarted answers
+  episode reopens it); so is one not muted that the replicas listed before (its "resolved"
+  was lost), but never one they never listed (another cluster may notify this bridge).
+  Only while the list can be trusted: a replica that restarted answers
   [] until Prometheus resends (every --rules.alert.resend-delay, 1 m by default), so
   resolution is inferred only when a replica up for longer than the resend window answered;
   an alert that any replica lists is not resolved;
@@ -133,10 +135,11 @@ class Reconciler:
             seen = listed.get((alert.fingerprint, alert.starts_at))
             if seen is not None:
                 views.append(seen.view(alert.id, ids))
-            elif trusted:
+            elif trusted and (_muted(alert) or alert.am_state is not None):
                 # Muted, Alertmanager sends no "resolved"; not muted, the one it sent was
                 # lost (the bridge was down past its retries, or refused it): either way it
-                # is over, and nothing else would ever say so.
+                # is over, and nothing else would ever say so. One these replicas never
+                # listed is left alone: another cluster may notify this bridge too.
                 why = _INFERRED if _muted(alert) else _UNLISTED
                 await self.store.resolve_inferred(alert.id, now, why)
         # Listed active but not stored firing: inserted when unknown (the bridge was down),
