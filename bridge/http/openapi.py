@@ -40,7 +40,10 @@ _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}  # fmt: skip
 #: Who acts: optional with a key (the key's name; an admin key's `by` acts on behalf of
 #: someone), required without one (no keys, or the shared token).
-_BY = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
+_BY = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S",
+       "description": "who acts: with a key its name, and only an admin key may name someone"
+                      " else (403); required with the shared token or on a bridge without"
+                      " tokens (422 without it)"}  # fmt: skip
 _TEXT = {"type": "string", "maxLength": MAX_TEXT}
 _NOTE = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
 #: An instant the store holds (1970 to 2262), RFC 3339 with up to nanoseconds; the days a
