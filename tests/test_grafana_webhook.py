@@ -217,3 +217,10 @@ async def test_a_timestamped_signature_covers_the_time_and_refuses_replays(
     assert "off: a replay" in (await replay.json())["message"]
     moved = await client.post(WEBHOOK, data=body, headers=headers(now, str(int(now) - 1)))
     assert moved.status == 401
+
+
+async def test_grafana_set_to_put_is_heard_too(client: Client) -> None:
+    """A contact point's HTTP method may be PUT."""
+    answer = await client.put(WEBHOOK, json=FIRING_V11, headers=BEARER)
+    assert answer.status == 200, await answer.text()
+    assert len(await stored(client)) == 2

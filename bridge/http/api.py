@@ -91,6 +91,7 @@ def check_grafana_signature(
 
 
 @routes.post("/api/v1/alertmanager")
+@routes.put("/api/v1/alertmanager")  # Grafana's contact point may be set to PUT
 async def alertmanager_webhook(request: web.Request) -> web.Response:
     """Store an Alertmanager (or Grafana) notification; 2xx only once it is committed to
     disk. 503 while the bodies in flight hold the server's budget (the sender retries)."""

@@ -157,6 +157,13 @@ _NOTIFICATION = {
         "alerts": {"type": "array", "items": _RECEIVED},
     },
 }
+_WEBHOOK = {
+    "security": [{"webhook": []}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _NOTIFICATION}}},
+    "responses": _responses("200", 400, 401, 503, "requestBody"),
+}
+_WEBHOOK_PUT = {"summary": "The same as POST (Grafana's contact point can be set to PUT)",
+                **_WEBHOOK}  # fmt: skip
 _COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
 _TELEMETRY = {
     "type": "object",
@@ -275,19 +282,15 @@ SPEC: dict[str, Any] = {
             "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}
         },
         "/api/v1/alertmanager": {
+            "put": _WEBHOOK_PUT,
             "post": {
                 "summary": "Alertmanager's webhook (version 4) and Grafana's (version 1); 2xx"
                 " once stored durably. An alert past a size limit is stored clipped and marked,"
                 " never refused; 503 while the bodies in flight hold the server's budget (the"
                 " sender retries). Authenticated by the webhook token, or by Grafana's HMAC"
                 " signature when a secret is set",
-                "security": [{"webhook": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _NOTIFICATION}},
-                },
-                "responses": _responses("200", 400, 401, 503, "requestBody"),
-            }
+                **_WEBHOOK,
+            },
         },
         "/api/v1/telemetry": {
             "post": {
