@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from bridge.config import Secret, load_settings
 from bridge.core import apikeys
 from bridge.http.app import create_app
-from bridge.http.keys import KEYRING
+from bridge.http.keys import KEYRING, SESSIONS
 from bridge.http.pages import CSP
 from bridge.http.sessions import COOKIE
 from tests.payloads import am_alert, notification
@@ -112,10 +112,53 @@ async def test_a_bad_sign_in_says_why(site: Any, form: dict[str, str], message: 
 
 async def test_sign_in_never_redirects_off_the_site(site: Any) -> None:
     client, tokens = site
-    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example",
+                   "/\t/evil.example", "/\n/evil.example", "/\r/evil.example",
+                   " //evil.example", "\x00//evil.example", "/\\/evil.example",
+                   "javascript:alert(1)", "/%09/evil.example"):  # fmt: skip
         response = await client.post("/signin", data={"token": tokens["root"], "next": target},
                                      allow_redirects=False)  # fmt: skip
-        assert response.headers["Location"] == "/alerts", target
+        location = response.headers["Location"]
+        assert location in ("/alerts", "/%09/evil.example"), (target, location)
+        assert not location.startswith("//"), target
+    # From a plain link: the sign-in page's form carries the same normalised target.
+    page = await (await client.get("/signin?next=/%09/evil.example")).text()
+    assert 'value="//' not in page
+    kept = await client.post("/signin", data={"token": tokens["root"], "next": "/alerts/2?x=1"},
+                             allow_redirects=False)  # fmt: skip
+    assert kept.headers["Location"] == "/alerts/2?x=1"
+
+
+async def test_a_key_signing_in_again_and_again_signs_nobody_else_out(site: Any) -> None:
+    """Sessions are capped per key, its own oldest going first: a read key signing in 60
+    times leaves the operator's session alone, and keeps at most 20 of its own."""
+    client, tokens = site
+    await sign_in(client, tokens["root"])
+    operator = client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
+    first_of_rita = None
+    for n in range(60):
+        response = await client.post("/signin", data={"token": tokens["rita"], "next": "/"},
+                                     allow_redirects=False)  # fmt: skip
+        assert response.status == 303
+        if n == 0:
+            first_of_rita = response.cookies[COOKIE].value
+    sessions = client.app[SESSIONS]
+    assert sessions.get(operator) is not None
+    assert sessions.get(first_of_rita) is None
+    assert len(sessions) == 1 + 20
+
+
+async def test_a_full_session_table_refuses_the_newcomer(site: Any) -> None:
+    """When every slot holds someone's live session, a sign-in is refused (503), nobody is
+    signed out."""
+    client, tokens = site
+    client.app[SESSIONS].limit = 1
+    await sign_in(client, tokens["root"])
+    response = await client.post("/signin", data={"token": tokens["rita"], "next": "/"},
+                                 allow_redirects=False)  # fmt: skip
+    assert response.status == 503
+    assert "Too many people are signed in" in await response.text()
+    assert len(client.app[SESSIONS]) == 1
 
 
 async def test_every_page_has_a_strict_csp_and_markup_stays_text(site: Any) -> None:

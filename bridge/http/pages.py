@@ -13,10 +13,12 @@ values and annotations holding markup show as text.
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -30,10 +32,12 @@ from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
 from bridge.http.keys import ESCALATOR, SESSIONS, SETTINGS, STORE
-from bridge.http.sessions import COOKIE, LIFETIME, Session
+from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
 from bridge.http.wake import kick_reconciler
 from bridge.store import AlertStore, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 HERE = Path(__file__).parent  # templates/ and static/ beside this module
@@ -117,11 +121,27 @@ async def _form(request: web.Request, session: Session, needed: str = "write") -
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
+#: What a browser drops from a URL (tab, line feed, carriage return anywhere) or trims (other
+#: control characters and spaces at its ends): `/\t/evil.example` is `//evil.example` to it.
+_URL_DROPPED = re.compile(r"[\t\n\r]")
+
+
 def _safe_next(target: str | None) -> str:
-    """Only a path of this site (no //host, no scheme): not an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/alerts"
+    r"""Only a path of this site: normalised first as a browser reads a URL (control
+    characters dropped, backslashes as slashes), then refused unless it is a path (no scheme,
+    no //host); not an open redirect.
+
+    >>> _safe_next("/alerts?x=1"), _safe_next("/\t/evil.example"), _safe_next("/\\evil")
+    ('/alerts?x=1', '/alerts', '/alerts')
+    """
+    if not target:
+        return "/alerts"
+    path = _URL_DROPPED.sub("", target).strip("".join(map(chr, range(0x21)))).replace("\\", "/")
+    parts = urlsplit(path)
+    if (not path.startswith("/") or path.startswith("//") or parts.scheme or parts.netloc
+            or any(ord(c) < 0x20 or c == "\x7f" for c in path)):  # fmt: skip
+        return "/alerts"
+    return path
 
 
 # --- signing in and out -------------------------------------------------------------------
@@ -158,8 +178,13 @@ async def signin(request: web.Request) -> web.StreamResponse:
         return _page("signin.html", status=401, open_api=open_api, next=target, error=error,
                      session=None)  # fmt: skip
     key_sha = token_hash(token) if principal.name is not None else None
-    session = request.app[SESSIONS].open(principal.name, principal.role, key_sha,
-                                         by=principal.name or name)  # fmt: skip
+    try:
+        session = request.app[SESSIONS].open(principal.name, principal.role, key_sha,
+                                             by=principal.name or name)  # fmt: skip
+    except SessionsFull:
+        log.warning("sign-in refused: every session slot is taken (server restart ends them)")
+        return _page("signin.html", status=503, open_api=open_api, next=target, session=None,
+                     error="Too many people are signed in right now; try again later.")  # fmt: skip
     response = web.HTTPSeeOther(target)
     public = request.app[SETTINGS].server.public_url or ""
     response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", path="/",

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 COOKIE = "alertbridge_session"
 LIFETIME = 12 * 3600.0
 MAX_SESSIONS = 10_000
+#: Sessions one key (or one name under the shared token) holds at once: a person's browsers.
+MAX_PER_OWNER = 20
 
 
 @dataclass(slots=True)
@@ -32,21 +34,54 @@ class Session:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     expires: float = field(default_factory=lambda: time.monotonic() + LIFETIME)
 
+    @property
+    def owner(self) -> str:
+        """Whose session it is: the key, or the name given with the shared token."""
+        return self.key_sha256 or f"name:{self.by}"
+
     def csrf_ok(self, given: object) -> bool:
         return isinstance(given, str) and hmac.compare_digest(given.encode(), self.csrf.encode())
 
 
-class Sessions:
-    """The open sessions, oldest first (bounded: the oldest go when full)."""
+class SessionsFull(Exception):
+    """Every session slot is taken by sessions of others that have not expired."""
 
-    def __init__(self) -> None:
+
+class Sessions:
+    """The open sessions, oldest first, bounded twice: a key (or, for the shared token, a
+    name) holds at most `per_owner`, its own oldest going first when it signs in again; and
+    all of them at most `limit`, past which a sign-in is refused (SessionsFull) rather than
+    anyone else's session ended: no key can sign another person out.
+
+    >>> sessions = Sessions(limit=3, per_owner=2)
+    >>> first = sessions.open("a", "read", "1" * 64, by="a")
+    >>> _ = [sessions.open("a", "read", "1" * 64, by="a") for _ in range(2)]
+    >>> sessions.get(first.id) is None, len(sessions)
+    (True, 2)
+    """
+
+    def __init__(self, limit: int = MAX_SESSIONS, per_owner: int = MAX_PER_OWNER) -> None:
+        self.limit = limit
+        self.per_owner = per_owner
         self._open: OrderedDict[str, Session] = OrderedDict()
+        self._owners: dict[str, OrderedDict[str, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
 
     def open(self, name: str | None, role: str, key_sha256: str | None, by: str) -> Session:
-        while len(self._open) >= MAX_SESSIONS:
-            self._open.popitem(last=False)
         session = Session(secrets.token_urlsafe(32), name, role, key_sha256, by)
+        mine = self._owners.setdefault(session.owner, OrderedDict())
+        while len(mine) >= self.per_owner:
+            self._drop(next(iter(mine)))
+        if len(self._open) >= self.limit:
+            self._purge()
+            if len(self._open) >= self.limit:
+                if not mine:
+                    del self._owners[session.owner]
+                raise SessionsFull(f"{len(self._open)} sessions open")
         self._open[session.id] = session
+        mine[session.id] = None
         return session
 
     def get(self, session_id: str | None) -> Session | None:
@@ -56,14 +91,33 @@ class Sessions:
         if session is None:
             return None
         if time.monotonic() > session.expires:
-            del self._open[session_id]
+            self._drop(session_id)
             return None
         return session
 
     def close(self, session_id: str) -> None:
-        self._open.pop(session_id, None)
+        self._drop(session_id)
 
     def end_key(self, key_sha256: str) -> None:
         """End every session of a key (it was revoked)."""
-        for sid in [s.id for s in self._open.values() if s.key_sha256 == key_sha256]:
-            del self._open[sid]
+        for sid in list(self._owners.get(key_sha256, ())):
+            self._drop(sid)
+
+    def _drop(self, session_id: str) -> None:
+        session = self._open.pop(session_id, None)
+        if session is None:
+            return
+        mine = self._owners.get(session.owner)
+        if mine is not None:
+            mine.pop(session_id, None)
+            if not mine:
+                del self._owners[session.owner]
+
+    def _purge(self) -> None:
+        """Drop the expired sessions (all share one lifetime: the oldest expire first)."""
+        now = time.monotonic()
+        while self._open:
+            oldest = next(iter(self._open.values()))
+            if oldest.expires > now:
+                return
+            self._drop(oldest.id)
