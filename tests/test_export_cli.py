@@ -57,6 +57,30 @@ def test_output_dash_streams_to_standard_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "a.db-shm", "a.db-wal"]
 
 
+def test_a_full_disk_and_a_closed_pipe_are_no_traceback(tmp_path: Path) -> None:
+    """Onto a full device (/dev/full): one line naming it, exit 1; listing too. A reader
+    that closes the pipe early: exit 1, nothing but what was written."""
+    db = small_db(tmp_path / "a.db")
+    for argv in (["export", "--format", "json", "--output", "-", "--db", db],
+                 ["alerts", "--db", db]):  # fmt: skip
+        with open("/dev/full", "wb") as full:
+            proc = subprocess.run([*BRIDGE, *argv], stdout=full, stderr=subprocess.PIPE,
+                                  timeout=60, check=False, env=bridge_env())  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.decode().splitlines() == [
+            "alertbridge: error: cannot go on: no space left on device"
+        ], argv
+    with subprocess.Popen(
+        [*BRIDGE, "export", "--format", "csv", "--output", "-", "--db", db],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=bridge_env(),
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.read(5)
+        proc.stdout.close()
+        assert proc.wait(60) in (0, 1)  # 0: it had written all before the reader left
+        assert "Traceback" not in proc.stderr.read().decode()
+
+
 def test_sigterm_mid_export_leaves_no_temporary_file(tmp_path: Path) -> None:
     """An export of 300,000 alerts killed with SIGTERM once its temporary file is there: it
     exits, the temporary file is gone, the previous output is intact."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -75,6 +76,16 @@ class Whole(click.ParamType[int]):
 ALERT_ID = Whole(1, MAX_ID)
 
 
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that what is left in its buffer cannot fail a
+    second time when the interpreter exits (a traceback after our one line)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no standard output to speak of
+        pass
+
+
 def error(message: str, code: int) -> NoReturn:
     """The one error form of the CLI: `alertbridge: error: ...` on stderr, then exit."""
     click.echo(f"alertbridge: error: {message}", err=True)
@@ -100,6 +111,12 @@ class BridgeGroup(click.Group):
         except click.Abort:
             click.echo("alertbridge: interrupted", err=True)
             sys.exit(130)
+        except OSError as exc:  # the output's disk full, an I/O error (click itself ends a
+            # broken pipe: exit 1, nothing said, as a reader that closed early expects)
+            _quiet_stdout()
+            reason = (exc.strerror or str(exc)).lower()
+            where = f" ({exc.filename})" if exc.filename else ""
+            error(f"cannot go on: {reason}{where}", 1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
