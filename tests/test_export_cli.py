@@ -73,12 +73,13 @@ def test_a_full_disk_and_a_closed_pipe_are_no_traceback(tmp_path: Path) -> None:
     with subprocess.Popen(
         [*BRIDGE, "export", "--format", "csv", "--output", "-", "--db", db],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=bridge_env(),
-    ) as proc:  # fmt: skip
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.read(5)
-        proc.stdout.close()
-        assert proc.wait(60) in (0, 1)  # 0: it had written all before the reader left
-        assert "Traceback" not in proc.stderr.read().decode()
+    ) as reader:  # fmt: skip
+        assert reader.stdout is not None
+        assert reader.stderr is not None
+        reader.stdout.read(5)
+        reader.stdout.close()
+        assert reader.wait(60) in (0, 1)  # 0: it had written all before the reader left
+        assert "Traceback" not in reader.stderr.read().decode()
 
 
 def test_sigterm_mid_export_leaves_no_temporary_file(tmp_path: Path) -> None:
