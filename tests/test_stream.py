@@ -29,6 +29,7 @@ Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
 HOOK = {"Authorization": "Bearer hook-secret"}
 API = {"Authorization": "Bearer api-secret"}
+TCP_CLOSE = 7  # tcp_info's state of a connection reset (linux/tcp_states.h)
 TIMEOUT = 10.0  # a bound on every wait for a message, never reached when all is well
 
 
@@ -395,5 +396,13 @@ async def test_a_watcher_that_never_reads_is_disconnected_after_the_drain_timeou
                 break
             await asyncio.sleep(0.01)
         assert hub.watchers == 0, "a peer that never reads is still served"
+        # and its connection is cut, not closed after a flush it will never read: reset
+        # (TCP_CLOSE on this side), which the socket's state shows without reading it
+        for _ in range(int(TIMEOUT / 0.01)):
+            if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == TCP_CLOSE:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the stalled connection was not cut")
     finally:
         sock.close()

@@ -37,7 +37,7 @@ from bridge.config import Settings
 from bridge.core.aio import stop_process, stop_task, wait_event
 from bridge.core.apikeys import KeyRing, KeysError
 from bridge.feed.hub import EventHub, WatchFilter
-from bridge.http.peers import TransportPeer
+from bridge.http.peers import TransportPeer, cut
 from bridge.store import AlertStore, open_store
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,10 @@ class _Worker:
         finally:
             if peer.chunked and not peer.gone():
                 transport.write(b"0\r\n\r\n")  # the stream ends (the hub closed)
-            transport.close()
+            if transport.get_write_buffer_size():
+                cut(transport)  # a close would wait for it to read what it has not read
+            else:
+                transport.close()
 
 
 def _in_force(keys: str | None) -> Callable[[str], bool] | None:

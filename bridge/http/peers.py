@@ -5,13 +5,30 @@ asyncio transport: the server's (bridge.http.stream) and the stream worker's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 
 #: A live watcher whose peer has more than this unread falls back to catching up on its own;
 #: it goes live again below LOW_WATER, and is dropped when it reads nothing for DRAIN_TIMEOUT.
-HIGH_WATER = 1 << 20
-LOW_WATER = 1 << 16
+#: What a stream can hold here is so bounded: 1,024 stalled readers, 128 MiB at most (the
+#: kernel's socket buffers are beside it, not in the process).
+HIGH_WATER = 1 << 17
+LOW_WATER = 1 << 14
 DRAIN_TIMEOUT = 30.0
 DRAIN_POLL = 0.05
+
+
+def cut(transport: asyncio.BaseTransport | None) -> None:
+    """Reset a connection now: its unsent data dropped here and in the kernel (SO_LINGER 0:
+    an RST, where a close would leave the kernel sending to a peer that does not read)."""
+    if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class TransportPeer:
@@ -46,22 +63,24 @@ class TransportPeer:
         """Write, then wait while the peer has more than HIGH_WATER unread; a peer that
         reads nothing for DRAIN_TIMEOUT is disconnected (it may resume by Last-Event-ID):
         what it does not read must not pile up here."""
-        if not self.send(data) and not self.gone() and not await self.drained():
-            transport = self._transport()
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()
+        if not self.send(data) and not self.gone():
+            await self.drained()  # (a peer that does not read is cut there)
 
     def ready(self) -> bool:
         buffered = self._buffered()
         return buffered is not None and buffered <= LOW_WATER
 
     async def drained(self) -> bool:
+        """Wait until the peer read enough; False when it is gone, or read nothing for
+        DRAIN_TIMEOUT: then its connection is cut (aborted, its unread data dropped; a close
+        would wait for the peer to read it, holding the connection and the data for ever)."""
         for _ in range(int(DRAIN_TIMEOUT / DRAIN_POLL)):  # the peer's reading is not an event
             if self.gone():  # this process can await
                 return False
             if self.ready():
                 return True
             await asyncio.sleep(DRAIN_POLL)
+        cut(self._transport())
         return False
 
     def gone(self) -> bool:
