@@ -381,3 +381,38 @@ async def test_a_worker_that_never_says_ready_is_killed_and_started_again(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await store.close()
+
+
+async def test_streams_served_while_the_worker_restarts_are_capped_and_handed_back(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """With the worker down the server serves streams itself on at most a quarter of its
+    connections (503 too_many_streams past it: the webhook and the API keep the rest); once
+    a worker is up again it ends them, and their clients resume with it, missing nothing."""
+    base = load_settings(None, {}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
+                                 api_token=Secret("api-secret"), max_connections=8)  # fmt: skip
+    made = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                           background=False, stream_worker=True))  # fmt: skip
+    worker = worker_of(made)
+    await until(lambda: worker.alive, "the stream worker started")
+    assert worker.proc is not None
+    worker.proc.kill()
+    await until(lambda: not worker.alive, "the server saw the worker go")
+    here = [await open_stream(made), await open_stream(made)]
+    await until(lambda: made.app[HUB].watchers == 2, "the server serves them")
+    refused = await made.get("/api/v1/events/stream", headers=API)
+    assert refused.status == 503
+    assert (await refused.json())["error"] == "too_many_streams"
+    await fire(made, 1)  # the webhook is heard meanwhile
+    last = [(await w.message())[0] for w in here]
+    await until(lambda: worker.alive, "the stream worker started again")
+    for watcher in here:
+        assert b"data: " not in await rest_of(watcher)  # ended, to come back to the worker
+    await until(lambda: made.app[HUB].watchers == 0, "the server let them go")
+    back = [await open_stream(made, **{"Last-Event-ID": str(n)}) for n in last]
+    await until(lambda: worker.handed == 2, "both handed to the new worker")
+    await fire(made, 2)
+    for watcher in back:
+        assert (await watcher.message())[1]["alert_id"] == 2
+        watcher.response.close()

@@ -66,6 +66,9 @@ class StreamWorker:
         self.open_streams = 0
         #: Wake-ups sent to the worker (CHANGED), for the tests: one per read it asked for.
         self.told = 0
+        #: The connections of the streams the server serves itself (the worker was down):
+        #: cut once a worker is up, so that they come back (by Last-Event-ID) to it.
+        self.served_here: set[asyncio.BaseTransport] = set()
 
     @classmethod
     def for_settings(cls, settings: Settings, store: AlertStore) -> StreamWorker:
@@ -104,6 +107,7 @@ class StreamWorker:
                     self.open_streams = 0  # (a new worker: its predecessor's streams ended)
                     self.control = ours
                     notifier = asyncio.create_task(self._listen(ours))
+                    self._hand_back()
                 code = await self.proc.wait()
             except TimeoutError:
                 log.error("the stream worker did not start within %g s", self.start_timeout)
@@ -155,6 +159,17 @@ class StreamWorker:
             with contextlib.suppress(OSError):  # full: the worker has a wake-up queued already
                 control.send(CHANGED)
                 self.told += 1
+
+    def _hand_back(self) -> None:
+        """End the streams the server served while no worker ran: their clients resume by
+        Last-Event-ID, and are handed to the worker (the server's connections are for the
+        webhook and the API)."""
+        if self.served_here:
+            log.info("the stream worker is up: %d streams served meanwhile go to it",
+                     len(self.served_here))  # fmt: skip
+        for transport in list(self.served_here):
+            cut(transport)
+        self.served_here.clear()
 
     def handover(self, fd: int, stream: Mapping[str, Any]) -> bool:
         """Give the worker the connection `fd` and what it needs to serve the stream;

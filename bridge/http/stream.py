@@ -26,6 +26,8 @@ from bridge.http.peers import TransportPeer
 
 routes = web.RouteTableDef()
 RETRY_MS = 2000
+#: The server serves event streams itself on at most 1/STREAMS_HERE of its connections.
+STREAMS_HERE = 4
 
 
 def accepts_gzip(header: str) -> bool:
@@ -73,9 +75,17 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         headers["Content-Encoding"] = "gzip"
     worker = request.app.get(STREAM_WORKER)
     limit = request.app[SETTINGS].server.max_connections
-    if worker is not None and worker.alive and worker.open_streams >= limit:
+    if worker is not None and worker.alive:
+        if worker.open_streams + hub.watchers >= limit:
+            raise HttpError(503, "too_many_streams",
+                            f"{limit} event streams are open (server.max_connections);"
+                            " try again later")  # fmt: skip
+    elif hub.watchers >= max(1, limit // STREAMS_HERE):
+        # Served by the server itself (no worker, or it restarts): never more than a part of
+        # its connections, so that Alertmanager's webhook and the API always find one.
         raise HttpError(503, "too_many_streams",
-                        f"{limit} event streams are open (server.max_connections);"
+                        f"{hub.watchers} event streams are served by the server itself, the"
+                        f" most it serves (server.max_connections / {STREAMS_HERE});"
                         " try again later")  # fmt: skip
     if position is None:  # from now: before the 200, so that what follows it is in the stream
         position = await request.app[STORE].last_event_id()
@@ -89,7 +99,13 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         await response.write(GZIP_HEADER + deflated(first) if gzip else first)
         if _handed_over(request, position, gzip, peer.chunked, key_sha256):
             return response
-        await hub.watch(position, wanted, gzip, peer, key_sha256)
+        here = worker.served_here if worker is not None else set()
+        if request.transport is not None:
+            here.add(request.transport)
+        try:
+            await hub.watch(position, wanted, gzip, peer, key_sha256)
+        finally:
+            here.discard(request.transport)
     except ConnectionResetError:
         pass  # the watcher went away
     return response
