@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from limits import parse as parse_rate
 
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
@@ -104,6 +105,10 @@ class ServerSettings:
     grafana_signature_header: str = "X-Grafana-Alerting-Signature"
     grafana_timestamp_header: str = ""
     grafana_max_skew: int = 300
+    #: Attempts at credentials (bridge.http.ratelimit): sign-ins per client address and per
+    #: key, wrong bearer tokens per client address; past them 429. Rates as "10/minute".
+    signin_attempts: str = "10/minute"
+    token_failures: str = "30/minute"  # noqa: S105 - a rate, not a secret
 
     @property
     def keys_path(self) -> str | None:
@@ -482,6 +487,12 @@ def load_settings(
     server = ServerSettings(**_typed(ServerSettings, sections["server"], "server", source, origins))
     if not 0 < server.port < 65536:
         raise ConfigError(source, "server.port", f"must be 1..65535, got {server.port}")
+    for name in ("signin_attempts", "token_failures"):
+        try:
+            parse_rate(getattr(server, name))
+        except ValueError:
+            raise ConfigError(origins.get(f"server.{name}", source), f"server.{name}",
+                              'must be a rate such as "10/minute"') from None  # fmt: skip
     if server.stream_priority not in STREAM_PRIORITIES:
         choices = ", ".join(STREAM_PRIORITIES)
         raise ConfigError(origins.get("server.stream_priority", source),

@@ -27,6 +27,8 @@ Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
 HOOK = {"Authorization": "Bearer hook-secret"}
 MARKUP = "<script>alert(1)</script>"
+#: Sign-ins the site takes (these tests sign in often; test_sign_in_is_rate_limited the few).
+SIGNINS = "1000/minute"
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ async def site(aiohttp_client: MakeClient, tmp_path: Path) -> tuple[Client, dict
     tokens = {n: apikeys.add(path, n, r)[1] for n, r in (("rita", "read"), ("root", "write"))}
     base = load_settings(None, {"ALERTBRIDGE_KEYS_FILE": str(path)}, db=str(tmp_path / "a.db"))
     server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
-                                 api_token=Secret("shared"))  # fmt: skip
+                                 api_token=Secret("shared"), signin_attempts=SIGNINS)  # fmt: skip
     client = await aiohttp_client(
         create_app(dataclasses.replace(base, server=server), background=False)
     )
@@ -332,3 +334,36 @@ async def test_an_alerts_page_shows_what_was_clipped_and_grafanas_links(site: An
     assert '<a href="https://grafana.example/d/x"' in page
     assert 'href="javascript:' not in page
     assert "B=42.5" in page
+
+
+async def test_sign_in_and_wrong_tokens_are_rate_limited(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """Past server.signin_attempts from an address (or for a key), a sign-in is 429 with
+    Retry-After, counted; past server.token_failures wrong bearer tokens from an address,
+    so is the API; a right token still works."""
+    keys = tmp_path / "keys.json"
+    _, token = apikeys.add(keys, "rita", "read")
+    base = load_settings(None, {"ALERTBRIDGE_KEYS_FILE": str(keys)}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, signin_attempts="3/minute",
+                                 token_failures="2/minute")  # fmt: skip
+    client = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                             background=False))  # fmt: skip
+    statuses = []
+    for _ in range(4):
+        response = await client.post("/signin", data={"token": "abk_wrong", "next": "/"},
+                                     allow_redirects=False)  # fmt: skip
+        statuses.append(response.status)
+    assert statuses == [401, 401, 401, 429]
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert "Too many sign-ins" in await response.text()
+    api = [await client.get("/api/v1/alerts", headers={"Authorization": "Bearer abk_no"})
+           for _ in range(3)]  # fmt: skip
+    assert [r.status for r in api] == [401, 401, 429]
+    assert (await api[-1].json())["error"] == "too_many_attempts"
+    assert "Retry-After" in api[-1].headers
+    good = await client.get("/api/v1/alerts", headers={"Authorization": f"Bearer {token}"})
+    assert good.status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert 'alertbridge_attempts_limited_total{what="signin"} 1.0' in metrics
+    assert 'alertbridge_attempts_limited_total{what="token"} 1.0' in metrics

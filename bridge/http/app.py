@@ -30,6 +30,7 @@ from bridge.feed.notify import CONSUMER, Notifier
 from bridge.http import adapters, api, pages, stream
 from bridge.http.auth import authorize
 from bridge.http.keys import (
+    ATTEMPTS,
     ENRICH_FEED,
     ESCALATOR,
     FEED,
@@ -47,6 +48,7 @@ from bridge.http.keys import (
     WATCHDOG,
     WORKER,
 )
+from bridge.http.ratelimit import Attempts
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard, ConnectionLimits, GuardedHandler
 from bridge.http.sessions import Sessions
@@ -440,6 +442,10 @@ def create_app(
     app.add_routes(stream.routes)
     app.add_routes(pages.routes)
     app[SESSIONS] = Sessions()
+    app[ATTEMPTS] = Attempts(
+        server.signin_attempts, server.token_failures,
+        lambda what: metrics.attempts_limited.labels(what=what).inc(),
+    )  # fmt: skip
     app.cleanup_ctx.append(adapters.session_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(stream.hub_ctx)

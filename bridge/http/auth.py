@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bridge.core.apikeys import KeyRing, allows
 from bridge.http.errors import HttpError
-from bridge.http.keys import KEYRING, SESSIONS, SETTINGS
+from bridge.http.keys import ATTEMPTS, KEYRING, SESSIONS, SETTINGS
 from bridge.http.sessions import COOKIE, Session
 from bridge.http.util import tokens_equal
 
@@ -108,6 +108,12 @@ def authorize(request: web.Request, needed: str) -> Principal:
     if principal is None and token is None and request.method in ("GET", "HEAD"):
         principal = from_session(request)
     if principal is None:
+        attempts = request.app.get(ATTEMPTS)
+        wait = None if token is None or attempts is None else attempts.failure(request.remote or "")
+        if wait is not None:
+            raise HttpError(429, "too_many_attempts",
+                            "too many wrong tokens from this address; try again later",
+                            headers={"Retry-After": str(int(wait))})  # fmt: skip
         raise HttpError(401, "unauthorized", "missing or invalid bearer token")
     if not allows(principal.role, needed):
         who = f"key {principal.name}" if principal.name else "this token"

@@ -27,8 +27,10 @@ class HttpError(RequestError):
     401
     """
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
         self.status = status
+        self.headers = headers or {}  # sent with the answer (Retry-After of a 429)
         super().__init__(message, field, code)
 
 

@@ -16,6 +16,7 @@ from bridge.feed.consumer import FeedConsumer
 from bridge.feed.hub import EventHub
 from bridge.feed.notify import Notifier
 from bridge.http.fanout import StreamWorker
+from bridge.http.ratelimit import Attempts
 from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
 from bridge.http.sessions import Sessions
@@ -48,3 +49,5 @@ HUB = web.AppKey("event_hub", EventHub)
 STREAM_WORKER = web.AppKey("stream_worker", StreamWorker)
 #: The lease of the background work done once across replicas (bridge.store.leader).
 LEADER = web.AppKey("leader", Leader)
+#: The limiter of attempts at credentials (sign-in, wrong bearer tokens).
+ATTEMPTS = web.AppKey("attempts", Attempts)

@@ -31,7 +31,7 @@ from bridge.export.report import seconds_text
 from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
-from bridge.http.keys import ESCALATOR, SESSIONS, SETTINGS, STORE
+from bridge.http.keys import ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
 from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
 from bridge.http.wake import kick_reconciler
 from bridge.store import AlertStore, StoredAlert
@@ -167,6 +167,20 @@ async def signin(request: web.Request) -> web.StreamResponse:
     target = _safe_next(str(form.get("next") or ""))
     open_api = identify(request, None) is not None
     principal = identify(request, token or None)
+    who = [request.remote or ""] + ([f"key:{principal.name}"] if principal and principal.name
+                                    else [])  # fmt: skip
+    wait = request.app[ATTEMPTS].signin(*who)
+    if wait is not None:
+        response = _page(
+            "signin.html",
+            status=429,
+            open_api=open_api,
+            next=target,
+            session=None,
+            error="Too many sign-ins; wait a minute and try again.",
+        )
+        response.headers["Retry-After"] = str(int(wait))
+        return response
     error = None
     if principal is None:
         error = "That token is not a key of this bridge (or it was revoked)."

@@ -173,6 +173,13 @@ class BridgeMetrics:
             "Test notifications of a Grafana contact point, answered and not stored.",
             registry=registry,
         )
+        self.attempts_limited = Counter(
+            "alertbridge_attempts_limited",
+            "Attempts at credentials answered 429 (server.signin_attempts, server.token_failures),"
+            " by what: signin, token.",
+            ["what"],
+            registry=registry,
+        )
         self.webhook_busy = Counter(
             "alertbridge_webhook_busy",
             "Webhook requests answered 503 because the bodies in flight held the budget"

@@ -46,6 +46,8 @@ def make_errors_middleware(max_body_bytes: int) -> Any:
                 return error_response(500, "internal", "internal error")
             status, code, message, field = found
             response = error_response(status, code, message, field)
+            if isinstance(exc, HttpError):
+                response.headers.update(exc.headers)
             if status == 408:  # the rest of the body may still come: do not read it
                 response.force_close()
             return response
