@@ -35,6 +35,7 @@ from typing import TypeVar
 from bridge.alertmanager.client import AlertmanagerCluster, ReplicaList
 from bridge.core.aio import wait_event
 from bridge.core.errors import AlertmanagerError, InvalidInput
+from bridge.core.logutil import log_failure
 from bridge.core.policies import is_internal
 from bridge.core.times import NS, ZERO_TIME, now_ns
 from bridge.ingest.episodes import PROVISIONAL
@@ -208,8 +209,8 @@ class Reconciler:
         while True:
             try:
                 await self.run_once()
-            except Exception:
-                log.exception("reconciliation round failed")
+            except Exception as exc:
+                log_failure(log, exc, "reconciliation round failed")
             self.wake.clear()
             await wait_event(self.wake, interval)
 

@@ -12,6 +12,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+from bridge.core.errors import StoreError
+
 
 class Throttle:
     """Decides whether an occurrence of `key` is due, at most once per `interval` seconds;
@@ -74,3 +76,13 @@ class RepeatFilter(logging.Filter):
             )
             record.args = ()
         return True
+
+
+def log_failure(log: logging.Logger, exc: BaseException, message: str, *args: object) -> None:
+    """A background job's failure: a storage outage (StoreError: the database down, a disk
+    full) in one line, no traceback, as it is the operator's to mend, not a bug (repeats are
+    folded by RepeatFilter); anything else with its traceback."""
+    if isinstance(exc, StoreError):
+        log.warning(message + ": storage unavailable: %s", *args, exc)
+    else:
+        log.error(message, *args, exc_info=exc)

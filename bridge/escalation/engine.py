@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from bridge.core.aio import stop_task, wait_event
 from bridge.core.errors import AlertmanagerError, Conflict, NotFound, Unprocessable
+from bridge.core.logutil import log_failure
 from bridge.core.model import json_integer
 from bridge.core.policies import (
     HELD_ALERT,
@@ -407,8 +408,8 @@ class Escalator:
                     await wait_event(self.wake, delay)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("escalation tick failed; retrying in %gs", self.retry)
+                except Exception as exc:
+                    log_failure(log, exc, "escalation tick failed; retrying in %gs", self.retry)
                     await asyncio.sleep(self.retry)
         finally:
             await stop_task(feed)

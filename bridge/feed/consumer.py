@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from bridge.core.aio import wait_event
+from bridge.core.logutil import log_failure
 from bridge.store import AlertStore, Event
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class FeedConsumer:
                     await asyncio.sleep(self.coalesce)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("feed consumer %s failed; retrying in %gs", self.name, self.retry)
+            except Exception as exc:
+                log_failure(log, exc, "feed consumer %s failed; retrying in %gs", self.name,
+                            self.retry)  # fmt: skip
                 await asyncio.sleep(self.retry)

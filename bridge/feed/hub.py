@@ -22,6 +22,7 @@ from typing import Protocol
 
 from bridge.core.aio import wait_event
 from bridge.core.errors import InvalidInput
+from bridge.core.logutil import log_failure
 from bridge.core.matchers import Matcher
 from bridge.core.times import now_ns
 from bridge.store import AlertStore, FeedEntry
@@ -259,8 +260,9 @@ class EventHub:
                     await asyncio.sleep(rest)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("event hub: reading the feed failed; retrying in %gs", self.retry)
+            except Exception as exc:
+                log_failure(log, exc, "event hub: reading the feed failed; retrying in %gs",
+                            self.retry)  # fmt: skip
                 await asyncio.sleep(self.retry)
 
     async def _read(self, rounds: int = 100) -> None:

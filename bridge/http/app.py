@@ -18,6 +18,7 @@ from bridge.config import Settings
 from bridge.core.aio import stop_task
 from bridge.core.apikeys import KeyRing
 from bridge.core.errors import StoreError
+from bridge.core.logutil import log_failure
 from bridge.core.model import Severity
 from bridge.core.times import format_time, now_ns
 from bridge.escalation.engine import Escalator
@@ -227,8 +228,8 @@ def _every(
                 await app[LEADER].gained.wait()
             try:
                 await step(app)
-            except Exception:
-                log.exception("background task %s failed; retrying in %ss", name, seconds)
+            except Exception as exc:
+                log_failure(log, exc, "background task %s failed; retrying in %ss", name, seconds)
             await asyncio.sleep(seconds)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -358,8 +359,8 @@ async def _watch(watchdog: Watchdog) -> None:
     while True:
         try:
             await watchdog.check()
-        except Exception:
-            log.exception("heartbeat check failed; retrying in %ss", every)
+        except Exception as exc:
+            log_failure(log, exc, "heartbeat check failed; retrying in %ss", every)
         await asyncio.sleep(every)
 
 

@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
+from bridge.core.logutil import log_failure
 from bridge.core.times import NS, now_ns
 from bridge.store.interface import AlertStore
 
@@ -137,9 +138,9 @@ async def lead(leader: Leader, work: Callable[[], AbstractAsyncContextManager[No
                 await leader.lost.wait()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("background work under lease %s failed; again in %gs",
-                          leader.name, retry)  # fmt: skip
+        except Exception as exc:
+            log_failure(log, exc, "background work under lease %s failed; again in %gs",
+                        leader.name, retry)  # fmt: skip
             if ready is not None:
                 ready.set()
             await asyncio.sleep(retry)
