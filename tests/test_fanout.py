@@ -38,16 +38,21 @@ async def until(condition: Any, what: str, seconds: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+async def with_worker(aiohttp_client: MakeClient, tmp_path: Path, **server: Any) -> Client:
+    """A server as `serve` runs it, its stream worker started; `server`: its settings."""
     base = load_settings(None, {}, db=str(tmp_path / "a.db"))
-    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
-                                 api_token=Secret("api-secret"))  # fmt: skip
-    app = create_app(dataclasses.replace(base, server=server), background=False,
+    settings = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
+                                   api_token=Secret("api-secret"), **server)  # fmt: skip
+    app = create_app(dataclasses.replace(base, server=settings), background=False,
                      stream_worker=True)  # fmt: skip
     made = await aiohttp_client(app)
     await until(lambda: made.app[STREAM_WORKER].alive, "the stream worker started")
     return made
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+    return await with_worker(aiohttp_client, tmp_path)
 
 
 async def rest_of(watcher: Watcher) -> bytes:
@@ -307,13 +312,8 @@ async def test_the_workers_streams_count_against_the_connection_cap(
     """With server.max_connections streams held by the worker, another is answered 503
     too_many_streams before any 200 (not a 200 and a stream cut at once, which an EventSource
     would retry every 2 s); once one ends, the worker says so and a new one is taken."""
-    base = load_settings(None, {}, db=str(tmp_path / "a.db"))
-    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
-                                 api_token=Secret("api-secret"), max_connections=2)  # fmt: skip
-    made = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
-                                           background=False, stream_worker=True))  # fmt: skip
+    made = await with_worker(aiohttp_client, tmp_path, max_connections=2)
     worker = worker_of(made)
-    await until(lambda: worker.alive, "the stream worker started")
     first, second = await open_stream(made), await open_stream(made)
     await until(lambda: worker.handed == 2, "the streams handed over")
     assert worker.open_streams == 2
@@ -389,13 +389,8 @@ async def test_streams_served_while_the_worker_restarts_are_capped_and_handed_ba
     """With the worker down the server serves streams itself on at most a quarter of its
     connections (503 too_many_streams past it: the webhook and the API keep the rest); once
     a worker is up again it ends them, and their clients resume with it, missing nothing."""
-    base = load_settings(None, {}, db=str(tmp_path / "a.db"))
-    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
-                                 api_token=Secret("api-secret"), max_connections=8)  # fmt: skip
-    made = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
-                                           background=False, stream_worker=True))  # fmt: skip
+    made = await with_worker(aiohttp_client, tmp_path, max_connections=8)
     worker = worker_of(made)
-    await until(lambda: worker.alive, "the stream worker started")
     assert worker.proc is not None
     worker.proc.kill()
     await until(lambda: not worker.alive, "the server saw the worker go")
