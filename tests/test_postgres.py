@@ -437,3 +437,30 @@ async def test_a_deadlock_is_retried_and_an_sql_error_is_a_store_error(
     with pytest.raises(StoreError, match="not open"):
         await store.ingest([received()], T0)
     assert await store.problem() == "storage is not open"
+
+
+async def test_an_outage_is_logged_in_lines_not_tracebacks(
+    pg_cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg's pool logs each failed reconnect with a traceback: once a store has started,
+    such a record keeps the error's text on its line and loses the traceback."""
+    import logging
+
+    store = replica(pg_cluster, pg_cluster.new_database())
+    await store.start()
+    try:
+        with caplog.at_level(logging.WARNING, "asyncpg.pool"):
+            try:
+                raise ConnectionRefusedError(111, "Connect call failed")
+            except ConnectionRefusedError:
+                logging.getLogger("asyncpg.pool").warning(
+                    "Failed to restore the pool connection floor; retrying", exc_info=True
+                )
+        (record,) = caplog.records
+        assert record.exc_info is None
+        assert record.getMessage() == (
+            "Failed to restore the pool connection floor; retrying: ConnectionRefusedError:"
+            " [Errno 111] Connect call failed"
+        )
+    finally:
+        await store.close()

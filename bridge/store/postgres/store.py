@@ -50,6 +50,24 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs each failed reconnect of an outage with a traceback (a connection
+    refused is not a bug): the exception's text is kept, on the same line, and the
+    traceback dropped. The log's RepeatFilter folds the repeats."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ONE_LINE = _OneLine()
 #: The channel of wake-ups between replicas (store.wake_others / on_wake).
 WAKE_CHANNEL = "alertbridge_wake"
 T = TypeVar("T")
@@ -128,6 +146,7 @@ class PostgresStore:
     async def _connect(self) -> None:
         """The pool (a read-only store checks the schema's version; nothing is migrated)."""
         try:
+            logging.getLogger("asyncpg.pool").addFilter(_ONE_LINE)  # (once: it is the same)
             self.pool = await asyncpg.create_pool(
                 self.url, password=self._password(), min_size=1, max_size=self.pool_size,
                 command_timeout=self.query_timeout, server_settings={
