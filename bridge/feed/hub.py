@@ -144,8 +144,9 @@ class Peer(Protocol):
     """A watcher's connection, as the hub uses it (bridge.http.stream implements it)."""
 
     def send(self, data: bytes) -> bool:
-        """Write now, without waiting; False when the peer's buffer is over its limit (or
-        the connection is gone): the watcher then stops being live."""
+        """Write now, without waiting, if it fits the peer's buffer; False, with nothing
+        written, when it does not (or the connection is gone): the watcher then stops being
+        live and catches up from where it was."""
         ...
 
     async def write(self, data: bytes) -> None:
@@ -293,11 +294,11 @@ class EventHub:
         still: list[Watcher] = []
         for watcher in self._live:
             _, payload = self._from_buffer(watcher.position, watcher.wanted, watcher.gzip)
-            watcher.position = self.position
             if payload and not watcher.peer.send(payload):
-                watcher.live = False
+                watcher.live = False  # nothing written: it catches up from where it was
                 watcher.woken.set()  # behind, or gone: its own task sees to it
                 continue
+            watcher.position = self.position
             still.append(watcher)
         self._live = still
 

@@ -33,8 +33,8 @@ def cut(transport: asyncio.BaseTransport | None) -> None:
 
 class TransportPeer:
     """A stream's connection for the hub, over an asyncio transport: `send` writes a chunk
-    straight to the transport (the hub's loop over live watchers: no task switch, no
-    await); `write` waits for the peer when its buffer is full (catching up)."""
+    straight to the transport when it fits (the hub's loop over live watchers: no task
+    switch, no await); `write` feeds it in slices as the peer reads (catching up)."""
 
     def __init__(self, chunked: bool) -> None:
         self.chunked = chunked  # HTTP/1.1: chunked transfer encoding; 1.0: the bytes as they are
@@ -49,22 +49,45 @@ class TransportPeer:
             return None
         return transport.get_write_buffer_size()
 
-    def framed(self, data: bytes) -> bytes:
-        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+    def _parts(self, data: bytes) -> tuple[bytes, memoryview, bytes]:
+        """The chunk around `data`: its head, the data itself (a view: the payload is the
+        hub's, shared by every watcher at one position, and is not copied per stream), its
+        tail."""
+        if not self.chunked:
+            return b"", memoryview(data), b""
+        return b"%x\r\n" % len(data), memoryview(data), b"\r\n"
 
     def send(self, data: bytes) -> bool:
+        """Write now, if it fits below HIGH_WATER (the hub's loop over live watchers: no
+        await); False, and nothing written, when it does not or the peer is gone: the
+        watcher then catches up by `write`, in slices."""
         transport = self._transport()
         if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
             return False
-        transport.write(self.framed(data))
-        return transport.get_write_buffer_size() <= HIGH_WATER
+        head, body, tail = self._parts(data)
+        if transport.get_write_buffer_size() + len(head) + len(body) + len(tail) > HIGH_WATER:
+            return False
+        for part in (head, body, tail):
+            if part:
+                transport.write(part)
+        return True
 
     async def write(self, data: bytes) -> None:
-        """Write, then wait while the peer has more than HIGH_WATER unread; a peer that
-        reads nothing for DRAIN_TIMEOUT is disconnected (it may resume by Last-Event-ID):
-        what it does not read must not pile up here."""
-        if not self.send(data) and not self.gone():
-            await self.drained()  # (a peer that does not read is cut there)
+        """Write in slices of HIGH_WATER, each once the peer has read what came before
+        (LOW_WATER left): what a stream holds here is at most about HIGH_WATER, however
+        large the payload; a peer that reads nothing for DRAIN_TIMEOUT is cut (it may resume
+        by Last-Event-ID)."""
+        head, body, tail = self._parts(data)
+        slices: list[bytes | memoryview] = [head] if head else []
+        slices += [body[i : i + HIGH_WATER] for i in range(0, len(body), HIGH_WATER)]
+        slices += [tail] if tail else []
+        for piece in slices:
+            if not self.ready() and not await self.drained():
+                return  # gone, or cut there
+            transport = self._transport()
+            if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+                return
+            transport.write(piece)
 
     def ready(self) -> bool:
         buffered = self._buffered()
