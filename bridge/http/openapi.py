@@ -13,7 +13,8 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """The responses of an operation: `ok`, the error codes given, 403 (every route is
-    Host-checked), and with "requestBody" among the codes those of reading a JSON body."""
+    Host-checked), with "requestBody" among the codes those of reading a JSON body, and 429
+    with 401 unless "webhook" is among them (wrong API tokens are rate limited)."""
     out: dict[str, Any] = {
         ok: {"description": "OK", "content": {"application/json": {"schema": schema or {}}}}
     }
@@ -24,9 +25,13 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
                408: "The body did not arrive in time", 409: "Conflict with the alert's state",
                413: "Body or alert too large", 415: "Content-Type is not application/json",
                422: "Unacceptable values",
+               429: "Too many wrong tokens from this address (server.token_failures);"
+                    " Retry-After says when to try again",
                503: "Storage unavailable, the query over its time budget, or (the"
                     " webhook) the bodies in flight over the server's budget; retry"}  # fmt: skip
     body_codes = (408, 413, 415) if "requestBody" in codes else ()
+    if 401 in codes and "webhook" not in codes:  # wrong API tokens, past a rate: 429 (never
+        codes = (*codes, 429)  # the webhook token's: a 4xx makes Alertmanager give up)
     for code in sorted({c for c in codes if isinstance(c, int)} | {403, *body_codes}):
         out[str(code)] = {
             "description": reasons[code],
@@ -160,7 +165,7 @@ _NOTIFICATION = {
 _WEBHOOK = {
     "security": [{"webhook": []}],
     "requestBody": {"required": True, "content": {"application/json": {"schema": _NOTIFICATION}}},
-    "responses": _responses("200", 400, 401, 503, "requestBody"),
+    "responses": _responses("200", 400, 401, 503, "requestBody", "webhook"),
 }
 _WEBHOOK_PUT = {"summary": "The same as POST (Grafana's contact point can be set to PUT)",
                 **_WEBHOOK}  # fmt: skip
@@ -469,7 +474,7 @@ SPEC: dict[str, Any] = {
                 ],
                 "requestBody": {"required": True, "content": {"application/json": {}}},
                 "responses": {
-                    **_responses("200", 400, 401, 404, 503, "requestBody"),
+                    **_responses("200", 400, 401, 404, 503, "requestBody", "webhook"),
                     "502": {
                         "description": "Teams refused the card or could not be reached",
                         "content": {"application/json": {"schema": _ERROR}},
