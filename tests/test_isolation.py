@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.http.keys import STORE
+from bridge.ingest.webhook import InvalidPayload, parse_notification
 from tests.payloads import am_alert, notification
 from tests.stores import sqlite_of
 from tests.test_receiver import BEARER, WEBHOOK, make_app
@@ -89,6 +90,14 @@ async def _held_writer_batch(client: Client, bodies: list[dict[str, Any]]) -> li
     return statuses
 
 
+def _parses(body: dict[str, Any]) -> bool:
+    try:
+        parse_notification(body)
+    except InvalidPayload:
+        return False
+    return True
+
+
 @pytest.fixture
 async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
     return await aiohttp_client(make_app(tmp_path))
@@ -105,6 +114,10 @@ async def test_valid_notifications_survive_invalid_neighbours(
     answered 200 and stored exactly once, every invalid one 4xx, nothing else stored."""
     bodies = [{**notification(am_alert()), "alerts": alerts} for _, alerts in batch]
     bodies = [json.loads(json.dumps(b)) for b in bodies]
+    # An edit meant to spoil an alert may leave it valid (labels without alertname, a start
+    # in range): which notifications are valid is the parser's to say (tests/test_webhook.py);
+    # this test is about their neighbours in one batch.
+    batch = [(_parses(body), alerts) for body, (_, alerts) in zip(bodies, batch, strict=True)]
     statuses = await _held_writer_batch(client, bodies)
     for (valid, _), status in zip(batch, statuses, strict=True):
         assert (status == 200) if valid else (400 <= status < 500), (valid, status)
