@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from bench.hostile import stop
 from bench.ingest import TOKEN, _argv, start
 from tests.support import LOOPBACK, free_port
 
@@ -84,12 +84,7 @@ def one(name: str, body: bytes, tmp: Path) -> tuple[float, int, int]:
                 raise SystemExit(f"{name}: HTTP {status}")
             _, peak = _memory(proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop(proc)
     return took, ready // MIB, peak // MIB
 
 
