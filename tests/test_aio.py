@@ -42,3 +42,25 @@ async def test_stop_task_cancels_again_a_task_that_swallowed_a_cancellation() ->
     await stop_task(task, every=0.05)
     assert task.done()
     assert swallowed == [1, 1]
+
+
+async def test_a_stopping_worker_ignores_stop_signals_before_its_loop_closes() -> None:
+    """ignore_stop_signals: the loop's SIGTERM/SIGINT handlers are off (its self-pipe no longer
+    the signal module's wake-up fd) and the signals ignored, before the loop closes."""
+    import signal
+
+    from bridge.core.aio import ignore_stop_signals
+
+    loop = asyncio.get_running_loop()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)
+        assert signal.set_wakeup_fd(-1) != -1  # (the loop's, put back at once)
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)
+        ignore_stop_signals(loop)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.set_wakeup_fd(-1) == -1  # detached while the loop runs
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -47,3 +48,15 @@ async def stop_process(proc: asyncio.subprocess.Process | None, timeout: float =
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """A worker process that is stopping: SIGTERM and SIGINT from now on are ignored, their
+    handlers taken off the loop while it still runs. Closing the loop with them on closes its
+    self-pipe first and detaches it from the signal module after: a signal between the two
+    (a second SIGTERM, as a process group's kill sends) once left a worker spinning a core
+    for ever inside CPython's report of the failed wake-up write."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)

@@ -20,7 +20,7 @@ import aiohttp
 
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.config import Settings
-from bridge.core.aio import stop_process, stop_task, wait_event
+from bridge.core.aio import ignore_stop_signals, stop_process, stop_task, wait_event
 from bridge.escalation.engine import Escalator
 from bridge.store import AlertStore, open_store
 
@@ -71,6 +71,7 @@ async def run_worker(settings: Settings, db: str, parent: int) -> None:
                     await save_counts(store, engine)
     finally:
         await store.close()
+        ignore_stop_signals(loop)
 
 
 class WorkerProcess:

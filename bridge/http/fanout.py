@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bridge.config import Settings
-from bridge.core.aio import stop_process, stop_task, wait_event
+from bridge.core.aio import ignore_stop_signals, stop_process, stop_task, wait_event
 from bridge.core.apikeys import KeyRing, KeysError
 from bridge.feed.hub import EventHub, WatchFilter
 from bridge.http.peers import TransportPeer, cut
@@ -397,3 +397,4 @@ async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
         await stop_task(hub)
         control.close()
         await store.close()
+        ignore_stop_signals(loop)
