@@ -153,6 +153,9 @@ async def test_a_contact_points_test_is_answered_and_not_stored(client: Client) 
     assert (await answer.json())["test"] is True
     assert await stored(client) == []
     assert await metric(client, "alertbridge_grafana_test_notifications_total") == 1
+    empty = await client.post(WEBHOOK, json={**FIRING_V11, "alerts": []}, headers=BEARER)
+    assert "test" not in await empty.json()  # no alert is no test
+    assert await metric(client, "alertbridge_grafana_test_notifications_total") == 1
 
 
 async def test_extra_fields_of_unexpected_types_are_left_out(client: Client) -> None:

@@ -414,9 +414,13 @@ def _grafana_alert(raw: object, field: str, limits: AlertLimits) -> ReceivedAler
 def is_grafana_test(notification: Notification) -> bool:
     """Grafana's "test" button of a contact point: one made-up alert (alertname TestAlert,
     instance Grafana) that no rule raised and nothing will ever resolve."""
-    return notification.sender == "grafana" and all(
-        a.labels.get("alertname") == "TestAlert" and a.labels.get("instance") == "Grafana"
-        for a in notification.alerts
+    return (
+        notification.sender == "grafana"
+        and bool(notification.alerts)
+        and all(
+            a.labels.get("alertname") == "TestAlert" and a.labels.get("instance") == "Grafana"
+            for a in notification.alerts
+        )
     )
 
 
