@@ -97,6 +97,10 @@ class ServerSettings:
     #: The stream worker's CPU scheduling (bridge.http.fanout): "idle" (SCHED_IDLE: it runs
     #: when ingestion leaves a core free) or "normal" (the server's own).
     stream_priority: str = "idle"
+    #: A stream that does not read what it is sent down to a few KiB within this many seconds
+    #: is cut (reset; its client resumes by Last-Event-ID): a stalled reader holds no memory,
+    #: connection or stream slot for longer (bridge.http.peers).
+    stream_drain_timeout: int = 30
     #: Grafana's webhook HMAC signature (its contact point's "HMAC Signature"): the secret
     #: from ALERTBRIDGE_GRAFANA_HMAC_SECRET (or _FILE), never in this file; its header, and
     #: the timestamp header when one is set there (the signature then covers "ts:body", and

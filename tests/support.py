@@ -78,6 +78,17 @@ def http_text(url: str) -> str:
         return text
 
 
+def scraped(base: str, name: str, **labels: str) -> float:
+    """A sample of a process's /metrics (the bridge's, Alertmanager's): 0 when absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(http_text(f"{base}/metrics")):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
 class Proc:
     """A child process with its log file."""
 

@@ -20,8 +20,8 @@ from tests.support import (
     free_port,
     generate_stack,
     http_json,
-    http_text,
     running,
+    scraped,
     start_alertmanager,
     start_bridge,
     wait_for,
@@ -54,17 +54,6 @@ def inject(am: str, first: int, count: int) -> None:
     assert status == 200
 
 
-def am_metric(am: str, name: str, **labels: str) -> float:
-    """A sample of Alertmanager's own /metrics (0 when absent)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(http_text(f"{am}/metrics")):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
 def count(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         rows: int = conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
@@ -94,7 +83,7 @@ def test_sigkill_during_delivery_loses_and_duplicates_nothing(tmp_path: Path) ->
         with running(start_bridge(tmp_path, bridge_port, env, config, name="bridge-again")):
             wait_for("all stored", lambda: count(db) == WAVE + 100, 60)
         # Alertmanager saw deliveries fail while the bridge was down, and retried them.
-        failed = am_metric(
+        failed = scraped(
             am, "alertmanager_notification_requests_failed_total", integration="webhook"
         )
         assert failed > 0

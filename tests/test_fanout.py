@@ -324,7 +324,8 @@ async def test_the_workers_streams_count_against_the_connection_cap(
     assert body["message"] == ("2 event streams are open (server.max_connections);"
                                " try again later")  # fmt: skip
     first.response.close()
-    await until(lambda: worker.open_streams == 1, "the worker said a stream ended")
+    # at once: the worker's connection_lost, not its next keepalive (15 s on)
+    await until(lambda: worker.open_streams == 1, "the worker said a stream ended", 5)
     third = await open_stream(made)
     await until(lambda: worker.handed == 3, "the new stream handed over")
     await fire(made, 1)
@@ -404,7 +405,8 @@ async def test_streams_served_while_the_worker_restarts_are_capped_and_handed_ba
     await until(lambda: worker.alive, "the stream worker started again")
     for watcher in here:
         assert b"data: " not in await rest_of(watcher)  # ended, to come back to the worker
-    await until(lambda: made.app[HUB].watchers == 0, "the server let them go")
+    # at once (the hub let go of them), not at its next keepalive (15 s on)
+    await until(lambda: made.app[HUB].watchers == 0, "the server let them go", 5)
     back = [await open_stream(made, **{"Last-Event-ID": str(n)}) for n in last]
     await until(lambda: worker.handed == 2, "both handed to the new worker")
     await fire(made, 2)

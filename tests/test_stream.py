@@ -33,13 +33,17 @@ TCP_CLOSE = 7  # tcp_info's state of a connection reset (linux/tcp_states.h)
 TIMEOUT = 10.0  # a bound on every wait for a message, never reached when all is well
 
 
-@pytest.fixture
-async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+async def make_client(aiohttp_client: MakeClient, tmp_path: Path, **server_fields: Any) -> Client:
     base = load_settings(None, {}, db=str(tmp_path / "a.db"))
     server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"),
-                                 api_token=Secret("api-secret"))  # fmt: skip
+                                 api_token=Secret("api-secret"), **server_fields)  # fmt: skip
     return await aiohttp_client(create_app(dataclasses.replace(base, server=server),
                                            background=False))  # fmt: skip
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+    return await make_client(aiohttp_client, tmp_path)
 
 
 async def fire(client: Client, n: int, **labels: str) -> None:
@@ -368,12 +372,12 @@ async def test_an_http_1_0_client_gets_the_stream_unchunked(client: Client) -> N
 
 
 async def test_a_watcher_that_never_reads_is_disconnected_after_the_drain_timeout(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+    aiohttp_client: MakeClient, tmp_path: Path
 ) -> None:
     """Catching up a peer that reads nothing (a resume from far back): its write waits at
-    most DRAIN_TIMEOUT, then it is disconnected (what it does not read must not pile up
-    here, nor its task wait forever)."""
-    monkeypatch.setattr(peers, "DRAIN_TIMEOUT", 0.5)
+    most server.stream_drain_timeout, then it is disconnected (what it does not read must
+    not pile up here, nor its task wait forever)."""
+    client = await make_client(aiohttp_client, tmp_path, stream_drain_timeout=1)
     for n in range(1, 801):  # ~3 MB of history: more than the kernel's buffers take
         await fire(client, n, pad="x" * 4000)
     hub = client.app[HUB]

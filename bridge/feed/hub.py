@@ -319,6 +319,15 @@ class EventHub:
         if ending:
             self._live = [w for w in self._live if w.live]
 
+    def let_go_of_gone(self) -> None:
+        """End the watchers whose peer is gone now (their connections were cut), rather than
+        at the next event or keepalive: their streams no longer count as open."""
+        for watcher in self._watchers:
+            if watcher.peer.gone():
+                watcher.ended, watcher.live = True, False
+                watcher.woken.set()
+        self._live = [w for w in self._live if w.live]
+
     def _wake_all(self) -> None:
         """Every watcher looks again for itself (the floor moved, or the hub closes)."""
         for watcher in self._live:

@@ -36,6 +36,7 @@ from bridge.http.keys import (
     ESCALATOR,
     FEED,
     GUARD,
+    HUB,
     KEYRING,
     LEADER,
     METRICS,
@@ -45,6 +46,7 @@ from bridge.http.keys import (
     SESSIONS,
     SETTINGS,
     STORE,
+    STREAM_WORKER,
     TELEMETRY,
     WATCHDOG,
     WORKER,
@@ -435,6 +437,19 @@ def create_app(
         limits, lambda event: metrics.http_connection_events.labels(event=event).inc()
     )
     metrics.http_connections.set_function(lambda: guard.open)
+    metrics.event_streams.labels(served_by="server").set_function(
+        lambda: app[HUB].watchers if HUB in app else 0
+    )
+    metrics.stream_worker_up.set_function(
+        lambda: int(STREAM_WORKER in app and app[STREAM_WORKER].alive)
+    )
+    metrics.event_streams.labels(served_by="worker").set_function(
+        lambda: (
+            app[STREAM_WORKER].open_streams
+            if STREAM_WORKER in app and app[STREAM_WORKER].alive
+            else 0
+        )
+    )
     app.on_cleanup.append(lambda app: app[GUARD].stop())
     app[NOTIFIER] = notifier or Notifier(Severity.WARNING)
     app.add_routes(routes)

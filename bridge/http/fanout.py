@@ -37,7 +37,7 @@ from bridge.config import Settings
 from bridge.core.aio import ignore_stop_signals, stop_process, stop_task, wait_event
 from bridge.core.apikeys import KeyRing, KeysError
 from bridge.feed.hub import EventHub, WatchFilter
-from bridge.http.peers import TransportPeer, cut
+from bridge.http.peers import DRAIN_TIMEOUT, TransportPeer, cut
 from bridge.store import AlertStore, open_store
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ class StreamWorker:
         #: The connections of the streams the server serves itself (the worker was down):
         #: cut once a worker is up, so that they come back (by Last-Event-ID) to it.
         self.served_here: set[asyncio.BaseTransport] = set()
+        #: Called once they are cut: the server's hub lets go of their watchers at once
+        #: (a live watcher otherwise learns its peer is gone at the next event or keepalive).
+        self.after_hand_back: Callable[[], None] = lambda: None
 
     @classmethod
     def for_settings(cls, settings: Settings, store: AlertStore) -> StreamWorker:
@@ -169,7 +172,9 @@ class StreamWorker:
                      len(self.served_here))  # fmt: skip
         for transport in list(self.served_here):
             cut(transport)
-        self.served_here.clear()
+        if self.served_here:
+            self.served_here.clear()
+            self.after_hand_back()
 
     def handover(self, fd: int, stream: Mapping[str, Any]) -> bool:
         """Give the worker the connection `fd` and what it needs to serve the stream;
@@ -221,7 +226,14 @@ class _Changes:
 
 class _Sink(asyncio.Protocol):
     """A stream's connection in the worker: what the client sends is ignored (an SSE client
-    sends nothing after its request); its closing is seen by the transport."""
+    sends nothing after its request); its loss ends its watcher at once (`lost`), so that it
+    no longer counts as open (else at the next event or keepalive, up to 15 s on)."""
+
+    def __init__(self, lost: Callable[[], None]) -> None:
+        self.lost = lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost()
 
     def data_received(self, data: bytes) -> None:
         pass
@@ -231,8 +243,9 @@ class _Sink(asyncio.Protocol):
 
 
 class RawPeer(TransportPeer):
-    def __init__(self, transport: asyncio.WriteTransport, chunked: bool) -> None:
-        super().__init__(chunked)
+    def __init__(self, transport: asyncio.WriteTransport, chunked: bool,
+                 drain_timeout: float) -> None:  # fmt: skip
+        super().__init__(chunked, drain_timeout)
         self.transport = transport
 
     def _transport(self) -> asyncio.BaseTransport | None:
@@ -241,8 +254,10 @@ class RawPeer(TransportPeer):
 
 class _Worker:
     def __init__(self, store: AlertStore, limit: int, control: socket.socket,
-                 in_force: Callable[[str], bool] | None = None) -> None:  # fmt: skip
+                 in_force: Callable[[str], bool] | None = None,
+                 drain_timeout: float = DRAIN_TIMEOUT) -> None:  # fmt: skip
         self.changes = _Changes(control)
+        self.drain_timeout = drain_timeout
         self.hub = EventHub(store, changes=self.changes.changes, in_force=in_force)
         self.limit = limit
         self.streams: set[asyncio.Task[None]] = set()
@@ -298,11 +313,13 @@ class _Worker:
                      wanted: WatchFilter) -> None:  # fmt: skip
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.connect_accepted_socket(_Sink, sock)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: _Sink(self.hub.let_go_of_gone), sock
+        )
         if not isinstance(transport, asyncio.WriteTransport):  # (a socket's always is)
             transport.close()
             return
-        peer = RawPeer(transport, bool(stream["chunked"]))
+        peer = RawPeer(transport, bool(stream["chunked"]), self.drain_timeout)
         try:
             await self.hub.watch(int(stream["position"]), wanted, bool(stream["gzip"]), peer,
                                  stream.get("key"))  # fmt: skip
@@ -376,7 +393,8 @@ async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
     store = open_store(db, read_only=True, inline_reads=True)
     control = socket.socket(fileno=fd)
     control.setblocking(False)
-    worker = _Worker(store, settings.server.max_connections, control, _in_force(keys))
+    worker = _Worker(store, settings.server.max_connections, control, _in_force(keys),
+                     settings.server.stream_drain_timeout)  # fmt: skip
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)

@@ -10,7 +10,8 @@ import socket
 import struct
 
 #: A live watcher whose peer has more than this unread falls back to catching up on its own;
-#: it goes live again below LOW_WATER, and is dropped when it reads nothing for DRAIN_TIMEOUT.
+#: it goes live again below LOW_WATER, and is cut when it does not read down to LOW_WATER
+#: within its drain timeout (server.stream_drain_timeout; DRAIN_TIMEOUT by default).
 #: What a stream can hold here is so bounded: 1,024 stalled readers, 128 MiB at most (the
 #: kernel's socket buffers are beside it, not in the process).
 HIGH_WATER = 1 << 17
@@ -36,8 +37,9 @@ class TransportPeer:
     straight to the transport when it fits (the hub's loop over live watchers: no task
     switch, no await); `write` feeds it in slices as the peer reads (catching up)."""
 
-    def __init__(self, chunked: bool) -> None:
+    def __init__(self, chunked: bool, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         self.chunked = chunked  # HTTP/1.1: chunked transfer encoding; 1.0: the bytes as they are
+        self.drain_timeout = drain_timeout
 
     def _transport(self) -> asyncio.BaseTransport | None:
         raise NotImplementedError
@@ -75,7 +77,7 @@ class TransportPeer:
     async def write(self, data: bytes) -> None:
         """Write in slices of HIGH_WATER, each once the peer has read what came before
         (LOW_WATER left): what a stream holds here is at most about HIGH_WATER, however
-        large the payload; a peer that reads nothing for DRAIN_TIMEOUT is cut (it may resume
+        large the payload; a peer that reads nothing for its drain timeout is cut (it may resume
         by Last-Event-ID)."""
         head, body, tail = self._parts(data)
         slices: list[bytes | memoryview] = [head] if head else []
@@ -95,10 +97,11 @@ class TransportPeer:
 
     async def drained(self) -> bool:
         """Wait until the peer read enough; False when it is gone, or read nothing for
-        DRAIN_TIMEOUT: then its connection is cut (aborted, its unread data dropped; a close
+        its drain timeout: then its connection is cut (aborted, its unread data dropped; a close
         would wait for the peer to read it, holding the connection and the data for ever)."""
-        for _ in range(int(DRAIN_TIMEOUT / DRAIN_POLL)):  # the peer's reading is not an event
-            if self.gone():  # this process can await
+        # The peer's reading is not an event this process can await: polled.
+        for _ in range(max(1, int(self.drain_timeout / DRAIN_POLL))):
+            if self.gone():
                 return False
             if self.ready():
                 return True

@@ -283,6 +283,19 @@ class BridgeMetrics:
             "Open HTTP connections.",
             registry=registry,
         )
+        self.event_streams = Gauge(
+            "alertbridge_event_streams",
+            "Open event streams (GET /api/v1/events/stream), by who serves them: the stream"
+            " worker, or the server itself (no worker, or while it restarts).",
+            ["served_by"],
+            registry=registry,
+        )
+        self.stream_worker_up = Gauge(
+            "alertbridge_stream_worker_up",
+            "1 while the stream worker runs and takes streams, else 0 (`serve` only; the"
+            " server serves streams itself meanwhile, on a quarter of its connections).",
+            registry=registry,
+        )
         self.http_connection_events = Counter(
             "alertbridge_http_connection_events",
             "Connections refused at the cap, idle ones closed to make room (evicted), and"

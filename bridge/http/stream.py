@@ -49,7 +49,9 @@ class SsePeer(TransportPeer):
     headers went through aiohttp; its last chunk, at the end, does too)."""
 
     def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
-        super().__init__(request.version >= HttpVersion11)  # (enable_chunked_encoding: framed)
+        # (enable_chunked_encoding: framed)
+        super().__init__(request.version >= HttpVersion11,
+                         request.app[SETTINGS].server.stream_drain_timeout)  # fmt: skip
         self.request = request
         self.response = response
 
@@ -147,6 +149,7 @@ async def stream_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """`serve`: the stream worker beside the server (bridge.http.fanout), stopped before the
     store closes (its streams end then)."""
     worker = app[STREAM_WORKER] = StreamWorker.for_settings(app[SETTINGS], app[STORE])
+    worker.after_hand_back = app[HUB].let_go_of_gone
     task = asyncio.create_task(worker.run(), name="alertbridge-stream-worker")
     yield
     await worker.stop()
