@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import socket
 import zlib
@@ -410,3 +411,34 @@ async def test_a_watcher_that_never_reads_is_disconnected_after_the_drain_timeou
             raise AssertionError("the stalled connection was not cut")
     finally:
         sock.close()
+
+
+async def test_stream_opens_take_one_turn_of_the_loop_each() -> None:
+    """A crowd of stream opens is let through one per turn of the event loop, so that what
+    else is ready (the webhook's next request) runs between two of them, not after all."""
+    from bridge.http.stream import Turns
+
+    turns = Turns()
+    order: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def tick(left: int) -> None:  # marks each turn of the loop
+        order.append("turn")
+        if left:
+            loop.call_soon(tick, left - 1)
+
+    async def opener(n: int) -> None:
+        await turns.turn()
+        order.append(f"open {n}")
+
+    openers = [asyncio.create_task(opener(n)) for n in range(3)]
+    loop.call_soon(tick, 12)
+    await asyncio.gather(*openers)
+    opened = [i for i, what in enumerate(order) if what.startswith("open")]
+    assert [order[i] for i in opened] == ["open 0", "open 1", "open 2"]
+    for before, after in itertools.pairwise(opened):
+        assert "turn" in order[before:after], order  # a turn of the loop between two opens
+    cancelled = asyncio.create_task(turns.turn())
+    await asyncio.sleep(0)
+    cancelled.cancel()  # a client gone while it waited: the next one is let through
+    await asyncio.wait_for(turns.turn(), TIMEOUT)

@@ -1,0 +1,276 @@
+"""Benchmark: Alertmanager's webhook while the stream worker restarts under 1,024 streams
+that reconnect, against this tree's `serve` and the baseline commit's (a git worktree of REF,
+default the commit before issue 30), in one run.
+
+    .venv/bin/python -m bench.restart [--streams 1024] [--seconds 10] [--rate 50]
+                                      [--baseline REF] [--skip-baseline]
+
+A prober posts one-alert notifications at --rate a second (open loop, as Alertmanager
+does: a request is sent on time whether or not the one before was answered) and times each.
+A second process holds --streams event streams that reconnect as an EventSource does (after
+the server's `retry`, 2 s, or 0.25-2 s after a refusal; with Last-Event-ID), counting the
+events each receives (an id at or below one it had is a duplicate). Three phases of
+--seconds each: idle (no stream), the streams open, and the stream worker SIGKILLed at the
+phase's start (it restarts after 2 s; meanwhile the server serves what it may and refuses
+the rest). The stream clients run at SCHED_IDLE (in production they are on other machines;
+--clients-compete: at normal priority, sharing the two cores). Printed per phase: the
+webhook's p50/p99/max and what was not 200; how many streams were open at its end; how long
+until every stream was open again after the kill.
+Target (issue 30): p99 during the restart at most 2x the idle p99, no webhook refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import resource
+import signal
+import tempfile
+import threading
+import time
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from bench.hostile import API, launch, stop, worktree
+from bench.ingest import TOKEN, pct
+from tests.support import LOOPBACK
+
+DEFAULT_BASELINE = "035b361"  # main before issues 29 and 30
+
+
+# --- the streams (a process of their own: their reading must not delay the prober) ----------
+
+
+class Counts:
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.open: Synchronized[int] = ctx.Value("i", 0)
+        self.refused: Synchronized[int] = ctx.Value("i", 0)
+        self.events: Synchronized[int] = ctx.Value("q", 0)
+        self.duplicates: Synchronized[int] = ctx.Value("q", 0)
+
+
+async def _stream(session: aiohttp.ClientSession, url: str, counts: Counts,
+                  stop_at: float) -> None:  # fmt: skip
+    last: int | None = None
+    while time.monotonic() < stop_at:
+        headers = {"Authorization": f"Bearer {API}"}
+        if last is not None:
+            headers["Last-Event-ID"] = str(last)
+        # after an end: 0.25-2 s, as `alertbridge watch --url` waits (an EventSource: 2 s)
+        delay = random.uniform(0.25, 2.0)
+        try:
+            async with session.get(url, headers=headers) as response:
+                if response.status != 200:
+                    with counts.refused.get_lock():
+                        counts.refused.value += 1
+                else:
+                    with counts.open.get_lock():
+                        counts.open.value += 1
+                    try:
+                        async for line in response.content:
+                            if line.startswith(b"id: "):
+                                n = int(line[4:])
+                                if last is not None and n <= last:
+                                    with counts.duplicates.get_lock():
+                                        counts.duplicates.value += 1
+                                last = n
+                                with counts.events.get_lock():
+                                    counts.events.value += 1
+                    finally:
+                        with counts.open.get_lock():
+                            counts.open.value -= 1
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass
+        await asyncio.sleep(delay)
+
+
+def _streams(port: int, count: int, counts: Counts, seconds: float, done: EventType,
+             idle: bool) -> None:  # fmt: skip
+    if idle:  # clients are elsewhere in production: here they take what the server leaves
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+    async def run() -> None:
+        url = f"http://{LOOPBACK}:{port}/api/v1/events/stream"
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            stop_at = time.monotonic() + seconds
+            tasks = [asyncio.create_task(_stream(session, url, counts, stop_at))
+                     for _ in range(count)]  # fmt: skip
+            while not done.is_set() and time.monotonic() < stop_at:  # bounded: seconds
+                await asyncio.sleep(0.2)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
+
+
+# --- the prober ------------------------------------------------------------------------------
+
+
+async def _probe(
+    port: int, rate: float, seconds: float, tag: str
+) -> tuple[list[float], dict[int, int]]:
+    """One-alert notifications at `rate` a second for `seconds`, each sent on time; their
+    latencies (s) and the count of each status other than 200 (0: no answer)."""
+    url = f"http://{LOOPBACK}:{port}/api/v1/alertmanager"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    other: dict[int, int] = {}
+    timeout = aiohttp.ClientTimeout(total=30)
+
+    async def one(session: aiohttp.ClientSession, n: int) -> None:
+        body = json.dumps({"version": "4", "status": "firing", "receiver": "bench",
+                           "groupKey": "{}", "truncatedAlerts": 0, "alerts": [
+                               {"status": "firing", "labels": {"alertname": "probe",
+                                                               "n": f"{tag}-{n}"},
+                                "annotations": {}, "startsAt": "2026-12-07T00:00:00Z",
+                                "endsAt": "0001-01-01T00:00:00Z",
+                                "fingerprint": f"{abs(hash((tag, n))):016x}"[:16]}]})  # fmt: skip
+        started = time.monotonic()
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            status = 0
+        if status == 200:
+            latencies.append(time.monotonic() - started)
+        else:
+            other[status] = other.get(status, 0) + 1
+
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        begun = time.monotonic()
+        sent: list[asyncio.Task[None]] = []
+        for n in range(int(rate * seconds)):  # bounded: rate x seconds
+            await asyncio.sleep(max(0.0, begun + n / rate - time.monotonic()))
+            sent.append(asyncio.create_task(one(session, n)))
+        await asyncio.gather(*sent)
+    return latencies, other
+
+
+def _report(phase: str, latencies: list[float], other: dict[int, int], extra: str) -> float:
+    p99 = pct(latencies, 0.99) if latencies else float("nan")
+    p50 = pct(latencies, 0.50) if latencies else float("nan")
+    worst = max(latencies) * 1000 if latencies else float("nan")
+    refused = ", ".join(f"{n} x {s or 'no answer'}" for s, n in sorted(other.items())) or "none"
+    print(f"  {phase:16} webhook p50 {p50:6.1f} ms  p99 {p99:7.1f} ms  max {worst:7.1f} ms"
+          f"  not 200: {refused}  {extra}")  # fmt: skip
+    return p99
+
+
+def _worker(pid: int) -> psutil.Process | None:
+    for child in psutil.Process(pid).children(recursive=True):
+        if "stream-worker" in " ".join(child.cmdline()):
+            return child
+    return None
+
+
+def _wait(what: str, condition: Any, seconds: float) -> float | None:
+    """Seconds until condition() held (polled, bounded), or None."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def case(name: str, tree: Path | None, args: argparse.Namespace, tmp: Path) -> None:
+    print(f"{name}:")
+    port, proc = launch(name, tree, tmp / f"{name.split()[0]}.db")
+    counts = Counts()
+    done = multiprocessing.get_context("fork").Event()
+    total = 3 * args.seconds + 120
+    streams = multiprocessing.get_context("fork").Process(
+        target=_streams, daemon=True,
+        args=(port, args.streams, counts, total, done, not args.clients_compete),
+    )  # fmt: skip
+    try:
+        if _wait("the worker", lambda: _worker(proc.pid) is not None, 30) is None:
+            raise SystemExit("no stream worker")
+        time.sleep(1)  # it said it is ready (the baseline has no gauge to say so)
+        idle = _report("idle", *asyncio.run(_probe(port, args.rate, args.seconds, "idle")), "")
+        streams.start()
+        opened = _wait("the streams", lambda: counts.open.value >= args.streams, 60)
+        if opened is None:
+            print(f"  only {counts.open.value} of {args.streams} streams opened in 60 s")
+        events = counts.events.value
+        steady = _report("streams open",
+                         *asyncio.run(_probe(port, args.rate, args.seconds, "open")),
+                         f"{counts.open.value} streams open, events delivered"
+                         f" {counts.events.value - events:,}")  # fmt: skip
+        worker = _worker(proc.pid)
+        assert worker is not None
+        refused = counts.refused.value
+        killed = time.monotonic()
+        worker.send_signal(signal.SIGKILL)
+        back: list[float] = []
+
+        def recovery() -> None:  # beside the prober: when every stream is open again
+            if _wait("streams ended", lambda: counts.open.value < args.streams, 5) is None:
+                return
+            if _wait("all back", lambda: counts.open.value >= args.streams, 60) is not None:
+                back.append(time.monotonic() - killed)
+
+        watcher = threading.Thread(target=recovery)
+        watcher.start()
+        during = asyncio.run(_probe(port, args.rate, args.seconds, "restart"))
+        watcher.join(70)
+        again = f"{back[0]:.1f} s" if back else "not within 60 s"
+        p99 = _report("worker restart", *during,
+                      f"{counts.open.value} open at the end (all again after {again}), stream"
+                      f" attempts refused {counts.refused.value - refused},"
+                      f" duplicates {counts.duplicates.value}")  # fmt: skip
+        print(
+            f"  p99 during the restart: {p99 / idle:.1f}x idle (target at most 2x),"
+            f" {p99 / steady:.1f}x with the streams open and no restart"
+        )
+    finally:
+        done.set()
+        streams.join(30) if streams.pid is not None else None
+        if streams.is_alive():
+            streams.kill()
+        stop(proc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--streams", type=int, default=1024)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--clients-compete",
+        action="store_true",
+        help="run the stream clients at normal priority (default: SCHED_IDLE,"
+        " as if on other machines: the two cores are the server's)",
+    )
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"webhook at {args.rate:g} one-alert notifications/s; {args.streams} reconnecting"
+          f" streams; phases of {args.seconds:g} s")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-restart-") as work:
+        tmp = Path(work)
+        case("this tree", None, args, tmp)
+        if not args.skip_baseline:
+            with worktree(args.baseline, tmp) as base:
+                case(f"baseline {args.baseline}", base, args, tmp)
+
+
+if __name__ == "__main__":
+    main()
