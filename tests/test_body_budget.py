@@ -59,3 +59,36 @@ async def test_one_body_larger_than_the_budget_still_passes_alone(
     )
     assert answer.status == 200, await answer.text()
     assert len(await stored(client)) == 300
+
+
+async def test_bodies_read_before_their_signature_is_checked_hold_a_share_of_their_own(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """With Grafana's HMAC set, a body carrying the signature header is read before it can be
+    checked: such bodies are held against a quarter of the budget (at least one body), so
+    that senders who only claim a signature never hold what Alertmanager's webhook needs."""
+    from bridge.config import Secret
+
+    mib = 1024 * 1024
+    client = await aiohttp_client(make_app(
+        tmp_path, max_body_bytes=mib, max_bodies_in_flight_bytes=2 * mib,
+        grafana_hmac_secret=Secret("grafana-secret"),
+    ))  # fmt: skip
+    stalled = []
+    for _ in range(3):  # each claims a full body, sends a byte of it, and stops
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(f"POST {WEBHOOK} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"X-Grafana-Alerting-Signature: 00\r\nContent-Length: {mib}\r\n"
+                     "Content-Type: application/json\r\n\r\n{".encode())  # fmt: skip
+        await writer.drain()
+        stalled.append((reader, writer))
+    statuses = []
+    for reader, _ in stalled[1:]:  # the share holds one: the others are refused at once
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        statuses.append(int(head.split()[1]))
+    assert statuses == [503, 503]
+    answer = await client.post(WEBHOOK, data=group(100),
+                               headers={**BEARER, "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status == 200, await answer.text()
+    for _, writer in stalled:
+        writer.close()

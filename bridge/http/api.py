@@ -24,6 +24,7 @@ from bridge.http.keys import ESCALATOR, METRICS, SETTINGS, STORE
 from bridge.http.openapi import SPEC
 from bridge.http.util import (
     BODIES,
+    SIGNED_BODIES,
     Handler,
     decode_json,
     json_response,
@@ -100,11 +101,16 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         server = app[SETTINGS].server
-        if not (server.grafana_hmac_secret and server.grafana_signature_header in request.headers):
-            check_webhook_auth(request, server.webhook_token)  # a signed body: checked read
+        budget = app[BODIES]
+        if server.grafana_hmac_secret and server.grafana_signature_header in request.headers:
+            # A signed body is checked once read: until then its sender is anyone, so such
+            # bodies hold a share of their own and never what Alertmanager's webhook needs.
+            budget = app[SIGNED_BODIES]
+        else:
+            check_webhook_auth(request, server.webhook_token)
         # The body's bytes are held against the budget until its alerts are stored: what a
         # notification costs in memory lasts as long as its handling.
-        async with app[BODIES].held(request):
+        async with budget.held(request):
             notification, alerts, result = await _store_notification(request)
     except BridgeError as exc:
         metrics.webhook_requests.labels(code=str(status_of(exc))).inc()

@@ -59,6 +59,7 @@ from bridge.http.util import (
     ALLOWED_HOSTS,
     BODIES,
     BODY_TIMEOUT,
+    SIGNED_BODIES,
     BodyBudget,
     Handler,
     allowed_hosts,
@@ -426,6 +427,11 @@ def create_app(
     app[BODY_TIMEOUT] = float(server.body_timeout)
     app[BODIES] = BodyBudget(
         server.max_bodies_in_flight_bytes, server.max_body_bytes, metrics.webhook_busy.inc
+    )
+    app[SIGNED_BODIES] = BodyBudget(
+        max(server.max_body_bytes, server.max_bodies_in_flight_bytes // 4),
+        server.max_body_bytes,
+        metrics.webhook_busy.inc,
     )
     app[ALLOWED_HOSTS] = allowed_hosts(
         server.allowed_hosts,
