@@ -126,9 +126,12 @@ def test_acks_of_nothing_firing_are_said_so(tmp_path: Path) -> None:
     assert (1800, "ack", "critical_cpu: alert 1 is not acknowledged") in lines
 
 
-def test_the_readme_escalation_example_loads() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Escalation of what nobody acknowledges", 1)[1]
+ESCALATION_PAGE = Path(__file__).resolve().parent.parent / "docs" / "concepts" / "escalation.md"
+
+
+def test_the_documented_escalation_example_loads() -> None:
+    page = ESCALATION_PAGE.read_text()
+    section = page.split("# Escalation of what nobody acknowledges", 1)[1]
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     path = Path(__file__).resolve().parent / "_readme_escalation.yml"
     try:
@@ -140,10 +143,10 @@ def test_the_readme_escalation_example_loads() -> None:
     assert settings.escalation.rule_policies == {"critical_cpu": "standard"}
 
 
-def test_the_readme_scenario_loads_with_its_unquoted_start() -> None:
+def test_the_documented_scenario_loads_with_its_unquoted_start() -> None:
     """YAML reads `start: 2026-12-07T09:00:00Z` as a datetime, not a text."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("**Simulation.**", 1)[1]
+    page = ESCALATION_PAGE.read_text()
+    section = page.split("**Simulation.**", 1)[1]
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     path = Path(__file__).resolve().parent / "_readme_scenario.yml"
     try:

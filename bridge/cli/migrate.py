@@ -22,7 +22,8 @@ PAGE = 5000
 
 
 def _location(value: str, option: str) -> str:
-    """sqlite:PATH (or a path), or a postgresql:// URL (no password: see the README)."""
+    """sqlite:PATH (or a path), or a postgresql:// URL (no password in it: see
+    docs/operating/postgresql.md)."""
     if is_url(value):
         if (
             "@" in value.split("//", 1)[1].split("/", 1)[0]

@@ -48,7 +48,7 @@ class AlertLimits:
 
     Loki and Mimir cap label names at 1024 and values at 2048 by default, with 30 labels;
     these are looser so that no alert Prometheus sends in practice is clipped, yet tight
-    enough that a page of listed alerts stays small (README, "Limits").
+    enough that a page of listed alerts stays small (docs/operating/security.md).
     """
 
     max_labels: int = 64

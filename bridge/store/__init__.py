@@ -1,6 +1,7 @@
 """Alert storage: the interface everything else uses (`AlertStore`, `interface.py`), its
-records (`records.py`), the listing query (`query.py`), and its SQLite implementation
-(`sqlite/`). `open_store` opens the store a configuration names."""
+records (`records.py`), the listing query (`query.py`), and its two implementations, SQLite
+(`sqlite/`, the default) and PostgreSQL (`postgres/`, for several replicas). `open_store`
+opens the store a configuration names."""
 
 from __future__ import annotations
 

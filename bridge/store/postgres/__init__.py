@@ -1,2 +1,2 @@
-"""The PostgreSQL implementation of the store interface (`store.url: postgresql://...`), for
+"""The PostgreSQL implementation of the store interface (`server.db: postgresql://...`), for
 several bridge replicas behind Alertmanager HA sharing one database."""
