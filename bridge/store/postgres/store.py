@@ -23,6 +23,8 @@ from bridge.core.aio import stop_task, wait_event
 from bridge.core.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.core.times import NS
 from bridge.ingest.webhook import ReceivedAlert
+from bridge.store import actions
+from bridge.store.actions import Change
 from bridge.store.postgres import escalations, schema
 from bridge.store.postgres.ingest import PgIngestJob, apply
 from bridge.store.records import (
@@ -550,22 +552,9 @@ class PostgresStore:
 
         async def job(conn: Conn) -> StoredAlert:
             alert = await _get(conn, alert_id, lock=True)
-            if alert.status == "resolved":
-                raise Conflict(f"alert {alert_id} is resolved: only firing alerts can be"
-                               " acknowledged")  # fmt: skip
-            if alert.acknowledged:
-                raise Conflict(f"alert {alert_id} is already acknowledged by {alert.acked_by}")
-            silence = alert.silence_state
-            if alert.source == "alertmanager":
-                managed = await conn.fetchval("SELECT value FROM meta WHERE key = 'alertmanagers'")
-                silence = "pending" if managed != "[]" else "none"
-            await conn.execute(
-                "UPDATE alerts SET acked_at = $1, acked_by = $2, ack_comment = $3,"
-                " updated_at = $1, silence_state = $4 WHERE id = $5",
-                at, who, note, silence, alert_id,
-            )  # fmt: skip
-            await _event(conn, alert_id, at, "acknowledged", who, note)
-            return await _get(conn, alert_id)
+            managed = await conn.fetchval("SELECT value FROM meta WHERE key = 'alertmanagers'")
+            change = actions.acknowledge(alert, who, note, at, silences_managed=managed != "[]")
+            return await _apply(conn, alert_id, change)
 
         return await self._write(job)
 
@@ -576,17 +565,7 @@ class PostgresStore:
 
         async def job(conn: Conn) -> StoredAlert:
             alert = await _get(conn, alert_id, lock=True)
-            if not alert.acknowledged:
-                raise Conflict(f"alert {alert_id} is not acknowledged")
-            silence = {"active": "expiring", "pending": None}.get(
-                alert.silence_state or "", alert.silence_state
-            )
-            await conn.execute(
-                "UPDATE alerts SET acked_at = NULL, acked_by = NULL, ack_comment = NULL,"
-                " updated_at = $1, silence_state = $2 WHERE id = $3", at, silence, alert_id,
-            )  # fmt: skip
-            await _event(conn, alert_id, at, "unacknowledged", who, note)
-            return await _get(conn, alert_id)
+            return await _apply(conn, alert_id, actions.unacknowledge(alert, who, note, at))
 
         return await self._write(job)
 
@@ -607,50 +586,38 @@ class PostgresStore:
 
         async def job(conn: Conn) -> StoredAlert:
             alert = await _get(conn, alert_id, lock=True)
-            if alert.assignee == to:
-                return alert
-            await conn.execute("UPDATE alerts SET assignee = $1, updated_at = $2 WHERE id = $3",
-                               to, at, alert_id)  # fmt: skip
-            if to:
-                await _person(conn, to)
-            await _event(conn, alert_id, at, "assigned", who, to or "")
-            return await _get(conn, alert_id)
-
-        return await self._write(job)
-
-    async def _resolve(self, alert_id: int, at: int, resolution: str, actor: str, detail: str,
-                       conflict: bool) -> StoredAlert | None:  # fmt: skip
-        async def job(conn: Conn) -> StoredAlert | None:
-            alert = await _get(conn, alert_id, lock=True)
-            if alert.status != "firing":
-                if conflict:
-                    raise Conflict(f"alert {alert_id} is already resolved")
-                return None
-            await conn.execute(
-                "UPDATE alerts SET status = 'resolved', ends_at = $1, resolution = $2,"
-                " updated_at = $1 WHERE id = $3", at, resolution, alert_id,
-            )  # fmt: skip
-            await _event(conn, alert_id, at, "resolved", actor, detail)
-            return await _get(conn, alert_id)
+            return await _apply(conn, alert_id, actions.assign(alert, who, to, at))
 
         return await self._write(job)
 
     async def resolve(self, alert_id: int, by: object, comment: object, at: int) -> StoredAlert:
         who = _text(by, "by", required=True)
         note = _text(comment, "comment", required=False)
-        done = await self._resolve(alert_id, at, "manual", who, note or "resolved by hand", True)
-        if done is None:  # (never: a resolved alert is a Conflict)
-            raise Conflict(f"alert {alert_id} is already resolved")
-        return done
+
+        async def job(conn: Conn) -> StoredAlert:
+            alert = await _get(conn, alert_id, lock=True)
+            change = actions.resolve(alert, who, note or "resolved by hand", at)
+            return await _apply(conn, alert_id, change)
+
+        return await self._write(job)
 
     # --- the system's own changes -----------------------------------------------------------
 
+    async def _resolve_system(self, alert_id: int, at: int, resolution: str, actor: str,
+                              detail: str) -> StoredAlert | None:  # fmt: skip
+        async def job(conn: Conn) -> StoredAlert | None:
+            alert = await _get(conn, alert_id, lock=True)
+            change = actions.resolve_system(alert, at, resolution, actor, detail)
+            return None if change is None else await _apply(conn, alert_id, change)
+
+        return await self._write(job)
+
     async def resolve_inferred(self, alert_id: int, at: int, how: str) -> StoredAlert | None:
-        return await self._resolve(alert_id, at, "inferred", "reconciler", how, False)
+        return await self._resolve_system(alert_id, at, "inferred", "reconciler", how)
 
     async def restart_resolve(self, alert_id: int, at: int) -> StoredAlert | None:
-        return await self._resolve(alert_id, at, "restart", "evaluator",
-                                   "condition no longer held at restart", False)  # fmt: skip
+        return await self._resolve_system(alert_id, at, "restart", "evaluator",
+                                          "condition no longer held at restart")  # fmt: skip
 
     async def continued(self, alert_id: int, at: int) -> None:
         async def job(conn: Conn) -> None:
@@ -937,6 +904,21 @@ async def _get(conn: Conn, alert_id: int, lock: bool = False) -> StoredAlert:
     if row is None:
         raise NotFound(f"no alert with id {alert_id}")
     return row_to_alert(row)
+
+
+async def _apply(conn: Conn, alert_id: int, change: Change | None) -> StoredAlert:
+    """Write what an action decided (bridge.store.actions) and add its event; the alert as it
+    is then (as it was when the action changes nothing)."""
+    if change is not None:
+        sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(change.columns, 1))
+        await conn.execute(  # the names: actions.COLUMNS
+            f"UPDATE alerts SET {sets} WHERE id = ${len(change.columns) + 1}",  # noqa: S608
+            *change.columns.values(), alert_id,
+        )  # fmt: skip
+        if change.person:
+            await _person(conn, change.person)
+        await _event(conn, alert_id, change.at, *change.event)
+    return await _get(conn, alert_id)
 
 
 async def _person(conn: Conn, name: str) -> None:

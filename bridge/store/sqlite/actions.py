@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 
-from bridge.core.errors import Conflict, Unprocessable
+from bridge.core.errors import Unprocessable
 from bridge.core.times import NS
+from bridge.store import actions
+from bridge.store.actions import Change
 from bridge.store.records import SYSTEM_ACTORS, AmView, Event, SilenceChange, StoredAlert
 from bridge.store.rows import SAME_ROW, TABLES, text_field
 from bridge.store.sqlite.database import Job
@@ -36,6 +38,19 @@ def add_person(conn: sqlite3.Connection, name: str) -> None:
 _text = text_field
 
 
+def apply(conn: sqlite3.Connection, alert_id: int, change: Change | None) -> StoredAlert:
+    """Write what an action decided (bridge.store.actions) and add its event; the alert as it
+    is then (as it was when the action changes nothing)."""
+    if change is not None:
+        sets = ", ".join(f"{column} = ?" for column in change.columns)  # names: actions.COLUMNS
+        conn.execute(f"UPDATE alerts SET {sets} WHERE id = ?",  # noqa: S608
+                     (*change.columns.values(), alert_id))  # fmt: skip
+        if change.person:
+            add_person(conn, change.person)
+        add_event(conn, alert_id, change.at, *change.event)
+    return get_alert(conn, alert_id)
+
+
 def acknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job[StoredAlert]:
     """Job: acknowledge a firing, unacknowledged alert."""
     by = _text(actor, "by", required=True)
@@ -43,22 +58,9 @@ def acknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job[S
 
     def job(conn: sqlite3.Connection) -> StoredAlert:
         alert = get_alert(conn, alert_id)
-        if alert.status == "resolved":
-            raise Conflict(f"alert {alert_id} is resolved: only firing alerts can be acknowledged")
-        if alert.acknowledged:
-            raise Conflict(f"alert {alert_id} is already acknowledged by {alert.acked_by}")
-        # An Alertmanager alert gets a silence; the reconciler creates it (see alertmanager.py),
-        # unless the server runs with no Alertmanager to create it in.
-        silence = alert.silence_state
-        if alert.source == "alertmanager":
-            silence = "pending" if silences_managed(conn) else "none"
-        conn.execute(
-            "UPDATE alerts SET acked_at = ?, acked_by = ?, ack_comment = ?, updated_at = ?,"
-            " silence_state = ? WHERE id = ?",
-            (at, by, note, at, silence, alert_id),
-        )
-        add_event(conn, alert_id, at, "acknowledged", by, note)
-        return get_alert(conn, alert_id)
+        managed = silences_managed(conn)
+        return apply(conn, alert_id, actions.acknowledge(alert, by, note, at,
+                                                         silences_managed=managed))  # fmt: skip
 
     return job
 
@@ -70,18 +72,7 @@ def unacknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job
 
     def job(conn: sqlite3.Connection) -> StoredAlert:
         alert = get_alert(conn, alert_id)
-        if not alert.acknowledged:
-            raise Conflict(f"alert {alert_id} is not acknowledged")
-        silence = {"active": "expiring", "pending": None}.get(
-            alert.silence_state or "", alert.silence_state
-        )
-        conn.execute(
-            "UPDATE alerts SET acked_at = NULL, acked_by = NULL, ack_comment = NULL,"
-            " updated_at = ?, silence_state = ? WHERE id = ?",
-            (at, silence, alert_id),
-        )
-        add_event(conn, alert_id, at, "unacknowledged", by, note)
-        return get_alert(conn, alert_id)
+        return apply(conn, alert_id, actions.unacknowledge(alert, by, note, at))
 
     return job
 
@@ -110,15 +101,7 @@ def assign(alert_id: int, actor: object, assignee: object, at: int) -> Job[Store
 
     def job(conn: sqlite3.Connection) -> StoredAlert:
         alert = get_alert(conn, alert_id)
-        if alert.assignee == who:
-            return alert
-        conn.execute(
-            "UPDATE alerts SET assignee = ?, updated_at = ? WHERE id = ?", (who, at, alert_id)
-        )
-        if who:
-            add_person(conn, who)
-        add_event(conn, alert_id, at, "assigned", by, who or "")
-        return get_alert(conn, alert_id)
+        return apply(conn, alert_id, actions.assign(alert, by, who, at))
 
     return job
 
@@ -140,29 +123,20 @@ def set_silence(alert_id: int, at: int, change: SilenceChange) -> Job[StoredAler
     return job
 
 
-def _resolve(
-    conn: sqlite3.Connection, alert_id: int, at: int, resolution: str, actor: str, detail: str
-) -> StoredAlert:
-    conn.execute(
-        "UPDATE alerts SET status = 'resolved', ends_at = ?, resolution = ?, updated_at = ?"
-        " WHERE id = ?",
-        (at, resolution, at, alert_id),
-    )
-    add_event(conn, alert_id, at, "resolved", actor, detail)
-    return get_alert(conn, alert_id)
+def _resolve_system(alert_id: int, at: int, resolution: str, actor: str,
+                    detail: str) -> Job[StoredAlert | None]:  # fmt: skip
+    def job(conn: sqlite3.Connection) -> StoredAlert | None:
+        alert = get_alert(conn, alert_id)
+        change = actions.resolve_system(alert, at, resolution, actor, detail)
+        return None if change is None else apply(conn, alert_id, change)
+
+    return job
 
 
 def resolve_inferred(alert_id: int, at: int, how: str) -> Job[StoredAlert | None]:
     """Job: mark a firing episode resolved because Alertmanager, which mutes it, no longer has
     it (provisional: a later firing delivery of the episode reopens it)."""
-
-    def job(conn: sqlite3.Connection) -> StoredAlert | None:
-        alert = get_alert(conn, alert_id)
-        if alert.status != "firing":
-            return None
-        return _resolve(conn, alert_id, at, "inferred", "reconciler", how)
-
-    return job
+    return _resolve_system(alert_id, at, "inferred", "reconciler", how)
 
 
 def resolve(alert_id: int, actor: object, comment: object, at: int) -> Job[StoredAlert]:
@@ -174,9 +148,7 @@ def resolve(alert_id: int, actor: object, comment: object, at: int) -> Job[Store
 
     def job(conn: sqlite3.Connection) -> StoredAlert:
         alert = get_alert(conn, alert_id)
-        if alert.status == "resolved":
-            raise Conflict(f"alert {alert_id} is already resolved")
-        return _resolve(conn, alert_id, at, "manual", by, note or "resolved by hand")
+        return apply(conn, alert_id, actions.resolve(alert, by, note or "resolved by hand", at))
 
     return job
 
@@ -184,15 +156,8 @@ def resolve(alert_id: int, actor: object, comment: object, at: int) -> Job[Store
 def restart_resolve(alert_id: int, at: int) -> Job[StoredAlert | None]:
     """Job: the embedded evaluator, starting, found the condition of a firing alert of its
     previous run no longer held."""
-
-    def job(conn: sqlite3.Connection) -> StoredAlert | None:
-        alert = get_alert(conn, alert_id)
-        if alert.status != "firing":
-            return None
-        return _resolve(conn, alert_id, at, "restart", "evaluator",
-                        "condition no longer held at restart")  # fmt: skip
-
-    return job
+    return _resolve_system(alert_id, at, "restart", "evaluator",
+                           "condition no longer held at restart")  # fmt: skip
 
 
 def continued(alert_id: int, at: int) -> Job[None]:
