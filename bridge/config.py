@@ -101,6 +101,10 @@ class ServerSettings:
     #: is cut (reset; its client resumes by Last-Event-ID): a stalled reader holds no memory,
     #: connection or stream slot for longer (bridge.http.peers).
     stream_drain_timeout: int = 30
+    #: The term of the lease one replica holds for the background work done once across
+    #: replicas (bridge.store.leader), renewed every third of it; a replica that stops
+    #: renewing is replaced after it.
+    lease_duration: int = 15
     #: Grafana's webhook HMAC signature (its contact point's "HMAC Signature"): the secret
     #: from ALERTBRIDGE_GRAFANA_HMAC_SECRET (or _FILE), never in this file; its header, and
     #: the timestamp header when one is set there (the signature then covers "ts:body", and
@@ -411,6 +415,7 @@ _ENV_OVERRIDES = {
     "ALERTBRIDGE_DB": ("server", "db"),
     "ALERTBRIDGE_KEYS_FILE": ("server", "keys_file"),
     "ALERTBRIDGE_STREAM_PRIORITY": ("server", "stream_priority"),
+    "ALERTBRIDGE_LEASE_DURATION": ("server", "lease_duration"),
     "ALERTBRIDGE_PROMETHEUS_URL": ("prometheus", "url"),
     "ALERTBRIDGE_ALERTMANAGER_URL": ("alertmanager", "url"),
     "ALERTBRIDGE_TELEMETRY_SYSTEM": ("telemetry", "system"),

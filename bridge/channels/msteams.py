@@ -15,7 +15,6 @@ log then records one delivery).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,6 @@ MAX_ALERTS = 20  # alerts listed in one card; the rest are counted
 
 class DeliveryError(BridgeError):
     """Teams did not take the card (or its URL could not be read): Alertmanager retries."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    status: int
-    alerts: int
 
 
 def _title(notification: Notification) -> str:

@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
 from bridge.core.errors import BridgeError
 from bridge.export.anonymize import ALLOWED_LABELS, Anonymizer, sensitive_values
 from bridge.export.columns import ALERT_SCHEMA, EVENT_SCHEMA, AlertColumns, Chunk, EventColumns
@@ -117,7 +115,3 @@ def export_history(
     with destination.open() as sink:
         WRITERS[fmt](sink, schema, chunks(), _DICTIONARY[what])
     return ExportResult(destination.shown, written, destination.size(), fmt)
-
-
-def schema_of(what: str) -> pa.Schema:
-    return ALERT_SCHEMA if what == "alerts" else EVENT_SCHEMA

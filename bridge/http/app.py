@@ -260,7 +260,7 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     # The work done once across replicas runs while this one holds the lease (with SQLite:
     # always; taken here before anything starts, as before there were leases).
-    leader = app[LEADER] = Leader(store)
+    leader = app[LEADER] = Leader(store, term=float(settings.server.lease_duration))
     await leader.try_once()
     app[METRICS].background_leader.set_function(lambda: float(leader.held))
     started = asyncio.Event()  # the consumers are running (or another replica's)

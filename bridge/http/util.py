@@ -126,15 +126,6 @@ def tokens_equal(given: str, expected: Secret) -> bool:
     return hmac.compare_digest(data, expected.data)
 
 
-def check_token(request: web.Request, expected: Secret | None) -> None:
-    """Require `Authorization: Bearer <token>` when a token is configured (constant-time)."""
-    if expected is None:
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if not (scheme.lower() == "bearer" and tokens_equal(given.strip(), expected)):
-        raise HttpError(401, "unauthorized", "missing or invalid bearer token")
-
-
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON (read_body, then decode_json)."""
     return decode_json(await read_body(request))

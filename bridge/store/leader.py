@@ -26,8 +26,8 @@ from bridge.core.times import NS, now_ns
 from bridge.store.interface import AlertStore
 
 log = logging.getLogger(__name__)
-#: The lease's term; ALERTBRIDGE_LEASE_SECONDS changes it (the tests shorten it).
-TERM_SECONDS = float(os.environ.get("ALERTBRIDGE_LEASE_SECONDS") or 15.0)
+#: The lease's term by default (server.lease_duration sets it).
+TERM_SECONDS = 15.0
 #: The holders of this process (several in tests): alive, whatever their pid says.
 _OURS: set[str] = set()
 
