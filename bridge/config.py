@@ -102,7 +102,7 @@ class ServerSettings:
     #: connection or stream slot for longer (bridge.http.peers).
     stream_drain_timeout: int = 30
     #: The term of the lease one replica holds for the background work done once across
-    #: replicas (bridge.store.leader), renewed every third of it; a replica that stops
+    #: replicas (bridge.workers.leader), renewed every third of it; a replica that stops
     #: renewing is replaced after it.
     lease_duration: int = 15
     #: Grafana's webhook HMAC signature (its contact point's "HMAC Signature"): the secret

@@ -20,6 +20,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"ingest"}),
     frozenset({"store"}),
     frozenset({"alertmanager", "telemetry", "export", "feed", "config", "channels"}),
+    frozenset({"workers"}),
     frozenset({"escalation"}),
     frozenset({"generate"}),
     frozenset({"http"}),

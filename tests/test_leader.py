@@ -1,4 +1,4 @@
-"""The background lease's holder (bridge.store.leader) on one machine: a server restarted after
+"""The background lease's holder (bridge.workers.leader) on one machine: a server restarted after
 a crash takes its dead predecessor's lease at once instead of waiting out the term; a live
 process's lease is left alone; work under `lead` starts and stops with the lease."""
 
@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bridge.core.times import NS, now_ns
-from bridge.store.leader import Leader, lead
 from bridge.store.sqlite.store import SqliteStore
+from bridge.workers.leader import Leader, lead
 
 
 def dead_pid() -> int:

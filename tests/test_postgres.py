@@ -20,11 +20,11 @@ from bridge.core.errors import NotFound, StoreError
 from bridge.core.times import NS
 from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertQuery, AlertStore
-from bridge.store.leader import Leader
 from bridge.store.postgres import ingest, schema
 from bridge.store.postgres.ingest import insert_events
 from bridge.store.postgres.store import PostgresStore
 from bridge.store.sqlite.store import SqliteStore
+from bridge.workers.leader import Leader
 from tests.pg import Cluster, cluster
 from tests.stores import T0, received
 

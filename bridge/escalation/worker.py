@@ -11,24 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
-from collections.abc import Sequence
 
 import aiohttp
 
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.config import Settings
-from bridge.core.aio import ignore_stop_signals, stop_process, stop_task, wait_event
+from bridge.core.aio import ignore_stop_signals, stop_task
 from bridge.escalation.engine import Escalator
 from bridge.store import AlertStore, open_store
+from bridge.workers.child import die_with_parent, until_stopped
+from bridge.workers.supervisor import Supervisor, worker_argv
 
 log = logging.getLogger(__name__)
 #: How often the worker looks for new changes (another process's writes) and saves counters.
 POLL = 0.2
 COUNTS_EVERY = 2.0
-RESTART_AFTER = 2.0
 
 
 async def save_counts(store: AlertStore, engine: Escalator) -> None:
@@ -38,7 +36,7 @@ async def save_counts(store: AlertStore, engine: Escalator) -> None:
 
 async def run_worker(settings: Settings, db: str, parent: int) -> None:
     """Run the engine until the parent process is gone or SIGTERM."""
-    _die_with_parent()
+    die_with_parent()
     store = open_store(db, query_timeout=settings.server.query_timeout)
     await store.start()
     stop = asyncio.Event()
@@ -54,18 +52,11 @@ async def run_worker(settings: Settings, db: str, parent: int) -> None:
             engine.limiter.held_total.update(previous.get("held", {}))
             await engine.consumer.start()
             task = asyncio.create_task(engine.run_forever(), name="escalation-engine")
+            saver = asyncio.create_task(_save_counts_every(store, engine), name="counts")
             try:
-                saved = loop.time()
-                while not stop.is_set():
-                    await wait_event(stop, 0.5)
-                    if os.getppid() != parent:
-                        log.warning("the server (pid %d) is gone: stopping", parent)
-                        break
-                    if loop.time() - saved >= COUNTS_EVERY:
-                        saved = loop.time()
-                        with contextlib.suppress(Exception):
-                            await save_counts(store, engine)
+                await until_stopped(stop, parent)
             finally:
+                await stop_task(saver)
                 await stop_task(task)
                 with contextlib.suppress(Exception):
                     await save_counts(store, engine)
@@ -74,50 +65,23 @@ async def run_worker(settings: Settings, db: str, parent: int) -> None:
         ignore_stop_signals(loop)
 
 
-class WorkerProcess:
+async def _save_counts_every(store: AlertStore, engine: Escalator) -> None:
+    while True:
+        await asyncio.sleep(COUNTS_EVERY)
+        with contextlib.suppress(Exception):
+            await save_counts(store, engine)
+
+
+class WorkerProcess(Supervisor):
     """The server's side: start the worker, start it again when it dies, stop it."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.argv = list(argv)
-        self.proc: asyncio.subprocess.Process | None = None
-        self.stopping = False
+    name = "escalation worker"
 
     @classmethod
     def for_settings(cls, settings: Settings) -> WorkerProcess:
-        argv = [sys.executable, "-m", "bridge"]
-        if settings.source != "<defaults>":
-            argv += ["--config", settings.source]
-        argv += ["escalation-worker", "--db", settings.server.db, "--parent", str(os.getpid())]
-        return cls(argv)
-
-    async def run(self) -> None:
-        """Keep the worker running until stop() (bounded backoff between restarts)."""
-        while not self.stopping:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL
-            )
-            code = await self.proc.wait()
-            if self.stopping:
-                return
-            log.error("escalation worker exited with %s; starting it again in %gs", code,
-                      RESTART_AFTER)  # fmt: skip
-            await asyncio.sleep(RESTART_AFTER)
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        self.stopping = True
-        await stop_process(self.proc, timeout)
+        return cls(worker_argv(settings, "escalation-worker"))
 
 
 def _key(text: str) -> tuple[str, str]:
     policy, _, level = text.rpartition("/")
     return policy, level
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM to this process when its parent dies (a server killed with SIGKILL
-    leaves no worker behind); elsewhere the parent check in the loop does it within 0.5 s."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -67,7 +67,6 @@ from bridge.http.util import (
     read_json,
 )
 from bridge.store import open_store
-from bridge.store.leader import Leader, lead
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from bridge.telemetry.exporter import (
     CpuSampler,
@@ -77,6 +76,7 @@ from bridge.telemetry.exporter import (
     parse_batch,
 )
 from bridge.telemetry.status import rule_states
+from bridge.workers.leader import Leader, lead
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

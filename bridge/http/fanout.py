@@ -29,19 +29,19 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bridge.config import Settings
-from bridge.core.aio import ignore_stop_signals, stop_process, stop_task, wait_event
+from bridge.core.aio import ignore_stop_signals, stop_task
 from bridge.core.apikeys import KeyRing, KeysError
 from bridge.feed.hub import EventHub, WatchFilter
 from bridge.http.peers import DRAIN_TIMEOUT, TransportPeer, cut
 from bridge.store import AlertStore, open_store
+from bridge.workers.child import die_with_parent, until_stopped
+from bridge.workers.supervisor import Supervisor, worker_argv
 
 log = logging.getLogger(__name__)
-RESTART_AFTER = 2.0
 #: The largest control message (a stream's start: position, filter, encoding).
 MAX_MESSAGE = 64 * 1024
 READY = b"ready"
@@ -50,15 +50,16 @@ WANT = b"want"
 ENDED = b"ended"
 
 
-class StreamWorker:
+class StreamWorker(Supervisor):
     """The server's side: start the worker, hand it streams, tell it of writes."""
 
+    name = "stream worker"
+    meanwhile = " (streams are served by the server meanwhile)"
+
     def __init__(self, argv: Sequence[str], store: AlertStore) -> None:
-        self.argv = list(argv)
+        super().__init__(argv)
         self.store = store
-        self.proc: asyncio.subprocess.Process | None = None
         self.control: socket.socket | None = None  # set while the worker is up and ready
-        self.stopping = False
         #: Seconds a starting worker has to say it is ready; then it is killed and restarted.
         self.start_timeout = 60.0
         self.handed = 0
@@ -75,58 +76,46 @@ class StreamWorker:
 
     @classmethod
     def for_settings(cls, settings: Settings, store: AlertStore) -> StreamWorker:
-        argv = [sys.executable, "-m", "bridge"]
-        if settings.source != "<defaults>":
-            argv += ["--config", settings.source]
-        # The server's own db and priority: it may have had them from flags or its env.
-        argv += ["stream-worker", "--db", settings.server.db, "--parent", str(os.getpid()),
-                 "--priority", settings.server.stream_priority]  # fmt: skip
+        extra = ["--priority", settings.server.stream_priority]
         if settings.server.keys_path is not None:  # its streams end when their key is revoked
-            argv += ["--keys", settings.server.keys_path]
-        return cls(argv, store)
+            extra += ["--keys", settings.server.keys_path]
+        return cls(worker_argv(settings, "stream-worker", *extra), store)
 
     @property
     def alive(self) -> bool:
         return self.control is not None
 
-    async def run(self) -> None:
-        """Keep the worker running until stop() (bounded backoff between restarts); while it
-        is up, tell it of every write of this process."""
+    async def run_once(self) -> int | None:
+        """One run: the worker started with its end of a control socket; once it says it is
+        ready, streams go to it, and while it is up it is told of every write of this
+        process. A worker silent past start_timeout is killed."""
         loop = asyncio.get_running_loop()
-        while not self.stopping:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    *self.argv, "--fd", str(theirs.fileno()), stdin=asyncio.subprocess.DEVNULL,
-                    pass_fds=(theirs.fileno(),),
-                )  # fmt: skip
-            finally:
-                theirs.close()
-            ours.setblocking(False)
-            notifier = None
-            try:
-                ready = await asyncio.wait_for(loop.sock_recv(ours, 64), self.start_timeout)
-                if ready == READY:
-                    self.open_streams = 0  # (a new worker: its predecessor's streams ended)
-                    self.control = ours
-                    notifier = asyncio.create_task(self._listen(ours))
-                    self._hand_back()
-                code = await self.proc.wait()
-            except TimeoutError:
-                log.error("the stream worker did not start within %g s", self.start_timeout)
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                code = await self.proc.wait()
-            finally:
-                self.control = None
-                ours.close()  # first: a cancellation may come at the await below
-                if notifier is not None:
-                    await stop_task(notifier)
-            if self.stopping:
-                return
-            log.error("stream worker exited with %s; starting it again in %gs (streams are"
-                      " served by the server meanwhile)", code, RESTART_AFTER)  # fmt: skip
-            await asyncio.sleep(RESTART_AFTER)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = await self.spawn("--fd", str(theirs.fileno()),
+                                         pass_fds=(theirs.fileno(),))  # fmt: skip
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        notifier = None
+        try:
+            ready = await asyncio.wait_for(loop.sock_recv(ours, 64), self.start_timeout)
+            if ready == READY:
+                self.open_streams = 0  # (a new worker: its predecessor's streams ended)
+                self.control = ours
+                notifier = asyncio.create_task(self._listen(ours))
+                self._hand_back()
+            return await self.proc.wait()
+        except TimeoutError:
+            log.error("the stream worker did not start within %g s", self.start_timeout)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            return await self.proc.wait()
+        finally:
+            self.control = None
+            ours.close()  # first: a cancellation may come at the await below
+            if notifier is not None:
+                await stop_task(notifier)
 
     async def _listen(self, control: socket.socket) -> None:
         """What the worker says: WANT (it is about to read the feed: tell it of the next
@@ -191,10 +180,6 @@ class StreamWorker:
         self.handed += 1
         self.open_streams += 1
         return True
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        self.stopping = True
-        await stop_process(self.proc, timeout)
 
 
 class _Changes:
@@ -381,10 +366,7 @@ def settle_in(priority: str) -> None:
 async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
                             priority: str = "idle", keys: str | None = None) -> None:  # fmt: skip
     """Serve the streams the server hands over until it is gone or SIGTERM; then end them."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the server
+    die_with_parent()
     settle_in(priority)
     # No query timeout: the worker's reads are pages of the feed by id (the hub filters in
     # Python), short by construction; a timeout's progress handler would make each read that
@@ -402,11 +384,7 @@ async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
     loop.add_reader(fd, worker.on_control, control)
     try:
         control.send(READY)
-        while not worker.stop.is_set():
-            await wait_event(worker.stop, 0.5)
-            if os.getppid() != parent:
-                log.warning("the server (pid %d) is gone: stopping", parent)
-                break
+        await until_stopped(worker.stop, parent)
     finally:
         loop.remove_reader(fd)
         worker.hub.close()  # every stream ends

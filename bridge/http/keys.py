@@ -21,8 +21,8 @@ from bridge.http.selfmetrics import BridgeMetrics
 from bridge.http.server import ConnectionGuard
 from bridge.http.sessions import Sessions
 from bridge.store import AlertStore
-from bridge.store.leader import Leader
 from bridge.telemetry.exporter import Telemetry
+from bridge.workers.leader import Leader
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -47,7 +47,7 @@ SESSIONS = web.AppKey("sessions", Sessions)
 HUB = web.AppKey("event_hub", EventHub)
 #: The process the live streams are handed to (bridge.http.fanout; `serve` only).
 STREAM_WORKER = web.AppKey("stream_worker", StreamWorker)
-#: The lease of the background work done once across replicas (bridge.store.leader).
+#: The lease of the background work done once across replicas (bridge.workers.leader).
 LEADER = web.AppKey("leader", Leader)
 #: The limiter of attempts at credentials (sign-in, wrong bearer tokens).
 ATTEMPTS = web.AppKey("attempts", Attempts)

@@ -257,7 +257,7 @@ class AlertStore(Protocol):
         were inserted, how many of their keys are there now). Durable when it returns."""
         ...
 
-    # --- the background work of several replicas (bridge.store.leader) --------------------
+    # --- the background work of several replicas (bridge.workers.leader) --------------------
 
     async def lease(self, name: str, holder: str, until: int, at: int,
                     replacing: str | None = None) -> bool:  # fmt: skip

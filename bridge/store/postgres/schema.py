@@ -97,7 +97,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX escalations_ending ON escalations (state)
         WHERE copies != '[]' AND state IN ('acknowledged', 'stopped');
     """,
-    # 3: leases of background work (bridge.store.leader): who does it, until when (ns)
+    # 3: leases of background work (bridge.workers.leader): who does it, until when (ns)
     """
     CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL);
     """,

@@ -184,7 +184,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX alerts_attention ON alerts ({ATTENTION_RANK}, {SEVERITY_RANK}, id DESC)
         WHERE status = 'firing';
     """,
-    # 10: leases of background work (bridge.store.leader): who does it, until when (ns)
+    # 10: leases of background work (bridge.workers.leader): who does it, until when (ns)
     """
     CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL)
         WITHOUT ROWID;
