@@ -3,45 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from bridge.alertmanager.client import AlertmanagerCluster
-from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
-from bridge.core.aio import stop_task
 from bridge.core.apikeys import KeyRing
 from bridge.core.errors import StoreError
-from bridge.core.logutil import log_failure
 from bridge.core.model import Severity
-from bridge.core.times import format_time, now_ns
-from bridge.escalation.engine import Escalator
-from bridge.escalation.heartbeat import Watchdog
-from bridge.escalation.worker import WorkerProcess
-from bridge.feed.consumer import FeedConsumer
-from bridge.feed.enrich import CONSUMER as ENRICH
-from bridge.feed.enrich import enricher
-from bridge.feed.notify import CONSUMER, Notifier
+from bridge.core.times import format_time
+from bridge.feed.notify import Notifier
 from bridge.http import adapters, api, pages, stream
 from bridge.http.auth import authorize
+from bridge.http.background import (
+    PRUNE_EVERY_SECONDS,
+    alertmanager_ctx,
+    embedded,
+    every,
+    prune,
+    sampler,
+    storage_ctx,
+)
 from bridge.http.keys import (
     ATTEMPTS,
-    ENRICH_FEED,
-    ESCALATOR,
-    FEED,
     GUARD,
     HUB,
     KEYRING,
-    LEADER,
     METRICS,
     NOTIFIER,
-    RECONCILER,
     REGISTRY,
     SESSIONS,
     SETTINGS,
@@ -49,7 +40,6 @@ from bridge.http.keys import (
     STREAM_WORKER,
     TELEMETRY,
     WATCHDOG,
-    WORKER,
 )
 from bridge.http.ratelimit import Attempts
 from bridge.http.selfmetrics import BridgeMetrics
@@ -66,21 +56,15 @@ from bridge.http.util import (
     make_errors_middleware,
     read_json,
 )
-from bridge.store import open_store
-from bridge.telemetry.embedded import EmbeddedEvaluator
 from bridge.telemetry.exporter import (
-    CpuSampler,
     Telemetry,
     apply_batch,
-    memory_used_bytes,
     parse_batch,
 )
 from bridge.telemetry.status import rule_states
-from bridge.workers.leader import Leader, lead
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-PRUNE_EVERY_SECONDS = 3600
 
 
 @routes.get("/metrics")
@@ -216,188 +200,6 @@ async def outermost(request: web.Request, handler: Handler) -> web.StreamRespons
     return response
 
 
-def _every(
-    seconds: float,
-    name: str,
-    step: Callable[[web.Application], Awaitable[None]],
-    leader_only: bool = False,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context running `step` now and then every `seconds`, logging its failures;
-    `leader_only`: only while this replica holds the background lease."""
-
-    async def loop(app: web.Application) -> None:
-        while True:
-            if leader_only:
-                await app[LEADER].gained.wait()
-            try:
-                await step(app)
-            except Exception as exc:
-                log_failure(log, exc, "background task %s failed; retrying in %ss", name, seconds)
-            await asyncio.sleep(seconds)
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(loop(app), name=f"alertbridge-{name}")
-        yield
-        await stop_task(task)
-
-    return ctx
-
-
-async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the store (it must be writable: file, directory, journal) and start its writer;
-    follow the feed for the notification callbacks; close all after the last request."""
-    settings = app[SETTINGS]
-    store = await asyncio.to_thread(
-        open_store, settings.server.db, query_timeout=settings.server.query_timeout
-    )
-    try:
-        await store.start()
-        # Acks consult it: with no Alertmanager, they record no silence to make.
-        await store.record_alertmanagers(list(settings.alertmanager.urls))
-    except BaseException:
-        await store.close()
-        raise
-    app[STORE] = store
-    # The work done once across replicas runs while this one holds the lease (with SQLite:
-    # always; taken here before anything starts, as before there were leases).
-    leader = app[LEADER] = Leader(store, term=float(settings.server.lease_duration))
-    await leader.try_once()
-    app[METRICS].background_leader.set_function(lambda: float(leader.held))
-    started = asyncio.Event()  # the consumers are running (or another replica's)
-    tasks = [asyncio.create_task(leader.run_forever(), name="alertbridge-lease"),
-             asyncio.create_task(lead(leader, lambda: _feed_consumers(app), started),
-                                 name="alertbridge-consumers")]  # fmt: skip
-    await started.wait()
-    try:
-        yield
-    finally:
-        for task in reversed(tasks):
-            await stop_task(task)
-        await store.close()
-
-
-@contextlib.asynccontextmanager
-async def _feed_consumers(app: web.Application) -> AsyncIterator[None]:
-    """The feed's notification callbacks and the enrichment, from their stored positions."""
-    settings, store, notifier = app[SETTINGS], app[STORE], app[NOTIFIER]
-    tasks = []
-    if notifier.callbacks:
-        feed = app[FEED] = FeedConsumer(store, CONSUMER, notifier.handler(store))
-        await feed.start()
-        tasks.append(asyncio.create_task(feed.run_forever(), name="alertbridge-notify"))
-    if settings.enrichment:
-        enrich = app[ENRICH_FEED] = FeedConsumer(store, ENRICH,
-                                                 enricher(store, settings.enrichment))  # fmt: skip
-        await enrich.start()
-        tasks.append(asyncio.create_task(enrich.run_forever(), name="alertbridge-enrich"))
-    try:
-        yield
-    finally:
-        for task in tasks:
-            await stop_task(task)
-
-
-async def alertmanager_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Silences and reconciliation against the configured Alertmanager, escalation and the
-    heartbeat check: while this replica holds the background lease."""
-    started = asyncio.Event()
-    work = asyncio.create_task(lead(app[LEADER], lambda: _alertmanager_work(app), started),
-                               name="alertbridge-alertmanager")  # fmt: skip
-    await started.wait()
-    yield
-    await stop_task(work)
-
-
-@contextlib.asynccontextmanager
-async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    am = settings.alertmanager
-    trust_after = am.trust_after(settings.prometheus.evaluation_interval)
-    async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(
-            app[STORE],
-            AlertmanagerCluster.of(am.urls, session, trust_after),
-            silence_seconds=am.silence_duration,
-            max_ack_seconds=am.max_ack_duration or None,
-            on_round=lambda outcome: app[METRICS].reconcile_rounds.labels(outcome=outcome).inc(),
-            limits=settings.limits,
-        )
-        app[RECONCILER] = reconciler
-        # Acks and resolutions through the other replicas wake it (bridge.http.wake).
-        stop_listening = await app[STORE].on_wake(reconciler.kick)
-        tasks = [asyncio.create_task(reconciler.run_forever(am.reconcile_interval))]
-        worker = None
-        if settings.escalation.policies and settings.escalation.worker == "inline":
-            escalator = app[ESCALATOR] = Escalator(
-                app[STORE], settings.escalation, AlertmanagerCluster.of(am.urls, session)
-            )
-            app[METRICS].escalations.source = lambda: escalator.steps_taken
-            app[METRICS].escalations.held = lambda: escalator.limiter.held_total
-            await escalator.consumer.start()
-            tasks.append(
-                asyncio.create_task(escalator.run_forever(), name="alertbridge-escalation")
-            )
-        elif settings.escalation.policies:  # its own process: the counters via the store
-            worker = app[WORKER] = WorkerProcess.for_settings(settings)
-            app[METRICS].escalations.store = app[STORE]
-            tasks.append(asyncio.create_task(worker.run(), name="alertbridge-escalation"))
-        if settings.heartbeat.enabled:
-            watchdog = app[WATCHDOG] = Watchdog(app[STORE], settings, session)
-            app[METRICS].heartbeat_age.set_function(watchdog.age)
-            tasks.append(asyncio.create_task(_watch(watchdog), name="alertbridge-heartbeat"))
-        try:
-            yield
-        finally:
-            await stop_listening()
-            if worker is not None:
-                await worker.stop()
-            for task in tasks:
-                await stop_task(task)
-
-
-async def _watch(watchdog: Watchdog) -> None:
-    """Check the heartbeat every few seconds (an interval of at most a fifth of the timeout,
-    so that a silent pipeline is noticed within a fifth past the timeout)."""
-    every = max(0.5, min(5.0, watchdog.timeout / 5))
-    while True:
-        try:
-            await watchdog.check()
-        except Exception as exc:
-            log_failure(log, exc, "heartbeat check failed; retrying in %ss", every)
-        await asyncio.sleep(every)
-
-
-def _sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
-    cpu = CpuSampler() if app[SETTINGS].telemetry.system == "psutil" else None
-
-    async def step(app: web.Application) -> None:
-        if cpu is not None:
-            app[TELEMETRY].set_system(cpu(), memory_used_bytes())
-        app[TELEMETRY].tick()
-
-    return step
-
-
-async def _prune(app: web.Application) -> None:
-    for _ in range(1000):  # bounded: at most 5 million rows a round
-        if not await app[STORE].prune(now_ns()):
-            break
-
-
-def _embedded(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
-    settings = app[SETTINGS]
-    instance = f"{settings.server.host}:{settings.server.port}"
-    evaluator = EmbeddedEvaluator(
-        list(settings.rules.enabled), app[TELEMETRY], settings.prometheus.job, instance,
-        restart_grace=max(30.0, 3.0 * settings.telemetry.sample_interval),
-    )  # fmt: skip
-
-    async def step(app: web.Application) -> None:
-        await evaluator.evaluate_once(app[STORE])
-
-    return step
-
-
 def create_app(
     settings: Settings,
     *,
@@ -476,10 +278,10 @@ def create_app(
     app.on_shutdown.append(stream.end_streams)
     if background:
         interval = settings.telemetry.sample_interval
-        app.cleanup_ctx.append(_every(interval, "sampler", _sampler(app)))
-        app.cleanup_ctx.append(_every(PRUNE_EVERY_SECONDS, "retention", _prune, True))
+        app.cleanup_ctx.append(every(interval, "sampler", sampler(app)))
+        app.cleanup_ctx.append(every(PRUNE_EVERY_SECONDS, "retention", prune, True))
         if not settings.alertmanager.urls:
-            app.cleanup_ctx.append(_every(interval, "evaluator", _embedded(app), True))
+            app.cleanup_ctx.append(every(interval, "evaluator", embedded(app), True))
             if settings.escalation.policies:
                 log.warning(
                     "escalation policies are configured but no Alertmanager is: nothing"
