@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from limits import parse as parse_rate
 
+from bridge.channels import CHANNELS, ChannelConfigError
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity, comma_list
@@ -310,17 +311,12 @@ def _receivers(raw: object, source: str) -> tuple[Receiver, ...]:
         config = entry.get("config") or {}
         if not isinstance(config, Mapping):
             raise ConfigError(source, f"{key}.config", "must be a mapping")
-        if rtype == "msteams":
-            unknown = set(config) - {"webhook_url_file", "send_resolved", "title", "text"}
-            if "webhook_url" in config:
-                raise ConfigError(source, f"{key}.config.webhook_url",
-                                  "a secret: give webhook_url_file, a file holding it")  # fmt: skip
-            if unknown:
-                raise ConfigError(source, f"{key}.config.{sorted(unknown)[0]}", "unknown setting")
-            url_file = config.get("webhook_url_file")
-            if not isinstance(url_file, str) or not url_file:
-                raise ConfigError(source, f"{key}.config.webhook_url_file",
-                                  "required: the file holding the Teams webhook URL")  # fmt: skip
+        channel = CHANNELS.get(str(rtype))
+        if channel is not None:  # one the bridge delivers itself: checked by its integration
+            try:
+                channel.validate(config)
+            except ChannelConfigError as exc:
+                raise ConfigError(source, f"{key}.config.{exc.field}", exc.message) from None
         out.append(Receiver(name, rtype, severities, dict(config)))
     return tuple(out)
 

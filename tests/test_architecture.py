@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent / "bridge"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"core"}),
     frozenset({"ingest"}),
-    frozenset({"store"}),
-    frozenset({"alertmanager", "telemetry", "export", "feed", "config", "channels"}),
+    frozenset({"store", "channels"}),
+    frozenset({"alertmanager", "telemetry", "export", "feed", "config"}),
     frozenset({"workers"}),
     frozenset({"escalation"}),
     frozenset({"generate"}),

@@ -5,7 +5,9 @@ tests/test_e2e_escalation.py."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from bridge.alertmanager.channels import parse_metrics, totals
@@ -58,3 +60,39 @@ def test_each_receiver_has_a_test_route_ahead_of_the_others(tmp_path: Path) -> N
     assert first == {"matchers": ['alertbridge_test="ops"'], "receiver": "ops",
                      "group_by": ["..."], "group_wait": "0s", "group_interval": "1d",
                      "repeat_interval": "1d", "continue": False}  # fmt: skip
+
+
+def test_every_integration_is_one_package_behind_the_channel_interface() -> None:
+    """The registry holds each integration under its receiver type; each validates, finds
+    its target and renders through the same interface (the adapter route, the heartbeat and
+    the configuration use only that)."""
+    import inspect
+
+    from bridge.channels import CHANNELS, Channel
+    from bridge.channels.delivery import TargetError
+
+    assert set(CHANNELS) == {"msteams", "webhook"}
+    for kind, channel in CHANNELS.items():
+        assert channel.type == kind
+        assert isinstance(channel.adapter, bool)
+        for method in ("validate", "target", "render"):
+            ours = inspect.signature(getattr(channel, method))
+            theirs = inspect.signature(getattr(Channel, method))
+            assert list(ours.parameters) == list(theirs.parameters)[1:], (kind, method)
+        assert type(channel).__module__ == f"bridge.channels.{kind}"  # one package each
+    with pytest.raises(TargetError, match="no url"):
+        CHANNELS["webhook"].target({})
+
+
+async def test_the_adapter_takes_only_types_alertmanager_cannot_deliver(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """POST /api/v1/adapters/TYPE/RECEIVER: 404 for a type with no adapter (webhook:
+    Alertmanager delivers those itself) and for an unknown one, naming it."""
+    from tests.test_receiver import BEARER, make_app
+
+    client = await aiohttp_client(make_app(tmp_path))
+    for kind in ("webhook", "carrier-pigeon"):
+        answer = await client.post(f"/api/v1/adapters/{kind}/ops", json={}, headers=BEARER)
+        assert answer.status == 404
+        assert f"no adapter for receivers of type {kind!r}" in (await answer.json())["message"]

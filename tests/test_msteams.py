@@ -214,7 +214,7 @@ async def test_teams_that_never_answers_is_a_502_after_the_timeout(
             await never.wait()  # a Teams that takes the request and never answers
             return web.Response()
 
-    monkeypatch.setattr(bridge.http.adapters, "TEAMS_TIMEOUT", 0.2)
+    monkeypatch.setattr(bridge.http.adapters, "ADAPTER_TIMEOUT", 0.2)
     teams = Silent()
     client, server = await rig(aiohttp_client, tmp_path, teams)
     payload = notification(am_alert("00000000000000aa", severity="critical"))

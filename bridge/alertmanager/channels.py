@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.channels import CHANNELS
 from bridge.core.errors import AlertmanagerError
 from bridge.core.policies import TEST_LABEL
 from bridge.core.times import NS, format_micros
@@ -32,7 +33,7 @@ from bridge.core.times import NS, format_micros
 TEST_ALERT = "AlertbridgeChannelTest"
 #: The Alertmanager integration that delivers each receiver type (msteams: the bridge's
 #: adapter, reached by a webhook on 0.25).
-INTEGRATION_OF = {"msteams": "webhook"}
+INTEGRATION_OF = {kind: "webhook" for kind, channel in CHANNELS.items() if channel.adapter}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 
-from bridge.channels.msteams import DeliveryError, deliver, read_url, render_card
+from bridge.channels import CHANNELS
+from bridge.channels.delivery import DeliveryError, send
 from bridge.config import Receiver, Settings
 from bridge.core.policies import SILENT_ALERT
-from bridge.core.times import NS, format_duration, format_micros
+from bridge.core.times import NS, format_duration
 from bridge.ingest.webhook import Notification, ReceivedAlert
 from bridge.store import AlertQuery, AlertStore, StoredAlert
 
@@ -51,25 +51,6 @@ def silent_alert(starts_at: int, status: str, ends_at: int | None = None,
         },
         generator_url="",
     )
-
-
-def webhook_body(alert: ReceivedAlert, receiver: str, external_url: str) -> dict[str, Any]:
-    """The alert as Alertmanager's webhook (version 4) would deliver it."""
-    item = {
-        "status": alert.status,
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "startsAt": format_micros(alert.starts_at),
-        "endsAt": format_micros(alert.ends_at) if alert.ends_at else ZERO,
-        "generatorURL": alert.generator_url,
-        "fingerprint": alert.fingerprint,
-    }
-    return {
-        "version": "4", "groupKey": "alertbridge/heartbeat", "truncatedAlerts": 0,
-        "status": alert.status, "receiver": receiver, "groupLabels": {"alertname": SILENT_ALERT},
-        "commonLabels": dict(alert.labels), "commonAnnotations": dict(alert.annotations),
-        "externalURL": external_url, "alerts": [item],
-    }  # fmt: skip
 
 
 class Watchdog:
@@ -142,28 +123,16 @@ class Watchdog:
         receiver = self.receiver
         if receiver is None or self.session is None:
             return True
-        public = self.settings.server.public_url or ""
+        notification = Notification(receiver.name, alert.status, "alertbridge/heartbeat", 0,
+                                    (alert,))  # fmt: skip
+        latest = await self.store.list_alerts(AlertQuery(rule=SILENT_ALERT, limit=1))
+        ids = {FINGERPRINT: latest[0].id} if latest else {}
         try:
-            if receiver.type == "msteams":
-                url = read_url(str(receiver.config["webhook_url_file"]))
-                notification = Notification(receiver.name, alert.status, "alertbridge/heartbeat",
-                                            0, (alert,))  # fmt: skip
-                latest = await self.store.list_alerts(AlertQuery(rule=SILENT_ALERT, limit=1))
-                ids = {FINGERPRINT: latest[0].id} if latest else {}
-                await deliver(self.session, url, render_card(notification, ids, public or None))
-            else:
-                url = _webhook_url(receiver)
-                body = webhook_body(alert, receiver.name, public)
-                await deliver(self.session, url, body, what=f"receiver {receiver.name}")
+            await send(CHANNELS[receiver.type], receiver.config, self.session, notification, ids,
+                       self.settings.server.public_url)  # fmt: skip
         except DeliveryError as exc:
             self.failures += 1
             log.error("dead man's switch: telling %s failed: %s; retrying", receiver.name, exc)
             return False
         self.sent += 1
         return True
-
-
-def _webhook_url(receiver: Receiver) -> str:
-    if receiver.config.get("url_file"):
-        return read_url(str(receiver.config["url_file"]))
-    return str(receiver.config["url"])

@@ -1,16 +1,17 @@
 """Channel adapters: Alertmanager notifies the bridge for receivers Alertmanager 0.25 has no
-integration for, and the bridge delivers (Microsoft Teams: bridge.channels.msteams)."""
+integration for, and the bridge delivers them through the channel of their type
+(bridge.channels: Microsoft Teams); and the channels' delivery statistics."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from bridge.alertmanager.channels import INTEGRATION_OF, cluster_stats
-from bridge.channels.msteams import DeliveryError, deliver, read_url, render_card
+from bridge.channels import CHANNELS
+from bridge.channels.delivery import DeliveryError, TargetError, send
 from bridge.core.errors import NotFound
 from bridge.http.api import check_webhook_auth
 from bridge.http.auth import authorize
@@ -20,44 +21,45 @@ from bridge.http.util import decode_json, json_response, read_body
 from bridge.ingest.webhook import parse_notification
 
 routes = web.RouteTableDef()
-#: Seconds Teams has to take a card; then 502, and Alertmanager retries.
-TEAMS_TIMEOUT = 8.0
+#: Seconds the far end (Teams) has to take a message; then 502, and Alertmanager retries.
+ADAPTER_TIMEOUT = 8.0
 
 
-@routes.post("/api/v1/adapters/msteams/{receiver}")
-async def msteams(request: web.Request) -> web.Response:
-    """Deliver an Alertmanager notification to a Microsoft Teams receiver as a card; 2xx
-    once Teams took it, 502 when Teams refused or could not be reached (Alertmanager
-    retries), 503 when the receiver's URL file cannot be read."""
+@routes.post("/api/v1/adapters/{type}/{receiver}")
+async def adapter(request: web.Request) -> web.Response:
+    """Deliver an Alertmanager notification to a receiver of a type Alertmanager 0.25 cannot
+    deliver (bridge.channels: Microsoft Teams); 2xx once the far end took it, 502 when it
+    refused or could not be reached (Alertmanager retries), 503 when the receiver's target
+    (its URL file) cannot be read. /api/v1/adapters/msteams/RECEIVER is the Teams one."""
     app = request.app
     settings = app[SETTINGS]
     check_webhook_auth(request, settings.server.webhook_token)
-    name = request.match_info["receiver"]
+    kind, name = request.match_info["type"], request.match_info["receiver"]
+    channel = CHANNELS.get(kind)
+    if channel is None or not channel.adapter:
+        raise NotFound(f"no adapter for receivers of type {kind!r}")
     receiver = next((r for r in settings.alertmanager.receivers
-                     if r.name == name and r.type == "msteams"), None)  # fmt: skip
+                     if r.name == name and r.type == kind), None)  # fmt: skip
     if receiver is None:
-        raise NotFound(f"no msteams receiver named {name!r} in the configuration")
+        raise NotFound(f"no {kind} receiver named {name!r} in the configuration")
     raw = await read_body(request)
     notification = parse_notification(decode_json(raw), settings.limits, len(raw))
     keys = [(a.fingerprint, a.starts_at) for a in notification.alerts]
     ids = {fp: alert_id for (fp, _), alert_id in (await app[STORE].ids_of(keys)).items()}
     metrics = app[METRICS]
     try:
-        url = read_url(str(receiver.config["webhook_url_file"]))
-    except DeliveryError as exc:
-        metrics.adapter_notifications.labels("msteams", name, "failed").inc()
+        status = await send(channel, receiver.config, app[ADAPTER_SESSION], notification, ids,
+                            settings.server.public_url, timeout=ADAPTER_TIMEOUT,
+                            timed=metrics.adapter_latency.labels(kind).observe)  # fmt: skip
+    except TargetError as exc:
+        metrics.adapter_notifications.labels(kind, name, "failed").inc()
         raise HttpError(503, "channel_unavailable", str(exc)) from None
-    message = render_card(notification, ids, settings.server.public_url)
-    started = time.perf_counter()
-    try:
-        status = await deliver(app[ADAPTER_SESSION], url, message, TEAMS_TIMEOUT)
     except DeliveryError as exc:
-        metrics.adapter_notifications.labels("msteams", name, "failed").inc()
+        metrics.adapter_notifications.labels(kind, name, "failed").inc()
         raise HttpError(502, "delivery_failed", f"receiver {name}: {exc}") from None
-    finally:
-        metrics.adapter_latency.labels("msteams").observe(time.perf_counter() - started)
-    metrics.adapter_notifications.labels("msteams", name, "delivered").inc()
-    return json_response({"delivered": len(notification.alerts), "teams_status": status})
+    metrics.adapter_notifications.labels(kind, name, "delivered").inc()
+    return json_response({"delivered": len(notification.alerts), "teams_status": status,
+                          "status": status})  # fmt: skip
 
 
 @routes.get("/api/v1/channels")

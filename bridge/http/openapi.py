@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from bridge import __version__
+from bridge.channels import CHANNELS
 from bridge.store.query import MAX_ID, MAX_LIMIT, MAX_SEARCH
 from bridge.store.records import EVENT_KINDS, MAX_TEXT
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+#: The receiver types the bridge's adapter delivers (bridge.channels).
+ADAPTERS = sorted(kind for kind, channel in CHANNELS.items() if channel.adapter)
 
 
 def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -459,24 +462,31 @@ SPEC: dict[str, Any] = {
                 "responses": _responses("200", 401),
             }
         },
-        "/api/v1/adapters/msteams/{receiver}": {
+        "/api/v1/adapters/{type}/{receiver}": {
             "post": {
-                "summary": "Alertmanager's webhook for a Microsoft Teams receiver: delivered to"
-                " Teams as a card (502 when Teams fails: Alertmanager retries)",
+                "summary": "Alertmanager's webhook for a receiver of a type Alertmanager 0.25"
+                " cannot deliver (msteams: Microsoft Teams, as a card), delivered by the"
+                " bridge (502 when the far end fails: Alertmanager retries)",
                 "security": [{"bearer": []}],
                 "parameters": [
+                    {
+                        "name": "type",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ADAPTERS},
+                    },
                     {
                         "name": "receiver",
                         "in": "path",
                         "required": True,
                         "schema": {"type": "string"},
-                    }
+                    },
                 ],
                 "requestBody": {"required": True, "content": {"application/json": {}}},
                 "responses": {
                     **_responses("200", 400, 401, 404, 503, "requestBody", "webhook"),
                     "502": {
-                        "description": "Teams refused the card or could not be reached",
+                        "description": "The far end refused the message or could not be reached",
                         "content": {"application/json": {"schema": _ERROR}},
                     },
                 },

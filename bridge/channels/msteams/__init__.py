@@ -15,22 +15,16 @@ log then records one delivery).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from bridge.core.errors import BridgeError
+from bridge.channels.base import ChannelConfigError
+from bridge.channels.delivery import read_url
 from bridge.ingest.webhook import Notification, ReceivedAlert
 
 CARD = "application/vnd.microsoft.card.adaptive"
 #: Adaptive Card text colours by severity (firing), "good" once resolved.
 COLOURS = {"critical": "attention", "error": "attention", "warning": "warning", "info": "accent"}
 MAX_ALERTS = 20  # alerts listed in one card; the rest are counted
-
-
-class DeliveryError(BridgeError):
-    """Teams did not take the card (or its URL could not be read): Alertmanager retries."""
 
 
 def _title(notification: Notification) -> str:
@@ -101,37 +95,37 @@ def render_card(
     return {"type": "message", "attachments": [{"contentType": CARD, "content": content}]}
 
 
-def read_url(path: str) -> str:
-    """A webhook URL (Teams, or any) from its secret file; DeliveryError naming the file, not the
-    URL, when it cannot be read or is not http(s)."""
-    try:
-        url = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise DeliveryError(f"cannot read the URL file {path}: {exc.strerror}") from None
-    if not url.startswith(("https://", "http://")):
-        raise DeliveryError(f"the URL file {path} does not hold an http(s) URL")
-    return url
+class TeamsChannel:
+    """Microsoft Teams: `webhook_url_file` (required; the URL itself is a secret and never
+    in the configuration), and Alertmanager's own msteams settings where 0.27+ delivers it
+    (send_resolved, title, text: the adapter's card has its own title and text)."""
+
+    type = "msteams"
+    adapter = True
+    title = "Teams"
+    FIELDS = frozenset({"webhook_url_file", "send_resolved", "title", "text"})
+
+    def validate(self, config: Mapping[str, Any]) -> None:
+        if "webhook_url" in config:
+            raise ChannelConfigError("webhook_url", "a secret: give webhook_url_file, a file"
+                                     " holding it")  # fmt: skip
+        unknown = set(config) - self.FIELDS
+        if unknown:
+            raise ChannelConfigError(sorted(unknown)[0], "unknown setting")
+        url_file = config.get("webhook_url_file")
+        if not isinstance(url_file, str) or not url_file:
+            reason = "required: the file holding the Teams webhook URL"
+            raise ChannelConfigError("webhook_url_file", reason)
+
+    def target(self, config: Mapping[str, Any]) -> str:
+        return read_url(str(config["webhook_url_file"]))
+
+    def render(self, notification: Notification, ids: Mapping[str, int],
+               public_url: str | None) -> dict[str, Any]:  # fmt: skip
+        return render_card(notification, ids, public_url)
 
 
-async def deliver(
-    session: aiohttp.ClientSession,
-    url: str,
-    message: Mapping[str, Any],
-    timeout: float = 8.0,
-    what: str = "Teams",
-) -> int:
-    """Post the message; Teams' status. DeliveryError when it is not 2xx or Teams cannot be
-    reached (the URL stays out of the message: it is a secret)."""
-    try:
-        async with session.post(
-            url, json=message, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as response:
-            text = (await response.text())[:200]
-            if response.status >= 300:
-                raise DeliveryError(f"{what} answered HTTP {response.status}: {text.strip()}")
-            return response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise DeliveryError(f"{what} could not be reached: {exc.__class__.__name__}") from None
+TEAMS = TeamsChannel()
 
 
 def _example() -> Notification:
