@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.times import now_ns
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.sqlite.ingest import _INSERT, INSERT_ROWS, Row, _insert_new, _row
 from bridge.store.sqlite.schema import connect, migrate
 

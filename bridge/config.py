@@ -17,13 +17,13 @@ import yaml
 from limits import parse as parse_rate
 
 from bridge.channels import CHANNELS, ChannelConfigError
+from bridge.core.alerts import AlertLimits
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity, comma_list
 from bridge.core.policies import EscalationSettings, load_escalation, positive_duration
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
-from bridge.ingest.webhook import AlertLimits
 from bridge.store import is_url
 
 CONFIG_ENV = "ALERTBRIDGE_CONFIG"

@@ -11,8 +11,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.times import NS
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertStore
 from bridge.store.sqlite.database import Database
 from bridge.store.sqlite.ingest import IngestJob

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from bridge.alertmanager.client import AlertmanagerClient, AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.times import NS, now_ns
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertStore
 from bridge.store.sqlite.store import SqliteStore
 from tests.stores import sqlite_of

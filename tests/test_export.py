@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.cli import main
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import BridgeError, Conflict, StoreError
 from bridge.core.times import NS, format_time
 from bridge.export.anonymize import Anonymizer, Scrubber
 from bridge.export.columns import ALERT_SCHEMA, EVENT_SCHEMA, AlertColumns
 from bridge.export.history import anonymizer_for, export_history, export_key
 from bridge.export.output import Destination
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertQuery, SilenceChange
 from bridge.store.sqlite.columnar import alert_rows, read_batches
 from bridge.store.sqlite.store import SqliteStore

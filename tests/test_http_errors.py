@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bridge.core.alerts import InvalidPayload
 from bridge.core.errors import (
     BridgeError,
     ConfigError,
@@ -21,7 +22,6 @@ from bridge.core.errors import (
 )
 from bridge.http.errors import HttpError
 from bridge.http.util import ALLOWED_HOSTS, make_errors_middleware
-from bridge.ingest.webhook import InvalidPayload
 
 CASES: list[tuple[BridgeError, int, dict[str, Any]]] = [
     (InvalidInput("limit", "must be 1 to 1000"), 400,

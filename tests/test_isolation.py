@@ -15,8 +15,9 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.core.alerts import InvalidPayload
 from bridge.http.keys import STORE
-from bridge.ingest.webhook import InvalidPayload, parse_notification
+from bridge.ingest.webhook import parse_notification
 from tests.payloads import am_alert, notification
 from tests.stores import sqlite_of
 from tests.test_receiver import BEARER, WEBHOOK, make_app

@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.channels.msteams import MAX_ALERTS, render_card
 from bridge.config import Secret, load_settings
+from bridge.core.alerts import Notification, ReceivedAlert
 from bridge.core.errors import ConfigError
 from bridge.generate.alertmanager import render_alertmanager
 from bridge.http.app import create_app
-from bridge.ingest.webhook import Notification, ReceivedAlert
 from tests.payloads import am_alert, notification
 
 Client = TestClient[Any, Any]

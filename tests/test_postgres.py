@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import NotFound, StoreError
 from bridge.core.times import NS
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertQuery, AlertStore
 from bridge.store.postgres import ingest, schema
 from bridge.store.postgres.ingest import insert_events

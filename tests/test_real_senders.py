@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import Secret, load_settings
+from bridge.core.alerts import AlertLimits
 from bridge.http.app import create_app
 from bridge.http.keys import STORE
-from bridge.ingest.webhook import AlertLimits
 from bridge.store import AlertQuery
 from tests.test_receiver import BEARER, WEBHOOK, Client, MakeClient
 

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import QueryTimeout, StoreError
 from bridge.core.model import dumps_map
 from bridge.core.times import NS
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import IngestResult
 from bridge.store.sqlite import escalations
 from bridge.store.sqlite.database import Database

@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.ingest.webhook import (
-    AlertLimits,
-    InvalidPayload,
-    _alert,
-    _alert_fast,
-    alert_from_api,
-    parse_notification,
-    parse_time,
-)
+from bridge.core.alerts import AlertLimits, InvalidPayload, parse_time
+from bridge.ingest.webhook import _alert, _alert_fast, alert_from_api, parse_notification
 from tests.payloads import ZERO, am_alert, notification
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from bridge.ingest.webhook import Notification
+from bridge.core.alerts import Notification
 
 
 class ChannelConfigError(ValueError):

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 
 from bridge.channels.base import Channel
+from bridge.core.alerts import Notification
 from bridge.core.errors import BridgeError
-from bridge.ingest.webhook import Notification
 
 #: Seconds the far end has to take a message; then a DeliveryError (Alertmanager, which
 #: notified the adapter, retries).

@@ -23,9 +23,9 @@ import aiohttp
 from bridge.channels import CHANNELS
 from bridge.channels.delivery import DeliveryError, send
 from bridge.config import Receiver, Settings
+from bridge.core.alerts import Notification, ReceivedAlert
 from bridge.core.policies import SILENT_ALERT
 from bridge.core.times import NS, format_duration
-from bridge.ingest.webhook import Notification, ReceivedAlert
 from bridge.store import AlertQuery, AlertStore, StoredAlert
 
 log = logging.getLogger(__name__)

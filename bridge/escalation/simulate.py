@@ -36,12 +36,12 @@ from typing import Any
 import yaml
 
 from bridge.config import Settings
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import ConfigError, Conflict
 from bridge.core.expressions import alert_labels
 from bridge.core.model import AlertRule
 from bridge.core.times import NS, format_duration, parse_duration, parse_rfc3339
 from bridge.escalation.engine import Escalator
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import open_store
 
 T0 = 1_796_634_000 * NS  # the virtual clock's default start: Monday 2026-12-07 09:00 UTC

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from bridge.config import Secret
+from bridge.core.alerts import Notification, ReceivedAlert
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
 from bridge.core.policies import is_heartbeat, is_internal
 from bridge.core.times import now_ns
@@ -33,12 +34,7 @@ from bridge.http.util import (
     tokens_equal,
 )
 from bridge.http.wake import kick_reconciler
-from bridge.ingest.webhook import (
-    Notification,
-    ReceivedAlert,
-    is_grafana_test,
-    parse_notification,
-)
+from bridge.ingest.webhook import is_grafana_test, parse_notification
 from bridge.store import AlertStore, Event, IngestResult, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pyarrow (and numpy) load when an export runs, not in every process
     import pyarrow as pa
 
-from bridge.ingest.webhook import ReceivedAlert
+from bridge.core.alerts import ReceivedAlert
 from bridge.store.records import (
     AlertCounts,
     AlertDetail,

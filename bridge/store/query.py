@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from bridge.core.alerts import parse_time
 from bridge.core.errors import InvalidInput
 from bridge.core.matchers import Matcher
 from bridge.core.times import parse_duration_ns
-from bridge.ingest.webhook import parse_time
 from bridge.store.records import AlertQuery
 
 MAX_LIMIT = 1000

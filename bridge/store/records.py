@@ -74,7 +74,7 @@ class StoredAlert:
     am_inhibited_by: tuple[tuple[str, int | None], ...] = ()  # (fingerprint, alert id)
     enrichment: dict[str, str] = field(default_factory=dict)  # the enrichment map's fields
     #: startsAt below the millisecond, as the sender gave it (starts_at, the episode's key,
-    #: is to the millisecond: bridge.ingest.webhook.EPISODE_PRECISION_NS)
+    #: is to the millisecond: bridge.core.alerts.EPISODE_PRECISION_NS)
     starts_ns: int = 0
     clipped: tuple[str, ...] = ()  # what was cut to the limits (bridge.ingest.webhook.clip)
     extra: dict[str, Any] = field(default_factory=dict)  # a Grafana alert's links and values

@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.expressions import Annotations
 from bridge.core.model import AlertRule
 from bridge.core.times import now_ns
 from bridge.ingest.episodes import local_fingerprint
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import AlertStore, IngestResult, StoredAlert
 from bridge.telemetry.evaluator import Alert, Evaluator
 from bridge.telemetry.exporter import Telemetry

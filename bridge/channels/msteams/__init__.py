@@ -19,7 +19,7 @@ from typing import Any
 
 from bridge.channels.base import ChannelConfigError
 from bridge.channels.delivery import read_url
-from bridge.ingest.webhook import Notification, ReceivedAlert
+from bridge.core.alerts import Notification, ReceivedAlert
 
 CARD = "application/vnd.microsoft.card.adaptive"
 #: Adaptive Card text colours by severity (firing), "good" once resolved.

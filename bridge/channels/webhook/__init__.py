@@ -2,7 +2,7 @@
 to a `webhook` receiver's `url` (or the file `url_file` names): the dead man's switch tells
 its receiver so when Alertmanager, which would otherwise deliver, may be what broke.
 
->>> from bridge.ingest.webhook import ReceivedAlert
+>>> from bridge.core.alerts import ReceivedAlert
 >>> alert = ReceivedAlert("0123456789abcdef", "firing", 0, None, {"alertname": "x"}, {}, "")
 >>> body = WEBHOOK.render(Notification("ops", "firing", "g", 0, (alert,)), {}, None)
 >>> body["version"], body["receiver"], body["alerts"][0]["endsAt"]
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.channels.delivery import TargetError, read_url
+from bridge.core.alerts import Notification
 from bridge.core.times import format_micros
-from bridge.ingest.webhook import Notification
 
 ZERO = "0001-01-01T00:00:00Z"
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.model import dumps_extra, dumps_list, dumps_map
 from bridge.ingest.episodes import change, reopened_detail
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.postgres.schema import FEED_LOCK
 from bridge.store.records import IngestResult
 

@@ -20,9 +20,9 @@ import asyncpg
 import orjson
 
 from bridge.core.aio import stop_task, wait_event
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import Conflict, NotFound, StoreError, Unprocessable
 from bridge.core.times import NS
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store import actions
 from bridge.store.actions import Change
 from bridge.store.postgres import escalations, schema

@@ -15,9 +15,9 @@ from typing import Any, Final
 
 import orjson
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.model import dumps_extra, dumps_list, dumps_map
 from bridge.ingest.episodes import change, reopened_detail
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.records import IngestResult
 
 _INSERT_INTO = (

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import StoreError
-from bridge.ingest.webhook import ReceivedAlert
 from bridge.store.records import (
     AlertCounts,
     AlertDetail,
