@@ -15,7 +15,6 @@ from aiohttp import web
 from bridge.config import Secret
 from bridge.core.alerts import Notification, ReceivedAlert
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
-from bridge.core.policies import is_heartbeat, is_internal
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
 from bridge.export.report import of_store, window
@@ -34,6 +33,7 @@ from bridge.http.util import (
     tokens_equal,
 )
 from bridge.http.wake import kick_reconciler
+from bridge.ingest.internal import split
 from bridge.ingest.webhook import is_grafana_test, parse_notification
 from bridge.store import AlertStore, Event, IngestResult, StoredAlert
 from bridge.store.query import parse_alert_query, parse_id
@@ -160,18 +160,13 @@ async def _store_notification(
     if is_grafana_test(notification):  # a contact point's test: answered, nothing stored
         metrics.grafana_tests.inc()
         return notification, (), IngestResult()
-    # The bridge's own alerts (escalation copies, channel tests, rate-limit summaries
-    # routed here by a hand-written route, the heartbeat) are never stored as alerts.
-    alerts = notification.alerts
-    internal = [a for a in alerts if is_internal(a.labels)]
-    if internal:
-        alerts = tuple(a for a in alerts if not is_internal(a.labels))
-        beats = sum(1 for a in internal if is_heartbeat(a.labels))
-        if beats:  # the dead man's switch: its arrival recorded
-            await app[STORE].record_heartbeat(now_ns())
-            metrics.heartbeats.inc()
-        if len(internal) > beats:
-            metrics.copies_ignored.inc(len(internal) - beats)
+    # The bridge's own alerts (escalation copies, the heartbeat...) are never stored.
+    alerts, beats, ignored = split(notification.alerts)
+    if beats:  # the dead man's switch: its arrival recorded
+        await app[STORE].record_heartbeat(now_ns())
+        metrics.heartbeats.inc()
+    if ignored:
+        metrics.copies_ignored.inc(ignored)
     if not alerts:
         return notification, alerts, IngestResult()
     try:
