@@ -13,7 +13,6 @@ from bridge.store.records import SYSTEM_ACTORS, AlertQuery, StoredAlert
 from bridge.store.rows import COLUMNS, row_to_alert
 
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
-Row = Any
 EVENT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
 _RANK = "CASE WHEN acked_at IS NOT NULL THEN 2 WHEN am_state = 'suppressed' THEN 1 ELSE 0 END"
 _SEVERITY_RANK = ("CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning'"
