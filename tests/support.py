@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -50,6 +51,18 @@ def wait_for(
     raise AssertionError(
         f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
     )
+
+
+async def until(condition: Callable[[], object], what: str, seconds: float = 30.0,
+                every: float = 0.02) -> None:  # fmt: skip
+    """Await (bounded in time) until `condition()` holds: for what another thread or process
+    does that sends this event loop no event (a writer thread's progress, a worker's
+    message); `every` 0 polls at each turn of the loop."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        await asyncio.sleep(every)
 
 
 def http_json(

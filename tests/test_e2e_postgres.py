@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +18,15 @@ import pytest
 
 from tests.payloads import am_alert, notification
 from tests.pg import Cluster, cluster
-from tests.support import LOOPBACK, bridge_env, free_port, http_text, running, start_bridge
+from tests.support import (
+    LOOPBACK,
+    bridge_env,
+    free_port,
+    http_text,
+    running,
+    start_bridge,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 HOOK = {"Authorization": "Bearer hook"}
@@ -38,12 +47,10 @@ def leader_of(urls: list[str]) -> list[bool]:
     return out
 
 
-def until(what: str, probe: object, seconds: float) -> float:
-    """Poll another process (bounded); the seconds it took."""
+def until(what: str, probe: Callable[[], object], seconds: float) -> float:
+    """wait_for another process (bounded); the seconds it took."""
     began = time.monotonic()
-    while not probe():  # type: ignore[operator]
-        assert time.monotonic() - began < seconds, f"not within {seconds} s: {what}"
-        time.sleep(0.05)
+    wait_for(what, probe, seconds, every=0.05)
     return time.monotonic() - began
 
 

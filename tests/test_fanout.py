@@ -26,16 +26,9 @@ from bridge.core import apikeys
 from bridge.http.app import create_app
 from bridge.http.fanout import StreamWorker, _in_force, settle_in
 from bridge.http.keys import HUB, STREAM_WORKER
+from tests.support import until
 from tests.test_stream import API, TIMEOUT, Client, MakeClient, Watcher, fire
 from tests.test_web import sign_in
-
-
-async def until(condition: Any, what: str, seconds: float = 30.0) -> None:
-    """Wait (bounded) for something another process does, which sends this one no event."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 async def with_worker(aiohttp_client: MakeClient, tmp_path: Path, **server: Any) -> Client:

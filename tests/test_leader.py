@@ -16,6 +16,7 @@ from pathlib import Path
 from bridge.core.times import NS, now_ns
 from bridge.store.sqlite.store import SqliteStore
 from bridge.workers.leader import Leader, lead
+from tests.support import until
 
 
 def dead_pid() -> int:
@@ -74,20 +75,15 @@ async def test_work_under_the_lease_starts_and_stops_with_it(tmp_path: Path) -> 
         await ready.wait()  # not held: ready at once, nothing started
         assert running == []
         await leader.try_once()
-        await asyncio.wait_for(_until(lambda: running == [True]), 5)
+        await until(lambda: running == [True], "the lease work to start or stop", 5, every=0)
         await store.lease("background", "thief:2:y", now_ns() + 60 * NS, now_ns() + 61 * NS)
         await leader.try_once()  # renewal refused: lost
-        await asyncio.wait_for(_until(lambda: running == [True, False]), 5)
+        await until(lambda: running == [True, False], "the lease work to start or stop", 5, every=0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     finally:
         await store.close()
-
-
-async def _until(condition: object) -> None:
-    while not condition():  # type: ignore[operator]
-        await asyncio.sleep(0)
 
 
 async def test_a_store_failing_ends_the_lease_and_a_failing_start_is_tried_again(
@@ -108,7 +104,7 @@ async def test_a_store_failing_ends_the_lease_and_a_failing_start_is_tried_again
     ready = asyncio.Event()
     task = asyncio.create_task(lead(leader, failing, ready, retry=0.01))
     await ready.wait()  # set though the start failed
-    await asyncio.wait_for(_until(lambda: len(starts) >= 2), 5)  # and tried again
+    await until(lambda: len(starts) >= 2, "a second start", 5, every=0)  # tried again
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

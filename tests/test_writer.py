@@ -23,6 +23,7 @@ from bridge.store.sqlite.ingest import IngestJob
 from bridge.store.sqlite.writer import Writer
 from tests.stores import T0, ingest, received
 from tests.stores import alert_rows as rows
+from tests.support import until
 
 
 async def test_concurrent_jobs_share_commits(tmp_path: Path) -> None:
@@ -281,7 +282,7 @@ async def test_answered_only_once_the_wal_is_synced(
             asyncio.ensure_future(writer.submit(ingest([received(fingerprint=f"{i:016x}")], T0)))
             for i in range(1, 4)
         ]
-        await wait_until(lambda: writer.jobs == 4)  # handed to the syncer
+        await until_written(lambda: writer.jobs == 4)  # handed to the syncer
         assert _count(store) == 4  # committed while the first sync is still held
         assert not any(f.done() for f in [first, *later])  # none answered before its sync
         sync.release()
@@ -292,13 +293,9 @@ async def test_answered_only_once_the_wal_is_synced(
     store.close()
 
 
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Until the writer thread made `condition` true (it has no event to await): 10 s at most."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the writer never got there")
+async def until_written(condition: Callable[[], bool]) -> None:
+    """Until the writer thread made `condition` true (it has no event to await)."""
+    await until(condition, "the writer to get there", 10, 0.01)
 
 
 async def test_a_failed_sync_fails_its_callers_then_the_writer_carries_on(
@@ -335,7 +332,7 @@ async def test_stopping_answers_every_queued_caller(
         asyncio.ensure_future(writer.submit(ingest([received(fingerprint=f"{i:016x}")], T0)))
         for i in range(1, 5)
     ]
-    await wait_until(lambda: writer.jobs == 5)
+    await until_written(lambda: writer.jobs == 5)
     stopping = asyncio.ensure_future(writer.__aexit__(None, None, None))
     sync.release()
     await asyncio.wait_for(stopping, 10)
