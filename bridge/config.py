@@ -93,7 +93,7 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides IPs and localhost; "*": any
     #: The URL operators reach this bridge at (links in notifications); None: no links.
     public_url: str | None = None
-    #: The API keys file (bridge.core.apikeys); None: `<db>.keys.json` beside a SQLite file.
+    #: The API keys file (bridge.host.apikeys); None: `<db>.keys.json` beside a SQLite file.
     keys_file: str | None = None
     #: The stream worker's CPU scheduling (bridge.http.fanout): "idle" (SCHED_IDLE: it runs
     #: when ingestion leaves a core free) or "normal" (the server's own).

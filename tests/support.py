@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.cli.dev import free_port
-from bridge.core.tools import find_tool
+from bridge.host.tools import find_tool
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.core.aio import stop_task, wait_event
+from bridge.host.aio import stop_task, wait_event
 
 
 async def test_wait_event_returns_when_set_or_after_the_timeout() -> None:
@@ -49,7 +49,7 @@ async def test_a_stopping_worker_ignores_stop_signals_before_its_loop_closes() -
     the signal module's wake-up fd) and the signals ignored, before the loop closes."""
     import signal
 
-    from bridge.core.aio import ignore_stop_signals
+    from bridge.host.aio import ignore_stop_signals
 
     loop = asyncio.get_running_loop()
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}

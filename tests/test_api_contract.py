@@ -22,10 +22,10 @@ import schemathesis
 from hypothesis import HealthCheck, assume, given, settings
 from schemathesis.core.result import Err
 
-from bridge.core import apikeys
 from bridge.core.errors import InvalidInput
 from bridge.core.matchers import Matcher
 from bridge.core.times import now_ns
+from bridge.host import apikeys
 from bridge.http.openapi import SPEC
 from bridge.store.query import parse_when
 from tests.support import LOOPBACK, bridge_env, free_port, http_json, running, start_bridge

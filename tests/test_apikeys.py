@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from bridge.cli import main
 from bridge.config import Secret, load_settings
-from bridge.core import apikeys
 from bridge.core.errors import BridgeError
+from bridge.host import apikeys
 from bridge.http.app import create_app
 from bridge.http.keys import KEYRING
 from tests.payloads import am_alert, notification

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "bridge"
 #: Bottom first. A package may import its own modules and those of lower layers.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"core"}),
-    frozenset({"ingest"}),
+    frozenset({"ingest", "host"}),
     frozenset({"store", "channels"}),
     frozenset({"alertmanager", "telemetry", "export", "feed", "config"}),
     frozenset({"workers"}),
@@ -176,3 +176,22 @@ def test_the_server_the_worker_and_the_cli_start_without_pyarrow(module: str) ->
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+#: What does I/O (files, processes, sockets, the event loop): never imported by `core`.
+IO_MODULES = frozenset({
+    "os", "pathlib", "subprocess", "socket", "shutil", "tempfile", "asyncio", "aiohttp",
+    "sqlite3", "asyncpg", "signal", "threading",
+})  # fmt: skip
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if package_of(m) == "core"))
+def test_core_does_no_io(module: str) -> None:
+    """`core` is the vocabulary, with no I/O (what touches the machine is bridge.host): it
+    imports no module that reads files, runs processes, opens sockets or runs an event loop."""
+    tree = ast.parse(MODULES[module].read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}  # fmt: skip
+    imported |= {str(node.module).split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 0}  # fmt: skip
+    assert not imported & IO_MODULES, (module, sorted(imported & IO_MODULES))

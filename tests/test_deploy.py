@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from bridge.config import load_settings
-from bridge.core.tools import find_tool
 from bridge.generate import ALERTMANAGER_PATH, DATASOURCES_PATH, render_all
 from bridge.generate.check import run_checks
+from bridge.host.tools import find_tool
 
 CONFIG = "deploy/alertbridge.yml"
 HA_CONFIG = "deploy/ha/alertbridge.yml"

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from bench.ingest import build_store
-from bridge.core import apikeys
+from bridge.host import apikeys
 from tests.payloads import am_alert, notification
 from tests.support import (
     LOOPBACK,

@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bridge.core import apikeys
+from bridge.host import apikeys
 from tests.payloads import am_alert, notification
 from tests.support import (
     LOOPBACK,

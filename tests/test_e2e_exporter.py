@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
-from bridge.core.tools import find_tool
 from bridge.generate.prometheus import render_prometheus_config
+from bridge.host.tools import find_tool
 from tests.support import (
     LOOPBACK,
     bridge_env,

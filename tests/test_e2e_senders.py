@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.core.times import format_time, now_ns
-from bridge.core.tools import find_tool
+from bridge.host.tools import find_tool
 from tests.support import (
     LOOPBACK,
     bridge_env,

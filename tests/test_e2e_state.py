@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.cli import main
-from bridge.core.tools import find_tool
+from bridge.host.tools import find_tool
 from tests.support import (
     LOOPBACK,
     Proc,

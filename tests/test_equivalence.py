@@ -18,9 +18,9 @@ from bridge.core.expressions import Annotations, alert_labels
 from bridge.core.model import AlertRule
 from bridge.core.rules import DEFAULT_RULES
 from bridge.core.times import format_duration
-from bridge.core.tools import run_tool
 from bridge.generate.fixtures import TEST_LABELS, Timing, fixture_for
 from bridge.generate.prometheus import RULES_FILE, render_rules
+from bridge.host.tools import run_tool
 from bridge.telemetry.evaluator import Evaluator
 
 pytestmark = pytest.mark.e2e

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from bridge.config import Secret, load_settings
-from bridge.core import apikeys
+from bridge.host import apikeys
 from bridge.http.app import create_app
 from bridge.http.fanout import StreamWorker, _in_force, settle_in
 from bridge.http.keys import HUB, STREAM_WORKER

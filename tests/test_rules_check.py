@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from bridge.config import load_settings
-from bridge.core.tools import run_tool
 from bridge.generate import ALERTMANAGER_PATH, RULES_PATH, render_all, write_all
 from bridge.generate.check import run_checks
+from bridge.host.tools import run_tool
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.config import Secret, load_settings
-from bridge.core import apikeys
+from bridge.host import apikeys
 from bridge.http import peers
 from bridge.http.app import create_app
 from bridge.http.keys import HUB

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.config import Secret, load_settings
-from bridge.core import apikeys
+from bridge.host import apikeys
 from bridge.http.app import create_app
 from bridge.http.keys import KEYRING, SESSIONS
 from bridge.http.pages import CSP

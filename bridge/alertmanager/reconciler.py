@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bridge.alertmanager.client import AlertmanagerCluster, ReplicaList
-from bridge.core.aio import wait_event
 from bridge.core.alerts import DEFAULT_LIMITS, AlertLimits, ReceivedAlert, parse_time
 from bridge.core.errors import AlertmanagerError, InvalidInput
 from bridge.core.logutil import log_failure
 from bridge.core.policies import is_internal
 from bridge.core.times import NS, ZERO_TIME, now_ns
+from bridge.host.aio import wait_event
 from bridge.ingest.episodes import PROVISIONAL
 from bridge.ingest.webhook import alert_from_api
 from bridge.store import AlertStore, AmView, SilenceChange, StoredAlert

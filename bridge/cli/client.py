@@ -12,10 +12,10 @@ from typing import Any, Protocol, TypeVar
 
 from bridge.cli.common import default_actor
 from bridge.config import Secret
-from bridge.core.apikeys import TOKEN_PREFIX
 from bridge.core.errors import BridgeError
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
+from bridge.host.apikeys import TOKEN_PREFIX
 from bridge.store import AlertStore, open_store
 from bridge.store.query import parse_alert_query
 

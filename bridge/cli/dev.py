@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.core.errors import BridgeError
-from bridge.core.tools import find_tool
 from bridge.generate import ALERTMANAGER_PATH, PROMETHEUS_PATH, render_all, write_all
+from bridge.host.tools import find_tool
 
 LOOPBACK = "127.0.0.1"
 

@@ -1,4 +1,4 @@
-"""`alertbridge keys add|list|revoke`: one API key per person (bridge.core.apikeys).
+"""`alertbridge keys add|list|revoke`: one API key per person (bridge.host.apikeys).
 
 The token is printed once, by `add`, and never stored: the keys file keeps its SHA-256. A
 running server picks the change up within a second.
@@ -11,7 +11,7 @@ import json
 import click
 
 from bridge.cli.common import fail_cleanly, main, settings_of, short_time, table
-from bridge.core import apikeys
+from bridge.host import apikeys
 
 
 @main.group()

@@ -65,7 +65,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve /metrics, the webhook receiver and the REST API until SIGINT or SIGTERM."""
-    from bridge.core import apikeys
+    from bridge.host import apikeys
     from bridge.http.app import create_app
     from bridge.http.keys import GUARD
     from bridge.http.server import ListenError, fitted_limits, raise_open_files_limit

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from bridge.core.aio import stop_task, wait_event
 from bridge.core.errors import AlertmanagerError, Conflict, NotFound, Unprocessable
 from bridge.core.logutil import log_failure
 from bridge.core.model import json_integer
@@ -41,6 +40,7 @@ from bridge.core.times import NS, format_duration, format_micros, parse_duration
 from bridge.escalation import transitions
 from bridge.escalation.transitions import Move
 from bridge.feed.consumer import FeedConsumer
+from bridge.host.aio import stop_task, wait_event
 from bridge.store import MAX_TEXT, AlertStore, Copy, Escalation, Event, StoredAlert
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import aiohttp
 
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.config import Settings
-from bridge.core.aio import ignore_stop_signals, stop_task
 from bridge.escalation.engine import Escalator
+from bridge.host.aio import ignore_stop_signals, stop_task
 from bridge.store import AlertStore, open_store
 from bridge.workers.child import die_with_parent, until_stopped
 from bridge.workers.supervisor import Supervisor, worker_argv

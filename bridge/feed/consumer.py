@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bridge.core.aio import wait_event
 from bridge.core.logutil import log_failure
+from bridge.host.aio import wait_event
 from bridge.store import AlertStore, Event
 
 log = logging.getLogger(__name__)

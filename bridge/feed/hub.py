@@ -20,11 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.core.aio import wait_event
 from bridge.core.errors import InvalidInput
 from bridge.core.logutil import log_failure
 from bridge.core.matchers import Matcher
 from bridge.core.times import now_ns
+from bridge.host.aio import wait_event
 from bridge.store import AlertStore, FeedEntry
 from bridge.store.query import parse_alert_query, parse_int
 from bridge.store.records import EVENT_KINDS

@@ -12,7 +12,6 @@ from bridge.config import Settings
 from bridge.core.expressions import alert_labels
 from bridge.core.model import Severity
 from bridge.core.policies import LABEL_HELD, LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND
-from bridge.core.tools import run_tool
 from bridge.generate import (
     ALERTMANAGER_PATH,
     PROMETHEUS_PATH,
@@ -21,6 +20,7 @@ from bridge.generate import (
     TESTS_PATH,
 )
 from bridge.generate.alertmanager import copy_receivers, level_receivers, routed_receivers
+from bridge.host.tools import run_tool
 
 
 @dataclass(frozen=True, slots=True)

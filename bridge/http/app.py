@@ -10,11 +10,11 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from bridge.config import Settings
-from bridge.core.apikeys import KeyRing
 from bridge.core.errors import StoreError
 from bridge.core.model import Severity
 from bridge.core.times import format_time
 from bridge.feed.notify import Notifier
+from bridge.host.apikeys import KeyRing
 from bridge.http import adapters, api, pages, stream
 from bridge.http.auth import authorize
 from bridge.http.background import (

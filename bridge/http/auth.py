@@ -1,4 +1,4 @@
-"""Who is asking, and may they: the API's bearer token is a person's key (bridge.core.apikeys)
+"""Who is asking, and may they: the API's bearer token is a person's key (bridge.host.apikeys)
 or the shared `ALERTBRIDGE_API_TOKEN` of before (an admin key with no name of its own).
 
 With neither keys nor a shared token the API is open, as it always was (bound to loopback by
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bridge.core.apikeys import KeyRing, allows
+from bridge.host.apikeys import KeyRing, allows
 from bridge.http.errors import HttpError
 from bridge.http.keys import ATTEMPTS, KEYRING, SESSIONS, SETTINGS
 from bridge.http.sessions import COOKIE, Session

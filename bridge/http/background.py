@@ -16,7 +16,6 @@ from aiohttp import web
 
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
-from bridge.core.aio import stop_task
 from bridge.core.logutil import log_failure
 from bridge.core.times import now_ns
 from bridge.escalation.engine import Escalator
@@ -26,6 +25,7 @@ from bridge.feed.consumer import FeedConsumer
 from bridge.feed.enrich import CONSUMER as ENRICH
 from bridge.feed.enrich import enricher
 from bridge.feed.notify import CONSUMER
+from bridge.host.aio import stop_task
 from bridge.http.keys import (
     ENRICH_FEED,
     ESCALATOR,

@@ -33,9 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bridge.config import Settings
-from bridge.core.aio import ignore_stop_signals, stop_task
-from bridge.core.apikeys import KeyRing, KeysError
 from bridge.feed.hub import EventHub, WatchFilter
+from bridge.host.aio import ignore_stop_signals, stop_task
+from bridge.host.apikeys import KeyRing, KeysError
 from bridge.http.peers import DRAIN_TIMEOUT, TransportPeer, cut
 from bridge.store import AlertStore, open_store
 from bridge.workers.child import die_with_parent, until_stopped

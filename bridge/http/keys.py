@@ -8,13 +8,13 @@ from prometheus_client import CollectorRegistry
 
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.config import Settings
-from bridge.core.apikeys import KeyRing
 from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
 from bridge.escalation.worker import WorkerProcess
 from bridge.feed.consumer import FeedConsumer
 from bridge.feed.hub import EventHub
 from bridge.feed.notify import Notifier
+from bridge.host.apikeys import KeyRing
 from bridge.http.fanout import StreamWorker
 from bridge.http.ratelimit import Attempts
 from bridge.http.selfmetrics import BridgeMetrics

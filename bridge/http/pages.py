@@ -23,11 +23,11 @@ from urllib.parse import urlencode, urlsplit
 import jinja2
 from aiohttp import web
 
-from bridge.core.apikeys import allows, token_hash
 from bridge.core.errors import BridgeError, RequestError, StoreError
 from bridge.core.times import format_time, now_ns
 from bridge.escalation.engine import change_of, override
 from bridge.export.report import seconds_text
+from bridge.host.apikeys import allows, token_hash
 from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of

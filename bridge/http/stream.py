@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import HttpVersion11, web
 
-from bridge.core.aio import stop_task
 from bridge.feed.hub import GZIP_HEADER, EventHub, WatchFilter, deflated, parse_position
+from bridge.host.aio import stop_task
 from bridge.http.auth import authorize
 from bridge.http.errors import HttpError
 from bridge.http.fanout import StreamWorker

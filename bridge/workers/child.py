@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-from bridge.core.aio import wait_event
+from bridge.host.aio import wait_event
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: a signal to this process when its parent dies

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge.config import Settings
-from bridge.core.aio import stop_process
+from bridge.host.aio import stop_process
 
 log = logging.getLogger(__name__)
 #: Seconds between a worker's death and its next start (bounded: a worker that cannot start

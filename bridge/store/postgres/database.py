@@ -16,8 +16,8 @@ from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 
-from bridge.core.aio import stop_task, wait_event
 from bridge.core.errors import Conflict, NotFound, StoreError
+from bridge.host.aio import stop_task, wait_event
 from bridge.store.postgres import schema
 from bridge.store.postgres.ingest import PgIngestJob, apply
 
