@@ -47,11 +47,7 @@ def child(db: str, what: str, fmt: str, anonymise: str, out: str) -> None:
         records = sum(b.num_rows for b in rows(None, None, BATCH[what]))
         size = 0
     else:
-        anonymizer = (
-            asyncio.run(anonymizer_for(store, {"ALERTBRIDGE_EXPORT_KEY": "bench"}))
-            if anonymise == "yes"
-            else None
-        )
+        anonymizer = asyncio.run(anonymizer_for(store, b"bench")) if anonymise == "yes" else None
         result = export_history(store, Destination.of(out, db), what, fmt, anonymizer=anonymizer)
         records, size = result.records, result.bytes or 0
     elapsed = time.perf_counter() - began

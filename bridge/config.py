@@ -111,6 +111,12 @@ class ServerSettings:
     #: the timestamp header when one is set there (the signature then covers "ts:body", and
     #: a timestamp more than grafana_max_skew seconds off is refused as a replay).
     grafana_hmac_secret: Secret | None = None
+    #: The key of the export's pseudonyms: ALERTBRIDGE_EXPORT_KEY (or _FILE), never in this
+    #: file; None: one generated and kept in the database at the first export.
+    export_key: Secret | None = None
+    #: The file holding the PostgreSQL password (env ALERTBRIDGE_STORE_PASSWORD_FILE); None:
+    #: libpq's PGPASSWORD or PGPASSFILE. Never in the URL, which is logged.
+    db_password_file: str | None = None
     grafana_signature_header: str = "X-Grafana-Alerting-Signature"
     grafana_timestamp_header: str = ""
     grafana_max_skew: int = 300
@@ -412,6 +418,7 @@ _ENV_OVERRIDES = {
     "ALERTBRIDGE_KEYS_FILE": ("server", "keys_file"),
     "ALERTBRIDGE_STREAM_PRIORITY": ("server", "stream_priority"),
     "ALERTBRIDGE_LEASE_DURATION": ("server", "lease_duration"),
+    "ALERTBRIDGE_STORE_PASSWORD_FILE": ("server", "db_password_file"),
     "ALERTBRIDGE_PROMETHEUS_URL": ("prometheus", "url"),
     "ALERTBRIDGE_ALERTMANAGER_URL": ("alertmanager", "url"),
     "ALERTBRIDGE_TELEMETRY_SYSTEM": ("telemetry", "system"),
@@ -507,6 +514,7 @@ def load_settings(
         webhook_token=_secret(env, "ALERTBRIDGE_WEBHOOK_TOKEN"),
         api_token=_secret(env, "ALERTBRIDGE_API_TOKEN"),
         grafana_hmac_secret=_secret(env, "ALERTBRIDGE_GRAFANA_HMAC_SECRET"),
+        export_key=_secret(env, "ALERTBRIDGE_EXPORT_KEY"),
     )
     telemetry = TelemetrySettings(
         **_typed(TelemetrySettings, sections["telemetry"], "telemetry", source, origins)

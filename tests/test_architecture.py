@@ -195,3 +195,18 @@ def test_core_does_no_io(module: str) -> None:
     imported |= {str(node.module).split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.level == 0}  # fmt: skip
     assert not imported & IO_MODULES, (module, sorted(imported & IO_MODULES))
+
+
+#: Where the environment is read: the settings (and `dev`, which builds its children's).
+READS_ENVIRONMENT = frozenset({"bridge.config", "bridge.cli.dev"})
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_settings_are_read_only_through_settings(module: str) -> None:
+    """No module but the settings reads os.environ or os.getenv: a setting read elsewhere is
+    one an operator cannot find in the configuration's reference."""
+    tree = ast.parse(MODULES[module].read_text())
+    reads = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+             and node.attr in ("environ", "getenv") and isinstance(node.value, ast.Name)
+             and node.value.id == "os"]  # fmt: skip
+    assert not reads or module in READS_ENVIRONMENT, (module, reads)

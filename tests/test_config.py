@@ -241,3 +241,17 @@ def test_a_bad_value_from_a_flag_names_the_flag() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, {}, db="")
     assert str(info.value) == "--db: server.db: must be a non-empty string, got ''"
+
+
+def test_the_store_password_file_and_the_export_key_are_settings(tmp_path: Path) -> None:
+    """ALERTBRIDGE_STORE_PASSWORD_FILE names server.db_password_file; the export key comes
+    from ALERTBRIDGE_EXPORT_KEY or the file ALERTBRIDGE_EXPORT_KEY_FILE names, never shown."""
+    key = tmp_path / "export.key"
+    key.write_text("pseudonyms\n")
+    settings = load_settings(None, {"ALERTBRIDGE_STORE_PASSWORD_FILE": "/run/secrets/pg",
+                                    "ALERTBRIDGE_EXPORT_KEY_FILE": str(key)})  # fmt: skip
+    assert settings.server.db_password_file == "/run/secrets/pg"
+    assert settings.server.export_key is not None
+    assert settings.server.export_key.data == b"pseudonyms"
+    assert "pseudonyms" not in repr(settings)
+    assert load_settings(None, {}).server.export_key is None

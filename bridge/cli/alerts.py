@@ -54,7 +54,7 @@ def _local(ctx: click.Context, db: str | None) -> Iterator[LocalClient]:
         raise BridgeError(
             f"no alert database at {path} (pass --db PATH of a bridge's database, or --url)"
         )
-    client = LocalClient(path)
+    client = LocalClient(path, settings_of(ctx).server.db_password_file)
     try:
         yield client
     finally:

@@ -58,8 +58,8 @@ class LocalClient:
     server: SQLite locks). Each call runs its own event loop; the store's writer thread is
     started for the first write."""
 
-    def __init__(self, path: str) -> None:
-        self.store = open_store(path)  # (see _waking below)
+    def __init__(self, path: str, password_file: str | None = None) -> None:
+        self.store = open_store(path, password_file=password_file)  # (see _waking below)
         self._started = False
 
     def close(self) -> None:

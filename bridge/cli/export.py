@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -14,6 +13,7 @@ from collections.abc import Callable, Iterator
 import click
 
 from bridge.cli.common import Whole, fail_cleanly, main, settings_of
+from bridge.config import Settings
 from bridge.core.errors import BridgeError, StoreError
 from bridge.core.times import NS, now_ns
 from bridge.export import output as export_output
@@ -83,8 +83,8 @@ def export_command(
     destination = Destination.of(output, path if needs_store else None)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_terminated_cleanly())
-        store = stack.enter_context(_read_only(path)) if needs_store else None
-        anonymizer = _anonymizer(store, path) if anonymize and store is not None else None
+        store = stack.enter_context(_read_only(path, settings)) if needs_store else None
+        anonymizer = _anonymizer(store, path, settings) if anonymize and store else None
         if what == "telemetry":
             url = prometheus_url or settings.prometheus.url
             if not url:
@@ -112,36 +112,37 @@ def export_command(
 
 
 @contextlib.contextmanager
-def _read_only(path: str) -> Iterator[AlertStore]:
-    store = open_store(path, read_only=True)
+def _read_only(path: str, settings: Settings) -> Iterator[AlertStore]:
+    store = open_store(path, read_only=True, password_file=settings.server.db_password_file)
     try:
         yield store
     finally:
         asyncio.run(store.close())
 
 
-def _anonymizer(store: AlertStore, path: str) -> Anonymizer:
+def _anonymizer(store: AlertStore, path: str, settings: Settings) -> Anonymizer:
     """The export's Anonymizer; its key generated and kept in the database the first time
     (which then needs write access), unless ALERTBRIDGE_EXPORT_KEY(_FILE) gives one."""
     from bridge.export.history import MissingKey, anonymizer_for
 
+    given = settings.server.export_key.data if settings.server.export_key else None
     try:
-        return asyncio.run(anonymizer_for(store, os.environ))
+        return asyncio.run(anonymizer_for(store, given))
     except MissingKey as missing:
         try:
-            asyncio.run(_keep_key(path))
+            asyncio.run(_keep_key(path, settings))
         except StoreError:
             raise missing from None
-    return asyncio.run(anonymizer_for(store, os.environ))
+    return asyncio.run(anonymizer_for(store, given))
 
 
-async def _keep_key(path: str) -> None:
+async def _keep_key(path: str, settings: Settings) -> None:
     from bridge.export.history import export_key
 
-    writable = open_store(path)
+    writable = open_store(path, password_file=settings.server.db_password_file)
     try:
         await writable.start()
-        await export_key(writable, os.environ)
+        await export_key(writable, None)
     finally:
         await writable.close()
 

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from bridge.cli.common import fail_cleanly, main
+from bridge.cli.common import fail_cleanly, main, settings_of
 from bridge.core.errors import StoreError
 from bridge.store import AlertStore, is_url, open_store
 from bridge.store import exists as store_exists
@@ -70,9 +70,10 @@ async def copy(
     return done
 
 
-async def _run(source_at: str, target_at: str) -> dict[str, tuple[int, int]]:
-    source = open_store(source_at, read_only=True)
-    target = open_store(target_at)
+async def _run(source_at: str, target_at: str,
+               password_file: str | None) -> dict[str, tuple[int, int]]:  # fmt: skip
+    source = open_store(source_at, read_only=True, password_file=password_file)
+    target = open_store(target_at, password_file=password_file)
     try:
         await target.start()
         return await copy(source, target)
@@ -86,15 +87,16 @@ async def _run(source_at: str, target_at: str) -> dict[str, tuple[int, int]]:
               help="The store to copy (read only).")  # fmt: skip
 @click.option("--to", "target", required=True, metavar="postgresql://USER@HOST:PORT/DB",
               help="The store to copy into (migrated first; password from a file).")  # fmt: skip
+@click.pass_context
 @fail_cleanly
-def migrate(source: str, target: str) -> None:
+def migrate(ctx: click.Context, source: str, target: str) -> None:
     """Copy alerts, events, settings and escalations into another store, verified."""
     source_at, target_at = _location(source, "--from"), _location(target, "--to")
     if not store_exists(source_at):
         raise click.BadParameter(f"{source_at}: no such database file", param_hint="--from")
     if source_at == target_at:
         raise click.BadParameter("the same store", param_hint="--to")
-    done = asyncio.run(_run(source_at, target_at))
+    done = asyncio.run(_run(source_at, target_at, settings_of(ctx).server.db_password_file))
     for table, (total, new) in done.items():
         click.echo(f"{table}: {total} in the source, all in the target ({new} copied now,"
                    f" {total - new} there already)")  # fmt: skip

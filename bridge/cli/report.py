@@ -20,9 +20,10 @@ from bridge.store import exists as store_exists
 from bridge.store import open_store
 
 
-def report_of(db: str, since: int, until: int, flap: int) -> Report:
+def report_of(db: str, since: int, until: int, flap: int,
+              password_file: str | None = None) -> Report:  # fmt: skip
     """The report of a database (read-only, one snapshot per table)."""
-    store = open_store(db, read_only=True)
+    store = open_store(db, read_only=True, password_file=password_file)
     try:
         return of_store(store, since, until, flap)
     finally:
@@ -90,5 +91,6 @@ def report(ctx: click.Context, since: str | None, until: str | None, flap: str, 
         start, end, flap_seconds = window(since, until, flap)
         if not store_exists(path):
             raise BridgeError(f"no alert database at {path} (pass --db PATH, or --url)")
-        data = report_of(path, start, end, flap_seconds).to_json()
+        secret = settings_of(ctx).server.db_password_file
+        data = report_of(path, start, end, flap_seconds, secret).to_json()
     click.echo(json.dumps(data, indent=2) if output == "json" else render(data))

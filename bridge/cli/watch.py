@@ -91,13 +91,13 @@ def _remote(url: str, token: Secret | None, params: list[tuple[str, str]], after
 
 
 def _local(db: str, params: dict[str, list[str]], after: int | None, emit: Any,
-           count: int | None) -> None:  # fmt: skip
+           count: int | None, password_file: str | None = None) -> None:  # fmt: skip
     if not store_exists(db):
         raise BridgeError(f"no alert database at {db} (pass --db PATH, or --url)")
     wanted = WatchFilter.parse(params)
 
     async def follow() -> None:
-        store = open_store(db)
+        store = open_store(db, password_file=password_file)
         printed = 0
         try:
             position = await store.last_event_id() if after is None else after
@@ -159,4 +159,6 @@ def watch(ctx: click.Context, status: str | None, severity: tuple[str, ...], rul
         flat = [(k, v) for k, vs in params.items() for v in vs]
         _remote(url, settings_of(ctx).server.api_token, flat, after, emit, count)
     else:
-        _local(db or settings_of(ctx).server.db, params, after, emit, count)
+        settings = settings_of(ctx)
+        _local(db or settings.server.db, params, after, emit, count,
+               settings.server.db_password_file)  # fmt: skip

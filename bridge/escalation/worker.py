@@ -37,7 +37,8 @@ async def save_counts(store: AlertStore, engine: Escalator) -> None:
 async def run_worker(settings: Settings, db: str, parent: int) -> None:
     """Run the engine until the parent process is gone or SIGTERM."""
     die_with_parent()
-    store = open_store(db, query_timeout=settings.server.query_timeout)
+    store = open_store(db, query_timeout=settings.server.query_timeout,
+                       password_file=settings.server.db_password_file)  # fmt: skip
     await store.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

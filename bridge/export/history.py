@@ -4,9 +4,8 @@ and their audit trail (events), in any format, anonymised or not."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from bridge.core.errors import BridgeError
 from bridge.export.anonymize import ALLOWED_LABELS, Anonymizer, sensitive_values
@@ -48,16 +47,12 @@ class ExportResult:
     format: str
 
 
-async def export_key(store: AlertStore, env: Mapping[str, str]) -> bytes:
-    """The pseudonym key: ALERTBRIDGE_EXPORT_KEY(_FILE), else one generated once per database
-    and kept there (a read-only database must have one already)."""
-    if env.get("ALERTBRIDGE_EXPORT_KEY"):
-        return env["ALERTBRIDGE_EXPORT_KEY"].encode()
-    if env.get("ALERTBRIDGE_EXPORT_KEY_FILE"):
-        try:
-            return Path(env["ALERTBRIDGE_EXPORT_KEY_FILE"]).read_bytes().strip()
-        except OSError as exc:
-            raise BridgeError(f"ALERTBRIDGE_EXPORT_KEY_FILE: cannot read: {exc.strerror}") from None
+async def export_key(store: AlertStore, given: bytes | None) -> bytes:
+    """The pseudonym key: the one given (server.export_key: ALERTBRIDGE_EXPORT_KEY or
+    _FILE), else one generated once per database and kept there (a read-only database must
+    have one already)."""
+    if given:
+        return given
     kept = await store.export_key()
     if kept is None:
         if store.read_only:
@@ -71,11 +66,11 @@ async def export_key(store: AlertStore, env: Mapping[str, str]) -> bytes:
     return bytes.fromhex(kept)
 
 
-async def anonymizer_for(store: AlertStore, env: Mapping[str, str]) -> Anonymizer:
+async def anonymizer_for(store: AlertStore, given: bytes | None) -> Anonymizer:
     """The Anonymizer of an export from this database: its key, and every sensitive value it
     holds (label values outside the allowlist, people) to scrub from free text."""
     values = sensitive_values(await store.label_sets(), await store.people(), ALLOWED_LABELS)
-    return Anonymizer(await export_key(store, env), ALLOWED_LABELS, values)
+    return Anonymizer(await export_key(store, given), ALLOWED_LABELS, values)
 
 
 def export_history(

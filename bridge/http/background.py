@@ -81,7 +81,10 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     follow the feed for the notification callbacks; close all after the last request."""
     settings = app[SETTINGS]
     store = await asyncio.to_thread(
-        open_store, settings.server.db, query_timeout=settings.server.query_timeout
+        open_store,
+        settings.server.db,
+        query_timeout=settings.server.query_timeout,
+        password_file=settings.server.db_password_file,
     )
     try:
         await store.start()

@@ -372,7 +372,8 @@ async def run_stream_worker(settings: Settings, db: str, parent: int, fd: int,
     # Python), short by construction; a timeout's progress handler would make each read that
     # runs past a millisecond pause as long (bridge.store.sqlite.database._ReadBudget), which
     # is for a server's reads sharing a GIL with its webhook, not for a process of its own.
-    store = open_store(db, read_only=True, inline_reads=True)
+    store = open_store(db, read_only=True, inline_reads=True,
+                       password_file=settings.server.db_password_file)  # fmt: skip
     control = socket.socket(fileno=fd)
     control.setblocking(False)
     worker = _Worker(store, settings.server.max_connections, control, _in_force(keys),

@@ -46,10 +46,11 @@ def open_store(
     query_timeout: float | None = None,
     read_only: bool = False,
     inline_reads: bool = False,
+    password_file: str | None = None,
 ) -> AlertStore:
     """The store in the SQLite database file at `path` (migrated on open unless read-only),
     or, for a `postgresql://` URL, in that PostgreSQL database (migrated at start; its
-    password from the file ALERTBRIDGE_STORE_PASSWORD_FILE names, or libpq's PGPASSWORD or
+    password from `password_file` (server.db_password_file), or libpq's PGPASSWORD or
     PGPASSFILE: never in the URL, which is logged). StoreError when it cannot be opened.
     Call `start()` before writing.
 
@@ -60,12 +61,10 @@ def open_store(
     asynchronous anyway, and it ignores this."""
     name = str(path)
     if is_url(name):
-        import os
-
         from bridge.store.postgres.store import PostgresStore
 
-        return PostgresStore(name, password_file=os.environ.get("ALERTBRIDGE_STORE_PASSWORD_FILE"),
-                             query_timeout=query_timeout, read_only=read_only)  # fmt: skip
+        return PostgresStore(name, password_file=password_file, query_timeout=query_timeout,
+                             read_only=read_only)  # fmt: skip
     from bridge.store.sqlite.store import SqliteStore  # the implementation, chosen here only
 
     return SqliteStore(path, query_timeout=query_timeout, read_only=read_only,
