@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -432,3 +434,37 @@ async def test_a_listed_alert_reopens_a_provisional_resolution_only(env: Env) ->
     assert (await events(store, 1))[-1][:2] == ("reopened", "reconciler")
     final = await store.get_alert(2)
     assert (final.status, final.receive_count) == ("resolved", 2)
+
+
+async def test_a_kick_during_a_round_starts_the_next_round_at_once() -> None:
+    """An ack while a round talks to Alertmanager kicks the reconciler: that round ends, and
+    the next begins at once, not after the interval (the kick was cleared after the round,
+    and the ack's silence waited 30 s: found by the browser test under load)."""
+    reconciler = Reconciler.__new__(Reconciler)  # only its loop: run_once is the test's
+    reconciler.wake = asyncio.Event()
+    rounds = 0
+    first_round_running = asyncio.Event()
+    release = asyncio.Event()
+
+    async def run_once() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            first_round_running.set()
+            await release.wait()
+
+    reconciler.run_once = run_once  # type: ignore[method-assign]
+    task = asyncio.create_task(reconciler.run_forever(interval=3600))
+    try:
+        await asyncio.wait_for(first_round_running.wait(), 5)
+        reconciler.kick()  # during the round
+        release.set()
+        for _ in range(500):  # bounded: 5 s, far below the interval
+            if rounds >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert rounds == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -200,13 +200,15 @@ class Reconciler:
         )
 
     async def run_forever(self, interval: float) -> None:
-        """Rounds every `interval` seconds, or sooner when kicked."""
+        """Rounds every `interval` seconds, or sooner when kicked. A kick during a round
+        (an ack while the round talks to Alertmanager) is kept for the next one, at once: it
+        was cleared after the round, and the ack's silence then waited the whole interval."""
         while True:
+            self.wake.clear()  # before the round: what kicks during it is not lost
             try:
                 await self.run_once()
             except Exception as exc:
                 log_failure(log, exc, "reconciliation round failed")
-            self.wake.clear()
             await wait_event(self.wake, interval)
 
 
