@@ -13,13 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from bridge.core.logutil import log_failure
 from bridge.host.aio import wait_event
-from bridge.store import AlertStore, Event
+from bridge.store import Event
+from bridge.store.interface import FeedCursors, Reads
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+class FeedStore(Reads, FeedCursors, Protocol):
+    """What a consumer of the feed uses of the store: its reads, and where it is."""
 
 
 class FeedConsumer:
@@ -30,7 +36,7 @@ class FeedConsumer:
 
     def __init__(
         self,
-        store: AlertStore,
+        store: FeedStore,
         name: str,
         handle: Handler,
         *,

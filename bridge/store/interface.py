@@ -38,13 +38,11 @@ from bridge.store.records import (
 )
 
 
-class AlertStore(Protocol):
-    """Stored alert episodes, their audit trail and the bridge's persisted settings."""
+class Lifecycle(Protocol):
+    """Opening, closing, readiness."""
 
     #: Whether it was opened for reading only (writes raise StoreError).
     read_only: bool
-
-    # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Be ready to write (a writer, a pool). Reads work before."""
@@ -58,7 +56,9 @@ class AlertStore(Protocol):
         """Why the store cannot take writes now (readiness), or None when it can."""
         ...
 
-    # --- what arrives -------------------------------------------------------------------
+
+class Ingestion(Protocol):
+    """What arrives (the webhook, the reconciler, the embedded evaluator)."""
 
     async def ingest(
         self,
@@ -72,7 +72,9 @@ class AlertStore(Protocol):
         them when not the source itself (the reconciler)."""
         ...
 
-    # --- reads --------------------------------------------------------------------------
+
+class Reads(Protocol):
+    """Alerts, their trail and the feed of changes, read."""
 
     async def list_page(self, query: AlertQuery) -> Page:
         """A page of alerts in the query's order, at most query.limit, fewer when their text
@@ -159,7 +161,9 @@ class AlertStore(Protocol):
         """The Alertmanagers the server last started with (None: it never started here)."""
         ...
 
-    # --- operators' actions ----------------------------------------------------------------
+
+class Actions(Protocol):
+    """Operators' actions on an alert (bridge.store.actions decides them)."""
 
     async def acknowledge(self, alert_id: int, by: object, comment: object, at: int) -> StoredAlert:
         """Acknowledge a firing, unacknowledged alert; an Alertmanager alert's silence becomes
@@ -185,7 +189,9 @@ class AlertStore(Protocol):
         Alertmanager's alerts, reopened by a later firing delivery); Conflict if resolved."""
         ...
 
-    # --- the system's own changes -----------------------------------------------------------
+
+class SystemChanges(Protocol):
+    """The system's own changes: silences, Alertmanager's view, retention, settings kept."""
 
     async def resolve_inferred(self, alert_id: int, at: int, how: str) -> StoredAlert | None:
         """The reconciler found a muted alert gone from Alertmanager: resolved, "inferred"
@@ -244,7 +250,9 @@ class AlertStore(Protocol):
         """When the last heartbeat arrived (None: never)."""
         ...
 
-    # --- copying between stores (`alertbridge migrate`; bridge.store.rows.TABLES) ---------
+
+class Transfer(Protocol):
+    """Copying between stores (`alertbridge migrate`; bridge.store.rows.TABLES)."""
 
     async def dump(self, table: str, after: tuple[Any, ...] | None,
                    limit: int) -> list[tuple[Any, ...]]:  # fmt: skip
@@ -257,7 +265,9 @@ class AlertStore(Protocol):
         were inserted, how many of their keys are there now). Durable when it returns."""
         ...
 
-    # --- the background work of several replicas (bridge.workers.leader) --------------------
+
+class Leases(Protocol):
+    """The background work of several replicas (bridge.workers.leader)."""
 
     async def lease(self, name: str, holder: str, until: int, at: int,
                     replacing: str | None = None) -> bool:  # fmt: skip
@@ -275,7 +285,9 @@ class AlertStore(Protocol):
         """Give the lease up if `holder` holds it (another may take it at once)."""
         ...
 
-    # --- consumers of the feed ----------------------------------------------------------
+
+class FeedCursors(Protocol):
+    """Where each consumer of the feed is (bridge.feed.consumer)."""
 
     async def cursor(self, consumer: str) -> int | None:
         """The last event id a consumer of the feed handled (None: it never ran here)."""
@@ -285,7 +297,9 @@ class AlertStore(Protocol):
         """Remember, durably, the last event id a consumer handled."""
         ...
 
-    # --- escalation (bridge.escalation) ---------------------------------------------------
+
+class Escalations(Protocol):
+    """Escalations and their steps (bridge.escalation)."""
 
     async def add_escalations(
         self, escalations: Sequence[Escalation], details: Sequence[str], at: int | None = None
@@ -335,7 +349,9 @@ class AlertStore(Protocol):
         or None where it changed since it was read or is gone (the others are saved)."""
         ...
 
-    # --- exports ------------------------------------------------------------------------
+
+class Exports(Protocol):
+    """What exports read (bridge.export)."""
 
     async def label_sets(self) -> list[dict[str, str]]:
         """Every distinct label set stored."""
@@ -367,3 +383,22 @@ class AlertStore(Protocol):
     ) -> Iterator[pa.RecordBatch]:
         """The events with `at` in [since, until), in id order, as RAW_EVENT_SCHEMA batches."""
         ...
+
+
+class AlertStore(
+    Lifecycle,
+    Ingestion,
+    Reads,
+    Actions,
+    SystemChanges,
+    Transfer,
+    Leases,
+    FeedCursors,
+    Escalations,
+    Exports,
+    Protocol,
+):
+    """Stored alert episodes, their audit trail and the bridge's persisted settings: every
+    role at once, as each implementation provides them. A caller that needs one role is
+    typed against that role (the leader against Leases, a feed consumer against Reads and
+    FeedCursors), so that what it may do is what its type says."""

@@ -23,7 +23,7 @@ from contextlib import AbstractAsyncContextManager
 
 from bridge.core.logutil import log_failure
 from bridge.core.times import NS, now_ns
-from bridge.store.interface import AlertStore
+from bridge.store.interface import Leases
 
 log = logging.getLogger(__name__)
 #: The lease's term by default (server.lease_duration sets it).
@@ -33,7 +33,7 @@ _OURS: set[str] = set()
 
 
 class Leader:
-    def __init__(self, store: AlertStore, name: str = "background",
+    def __init__(self, store: Leases, name: str = "background",
                  term: float = TERM_SECONDS, holder: str | None = None) -> None:  # fmt: skip
         self.store = store
         self.name = name
