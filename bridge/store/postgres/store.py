@@ -17,9 +17,8 @@ import orjson
 
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import Conflict, NotFound, Unprocessable
-from bridge.core.times import NS
-from bridge.store import actions
-from bridge.store.postgres import escalations, schema
+from bridge.store.postgres import actions as pg_actions
+from bridge.store.postgres import escalations
 from bridge.store.postgres import queries as q
 from bridge.store.postgres.database import Conn, Database
 from bridge.store.postgres.ingest import PgIngestJob
@@ -41,7 +40,6 @@ from bridge.store.records import (
     feed_data,
 )
 from bridge.store.rows import COLUMNS, SAME_ROW, TABLES, row_to_alert
-from bridge.store.rows import text_field as _text
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -209,70 +207,28 @@ class PostgresStore(Database):
     # --- operators' actions ----------------------------------------------------------------
 
     async def acknowledge(self, alert_id: int, by: object, comment: object, at: int) -> StoredAlert:
-        who = _text(by, "by", required=True)
-        note = _text(comment, "comment", required=False)
+        return await self._write(pg_actions.acknowledge(alert_id, by, comment, at))
 
-        async def job(conn: Conn) -> StoredAlert:
-            alert = await q.get(conn, alert_id, lock=True)
-            managed = await conn.fetchval("SELECT value FROM meta WHERE key = 'alertmanagers'")
-            change = actions.acknowledge(alert, who, note, at, silences_managed=managed != "[]")
-            return await q.apply_change(conn, alert_id, change)
-
-        return await self._write(job)
-
-    async def unacknowledge(self, alert_id: int, by: object, comment: object,
-                            at: int) -> StoredAlert:  # fmt: skip
-        who = _text(by, "by", required=True)
-        note = _text(comment, "comment", required=False)
-
-        async def job(conn: Conn) -> StoredAlert:
-            alert = await q.get(conn, alert_id, lock=True)
-            return await q.apply_change(conn, alert_id, actions.unacknowledge(alert, who, note, at))
-
-        return await self._write(job)
+    async def unacknowledge(
+        self, alert_id: int, by: object, comment: object, at: int
+    ) -> StoredAlert:
+        return await self._write(pg_actions.unacknowledge(alert_id, by, comment, at))
 
     async def add_note(self, alert_id: int, by: object, text: object, at: int) -> Event:
-        who = _text(by, "by", required=True)
-        body = _text(text, "text", required=True)
-
-        async def job(conn: Conn) -> Event:
-            await q.get(conn, alert_id)
-            event_id = await q.event(conn, alert_id, at, "note", who, body)
-            return Event(event_id, alert_id, at, "note", who, body)
-
-        return await self._write(job)
+        return await self._write(pg_actions.add_note(alert_id, by, text, at))
 
     async def assign(self, alert_id: int, by: object, assignee: object, at: int) -> StoredAlert:
-        who = _text(by, "by", required=True)
-        to = _text(assignee, "assignee", required=False) or None
-
-        async def job(conn: Conn) -> StoredAlert:
-            alert = await q.get(conn, alert_id, lock=True)
-            return await q.apply_change(conn, alert_id, actions.assign(alert, who, to, at))
-
-        return await self._write(job)
+        return await self._write(pg_actions.assign(alert_id, by, assignee, at))
 
     async def resolve(self, alert_id: int, by: object, comment: object, at: int) -> StoredAlert:
-        who = _text(by, "by", required=True)
-        note = _text(comment, "comment", required=False)
-
-        async def job(conn: Conn) -> StoredAlert:
-            alert = await q.get(conn, alert_id, lock=True)
-            change = actions.resolve(alert, who, note or "resolved by hand", at)
-            return await q.apply_change(conn, alert_id, change)
-
-        return await self._write(job)
+        return await self._write(pg_actions.resolve(alert_id, by, comment, at))
 
     # --- the system's own changes -----------------------------------------------------------
 
-    async def _resolve_system(self, alert_id: int, at: int, resolution: str, actor: str,
-                              detail: str) -> StoredAlert | None:  # fmt: skip
-        async def job(conn: Conn) -> StoredAlert | None:
-            alert = await q.get(conn, alert_id, lock=True)
-            change = actions.resolve_system(alert, at, resolution, actor, detail)
-            return None if change is None else await q.apply_change(conn, alert_id, change)
-
-        return await self._write(job)
+    async def _resolve_system(
+        self, alert_id: int, at: int, resolution: str, actor: str, detail: str
+    ) -> StoredAlert | None:
+        return await self._write(pg_actions.resolve_system(alert_id, at, resolution, actor, detail))
 
     async def resolve_inferred(self, alert_id: int, at: int, how: str) -> StoredAlert | None:
         return await self._resolve_system(alert_id, at, "inferred", "reconciler", how)
@@ -282,18 +238,10 @@ class PostgresStore(Database):
                                           "condition no longer held at restart")  # fmt: skip
 
     async def continued(self, alert_id: int, at: int) -> None:
-        async def job(conn: Conn) -> None:
-            await q.event(conn, alert_id, at, "continued", "evaluator",
-                         "the condition still held at restart")  # fmt: skip
-
-        await self._write(job)
+        await self._write(pg_actions.continued(alert_id, at))
 
     async def _set_meta(self, key: str, value: str) -> None:
-        async def job(conn: Conn) -> None:
-            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key)"
-                               " DO UPDATE SET value = excluded.value", key, value)  # fmt: skip
-
-        await self._write(job)
+        await self._write(pg_actions.set_meta(key, value))
 
     async def record_alertmanagers(self, urls: Sequence[str]) -> None:
         await self._set_meta("alertmanagers", orjson.dumps(list(urls)).decode())
@@ -313,14 +261,7 @@ class PostgresStore(Database):
         return loaded
 
     async def record_heartbeat(self, at: int) -> None:
-        async def job(conn: Conn) -> None:
-            await conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('heartbeat_at', $1) ON CONFLICT (key)"
-                " DO UPDATE SET value = excluded.value"
-                " WHERE meta.value::bigint < excluded.value::bigint", str(at),
-            )  # fmt: skip
-
-        await self._write(job)
+        await self._write(pg_actions.record_heartbeat(at))
 
     async def last_heartbeat(self) -> int | None:
         value = await self._meta("heartbeat_at")
@@ -395,21 +336,10 @@ class PostgresStore(Database):
 
         return await self._write(job)
 
-    async def lease(self, name: str, holder: str, until: int, at: int,
-                    replacing: str | None = None) -> bool:  # fmt: skip
-        async def job(conn: Conn) -> bool:
-            # One statement: a replica taking an expired lease and another renewing it
-            # serialise on the row; the loser's WHERE no longer holds and it gets False.
-            got = await conn.fetchval(
-                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (name) DO UPDATE SET holder = $2, expires_at = $3"
-                " WHERE leases.holder = $2 OR leases.expires_at <= $4 OR leases.holder = $5"
-                " RETURNING holder",
-                name, holder, until, at, replacing,
-            )  # fmt: skip
-            return bool(got == holder)
-
-        return await self._write(job)
+    async def lease(
+        self, name: str, holder: str, until: int, at: int, replacing: str | None = None
+    ) -> bool:
+        return await self._write(pg_actions.lease(name, holder, until, at, replacing))
 
     async def lease_holder(self, name: str) -> str | None:
         value = await self._read(lambda c: c.fetchval("SELECT holder FROM leases"
@@ -417,10 +347,7 @@ class PostgresStore(Database):
         return None if value is None else str(value)
 
     async def release(self, name: str, holder: str) -> None:
-        async def job(conn: Conn) -> None:
-            await conn.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
-
-        await self._write(job)
+        await self._write(pg_actions.release(name, holder))
 
     async def silence_work(self) -> list[StoredAlert]:
         async def read(conn: Conn) -> list[StoredAlert]:
@@ -431,18 +358,7 @@ class PostgresStore(Database):
         return await self._read(read)
 
     async def set_silence(self, alert_id: int, at: int, change: SilenceChange) -> StoredAlert:
-        async def job(conn: Conn) -> StoredAlert:
-            await q.get(conn, alert_id, lock=True)
-            await conn.execute(
-                "UPDATE alerts SET silence_state = $1, silence_id = coalesce($2, silence_id),"
-                " silenced_until = $3, updated_at = $4 WHERE id = $5",
-                change.state, change.silence_id, change.until, at, alert_id,
-            )  # fmt: skip
-            if change.event is not None:
-                await q.event(conn, alert_id, at, *change.event)
-            return await q.get(conn, alert_id)
-
-        return await self._write(job)
+        return await self._write(pg_actions.set_silence(alert_id, at, change))
 
     async def set_am_states(self, views: Sequence[AmView]) -> int:
         if not views:
@@ -466,19 +382,7 @@ class PostgresStore(Database):
         return await self._write(job)
 
     async def prune(self, at: int, batch: int = 5000) -> int:
-        async def job(conn: Conn) -> int:
-            days = await conn.fetchval("SELECT value FROM meta WHERE key = 'retention_days'")
-            cutoff = at - int(days or DEFAULT_RETENTION_DAYS) * 86400 * NS
-            ids = [r[0] for r in await conn.fetch(
-                "SELECT id FROM alerts WHERE status = 'resolved' AND ends_at < $1"
-                " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED", cutoff, batch)]  # fmt: skip
-            if ids:
-                await conn.execute("DELETE FROM events WHERE alert_id = ANY($1::bigint[])", ids)
-                await conn.execute("DELETE FROM alerts WHERE id = ANY($1::bigint[])", ids)
-            await conn.execute(schema.FOLD_COUNTS)
-            return len(ids)
-
-        return await self._write(job)
+        return await self._write(pg_actions.prune(at, batch))
 
     async def set_enrichment(self, values: Mapping[int, Mapping[str, str]]) -> int:
         if not values:

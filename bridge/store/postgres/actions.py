@@ -1,0 +1,175 @@
+"""The PostgreSQL store's writes other than ingestion, as jobs the writer runs in its
+transactions (bridge.store.postgres.database): operators' and the system's actions on stored
+alerts (the rules in bridge.store.actions), settings kept, leases. As SQLite's
+bridge.store.sqlite.actions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bridge.core.times import NS
+from bridge.store import actions
+from bridge.store.postgres import queries as q
+from bridge.store.postgres import schema
+from bridge.store.postgres.database import Conn, T
+from bridge.store.records import (
+    DEFAULT_RETENTION_DAYS,
+    Event,
+    SilenceChange,
+    StoredAlert,
+)
+from bridge.store.rows import text_field as _text
+
+#: A job the writer runs in a transaction (as SQLite's bridge.store.sqlite.database.Job).
+Job = Callable[[Conn], Awaitable[T]]
+
+
+def acknowledge(alert_id: int, by: object, comment: object, at: int) -> Job[StoredAlert]:
+    who = _text(by, "by", required=True)
+    note = _text(comment, "comment", required=False)
+
+    async def job(conn: Conn) -> StoredAlert:
+        alert = await q.get(conn, alert_id, lock=True)
+        managed = await conn.fetchval("SELECT value FROM meta WHERE key = 'alertmanagers'")
+        change = actions.acknowledge(alert, who, note, at, silences_managed=managed != "[]")
+        return await q.apply_change(conn, alert_id, change)
+
+    return job
+
+
+def unacknowledge(alert_id: int, by: object, comment: object, at: int) -> Job[StoredAlert]:
+    who = _text(by, "by", required=True)
+    note = _text(comment, "comment", required=False)
+
+    async def job(conn: Conn) -> StoredAlert:
+        alert = await q.get(conn, alert_id, lock=True)
+        return await q.apply_change(conn, alert_id, actions.unacknowledge(alert, who, note, at))
+
+    return job
+
+
+def add_note(alert_id: int, by: object, text: object, at: int) -> Job[Event]:
+    who = _text(by, "by", required=True)
+    body = _text(text, "text", required=True)
+
+    async def job(conn: Conn) -> Event:
+        await q.get(conn, alert_id)
+        event_id = await q.event(conn, alert_id, at, "note", who, body)
+        return Event(event_id, alert_id, at, "note", who, body)
+
+    return job
+
+
+def assign(alert_id: int, by: object, assignee: object, at: int) -> Job[StoredAlert]:
+    who = _text(by, "by", required=True)
+    to = _text(assignee, "assignee", required=False) or None
+
+    async def job(conn: Conn) -> StoredAlert:
+        alert = await q.get(conn, alert_id, lock=True)
+        return await q.apply_change(conn, alert_id, actions.assign(alert, who, to, at))
+
+    return job
+
+
+def resolve(alert_id: int, by: object, comment: object, at: int) -> Job[StoredAlert]:
+    who = _text(by, "by", required=True)
+    note = _text(comment, "comment", required=False)
+
+    async def job(conn: Conn) -> StoredAlert:
+        alert = await q.get(conn, alert_id, lock=True)
+        change = actions.resolve(alert, who, note or "resolved by hand", at)
+        return await q.apply_change(conn, alert_id, change)
+
+    return job
+
+
+def resolve_system(
+    alert_id: int, at: int, resolution: str, actor: str, detail: str
+) -> Job[StoredAlert | None]:
+    async def job(conn: Conn) -> StoredAlert | None:
+        alert = await q.get(conn, alert_id, lock=True)
+        change = actions.resolve_system(alert, at, resolution, actor, detail)
+        return None if change is None else await q.apply_change(conn, alert_id, change)
+
+    return job
+
+
+def continued(alert_id: int, at: int) -> Job[None]:
+    async def job(conn: Conn) -> None:
+        await q.event(conn, alert_id, at, "continued", "evaluator",
+                     "the condition still held at restart")  # fmt: skip
+
+    return job
+
+
+def set_meta(key: str, value: str) -> Job[None]:
+    async def job(conn: Conn) -> None:
+        await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key)"
+                           " DO UPDATE SET value = excluded.value", key, value)  # fmt: skip
+
+    return job
+
+
+def record_heartbeat(at: int) -> Job[None]:
+    async def job(conn: Conn) -> None:
+        await conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('heartbeat_at', $1) ON CONFLICT (key)"
+            " DO UPDATE SET value = excluded.value"
+            " WHERE meta.value::bigint < excluded.value::bigint", str(at),
+        )  # fmt: skip
+
+    return job
+
+
+def lease(name: str, holder: str, until: int, at: int, replacing: str | None = None) -> Job[bool]:
+    async def job(conn: Conn) -> bool:
+        # One statement: a replica taking an expired lease and another renewing it
+        # serialise on the row; the loser's WHERE no longer holds and it gets False.
+        got = await conn.fetchval(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO UPDATE SET holder = $2, expires_at = $3"
+            " WHERE leases.holder = $2 OR leases.expires_at <= $4 OR leases.holder = $5"
+            " RETURNING holder",
+            name, holder, until, at, replacing,
+        )  # fmt: skip
+        return bool(got == holder)
+
+    return job
+
+
+def release(name: str, holder: str) -> Job[None]:
+    async def job(conn: Conn) -> None:
+        await conn.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
+
+    return job
+
+
+def set_silence(alert_id: int, at: int, change: SilenceChange) -> Job[StoredAlert]:
+    async def job(conn: Conn) -> StoredAlert:
+        await q.get(conn, alert_id, lock=True)
+        await conn.execute(
+            "UPDATE alerts SET silence_state = $1, silence_id = coalesce($2, silence_id),"
+            " silenced_until = $3, updated_at = $4 WHERE id = $5",
+            change.state, change.silence_id, change.until, at, alert_id,
+        )  # fmt: skip
+        if change.event is not None:
+            await q.event(conn, alert_id, at, *change.event)
+        return await q.get(conn, alert_id)
+
+    return job
+
+
+def prune(at: int, batch: int = 5000) -> Job[int]:
+    async def job(conn: Conn) -> int:
+        days = await conn.fetchval("SELECT value FROM meta WHERE key = 'retention_days'")
+        cutoff = at - int(days or DEFAULT_RETENTION_DAYS) * 86400 * NS
+        ids = [r[0] for r in await conn.fetch(
+            "SELECT id FROM alerts WHERE status = 'resolved' AND ends_at < $1"
+            " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED", cutoff, batch)]  # fmt: skip
+        if ids:
+            await conn.execute("DELETE FROM events WHERE alert_id = ANY($1::bigint[])", ids)
+            await conn.execute("DELETE FROM alerts WHERE id = ANY($1::bigint[])", ids)
+        await conn.execute(schema.FOLD_COUNTS)
+        return len(ids)
+
+    return job
