@@ -24,13 +24,14 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,24 @@ def worktree(ref: str, tmp: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run([*git, "remove", "--force", str(path)], check=False)
+
+
+def this_tree_and_baseline(
+    prefix: str,
+    args: argparse.Namespace,
+    case: Callable[[str, Path | None, argparse.Namespace, Path], None],
+) -> None:
+    """Run `case` on this tree, then (unless --skip-baseline) on a worktree of --baseline,
+    in one temporary directory, with the open-files limit raised to its hard limit (the
+    benches open a connection per stream or reader)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        tmp = Path(work)
+        case("this tree", None, args, tmp)
+        if not args.skip_baseline:
+            with worktree(args.baseline, tmp) as base:
+                case(f"baseline {args.baseline}", base, args, tmp)
 
 
 def serve_argv(port: int, db: Path) -> list[str]:

@@ -27,9 +27,7 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import signal
-import tempfile
 import threading
 import time
 from multiprocessing.sharedctypes import Synchronized
@@ -40,7 +38,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench.hostile import API, launch, stop, worktree
+from bench.hostile import API, launch, stop, this_tree_and_baseline
 from bench.ingest import TOKEN, pct
 from tests.support import LOOPBACK
 
@@ -260,16 +258,9 @@ def main() -> None:
         " as if on other machines: the two cores are the server's)",
     )
     args = parser.parse_args()
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"webhook at {args.rate:g} one-alert notifications/s; {args.streams} reconnecting"
           f" streams; phases of {args.seconds:g} s")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bench-restart-") as work:
-        tmp = Path(work)
-        case("this tree", None, args, tmp)
-        if not args.skip_baseline:
-            with worktree(args.baseline, tmp) as base:
-                case(f"baseline {args.baseline}", base, args, tmp)
+    this_tree_and_baseline("bench-restart-", args, case)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import socket
 import string
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.hostile import API, launch, stop, worktree
+from bench.hostile import API, launch, stop, this_tree_and_baseline
 from bench.ingest import TOKEN
 from tests.support import LOOPBACK
 
@@ -141,16 +139,9 @@ def main() -> None:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE)
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"{args.readers} stream readers that never read (4 KiB receive buffers),"
           f" {args.posts} x 5 alerts of ~120 KiB each posted")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bench-stalled-") as work:
-        tmp = Path(work)
-        case("this tree", None, args, tmp)
-        if not args.skip_baseline:
-            with worktree(args.baseline, tmp) as base:
-                case(f"baseline {args.baseline}", base, args, tmp)
+    this_tree_and_baseline("bench-stalled-", args, case)
     print("target: all cut within ~30 s of not reading; worker at most 300 MiB (issue 30)")
 
 
