@@ -250,6 +250,51 @@ def scraped_bridge(tmp: Path, token: str) -> Iterator[tuple[str, str]]:
         yield f"http://{LOOPBACK}:{prom_port}", f"http://{LOOPBACK}:{bridge_port}"
 
 
+#: The bridge takes its telemetry pushed (the tests set it), sampled every second.
+PUSH_TELEMETRY = "telemetry: {{system: push, sample_interval: 1s}}\n"
+
+
+def stack_config(
+    *,
+    rules: str = "",
+    scrape: bool = True,
+    alertmanager_target: str = "{loop}:{am}",
+    prometheus: bool = True,
+    am: str | None = 'url: "http://{loop}:{am}"',
+    reconcile: str | None = "1s",
+    resend: str | None = None,
+    receivers: str = "",
+    rest: str = "",
+) -> str:
+    """The YAML template of an end-to-end stack, for `generate_stack`: Prometheus evaluating
+    every second and scraping the bridge, Alertmanager grouping within a second and notifying
+    the bridge's webhook with the token file; `{loop}`, `{bridge}`, `{am}` and `{token}` are
+    filled in then (as are a test's own fields; braces of YAML itself doubled). `rules`,
+    `receivers` (under alertmanager) and `rest` (more sections) are YAML of the test's."""
+    text = f"rules:\n{rules}" if rules else ""
+    if prometheus:
+        text += "prometheus:\n"
+        if scrape:
+            text += (
+                "  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                '  scrape_target: "{loop}:{bridge}"\n'
+            )
+        text += f'  alertmanager_target: "{alertmanager_target}"\n'
+    text += "alertmanager:\n"
+    if am:
+        text += f"  {am}\n"
+    text += (
+        '  webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"\n'
+        '  webhook_token_file: "{token}"\n'
+        "  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n"
+    )
+    if reconcile:
+        text += f"  reconcile_interval: {reconcile}\n"
+    if resend:
+        text += f"  resend_window: {resend}\n"
+    return text + receivers + rest
+
+
 def generate_stack(tmp: Path, template: str, token: str, **fields: object) -> tuple[Path, Path]:
     """Write the webhook token file and the config (`template` formatted with `fields` and
     `token` = the token file's path), run `alertbridge rules generate` into tmp/gen.

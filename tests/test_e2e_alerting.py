@@ -15,11 +15,13 @@ from click.testing import CliRunner
 from bridge.cli import main
 from tests.support import (
     LOOPBACK,
+    PUSH_TELEMETRY,
     bridge_env,
     free_port,
     generate_stack,
     http_json,
     running,
+    stack_config,
     start_alertmanager,
     start_bridge,
     start_prometheus,
@@ -29,25 +31,10 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 API, HOOK = "e2e-api", "e2e-hook"
 
-CONFIG = """
-rules:
-  - {{name: high_cpu, for: 0}}
-  - {{name: critical_cpu, for: 0}}
-prometheus:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-  scrape_target: "{loop}:{bridge}"
-  alertmanager_target: "{loop}:{am}"
-alertmanager:
-  url: "http://{loop}:{am}"
-  webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"
-  webhook_token_file: "{token}"
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  reconcile_interval: 1s
-telemetry: {{system: push, sample_interval: 1s}}
-"""
+CONFIG = stack_config(
+    rules="  - {{name: high_cpu, for: 0}}\n  - {{name: critical_cpu, for: 0}}\n",
+    rest=PUSH_TELEMETRY,
+)
 
 
 def stored(base: str, **params: str) -> list[dict[str, Any]]:

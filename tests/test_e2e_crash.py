@@ -22,6 +22,7 @@ from tests.support import (
     http_json,
     running,
     scraped,
+    stack_config,
     start_alertmanager,
     start_bridge,
     wait_for,
@@ -31,14 +32,7 @@ from tests.test_e2e_alerting import API, HOOK
 pytestmark = pytest.mark.e2e
 WAVE = 1000
 
-CONFIG = """
-alertmanager:
-  webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"
-  webhook_token_file: "{token}"
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-"""
+CONFIG = stack_config(prometheus=False, am=None, reconcile=None)
 
 
 def inject(am: str, first: int, count: int) -> None:

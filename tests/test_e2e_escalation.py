@@ -26,6 +26,7 @@ from tests.support import (
     generate_stack,
     http_json,
     running,
+    stack_config,
     start_alertmanager,
     start_bridge,
     start_prometheus,
@@ -36,26 +37,13 @@ from tests.test_e2e_state import metric
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
-rules:
+RULES = """\
   - {{name: critical_cpu, for: 0}}
   # Fires whatever the bridge's telemetry (a restarted bridge has lost what was pushed)
   - {{name: always_critical, metric: pipeline, expr: "vector(1)", condition: ">",
       threshold: 0, severity: critical, for: 0, enabled: {always}}}
-prometheus:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-  scrape_target: "{loop}:{bridge}"
-  alertmanager_target: "{loop}:{am}"
-alertmanager:
-  url: "http://{loop}:{am}"
-  webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"
-  webhook_token_file: "{token}"
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  reconcile_interval: 1s
-  resend_window: 6s
+"""
+RECEIVERS = """\
   receivers:
     - {{name: ops-slack, type: slack, severities: [critical],
         config: {{api_url: "{stand_in}/slack", channel: "#ops", send_resolved: true}}}}
@@ -67,6 +55,8 @@ alertmanager:
         config: {{webhook_url_file: "{teams_url}"}}}}
     - {{name: broken, type: webhook, severities: [info],
         config: {{url: "http://{loop}:{closed}/nobody-listens"}}}}
+"""
+POLICIES = """\
 escalation:
   worker: {worker}
   repost_interval: 1s
@@ -84,6 +74,7 @@ escalation:
     - {{severities: [critical], policy: page}}
 telemetry: {{system: push, sample_interval: 1s}}
 """
+CONFIG = stack_config(rules=RULES, resend="6s", receivers=RECEIVERS, rest=POLICIES)
 WAIT = 3  # seconds between levels
 
 

@@ -12,11 +12,13 @@ import pytest
 
 from tests.support import (
     LOOPBACK,
+    PUSH_TELEMETRY,
     bridge_env,
     free_port,
     generate_stack,
     http_json,
     running,
+    stack_config,
     start_alertmanager,
     start_bridge,
     start_prometheus,
@@ -27,29 +29,12 @@ from tests.test_e2e_escalation import stand_in
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
-prometheus:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-  scrape_target: "{loop}:{bridge}"
-  alertmanager_target: "{loop}:{am}"
-alertmanager:
-  url: "http://{loop}:{am}"
-  webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"
-  webhook_token_file: "{token}"
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  reconcile_interval: 1s
-  resend_window: 6s
-  receivers:
-    - {{name: oncall, type: webhook, severities: [critical], config: {{url: "{direct}"}}}}
-heartbeat:
-  interval: 1s
-  timeout: 6s
-  notify: oncall
-telemetry: {{system: push, sample_interval: 1s}}
-"""
+CONFIG = stack_config(
+    resend="6s",
+    receivers="  receivers:\n    - {{name: oncall, type: webhook, severities: [critical],"
+    ' config: {{url: "{direct}"}}}}\n',
+    rest="heartbeat:\n  interval: 1s\n  timeout: 6s\n  notify: oncall\n" + PUSH_TELEMETRY,
+)
 
 
 def heartbeat(base: str) -> dict[str, Any]:

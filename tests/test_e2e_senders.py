@@ -23,6 +23,7 @@ from tests.support import (
     http_json,
     http_text,
     running,
+    stack_config,
     start_alertmanager,
     start_bridge,
     wait_for,
@@ -31,19 +32,7 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 API, HOOK = "e2e-api", "e2e-hook"
 
-CONFIG = """
-prometheus:
-  alertmanager_target: "{loop}:{am}"
-alertmanager:
-  url: "http://{loop}:{am}"
-  webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"
-  webhook_token_file: "{token}"
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  reconcile_interval: {reconcile}
-  resend_window: 1s
-"""
+CONFIG = stack_config(scrape=False, reconcile="{reconcile}", resend="1s")
 
 
 @contextmanager

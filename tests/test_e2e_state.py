@@ -17,6 +17,7 @@ from bridge.cli import main
 from bridge.host.tools import find_tool
 from tests.support import (
     LOOPBACK,
+    PUSH_TELEMETRY,
     Proc,
     bridge_env,
     free_port,
@@ -24,6 +25,7 @@ from tests.support import (
     http_json,
     http_text,
     running,
+    stack_config,
     start_alertmanager,
     start_bridge,
     start_prometheus,
@@ -35,26 +37,14 @@ pytestmark = pytest.mark.e2e
 
 # Prometheus resends firing alerts every 2 s here (--rules.alert.resend-delay), so a
 # restarted Alertmanager's list is complete after about 3 s: trusted after 6 s.
-CONFIG = """
-rules:
-  - {{name: high_cpu, for: 0, cooldown_seconds: {repeat}}}
-  - {{name: critical_cpu, for: 0}}
-prometheus:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-  scrape_target: "{loop}:{bridge}"
-  alertmanager_target: "{targets}"
-alertmanager:
-  urls: [{urls}]
-  webhook_url: "http://{loop}:{bridge}/api/v1/alertmanager"
-  webhook_token_file: "{token}"
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-  reconcile_interval: 1s
-  resend_window: 6s
-telemetry: {{system: push, sample_interval: 1s}}
-"""
+CONFIG = stack_config(
+    rules="  - {{name: high_cpu, for: 0, cooldown_seconds: {repeat}}}\n"
+    "  - {{name: critical_cpu, for: 0}}\n",
+    alertmanager_target="{targets}",
+    am="urls: [{urls}]",
+    resend="6s",
+    rest=PUSH_TELEMETRY,
+)
 PROMETHEUS_FLAGS = ["--rules.alert.resend-delay=2s"]
 
 
