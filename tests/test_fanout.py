@@ -406,3 +406,30 @@ async def test_streams_served_while_the_worker_restarts_are_capped_and_handed_ba
     for watcher in back:
         assert (await watcher.message())[1]["alert_id"] == 2
         watcher.response.close()
+
+
+async def test_connections_lost_together_are_let_go_of_in_one_sweep(tmp_path: Path) -> None:
+    """Each lost connection asks for its watcher to be let go of; those lost in one turn of
+    the worker's loop share one sweep of the watchers (not one sweep each: 1,024 streams
+    dropping at once would be a million checks)."""
+    from bridge.http.fanout import _Worker
+    from bridge.store import open_store
+
+    store = open_store(tmp_path / "a.db")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        worker = _Worker(store, 8, ours)
+        sweeps: list[int] = []
+        worker.hub.let_go_of_gone = lambda: sweeps.append(1)  # type: ignore[method-assign]
+        for _ in range(100):
+            worker.lost()
+        assert sweeps == []  # at the next turn of the loop, not in the callback
+        await asyncio.sleep(0)
+        assert sweeps == [1]
+        worker.lost()
+        await asyncio.sleep(0)
+        assert sweeps == [1, 1]
+    finally:
+        ours.close()
+        theirs.close()
+        await store.close()

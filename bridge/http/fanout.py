@@ -247,6 +247,7 @@ class _Worker:
         self.limit = limit
         self.streams: set[asyncio.Task[None]] = set()
         self.stop = asyncio.Event()
+        self._sweep_due = False
 
     def on_control(self, control: socket.socket) -> None:
         for _ in range(1000):  # bounded: the rest at the next readiness
@@ -284,6 +285,18 @@ class _Worker:
         self.streams.add(task)
         task.add_done_callback(self._done)
 
+    def lost(self) -> None:
+        """A stream's connection is gone: its watcher is let go of at the next turn of the
+        loop, in one sweep for all the connections lost in this one (1,024 streams dropping
+        together: one sweep of the watchers, not one per connection)."""
+        if not self._sweep_due:
+            self._sweep_due = True
+            asyncio.get_running_loop().call_soon(self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_due = False
+        self.hub.let_go_of_gone()
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self.streams.discard(task)
         self._ended()
@@ -298,9 +311,7 @@ class _Worker:
                      wanted: WatchFilter) -> None:  # fmt: skip
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: _Sink(self.hub.let_go_of_gone), sock
-        )
+        transport, _ = await loop.connect_accepted_socket(lambda: _Sink(self.lost), sock)
         if not isinstance(transport, asyncio.WriteTransport):  # (a socket's always is)
             transport.close()
             return
