@@ -442,3 +442,58 @@ async def test_stream_opens_take_one_turn_of_the_loop_each() -> None:
     await asyncio.sleep(0)
     cancelled.cancel()  # a client gone while it waited: the next one is let through
     await asyncio.wait_for(turns.turn(), TIMEOUT)
+
+
+async def test_a_resume_into_an_idle_hub_after_its_watchers_left(
+    client: Client, watch: Any
+) -> None:
+    """A hub whose watchers all left keeps nothing (its buffer cleared) but had read ahead:
+    a watcher resuming from between where it began and where it read to gets what it missed
+    from the store (it once found the buffer empty and its position behind the hub's, and
+    looked again, and again, never yielding: the server's loop spun)."""
+    hub = client.app[HUB]
+    first = await watch()
+    for n in range(1, 6):
+        await fire(client, n)
+    ids = [i for i, _ in await first.messages(5)]
+    first.response.close()
+    for _ in range(int(TIMEOUT / 0.005)):  # bounded: the hub lets go of it, and idles
+        if hub.watchers == 0 and not hub._wanted.is_set():
+            break
+        await asyncio.sleep(0.005)
+    assert hub.watchers == 0
+    assert not hub._wanted.is_set()
+    resumed = await asyncio.wait_for(watch({"Last-Event-ID": str(ids[1])}), TIMEOUT)
+    assert [i for i, _ in await resumed.messages(3)] == ids[2:]
+    await fire(client, 6)
+    _, got = await resumed.message()
+    assert got["alert_id"] == 6
+
+
+async def test_pushes_are_spaced_by_the_hubs_write_budget(client: Client, watch: Any) -> None:
+    """With more live watchers than a push each `every` may write to (writes_per_second),
+    the hub reads, and pushes, at most each watchers / writes_per_second seconds: events
+    that come meanwhile go out together."""
+    hub = client.app[HUB]
+    hub.writes_per_second = 10.0  # three watchers: a push each 0.3 s at most
+    watchers = [await watch() for _ in range(3)]
+    for _ in range(int(TIMEOUT / 0.005)):  # bounded: all three went live
+        if hub.pause() > hub.every:
+            break
+        await asyncio.sleep(0.005)
+    assert hub.pause() == pytest.approx(0.3)
+    pushed: list[float] = []
+    push = hub._push
+
+    def timed() -> None:
+        pushed.append(asyncio.get_running_loop().time())
+        push()
+
+    hub._push = timed
+    for n in range(1, 4):
+        await fire(client, n)
+        for watcher in watchers:
+            _, got = await watcher.message()
+            assert got["alert_id"] == n
+    assert len(pushed) == 3
+    assert all(b - a >= 0.3 * 0.99 for a, b in itertools.pairwise(pushed)), pushed
