@@ -41,7 +41,8 @@ from bridge.core.times import NS, ZERO_TIME, now_ns
 from bridge.host.aio import wait_event
 from bridge.ingest.episodes import PROVISIONAL
 from bridge.ingest.webhook import alert_from_api
-from bridge.store import AlertStore, AmView, SilenceChange, StoredAlert
+from bridge.store import AmView, SilenceChange, StoredAlert
+from bridge.store.interface import Intake
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: AlertStore,
+        store: Intake,
         cluster: AlertmanagerCluster,
         *,
         silence_seconds: int = 3600,

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,6 +25,9 @@ from bridge.export.promapi import PrometheusClient, default_step
 from bridge.store import AlertStore, open_store
 from bridge.store import exists as store_exists
 from bridge.store.query import parse_when
+
+if TYPE_CHECKING:  # (bridge.export.history imports pyarrow: not at every command's start)
+    from bridge.export.history import ExportSource
 
 
 @main.command("export")
@@ -120,7 +124,7 @@ def _read_only(path: str, settings: Settings) -> Iterator[AlertStore]:
         asyncio.run(store.close())
 
 
-def _anonymizer(store: AlertStore, path: str, settings: Settings) -> Anonymizer:
+def _anonymizer(store: ExportSource, path: str, settings: Settings) -> Anonymizer:
     """The export's Anonymizer; its key generated and kept in the database the first time
     (which then needs write access), unless ALERTBRIDGE_EXPORT_KEY(_FILE) gives one."""
     from bridge.export.history import MissingKey, anonymizer_for

@@ -14,8 +14,9 @@ import click
 
 from bridge.cli.common import fail_cleanly, main, settings_of
 from bridge.core.errors import StoreError
-from bridge.store import AlertStore, is_url, open_store
 from bridge.store import exists as store_exists
+from bridge.store import is_url, open_store
+from bridge.store.interface import Transfer
 from bridge.store.rows import TABLES
 
 PAGE = 5000
@@ -39,9 +40,7 @@ def _location(value: str, option: str) -> str:
     return path
 
 
-async def copy(
-    source: AlertStore, target: AlertStore, page: int = PAGE
-) -> dict[str, tuple[int, int]]:
+async def copy(source: Transfer, target: Transfer, page: int = PAGE) -> dict[str, tuple[int, int]]:
     """Every table, in an order that keeps references whole (alerts before their events and
     escalations); per table (rows in the source, rows the target did not have yet). StoreError
     when a row of the source is not in the target afterwards."""

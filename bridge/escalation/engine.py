@@ -41,7 +41,8 @@ from bridge.escalation import transitions
 from bridge.escalation.transitions import Move
 from bridge.feed.consumer import FeedConsumer
 from bridge.host.aio import stop_task, wait_event
-from bridge.store import MAX_TEXT, AlertStore, Copy, Escalation, Event, StoredAlert
+from bridge.store import MAX_TEXT, Copy, Escalation, Event, StoredAlert
+from bridge.store.interface import Actions, Escalations, FeedCursors, Reads
 
 log = logging.getLogger(__name__)
 #: The consumer name under which the engine keeps its position in the feed.
@@ -133,6 +134,16 @@ def copy_body(alert: StoredAlert, esc: Escalation, copy: Copy, ends_at: int) -> 
     }
 
 
+class EngineStore(Reads, FeedCursors, Actions, Escalations, Protocol):
+    """What the engine does with the store: follows the feed (its own cursor), reads
+    alerts, withdraws acknowledgements that time out, keeps the escalations."""
+
+
+class OverrideStore(Reads, Escalations, Protocol):
+    """An operator's change to an alert's escalations: the alert read, its escalations
+    read and saved."""
+
+
 class Escalator:
     """Runs the escalations of one store.
 
@@ -142,7 +153,7 @@ class Escalator:
 
     def __init__(
         self,
-        store: AlertStore,
+        store: EngineStore,
         settings: EscalationSettings,
         poster: Poster,
         *,
@@ -433,7 +444,7 @@ def _on_event(esc: Escalation, event: Event) -> Move:
 
 
 async def override(
-    store: AlertStore,
+    store: OverrideStore,
     alert_id: int,
     by: str,
     change: Callable[[Escalation, int], Move],

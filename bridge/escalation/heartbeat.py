@@ -26,7 +26,8 @@ from bridge.config import Receiver, Settings
 from bridge.core.alerts import Notification, ReceivedAlert
 from bridge.core.policies import SILENT_ALERT
 from bridge.core.times import NS, format_duration
-from bridge.store import AlertQuery, AlertStore, StoredAlert
+from bridge.store import AlertQuery, StoredAlert
+from bridge.store.interface import Intake
 
 log = logging.getLogger(__name__)
 FINGERPRINT = hashlib.sha256(b"alertbridge/" + SILENT_ALERT.encode()).hexdigest()[:16]
@@ -58,7 +59,7 @@ class Watchdog:
 
     def __init__(
         self,
-        store: AlertStore,
+        store: Intake,
         settings: Settings,
         session: aiohttp.ClientSession | None,
         *,

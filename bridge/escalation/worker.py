@@ -19,7 +19,8 @@ from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.config import Settings
 from bridge.escalation.engine import Escalator
 from bridge.host.aio import ignore_stop_signals, stop_task
-from bridge.store import AlertStore, open_store
+from bridge.store import open_store
+from bridge.store.interface import SystemChanges
 from bridge.workers.child import die_with_parent, until_stopped
 from bridge.workers.supervisor import Supervisor, worker_argv
 
@@ -29,7 +30,7 @@ POLL = 0.2
 COUNTS_EVERY = 2.0
 
 
-async def save_counts(store: AlertStore, engine: Escalator) -> None:
+async def save_counts(store: SystemChanges, engine: Escalator) -> None:
     steps = {f"{p}/{lv}": n for (p, lv), n in engine.steps_taken.items()}
     await store.save_engine_counts({"steps": steps, "held": dict(engine.limiter.held_total)})
 
@@ -66,7 +67,7 @@ async def run_worker(settings: Settings, db: str, parent: int) -> None:
         ignore_stop_signals(loop)
 
 
-async def _save_counts_every(store: AlertStore, engine: Escalator) -> None:
+async def _save_counts_every(store: SystemChanges, engine: Escalator) -> None:
     while True:
         await asyncio.sleep(COUNTS_EVERY)
         with contextlib.suppress(Exception):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from bridge.core.errors import BridgeError
 from bridge.export.anonymize import ALLOWED_LABELS, Anonymizer, sensitive_values
 from bridge.export.columns import ALERT_SCHEMA, EVENT_SCHEMA, AlertColumns, Chunk, EventColumns
 from bridge.export.output import FORMATS, Destination
 from bridge.export.writers import WRITERS
-from bridge.store import AlertStore
+from bridge.store.interface import Exports
 
 #: Rows per Arrow batch read, by what is exported: small enough that what a batch becomes (JSON
 #: or CSV text, three batches in flight) stays in tens of MiB, large enough that the work per
@@ -47,7 +48,13 @@ class ExportResult:
     format: str
 
 
-async def export_key(store: AlertStore, given: bytes | None) -> bytes:
+class ExportSource(Exports, Protocol):
+    """What an export reads, and whether it may keep a pseudonym key it generates."""
+
+    read_only: bool
+
+
+async def export_key(store: ExportSource, given: bytes | None) -> bytes:
     """The pseudonym key: the one given (server.export_key: ALERTBRIDGE_EXPORT_KEY or
     _FILE), else one generated once per database and kept there (a read-only database must
     have one already)."""
@@ -66,7 +73,7 @@ async def export_key(store: AlertStore, given: bytes | None) -> bytes:
     return bytes.fromhex(kept)
 
 
-async def anonymizer_for(store: AlertStore, given: bytes | None) -> Anonymizer:
+async def anonymizer_for(store: ExportSource, given: bytes | None) -> Anonymizer:
     """The Anonymizer of an export from this database: its key, and every sensitive value it
     holds (label values outside the allowlist, people) to scrub from free text."""
     values = sensitive_values(await store.label_sets(), await store.people(), ALLOWED_LABELS)
@@ -74,7 +81,7 @@ async def anonymizer_for(store: AlertStore, given: bytes | None) -> Anonymizer:
 
 
 def export_history(
-    store: AlertStore,
+    store: Exports,
     destination: Destination,
     what: str,
     fmt: str,

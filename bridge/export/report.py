@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 from bridge.core.errors import InvalidInput
 from bridge.core.times import NS, format_duration, format_time, now_ns, parse_duration_ns
-from bridge.store import AlertStore
+from bridge.store.interface import Exports
 from bridge.store.query import parse_when
 
 FLAP_SECONDS = 600
@@ -172,7 +172,7 @@ def build(
     return report
 
 
-def of_store(store: AlertStore, since: int, until: int, flap_seconds: int) -> Report:
+def of_store(store: Exports, since: int, until: int, flap_seconds: int) -> Report:
     """The report of a store's episodes that started in [since, until). Blocking."""
     return build(store.alert_batches(since, until, 10_000),
                  store.event_batches(since, None, 10_000), since, until, flap_seconds)  # fmt: skip

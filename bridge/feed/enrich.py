@@ -6,16 +6,23 @@ once, and idempotent: a replayed event sets the same fields."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from bridge.core.enrichment import EnrichRule, fields_for
-from bridge.store import AlertStore, Event
+from bridge.store import Event
+from bridge.store.interface import Reads, SystemChanges
+
+
+class EnrichStore(Reads, SystemChanges, Protocol):
+    """The alerts read, their enrichment written."""
+
 
 #: The consumer name under which enrichment keeps its position in the store.
 CONSUMER = "enrich"
 
 
 def enricher(
-    store: AlertStore, rules: Sequence[EnrichRule]
+    store: EnrichStore, rules: Sequence[EnrichRule]
 ) -> Callable[[Sequence[Event]], Awaitable[None]]:
     """The feed consumer's handler."""
 

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from bridge.core.model import Severity
-from bridge.store import AlertStore, Event, StoredAlert
+from bridge.store import Event, StoredAlert
+from bridge.store.interface import Reads
 
 log = logging.getLogger(__name__)
 #: The consumer name under which the notifier keeps its position in the store.
@@ -70,7 +71,7 @@ class Notifier:
                 callback, change.event.id, change.alert.id,
             )  # fmt: skip
 
-    def handler(self, store: AlertStore) -> Callable[[Sequence[Event]], Awaitable[None]]:
+    def handler(self, store: Reads) -> Callable[[Sequence[Event]], Awaitable[None]]:
         """The feed consumer's handler: each event's alert read once per batch, then every
         callback called for each change in order (a pruned alert's events are skipped)."""
 

@@ -35,7 +35,8 @@ from bridge.http.util import (
 from bridge.http.wake import kick_reconciler
 from bridge.ingest.internal import split
 from bridge.ingest.webhook import is_grafana_test, parse_notification
-from bridge.store import AlertStore, Event, IngestResult, StoredAlert
+from bridge.store import Event, IngestResult, StoredAlert
+from bridge.store.interface import Actions
 from bridge.store.query import parse_alert_query, parse_id
 
 routes = web.RouteTableDef()
@@ -262,7 +263,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 #: An action's store method: (alert id, by, the body's field, at) -> what to answer.
-Action = Callable[[AlertStore, int, object, object, int], Awaitable[StoredAlert | Event]]
+Action = Callable[[Actions, int, object, object, int], Awaitable[StoredAlert | Event]]
 
 
 def _action(act: Action, field: str, status: int = 200, observe: bool = False) -> Handler:
@@ -284,7 +285,7 @@ def _action(act: Action, field: str, status: int = 200, observe: bool = False) -
     return handler
 
 
-# Lambdas, not AlertStore.acknowledge: a Protocol's own methods have no body to call.
+# Lambdas, not Actions.acknowledge: a Protocol's own methods have no body to call.
 routes.post("/api/v1/alerts/{id}/ack")(
     _action(lambda s, i, by, text, at: s.acknowledge(i, by, text, at), "comment", observe=True)
 )

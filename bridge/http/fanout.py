@@ -37,7 +37,8 @@ from bridge.feed.hub import EventHub, WatchFilter
 from bridge.host.aio import ignore_stop_signals, stop_task
 from bridge.host.apikeys import KeyRing, KeysError
 from bridge.http.peers import DRAIN_TIMEOUT, TransportPeer, cut
-from bridge.store import AlertStore, open_store
+from bridge.store import open_store
+from bridge.store.interface import Reads
 from bridge.workers.child import die_with_parent, until_stopped
 from bridge.workers.supervisor import Supervisor, worker_argv
 
@@ -56,7 +57,7 @@ class StreamWorker(Supervisor):
     name = "stream worker"
     meanwhile = " (streams are served by the server meanwhile)"
 
-    def __init__(self, argv: Sequence[str], store: AlertStore) -> None:
+    def __init__(self, argv: Sequence[str], store: Reads) -> None:
         super().__init__(argv)
         self.store = store
         self.control: socket.socket | None = None  # set while the worker is up and ready
@@ -75,7 +76,7 @@ class StreamWorker(Supervisor):
         self.after_hand_back: Callable[[], None] = lambda: None
 
     @classmethod
-    def for_settings(cls, settings: Settings, store: AlertStore) -> StreamWorker:
+    def for_settings(cls, settings: Settings, store: Reads) -> StreamWorker:
         extra = ["--priority", settings.server.stream_priority]
         if settings.server.keys_path is not None:  # its streams end when their key is revoked
             extra += ["--keys", settings.server.keys_path]
@@ -238,7 +239,7 @@ class RawPeer(TransportPeer):
 
 
 class _Worker:
-    def __init__(self, store: AlertStore, limit: int, control: socket.socket,
+    def __init__(self, store: Reads, limit: int, control: socket.socket,
                  in_force: Callable[[str], bool] | None = None,
                  drain_timeout: float = DRAIN_TIMEOUT) -> None:  # fmt: skip
         self.changes = _Changes(control)

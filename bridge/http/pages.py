@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
@@ -34,7 +34,8 @@ from bridge.http.errors import status_of
 from bridge.http.keys import ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
 from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
 from bridge.http.wake import kick_reconciler
-from bridge.store import AlertStore, StoredAlert
+from bridge.store import StoredAlert
+from bridge.store.interface import Actions, Escalations, Reads
 from bridge.store.query import parse_alert_query, parse_id
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,11 @@ async def bulk_ack(request: web.Request, session: Session) -> web.StreamResponse
 # --- one alert ------------------------------------------------------------------------------
 
 
-async def _alert_context(store: AlertStore, alert_id: int) -> dict[str, Any]:
+class _DetailStore(Reads, Escalations, Protocol):
+    """An alert's page: the alert, its trail, its escalations."""
+
+
+async def _alert_context(store: _DetailStore, alert_id: int) -> dict[str, Any]:
     position = await store.last_event_id()  # (before the page: see _list_context)
     detail = await store.alert_detail(alert_id)
     return {"alert": detail.alert, "events": detail.events,
@@ -331,7 +336,7 @@ async def alert_timeline(request: web.Request, session: Session) -> web.Response
     return _page("_detail.html", session=session, error=None, **context)
 
 
-ACTIONS: dict[str, Callable[[AlertStore, int, str, Mapping[str, str], int], Awaitable[object]]] = {
+ACTIONS: dict[str, Callable[[Actions, int, str, Mapping[str, str], int], Awaitable[object]]] = {
     "ack": lambda s, i, by, f, at: s.acknowledge(i, by, f.get("comment", ""), at),
     "unack": lambda s, i, by, f, at: s.unacknowledge(i, by, f.get("comment", ""), at),
     "note": lambda s, i, by, f, at: s.add_note(i, by, f.get("text", ""), at),

@@ -13,7 +13,8 @@ from prometheus_client.registry import Collector
 
 from bridge import __version__
 from bridge.core.logutil import Throttle
-from bridge.store import AlertCounts, AlertStore
+from bridge.store import AlertCounts
+from bridge.store.interface import Reads, SystemChanges
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class StoredAlerts(Collector):
     def __init__(self) -> None:
         self.counts: AlertCounts | None = None
 
-    async def read(self, store: AlertStore) -> None:
+    async def read(self, store: Reads) -> None:
         """Read the counts for this scrape (StoreError: the previous counts stay)."""
         self.counts = await store.counts()
 
@@ -110,7 +111,7 @@ class EscalationSteps(Collector):
         self.source: Callable[[], Mapping[tuple[str, str], int]] | None = None
         self.held: Callable[[], Mapping[str, int]] | None = None
         #: With the engine in its own process: the counters it keeps in the store.
-        self.store: AlertStore | None = None
+        self.store: SystemChanges | None = None
 
     async def read(self) -> None:
         """The worker process's counters, for this scrape (StoreError: the last stay)."""

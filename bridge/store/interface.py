@@ -385,6 +385,12 @@ class Exports(Protocol):
         ...
 
 
+class Intake(Ingestion, Reads, SystemChanges, Protocol):
+    """What a source of alerts other than Alertmanager's webhook needs (the embedded
+    evaluator, the reconciler, the heartbeat's watchdog): to ingest, to read what is firing,
+    and to record what the bridge inferred (resolved, continued, silenced)."""
+
+
 class AlertStore(
     Lifecycle,
     Ingestion,

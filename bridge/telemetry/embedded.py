@@ -19,7 +19,8 @@ from bridge.core.expressions import Annotations
 from bridge.core.model import AlertRule
 from bridge.core.times import now_ns
 from bridge.ingest.episodes import local_fingerprint
-from bridge.store import AlertStore, IngestResult, StoredAlert
+from bridge.store import IngestResult, StoredAlert
+from bridge.store.interface import Intake
 from bridge.telemetry.evaluator import Alert, Evaluator
 from bridge.telemetry.exporter import Telemetry
 
@@ -67,7 +68,7 @@ class EmbeddedEvaluator:
             generator_url="",
         )
 
-    async def _take_up(self, store: AlertStore, metrics: dict[str, float]) -> None:
+    async def _take_up(self, store: Intake, metrics: dict[str, float]) -> None:
         """Continue or close the previous run's firing alerts whose metric has a value now
         (all of them once the grace period is over)."""
         if self._previous is None:
@@ -104,7 +105,7 @@ class EmbeddedEvaluator:
             self._episodes[alert.id] = (stored.fingerprint, stored.starts_at)
         return alert
 
-    async def evaluate_once(self, store: AlertStore) -> IngestResult:
+    async def evaluate_once(self, store: Intake) -> IngestResult:
         """One evaluation: store what fired and what resolved (first taking up the previous
         run's firing alerts)."""
         metrics = self.telemetry.snapshot().as_metrics()
