@@ -497,3 +497,31 @@ async def test_pushes_are_spaced_by_the_hubs_write_budget(client: Client, watch:
             assert got["alert_id"] == n
     assert len(pushed) == 3
     assert all(b - a >= 0.3 * 0.99 for a, b in itertools.pairwise(pushed)), pushed
+
+
+async def test_a_crowd_resuming_from_one_id_reads_the_store_once(
+    client: Client, watch: Any
+) -> None:
+    """Every stream of a killed worker had the same last id: resuming together beyond the
+    buffer, they share one read of each page of the store (not one read each)."""
+    hub = client.app[HUB]
+    hub.keep = 3
+    first = await watch()
+    await fire(client, 1)
+    ((last, _),) = await first.messages(1)
+    for n in range(2, 9):  # the buffer moves on beyond `last`
+        await fire(client, n)
+    await first.messages(7)
+    assert hub.floor > last
+    reads: list[int] = []
+    feed_after = hub.store.feed_after
+
+    async def counted(after_id: int, limit: int = 500) -> Any:
+        reads.append(after_id)
+        return await feed_after(after_id, limit)
+
+    hub.store.feed_after = counted
+    crowd = await asyncio.gather(*(watch({"Last-Event-ID": str(last)}) for _ in range(8)))
+    for watcher in crowd:
+        assert [d["alert_id"] for _, d in await watcher.messages(7)] == list(range(2, 9))
+    assert reads.count(last) == 1, reads

@@ -185,6 +185,10 @@ class Watcher:
         self.woken = asyncio.Event()
 
 
+#: Seconds a page read from the store serves every watcher that resumes from its position;
+#: pages kept beyond RECENT_PAGES are let go of once they are that old.
+RECENT_PAGE = 1.0
+RECENT_PAGES = 16
 #: A hub's writes to its live watchers a second, at most: EventHub.pause.
 WRITES_PER_SECOND = 10_000.0
 
@@ -225,6 +229,8 @@ class EventHub:
         self._items: list[Item] = []
         self._ids: list[int] = []
         self._shared: dict[tuple[int, int, WatchFilter, bool], bytes] = {}
+        #: Pages read from the store lately, by the position they follow (_page_after).
+        self._pages: dict[int, tuple[float, asyncio.Future[list[Item]]]] = {}
         #: The buffer holds every event with an id above floor (and up to `position`).
         self.floor = 0
         self.position = 0
@@ -392,11 +398,41 @@ class EventHub:
         compressed once."""
         if position >= self.floor and self._wanted.is_set():
             return self._from_buffer(position, wanted, gzip)
-        items = await items_after(self.store, position, self.page)
+        items = await self._page_after(position)
         if not items:
             return None, b""
         payload = b"".join(i.frame for i in items if wanted.wants(i))
         return items[-1].entry.id, deflated(payload) if gzip and payload else payload
+
+    async def _page_after(self, position: int) -> list[Item]:
+        """A page of the store after `position`, read once for every watcher that wants it
+        within RECENT_PAGE seconds: a crowd resuming from one Last-Event-ID (every stream of
+        a killed worker had the same last id) costs one read, not one each. (A page's
+        snapshots are as fresh as the buffer's: taken when it was read.) At most RECENT_PAGES
+        kept: beyond, a watcher reads its own."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        kept = self._pages.get(position)
+        if kept is not None and now - kept[0] <= RECENT_PAGE:
+            try:
+                return await asyncio.shield(kept[1])
+            except asyncio.CancelledError:
+                if not kept[1].cancelled():
+                    raise  # this watcher is cancelled
+                # the reader's read failed or it was cancelled: this one reads for itself
+        for old in [p for p, (at, _) in self._pages.items() if now - at > RECENT_PAGE]:
+            del self._pages[old]
+        if len(self._pages) >= RECENT_PAGES:
+            return await items_after(self.store, position, self.page)
+        page: asyncio.Future[list[Item]] = loop.create_future()
+        self._pages[position] = (now, page)
+        try:
+            page.set_result(await items_after(self.store, position, self.page))
+        except BaseException:
+            self._pages.pop(position, None)
+            page.cancel()  # (those waiting read for themselves)
+            raise
+        return page.result()
 
     async def watch(
         self,
