@@ -21,6 +21,7 @@ from bridge.core.alerts import AlertLimits
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity, comma_list
+from bridge.core.oncall import OnCall, load_oncall
 from bridge.core.policies import EscalationSettings, load_escalation, positive_duration
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
@@ -228,6 +229,8 @@ class Settings:
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     enrichment: tuple[EnrichRule, ...] = ()
+    #: People and on-call schedules (bridge.core.oncall).
+    oncall: OnCall = field(default_factory=lambda: OnCall({}, {}))
     source: str = "<defaults>"
 
 
@@ -455,7 +458,7 @@ def load_settings(
         raw = loaded
     unknown = set(raw) - {
         "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits",
-        "escalation", "heartbeat", "enrichment",
+        "escalation", "heartbeat", "enrichment", "people", "schedules",
     }  # fmt: skip
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
@@ -538,6 +541,7 @@ def load_settings(
     heartbeat = _heartbeat(raw.get("heartbeat"), source, receivers)
     return Settings(
         enrichment=load_enrichment(raw.get("enrichment"), source),
+        oncall=load_oncall(raw.get("people"), raw.get("schedules"), source),
         heartbeat=heartbeat,
         namespace=namespace,
         rules=rules,

@@ -307,7 +307,7 @@ def _where(policy: str, step: int | None = None) -> str:
     return where if step is None else f"{where}.steps[{step}]"
 
 
-def _window(raw: object, source: str, key: str) -> Window:
+def parse_window(raw: object, source: str, key: str) -> Window:
     if not isinstance(raw, Mapping):
         raise ConfigError(source, key, "must be a mapping of timezone, days, hours")
     unknown = set(raw) - {"timezone", "days", "hours"}
@@ -391,7 +391,7 @@ def parse_policy(raw: object, source: str, index: int) -> Policy:
                 or not all(isinstance(r, str) and r for r in receivers)
             ):
                 raise ConfigError(source, f"{key}.notify", "must be a non-empty list of receivers")
-            when = _window(entry["when"], source, f"{key}.when") if "when" in entry else None
+            when = parse_window(entry["when"], source, f"{key}.when") if "when" in entry else None
             steps.append(Step("notify", tuple(dict.fromkeys(receivers)), when=when))
         elif kind == "wait":
             steps.append(Step("wait", wait=positive_duration(entry["wait"], source, f"{key}.wait")))

@@ -110,6 +110,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 #: A pause's length: a subset of the durations it takes (any Prometheus duration of at most a
 #: year), each form well inside the year.
 _PAUSE = r"^([1-9][0-9]?d|[1-9][0-9]{0,2}h|[1-9][0-9]{0,4}m|[1-9][0-9]{0,6}s)$"
+#: An instant asked for (on-call): RFC 3339 or "now".
+_AT = {"type": "string", "anyOf": [{"const": "now"}, {"pattern": _RFC3339}]}
 #: The alert list's filters, shared by the event stream.
 _ALERT_FILTERS = [
     _query("status", "firing or resolved", {"enum": ["firing", "resolved"]}),
@@ -452,6 +454,44 @@ SPEC: dict[str, Any] = {
                         " (too_many_streams); retry later"
                     },
                 },
+            }
+        },
+        "/api/v1/people": {
+            "get": {
+                "summary": "The people of the configuration: time zone, kinds of contact"
+                " method, the schedules they are in",
+                "security": [{"bearer": []}],
+                "responses": _responses("200", 401),
+            }
+        },
+        "/api/v1/oncall": {
+            "get": {
+                "summary": "Who is on call in every schedule",
+                "security": [{"bearer": []}],
+                "parameters": [_query("at", "RFC 3339 (default now)", _AT)],
+                "responses": _responses("200", 400, 401),
+            }
+        },
+        "/api/v1/oncall/{schedule}": {
+            "get": {
+                "summary": "A schedule: its layers and overrides, who is on call, the shifts"
+                " of the next days",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "schedule",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    _query("at", "RFC 3339 (default now)", _AT),
+                    _query(
+                        "days",
+                        "days of shifts from `at` (default 14)",
+                        {"type": "integer", "minimum": 1, "maximum": 366},
+                    ),
+                ],
+                "responses": _responses("200", 400, 401, 404),
             }
         },
         "/api/v1/channels": {

@@ -1,0 +1,69 @@
+"""`alertbridge oncall [SCHEDULE] [--at T] [--days N]` and `alertbridge people`: who is on
+call, from the configuration's people and schedules (bridge.core.oncall)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import click
+
+from bridge.cli.common import fail_cleanly, main, settings_of, table
+from bridge.core.oncall import DAYS, MAX_DAYS, parse_at
+from bridge.core.times import NS, now_ns
+
+
+def local(at: int, zone: str) -> str:
+    return dt.datetime.fromtimestamp(at // NS, ZoneInfo(zone)).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+@main.command("oncall")
+@click.argument("schedule", required=False)
+@click.option("--at", "at_text", default=None, metavar="TIME",
+              help="RFC 3339 time (default: now)")  # fmt: skip
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=DAYS, show_default=True,
+              help="with SCHEDULE: the shifts over this many days from --at")  # fmt: skip
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@fail_cleanly
+def oncall_command(ctx: click.Context, schedule: str | None, at_text: str | None, days: int,
+                   output: str) -> None:  # fmt: skip
+    """Who is on call now (or --at) in every schedule; with SCHEDULE, and its shifts over the
+    next --days, in the schedule's time zone."""
+    oncall = settings_of(ctx).oncall
+    at = parse_at(at_text, now_ns(), "--at")
+    if schedule is None:
+        now = oncall.now(at)
+        if output == "json":
+            click.echo(json.dumps(now, indent=2))
+            return
+        if not now:
+            click.echo("no schedules configured (see `schedules:` in the documentation)")
+            return
+        rows = [[n["schedule"], n["person"] or "(nobody)", n["source"] or "-"] for n in now]
+        click.echo(table(["schedule", "on call", "from"], rows))
+        return
+    if output == "json":
+        click.echo(json.dumps(oncall.listing(schedule, at, days), indent=2))
+        return
+    chosen = oncall.schedule(schedule)
+    shifts = chosen.shifts(at, at + days * 86400 * NS)
+    rows = [[local(s.start, chosen.timezone), local(s.end, chosen.timezone),
+             s.person or "(nobody)", s.source or "-"] for s in shifts]  # fmt: skip
+    click.echo(table(["from", "until", "on call", "layer"], rows))
+
+
+@main.command("people")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@fail_cleanly
+def people_command(ctx: click.Context, output: str) -> None:
+    """The people of the configuration: time zone, contact methods, schedules they are in."""
+    records = settings_of(ctx).oncall.directory()
+    if output == "json":
+        click.echo(json.dumps(records, indent=2))
+        return
+    rows = [[r["name"], r["timezone"], ", ".join(r["methods"]) or "(none)",
+             ", ".join(r["schedules"]) or "-"] for r in records]  # fmt: skip
+    click.echo(table(["person", "timezone", "contacts", "schedules"], rows))

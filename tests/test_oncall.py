@@ -1,0 +1,310 @@
+"""On-call schedules against answers computed by hand: a weekly rotation, a business-hours
+layer above it, an override, across the spring daylight-saving change in Europe/Paris
+(2027-03-28, 02:00 CET -> 03:00 CEST) and the autumn one (2026-10-25, 03:00 -> 02:00); and
+the configuration's errors, each naming its setting."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bridge.cli import main
+from bridge.config import Secret, load_settings
+from bridge.core.errors import ConfigError, InvalidInput
+from bridge.core.oncall import OnCall, Shift, load_oncall
+from bridge.core.times import NS
+from bridge.http.app import create_app
+
+API = {"Authorization": "Bearer api-secret"}
+PEOPLE = {name: {"timezone": "Europe/Paris",
+                 "contacts": [{"email_configs": [{"to": f"{name}@example.org"}]}]}
+          for name in ("alice", "bob", "carol", "dave", "erin")}  # fmt: skip
+PRIMARY = {
+    "timezone": "Europe/Paris",
+    "layers": [
+        {"name": "weekly", "rotation": {"participants": ["alice", "bob", "carol"],
+                                        "shift": "1w", "start": "2027-03-22T09:00"}},
+        {"name": "business hours", "rotation": {"participants": ["dave"], "shift": "1w",
+                                                "start": "2027-03-22T09:00"},
+         "restrict": [{"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-18:00"}]},
+    ],
+    "overrides": [{"person": "erin", "instead": "bob", "start": "2027-03-30T20:00",
+                   "end": "2027-03-31T08:00"}],
+}  # fmt: skip
+
+
+def at(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()) * NS
+
+
+def oncall(**schedules: Any) -> OnCall:
+    return load_oncall(PEOPLE, schedules or {"primary": PRIMARY}, "test.yml")
+
+
+@pytest.mark.parametrize(
+    ("instant", "person", "source"),
+    [
+        ("2027-03-26T07:30:00Z", "alice", "weekly"),  # Fri 08:30 CET
+        ("2027-03-26T08:30:00Z", "dave", "business hours"),  # Fri 09:30 CET
+        ("2027-03-28T01:30:00Z", "alice", "weekly"),  # Sun 03:30 CEST, just after the change
+        ("2027-03-29T06:59:00Z", "alice", "weekly"),  # Mon 08:59 CEST: handoff at 09:00 local
+        ("2027-03-29T07:00:00Z", "dave", "business hours"),  # Mon 09:00 CEST
+        ("2027-03-29T16:00:00Z", "bob", "weekly"),  # Mon 18:00 CEST: dave's window closed
+        ("2027-03-30T19:00:00Z", "erin", "override"),  # Tue 21:00 CEST: in bob's place
+        ("2027-03-31T06:00:00Z", "bob", "weekly"),  # Wed 08:00 CEST: the override is over
+        ("2027-04-05T06:59:00Z", "bob", "weekly"),
+        ("2027-04-05T07:00:00Z", "dave", "business hours"),
+        ("2027-04-05T16:00:00Z", "carol", "weekly"),
+        ("2027-03-22T07:59:00Z", None, None),  # before the rotations start
+    ],
+)
+def test_who_is_on_call(instant: str, person: str | None, source: str | None) -> None:
+    assert oncall().schedules["primary"].on_call(at(instant)) == (person, source)
+
+
+def test_the_shifts_across_the_spring_change() -> None:
+    """alice's week is 167 hours (the night the clocks go forward is an hour short); the
+    handoff stays at 09:00 wall-clock time."""
+    primary = oncall().schedules["primary"]
+    shifts = primary.shifts(at("2027-03-28T00:00:00Z"), at("2027-03-30T00:00:00Z"))
+    assert shifts == [
+        Shift(at("2027-03-28T00:00:00Z"), at("2027-03-29T07:00:00Z"), "alice", "weekly"),
+        Shift(at("2027-03-29T07:00:00Z"), at("2027-03-29T16:00:00Z"), "dave", "business hours"),
+        Shift(at("2027-03-29T16:00:00Z"), at("2027-03-30T00:00:00Z"), "bob", "weekly"),
+    ]
+    weekly = primary.layers[0].rotation
+    length = weekly.boundary(1, "Europe/Paris") - weekly.boundary(0, "Europe/Paris")
+    assert length == 167 * 3600 * NS
+
+
+def test_an_override_only_in_place_of_its_person() -> None:
+    primary = oncall().schedules["primary"]
+    shifts = primary.shifts(at("2027-03-30T16:00:00Z"), at("2027-03-31T08:00:00Z"))
+    assert [(s.person, s.source) for s in shifts] == [
+        ("bob", "weekly"),
+        ("erin", "override"),
+        ("bob", "weekly"),
+        ("dave", "business hours"),
+    ]
+    assert [s.start for s in shifts[1:3]] == [
+        at("2027-03-30T18:00:00Z"),
+        at("2027-03-31T06:00:00Z"),
+    ]
+    # the same period in carol's week: the override is for bob only
+    later = primary.on_call(at("2027-04-06T19:00:00Z"))
+    assert later == ("carol", "weekly")
+
+
+def test_hours_are_elapsed_days_are_wall_clock() -> None:
+    """A 12-hour rotation handing over at 20:00 before the spring change hands over next at
+    09:00 local (12 elapsed hours); a daily one at 09:00 across the autumn change runs 25 h."""
+    both = oncall(
+        halfday={"timezone": "Europe/Paris", "layers": [{"rotation": {
+            "participants": ["alice", "bob"], "shift": "12h", "start": "2027-03-27T20:00"}}]},
+        daily={"timezone": "Europe/Paris", "layers": [{"rotation": {
+            "participants": ["carol", "dave"], "shift": "1d", "start": "2026-10-24T09:00"}}]},
+    )  # fmt: skip
+    halfday = both.schedules["halfday"]
+    assert halfday.who(at("2027-03-28T06:59:00Z")) == "alice"  # 08:59 CEST
+    assert halfday.who(at("2027-03-28T07:00:00Z")) == "bob"  # 09:00 CEST
+    daily = both.schedules["daily"]
+    first, second = daily.shifts(at("2026-10-24T07:00:00Z"), at("2026-10-26T08:00:00Z"))
+    assert (first.person, first.start, first.end) == (
+        "carol", at("2026-10-24T07:00:00Z"), at("2026-10-25T08:00:00Z"))  # fmt: skip
+    assert first.end - first.start == 25 * 3600 * NS
+    assert (second.person, second.start) == ("dave", at("2026-10-25T08:00:00Z"))
+
+
+def test_a_handoff_the_spring_change_skips_happens_an_hour_later() -> None:
+    """02:30 does not exist on 2027-03-28 in Paris: the handoff is at 03:30 CEST (01:30Z)."""
+    rotation = {"participants": ["alice", "bob"], "shift": "1d", "start": "2027-03-27T02:30"}
+    night = oncall(night={"timezone": "Europe/Paris", "layers": [{"rotation": rotation}]})
+    schedule = night.schedules["night"]
+    assert schedule.who(at("2027-03-28T01:29:00Z")) == "alice"
+    assert schedule.who(at("2027-03-28T01:30:00Z")) == "bob"
+    assert schedule.who(at("2027-03-29T00:30:00Z")) == "alice"  # 02:30 CEST the next day
+
+
+def test_gaps_in_coverage() -> None:
+    days = oncall(
+        days={
+            "layers": [
+                {
+                    "rotation": {
+                        "participants": ["alice"],
+                        "shift": "1w",
+                        "start": "2027-01-04T00:00",
+                    },
+                    "restrict": [{"days": ["mon"], "hours": "09:00-17:00"}],
+                }
+            ]
+        }
+    )
+    gaps = days.schedules["days"].gaps(at("2027-01-04T00:00:00Z"), at("2027-01-05T00:00:00Z"))
+    assert [(g.start, g.end) for g in gaps] == [
+        (at("2027-01-04T00:00:00Z"), at("2027-01-04T09:00:00Z")),
+        (at("2027-01-04T17:00:00Z"), at("2027-01-05T00:00:00Z")),
+    ]
+
+
+def test_people_and_their_methods() -> None:
+    people = load_oncall({"alice": {"contacts": [{"email_configs": [{"to": "a@example.org"}]},
+                                                 {"slack_configs": [{"channel": "@alice"}]}]},
+                          "bob": None}, None, "test.yml").people  # fmt: skip
+    assert people["alice"].methods == ["email", "slack"]
+    assert people["bob"].to_json() == {"name": "bob", "timezone": "UTC", "methods": []}
+
+
+@pytest.mark.parametrize(
+    ("people", "schedules", "key", "reason"),
+    [
+        ({"al ice": {}}, {}, "people.al ice", "a person's name"),
+        ({"alice": {"timezone": "Mars/Olympus"}}, {}, "people.alice.timezone", "unknown IANA"),
+        ({"alice": {"contacts": [{"to": "x"}]}}, {}, "people.alice.contacts[0]", "_configs"),
+        ({"alice": {"phone": 1}}, {}, "people.alice.phone", "unknown setting"),
+        (PEOPLE, {"p": {"layers": []}}, "schedules.p.layers", "non-empty"),
+        (PEOPLE, {"p": {"layers": [{"rotation": {"participants": ["zed"], "shift": "1w",
+                                                 "start": "2027-01-04T09:00"}}]}},
+         "schedules.p.layers[0].rotation.participants", "no person 'zed'"),
+        (PEOPLE, {"p": {"layers": [{"rotation": {"participants": ["alice"], "shift": "1m",
+                                                 "start": "2027-01-04T09:00"}}]}},
+         "schedules.p.layers[0].rotation.shift", "hours, days or weeks"),
+        (PEOPLE, {"p": {"layers": [{"rotation": {"participants": ["alice"], "shift": "1w",
+                                                 "start": "next monday"}}]}},
+         "schedules.p.layers[0].rotation.start", "local date and time"),
+        (PEOPLE, {"p": {"layers": [{"rotation": {"participants": ["alice"], "shift": "1w",
+                                                 "start": "2027-01-04T09:00+01:00"}}]}},
+         "schedules.p.layers[0].rotation.start", "without offset"),
+        (PEOPLE, {"p": {**PRIMARY, "overrides": [{"person": "erin", "start": "2027-01-02T00:00",
+                                                  "end": "2027-01-01T00:00"}]}},
+         "schedules.p.overrides[0].end", "after start"),
+        (PEOPLE, {"p": {**PRIMARY, "overrides": [{"person": "erin"}]}},
+         "schedules.p.overrides[0].start", "required"),
+    ],
+)  # fmt: skip
+def test_configuration_errors_name_the_setting(
+    people: Any, schedules: Any, key: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_oncall(people, schedules, "test.yml")
+    assert error.value.key == key
+    assert reason in error.value.reason
+
+
+# --- the API and the CLI ------------------------------------------------------------------
+
+
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "oncall.yml"
+    path.write_text(yaml.safe_dump({"people": PEOPLE, "schedules": {"primary": PRIMARY}}))
+    return path
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
+    base = load_settings(config_file(tmp_path), {}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, api_token=Secret("api-secret"))
+    app = create_app(dataclasses.replace(base, server=server), background=False)
+    return await aiohttp_client(app)
+
+
+async def test_the_api_answers_who_is_on_call(client: Any) -> None:
+    response = await client.get("/api/v1/oncall", params={"at": "2027-03-29T09:00:00+02:00"},
+                                headers=API)  # fmt: skip
+    assert response.status == 200
+    assert await response.json() == [
+        {"schedule": "primary", "person": "dave", "source": "business hours"}
+    ]
+    response = await client.get("/api/v1/oncall/primary", headers=API,
+                                params={"at": "2027-03-28T00:00:00Z", "days": "2"})  # fmt: skip
+    body = await response.json()
+    assert body["now"] == {"person": "alice", "source": "weekly"}
+    assert [(s["start"], s["person"]) for s in body["shifts"]] == [
+        ("2027-03-28T00:00:00Z", "alice"), ("2027-03-29T07:00:00Z", "dave"),
+        ("2027-03-29T16:00:00Z", "bob"),
+    ]  # fmt: skip
+    people = await (await client.get("/api/v1/people", headers=API)).json()
+    assert people[0] == {"name": "alice", "timezone": "Europe/Paris", "methods": ["email"],
+                         "schedules": ["primary"]}  # fmt: skip
+    assert "example.org" not in json.dumps(people)  # kinds of contact, not addresses
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        ("/api/v1/oncall", {"at": "tomorrow"}, 400, "at"),
+        ("/api/v1/oncall/primary", {"days": "0"}, 400, "days"),
+        ("/api/v1/oncall/primary", {"days": "x"}, 400, "days"),
+        ("/api/v1/oncall/nope", {}, 404, None),
+    ],
+)
+async def test_the_api_names_what_is_wrong(
+    client: Any, path: str, params: dict[str, str], status: int, field: str | None
+) -> None:
+    response = await client.get(path, params=params, headers=API)
+    assert response.status == status
+    body = await response.json()
+    if field:
+        assert body["field"] == field
+    else:
+        assert "schedules: primary" in body["message"]
+    assert (await client.get(path, params=params)).status == 401
+
+
+def test_the_cli(tmp_path: Path) -> None:
+    config = str(config_file(tmp_path))
+    result = CliRunner().invoke(main, ["--config", config, "oncall", "primary",
+                                       "--at", "2027-03-28T00:00:00Z", "--days", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        "Sun 2027-03-28 01:00 CET   Mon 2027-03-29 09:00 CEST  alice    weekly",
+        "Mon 2027-03-29 09:00 CEST  Mon 2027-03-29 18:00 CEST  dave     business hours",
+        "Mon 2027-03-29 18:00 CEST  Tue 2027-03-30 02:00 CEST  bob      weekly",
+    ]
+    result = CliRunner().invoke(main, ["--config", config, "oncall", "-o", "json",
+                                       "--at", "2027-03-30T21:00:00+02:00"])  # fmt: skip
+    assert json.loads(result.output) == [
+        {"schedule": "primary", "person": "erin", "source": "override"}
+    ]
+    result = CliRunner().invoke(main, ["--config", config, "people"])
+    assert result.output.splitlines()[1].split() == ["alice", "Europe/Paris", "email", "primary"]
+    for args, message in [
+        (["oncall", "nope"], "no schedule 'nope' (schedules: primary)"),
+        (["oncall", "--at", "tomorrow"], "--at: not an RFC 3339 timestamp"),
+    ]:
+        result = CliRunner().invoke(main, ["--config", config, *args])
+        assert result.exit_code == 1
+        assert message in result.output
+    result = CliRunner().invoke(main, ["oncall"])  # no schedules configured: said so
+    assert result.exit_code == 0
+    assert "no schedules configured" in result.output
+
+
+def test_too_many_shifts_are_refused_not_cut_short() -> None:
+    """Three hourly layers over a year change hands 26,352 times: refused, naming `days`
+    (a listing cut at its bound would give the last shift the rest of the period)."""
+    layers = [
+        {
+            "rotation": {
+                "participants": ["alice", "bob"],
+                "shift": "1h",
+                "start": f"2027-01-01T00:{minute:02d}",
+            }
+        }
+        for minute in (0, 20, 40)
+    ]
+    busy = oncall(busy={"layers": layers}).schedules["busy"]
+    start = at("2027-01-02T00:00:00Z")
+    hundred = busy.shifts(start, start + 100 * 86400 * NS)  # 7,200 changes: listed
+    assert {s.source for s in hundred} == {"layer 3"}  # (the top layer always has someone)
+    assert len(hundred) == 24 * 100 + 1
+    with pytest.raises(InvalidInput) as error:
+        busy.shifts(start, start + 366 * 86400 * NS)
+    assert error.value.field == "days"
