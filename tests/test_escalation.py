@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from bridge.core.errors import AlertmanagerError, Conflict, NotFound
-from bridge.core.policies import EscalationSettings, Policy, RateLimit, Route, Step, Window
+from bridge.core.policies import EscalationSettings, Policy, RateLimit, Route, Step
 from bridge.core.times import NS, parse_rfc3339
+from bridge.core.windows import Window
 from bridge.escalation import transitions
 from bridge.escalation.engine import Escalator
 from bridge.store import AlertStore, open_store

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from bridge.cli import main
 from bridge.config import load_settings
 from bridge.core.errors import ConfigError
-from bridge.core.policies import Policy, Window
+from bridge.core.policies import Policy
 from bridge.core.times import NS
+from bridge.core.windows import Window
 
 RECEIVERS = [
     {"name": "ops-slack", "type": "slack", "severities": ["warning", "critical"],

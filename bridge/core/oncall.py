@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.errors import ConfigError, InvalidInput, NotFound
-from bridge.core.policies import Window, parse_window
 from bridge.core.times import NS, parse_rfc3339
+from bridge.core.windows import Window, parse_window
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 #: Shift lengths: hours, days, weeks ("12h", "1d", "1w").

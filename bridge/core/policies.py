@@ -20,9 +20,7 @@ past its first step.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,14 +28,12 @@ from typing import Any
 from bridge.core.errors import ConfigError, InvalidInput
 from bridge.core.matchers import Matcher
 from bridge.core.model import Severity
-from bridge.core.times import NS, format_duration, parse_duration
+from bridge.core.times import format_duration, parse_duration
+from bridge.core.windows import Window, parse_window
 
 MAX_REPEAT = 10
 MAX_STEPS = 50
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_HOURS_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 URGENCIES = ("high", "low")
 #: Labels a copy of an alert posted for an escalation level carries besides the alert's own;
 #: the generated routes send it by them, and the webhook receiver never stores it.
@@ -78,43 +74,6 @@ def is_internal(labels: Mapping[str, str]) -> bool:
 def is_copy(labels: Mapping[str, str]) -> bool:
     """Whether an alert is one of the bridge's escalation copies."""
     return LABEL_LEVEL in labels and LABEL_POLICY in labels
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """Weekdays and a time of day in a named IANA time zone. `end` <= `start` spans midnight
-    (the weekday is the local day of the instant). Minutes since midnight.
-
-    >>> w = Window("Europe/Paris", frozenset({0}), 9 * 60, 18 * 60)  # Mondays 09:00-18:00
-    >>> at = lambda text: int(dt.datetime.fromisoformat(text).timestamp()) * NS
-    >>> w.contains(at("2026-12-07T08:30:00Z")), w.contains(at("2026-12-07T07:59:00Z"))
-    (True, False)
-    """
-
-    timezone: str
-    days: frozenset[int]
-    start: int
-    end: int
-
-    def contains(self, at: int) -> bool:
-        local = dt.datetime.fromtimestamp(at / NS, zoneinfo.ZoneInfo(self.timezone))
-        if local.weekday() not in self.days:
-            return False
-        minute = local.hour * 60 + local.minute
-        if self.start < self.end:
-            return self.start <= minute < self.end
-        return minute >= self.start or minute < self.end
-
-    def describe(self) -> str:
-        days = ",".join(DAYS[d] for d in sorted(self.days))
-        hours = (
-            f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
-        )
-        return f"{days} {hours} {self.timezone}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"timezone": self.timezone, "days": sorted(self.days), "start": self.start,
-                "end": self.end}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,40 +264,6 @@ def positive_duration(raw: object, source: str, key: str) -> int:
 def _where(policy: str, step: int | None = None) -> str:
     where = f"escalation.policies.{policy}"
     return where if step is None else f"{where}.steps[{step}]"
-
-
-def parse_window(raw: object, source: str, key: str) -> Window:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(source, key, "must be a mapping of timezone, days, hours")
-    unknown = set(raw) - {"timezone", "days", "hours"}
-    if unknown:
-        raise ConfigError(source, f"{key}.{sorted(unknown)[0]}", "unknown setting")
-    tz = raw.get("timezone", "UTC")
-    try:
-        if not isinstance(tz, str):
-            raise ValueError
-        zoneinfo.ZoneInfo(tz)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-        raise ConfigError(source, f"{key}.timezone", f"unknown IANA time zone {tz!r}") from None
-    days_raw = raw.get("days", list(DAYS))
-    if not isinstance(days_raw, list) or not days_raw:
-        raise ConfigError(source, f"{key}.days", "must be a non-empty list like [mon, tue]")
-    days = set()
-    for day in days_raw:
-        name = str(day).lower()
-        name = name[:3] if name in _FULL_DAYS else name
-        if name not in DAYS:
-            raise ConfigError(source, f"{key}.days", f"unknown weekday {day!r} (mon .. sun)")
-        days.add(DAYS.index(name))
-    hours = raw.get("hours", "00:00-24:00")
-    match = _HOURS_RE.match(str(hours))
-    if not match:
-        raise ConfigError(source, f"{key}.hours", f"must be HH:MM-HH:MM, got {hours!r}")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if end > 24 * 60 or start == end:
-        raise ConfigError(source, f"{key}.hours", f"an empty or impossible window {hours!r}")
-    return Window(tz, frozenset(days), start, end)
 
 
 def parse_policy(raw: object, source: str, index: int) -> Policy:
