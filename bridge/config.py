@@ -22,7 +22,12 @@ from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity, comma_list
 from bridge.core.oncall import OnCall, load_oncall
-from bridge.core.policies import EscalationSettings, load_escalation, positive_duration
+from bridge.core.policies import (
+    PERSON_RECEIVER,
+    EscalationSettings,
+    load_escalation,
+    positive_duration,
+)
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
 from bridge.store import is_url
@@ -286,6 +291,33 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str,
     return out
 
 
+def person_contacts(oncall: OnCall) -> list[Receiver]:
+    """Each person's contact methods as receivers named person-NAME (one per method, in
+    order; every severity: a page is for whoever it is sent to)."""
+    every = tuple(Severity)
+    return [Receiver(PERSON_RECEIVER.format(name), c.type, every, c.config)
+            for name, person in sorted(oncall.people.items()) for c in person.contacts]  # fmt: skip
+
+
+def _check_contacts(oncall: OnCall, source: str) -> None:
+    """People's contact methods: receiver types, each checked as a receiver's config is;
+    one Teams method a person at most (the adapter knows a receiver by its name)."""
+    for name, person in oncall.people.items():
+        for n, contact in enumerate(person.contacts):
+            key = f"people.{name}.contacts[{n}]"
+            if contact.type not in RECEIVER_TYPES:
+                raise ConfigError(source, f"{key}.type",
+                                  f"must be one of {', '.join(RECEIVER_TYPES)}")  # fmt: skip
+            channel = CHANNELS.get(contact.type)
+            if channel is not None:
+                try:
+                    channel.validate(contact.config)
+                except ChannelConfigError as exc:
+                    raise ConfigError(source, f"{key}.config.{exc.field}", exc.message) from None
+        if sum(c.type == "msteams" for c in person.contacts) > 1:
+            raise ConfigError(source, f"people.{name}.contacts", "one msteams method at most")
+
+
 def _receivers(raw: object, source: str) -> tuple[Receiver, ...]:
     if raw is None:
         return ()
@@ -532,16 +564,19 @@ def load_settings(
         rules = load_rules(raw.get("rules"), source)
     except RuleError as exc:
         raise ConfigError(source, f"rules.{exc.rule}.{exc.field}", exc.reason) from None
+    oncall = load_oncall(raw.get("people"), raw.get("schedules"), source)
+    _check_contacts(oncall, source)
     escalation = load_escalation(
         raw.get("escalation"),
         source,
         [r.name for r in receivers],
         {r.name: r.escalation for r in rules if r.escalation},
+        oncall,
     )
     heartbeat = _heartbeat(raw.get("heartbeat"), source, receivers)
     return Settings(
         enrichment=load_enrichment(raw.get("enrichment"), source),
-        oncall=load_oncall(raw.get("people"), raw.get("schedules"), source),
+        oncall=oncall,
         heartbeat=heartbeat,
         namespace=namespace,
         rules=rules,

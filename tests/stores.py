@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.times import NS
-from bridge.store import AlertStore
+from bridge.store import AlertStore, StoredAlert
 from bridge.store.sqlite.database import Database
 from bridge.store.sqlite.ingest import IngestJob
 from bridge.store.sqlite.store import SqliteStore
@@ -138,3 +138,16 @@ class Sync:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stored(**fields: object) -> StoredAlert:
+    """A StoredAlert as the store would give it (alert 7, firing), `fields` changed."""
+    base: dict[str, object] = {
+        "id": 7, "fingerprint": "0123456789abcdef", "status": "firing",
+        "alertname": "high_cpu", "severity": "warning", "labels": {"alertname": "high_cpu"},
+        "annotations": {}, "generator_url": "", "source": "alertmanager", "starts_at": 1,
+        "ends_at": None, "first_received_at": 1, "last_received_at": 1, "receive_count": 1,
+        "acked_at": None, "acked_by": None, "ack_comment": None, "assignee": None,
+        "silence_id": None, "updated_at": 1,
+    }  # fmt: skip
+    return StoredAlert(**(base | fields))  # type: ignore[arg-type]

@@ -8,19 +8,7 @@ import pytest
 
 from bridge.core.errors import Conflict
 from bridge.store import actions
-from bridge.store.records import StoredAlert
-
-
-def stored(**fields: object) -> StoredAlert:
-    base: dict[str, object] = {
-        "id": 7, "fingerprint": "0123456789abcdef", "status": "firing",
-        "alertname": "high_cpu", "severity": "warning", "labels": {"alertname": "high_cpu"},
-        "annotations": {}, "generator_url": "", "source": "alertmanager", "starts_at": 1,
-        "ends_at": None, "first_received_at": 1, "last_received_at": 1, "receive_count": 1,
-        "acked_at": None, "acked_by": None, "ack_comment": None, "assignee": None,
-        "silence_id": None, "updated_at": 1,
-    }  # fmt: skip
-    return StoredAlert(**(base | fields))  # type: ignore[arg-type]
+from tests.stores import stored
 
 
 def test_an_acknowledgement_asks_for_a_silence_where_alertmanager_makes_them() -> None:

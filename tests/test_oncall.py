@@ -20,11 +20,15 @@ from bridge.config import Secret, load_settings
 from bridge.core.errors import ConfigError, InvalidInput
 from bridge.core.oncall import OnCall, Shift, load_oncall
 from bridge.core.times import NS
+from bridge.escalation import transitions
+from bridge.escalation.engine import copy_labels
 from bridge.http.app import create_app
+from bridge.store.records import Copy
+from tests.stores import stored
 
 API = {"Authorization": "Bearer api-secret"}
 PEOPLE = {name: {"timezone": "Europe/Paris",
-                 "contacts": [{"email_configs": [{"to": f"{name}@example.org"}]}]}
+                 "contacts": [{"type": "email", "config": {"to": f"{name}@example.org"}}]}
           for name in ("alice", "bob", "carol", "dave", "erin")}  # fmt: skip
 PRIMARY = {
     "timezone": "Europe/Paris",
@@ -155,8 +159,8 @@ def test_gaps_in_coverage() -> None:
 
 
 def test_people_and_their_methods() -> None:
-    people = load_oncall({"alice": {"contacts": [{"email_configs": [{"to": "a@example.org"}]},
-                                                 {"slack_configs": [{"channel": "@alice"}]}]},
+    people = load_oncall({"alice": {"contacts": [{"type": "email", "config": {"to": "a@x.org"}},
+                                                 {"type": "slack", "config": {"channel": "@a"}}]},
                           "bob": None}, None, "test.yml").people  # fmt: skip
     assert people["alice"].methods == ["email", "slack"]
     assert people["bob"].to_json() == {"name": "bob", "timezone": "UTC", "methods": []}
@@ -167,7 +171,9 @@ def test_people_and_their_methods() -> None:
     [
         ({"al ice": {}}, {}, "people.al ice", "a person's name"),
         ({"alice": {"timezone": "Mars/Olympus"}}, {}, "people.alice.timezone", "unknown IANA"),
-        ({"alice": {"contacts": [{"to": "x"}]}}, {}, "people.alice.contacts[0]", "_configs"),
+        ({"alice": {"contacts": [{"to": "x"}]}}, {}, "people.alice.contacts[0].to", "unknown"),
+        ({"alice": {"contacts": [{"config": {}}]}}, {}, "people.alice.contacts[0].type",
+         "required"),
         ({"alice": {"phone": 1}}, {}, "people.alice.phone", "unknown setting"),
         (PEOPLE, {"p": {"layers": []}}, "schedules.p.layers", "non-empty"),
         (PEOPLE, {"p": {"layers": [{"rotation": {"participants": ["zed"], "shift": "1w",
@@ -308,3 +314,94 @@ def test_too_many_shifts_are_refused_not_cut_short() -> None:
     with pytest.raises(InvalidInput) as error:
         busy.shifts(start, start + 366 * 86400 * NS)
     assert error.value.field == "days"
+
+
+# --- escalation to people ------------------------------------------------------------------
+
+ESCALATING = """
+alertmanager:
+  receivers:
+    - {name: lead, type: webhook, config: {url: "http://127.0.0.1:9/lead"}}
+    - {name: ops, type: webhook, config: {url: "http://127.0.0.1:9/ops"}}
+escalation:
+  policies:
+    - name: oncall
+      fallback: [lead]
+      steps:
+        - notify: [{schedule: primary}]
+        - wait: 5m
+        - notify: [ops, {person: carol}]
+"""
+
+
+def escalating(tmp_path: Path, text: str = ESCALATING) -> Any:
+    path = tmp_path / "escalating.yml"
+    doc = {**yaml.safe_load(text), "people": {**PEOPLE, "carol": {}},
+           "schedules": {"primary": PRIMARY}}  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    return load_settings(path, {})
+
+
+def test_a_step_pages_whoever_is_on_call_when_it_is_taken(tmp_path: Path) -> None:
+    settings = escalating(tmp_path)
+    policy = settings.escalation.policy("oncall")
+    now = at("2027-03-29T20:00:00Z")  # Monday 22:00 CEST: bob's week, after hours
+    esc = transitions.start(1, policy, "high", now, 0)
+    moved = transitions.advance(esc, now, settings.escalation.oncall)
+    (copy,) = moved.new_copies
+    assert (copy.receivers, copy.people, copy.fallback) == ((), ("bob",), False)
+    assert moved.events == [("escalated", "level 0: schedule primary -> bob (email)")]
+    later = transitions.advance(moved.escalation, now + 300 * NS, settings.escalation.oncall)
+    (copy,) = later.new_copies
+    assert (copy.receivers, copy.people) == (("ops",), ("carol",))
+    assert later.events[0] == ("escalated", "level 1: ops, person carol (no contact method)")
+
+
+def test_nobody_on_call_the_fallback_and_an_event_say_so(tmp_path: Path) -> None:
+    settings = escalating(tmp_path)
+    policy = settings.escalation.policy("oncall")
+    before = at("2027-03-01T00:00:00Z")  # before the rotations start: nobody
+    moved = transitions.advance(transitions.start(1, policy, "high", before, 0), before,
+                                settings.escalation.oncall)  # fmt: skip
+    (copy,) = moved.new_copies
+    assert (copy.people, copy.fallback) == ((), True)
+    assert moved.events == [
+        ("escalated", "level 0: schedule primary -> nobody on call"),
+        ("escalation_nobody_on_call", "level 0: schedule primary has nobody on call: lead"),
+    ]
+
+
+def test_a_copys_labels_name_its_people(tmp_path: Path) -> None:
+    """What the generated routes read: escalation_people (and escalation_fallback), kept
+    with the escalation (a copy posted again is the same alert)."""
+    alert = dataclasses.replace(stored(), labels={"alertname": "high_cpu"})
+    settings = escalating(tmp_path)
+    policy = settings.escalation.policy("oncall")
+    esc = transitions.start(1, policy, "high", 0, 0)
+    paged = Copy(0, 1, 0, (), people=("alice", "bob"))
+    assert copy_labels(alert, esc, paged)["escalation_people"] == "alice,bob"
+    alone = Copy(0, 1, 0, (), fallback=True)
+    labels = copy_labels(alert, esc, alone)
+    assert labels["escalation_fallback"] == "true"
+    assert "escalation_people" not in labels
+    assert Copy.from_json(paged.to_json()) == paged  # kept with the escalation
+    assert Copy.from_json({"level": 0, "round": 1, "starts_at": 0, "receivers": ["a"]}).people == ()
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "reason"),
+    [
+        (("{schedule: primary}", "{schedule: secondary}"), "steps[0].notify",
+         "unknown schedule 'secondary' (schedules: primary)"),
+        (("{person: carol}", "{person: zed}"), "steps[2].notify", "unknown person 'zed'"),
+        (("{person: carol}", "{team: carol}"), "steps[2].notify", "{schedule: NAME}"),
+        (("fallback: [lead]", "fallback: [nobody]"), "fallback", "unknown receiver 'nobody'"),
+    ],
+)  # fmt: skip
+def test_steps_naming_what_does_not_exist(
+    tmp_path: Path, edit: tuple[str, str], key: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        escalating(tmp_path, ESCALATING.replace(*edit))
+    assert error.value.key == f"escalation.policies.oncall.{key}"
+    assert reason in error.value.reason

@@ -211,7 +211,8 @@ def test_policies_list_shows_levels_and_routes(tmp_path: Path) -> None:
     assert any(line.split()[:2] == ["route", "3"] and "low" in line for line in lines)
     data = json.loads(cli(tmp_path, config(), "policies", "list", "-o", "json").output)
     assert data["policies"][0]["levels"][2] == {
-        "level": 2, "receivers": ["ops-slack", "pager"], "after_seconds": 600, "when": None
+        "level": 2, "receivers": ["ops-slack", "pager"], "schedules": [], "people": [],
+        "after_seconds": 600, "when": None,
     }  # fmt: skip
 
 
@@ -264,3 +265,25 @@ def test_the_engine_runs_in_its_own_process_unless_inline(tmp_path: Path) -> Non
     assert inline.worker == "inline"
     with pytest.raises(ConfigError, match=r"escalation\.worker: must be process or inline"):
         load_settings(write(tmp_path, config(worker="thread")))
+
+
+def test_policies_check_warns_of_gaps_on_call_and_people_out_of_reach(tmp_path: Path) -> None:
+    doc = config()
+    doc["people"] = {"alice": {"contacts": [{"type": "email", "config": {"to": "a@x.org"}}]},
+                     "bob": {}}  # fmt: skip
+    always = {"participants": ["alice"], "shift": "1w", "start": "2026-01-05T00:00"}
+    doc["schedules"] = {
+        "day": {"timezone": "Europe/Paris", "layers": [{"rotation": always, "restrict": [
+            {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-17:00"}]}]},
+        "always": {"layers": [{"rotation": always}]},
+    }  # fmt: skip
+    doc["escalation"]["policies"][0]["steps"][0] = {"notify": [{"schedule": "day"},
+                                                               {"person": "bob"}]}  # fmt: skip
+    result = cli(tmp_path, doc, "policies", "check")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert any(w.startswith("warning: schedule day: nobody on call ") and "in the next 14 days"
+               in w for w in warnings), warnings  # fmt: skip
+    assert not any("schedule always" in w for w in warnings)
+    assert "warning: person bob: no contact method (a page to them reaches nobody)" in warnings
+    assert not any("notifies nobody" in w and "standard level 0" in w for w in warnings)

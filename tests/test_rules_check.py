@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bridge.config import load_settings
 from bridge.generate import ALERTMANAGER_PATH, RULES_PATH, render_all, write_all
@@ -164,3 +165,64 @@ def test_the_template_check_fails_on_a_template_missing_what_it_must_show(
     failed = [r for r in run_checks(settings, tmp_path) if not r.ok]
     assert [r.name for r in failed] == ["amtool template render alertbridge.text"]
     assert "missing ['Acknowledge: alertbridge ack 42'" in failed[0].output
+
+
+PEOPLE_CONFIG = """
+alertmanager:
+  receivers:
+    - {name: ops-slack, type: slack, severities: [warning, critical],
+       config: {api_url_file: /etc/alertmanager/slack-url, channel: "#ops"}}
+    - {name: lead, type: pagerduty, severities: [critical],
+       config: {routing_key_file: /etc/alertmanager/pd-key}}
+people:
+  alice:
+    timezone: Europe/Paris
+    contacts:
+      - {type: email, config: {to: alice@example.org, from: am@example.org,
+                               smarthost: "127.0.0.1:25"}}
+      - {type: slack, config: {api_url_file: /etc/alertmanager/slack-url, channel: "@alice"}}
+  bob:
+    contacts: [{type: webhook, config: {url: "http://127.0.0.1:9/bob"}}]
+  carol: {}
+schedules:
+  primary:
+    timezone: Europe/Paris
+    layers:
+      - rotation: {participants: [alice, bob], shift: 1w, start: "2027-03-22T09:00"}
+escalation:
+  policies:
+    - name: oncall
+      fallback: [lead]
+      steps:
+        - notify: [{schedule: primary}]
+        - wait: 5m
+        - notify: [ops-slack, {person: carol}]
+  routes:
+    - {severities: [critical], policy: oncall}
+"""
+
+
+def test_copies_paging_a_person_reach_that_person_only(tmp_path: Path, write_config: Any) -> None:
+    """amtool on the generated configuration: one receiver per person (person-alice has her
+    email and Slack methods); a level-0 copy paging alice reaches person-alice and not
+    person-bob; one marked for the fallback reaches the policy's fallback receiver."""
+    settings = load_settings(write_config(PEOPLE_CONFIG), {})
+    results = _checked(tmp_path / "out", settings)
+    assert [(r.name, r.output) for r in results if not r.ok] == []
+    names = [r.name for r in results]
+    assert "amtool config routes test oncall level 0 paging alice -> person-alice" in names
+    assert "amtool config routes test oncall level 0 paging bob -> person-bob" in names
+    assert "amtool config routes test oncall level 0 nobody on call -> lead" in names
+    assert "amtool config routes test oncall level 1 paging carol -> ops-slack,person-carol" in (
+        names
+    )
+    am = yaml.safe_load((tmp_path / "out" / ALERTMANAGER_PATH).read_text())
+    alice = next(r for r in am["receivers"] if r["name"] == "person-alice")
+    assert [c["to"] for c in alice["email_configs"]] == ["alice@example.org"]
+    assert [c["channel"] for c in alice["slack_configs"]] == ["@alice"]
+    # And the check can fail: alice's copy routed to bob's receiver is caught.
+    path = tmp_path / "out" / ALERTMANAGER_PATH
+    path.write_text(path.read_text().replace("receiver: person-alice\n",
+                                             "receiver: person-bob\n", 1))  # fmt: skip
+    failed = [r.name for r in run_checks(settings, tmp_path / "out") if not r.ok]
+    assert "amtool config routes test oncall level 0 paging alice -> person-alice" in failed

@@ -41,15 +41,17 @@ SCENARIO = {
 }  # fmt: skip
 
 
-def run(tmp_path: Path, scenario: dict[str, Any], *extra: str) -> Any:
+def run(tmp_path: Path, scenario: dict[str, Any], *extra: str,
+        settings: dict[str, Any] | None = None) -> Any:  # fmt: skip
     config, path = tmp_path / "c.yml", tmp_path / "s.yml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump(settings or CONFIG))
     path.write_text(yaml.safe_dump(scenario))
     return CliRunner().invoke(main, ["--config", str(config), "simulate", str(path), *extra])
 
 
-def timeline(tmp_path: Path, scenario: dict[str, Any]) -> list[tuple[int, str, str]]:
-    result = run(tmp_path, scenario, "-o", "json")
+def timeline(tmp_path: Path, scenario: dict[str, Any],
+             settings: dict[str, Any] | None = None) -> list[tuple[int, str, str]]:  # fmt: skip
+    result = run(tmp_path, scenario, "-o", "json", settings=settings)
     assert result.exit_code == 0, result.output
     return [(e["at_seconds"], e["what"], e["text"]) for e in json.loads(result.output)]
 
@@ -157,3 +159,29 @@ def test_the_documented_scenario_loads_with_its_unquoted_start() -> None:
     assert scenario.start == 1_796_634_000 * NS  # 2026-12-07T09:00:00Z
     assert (scenario.duration, scenario.step) == (2700, 15)
     assert scenario.acks[0].rule == "critical_cpu"
+
+
+def test_who_would_be_paged_at_each_step(tmp_path: Path) -> None:
+    """A step paging a schedule names whoever is on call when it is taken (alice until the
+    handoff at 09:10, bob after: the virtual clock crosses it), with their methods; a
+    schedule with nobody on call falls back, and the timeline says so."""
+    config = {
+        **CONFIG,
+        "people": {"alice": {"contacts": [{"type": "email", "config": {"to": "a@example.org"}}]},
+                   "bob": {}},
+        "schedules": {"primary": {"layers": [{"rotation": {
+            "participants": ["alice", "bob"], "shift": "1d", "start": "2026-12-06T09:10"}}]},
+            "empty": {"layers": [{"rotation": {"participants": ["bob"], "shift": "1d",
+                                               "start": "2027-01-01T00:00"}}]}},
+        "escalation": {
+            "policies": [{"name": "page", "fallback": ["chat"], "steps": [
+                {"notify": [{"schedule": "primary"}]}, {"wait": "5m"},
+                {"notify": [{"schedule": "primary"}, {"schedule": "empty"}]}]}],
+            "routes": [{"severities": ["critical"], "policy": "page"}],
+        },
+    }  # fmt: skip
+    texts = [t for _, _, t in timeline(tmp_path, {**SCENARIO, "acks": []}, config)]
+    assert "critical_cpu: escalated: level 0: schedule primary -> alice (email)" in texts
+    assert ("critical_cpu: escalated: level 1: schedule primary -> bob (no contact method),"
+            " schedule empty -> nobody on call") in texts  # fmt: skip
+    assert any("schedule empty has nobody on call: chat" in t for t in texts)

@@ -9,9 +9,11 @@ from typing import Any
 import click
 
 from bridge.cli.common import fail_cleanly, main, settings_of, table
+from bridge.cli.oncall import local
 from bridge.config import Settings
+from bridge.core.oncall import DAYS
 from bridge.core.policies import Policy
-from bridge.core.times import format_duration
+from bridge.core.times import NS, format_duration, now_ns
 
 
 @main.group()
@@ -32,6 +34,8 @@ def _levels(policy: Policy) -> list[dict[str, Any]]:
             {
                 "level": len(out),
                 "receivers": list(step.receivers),
+                "schedules": list(step.schedules),
+                "people": list(step.people),
                 "after_seconds": waited,
                 "when": step.when.describe() if step.when else None,
             }
@@ -96,7 +100,13 @@ def policies_list(ctx: click.Context, output: str) -> None:
                     policy.name if level["level"] == 0 else "",
                     str(level["level"]),
                     "+" + format_duration(level["after_seconds"]),
-                    ", ".join(level["receivers"]),
+                    ", ".join(
+                        [
+                            *level["receivers"],
+                            *(f"schedule {n}" for n in level["schedules"]),
+                            *(f"person {n}" for n in level["people"]),
+                        ]
+                    ),
                     level["when"] or "always",
                 ]
             )
@@ -152,12 +162,13 @@ def policies_check(ctx: click.Context) -> None:
                     n for n in level["receivers"]
                     if labels["severity"] in {s.value for s in receivers[n].severities}
                 ]  # fmt: skip
-                if not takers:
+                if not takers and not level["schedules"] and not level["people"]:
                     warnings.append(
                         f"rule {rule}: policy {selected.policy.name} level {level['level']}"
                         f" notifies nobody: {', '.join(level['receivers'])} take no"
                         f" {labels['severity']} alerts (their severities)"
                     )
+    warnings += oncall_warnings(settings, now_ns())
     for line in warnings:
         click.echo(f"warning: {line}")
     if esc.policies and covered:
@@ -166,6 +177,27 @@ def policies_check(ctx: click.Context) -> None:
         f"ok: {len(esc.policies)} policies, {len(esc.routes)} routes"
         f" in {settings.source}" + (f", {len(warnings)} warning(s)" if warnings else "")
     )
+
+
+def oncall_warnings(settings: Settings, now: int, days: int = DAYS) -> list[str]:
+    """Schedules with nobody on call at times over the next `days`, and people a page can
+    reach by no contact method."""
+    oncall = settings.oncall
+    out = []
+    for name, schedule in sorted(oncall.schedules.items()):
+        gaps = schedule.gaps(now, now + days * 86400 * NS)
+        if gaps:
+            first = gaps[0]
+            out.append(f"schedule {name}: nobody on call {len(gaps)} time(s) in the next"
+                       f" {days} days, first {local(first.start, schedule.timezone)} .."
+                       f" {local(first.end, schedule.timezone)}")  # fmt: skip
+    paged = {p for s in oncall.schedules.values() for p in s.people()}
+    paged |= {p for pol in settings.escalation.policies for st in pol.steps for p in st.people}
+    for name in sorted(paged):
+        person = oncall.people.get(name)
+        if person is not None and not person.contacts:
+            out.append(f"person {name}: no contact method (a page to them reaches nobody)")
+    return out
 
 
 @policies.command("test")

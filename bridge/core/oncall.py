@@ -57,19 +57,28 @@ def _local(at: int, zone: str) -> dt.datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class Contact:
+    """A way to reach a person: an Alertmanager receiver of one type (email, slack,
+    pagerduty, webhook, msteams through the bridge's adapter, ...) and its configuration,
+    written as in `alertmanager.receivers` (secrets by file)."""
+
+    type: str
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Person:
-    """Someone who can be paged: a time zone (for what they read) and contact methods, each
-    an Alertmanager receiver configuration of one type (`email_configs`, `slack_configs`,
-    ...: what `rules generate` writes as the person's receiver)."""
+    """Someone who can be paged: a time zone (for what they read) and contact methods
+    (what `rules generate` writes as the person's receiver, person-NAME)."""
 
     name: str
     timezone: str = "UTC"
-    contacts: tuple[Mapping[str, Any], ...] = ()
+    contacts: tuple[Contact, ...] = ()
 
     @property
     def methods(self) -> list[str]:
         """The kinds of contact ("email", "slack", ...), in order."""
-        return [k.removesuffix("_configs") for c in self.contacts for k in c]
+        return [c.type for c in self.contacts]
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "timezone": self.timezone, "methods": self.methods}
@@ -329,18 +338,21 @@ def parse_person(name: str, raw: object, source: str) -> Person:
     _name(name, source, key, "a person's name")
     body = _mapping(raw or {}, source, key, {"timezone", "contacts"})
     zone = _timezone(body.get("timezone", "UTC"), source, f"{key}.timezone")
-    contacts = body.get("contacts", [])
-    if not isinstance(contacts, list):
-        raise ConfigError(source, f"{key}.contacts", "must be a list of receiver configs")
-    for n, contact in enumerate(contacts):
+    contacts_raw = body.get("contacts", [])
+    if not isinstance(contacts_raw, list):
+        raise ConfigError(source, f"{key}.contacts", "must be a list of {type, config}")
+    contacts = []
+    for n, contact in enumerate(contacts_raw):
         where = f"{key}.contacts[{n}]"
-        if not isinstance(contact, Mapping) or len(contact) != 1:
-            raise ConfigError(source, where, "must be one Alertmanager receiver config, such as"
-                              " {email_configs: [{to: alice@example.org}]}")  # fmt: skip
-        ((kind, configs),) = contact.items()
-        if not str(kind).endswith("_configs") or not isinstance(configs, list) or not configs:
-            raise ConfigError(source, where, f"{kind!r}: must be a non-empty list of"
-                              " <type>_configs (email_configs, slack_configs, ...)")  # fmt: skip
+        item = _mapping(contact, source, where, {"type", "config"})
+        kind = item.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError(source, f"{where}.type", "a receiver type is required (email,"
+                              " slack, pagerduty, webhook, msteams, ...)")  # fmt: skip
+        config = item.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise ConfigError(source, f"{where}.config", "must be a mapping")
+        contacts.append(Contact(kind, dict(config)))
     return Person(name, zone, tuple(contacts))
 
 

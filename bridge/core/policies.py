@@ -28,6 +28,7 @@ from typing import Any
 from bridge.core.errors import ConfigError, InvalidInput
 from bridge.core.matchers import Matcher
 from bridge.core.model import Severity
+from bridge.core.oncall import OnCall
 from bridge.core.times import format_duration, parse_duration
 from bridge.core.windows import Window, parse_window
 
@@ -41,6 +42,11 @@ LABEL_POLICY, LABEL_LEVEL, LABEL_ROUND = "escalation_policy", "escalation_level"
 #: On a copy: the receivers held back from it by their rate limit (comma-separated); on the
 #: summary alert that tells a held-back receiver instead: its name.
 LABEL_HELD, LABEL_RECEIVER = "escalation_held", "escalation_receiver"
+#: On a copy: the people it pages (comma-separated), and "true" when the policy's fallback
+#: receivers get it (a schedule of its step had nobody on call).
+LABEL_PEOPLE, LABEL_FALLBACK = "escalation_people", "escalation_fallback"
+#: The receiver `rules generate` writes for a person (their contact methods).
+PERSON_RECEIVER = "person-{}"
 HELD_ALERT = "AlertbridgeEscalationsHeld"
 
 
@@ -78,17 +84,25 @@ def is_copy(labels: Mapping[str, str]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step: notify receivers (a level), or wait `wait` seconds."""
+    """One step: notify (a level: receivers, and people, named or whoever is on call in a
+    schedule when the step is taken), or wait `wait` seconds."""
 
     kind: str  # notify | wait
     receivers: tuple[str, ...] = ()
     wait: int = 0
     when: Window | None = None
+    schedules: tuple[str, ...] = ()
+    people: tuple[str, ...] = ()
+
+    def targets(self) -> list[str]:
+        """What it notifies, as written: "team-mail", "schedule primary", "person alice"."""
+        return [*self.receivers, *(f"schedule {s}" for s in self.schedules),
+                *(f"person {p}" for p in self.people)]  # fmt: skip
 
     def describe(self) -> str:
         if self.kind == "wait":
             return f"wait {format_duration(self.wait)}"
-        text = "notify " + ", ".join(self.receivers)
+        text = "notify " + ", ".join(self.targets())
         return text + (f" (only {self.when.describe()})" if self.when else "")
 
     def to_json(self) -> dict[str, Any]:
@@ -97,6 +111,10 @@ class Step:
             out["wait"] = self.wait
         else:
             out["receivers"] = list(self.receivers)
+            if self.schedules:
+                out["schedules"] = list(self.schedules)
+            if self.people:
+                out["people"] = list(self.people)
             if self.when:
                 out["when"] = self.when.to_json()
         return out
@@ -111,6 +129,8 @@ class Step:
             when=Window(when["timezone"], frozenset(when["days"]), when["start"], when["end"])
             if when
             else None,
+            schedules=tuple(raw.get("schedules", ())),
+            people=tuple(raw.get("people", ())),
         )
 
 
@@ -123,6 +143,9 @@ class Policy:
     steps: tuple[Step, ...]
     repeat: int = 0
     ack_timeout: int = 0
+    #: Receivers notified in place of a schedule that has nobody on call when its step is
+    #: taken.
+    fallback: tuple[str, ...] = ()
 
     @property
     def levels(self) -> int:
@@ -133,13 +156,17 @@ class Policy:
         return sum(1 for s in self.steps[:position] if s.kind == "notify")
 
     def receivers(self) -> list[str]:
-        """Every receiver the policy notifies, in order, once each."""
-        return list(dict.fromkeys(r for s in self.steps for r in s.receivers))
+        """Every receiver the policy notifies, in order, once each (the fallback too)."""
+        named = [r for s in self.steps for r in s.receivers]
+        return list(dict.fromkeys([*named, *self.fallback]))
 
     def to_json(self) -> dict[str, Any]:
         """The policy as copied onto an episode when it starts."""
-        return {"name": self.name, "steps": [s.to_json() for s in self.steps],
-                "repeat": self.repeat, "ack_timeout": self.ack_timeout}  # fmt: skip
+        out = {"name": self.name, "steps": [s.to_json() for s in self.steps],
+               "repeat": self.repeat, "ack_timeout": self.ack_timeout}  # fmt: skip
+        if self.fallback:
+            out["fallback"] = list(self.fallback)
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Policy:
@@ -148,6 +175,7 @@ class Policy:
             steps=tuple(Step.from_json(s) for s in raw["steps"]),
             repeat=int(raw.get("repeat", 0)),
             ack_timeout=int(raw.get("ack_timeout", 0)),
+            fallback=tuple(raw.get("fallback", ())),
         )
 
 
@@ -201,6 +229,8 @@ class EscalationSettings:
     rate_limits: tuple[RateLimit, ...] = ()
     #: process: the engine runs in a worker process of its own; inline: in the server's.
     worker: str = "process"
+    #: The people and schedules steps page (bridge.core.oncall).
+    oncall: OnCall = field(default_factory=lambda: OnCall({}, {}))
 
     @property
     def hold_seconds(self) -> int:
@@ -277,7 +307,7 @@ def parse_policy(raw: object, source: str, index: int) -> Policy:
             f"escalation.policies[{index}].name",
             "must be a name of letters, digits, _ or -",
         )
-    unknown = set(raw) - {"name", "steps", "ack_timeout"}
+    unknown = set(raw) - {"name", "steps", "ack_timeout", "fallback"}
     if unknown:
         raise ConfigError(source, f"{_where(name)}.{sorted(unknown)[0]}", "unknown setting")
     ack_timeout = 0
@@ -307,17 +337,9 @@ def parse_policy(raw: object, source: str, index: int) -> Policy:
                 source, f"{key}.{sorted(unknown)[0]}", f"not allowed on a {kind} step"
             )
         if kind == "notify":
-            receivers = entry["notify"]
-            if isinstance(receivers, str):
-                receivers = [receivers]
-            if (
-                not isinstance(receivers, list)
-                or not receivers
-                or not all(isinstance(r, str) and r for r in receivers)
-            ):
-                raise ConfigError(source, f"{key}.notify", "must be a non-empty list of receivers")
+            receivers, schedules, people = _targets(entry["notify"], source, f"{key}.notify")
             when = parse_window(entry["when"], source, f"{key}.when") if "when" in entry else None
-            steps.append(Step("notify", tuple(dict.fromkeys(receivers)), when=when))
+            steps.append(Step("notify", receivers, when=when, schedules=schedules, people=people))
         elif kind == "wait":
             steps.append(Step("wait", wait=positive_duration(entry["wait"], source, f"{key}.wait")))
         else:
@@ -337,7 +359,37 @@ def parse_policy(raw: object, source: str, index: int) -> Policy:
             repeat = count
     if not any(s.kind == "notify" for s in steps):
         raise ConfigError(source, f"{_where(name)}.steps", "needs at least one notify step")
-    return Policy(name, tuple(steps), repeat, ack_timeout)
+    fallback_raw = raw.get("fallback", [])
+    if isinstance(fallback_raw, str):
+        fallback_raw = [fallback_raw]
+    if not isinstance(fallback_raw, list) or not all(isinstance(r, str) and r
+                                                     for r in fallback_raw):  # fmt: skip
+        raise ConfigError(source, f"{_where(name)}.fallback", "must be a list of receivers")
+    return Policy(name, tuple(steps), repeat, ack_timeout, tuple(dict.fromkeys(fallback_raw)))
+
+
+def _targets(
+    raw: object, source: str, key: str
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """A notify step's targets: receivers by name, `{schedule: NAME}`, `{person: NAME}`."""
+    entries = [raw] if isinstance(raw, str | Mapping) else raw
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(source, key, "must be a non-empty list of receivers, {schedule: NAME}"
+                          " or {person: NAME}")  # fmt: skip
+    found: dict[str, list[str]] = {"receiver": [], "schedule": [], "person": []}
+    for entry in entries:
+        if isinstance(entry, str) and entry:
+            found["receiver"].append(entry)
+            continue
+        if isinstance(entry, Mapping) and len(entry) == 1:
+            ((kind, name),) = entry.items()
+            if kind in ("schedule", "person") and isinstance(name, str) and name:
+                found[kind].append(name)
+                continue
+        raise ConfigError(source, key, f"{entry!r}: a receiver's name, {{schedule: NAME}} or"
+                          " {person: NAME}")  # fmt: skip
+    receivers, schedules, people = (tuple(dict.fromkeys(v)) for v in found.values())
+    return receivers, schedules, people
 
 
 def _route(raw: object, source: str, index: int, names: set[str]) -> Route:
@@ -368,10 +420,15 @@ def _route(raw: object, source: str, index: int, names: set[str]) -> Route:
 
 
 def load_escalation(
-    raw: object, source: str, receivers: Sequence[str], rule_policies: Mapping[str, str]
+    raw: object,
+    source: str,
+    receivers: Sequence[str],
+    rule_policies: Mapping[str, str],
+    oncall: OnCall | None = None,
 ) -> EscalationSettings:
-    """The `escalation:` section, checked against the configured receivers and the rules
-    that name a policy."""
+    """The `escalation:` section, checked against the configured receivers, people and
+    schedules, and the rules that name a policy."""
+    oncall = oncall or OnCall({}, {})
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -390,13 +447,16 @@ def load_escalation(
             raise ConfigError(source, _where(policy.name), "policy defined twice")
         names.add(policy.name)
         for i, step in enumerate(policy.steps):
+            where = f"{_where(policy.name, i)}.notify"
             for receiver in step.receivers:
-                if receiver not in known:
-                    choices = ", ".join(sorted(known)) or "none configured"
-                    raise ConfigError(
-                        source, f"{_where(policy.name, i)}.notify",
-                        f"unknown receiver {receiver!r} (alertmanager.receivers: {choices})",
-                    )  # fmt: skip
+                _known(receiver, known, source, where, "receiver", "alertmanager.receivers")
+            for schedule in step.schedules:
+                _known(schedule, set(oncall.schedules), source, where, "schedule", "schedules")
+            for person in step.people:
+                _known(person, set(oncall.people), source, where, "person", "people")
+        for receiver in policy.fallback:
+            _known(receiver, known, source, f"{_where(policy.name)}.fallback", "receiver",
+                   "alertmanager.receivers")  # fmt: skip
     routes_raw = raw.get("routes") or []
     if not isinstance(routes_raw, list):
         raise ConfigError(source, "escalation.routes", "must be a list of routing rules")
@@ -419,7 +479,13 @@ def load_escalation(
     if worker not in ("process", "inline"):
         raise ConfigError(source, "escalation.worker", f"must be process or inline, got {worker!r}")
     return EscalationSettings(tuple(policies), routes, repost, dict(rule_policies), limits,
-                              str(worker))  # fmt: skip
+                              str(worker), oncall)  # fmt: skip
+
+
+def _known(name: str, known: set[str], source: str, key: str, what: str, where: str) -> None:
+    if name not in known:
+        choices = ", ".join(sorted(known)) or "none configured"
+        raise ConfigError(source, key, f"unknown {what} {name!r} ({where}: {choices})")
 
 
 def _rate_limits(raw: object, source: str, policies: Sequence[Policy]) -> tuple[RateLimit, ...]:

@@ -28,8 +28,10 @@ from bridge.core.logutil import log_failure
 from bridge.core.model import json_integer
 from bridge.core.policies import (
     HELD_ALERT,
+    LABEL_FALLBACK,
     LABEL_HELD,
     LABEL_LEVEL,
+    LABEL_PEOPLE,
     LABEL_POLICY,
     LABEL_RECEIVER,
     LABEL_ROUND,
@@ -72,6 +74,10 @@ def copy_labels(alert: StoredAlert, esc: Escalation, copy: Copy) -> dict[str, st
         LABEL_LEVEL: str(copy.level),
         LABEL_ROUND: str(copy.round),
     }
+    if copy.people:
+        labels[LABEL_PEOPLE] = ",".join(copy.people)
+    if copy.fallback:
+        labels[LABEL_FALLBACK] = "true"
     if copy.held:  # the generated routes keep it from these receivers
         labels[LABEL_HELD] = ",".join(copy.held)
     return labels
@@ -226,7 +232,7 @@ class Escalator:
         for _ in range(rounds):
             due = await self.store.due_escalations(now, batch)
             running = [e for e in due if e.state == "running"]
-            moves = [transitions.advance(e, now) for e in running]
+            moves = [transitions.advance(e, now, self.settings.oncall) for e in running]
             await self._commit(moves)
             for esc in due:
                 if esc.state != "running":
@@ -244,7 +250,7 @@ class Escalator:
             if resumed.escalation.state == "running":
                 for saved in await self.store.escalations(esc.alert_id):
                     if saved.policy.name == esc.policy.name:
-                        await self._commit([transitions.advance(saved, now)])
+                        await self._commit([transitions.advance(saved, now, self.settings.oncall)])
         elif esc.state == "acknowledged":  # the acknowledgement timed out
             timeout = format_duration(esc.policy.ack_timeout)
             with contextlib.suppress(Conflict):  # no longer acknowledged: nothing to withdraw

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from bridge.core.errors import Conflict
-from bridge.core.policies import MAX_REPEAT, MAX_STEPS, Policy
+from bridge.core.oncall import OnCall
+from bridge.core.policies import MAX_REPEAT, MAX_STEPS, Policy, Step
 from bridge.core.times import NS, format_duration, format_time
 from bridge.store.records import Copy, Escalation
 
@@ -40,15 +41,44 @@ def start(alert_id: int, policy: Policy, urgency: str, at: int, event_id: int) -
     )  # fmt: skip
 
 
-def _receivers(receivers: tuple[str, ...]) -> str:
-    return ", ".join(receivers)
+def _resolve(step: Step, policy: Policy, number: int, rnd: int, due: int, now: int,
+             oncall: OnCall | None) -> tuple[Copy, str, list[tuple[str, str]]]:  # fmt: skip
+    """A notify step taken at `now`: its copy (receivers; the people named and those on call
+    in its schedules now; the fallback where a schedule has nobody), what it notified as the
+    trail says it ("schedule primary -> alice (email, slack)"), and the events of schedules
+    that had nobody."""
+    oncall = oncall or OnCall({}, {})
+    people = list(step.people)
+    what = list(step.receivers) + [f"person {p}{_methods(oncall, p)}" for p in step.people]
+    nobody: list[tuple[str, str]] = []
+    for name in step.schedules:
+        schedule = oncall.schedules.get(name)
+        person = schedule.who(now) if schedule is not None else None
+        if person is None:
+            instead = ", ".join(policy.fallback) or "no fallback receivers"
+            what.append(f"schedule {name} -> nobody on call")
+            said = f"level {number}: schedule {name} has nobody on call: {instead}"
+            nobody.append(("escalation_nobody_on_call", said))
+            continue
+        what.append(f"schedule {name} -> {person}{_methods(oncall, person)}")
+        people.append(person)
+    copy = Copy(number, rnd, due, step.receivers, people=tuple(dict.fromkeys(people)),
+                fallback=bool(nobody and policy.fallback))  # fmt: skip
+    return copy, ", ".join(what), nobody
 
 
-def advance(esc: Escalation, now: int) -> Move:
+def _methods(oncall: OnCall, person: str) -> str:
+    known = oncall.people.get(person)
+    methods = known.methods if known is not None else []
+    return f" ({', '.join(methods)})" if methods else " (no contact method)"
+
+
+def advance(esc: Escalation, now: int, oncall: OnCall | None = None) -> Move:
     """Take every step due at `now` of a running escalation: notify steps become copies
     (each starting at its step's due time, so that posting one again is the same alert),
     waits move the due time on from the previous due time (lateness does not accumulate),
-    steps outside their window are skipped, a low-urgency alert stops after level 0."""
+    steps outside their window are skipped, a low-urgency alert stops after level 0. A
+    step's schedules are looked up in `oncall` as it is taken."""
     if esc.state != "running" or esc.due_at is None or esc.due_at > now:
         return Move(esc)
     policy = esc.policy
@@ -90,13 +120,15 @@ def advance(esc: Escalation, now: int) -> Move:
         position += 1
         if step.when is not None and not forced and not step.when.contains(now):
             events.append(("escalation_skipped",
-                           f"level {number}: {_receivers(step.receivers)}: outside"
+                           f"level {number}: {', '.join(step.targets())}: outside"
                            f" {step.when.describe()}"))  # fmt: skip
             continue
-        new.append(Copy(number, rnd, due, step.receivers))
+        copy, what, nobody = _resolve(step, policy, number, rnd, due, now, oncall)
+        new.append(copy)
         level = number
         suffix = f" (round {rnd})" if rnd > 1 else ""
-        events.append(("escalated", f"level {number}: {_receivers(step.receivers)}{suffix}"))
+        events.append(("escalated", f"level {number}: {what}{suffix}"))
+        events += nobody
     moved = replace(esc, state=state, position=position, repeats=repeats, round=rnd,
                     due_at=next_due, level=level, copies=esc.copies + tuple(new),
                     forced=None, reposted_at=now if new else esc.reposted_at)  # fmt: skip

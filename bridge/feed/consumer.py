@@ -60,11 +60,7 @@ class FeedConsumer:
     async def start(self) -> int:
         """Where it resumes: its saved position, or the newest event on its first run."""
         if self.position is None:
-            saved = await self.store.cursor(self.name)
-            if saved is None:
-                saved = await self.store.last_event_id()
-                await self.store.save_cursor(self.name, saved)
-            self.position = saved
+            self.position = await starting_position(self.store, self.name)
         return self.position
 
     async def run_once(self) -> int:
@@ -104,3 +100,14 @@ class FeedConsumer:
                 log_failure(log, exc, "feed consumer %s failed; retrying in %gs", self.name,
                             self.retry)  # fmt: skip
                 await asyncio.sleep(self.retry)
+
+
+async def starting_position(store: FeedStore, name: str) -> int:
+    """Consumer `name`'s saved position; on its first run, the newest event, saved. A server
+    whose consumer runs in another process calls it before it takes alerts: what arrives
+    while that process starts is then after the position, not skipped."""
+    saved = await store.cursor(name)
+    if saved is None:
+        saved = await store.last_event_id()
+        await store.save_cursor(name, saved)
+    return saved

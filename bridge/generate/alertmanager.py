@@ -6,17 +6,21 @@ import re
 from itertools import combinations
 from typing import Any
 
-from bridge.config import BRIDGE_RECEIVER, AlertmanagerSettings, Receiver
+from bridge.config import BRIDGE_RECEIVER, AlertmanagerSettings, Receiver, person_contacts
 from bridge.core.model import AlertRule, Severity
 from bridge.core.policies import (
     HEARTBEAT_ALERT,
     HELD_ALERT,
+    LABEL_FALLBACK,
     LABEL_HELD,
     LABEL_LEVEL,
+    LABEL_PEOPLE,
     LABEL_POLICY,
     LABEL_RECEIVER,
+    PERSON_RECEIVER,
     TEST_LABEL,
     EscalationSettings,
+    Step,
 )
 from bridge.core.rules import rules_by_metric
 from bridge.core.times import format_duration
@@ -100,7 +104,27 @@ def escalation_routes(
             "receiver": limit.receiver, "group_by": ["..."], "group_wait": "0s",
             "continue": False,
         })  # fmt: skip
+    by_name = {r.name: r for r in settings.receivers}
     for policy, level, receivers in level_receivers(escalation, settings):
+        step = _notify_steps(escalation, policy)[level]
+        children = [
+            {"matchers": _level_matchers(r, escalation), "receiver": r.name, "continue": True}
+            for r in receivers
+        ]
+        # the people it may page (named, or in its schedules), each by the copy's label
+        for person in people_of_step(escalation, step):
+            receiver = PERSON_RECEIVER.format(person)
+            matchers = [_listed(LABEL_PEOPLE, person)]
+            children.append({"matchers": matchers, "receiver": receiver, "continue": True})
+        if step.schedules:  # a schedule with nobody on call: the policy's fallback
+            fallback = escalation.policy(policy)
+            for name in fallback.fallback if fallback else ():
+                if name not in step.receivers:
+                    children.append({
+                        "matchers": [_matcher(LABEL_FALLBACK, "true"),
+                                     *_level_matchers(by_name[name], escalation)],
+                        "receiver": name, "continue": True,
+                    })  # fmt: skip
         routes.append(
             {
                 "matchers": [_matcher(LABEL_POLICY, policy), _matcher(LABEL_LEVEL, str(level))],
@@ -108,17 +132,49 @@ def escalation_routes(
                 "group_by": ["..."],
                 "group_wait": "0s",
                 "continue": False,
-                "routes": [
-                    {
-                        "matchers": _level_matchers(r, escalation),
-                        "receiver": r.name,
-                        "continue": True,
-                    }
-                    for r in receivers
-                ],
+                "routes": children,
             }
         )
     return routes
+
+
+def _notify_steps(escalation: EscalationSettings, policy: str) -> list[Step]:
+    found = escalation.policy(policy)
+    return [s for s in found.steps if s.kind == "notify"] if found else []
+
+
+def people_of_step(escalation: EscalationSettings, step: Step) -> list[str]:
+    """Everyone a step may page: the people it names, and those of its schedules."""
+    named = list(step.people)
+    for name in step.schedules:
+        schedule = escalation.oncall.schedules.get(name)
+        named += sorted(schedule.people()) if schedule else []
+    return list(dict.fromkeys(named))
+
+
+def _listed(label: str, value: str) -> str:
+    """A matcher: `value` is one of the comma-separated values of `label`."""
+    return f'{label}=~"(.*,)?{re.escape(value)}(,.*)?"'
+
+
+def person_receivers(
+    escalation: EscalationSettings, settings: AlertmanagerSettings
+) -> list[dict[str, Any]]:
+    """One receiver per person of the directory, `person-NAME`, of their contact methods
+    (each rendered as the receiver of its type would be: templates, the Teams adapter)."""
+    out: list[dict[str, Any]] = []
+    for receiver in person_contacts(escalation.oncall):
+        rendered = receiver_config(receiver, settings)
+        if out and out[-1]["name"] == receiver.name:
+            for kind, configs in rendered.items():
+                if kind != "name":
+                    out[-1].setdefault(kind, []).extend(configs)
+        else:
+            out.append(rendered)
+    names = {r["name"] for r in out}
+    out += [{"name": PERSON_RECEIVER.format(n)} for n in sorted(escalation.oncall.people)
+            if PERSON_RECEIVER.format(n) not in names]  # fmt: skip
+    return sorted(out, key=lambda r: str(r["name"]))
 
 
 def inhibit_rules(rules: list[AlertRule]) -> list[dict[str, Any]]:
@@ -248,6 +304,7 @@ def render_alertmanager(
     ]
     for receiver in settings.receivers:
         receivers.append(receiver_config(receiver, settings))
+    receivers += person_receivers(escalation, settings)
     if escalation.policies:
         receivers.append({"name": NULL_RECEIVER})
     doc = {

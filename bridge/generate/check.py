@@ -8,10 +8,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.config import Settings
+from bridge.config import Receiver, Settings
 from bridge.core.expressions import alert_labels
 from bridge.core.model import Severity
-from bridge.core.policies import LABEL_HELD, LABEL_LEVEL, LABEL_POLICY, LABEL_ROUND
+from bridge.core.policies import (
+    LABEL_FALLBACK,
+    LABEL_HELD,
+    LABEL_LEVEL,
+    LABEL_PEOPLE,
+    LABEL_POLICY,
+    LABEL_ROUND,
+    PERSON_RECEIVER,
+)
 from bridge.generate import (
     ALERTMANAGER_PATH,
     PROMETHEUS_PATH,
@@ -19,7 +27,13 @@ from bridge.generate import (
     TEMPLATES_PATH,
     TESTS_PATH,
 )
-from bridge.generate.alertmanager import copy_receivers, level_receivers, routed_receivers
+from bridge.generate.alertmanager import (
+    NULL_RECEIVER,
+    copy_receivers,
+    level_receivers,
+    people_of_step,
+    routed_receivers,
+)
 from bridge.host.tools import run_tool
 
 
@@ -145,3 +159,35 @@ def _escalation_checks(settings: Settings, am: Path) -> Iterator[CheckResult]:
                               copy_receivers(others, severity),
                               {**copy, "severity": severity.value,
                                LABEL_HELD: held.name})  # fmt: skip
+        yield from _people_checks(settings, am, policy, level, receivers, copy)
+
+
+def _people_checks(
+    settings: Settings,
+    am: Path,
+    policy: str,
+    level: int,
+    receivers: list[Receiver],
+    copy: dict[str, str],
+) -> Iterator[CheckResult]:
+    """A copy paging a person reaches the level's receivers and that person's receiver
+    (no one else's); one marked for the fallback, the policy's fallback receivers too."""
+    escalation = settings.escalation
+    found = escalation.policy(policy)
+    if found is None:
+        return
+    step = [s for s in found.steps if s.kind == "notify"][level]
+    critical = Severity.CRITICAL
+    level_names = [r.name for r in receivers if critical in r.severities]
+    for person in people_of_step(escalation, step):
+        expected = [*level_names, PERSON_RECEIVER.format(person)]
+        yield _route_test(am, f"{policy} level {level} paging {person}", expected,
+                          {**copy, "severity": critical.value, LABEL_PEOPLE: person})  # fmt: skip
+    fallback = found.fallback if step.schedules else ()
+    if fallback:
+        by_name = {r.name: r for r in settings.alertmanager.receivers}
+        extra = [n for n in fallback if n not in step.receivers
+                 and critical in by_name[n].severities]  # fmt: skip
+        expected = [*level_names, *extra] or [NULL_RECEIVER]
+        yield _route_test(am, f"{policy} level {level} nobody on call", expected,
+                          {**copy, "severity": critical.value, LABEL_FALLBACK: "true"})  # fmt: skip

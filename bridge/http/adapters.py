@@ -12,6 +12,7 @@ from aiohttp import web
 from bridge.alertmanager.channels import INTEGRATION_OF, cluster_stats
 from bridge.channels import CHANNELS
 from bridge.channels.delivery import DeliveryError, TargetError, send
+from bridge.config import person_contacts
 from bridge.core.errors import NotFound
 from bridge.http.api import check_webhook_auth
 from bridge.http.auth import authorize
@@ -38,8 +39,8 @@ async def adapter(request: web.Request) -> web.Response:
     channel = CHANNELS.get(kind)
     if channel is None or not channel.adapter:
         raise NotFound(f"no adapter for receivers of type {kind!r}")
-    receiver = next((r for r in settings.alertmanager.receivers
-                     if r.name == name and r.type == kind), None)  # fmt: skip
+    receivers = [*settings.alertmanager.receivers, *person_contacts(settings.oncall)]
+    receiver = next((r for r in receivers if r.name == name and r.type == kind), None)
     if receiver is None:
         raise NotFound(f"no {kind} receiver named {name!r} in the configuration")
     raw = await read_body(request)

@@ -18,10 +18,11 @@ from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.core.logutil import log_failure
 from bridge.core.times import now_ns
+from bridge.escalation.engine import CONSUMER as ESCALATION_CONSUMER
 from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
 from bridge.escalation.worker import WorkerProcess
-from bridge.feed.consumer import FeedConsumer
+from bridge.feed.consumer import FeedConsumer, starting_position
 from bridge.feed.enrich import CONSUMER as ENRICH
 from bridge.feed.enrich import enricher
 from bridge.feed.notify import CONSUMER
@@ -174,6 +175,8 @@ async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
                 asyncio.create_task(escalator.run_forever(), name="alertbridge-escalation")
             )
         elif settings.escalation.policies:  # its own process: the counters via the store
+            # where it begins, set now: an alert taken while the process starts is escalated
+            await starting_position(app[STORE], ESCALATION_CONSUMER)
             worker = app[WORKER] = WorkerProcess.for_settings(settings)
             app[METRICS].escalations.store = app[STORE]
             tasks.append(asyncio.create_task(worker.run(), name="alertbridge-escalation"))

@@ -32,7 +32,7 @@ EVENT_KINDS = frozenset({
     "acknowledged", "unacknowledged", "note", "assigned", "silenced", "expired",
     "escalation_started", "escalated", "escalation_repeated", "escalation_exhausted",
     "escalation_skipped", "escalation_stopped", "escalation_restarted", "escalation_paused",
-    "escalation_resumed", "escalation_override",
+    "escalation_resumed", "escalation_override", "escalation_nobody_on_call",
 })  # fmt: skip
 DEFAULT_RETENTION_DAYS = 90
 #: The longest comment, note or name an action takes, in characters.
@@ -298,18 +298,31 @@ class Copy:
     starts_at: int
     receivers: tuple[str, ...]
     held: tuple[str, ...] = ()  # receivers its rate limit held back from it
+    #: The people it pages (named by the step, or on call in its schedules when taken).
+    people: tuple[str, ...] = ()
+    #: Whether the policy's fallback receivers get it (a schedule had nobody on call).
+    fallback: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        out = {"level": self.level, "round": self.round, "starts_at": self.starts_at,
-               "receivers": list(self.receivers)}  # fmt: skip
+        out: dict[str, Any] = {
+            "level": self.level,
+            "round": self.round,
+            "starts_at": self.starts_at,
+            "receivers": list(self.receivers),
+        }
         if self.held:
             out["held"] = list(self.held)
+        if self.people:
+            out["people"] = list(self.people)
+        if self.fallback:
+            out["fallback"] = True
         return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Copy:
         return cls(raw["level"], raw["round"], raw["starts_at"], tuple(raw["receivers"]),
-                   tuple(raw.get("held", ())))  # fmt: skip
+                   tuple(raw.get("held", ())), tuple(raw.get("people", ())),
+                   bool(raw.get("fallback", False)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,80 @@
+"""Escalation to people, end to end on the Debian `prometheus-alertmanager`: a policy whose
+level 0 is a schedule pages whoever is on call, through the receiver `rules generate` wrote
+for that person (their contact methods), and nobody else's; loopback servers stand in for the
+people's webhooks and record what they receive."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from bridge.core.times import NS, now_ns
+from tests.payloads import am_alert, notification
+from tests.support import (
+    LOOPBACK,
+    bridge_env,
+    free_port,
+    generate_stack,
+    http_json,
+    running,
+    stack_config,
+    start_alertmanager,
+    start_bridge,
+)
+from tests.test_e2e_escalation import stand_in
+
+pytestmark = pytest.mark.e2e
+
+API, HOOK = "e2e-api", "e2e-hook"
+REST = """\
+people:
+  alice: {{contacts: [{{type: webhook, config: {{url: "{stand_in}/alice"}}}}]}}
+  bob: {{contacts: [{{type: webhook, config: {{url: "{stand_in}/bob"}}}}]}}
+schedules:
+  primary:
+    layers:
+      - rotation: {{participants: [{first}, {second}], shift: 1w, start: "{start}"}}
+escalation:
+  repost_interval: 1s
+  policies:
+    - name: oncall
+      steps:
+        - notify: [{{schedule: primary}}]
+  routes:
+    - {{severities: [critical], policy: oncall}}
+"""
+CONFIG = stack_config(prometheus=False, rest=REST)
+
+
+@pytest.mark.parametrize("first", ["alice", "bob"])
+def test_a_schedule_step_pages_the_person_on_call_and_nobody_else(
+    tmp_path: Path, first: str
+) -> None:
+    """Whoever the rotation has on call now (it began an hour ago) gets the page through
+    their own receiver; the other person's receiver gets nothing, and the trail names who."""
+    second = "bob" if first == "alice" else "alice"
+    began = dt.datetime.fromtimestamp(now_ns() // NS - 3600, dt.UTC).strftime("%Y-%m-%dT%H:%M")
+    with stand_in() as people:
+        bridge_port, am_port = free_port(), free_port()
+        config, gen = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port,
+                                     am=am_port, stand_in=people.url, first=first,
+                                     second=second, start=began)  # fmt: skip
+        env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
+        am = start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)
+        with running(am), running(start_bridge(tmp_path, bridge_port, env, config)):
+            base = f"http://{LOOPBACK}:{bridge_port}"
+            alert = am_alert("00000000000000aa", alertname="disk_full", severity="critical")
+            status, body = http_json(f"{base}/api/v1/alertmanager", notification(alert), HOOK)
+            assert status == 200, body
+            people.wait(f"/{first}")
+            ((page, _),) = people.at(f"/{first}")
+            labels = page["alerts"][0]["labels"]
+            assert (labels["alertname"], labels["escalation_people"]) == ("disk_full", first)
+            # the copy is reposted every second: bob's receiver has had its chances
+            status, detail = http_json(f"{base}/api/v1/alerts/1", token=API)
+            assert status == 200, detail
+            trail = [e["detail"] for e in detail["events"] if e["kind"] == "escalated"]
+            assert trail == [f"level 0: schedule primary -> {first} (webhook)"]
+            assert people.at(f"/{second}") == []
