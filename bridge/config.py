@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ from bridge.channels import CHANNELS, ChannelConfigError
 from bridge.core.alerts import AlertLimits
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
+from bridge.core.ical import CalendarLayer, addresses_of, read_calendar
 from bridge.core.model import Severity, comma_list
-from bridge.core.oncall import OnCall, load_oncall
+from bridge.core.oncall import CalendarFactory, OnCall, Person, load_oncall
 from bridge.core.policies import (
     PERSON_RECEIVER,
     EscalationSettings,
@@ -289,6 +290,32 @@ def _typed(cls: type[Any], raw: Mapping[str, Any], prefix: str, source: str,
         except ValueError as exc:
             raise ConfigError((origins or {}).get(name, source), name, str(exc)) from None
     return out
+
+
+def _calendars(source: str) -> Callable[[Mapping[str, Person]], CalendarFactory]:
+    """Calendar layers (`calendar: {file: PATH}`): the file read at load, a path relative
+    to the configuration file's directory."""
+    base = Path(source).parent if source != "<defaults>" else Path.cwd()
+
+    def for_people(people: Mapping[str, Person]) -> CalendarFactory:
+        addresses = addresses_of(people)
+
+        def make(name: str, raw: object, key: str) -> CalendarLayer:
+            if not isinstance(raw, Mapping) or set(raw) != {"file"}:
+                raise ConfigError(source, key, "must be {file: PATH} (an iCalendar file)")
+            path = base / str(raw["file"])
+            try:
+                calendar = read_calendar(path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(source, f"{key}.file",
+                                  f"cannot read {path}: {exc.strerror}") from None  # fmt: skip
+            except ValueError as exc:
+                raise ConfigError(source, f"{key}.file", f"{path}: {exc}") from None
+            return CalendarLayer(name, calendar, addresses, str(raw["file"]))
+
+        return make
+
+    return for_people
 
 
 def person_contacts(oncall: OnCall) -> list[Receiver]:
@@ -564,7 +591,8 @@ def load_settings(
         rules = load_rules(raw.get("rules"), source)
     except RuleError as exc:
         raise ConfigError(source, f"rules.{exc.rule}.{exc.field}", exc.reason) from None
-    oncall = load_oncall(raw.get("people"), raw.get("schedules"), source)
+    oncall = load_oncall(raw.get("people"), raw.get("schedules"), source,
+                         _calendars(source))  # fmt: skip
     _check_contacts(oncall, source)
     escalation = load_escalation(
         raw.get("escalation"),

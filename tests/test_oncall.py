@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import icalendar
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -18,7 +19,8 @@ from click.testing import CliRunner
 from bridge.cli import main
 from bridge.config import Secret, load_settings
 from bridge.core.errors import ConfigError, InvalidInput
-from bridge.core.oncall import OnCall, Shift, load_oncall
+from bridge.core.ical import CalendarLayer
+from bridge.core.oncall import Layer, OnCall, Shift, load_oncall
 from bridge.core.times import NS
 from bridge.escalation import transitions
 from bridge.escalation.engine import copy_labels
@@ -83,7 +85,9 @@ def test_the_shifts_across_the_spring_change() -> None:
         Shift(at("2027-03-29T07:00:00Z"), at("2027-03-29T16:00:00Z"), "dave", "business hours"),
         Shift(at("2027-03-29T16:00:00Z"), at("2027-03-30T00:00:00Z"), "bob", "weekly"),
     ]
-    weekly = primary.layers[0].rotation
+    layer = primary.layers[0]
+    assert isinstance(layer, Layer)
+    weekly = layer.rotation
     length = weekly.boundary(1, "Europe/Paris") - weekly.boundary(0, "Europe/Paris")
     assert length == 167 * 3600 * NS
 
@@ -238,7 +242,7 @@ async def test_the_api_answers_who_is_on_call(client: Any) -> None:
     ]  # fmt: skip
     people = await (await client.get("/api/v1/people", headers=API)).json()
     assert people[0] == {"name": "alice", "timezone": "Europe/Paris", "methods": ["email"],
-                         "schedules": ["primary"]}  # fmt: skip
+                         "schedules": ["primary"], "calendar": people[0]["calendar"]}  # fmt: skip
     assert "example.org" not in json.dumps(people)  # kinds of contact, not addresses
 
 
@@ -405,3 +409,155 @@ def test_steps_naming_what_does_not_exist(
         escalating(tmp_path, ESCALATING.replace(*edit))
     assert error.value.key == f"escalation.policies.oncall.{key}"
     assert reason in error.value.reason
+
+
+# --- iCalendar out and in --------------------------------------------------------------------
+
+#: A schedule as PagerDuty and Opsgenie export one: recurring shifts in a zone, an exception,
+#: and a shift naming its person by an attendee's address rather than its summary.
+EXPORTED = """\
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//Example on-call tool//EN
+BEGIN:VTIMEZONE
+TZID:Europe/Paris
+BEGIN:STANDARD
+DTSTART:19701025T030000
+RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:19700329T020000
+RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+END:DAYLIGHT
+END:VTIMEZONE
+BEGIN:VEVENT
+UID:shift-alice@example
+DTSTAMP:20270101T000000Z
+SUMMARY:On call: alice
+DTSTART;TZID=Europe/Paris:20270315T090000
+DTEND;TZID=Europe/Paris:20270322T090000
+RRULE:FREQ=WEEKLY;INTERVAL=2
+EXDATE;TZID=Europe/Paris:20270412T090000
+END:VEVENT
+BEGIN:VEVENT
+UID:shift-bob@example
+DTSTAMP:20270101T000000Z
+SUMMARY:Primary on-call
+ATTENDEE;CN=Bob:mailto:Bob@Example.org
+DTSTART;TZID=Europe/Paris:20270322T090000
+DTEND;TZID=Europe/Paris:20270329T090000
+RRULE:FREQ=WEEKLY;INTERVAL=2
+END:VEVENT
+BEGIN:VEVENT
+UID:someone-else@example
+DTSTAMP:20270101T000000Z
+SUMMARY:On call: zed
+DTSTART:20270413T000000Z
+DTEND:20270414T000000Z
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def imported(tmp_path: Path) -> OnCall:
+    (tmp_path / "exported.ics").write_text(EXPORTED)
+    people = {**PEOPLE, "bob": {"contacts": [{"type": "email",
+                                              "config": {"to": "bob@example.org"}}]}}  # fmt: skip
+    path = tmp_path / "imported.yml"
+    layer = {"name": "from pagerduty", "calendar": {"file": "exported.ics"}}
+    schedule = {"timezone": "Europe/Paris", "layers": [layer]}
+    path.write_text(yaml.safe_dump({"people": people, "schedules": {"pd": schedule}}))
+    return load_settings(path, {}).oncall
+
+
+@pytest.mark.parametrize(
+    ("instant", "person"),
+    [
+        ("2027-03-15T07:59:00Z", None),  # Mon 08:59 CET: before the first shift
+        ("2027-03-15T08:00:00Z", "alice"),  # 09:00 CET
+        ("2027-03-22T07:59:00Z", "alice"),
+        ("2027-03-22T08:00:00Z", "bob"),  # bob by his attendee address (case aside)
+        ("2027-03-29T06:59:00Z", "bob"),  # the clocks went forward: 09:00 CEST is 07:00Z
+        ("2027-03-29T07:00:00Z", "alice"),
+        ("2027-04-12T07:00:00Z", None),  # alice's shift of the 12th is an exception
+        ("2027-04-13T12:00:00Z", None),  # zed is nobody here: not a shift
+        ("2027-04-19T07:00:00Z", "bob"),
+    ],
+)
+def test_a_layer_from_another_tools_calendar(tmp_path: Path, instant: str,
+                                             person: str | None) -> None:  # fmt: skip
+    assert imported(tmp_path).schedules["pd"].who(at(instant)) == person
+
+
+def test_an_imported_calendar_lists_shifts_and_what_it_could_not_read(tmp_path: Path) -> None:
+    pd = imported(tmp_path).schedules["pd"]
+    shifts = pd.shifts(at("2027-03-20T00:00:00Z"), at("2027-04-01T00:00:00Z"))
+    assert [(s.person, s.start) for s in shifts] == [
+        ("alice", at("2027-03-20T00:00:00Z")), ("bob", at("2027-03-22T08:00:00Z")),
+        ("alice", at("2027-03-29T07:00:00Z")),
+    ]  # fmt: skip
+    layer = pd.layers[0]
+    assert isinstance(layer, CalendarLayer)
+    assert layer.unmatched(at("2027-04-12T00:00:00Z"), at("2027-04-19T00:00:00Z")) == 1
+    for text, reason in [("BEGIN:VCALENDAR\nnonsense", "not an iCalendar file"),
+                         (None, "cannot read")]:  # fmt: skip
+        if text is None:
+            (tmp_path / "exported.ics").unlink()
+        else:
+            (tmp_path / "exported.ics").write_text(text)
+        with pytest.raises(ConfigError) as error:
+            load_settings(tmp_path / "imported.yml", {})
+        assert error.value.key == "schedules.pd.layers[0].calendar.file"
+        assert reason in error.value.reason
+
+
+def test_the_feed_read_back_is_the_schedule(tmp_path: Path) -> None:
+    """What `-o ics` writes, read by icalendar: one event per shift, at its times."""
+    config = str(config_file(tmp_path))
+    result = CliRunner().invoke(main, ["--config", config, "oncall", "primary", "-o", "ics",
+                                       "--at", "2027-03-28T00:00:00Z", "--days", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    calendar = icalendar.Calendar.from_ical(result.output)
+    events = [(str(e["summary"]), e.decoded("dtstart"), e.decoded("dtend"))
+              for e in calendar.walk("VEVENT")]  # fmt: skip
+    utc = dt.UTC
+    assert events == [
+        ("On call: alice (primary)", dt.datetime(2027, 3, 28, tzinfo=utc),
+         dt.datetime(2027, 3, 29, 7, tzinfo=utc)),
+        ("On call: dave (primary)", dt.datetime(2027, 3, 29, 7, tzinfo=utc),
+         dt.datetime(2027, 3, 29, 16, tzinfo=utc)),
+        ("On call: bob (primary)", dt.datetime(2027, 3, 29, 16, tzinfo=utc),
+         dt.datetime(2027, 3, 30, tzinfo=utc)),
+    ]  # fmt: skip
+
+
+async def test_a_calendar_application_subscribes_by_a_signed_link(client: Any) -> None:
+    body = await (await client.get("/api/v1/oncall/primary", headers=API)).json()
+    link = body["calendar"]
+    assert link.startswith("/calendar/schedules/primary.ics?sig=")
+    feed = await client.get(link + "&days=366")  # no token: the signature is the credential
+    assert feed.status == 200
+    assert feed.headers["Content-Type"].startswith("text/calendar")
+    calendar = icalendar.Calendar.from_ical(await feed.read())
+    people = {str(e["summary"]) for e in calendar.walk("VEVENT")}
+    assert {"On call: alice (primary)", "On call: dave (primary)"} <= people
+    persons = await (await client.get("/api/v1/people", headers=API)).json()
+    alice = next(p for p in persons if p["name"] == "alice")["calendar"]
+    mine = icalendar.Calendar.from_ical(await (await client.get(alice + "&days=366")).read())
+    assert {str(e["summary"]) for e in mine.walk("VEVENT")} == {"On call: alice (primary)"}
+    signature = link.rpartition("=")[2]
+    for path, status in [
+        (f"/calendar/schedules/primary.ics?sig={'0' * 32}", 403),  # forged
+        (f"/calendar/people/bob.ics?sig={signature}", 403),  # another feed's signature
+        (f"/calendar/schedules/primary.ics?sig=\u00e9{signature[1:]}", 403),
+        ("/calendar/schedules/primary.ics", 401),  # neither signature nor token
+        ("/calendar/rules/primary.ics", 404),
+    ]:
+        response = await client.get(path)
+        assert response.status == status, (path, await response.text())
+        assert "message" in await response.json()
+    assert (await client.get("/calendar/schedules/primary.ics", headers=API)).status == 200

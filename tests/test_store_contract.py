@@ -641,6 +641,12 @@ async def test_what_exports_read(store: AlertStore) -> None:
     assert await store.export_key("k1") == "k1"
     assert await store.export_key("k2") == "k1"
     assert await store.export_key() == "k1"
+    assert await store.kept_key("signing_key") is None  # each key kept apart
+    assert await store.kept_key("signing_key", "s1") == "s1"
+    assert await store.kept_key("signing_key", "s2") == "s1"
+    assert await store.kept_key("export_key") == "k1"
+    with pytest.raises(ValueError, match="not a kept key"):
+        await store.kept_key("cursor:escalation", "0")
     assert await store.count("alerts", None, None) == 2
     assert await store.count("alerts", T0 + NS, None) == 1
     assert await store.count("events", None, T0 + NS) == 3

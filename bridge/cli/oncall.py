@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from bridge.cli.common import fail_cleanly, main, settings_of, table
+from bridge.core.ical import calendar_of
 from bridge.core.oncall import DAYS, MAX_DAYS, parse_at
 from bridge.core.times import NS, now_ns
 
@@ -24,16 +25,19 @@ def local(at: int, zone: str) -> str:
               help="RFC 3339 time (default: now)")  # fmt: skip
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=DAYS, show_default=True,
               help="with SCHEDULE: the shifts over this many days from --at")  # fmt: skip
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "ics"]), default="table",
+              help="ics: with SCHEDULE, its shifts as an iCalendar file")  # fmt: skip
 @click.pass_context
 @fail_cleanly
 def oncall_command(ctx: click.Context, schedule: str | None, at_text: str | None, days: int,
                    output: str) -> None:  # fmt: skip
     """Who is on call now (or --at) in every schedule; with SCHEDULE, and its shifts over the
-    next --days, in the schedule's time zone."""
+    next --days, in the schedule's time zone (or as iCalendar, to import in a calendar)."""
     oncall = settings_of(ctx).oncall
     at = parse_at(at_text, now_ns(), "--at")
     if schedule is None:
+        if output == "ics":
+            raise click.UsageError("-o ics needs a SCHEDULE")
         now = oncall.now(at)
         if output == "json":
             click.echo(json.dumps(now, indent=2))
@@ -49,6 +53,10 @@ def oncall_command(ctx: click.Context, schedule: str | None, at_text: str | None
         return
     chosen = oncall.schedule(schedule)
     shifts = chosen.shifts(at, at + days * 86400 * NS)
+    if output == "ics":
+        pairs = [(chosen.name, s) for s in shifts]
+        click.echo(calendar_of(f"On call: {chosen.name}", pairs, now_ns()).decode(), nl=False)
+        return
     rows = [[local(s.start, chosen.timezone), local(s.end, chosen.timezone),
              s.person or "(nobody)", s.source or "-"] for s in shifts]  # fmt: skip
     click.echo(table(["from", "until", "on call", "layer"], rows))

@@ -23,11 +23,12 @@ time it maps to by the offset before the change (03:30).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import zoneinfo
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.core.errors import ConfigError, InvalidInput, NotFound
 from bridge.core.times import NS, parse_rfc3339
@@ -129,6 +130,8 @@ class Rotation:
 
 @dataclass(frozen=True, slots=True)
 class Layer:
+    """A rotation, optionally restricted to windows."""
+
     name: str
     rotation: Rotation
     #: Only within these windows (any of them); empty: always.
@@ -138,6 +141,44 @@ class Layer:
         if self.restrict and not any(w.contains(at) for w in self.restrict):
             return None
         return self.rotation.who(at, zone)
+
+    def participants(self) -> set[str]:
+        return set(self.rotation.participants)
+
+    def describe(self) -> str:
+        only = " or ".join(w.describe() for w in self.restrict)
+        return self.rotation.describe() + (f" (only {only})" if only else "")
+
+    def changes(self, start: int, end: int, zone: str) -> Iterable[int]:
+        """The instants in (start, end) at which who this layer has may change."""
+        rotation = self.rotation
+        turn = rotation.turn(start, zone)
+        index = 0 if turn is None else turn[0] + 1
+        for _ in range(MAX_SEGMENTS + 1):  # bounded: ends at `end`, or too many
+            at = rotation.boundary(index, zone)
+            if at >= end:
+                break
+            if at > start:
+                yield at
+            index += 1
+        for window in self.restrict:
+            yield from _window_edges(window, start, end)
+
+
+class LayerKind(Protocol):
+    """What a schedule asks of a layer: a rotation (Layer) or another tool's calendar
+    (bridge.core.ical.CalendarLayer)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def who(self, at: int, zone: str) -> str | None: ...
+
+    def participants(self) -> set[str]: ...
+
+    def describe(self) -> str: ...
+
+    def changes(self, start: int, end: int, zone: str) -> Iterable[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +216,11 @@ class Schedule:
     name: str
     timezone: str
     #: Lowest first: a higher layer decides where it has someone.
-    layers: tuple[Layer, ...]
+    layers: tuple[LayerKind, ...]
     overrides: tuple[Override, ...] = ()
 
     def people(self) -> set[str]:
-        named = {p for layer in self.layers for p in layer.rotation.participants}
+        named = {p for layer in self.layers for p in layer.participants()}
         return named | {o.person for o in self.overrides}
 
     def on_call(self, at: int) -> tuple[str | None, str | None]:
@@ -203,18 +244,8 @@ class Schedule:
         """Every instant in [start, end) at which who is on call may change."""
         points = {start}
         for layer in self.layers:
-            rotation = layer.rotation
-            turn = rotation.turn(start, self.timezone)
-            index = 0 if turn is None else turn[0] + 1
-            for _ in range(MAX_SEGMENTS + 1):  # bounded: ends at `end`, or too many
-                at = rotation.boundary(index, self.timezone)
-                if at >= end:
-                    break
-                if at > start:
-                    points.add(at)
-                index += 1
-            for window in layer.restrict:
-                points.update(_window_edges(window, start, end))
+            points.update(itertools.islice(layer.changes(start, end, self.timezone),
+                                           MAX_SEGMENTS + 1))  # fmt: skip
         for override in self.overrides:
             points.update(t for t in (override.start, override.end) if start < t < end)
         if len(points) > MAX_SEGMENTS:
@@ -243,12 +274,7 @@ class Schedule:
             "name": self.name,
             "timezone": self.timezone,
             "layers": [
-                {
-                    "name": layer.name,
-                    "rotation": layer.rotation.describe(),
-                    "restrict": [w.describe() for w in layer.restrict],
-                }
-                for layer in self.layers
+                {"name": layer.name, "description": layer.describe()} for layer in self.layers
             ],
             "overrides": [
                 {
@@ -374,7 +400,14 @@ def parse_rotation(raw: object, source: str, key: str, people: set[str]) -> Rota
     return Rotation(tuple(participants), int(match[1]), match[2], start)
 
 
-def parse_schedule(name: str, raw: object, source: str, people: set[str]) -> Schedule:
+#: Makes a layer of another tool's calendar: (its name, its `calendar:` setting, the
+#: setting's key) -> the layer; ConfigError naming the key. The configuration gives one (it
+#: reads the file: bridge.config); without, a calendar layer is refused.
+CalendarFactory = Callable[[str, object, str], LayerKind]
+
+
+def parse_schedule(name: str, raw: object, source: str, people: set[str],
+                   calendar: CalendarFactory | None = None) -> Schedule:  # fmt: skip
     key = f"schedules.{name}"
     _name(name, source, key, "a schedule's name")
     body = _mapping(raw, source, key, {"timezone", "layers", "overrides"})
@@ -382,10 +415,20 @@ def parse_schedule(name: str, raw: object, source: str, people: set[str]) -> Sch
     layers_raw = body.get("layers")
     if not isinstance(layers_raw, list) or not layers_raw:
         raise ConfigError(source, f"{key}.layers", "must be a non-empty list (lowest first)")
-    layers = []
+    layers: list[LayerKind] = []
     for n, entry in enumerate(layers_raw):
         where = f"{key}.layers[{n}]"
-        layer = _mapping(entry, source, where, {"name", "rotation", "restrict"})
+        layer = _mapping(entry, source, where, {"name", "rotation", "restrict", "calendar"})
+        label = str(layer.get("name", f"layer {n + 1}"))
+        if "calendar" in layer:
+            if "rotation" in layer or "restrict" in layer:
+                raise ConfigError(source, f"{where}.calendar", "a layer is a rotation or a"
+                                  " calendar, not both")  # fmt: skip
+            if calendar is None:
+                raise ConfigError(source, f"{where}.calendar", "calendars are read by the"
+                                  " configuration's loader")  # fmt: skip
+            layers.append(calendar(label, layer["calendar"], f"{where}.calendar"))
+            continue
         restrict_raw = layer.get("restrict", [])
         if not isinstance(restrict_raw, list):
             raise ConfigError(source, f"{where}.restrict", "must be a list of windows")
@@ -398,7 +441,7 @@ def parse_schedule(name: str, raw: object, source: str, people: set[str]) -> Sch
             for i, w in enumerate(restrict_raw)
         )
         rotation = parse_rotation(layer.get("rotation"), source, f"{where}.rotation", people)
-        layers.append(Layer(str(layer.get("name", f"layer {n + 1}")), rotation, restrict))
+        layers.append(Layer(label, rotation, restrict))
     overrides_raw = body.get("overrides", [])
     if not isinstance(overrides_raw, list):
         raise ConfigError(source, f"{key}.overrides", "must be a list")
@@ -490,8 +533,11 @@ class OnCall:
         return out
 
 
-def load_oncall(people_raw: object, schedules_raw: object, source: str) -> OnCall:
-    """The `people:` and `schedules:` sections; errors name the file and the setting."""
+def load_oncall(people_raw: object, schedules_raw: object, source: str,
+                calendar: Callable[[Mapping[str, Person]], CalendarFactory] | None = None,
+                ) -> OnCall:  # fmt: skip
+    """The `people:` and `schedules:` sections; errors name the file and the setting.
+    `calendar`, given the people, makes the calendar layers' factory."""
     if people_raw is None:
         people_raw = {}
     if not isinstance(people_raw, Mapping):
@@ -501,6 +547,7 @@ def load_oncall(people_raw: object, schedules_raw: object, source: str) -> OnCal
         schedules_raw = {}
     if not isinstance(schedules_raw, Mapping):
         raise ConfigError(source, "schedules", "must be a mapping of name to schedule")
-    schedules = {str(n): parse_schedule(str(n), s, source, set(people))
+    factory = calendar(people) if calendar is not None else None
+    schedules = {str(n): parse_schedule(str(n), s, source, set(people), factory)
                  for n, s in schedules_raw.items()}  # fmt: skip
     return OnCall(people, schedules)

@@ -15,7 +15,6 @@ from aiohttp import web
 from bridge.config import Secret
 from bridge.core.alerts import Notification, ReceivedAlert
 from bridge.core.errors import BridgeError, StoreError, Unprocessable
-from bridge.core.oncall import parse_at, parse_days
 from bridge.core.times import now_ns
 from bridge.escalation.engine import change_of, override, override_input
 from bridge.export.report import of_store, window
@@ -327,33 +326,6 @@ def observe_ack(request: web.Request, alert: StoredAlert) -> None:
     if alert.acked_at is not None:
         seconds = max(0.0, (alert.acked_at - alert.starts_at) / 1e9)
         request.app[METRICS].time_to_ack.labels(severity=alert.severity).observe(seconds)
-
-
-@routes.get("/api/v1/people")
-async def people(request: web.Request) -> web.Response:
-    """The people of the configuration (bridge.core.oncall): time zone, contact methods
-    (their kinds, never their addresses), the schedules they are in."""
-    _api_auth(request)
-    return json_response(request.app[SETTINGS].oncall.directory())
-
-
-@routes.get("/api/v1/oncall")
-async def oncall_now(request: web.Request) -> web.Response:
-    """Who is on call in every schedule at ?at= (RFC 3339; default now)."""
-    _api_auth(request)
-    at = parse_at(request.query.get("at"), now_ns())
-    return json_response(request.app[SETTINGS].oncall.now(at))
-
-
-@routes.get("/api/v1/oncall/{schedule}")
-async def oncall_schedule(request: web.Request) -> web.Response:
-    """One schedule: its layers and overrides, who is on call at ?at=, the shifts over the
-    ?days= (default 14) from then."""
-    _api_auth(request)
-    at = parse_at(request.query.get("at"), now_ns())
-    days = parse_days(request.query.get("days"))
-    oncall = request.app[SETTINGS].oncall
-    return json_response(oncall.listing(request.match_info["schedule"], at, days))
 
 
 @routes.get("/api/v1/openapi.json")

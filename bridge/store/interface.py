@@ -366,6 +366,12 @@ class Exports(Protocol):
         already (the kept one wins)."""
         ...
 
+    async def kept_key(self, name: str, new: str | None = None) -> str | None:
+        """A key kept in the database (one of records.KEPT_KEYS: the export's pseudonym key,
+        the key that signs links); with `new`, store it first unless one is kept already
+        (the kept one wins). ValueError for another name."""
+        ...
+
     async def count(self, what: str, since: int | None, until: int | None) -> int:
         """How many alerts (by starts_at) or events (by at) lie in [since, until)."""
         ...

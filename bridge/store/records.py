@@ -35,6 +35,16 @@ EVENT_KINDS = frozenset({
     "escalation_resumed", "escalation_override", "escalation_nobody_on_call",
 })  # fmt: skip
 DEFAULT_RETENTION_DAYS = 90
+#: The keys a store keeps for the bridge (Exports.kept_key): the export's pseudonym key, the
+#: key that signs links (calendar feeds, acknowledgement links).
+KEPT_KEYS = frozenset({"export_key", "signing_key"})
+
+
+def check_kept_key(name: str) -> None:
+    if name not in KEPT_KEYS:
+        raise ValueError(f"not a kept key: {name!r}")
+
+
 #: The longest comment, note or name an action takes, in characters.
 MAX_TEXT = 10_000
 #: A page of listed alerts stops once its rows hold this many characters of text (labels,

@@ -37,6 +37,7 @@ from bridge.store.records import (
     Page,
     SilenceChange,
     StoredAlert,
+    check_kept_key,
     feed_data,
 )
 from bridge.store.rows import COLUMNS, SAME_ROW, TABLES, row_to_alert
@@ -278,16 +279,20 @@ class PostgresStore(Database):
         rows = await self._read(lambda c: c.fetch("SELECT name FROM people"))
         return frozenset(r[0] for r in rows if r[0])
 
-    async def export_key(self, new: str | None = None) -> str | None:
+    async def kept_key(self, name: str, new: str | None = None) -> str | None:
+        check_kept_key(name)
         if new is None:
-            return await self._meta("export_key")
+            return await self._meta(name)
 
         async def job(conn: Conn) -> str:
-            await conn.execute("INSERT INTO meta (key, value) VALUES ('export_key', $1)"
-                               " ON CONFLICT (key) DO NOTHING", new)  # fmt: skip
-            return str(await conn.fetchval("SELECT value FROM meta WHERE key = 'export_key'"))
+            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
+                               " ON CONFLICT (key) DO NOTHING", name, new)  # fmt: skip
+            return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", name))
 
         return await self._write(job)
+
+    async def export_key(self, new: str | None = None) -> str | None:
+        return await self.kept_key("export_key", new)
 
     async def dump(self, table: str, after: tuple[Any, ...] | None,
                    limit: int) -> list[tuple[Any, ...]]:  # fmt: skip

@@ -290,12 +290,13 @@ def save_cursor(consumer: str, event_id: int) -> Job[None]:
     return job
 
 
-def keep_export_key(new: str) -> Job[str]:
-    """Job: keep `new` as the export key unless one is kept already; the kept one."""
+def keep_key(name: str, new: str) -> Job[str]:
+    """Job: keep `new` as key `name` (records.KEPT_KEYS) unless one is kept already; the
+    kept one."""
 
     def job(conn: sqlite3.Connection) -> str:
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('export_key', ?)", (new,))
-        return str(conn.execute("SELECT value FROM meta WHERE key = 'export_key'").fetchone()[0])
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (name, new))
+        return str(conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()[0])
 
     return job
 

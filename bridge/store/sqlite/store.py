@@ -26,6 +26,7 @@ from bridge.store.records import (
     Page,
     SilenceChange,
     StoredAlert,
+    check_kept_key,
 )
 from bridge.store.sqlite import actions, escalations, queries
 from bridge.store.sqlite.database import Database, Job
@@ -331,10 +332,14 @@ class SqliteStore:
     async def people(self) -> frozenset[str]:
         return await self._read(queries.people)
 
-    async def export_key(self, new: str | None = None) -> str | None:
+    async def kept_key(self, name: str, new: str | None = None) -> str | None:
+        check_kept_key(name)
         if new is None:
-            return await self._read(lambda c: queries.meta(c, "export_key"))
-        return await self._write(actions.keep_export_key(new))
+            return await self._read(lambda c: queries.meta(c, name))
+        return await self._write(actions.keep_key(name, new))
+
+    async def export_key(self, new: str | None = None) -> str | None:
+        return await self.kept_key("export_key", new)
 
     async def count(self, what: str, since: int | None, until: int | None) -> int:
         return await self._read(lambda c: queries.count(c, what, since, until))
