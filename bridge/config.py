@@ -100,6 +100,9 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides IPs and localhost; "*": any
     #: The URL operators reach this bridge at (links in notifications); None: no links.
     public_url: str | None = None
+    #: How long an acknowledgement link in an escalation's notification works, from the
+    #: step that sent it (it stops working sooner once the alert is resolved or acked).
+    ack_link_duration: int = 86400
     #: The API keys file (bridge.host.apikeys); None: `<db>.keys.json` beside a SQLite file.
     keys_file: str | None = None
     #: The stream worker's CPU scheduling (bridge.http.fanout): "idle" (SCHED_IDLE: it runs

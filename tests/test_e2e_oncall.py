@@ -6,9 +6,14 @@ people's webhooks and record what they receive."""
 from __future__ import annotations
 
 import datetime as dt
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from bridge.core.times import NS, now_ns
 from tests.payloads import am_alert, notification
@@ -22,13 +27,17 @@ from tests.support import (
     stack_config,
     start_alertmanager,
     start_bridge,
+    wait_for,
 )
+from tests.test_e2e_browser import browser as headless_chromium
 from tests.test_e2e_escalation import stand_in
 
 pytestmark = pytest.mark.e2e
 
 API, HOOK = "e2e-api", "e2e-hook"
 REST = """\
+server:
+  public_url: "http://{loop}:{bridge}"
 people:
   alice: {{contacts: [{{type: webhook, config: {{url: "{stand_in}/alice"}}}}]}}
   bob: {{contacts: [{{type: webhook, config: {{url: "{stand_in}/bob"}}}}]}}
@@ -46,6 +55,7 @@ escalation:
     - {{severities: [critical], policy: oncall}}
 """
 CONFIG = stack_config(prometheus=False, rest=REST)
+browser = headless_chromium  # the browser tests' fixture
 
 
 @pytest.mark.parametrize("first", ["alice", "bob"])
@@ -78,3 +88,52 @@ def test_a_schedule_step_pages_the_person_on_call_and_nobody_else(
             trail = [e["detail"] for e in detail["events"] if e["kind"] == "escalated"]
             assert trail == [f"level 0: schedule primary -> {first} (webhook)"]
             assert people.at(f"/{second}") == []
+
+
+def test_the_person_paged_acknowledges_from_the_notification(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """The link in alice's page: fetched as a link preview would, it changes nothing; opened
+    in headless Chromium it shows the alert and a button; the button acknowledges as alice,
+    the escalation stops and Alertmanager gets the silence. A forged link gets a page saying
+    so."""
+    began = dt.datetime.fromtimestamp(now_ns() // NS - 3600, dt.UTC).strftime("%Y-%m-%dT%H:%M")
+    with stand_in() as people:
+        bridge_port, am_port = free_port(), free_port()
+        config, gen = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port,
+                                     am=am_port, stand_in=people.url, first="alice",
+                                     second="bob", start=began)  # fmt: skip
+        env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
+        am = start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)
+        with running(am), running(start_bridge(tmp_path, bridge_port, env, config)):
+            base = f"http://{LOOPBACK}:{bridge_port}"
+            alert = am_alert("00000000000000aa", alertname="disk_full", severity="critical")
+            status, body = http_json(f"{base}/api/v1/alertmanager", notification(alert), HOOK)
+            assert status == 200, body
+            people.wait("/alice")
+            ((page, _),) = people.at("/alice")
+            link = page["alerts"][0]["annotations"]["alertbridge_ack_url"]
+            assert link.startswith(f"{base}/ack/1?person=alice&exp=")
+            with urllib.request.urlopen(link, timeout=10) as preview:
+                assert preview.status == 200
+                assert b"Acknowledge as <strong>alice</strong>?" in preview.read()
+            assert http_json(f"{base}/api/v1/alerts/1", token=API)[1]["acked_by"] is None
+            browser.get(link)
+            button = browser.find_element(By.CSS_SELECTOR, "form.ack-form button")
+            button.click()
+            WebDriverWait(browser, 30).until(
+                lambda b: "Acknowledged by alice" in b.page_source, "the acknowledgement"
+            )
+            _, detail = http_json(f"{base}/api/v1/alerts/1", token=API)
+            assert (detail["acked_by"], detail["ack_comment"]) == ("alice", "via link")
+            _, escalation = http_json(f"{base}/api/v1/alerts/1/escalation", token=API)
+            assert escalation["escalations"][0]["state"] == "acknowledged"
+
+            def silenced() -> list[Any]:
+                _, silences = http_json(f"http://{LOOPBACK}:{am_port}/api/v2/silences")
+                return [s for s in silences if s["status"]["state"] == "active"]
+
+            (silence,) = wait_for("the silence in Alertmanager", silenced, 30)
+            assert silence["createdBy"] == "alice"
+            browser.get(link[:-4] + "0000")
+            assert "not one this bridge made" in browser.page_source

@@ -166,7 +166,8 @@ def test_templates_link_to_the_public_url_when_there_is_one() -> None:
 
     text = render_templates("https://bridge.example/")
     assert "alertbridge ack {{ .Annotations.alertbridge_id }} --url https://bridge.example/" in text
-    assert "https://bridge.example/api/v1/alerts/{{ .Annotations.alertbridge_id }}" in text
+    assert "Open: https://bridge.example/alerts/{{ .Annotations.alertbridge_id }}" in text
+    assert "Open: https://bridge.example/alerts?status=firing&rule={{ .Labels.alertname }}" in text
     assert "--url" not in render_templates(None)
 
 

@@ -224,3 +224,17 @@ async def test_teams_that_never_answers_is_a_502_after_the_timeout(
     assert "Teams could not be reached: TimeoutError" in (await response.json())["message"]
     assert len(teams.received) == 1
     await server.close()
+
+
+def test_an_escalation_copy_with_a_link_gets_an_acknowledge_button() -> None:
+    """Teams cards cannot call back: the button opens the bridge's confirmation page."""
+    alerts = _alerts(1).alerts
+    link = "https://bridge.example/ack/41?person=alice&exp=1796634000&sig=00"
+    copy = alerts[0]._replace(annotations={**alerts[0].annotations, "alertbridge_id": "41",
+                                           "alertbridge_ack_url": link})  # fmt: skip
+    card = render_card(Notification("teams-ops", "firing", "{}", 0, (copy,)), {}, None)
+    actions = card["attachments"][0]["content"]["actions"]
+    assert actions[0] == {"type": "Action.OpenUrl", "title": "Acknowledge", "url": link}
+    resolved = copy._replace(status="resolved")
+    card = render_card(Notification("teams-ops", "resolved", "{}", 0, (resolved,)), {}, None)
+    assert all(a["title"] != "Acknowledge" for a in card["attachments"][0]["content"]["actions"])

@@ -45,6 +45,8 @@ LABEL_HELD, LABEL_RECEIVER = "escalation_held", "escalation_receiver"
 #: On a copy: the people it pages (comma-separated), and "true" when the policy's fallback
 #: receivers get it (a schedule of its step had nobody on call).
 LABEL_PEOPLE, LABEL_FALLBACK = "escalation_people", "escalation_fallback"
+#: The annotation of a copy holding the link that acknowledges its alert (templates show it).
+ACK_URL = "alertbridge_ack_url"
 #: The receiver `rules generate` writes for a person (their contact methods).
 PERSON_RECEIVER = "person-{}"
 HELD_ALERT = "AlertbridgeEscalationsHeld"

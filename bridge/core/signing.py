@@ -1,7 +1,9 @@
 """Signed links: an HMAC-SHA256 of what a link allows, with the key the store keeps for it
 (records.KEPT_KEYS: signing_key), so that a link works on every replica and cannot be made
 for anything else. A calendar feed's link allows reading that feed; an acknowledgement
-link, acknowledging one alert as one person until it expires.
+link (AckLink), acknowledging one alert as one person until it expires: a GET of it shows
+a confirmation page and changes nothing (link previews in Slack, Teams and mail scanners
+fetch every URL), only the POST from that page acknowledges.
 
 >>> key = bytes(32)
 >>> mac = sign(key, "calendar", "schedules", "primary")
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
 
 #: Hex digits of a signature: 128 bits.
 LENGTH = 32
@@ -27,3 +32,43 @@ def sign(key: bytes, *parts: str) -> str:
 def valid(key: bytes, signature: str, *parts: str) -> bool:
     """Whether `signature` is that of `parts` (in constant time)."""
     return signature.isascii() and hmac.compare_digest(sign(key, *parts), signature)
+
+
+@dataclass(frozen=True, slots=True)
+class AckLink:
+    """What an acknowledgement link allows: acknowledging alert `alert_id` as `person` ("":
+    whoever follows it, who then gives their name) until `expires` (seconds since the
+    epoch). Its query string carries all of it and the signature."""
+
+    alert_id: int
+    person: str
+    expires: int
+
+    def parts(self) -> tuple[str, ...]:
+        return ("ack", str(self.alert_id), self.person, str(self.expires))
+
+    def url(self, base: str, key: bytes) -> str:
+        query = urlencode({"person": self.person, "exp": self.expires,
+                           "sig": sign(key, *self.parts())})  # fmt: skip
+        return f"{base.rstrip('/')}/ack/{self.alert_id}?{query}"
+
+    @classmethod
+    def checked(cls, key: bytes, alert_id: int, query: Mapping[str, str], now: int) -> AckLink:
+        """The link a request followed (its path's alert id and its query), once its
+        signature and expiry are checked: LinkRefused naming why otherwise."""
+        person, expires, signature = (query.get(k, "") for k in ("person", "exp", "sig"))
+        if not (expires.isascii() and expires.isdigit()) or not signature:
+            raise LinkRefused("This link is incomplete: open the one from the notification.")
+        link = cls(alert_id, person, int(expires))
+        if not valid(key, signature, *link.parts()):
+            raise LinkRefused("This link is not one this bridge made (its signature does not"
+                              " match): open the one from the notification.")  # fmt: skip
+        if link.expires <= now // 1_000_000_000:
+            raise LinkRefused("This link has expired: acknowledge from the alert's page or"
+                              " with `alertbridge ack`.")  # fmt: skip
+        return link
+
+
+class LinkRefused(Exception):
+    """A link that does not allow what it was followed for; the message says why, for a
+    person."""

@@ -27,6 +27,7 @@ from bridge.core.errors import AlertmanagerError, Conflict, NotFound, Unprocessa
 from bridge.core.logutil import log_failure
 from bridge.core.model import json_integer
 from bridge.core.policies import (
+    ACK_URL,
     HELD_ALERT,
     LABEL_FALLBACK,
     LABEL_HELD,
@@ -124,16 +125,27 @@ class Limiter:
         self.held_total[receiver] = self.held_total.get(receiver, 0) + 1
 
 
-def copy_body(alert: StoredAlert, esc: Escalation, copy: Copy, ends_at: int) -> dict[str, Any]:
+#: Makes the acknowledgement link of (alert id, person ("" for whoever follows it), the
+#: copy's start in ns: the link's validity runs from it).
+AckLinks = Callable[[int, str, int], str]
+
+
+def copy_body(alert: StoredAlert, esc: Escalation, copy: Copy, ends_at: int,
+              links: AckLinks | None = None) -> dict[str, Any]:  # fmt: skip
     """The copy as Alertmanager's API v2 takes it. Annotations carry the bridge's alert id
-    and the level, for templates."""
+    and the level, for templates, and (with `links`) the link that acknowledges the alert:
+    for its person when it pages one, else for whoever follows it."""
+    annotations = {
+        **alert.annotations,
+        "alertbridge_id": str(alert.id),
+        "escalation": f"level {copy.level} of {esc.policy.name}",
+    }
+    if links is not None:
+        person = copy.people[0] if len(copy.people) == 1 else ""
+        annotations[ACK_URL] = links(alert.id, person, copy.starts_at)
     return {
         "labels": copy_labels(alert, esc, copy),
-        "annotations": {
-            **alert.annotations,
-            "alertbridge_id": str(alert.id),
-            "escalation": f"level {copy.level} of {esc.policy.name}",
-        },
+        "annotations": annotations,
         "startsAt": format_micros(copy.starts_at),
         "endsAt": format_micros(ends_at),
         "generatorURL": alert.generator_url,
@@ -166,8 +178,11 @@ class Escalator:
         clock: Callable[[], int] = time.time_ns,
         poll: float = 1.0,
         retry: float = 5.0,
+        links: AckLinks | None = None,
     ) -> None:
         self.store = store
+        #: Acknowledgement links in the copies (None: server.public_url is not set).
+        self.links = links
         self.settings = settings
         self.poster = poster
         self.clock = clock
@@ -292,7 +307,8 @@ class Escalator:
             ids = list(dict.fromkeys(m.escalation.alert_id for m in posting))
             alerts = {a.id: a for a in await self.store.get_alerts(ids)}
             until = self.clock() + self.settings.hold_seconds * NS
-            bodies = [copy_body(alerts[m.escalation.alert_id], m.escalation, c, until)
+            bodies = [copy_body(alerts[m.escalation.alert_id], m.escalation, c, until,
+                                self.links)
                       for m in posting if m.escalation.alert_id in alerts
                       for c in m.new_copies]  # fmt: skip
             if not await self._post(bodies):  # (a move with copies has reposted_at: its step)
@@ -369,7 +385,8 @@ class Escalator:
                   if e.policy.name == move.escalation.policy.name]  # fmt: skip
         if states != ["running"]:
             now = self.clock()
-            bodies = [copy_body(alert, move.escalation, c, now) for c in move.new_copies]
+            bodies = [copy_body(alert, move.escalation, c, now, self.links)
+                      for c in move.new_copies]  # fmt: skip
             await self._post(bodies)
 
     async def _copies(self, now: int, rounds: int = 100) -> None:
@@ -389,7 +406,7 @@ class Escalator:
                     continue
                 ending = esc.state in ("acknowledged", "stopped")
                 until = now if ending else now + self.settings.hold_seconds * NS
-                bodies += [copy_body(alert, esc, c, until) for c in esc.copies]
+                bodies += [copy_body(alert, esc, c, until, self.links) for c in esc.copies]
                 done.append(replace(esc, copies=()) if ending else replace(esc, reposted_at=now))
             if not await self._post(bodies):
                 return

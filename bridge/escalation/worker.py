@@ -18,6 +18,7 @@ import aiohttp
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.config import Settings
 from bridge.escalation.engine import Escalator
+from bridge.escalation.links import ack_links
 from bridge.host.aio import ignore_stop_signals, stop_task
 from bridge.store import open_store
 from bridge.store.interface import SystemChanges
@@ -48,7 +49,9 @@ async def run_worker(settings: Settings, db: str, parent: int) -> None:
     try:
         async with aiohttp.ClientSession() as session:
             cluster = AlertmanagerCluster.of(settings.alertmanager.urls, session)
-            engine = Escalator(store, settings.escalation, cluster, poll=POLL)
+            links = await ack_links(store, settings.server.public_url,
+                                    settings.server.ack_link_duration)  # fmt: skip
+            engine = Escalator(store, settings.escalation, cluster, poll=POLL, links=links)
             previous = await store.engine_counts()  # counters go on from the last run's
             engine.steps_taken.update({_key(k): v for k, v in previous.get("steps", {}).items()})
             engine.limiter.held_total.update(previous.get("held", {}))

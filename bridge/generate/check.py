@@ -102,6 +102,15 @@ SAMPLE = {
          "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
          "generatorURL": "http://127.0.0.1:9090/graph", "fingerprint": "0123456789abcdef"},
         {"status": "firing",
+         "labels": {"alertname": "disk_full", "severity": "critical", "escalation_level": "0",
+                    "escalation_policy": "page", "escalation_people": "alice"},
+         "annotations": {"summary": "Disk full on db-3", "alertbridge_id": "43",
+                         "escalation": "level 0 of page",
+                         "alertbridge_ack_url": "https://bridge.example/ack/43?person=alice"
+                                                "&exp=1796634000&sig=00"},
+         "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+         "generatorURL": "", "fingerprint": "00000000000000aa"},
+        {"status": "firing",
          "labels": {"alertname": "high_cpu", "severity": "warning", "instance": "db-2:9100"},
          "annotations": {"summary": "CPU usage is high on db-2:9100"},
          "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
@@ -110,10 +119,12 @@ SAMPLE = {
 }  # fmt: skip
 #: What each template must render from SAMPLE.
 EXPECTED = {
-    "alertbridge.title": ["[FIRING:2] critical_cpu (escalation level 1)"],
+    "alertbridge.title": ["[FIRING:3] critical_cpu (escalation level 1)"],
     "alertbridge.text": ["CPU is saturated on db-1:9100", "97%", "alertbridge alert 42",
                          "Acknowledge: alertbridge ack 42", "Runbook: https://wiki.example/cpu",
-                         "Acknowledge: alertbridge alerts --rule high_cpu"],
+                         "Acknowledge: alertbridge alerts --rule high_cpu",
+                         "Acknowledge: https://bridge.example/ack/43?person=alice&exp=1796634000"
+                         "&sig=00"],
 }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from bridge.core.times import now_ns
 from bridge.escalation.engine import CONSUMER as ESCALATION_CONSUMER
 from bridge.escalation.engine import Escalator
 from bridge.escalation.heartbeat import Watchdog
+from bridge.escalation.links import ack_links
 from bridge.escalation.worker import WorkerProcess
 from bridge.feed.consumer import FeedConsumer, starting_position
 from bridge.feed.enrich import CONSUMER as ENRICH
@@ -165,8 +166,13 @@ async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(reconciler.run_forever(am.reconcile_interval))]
         worker = None
         if settings.escalation.policies and settings.escalation.worker == "inline":
+            links = await ack_links(app[STORE], settings.server.public_url,
+                                    settings.server.ack_link_duration)  # fmt: skip
             escalator = app[ESCALATOR] = Escalator(
-                app[STORE], settings.escalation, AlertmanagerCluster.of(am.urls, session)
+                app[STORE],
+                settings.escalation,
+                AlertmanagerCluster.of(am.urls, session),
+                links=links,
             )
             app[METRICS].escalations.source = lambda: escalator.steps_taken
             app[METRICS].escalations.held = lambda: escalator.limiter.held_total

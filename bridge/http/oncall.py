@@ -10,7 +10,6 @@ every signed link then stops working)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from aiohttp import web
 
@@ -19,6 +18,7 @@ from bridge.core.ical import calendar_of
 from bridge.core.oncall import OnCall, parse_at, parse_days
 from bridge.core.signing import sign, valid
 from bridge.core.times import NS, now_ns
+from bridge.escalation.links import signing_key as kept_signing_key
 from bridge.http.auth import authorize
 from bridge.http.errors import HttpError
 from bridge.http.keys import SETTINGS, STORE
@@ -42,10 +42,7 @@ class SigningKey:
         if self.key is None:
             async with self.lock:
                 if self.key is None:
-                    kept = await store.kept_key("signing_key")
-                    if kept is None:
-                        kept = await store.kept_key("signing_key", secrets.token_hex(32))
-                    self.key = bytes.fromhex(kept or "")
+                    self.key = await kept_signing_key(store)
         return self.key
 
 

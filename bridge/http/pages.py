@@ -24,6 +24,7 @@ import jinja2
 from aiohttp import web
 
 from bridge.core.errors import BridgeError, RequestError, StoreError
+from bridge.core.signing import AckLink, LinkRefused
 from bridge.core.times import format_time, now_ns
 from bridge.escalation.engine import change_of, override
 from bridge.export.report import seconds_text
@@ -32,9 +33,10 @@ from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
 from bridge.http.keys import ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
+from bridge.http.oncall import signing_key
 from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
 from bridge.http.wake import kick_reconciler
-from bridge.store import StoredAlert
+from bridge.store import MAX_TEXT, SYSTEM_ACTORS, StoredAlert
 from bridge.store.interface import Actions, Escalations, Reads
 from bridge.store.query import parse_alert_query, parse_id
 
@@ -377,6 +379,83 @@ async def alert_action(request: web.Request, session: Session) -> web.StreamResp
         return _page("alert.html", status=status, session=session, error=str(exc),
                      here=request.path, **context)  # fmt: skip
     raise web.HTTPSeeOther(f"/alerts/{alert_id}")
+
+
+# --- acknowledgement links ------------------------------------------------------------------
+
+#: The longest name a person following an unnamed link may give.
+MAX_NAME = 100
+
+
+async def _link(request: web.Request) -> tuple[AckLink, StoredAlert]:
+    """The link followed and its alert: LinkRefused or RequestError naming why not."""
+    alert_id = parse_id(request.match_info["id"])
+    key = await signing_key(request.app)
+    link = AckLink.checked(key, alert_id, request.query, now_ns())
+    alert = await request.app[STORE].get_alert(alert_id)
+    return link, alert
+
+
+def _link_page(status: int, message: str, alert: StoredAlert | None = None) -> web.Response:
+    """The link's page saying `message` (and showing the alert), with no button."""
+    return _page("ack.html", status=status, session=None, message=message, alert=alert,
+                 link=None, action="")  # fmt: skip
+
+
+def _done_already(alert: StoredAlert) -> str | None:
+    """Why the link has nothing left to do, if it has not."""
+    if alert.status != "firing":
+        return f"Alert {alert.id} ({alert.alertname}) is resolved: nothing to acknowledge."
+    if alert.acked_by is not None:
+        return (f"Alert {alert.id} ({alert.alertname}) is acknowledged already, by"
+                f" {alert.acked_by} at {format_time(alert.acked_at)}.")  # fmt: skip
+    return None
+
+
+@routes.get("/ack/{id}")
+async def ack_link_page(request: web.Request) -> web.Response:
+    """Where an acknowledgement link leads: the alert and a button. A GET changes nothing
+    (link previews and mail scanners fetch every URL); the button POSTs."""
+    try:
+        link, alert = await _link(request)
+    except LinkRefused as exc:
+        return _link_page(403, str(exc))
+    except RequestError as exc:
+        return _link_page(status_of(exc), str(exc))
+    done = _done_already(alert)
+    if done is not None:
+        return _link_page(200, done, alert=alert)
+    return _page("ack.html", session=None, message=None, alert=alert, link=link,
+                 action=request.path_qs)  # fmt: skip
+
+
+@routes.post("/ack/{id}")
+async def ack_link_act(request: web.Request) -> web.Response:
+    """Acknowledge by the link: as its person (or the name given, for a link to whoever
+    follows it), "via link"; the escalation stops and the alert is silenced as any ack."""
+    try:
+        link, alert = await _link(request)
+    except LinkRefused as exc:
+        return _link_page(403, str(exc))
+    except RequestError as exc:
+        return _link_page(status_of(exc), str(exc))
+    form = await request.post()
+    by = link.person or str(form.get("name") or "").strip()
+    if not by or len(by) > MAX_NAME or by in SYSTEM_ACTORS:
+        return _page("ack.html", status=400, session=None, alert=alert, link=link,
+                     action=request.path_qs,
+                     message=f"Give your name (at most {MAX_NAME} characters).")  # fmt: skip
+    comment = str(form.get("comment") or "").strip()[:MAX_TEXT]
+    try:
+        acked = await request.app[STORE].acknowledge(
+            alert.id, by, "via link" + (f": {comment}" if comment else ""), now_ns()
+        )
+    except RequestError as exc:  # acknowledged or resolved meanwhile
+        return _link_page(status_of(exc), str(exc), alert=alert)
+    observe_ack(request, acked)
+    await kick_reconciler(request.app)
+    return _link_page(200, f"Acknowledged by {by}: escalation stops, and Alertmanager silences"
+                      " the alert.", alert=acked)  # fmt: skip
 
 
 # --- reports --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 from bridge.channels.base import ChannelConfigError
 from bridge.channels.delivery import read_url
 from bridge.core.alerts import Notification, ReceivedAlert
+from bridge.core.policies import ACK_URL
 
 CARD = "application/vnd.microsoft.card.adaptive"
 #: Adaptive Card text colours by severity (firing), "good" once resolved.
@@ -76,6 +77,12 @@ def render_card(
         body.append({"type": "TextBlock", "isSubtle": True,
                      "text": f"... and {len(notification.alerts) - MAX_ALERTS} more"})  # fmt: skip
     actions = []
+    # an escalation copy's acknowledgement link (a Teams Workflows card cannot call back: a
+    # button that opens the bridge's confirmation page)
+    acks = [a.annotations[ACK_URL] for a in notification.alerts
+            if a.status == "firing" and a.annotations.get(ACK_URL)]  # fmt: skip
+    if acks:
+        actions.append({"type": "Action.OpenUrl", "title": "Acknowledge", "url": acks[0]})
     for title, key in (("Runbook", "runbook_url"), ("Dashboard", "dashboard_url")):
         links = [a.annotations[key] for a in notification.alerts if a.annotations.get(key)]
         if links:
