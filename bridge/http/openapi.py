@@ -494,6 +494,34 @@ SPEC: dict[str, Any] = {
                 "responses": _responses("200", 400, 401, 404),
             }
         },
+        "/calendar/{kind}/{name}.ics": {
+            "get": {
+                "summary": "A schedule's shifts (kind schedules), or a person's across the"
+                " schedules (kind people), as iCalendar: for a calendar application by the"
+                " signed link /api/v1/oncall/{schedule} and /api/v1/people give, or with a"
+                " bearer token",
+                "security": [{"bearer": []}, {}],
+                "parameters": [
+                    {
+                        "name": "kind",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"enum": ["schedules", "people"]},
+                    },
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _query("sig", "the link's signature (in place of a token)"),
+                    _query(
+                        "days",
+                        "days of shifts ahead (default 60)",
+                        {"type": "integer", "minimum": 1, "maximum": 366},
+                    ),
+                ],
+                "responses": {
+                    **_responses("200", 400, 401, 404),
+                    "200": {"description": "OK", "content": {"text/calendar": {"schema": {}}}},
+                },
+            }
+        },
         "/api/v1/channels": {
             "get": {
                 "summary": "Delivery statistics: Alertmanager's notifications by integration"
