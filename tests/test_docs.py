@@ -4,18 +4,21 @@ has, the configuration it documents loads, and the README stays a front page."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 import pytest
 
 from bridge.cli import main
 from bridge.config import load_settings
+from bridge.core.times import NS
 from bridge.http.openapi import SPEC
 from tests.test_architecture import LAYERS
 
@@ -191,3 +194,19 @@ def test_getting_started_as_written(tmp_path: Path) -> None:
             dev.wait(30)
         if dev.stdout is not None:
             dev.stdout.close()
+
+
+def test_the_oncall_page_as_written(tmp_path: Path) -> None:
+    """Its configuration loads, and its table of who is on call is what the schedule says."""
+    page = (DOCS / "concepts" / "oncall.md").read_text()
+    block = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "oncall.yml"
+    path.write_text(block)
+    primary = load_settings(path, {}).oncall.schedules["primary"]
+    rows = [line.split("|")[1:4] for line in page.splitlines()
+            if line.startswith("| ") and "2027" in line]  # fmt: skip
+    assert len(rows) == 5
+    for when, person, _ in rows:
+        local = " ".join(when.split()[1:3])
+        instant = dt.datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("Europe/Paris"))
+        assert primary.who(int(instant.timestamp()) * NS) == person.strip(), when
