@@ -24,6 +24,12 @@ bridges get the same load, as Alertmanager would send it, over
 Each step's lateness is read back from the database: the `escalated` event's time minus the
 copy's startsAt, which is the step's due time (level 0 is due when the alert was stored).
 Target: p99 at most 1 s. CPU seconds of the bridge and of Alertmanager are shown per phase.
+
+--schedules N (issue 32): N on-call schedules (of 100 people, each a rotation of three with
+hourly shifts and a weekday-hours layer above it); each level of the policy pages
+--per-step of them besides its receiver, resolved when the step is taken. The lateness is
+then that of steps that page people; the time to resolve one schedule is also measured in
+this process, over the same schedules (target: at most 1 ms a step).
 Prints every figure; asserts nothing.
 """
 
@@ -75,16 +81,64 @@ escalation:
   policies:
     - name: fast
       steps:
-        - notify: [level-0]
+        - notify: [level-0{paged0}]
         - wait: {wait}s
-        - notify: [level-1]
+        - notify: [level-1{paged1}]
         - wait: {wait}s
-        - notify: [level-2]
+        - notify: [level-2{paged2}]
         - wait: {wait}s
         - repeat: 10
   routes:
     - {{policy: fast}}
 """
+PEOPLE = 100
+
+
+def oncall_yaml(schedules: int) -> str:
+    """PEOPLE people (webhooks to a closed port) and `schedules` schedules: a rotation of
+    three with hourly shifts (begun yesterday), a weekday-hours layer of one above it."""
+    lines = ["people:"]
+    lines += [f'  p{n}: {{contacts: [{{type: webhook, config: {{url: "http://{LOOPBACK}:9/p"}}}}]}}'
+              for n in range(PEOPLE)]  # fmt: skip
+    lines.append("schedules:")
+    start = 'start: "2026-12-01T00:00"'
+    weekdays = '[{days: [mon, tue, wed, thu, fri], hours: "09:00-18:00"}]'
+    for n in range(schedules):
+        trio = ", ".join(f"p{(n + k) % PEOPLE}" for k in range(3))
+        lines += [f"  s{n}:", "    timezone: Europe/Paris", "    layers:",
+                  f"      - rotation: {{participants: [{trio}], shift: 1h, {start}}}",
+                  f"      - rotation: {{participants: [p{(n + 5) % PEOPLE}], shift: 1w, {start}}}",
+                  f"        restrict: {weekdays}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def paged(args: argparse.Namespace, level: int) -> str:
+    if not args.schedules:
+        return ""
+    first = level * args.per_step
+    return "".join(f", {{schedule: s{(first + k) % args.schedules}}}" for k in range(args.per_step))
+
+
+def resolution(args: argparse.Namespace) -> None:
+    """The time to resolve who is on call in one schedule, as a step does, in this
+    process over the same schedules."""
+    from bridge.config import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="bench-oncall-") as tmp:
+        path = Path(tmp) / "c.yml"
+        path.write_text(oncall_yaml(args.schedules))
+        schedules = list(load_settings(path, {}).oncall.schedules.values())
+    now = time.time_ns()
+    calls = 10_000
+    began = time.perf_counter()
+    for n in range(calls):  # bounded: calls
+        schedules[n % len(schedules)].who(now + n * 60 * NS)
+    each = (time.perf_counter() - began) / calls
+    print(
+        f"resolving who is on call: {each * 1e6:.1f} us a schedule over {len(schedules)}"
+        f" schedules ({args.per_step} a step: {each * args.per_step * 1e3:.3f} ms a step;"
+        " target at most 1 ms)"
+    )
 
 
 def alertmanager(tmp: Path) -> tuple[str, Proc]:
@@ -155,7 +209,10 @@ async def one_round(args: argparse.Namespace, tmp: Path, escalate: bool, round_n
     config = tmp / f"{name}.yml"
     text = BRIDGE_CONFIG.format(loop=LOOPBACK, am=am.rsplit(":", 1)[1])
     if escalate:
-        text += POLICY.format(wait=args.wait)
+        text += POLICY.format(wait=args.wait, paged0=paged(args, 0), paged1=paged(args, 1),
+                              paged2=paged(args, 2))  # fmt: skip
+        if args.schedules:
+            text += oncall_yaml(args.schedules)
     config.write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
     env["ALERTBRIDGE_WEBHOOK_TOKEN"] = TOKEN
@@ -212,6 +269,9 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"-- {args.alerts} alerts ({start}), one per notification, {args.clients} clients;"
           f" policy: a level every {args.wait}s, repeated (~{args.alerts / args.wait:.0f}"
           f" steps/s); steady phase {args.seconds:g}s; {args.rounds} rounds")  # fmt: skip
+    if args.schedules:
+        print(f"-- {args.schedules} on-call schedules, {args.per_step} paged by each step")
+        resolution(args)
     with tempfile.TemporaryDirectory(prefix="bench-escalation-") as name:
         for round_no in range(args.rounds):
             order = (False, True) if round_no % 2 == 0 else (True, False)
@@ -248,6 +308,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     worst = "send the first alerts as fast as possible (the worst case)"
     parser.add_argument("--burst", action="store_true", help=worst)
+    parser.add_argument(
+        "--schedules",
+        type=int,
+        default=0,
+        help="on-call schedules defined; each step pages --per-step of them",
+    )
+    parser.add_argument("--per-step", type=int, default=10)
     args = parser.parse_args()
     asyncio.run(main_async(args))
 

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bridge.cli import main
 from bridge.core.times import NS, now_ns
 from tests.payloads import am_alert, notification
 from tests.support import (
@@ -41,6 +43,7 @@ server:
 people:
   alice: {{contacts: [{{type: webhook, config: {{url: "{stand_in}/alice"}}}}]}}
   bob: {{contacts: [{{type: webhook, config: {{url: "{stand_in}/bob"}}}}]}}
+  carol: {{contacts: [{{type: webhook, config: {{url: "http://{loop}:{closed}/carol"}}}}]}}
 schedules:
   primary:
     layers:
@@ -70,7 +73,7 @@ def test_a_schedule_step_pages_the_person_on_call_and_nobody_else(
         bridge_port, am_port = free_port(), free_port()
         config, gen = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port,
                                      am=am_port, stand_in=people.url, first=first,
-                                     second=second, start=began)  # fmt: skip
+                                     second=second, start=began, closed=free_port())  # fmt: skip
         env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
         am = start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)
         with running(am), running(start_bridge(tmp_path, bridge_port, env, config)):
@@ -102,7 +105,7 @@ def test_the_person_paged_acknowledges_from_the_notification(
         bridge_port, am_port = free_port(), free_port()
         config, gen = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port,
                                      am=am_port, stand_in=people.url, first="alice",
-                                     second="bob", start=began)  # fmt: skip
+                                     second="bob", start=began, closed=free_port())  # fmt: skip
         env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
         am = start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)
         with running(am), running(start_bridge(tmp_path, bridge_port, env, config)):
@@ -137,3 +140,34 @@ def test_the_person_paged_acknowledges_from_the_notification(
             assert silence["createdBy"] == "alice"
             browser.get(link[:-4] + "0000")
             assert "not one this bridge made" in browser.page_source
+
+
+def test_people_test_sends_one_notification_through_each_method(tmp_path: Path) -> None:
+    """`alertbridge people test NAME` on the real Alertmanager: alice's method delivers
+    (her stand-in gets the test notification, and nobody else does); carol's webhook listens
+    nowhere: FAIL naming the integration, exit 1; a person unknown: said so."""
+    began = dt.datetime.fromtimestamp(now_ns() // NS - 3600, dt.UTC).strftime("%Y-%m-%dT%H:%M")
+    with stand_in() as people:
+        bridge_port, am_port = free_port(), free_port()
+        config, gen = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port,
+                                     am=am_port, stand_in=people.url, first="alice",
+                                     second="bob", start=began, closed=free_port())  # fmt: skip
+        am = start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)
+        with running(am):
+            runner = CliRunner()
+            ok = runner.invoke(main, ["--config", str(config), "people", "test", "alice"])
+            assert ok.exit_code == 0, ok.output
+            assert ok.output.startswith("ok: alice webhook: delivered by Alertmanager's webhook")
+            ((body, _),) = people.at("/alice")
+            assert body["receiver"] == "person-alice"
+            assert body["alerts"][0]["labels"]["alertbridge_test"] == "person-alice"
+            assert people.at("/bob") == []
+            failed = runner.invoke(main, ["--config", str(config), "people", "test", "carol",
+                                          "--timeout", "20"])  # fmt: skip
+            assert failed.exit_code == 1
+            assert "FAIL: carol webhook: Alertmanager's webhook integration failed" in (
+                failed.output
+            )
+            unknown = runner.invoke(main, ["--config", str(config), "people", "test", "zed"])
+            assert unknown.exit_code == 1
+            assert "no person 'zed' (people: alice, bob, carol)" in unknown.output

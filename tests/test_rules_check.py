@@ -223,6 +223,6 @@ def test_copies_paging_a_person_reach_that_person_only(tmp_path: Path, write_con
     # And the check can fail: alice's copy routed to bob's receiver is caught.
     path = tmp_path / "out" / ALERTMANAGER_PATH
     path.write_text(path.read_text().replace("receiver: person-alice\n",
-                                             "receiver: person-bob\n", 1))  # fmt: skip
+                                             "receiver: person-bob\n"))  # fmt: skip
     failed = [r.name for r in run_checks(settings, tmp_path / "out") if not r.ok]
     assert "amtool config routes test oncall level 0 paging alice -> person-alice" in failed

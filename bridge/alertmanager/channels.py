@@ -193,6 +193,23 @@ async def probe_receiver(
     """Post a test alert routed to `receiver` to every replica, then watch the replicas'
     counters of its integration (bounded by `timeout`) until a delivery succeeds or fails;
     the test alert is ended either way."""
+    (result,) = (await probe_integrations(session, urls, receiver, [integration], severity,
+                                          timeout)).values()  # fmt: skip
+    return result
+
+
+async def probe_integrations(
+    session: aiohttp.ClientSession,
+    urls: Sequence[str],
+    receiver: str,
+    integrations: Sequence[str],
+    severity: str,
+    timeout: float = 30.0,
+) -> dict[str, ProbeResult]:
+    """One test alert routed to `receiver`, posted to every replica; then, per integration
+    of the receiver (a person's receiver has one per contact method), whether a delivery
+    succeeded or failed, watching the replicas' counters (bounded by `timeout`). One
+    notification each: not one test per method, which would send every method each."""
     from bridge.alertmanager.client import AlertmanagerCluster
 
     cluster = AlertmanagerCluster.of(urls, session)
@@ -200,38 +217,44 @@ async def probe_receiver(
     reachable = [u for u, s in before.items() if not isinstance(s, str)]
     if not reachable:
         errors = "; ".join(str(s) for s in before.values())
-        return ProbeResult(False, f"no Alertmanager answered: {errors}", 0.0)
+        return {i: ProbeResult(False, f"no Alertmanager answered: {errors}", 0.0)
+                for i in integrations}  # fmt: skip
     start = time.monotonic()
     now = time.time_ns()
     run = secrets.token_hex(6)
     await cluster.post_alerts([probe_alert(receiver, severity, now, now + 300 * NS, run)])
-    base = {
-        u: totals(s, integration, receiver) for u, s in before.items() if not isinstance(s, str)
-    }
+    base = {(u, i): totals(s, i, receiver) for u, s in before.items() if not isinstance(s, str)
+            for i in integrations}  # fmt: skip
+    found: dict[str, ProbeResult] = {}
     try:
         for _ in range(int(timeout / 0.2) + 1):
-            sent = failed = 0.0
-            for url in reachable:
-                current = await fetch_stats(session, url)
-                total, fails = totals(current, integration, receiver)
-                sent += total - base[url][0]
-                failed += fails - base[url][1]
+            current = {url: await fetch_stats(session, url) for url in reachable}
             elapsed = time.monotonic() - start
-            if sent - failed >= 1:
-                return ProbeResult(True, f"delivered by Alertmanager's {integration} integration"
-                                        f" in {elapsed:.1f}s", elapsed)  # fmt: skip
-            if failed >= 1:
-                return ProbeResult(False, f"Alertmanager's {integration} integration failed to"
-                                         f" deliver ({int(failed)} failed attempt(s): see"
-                                         " alertmanager_notification_requests_failed_total and"
-                                         " its log)",
-                                  elapsed)  # fmt: skip
-            if elapsed > timeout:
+            for integration in (i for i in integrations if i not in found):
+                sent = failed = 0.0
+                for url in reachable:
+                    total, fails = totals(current[url], integration, receiver)
+                    sent += total - base[url, integration][0]
+                    failed += fails - base[url, integration][1]
+                if sent - failed >= 1:
+                    found[integration] = ProbeResult(
+                        True, f"delivered by Alertmanager's {integration} integration in"
+                        f" {elapsed:.1f}s", elapsed)  # fmt: skip
+                elif failed >= 1:
+                    found[integration] = ProbeResult(
+                        False, f"Alertmanager's {integration} integration failed to deliver"
+                        f" ({int(failed)} failed attempt(s): see"
+                        " alertmanager_notification_requests_failed_total and its log)",
+                        elapsed)  # fmt: skip
+            if len(found) == len(integrations) or elapsed > timeout:
                 break
             await asyncio.sleep(0.2)  # polling another process's counters: nothing to await
-        return ProbeResult(False, f"no delivery attempt within {timeout:g}s (is the receiver"
-                                 " in the generated alertmanager.yml Alertmanager runs?)",
-                          time.monotonic() - start)  # fmt: skip
+        late = time.monotonic() - start
+        for integration in integrations:
+            found.setdefault(integration, ProbeResult(
+                False, f"no delivery attempt within {timeout:g}s (is the receiver in the"
+                " generated alertmanager.yml Alertmanager runs?)", late))  # fmt: skip
+        return {i: found[i] for i in integrations}
     finally:
         ended = time.time_ns()
         with contextlib.suppress(AlertmanagerError):  # else it ends by itself at its endsAt

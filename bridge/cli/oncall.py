@@ -3,15 +3,21 @@ call, from the configuration's people and schedules (bridge.core.oncall)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import sys
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import click
 
+from bridge.alertmanager.channels import INTEGRATION_OF, ProbeResult, probe_integrations
 from bridge.cli.common import fail_cleanly, main, settings_of, table
+from bridge.core.errors import BridgeError
 from bridge.core.ical import calendar_of
 from bridge.core.oncall import DAYS, MAX_DAYS, parse_at
+from bridge.core.policies import PERSON_RECEIVER
 from bridge.core.times import NS, now_ns
 
 
@@ -62,12 +68,15 @@ def oncall_command(ctx: click.Context, schedule: str | None, at_text: str | None
     click.echo(table(["from", "until", "on call", "layer"], rows))
 
 
-@main.command("people")
+@main.group("people", invoke_without_command=True)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 @fail_cleanly
 def people_command(ctx: click.Context, output: str) -> None:
-    """The people of the configuration: time zone, contact methods, schedules they are in."""
+    """The people of the configuration: time zone, contact methods, schedules they are in
+    (`people test NAME`: a test notification through each of their methods)."""
+    if ctx.invoked_subcommand is not None:
+        return
     records = settings_of(ctx).oncall.directory()
     if output == "json":
         click.echo(json.dumps(records, indent=2))
@@ -75,3 +84,38 @@ def people_command(ctx: click.Context, output: str) -> None:
     rows = [[r["name"], r["timezone"], ", ".join(r["methods"]) or "(none)",
              ", ".join(r["schedules"]) or "-"] for r in records]  # fmt: skip
     click.echo(table(["person", "timezone", "contacts", "schedules"], rows))
+
+
+@people_command.command("test")
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+              help="Seconds to wait for Alertmanager's deliveries.")  # fmt: skip
+@click.pass_context
+@fail_cleanly
+def people_test(ctx: click.Context, name: str, timeout: float) -> None:
+    """Send one test notification through Alertmanager to NAME's receiver (person-NAME) and
+    report, per contact method, whether Alertmanager delivered it. Exit 1 unless every
+    method did."""
+    settings = settings_of(ctx)
+    person = settings.oncall.people.get(name)
+    if person is None:
+        known = ", ".join(sorted(settings.oncall.people)) or "none configured"
+        raise BridgeError(f"no person {name!r} (people: {known})")
+    if not person.contacts:
+        raise BridgeError(f"{name} has no contact method: nothing to test")
+    if not settings.alertmanager.urls:
+        raise BridgeError("no Alertmanager configured (alertmanager.url or urls)")
+    integrations = list(dict.fromkeys(INTEGRATION_OF.get(m, m) for m in person.methods))
+
+    async def run() -> dict[str, ProbeResult]:
+        async with aiohttp.ClientSession() as session:
+            return await probe_integrations(session, settings.alertmanager.urls,
+                                            PERSON_RECEIVER.format(name), integrations,
+                                            "critical", timeout)  # fmt: skip
+
+    results = asyncio.run(run())
+    for integration, result in results.items():
+        line = f"{'ok' if result.delivered else 'FAIL'}: {name} {integration}: {result.detail}"
+        click.echo(line, err=not result.delivered)
+    if not all(r.delivered for r in results.values()):
+        sys.exit(1)

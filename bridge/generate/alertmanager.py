@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
 
@@ -227,14 +228,16 @@ def receiver_config(receiver: Receiver, settings: AlertmanagerSettings) -> dict[
     return {"name": receiver.name, "webhook_configs": [webhook]}
 
 
-def test_routes(settings: AlertmanagerSettings) -> list[dict[str, Any]]:
-    """`alertbridge channels test R`: its alert (label alertbridge_test="R") to R alone, at
-    once (each test alert is a group of its own), and nothing more: no repeat and no
-    resolved notification within a day, which would count as deliveries of a later test."""
+def test_routes(settings: AlertmanagerSettings, people: Sequence[str]) -> list[dict[str, Any]]:
+    """`alertbridge channels test R` (and `people test P`, to person-P): its alert (label
+    alertbridge_test="R") to R alone, at once (each test alert is a group of its own), and
+    nothing more: no repeat and no resolved notification within a day, which would count as
+    deliveries of a later test."""
+    names = [r.name for r in settings.receivers] + [PERSON_RECEIVER.format(p) for p in people]
     return [
-        {"matchers": [_matcher(TEST_LABEL, r.name)], "receiver": r.name, "group_by": ["..."],
+        {"matchers": [_matcher(TEST_LABEL, name)], "receiver": name, "group_by": ["..."],
          "group_wait": "0s", "group_interval": "1d", "repeat_interval": "1d", "continue": False}
-        for r in settings.receivers
+        for name in names
     ]  # fmt: skip
 
 
@@ -264,7 +267,7 @@ def render_alertmanager(
     the heartbeat every `heartbeat` seconds)."""
     escalation = escalation or EscalationSettings()
     routes: list[dict[str, Any]] = [heartbeat_route(heartbeat)] if heartbeat else []
-    routes += test_routes(settings)
+    routes += test_routes(settings, sorted(escalation.oncall.people))
     routes += escalation_routes(escalation, settings)
     for rule in rules:
         if not rule.enabled:
