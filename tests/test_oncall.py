@@ -561,3 +561,38 @@ async def test_a_calendar_application_subscribes_by_a_signed_link(client: Any) -
         assert response.status == status, (path, await response.text())
         assert "message" in await response.json()
     assert (await client.get("/calendar/schedules/primary.ics", headers=API)).status == 200
+
+
+async def test_the_page_shows_who_is_on_call_and_the_next_days(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Signed in: each schedule with who is on call now, the shifts of the next 14 days in
+    its zone (a gap says nobody), its feed's link; the people. Markup stays text."""
+    begun = {"layers": [{"name": "<b>mornings</b>",
+                         "rotation": {"participants": ["erin"], "shift": "1d",
+                                      "start": "2026-01-01T00:00"},
+                         "restrict": [{"days": ["mon"], "hours": "09:00-10:00"}]}]}  # fmt: skip
+    path = tmp_path / "page.yml"
+    schedules = {"primary": PRIMARY, "mondays": begun}
+    path.write_text(yaml.safe_dump({"people": PEOPLE, "schedules": schedules}))
+    base = load_settings(path, {}, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, api_token=Secret("api-secret"))
+    client = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                             background=False))  # fmt: skip
+    away = await client.get("/oncall", allow_redirects=False)
+    assert away.status == 303
+    signed = await client.post(
+        "/signin",
+        allow_redirects=False,
+        data={"token": "api-secret", "name": "olga", "next": "/oncall"},
+    )
+    assert signed.status == 303
+    page = await (await client.get("/oncall")).text()
+    assert "<h2>mondays <small" in page
+    assert "/calendar/schedules/mondays.ics?sig=" in page
+    assert "<td>nobody</td>" in page  # erin is on call one hour a week: gaps
+    assert "<td>erin</td>" in page
+    assert "<th>alice</th><td>Europe/Paris</td><td>email</td><td>primary</td>" in page
+    assert "<td>&lt;b&gt;mornings&lt;/b&gt;</td>" in page  # markup stays text
+    assert "<b>mornings" not in page
+    assert '<a href="/oncall">On call</a>' in page

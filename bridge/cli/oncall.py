@@ -4,10 +4,8 @@ call, from the configuration's people and schedules (bridge.core.oncall)."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import sys
-from zoneinfo import ZoneInfo
 
 import aiohttp
 import click
@@ -16,13 +14,9 @@ from bridge.alertmanager.channels import INTEGRATION_OF, ProbeResult, probe_inte
 from bridge.cli.common import fail_cleanly, main, settings_of, table
 from bridge.core.errors import BridgeError
 from bridge.core.ical import calendar_of
-from bridge.core.oncall import DAYS, MAX_DAYS, parse_at
+from bridge.core.oncall import DAYS, MAX_DAYS, local_time, parse_at
 from bridge.core.policies import PERSON_RECEIVER
 from bridge.core.times import NS, now_ns
-
-
-def local(at: int, zone: str) -> str:
-    return dt.datetime.fromtimestamp(at // NS, ZoneInfo(zone)).strftime("%a %Y-%m-%d %H:%M %Z")
 
 
 @main.command("oncall")
@@ -63,7 +57,7 @@ def oncall_command(ctx: click.Context, schedule: str | None, at_text: str | None
         pairs = [(chosen.name, s) for s in shifts]
         click.echo(calendar_of(f"On call: {chosen.name}", pairs, now_ns()).decode(), nl=False)
         return
-    rows = [[local(s.start, chosen.timezone), local(s.end, chosen.timezone),
+    rows = [[local_time(s.start, chosen.timezone), local_time(s.end, chosen.timezone),
              s.person or "(nobody)", s.source or "-"] for s in shifts]  # fmt: skip
     click.echo(table(["from", "until", "on call", "layer"], rows))
 

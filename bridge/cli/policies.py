@@ -9,9 +9,8 @@ from typing import Any
 import click
 
 from bridge.cli.common import fail_cleanly, main, settings_of, table
-from bridge.cli.oncall import local
 from bridge.config import Settings
-from bridge.core.oncall import DAYS
+from bridge.core.oncall import DAYS, local_time
 from bridge.core.policies import Policy
 from bridge.core.times import NS, format_duration, now_ns
 
@@ -189,8 +188,8 @@ def oncall_warnings(settings: Settings, now: int, days: int = DAYS) -> list[str]
         if gaps:
             first = gaps[0]
             out.append(f"schedule {name}: nobody on call {len(gaps)} time(s) in the next"
-                       f" {days} days, first {local(first.start, schedule.timezone)} .."
-                       f" {local(first.end, schedule.timezone)}")  # fmt: skip
+                       f" {days} days, first {local_time(first.start, schedule.timezone)} .."
+                       f" {local_time(first.end, schedule.timezone)}")  # fmt: skip
     paged = {p for s in oncall.schedules.values() for p in s.people()}
     paged |= {p for pol in settings.escalation.policies for st in pol.steps for p in st.people}
     for name in sorted(paged):

@@ -207,6 +207,11 @@ class Shift:
                 "source": self.source}  # fmt: skip
 
 
+def local_time(at: int, zone: str) -> str:
+    """An instant as people of `zone` read it: "Mon 2027-03-29 09:00 CEST"."""
+    return dt.datetime.fromtimestamp(at // NS, _zone(zone)).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
 def _iso(at: int) -> str:
     return dt.datetime.fromtimestamp(at // NS, dt.UTC).isoformat().replace("+00:00", "Z")
 

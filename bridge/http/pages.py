@@ -24,8 +24,9 @@ import jinja2
 from aiohttp import web
 
 from bridge.core.errors import BridgeError, RequestError, StoreError
+from bridge.core.oncall import DAYS, local_time
 from bridge.core.signing import AckLink, LinkRefused
-from bridge.core.times import format_time, now_ns
+from bridge.core.times import NS, format_time, now_ns
 from bridge.escalation.engine import change_of, override
 from bridge.export.report import seconds_text
 from bridge.host.apikeys import allows, token_hash
@@ -33,7 +34,7 @@ from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
 from bridge.http.keys import ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
-from bridge.http.oncall import signing_key
+from bridge.http.oncall import feed_link, signing_key
 from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
 from bridge.http.wake import kick_reconciler
 from bridge.store import MAX_TEXT, SYSTEM_ACTORS, StoredAlert
@@ -379,6 +380,31 @@ async def alert_action(request: web.Request, session: Session) -> web.StreamResp
         return _page("alert.html", status=status, session=session, error=str(exc),
                      here=request.path, **context)  # fmt: skip
     raise web.HTTPSeeOther(f"/alerts/{alert_id}")
+
+
+# --- on call ----------------------------------------------------------------------------------
+
+
+@routes.get("/oncall")
+@signed_in
+async def oncall_page(request: web.Request, session: Session) -> web.Response:
+    """Who is on call now in each schedule and the shifts of the next 14 days (in the
+    schedule's zone), and the people."""
+    oncall = request.app[SETTINGS].oncall
+    now = now_ns()
+    schedules = []
+    for name, schedule in sorted(oncall.schedules.items()):
+        person, source = schedule.on_call(now)
+        zone = schedule.timezone
+        shifts = [{"start": local_time(s.start, zone), "end": local_time(s.end, zone),
+                   "start_iso": format_time(s.start), "end_iso": format_time(s.end),
+                   "person": s.person, "source": s.source}
+                  for s in schedule.shifts(now, now + DAYS * 86400 * NS)]  # fmt: skip
+        schedules.append({"name": name, "timezone": schedule.timezone, "shifts": shifts,
+                          "now": {"person": person, "source": source},
+                          "calendar": await feed_link(request, "schedules", name)})  # fmt: skip
+    return _page("oncall.html", session=session, schedules=schedules,
+                 people=oncall.directory())  # fmt: skip
 
 
 # --- acknowledgement links ------------------------------------------------------------------
