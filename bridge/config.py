@@ -121,6 +121,9 @@ class ServerSettings:
     #: the timestamp header when one is set there (the signature then covers "ts:body", and
     #: a timestamp more than grafana_max_skew seconds off is refused as a replay).
     grafana_hmac_secret: Secret | None = None
+    #: A Slack app's signing secret (ALERTBRIDGE_SLACK_SIGNING_SECRET or _FILE): its buttons
+    #: acknowledge and resolve (bridge.http.slack); None: no Slack app.
+    slack_signing_secret: Secret | None = None
     #: The key of the export's pseudonyms: ALERTBRIDGE_EXPORT_KEY (or _FILE), never in this
     #: file; None: one generated and kept in the database at the first export.
     export_key: Secret | None = None
@@ -579,6 +582,7 @@ def load_settings(
         webhook_token=_secret(env, "ALERTBRIDGE_WEBHOOK_TOKEN"),
         api_token=_secret(env, "ALERTBRIDGE_API_TOKEN"),
         grafana_hmac_secret=_secret(env, "ALERTBRIDGE_GRAFANA_HMAC_SECRET"),
+        slack_signing_secret=_secret(env, "ALERTBRIDGE_SLACK_SIGNING_SECRET"),
         export_key=_secret(env, "ALERTBRIDGE_EXPORT_KEY"),
     )
     telemetry = TelemetrySettings(

@@ -72,3 +72,33 @@ class AckLink:
 class LinkRefused(Exception):
     """A link that does not allow what it was followed for; the message says why, for a
     person."""
+
+
+#: Slack: how far a request's timestamp may be from now, in seconds (its documentation's).
+SLACK_MAX_SKEW = 300
+
+
+def slack_signature_ok(secret: bytes, timestamp: str, body: bytes, signature: str,
+                       now: int) -> str | None:  # fmt: skip
+    """Why a request does not come from the Slack app with this signing secret (None: it
+    does): `X-Slack-Signature` is "v0=" and the hex HMAC-SHA256 of "v0:TIMESTAMP:BODY",
+    `X-Slack-Request-Timestamp` within SLACK_MAX_SKEW seconds of `now` (seconds).
+
+    Slack's documented example:
+    >>> body = (b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow"
+    ...   b"&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner"
+    ...   b"&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2F"
+    ...   b"commands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id="
+    ...   b"398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c")
+    >>> slack_signature_ok(b"8f742231b10e8888abcd99yyyzzz85a5", "1531420618", body,
+    ...   "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503", 1531420618)
+    """
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        return "missing or malformed X-Slack-Request-Timestamp"
+    if abs(now - int(timestamp)) > SLACK_MAX_SKEW:
+        return f"X-Slack-Request-Timestamp is more than {SLACK_MAX_SKEW}s off: a replay?"
+    expected = "v0=" + hmac.new(secret, b"v0:" + timestamp.encode() + b":" + body,
+                                hashlib.sha256).hexdigest()  # fmt: skip
+    if not signature.isascii() or not hmac.compare_digest(expected, signature.strip()):
+        return "X-Slack-Signature does not match the body"
+    return None

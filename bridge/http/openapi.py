@@ -522,6 +522,24 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/slack/actions": {
+            "post": {
+                "summary": "A Slack app's button (ack:ID or resolve:ID), signed with the app's"
+                " signing secret (X-Slack-Signature, X-Slack-Request-Timestamp); 404 when no"
+                " Slack app is configured",
+                "requestBody": {
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"payload": {"type": "string"}},
+                            }
+                        }
+                    }
+                },
+                "responses": _responses("200", 400, 401, 404, 413),
+            }
+        },
         "/api/v1/channels": {
             "get": {
                 "summary": "Delivery statistics: Alertmanager's notifications by integration"
