@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,38 @@ def test_copies_paging_a_person_reach_that_person_only(tmp_path: Path, write_con
                                              "receiver: person-bob\n"))  # fmt: skip
     failed = [r.name for r in run_checks(settings, tmp_path / "out") if not r.ok]
     assert "amtool config routes test oncall level 0 paging alice -> person-alice" in failed
+
+
+def test_slack_and_pagerduty_get_an_acknowledge_link_where_the_bridge_has_a_url(
+    tmp_path: Path, write_config: Any
+) -> None:
+    """With server.public_url: a Slack button and a PagerDuty link, their URL rendered by the
+    real amtool: an escalation copy's acknowledgement link, else the rule's firing alerts.
+    The configuration passes every check (amtool check-config among them)."""
+    settings = load_settings(write_config(ESCALATION_CONFIG + """
+server:
+  public_url: "https://bridge.example/"
+"""), {})  # fmt: skip
+    results = _checked(tmp_path / "out", settings)
+    assert [(r.name, r.output) for r in results if not r.ok] == []
+    am = yaml.safe_load((tmp_path / "out" / ALERTMANAGER_PATH).read_text())
+    slack = next(r for r in am["receivers"] if r["name"] == "ops-slack")["slack_configs"][0]
+    pager = next(r for r in am["receivers"] if r["name"] == "pager")["pagerduty_configs"][0]
+    (button,) = slack["actions"]
+    (link,) = pager["links"]
+    assert button["url"] == link["href"]
+    copy = {"alerts": [{"annotations": {"alertbridge_ack_url": "https://bridge.example/ack/7?s"}}],
+            "commonLabels": {"alertname": "disk_full"}}  # fmt: skip
+    original = {"alerts": [{"annotations": {}}], "commonLabels": {"alertname": "disk_full"}}
+    page = "https://bridge.example/alerts?status=firing&rule=disk_full"
+    for data, expected in [(copy, "https://bridge.example/ack/7?s"), (original, page)]:
+        path = tmp_path / "data.json"
+        path.write_text(json.dumps({**data, "status": "firing", "receiver": "ops-slack",
+                                    "groupLabels": {}, "commonAnnotations": {},
+                                    "externalURL": "http://127.0.0.1:9093"}))  # fmt: skip
+        templates = tmp_path / "out" / "alertmanager" / "templates" / "*.tmpl"
+        rendered = run_tool("amtool", "template", "render", f"--template.glob={templates}",
+                            f"--template.data={path}",
+                            f"--template.text={button['url']}")  # fmt: skip
+        assert rendered.ok, rendered.output
+        assert rendered.output.strip() == expected

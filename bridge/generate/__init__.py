@@ -60,6 +60,7 @@ def render_all(settings: Settings) -> Artifacts:
             settings.alertmanager,
             settings.escalation,
             heartbeat=beat.interval if beat.enabled else None,
+            public_url=settings.server.public_url,
         ),
         TEMPLATES_PATH: render_templates(settings.server.public_url),
         DATASOURCES_PATH: render_datasources(

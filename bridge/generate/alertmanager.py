@@ -159,13 +159,13 @@ def _listed(label: str, value: str) -> str:
 
 
 def person_receivers(
-    escalation: EscalationSettings, settings: AlertmanagerSettings
+    escalation: EscalationSettings, settings: AlertmanagerSettings, public_url: str | None = None
 ) -> list[dict[str, Any]]:
     """One receiver per person of the directory, `person-NAME`, of their contact methods
     (each rendered as the receiver of its type would be: templates, the Teams adapter)."""
     out: list[dict[str, Any]] = []
     for receiver in person_contacts(escalation.oncall):
-        rendered = receiver_config(receiver, settings)
+        rendered = receiver_config(receiver, settings, public_url)
         if out and out[-1]["name"] == receiver.name:
             for kind, configs in rendered.items():
                 if kind != "name":
@@ -202,7 +202,8 @@ def adapter_url(settings: AlertmanagerSettings, receiver: str) -> str:
     return f"{base}/api/v1/adapters/msteams/{receiver}"
 
 
-def receiver_config(receiver: Receiver, settings: AlertmanagerSettings) -> dict[str, Any]:
+def receiver_config(receiver: Receiver, settings: AlertmanagerSettings,
+                    public_url: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A receiver's Alertmanager configuration. Microsoft Teams: on 0.25 and 0.26 (0.26 has
     msteams_configs but no webhook_url_file: the secret would sit in alertmanager.yml) a
     webhook to the bridge's adapter with the bridge's webhook token; 0.27 msteams_configs
@@ -210,7 +211,7 @@ def receiver_config(receiver: Receiver, settings: AlertmanagerSettings) -> dict[
     webhook_url_file."""
     config = dict(receiver.config)
     if receiver.type != "msteams":
-        config = apply_templates(receiver.type, config)
+        config = apply_templates(receiver.type, config, public_url)
         return {"name": receiver.name, f"{receiver.type}_configs": [config]}
     send_resolved = bool(config.get("send_resolved", True))
     version = tuple(int(p) for p in settings.version.split("."))
@@ -262,9 +263,11 @@ def render_alertmanager(
     settings: AlertmanagerSettings,
     escalation: EscalationSettings | None = None,
     heartbeat: int | None = None,
+    public_url: str | None = None,
 ) -> str:
     """`alertmanager.yml` for the enabled rules (and the escalation policies' levels, and
-    the heartbeat every `heartbeat` seconds)."""
+    the heartbeat every `heartbeat` seconds; with the bridge's `public_url`, links in the
+    receivers that take them)."""
     escalation = escalation or EscalationSettings()
     routes: list[dict[str, Any]] = [heartbeat_route(heartbeat)] if heartbeat else []
     routes += test_routes(settings, sorted(escalation.oncall.people))
@@ -306,8 +309,8 @@ def render_alertmanager(
         }
     ]
     for receiver in settings.receivers:
-        receivers.append(receiver_config(receiver, settings))
-    receivers += person_receivers(escalation, settings)
+        receivers.append(receiver_config(receiver, settings, public_url))
+    receivers += person_receivers(escalation, settings, public_url)
     if escalation.policies:
         receivers.append({"name": NULL_RECEIVER})
     doc = {

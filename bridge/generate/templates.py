@@ -76,10 +76,26 @@ alertbridge ack ID{url_flag}{page}
 """
 
 
-def apply_templates(receiver_type: str, config: dict[str, Any]) -> dict[str, Any]:
+def ack_or_page(public_url: str) -> str:
+    """A URL template: the first alert's acknowledgement link (an escalation copy's), else
+    the page of the firing alerts of the group's rule."""
+    base = public_url.rstrip("/")
+    ack = "{{ with (index .Alerts 0).Annotations.alertbridge_ack_url }}{{ . }}{{ else }}"
+    return ack + base + "/alerts?status=firing&rule={{ .CommonLabels.alertname }}{{ end }}"
+
+
+def apply_templates(receiver_type: str, config: dict[str, Any],
+                    public_url: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A receiver's config with the title and text fields set to the bridge's templates,
-    where the type has them and the config does not set them already."""
+    where the type has them and the config does not set them already; with `public_url`,
+    a Slack button and a PagerDuty link to acknowledge (an escalation copy's link) or open
+    the alerts, unless the config has its own actions or links."""
     out = dict(config)
+    if public_url and receiver_type == "slack" and "actions" not in out:
+        out["actions"] = [{"type": "button", "text": "Acknowledge",
+                           "url": ack_or_page(public_url)}]  # fmt: skip
+    if public_url and receiver_type == "pagerduty" and "links" not in out:
+        out["links"] = [{"href": ack_or_page(public_url), "text": "Acknowledge in alertbridge"}]
     for kind, field in FIELDS.get(receiver_type, {}).items():
         template = TITLE if kind == "title" else TEXT
         if "." in field:  # headers.Subject
