@@ -20,9 +20,8 @@ from bridge.channels import CHANNELS, ChannelConfigError
 from bridge.core.alerts import AlertLimits
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
-from bridge.core.ical import CalendarLayer, addresses_of, read_calendar
 from bridge.core.model import Severity, comma_list
-from bridge.core.oncall import CalendarFactory, OnCall, Person, load_oncall
+from bridge.core.oncall import CalendarFactory, LayerKind, OnCall, Person, load_oncall
 from bridge.core.policies import (
     PERSON_RECEIVER,
     EscalationSettings,
@@ -308,9 +307,12 @@ def _calendars(source: str) -> Callable[[Mapping[str, Person]], CalendarFactory]
     base = Path(source).parent if source != "<defaults>" else Path.cwd()
 
     def for_people(people: Mapping[str, Person]) -> CalendarFactory:
-        addresses = addresses_of(people)
+        def make(name: str, raw: object, key: str) -> LayerKind:
+            # (imported here: icalendar and its dependencies are 140 modules and 9,000
+            # objects every later garbage collection walks, in every process, for a
+            # feature few configurations use)
+            from bridge.core.ical import CalendarLayer, addresses_of, read_calendar
 
-        def make(name: str, raw: object, key: str) -> CalendarLayer:
             if not isinstance(raw, Mapping) or set(raw) != {"file"}:
                 raise ConfigError(source, key, "must be {file: PATH} (an iCalendar file)")
             path = base / str(raw["file"])
@@ -321,7 +323,7 @@ def _calendars(source: str) -> Callable[[Mapping[str, Person]], CalendarFactory]
                                   f"cannot read {path}: {exc.strerror}") from None  # fmt: skip
             except ValueError as exc:
                 raise ConfigError(source, f"{key}.file", f"{path}: {exc}") from None
-            return CalendarLayer(name, calendar, addresses, str(raw["file"]))
+            return CalendarLayer(name, calendar, addresses_of(people), str(raw["file"]))
 
         return make
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -596,3 +598,15 @@ async def test_the_page_shows_who_is_on_call_and_the_next_days(
     assert "<td>&lt;b&gt;mornings&lt;/b&gt;</td>" in page  # markup stays text
     assert "<b>mornings" not in page
     assert '<a href="/oncall">On call</a>' in page
+
+
+def test_icalendar_is_loaded_only_where_a_calendar_is_used() -> None:
+    """icalendar and its dependencies are 140 modules and 9,000 objects every garbage
+    collection of the server would walk: imported when a feed is asked for or a calendar
+    layer configured, not with the server (a one-alert notification cost 4 us more with
+    them loaded: bench.ingest, issue 32)."""
+    code = ("import sys, bridge.http.app, bridge.cli, bridge.config;"
+            " print(sorted(m for m in sys.modules if 'ical' in m))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)  # fmt: skip
+    assert loaded.stdout.strip() == "[]"

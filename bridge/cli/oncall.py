@@ -13,7 +13,6 @@ import click
 from bridge.alertmanager.channels import INTEGRATION_OF, ProbeResult, probe_integrations
 from bridge.cli.common import fail_cleanly, main, settings_of, table
 from bridge.core.errors import BridgeError
-from bridge.core.ical import calendar_of
 from bridge.core.oncall import DAYS, MAX_DAYS, local_time, parse_at
 from bridge.core.policies import PERSON_RECEIVER
 from bridge.core.times import NS, now_ns
@@ -54,6 +53,8 @@ def oncall_command(ctx: click.Context, schedule: str | None, at_text: str | None
     chosen = oncall.schedule(schedule)
     shifts = chosen.shifts(at, at + days * 86400 * NS)
     if output == "ics":
+        from bridge.core.ical import calendar_of  # (not at import: bridge.config says why)
+
         pairs = [(chosen.name, s) for s in shifts]
         click.echo(calendar_of(f"On call: {chosen.name}", pairs, now_ns()).decode(), nl=False)
         return

@@ -14,7 +14,6 @@ import asyncio
 from aiohttp import web
 
 from bridge.core.errors import NotFound
-from bridge.core.ical import calendar_of
 from bridge.core.oncall import OnCall, parse_at, parse_days
 from bridge.core.signing import sign, valid
 from bridge.core.times import NS, now_ns
@@ -123,6 +122,8 @@ async def calendar_feed(request: web.Request) -> web.Response:
         shifts = [(n, s) for n, schedule in sorted(oncall.schedules.items())
                   for s in schedule.shifts(start, end) if s.person == name]  # fmt: skip
         title = f"On call: {name}"
+    from bridge.core.ical import calendar_of  # (not at import: bridge.config says why)
+
     body = await asyncio.to_thread(calendar_of, title, shifts, now)
     return web.Response(body=body, content_type="text/calendar", charset="utf-8",
                         headers={"Cache-Control": "private, max-age=300"})  # fmt: skip
