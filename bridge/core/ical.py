@@ -28,6 +28,9 @@ from bridge.core.oncall import MAX_SEGMENTS, Person, Shift
 from bridge.core.times import NS
 
 PRODID = "-//alertbridge//on-call//EN"
+DAY = 86400 * NS
+#: Days of expanded events a calendar layer keeps (then it starts again).
+KEPT_DAYS = 64
 _WORD = re.compile(r"[A-Za-z0-9_.@-]+")
 
 
@@ -77,6 +80,10 @@ class CalendarLayer:
     #: person name -> the addresses that name them in an ATTENDEE (lower case)
     addresses: Mapping[str, frozenset[str]] = field(default_factory=dict)
     source: str = ""
+    #: Expanded days, by UTC day number (see _day).
+    _days: dict[int, list[tuple[int, int, str | None]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def _person(self, event: icalendar.Event) -> str | None:
         attendees = event.get("attendee")
@@ -104,10 +111,20 @@ class CalendarLayer:
         return out
 
     def who(self, at: int, zone: str) -> str | None:
-        for begin, until, person in self._events(at, at + NS):
+        for begin, until, person in self._day(at // DAY):
             if begin <= at < until and person is not None:
                 return person
         return None
+
+    def _day(self, day: int) -> list[tuple[int, int, str | None]]:
+        """The events overlapping one UTC day, expanded once for every step that asks
+        within it (an expansion is about 0.4 ms; a step pages in microseconds)."""
+        found = self._days.get(day)
+        if found is None:
+            if len(self._days) >= KEPT_DAYS:
+                self._days.clear()
+            found = self._days[day] = self._events(day * DAY, (day + 1) * DAY)
+        return found
 
     def participants(self) -> set[str]:
         return set(self.addresses)
