@@ -158,8 +158,15 @@ def test_the_person_paged_acknowledges_from_the_notification(
         )
         _, detail = http_json(f"{base}/api/v1/alerts/1", token=API)
         assert (detail["acked_by"], detail["ack_comment"]) == ("alice", "via link")
-        _, escalation = http_json(f"{base}/api/v1/alerts/1/escalation", token=API)
-        assert escalation["escalations"][0]["state"] == "acknowledged"
+
+        def stopped() -> bool:  # the engine takes the ack from the feed, after the answer
+            _, escalation = http_json(f"{base}/api/v1/alerts/1/escalation", token=API)
+            return bool(escalation["escalations"][0]["state"] == "acknowledged")
+
+        wait_for("the escalation stopped by the acknowledgement", stopped, 30)
+        _, after = http_json(f"{base}/api/v1/alerts/1", token=API)
+        stops = [e for e in after["events"] if e["kind"] == "escalation_stopped"]
+        assert [e["detail"] for e in stops] == ["acknowledged"]
 
         def silenced() -> list[Any]:
             _, silences = http_json(f"{stack.am}/api/v2/silences")
