@@ -28,6 +28,7 @@ from bridge.core.policies import (
     load_escalation,
     positive_duration,
 )
+from bridge.core.rulebook import MODES as MANAGED_MODES
 from bridge.core.rules import RuleSet, load_rules
 from bridge.core.times import parse_duration
 from bridge.store import is_url
@@ -215,6 +216,19 @@ class TelemetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ManagedRulesSettings:
+    """Rules managed while running (bridge.generate.managed)."""
+
+    #: api: changes over the API, kept as versions in the store; read-only: the file's rules
+    mode: str = "api"
+    #: where the bridge writes what `rules generate --out` writes, after each change, for
+    #: Prometheus and Alertmanager to reload (None: the rules change in the bridge only)
+    output: str | None = None
+    #: how often a replica looks for a version another replica made
+    sync_interval: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class HeartbeatSettings:
     """The dead man's switch: an always-firing rule routed to the bridge every `interval`;
     silent for `timeout`, the bridge raises AlertingPipelineSilent and tells `notify` (a
@@ -243,6 +257,7 @@ class Settings:
     limits: AlertLimits = field(default_factory=AlertLimits)
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    managed_rules: ManagedRulesSettings = field(default_factory=ManagedRulesSettings)
     enrichment: tuple[EnrichRule, ...] = ()
     #: People and on-call schedules (bridge.core.oncall).
     oncall: OnCall = field(default_factory=lambda: OnCall({}, {}))
@@ -494,7 +509,15 @@ _ENV_OVERRIDES = {
     "ALERTBRIDGE_LEASE_DURATION": ("server", "lease_duration"),
     "ALERTBRIDGE_STORE_PASSWORD_FILE": ("server", "db_password_file"),
     "ALERTBRIDGE_PROMETHEUS_URL": ("prometheus", "url"),
+    "ALERTBRIDGE_PROMETHEUS_SCRAPE_TARGET": ("prometheus", "scrape_target"),
+    "ALERTBRIDGE_PROMETHEUS_ALERTMANAGER_TARGET": ("prometheus", "alertmanager_target"),
+    "ALERTBRIDGE_PROMETHEUS_SCRAPE_INTERVAL": ("prometheus", "scrape_interval"),
+    "ALERTBRIDGE_PROMETHEUS_EVALUATION_INTERVAL": ("prometheus", "evaluation_interval"),
     "ALERTBRIDGE_ALERTMANAGER_URL": ("alertmanager", "url"),
+    "ALERTBRIDGE_WEBHOOK_URLS": ("alertmanager", "webhook_urls"),
+    "ALERTBRIDGE_WEBHOOK_TOKEN_FILE": ("alertmanager", "webhook_token_file"),
+    "ALERTBRIDGE_RULES_MODE": ("managed_rules", "mode"),
+    "ALERTBRIDGE_RULES_OUTPUT": ("managed_rules", "output"),
     "ALERTBRIDGE_TELEMETRY_SYSTEM": ("telemetry", "system"),
 }
 
@@ -529,7 +552,7 @@ def load_settings(
         raw = loaded
     unknown = set(raw) - {
         "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits",
-        "escalation", "heartbeat", "enrichment", "people", "schedules",
+        "escalation", "heartbeat", "enrichment", "people", "schedules", "managed_rules",
     }  # fmt: skip
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
@@ -539,6 +562,7 @@ def load_settings(
         "alertmanager": dict(_section(raw, "alertmanager", source)),
         "telemetry": dict(_section(raw, "telemetry", source)),
         "limits": dict(_section(raw, "limits", source)),
+        "managed_rules": dict(_section(raw, "managed_rules", source)),
         "": {"namespace": raw.get("namespace", "telemetry")},
     }
     #: Setting -> the env variable or flag that gave it (it overrides the file): errors name it.
@@ -550,6 +574,9 @@ def load_settings(
                 if not (value.isascii() and value.isdigit()):
                     raise ConfigError(var, "port", f"must be a port number, got {value!r}")
                 value = int(value)
+            if var == "ALERTBRIDGE_WEBHOOK_URLS":
+                sections[section].pop("webhook_url", None)
+                value = comma_list(value)
             if var == "ALERTBRIDGE_ALERTMANAGER_URL":  # one URL, or a cluster's, comma-separated
                 sections[section].pop("url", None)
                 sections[section].pop("urls", None)
@@ -615,7 +642,13 @@ def load_settings(
         oncall,
     )
     heartbeat = _heartbeat(raw.get("heartbeat"), source, receivers)
+    managed = ManagedRulesSettings(**_typed(ManagedRulesSettings, sections["managed_rules"],
+                                            "managed_rules", source, origins))  # fmt: skip
+    if managed.mode not in MANAGED_MODES:
+        raise ConfigError(origins.get("managed_rules.mode", source), "managed_rules.mode",
+                          f"must be one of {', '.join(MANAGED_MODES)}")  # fmt: skip
     return Settings(
+        managed_rules=managed,
         enrichment=load_enrichment(raw.get("enrichment"), source),
         oncall=oncall,
         heartbeat=heartbeat,

@@ -176,6 +176,10 @@ class RemoteClient:
             reason = getattr(exc, "reason", exc)
             raise BridgeError(f"cannot reach {self.base}: {reason}") from None
 
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Any request of the API: its JSON answer, RemoteError for an error answer."""
+        return self._call(method, path, body)
+
     def get(self, path: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", path)
         return result

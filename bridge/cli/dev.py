@@ -82,6 +82,7 @@ def run_dev(
         settings,
         prometheus=replace(
             settings.prometheus,
+            url=urls["prometheus"],
             scrape_interval=min(settings.prometheus.scrape_interval, 5),
             evaluation_interval=min(settings.prometheus.evaluation_interval, 5),
             scrape_target=f"{LOOPBACK}:{ports['bridge']}",
@@ -99,6 +100,19 @@ def run_dev(
     env = {k: v for k, v in os.environ.items() if k != "ALERTBRIDGE_CONFIG"}
     env["ALERTBRIDGE_WEBHOOK_TOKEN"] = token  # the child reads it from its environment only
     env["ALERTBRIDGE_ALERTMANAGER_URL"] = ",".join(urls[r] for r in replicas)
+    # What the bridge needs to generate the files written above again, after a change of
+    # its rules over the API (bridge.generate.managed), into the same directory.
+    prom = settings.prometheus
+    env |= {
+        "ALERTBRIDGE_PROMETHEUS_URL": urls["prometheus"],
+        "ALERTBRIDGE_PROMETHEUS_SCRAPE_TARGET": prom.scrape_target,
+        "ALERTBRIDGE_PROMETHEUS_ALERTMANAGER_TARGET": prom.alertmanager_target,
+        "ALERTBRIDGE_PROMETHEUS_SCRAPE_INTERVAL": f"{prom.scrape_interval}s",
+        "ALERTBRIDGE_PROMETHEUS_EVALUATION_INTERVAL": f"{prom.evaluation_interval}s",
+        "ALERTBRIDGE_WEBHOOK_URLS": ",".join(settings.alertmanager.webhook_urls),
+        "ALERTBRIDGE_WEBHOOK_TOKEN_FILE": str(token_file),
+        "ALERTBRIDGE_RULES_OUTPUT": str(workdir),
+    }
 
     def cluster(name: str) -> list[str]:
         if not ha:
@@ -126,6 +140,7 @@ def run_dev(
             f"--storage.tsdb.path={workdir / 'prometheus-data'}",
             f"--web.listen-address={LOOPBACK}:{ports['prometheus']}",
             f"--web.external-url={urls['prometheus']}",
+            "--web.enable-lifecycle",  # the bridge reloads it after a change of the rules
         ],
         "bridge": [
             sys.executable,

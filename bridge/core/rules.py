@@ -90,7 +90,9 @@ _YAML_FIELDS = {
     "description": "description",
     "enabled": "enabled",
     "for": "for_seconds",
+    "for_seconds": "for_seconds",
     "window": "window_seconds",
+    "window_seconds": "window_seconds",
     "expr": "expr",
     "escalation": "escalation",
     "annotations": "annotations",
@@ -137,12 +139,18 @@ class RuleSet:
         return tuple(r for r in self.rules if r.enabled)
 
 
-def _fields_from_yaml(entry: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
+#: Second spellings of fields (a rule as the API shows it), not listed among the allowed.
+_ALIASES = frozenset({"metric_name", "cooldown", "for_seconds", "window_seconds"})
+
+
+def rule_fields(entry: Mapping[str, Any], name: str, source: str | None = None) -> dict[str, Any]:
+    """The AlertRule fields of a `rules:` entry (YAML keys to field names); RuleError for a
+    key that is no field."""
     out: dict[str, Any] = {}
     for key, value in entry.items():
         fname = _YAML_FIELDS.get(str(key))
         if fname is None:
-            allowed = ", ".join(sorted(set(_YAML_FIELDS) - {"metric_name", "cooldown"}))
+            allowed = ", ".join(sorted(set(_YAML_FIELDS) - _ALIASES))
             raise RuleError(name, str(key), f"unknown field (allowed: {allowed})", source)
         out[fname] = value
     return out
@@ -174,7 +182,7 @@ def load_rules(
         if name in seen:
             raise RuleError(name, "name", "duplicate rule name", source)
         seen.add(name)
-        fields = _fields_from_yaml(entry, name, source)
+        fields = rule_fields(entry, name, source)
         try:
             if name in default_names:
                 bad = sorted(set(entry) - OVERRIDABLE - {"name"})

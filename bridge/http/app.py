@@ -15,7 +15,7 @@ from bridge.core.model import Severity
 from bridge.core.times import format_time
 from bridge.feed.notify import Notifier
 from bridge.host.apikeys import KeyRing
-from bridge.http import adapters, api, oncall, pages, slack, stream
+from bridge.http import adapters, api, oncall, pages, rules, slack, stream
 from bridge.http.auth import authorize
 from bridge.http.background import (
     PRUNE_EVERY_SECONDS,
@@ -140,7 +140,6 @@ async def push_telemetry(request: web.Request) -> web.Response:
 @routes.get("/api/v1/status")
 async def status(request: web.Request) -> web.Response:
     """The telemetry snapshot (seed units) against every enabled rule, and alert counts."""
-    settings = request.app[SETTINGS]
     authorize(request, "read")
     snapshot = request.app[TELEMETRY].snapshot()
     values = snapshot.as_metrics()
@@ -154,7 +153,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "snapshot": {**values, "window_seconds": snapshot.span_seconds},
-            "rules": rule_states(settings.rules, values),
+            "rules": rule_states(rules.rules_in_force(request.app), values),
             "alerts": by_state,
             "alertmanager": by_am,  # firing alerts, by whether Alertmanager mutes them
             "heartbeat": _heartbeat_status(request.app),
@@ -266,6 +265,7 @@ def create_app(
     app.add_routes(stream.routes)
     app.add_routes(oncall.routes)
     app.add_routes(slack.routes)
+    app.add_routes(rules.routes)
     app[oncall.SIGNING] = oncall.SigningKey()
     app.add_routes(pages.routes)
     app[SESSIONS] = Sessions()
@@ -275,6 +275,7 @@ def create_app(
     )  # fmt: skip
     app.cleanup_ctx.append(adapters.session_ctx)
     app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(rules.manager_ctx)
     app.cleanup_ctx.append(stream.hub_ctx)
     if stream_worker:
         app.cleanup_ctx.append(stream.stream_worker_ctx)

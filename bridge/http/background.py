@@ -42,6 +42,7 @@ from bridge.http.keys import (
     WATCHDOG,
     WORKER,
 )
+from bridge.http.rules import MANAGER
 from bridge.store import open_store
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from bridge.telemetry.exporter import CpuSampler, memory_used_bytes
@@ -233,11 +234,20 @@ def embedded(app: web.Application) -> Callable[[web.Application], Awaitable[None
     settings = app[SETTINGS]
     instance = f"{settings.server.host}:{settings.server.port}"
     evaluator = EmbeddedEvaluator(
-        list(settings.rules.enabled), app[TELEMETRY], settings.prometheus.job, instance,
+        list(settings.rules.enabled),
+        app[TELEMETRY],
+        settings.prometheus.job,
+        instance,
         restart_grace=max(30.0, 3.0 * settings.telemetry.sample_interval),
-    )  # fmt: skip
+    )  # fmt: skip (the rule set in force replaces these rules at the first step)
+
+    seen = [0]  # the rule set version the evaluator has
 
     async def step(app: web.Application) -> None:
+        manager = app.get(MANAGER)
+        if manager is not None and manager.version != seen[0]:
+            evaluator.set_rules(list(manager.rules.enabled))
+            seen[0] = manager.version
         await evaluator.evaluate_once(app[STORE])
 
     return step

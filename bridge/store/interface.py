@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pyarrow (and numpy) load when an export runs, not in every 
     import pyarrow as pa
 
 from bridge.core.alerts import ReceivedAlert
+from bridge.core.rulebook import RuleVersion
 from bridge.store.records import (
     AlertCounts,
     AlertDetail,
@@ -391,6 +392,24 @@ class Exports(Protocol):
         ...
 
 
+class RuleVersions(Protocol):
+    """The rule set managed while running (bridge.core.rulebook), one for every replica."""
+
+    async def rule_version(self, version: int | None = None) -> RuleVersion | None:
+        """Version `version` of the rule set (None: the latest); None when there is none."""
+        ...
+
+    async def rule_history(self, limit: int = 100) -> list[RuleVersion]:
+        """The latest `limit` versions, newest first."""
+        ...
+
+    async def add_rule_version(self, version: RuleVersion) -> None:
+        """Record `version`, durably; Conflict unless the latest version is the one before
+        it (another change came first: it was made on a rule set that is no longer in
+        force)."""
+        ...
+
+
 class Intake(Ingestion, Reads, SystemChanges, Protocol):
     """What a source of alerts other than Alertmanager's webhook needs (the embedded
     evaluator, the reconciler, the heartbeat's watchdog): to ingest, to read what is firing,
@@ -408,6 +427,7 @@ class AlertStore(
     FeedCursors,
     Escalations,
     Exports,
+    RuleVersions,
     Protocol,
 ):
     """Stored alert episodes, their audit trail and the bridge's persisted settings: every

@@ -11,9 +11,11 @@ from typing import Any
 
 import orjson
 
-from bridge.core.errors import Unprocessable
+from bridge.core.errors import Conflict, Unprocessable
 from bridge.core.policies import Policy
+from bridge.core.rulebook import RuleVersion
 from bridge.store.records import MAX_TEXT, Copy, Escalation, StoredAlert
+from bridge.store.sql import RULE_VERSION_COLUMNS
 
 #: The alerts columns a StoredAlert is built from, in its fields' order (one source: the
 #: dataclass), and where the ones needing decoding and the text a page counts sit.
@@ -112,4 +114,26 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "people": (("name",), ("name",)),
     "escalations": (tuple(c.strip() for c in ESCALATION_COLUMNS.split(",")),
                     ("alert_id", "policy")),
+    "rule_versions": (tuple(c.strip() for c in RULE_VERSION_COLUMNS.split(",")), ("version",)),
 }  # fmt: skip
+
+
+def rule_version(row: Sequence[Any]) -> RuleVersion:
+    """A RuleVersion from its row (RULE_VERSION_COLUMNS)."""
+    version, at, actor, action, rule, entries, diff = row
+    return RuleVersion(int(version), int(at), actor, action, rule,
+                       tuple(orjson.loads(entries)), diff)  # fmt: skip
+
+
+def rule_version_row(version: RuleVersion) -> tuple[Any, ...]:
+    """The row of a RuleVersion (RULE_VERSION_COLUMNS)."""
+    entries = orjson.dumps([dict(e) for e in version.entries]).decode()
+    return (version.version, version.at, version.actor, version.action, version.rule, entries,
+            version.diff)  # fmt: skip
+
+
+def stale_rules(latest: int, version: RuleVersion) -> Conflict:
+    """Two changes of the rule set based on one version: the second is refused."""
+    made_on = version.version - 1
+    return Conflict(f"the rule set changed meanwhile: version {latest} is the latest, this"
+                    f" change was made on version {made_on}; read it again")  # fmt: skip

@@ -59,3 +59,21 @@ UPDATE alerts SET starts_ns = starts_at % 1000000, starts_at = starts_at - start
     WHERE starts_at % 1000000 <> 0;
 DROP TABLE twins;
 """
+
+
+#: The rule set managed while running (bridge.core.rulebook): a row per version, the whole
+#: rule set in each (`entries`, JSON), what the change did and its difference.
+RULE_VERSIONS = """
+CREATE TABLE rule_versions (
+    version BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    entries TEXT NOT NULL,
+    diff TEXT NOT NULL
+);
+"""
+
+#: The columns of a rule version, in RuleVersion's order (bridge.store.rows.rule_version).
+RULE_VERSION_COLUMNS = "version, at, actor, action, rule, entries, diff"

@@ -48,6 +48,7 @@ class EmbeddedEvaluator:
         self._unsent: list[ReceivedAlert] = []  # kept when storage failed, sent next time
         self._previous: list[StoredAlert] | None = None  # last run's firing, until taken up
         self._grace_ends = clock() + restart_grace
+        self._forget: list[str] = []  # rules gone, kept until their resolutions are built
 
     def _received(self, alert: Alert, status: str, ends_at: int | None) -> ReceivedAlert:
         rule = self.rules[alert.rule_name]
@@ -105,6 +106,25 @@ class EmbeddedEvaluator:
             self._episodes[alert.id] = (stored.fingerprint, stored.starts_at)
         return alert
 
+    def set_rules(self, rules: list[AlertRule]) -> list[str]:
+        """Evaluate `rules` from now on (a rule set changed while running). A rule changed
+        keeps its pending and firing alerts (its next evaluation decides, as Prometheus
+        carries an alert's state over a reload); a rule gone (deleted, disabled) has its
+        firing alerts resolved at the next evaluation. The names of the rules gone."""
+        wanted = {r.name: r for r in rules}
+        gone = [name for name in self.rules if name not in wanted]
+        now = now_ns()
+        for name in gone:
+            for alert in self.evaluator.active_of(name):
+                self._unsent.append(self._received(alert, "resolved", now))
+                self._episodes.pop(alert.id, None)
+            self.evaluator.remove_rule(name)
+        for rule in rules:
+            self.evaluator.add_rule(rule)
+        self.rules = {**{n: r for n, r in self.rules.items() if n in gone}, **wanted}
+        self._forget = gone
+        return gone
+
     async def evaluate_once(self, store: Intake) -> IngestResult:
         """One evaluation: store what fired and what resolved (first taking up the previous
         run's firing alerts)."""
@@ -118,6 +138,9 @@ class EmbeddedEvaluator:
         for alert in step.resolved:
             self._episodes.pop(alert.id, None)
         batch, self._unsent = self._unsent + received, []
+        for name in self._forget:  # (their resolutions are built: the rules can go)
+            self.rules.pop(name, None)
+        self._forget = []
         if not batch:
             return IngestResult()
         try:

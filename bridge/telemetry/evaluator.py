@@ -114,6 +114,10 @@ class Evaluator:
                 del table[key]
         return True
 
+    def active_of(self, name: str) -> list[Alert]:
+        """The firing alerts of rule `name`."""
+        return [alert for key, alert in self._active.items() if key[0] == name]
+
     @property
     def rules(self) -> list[AlertRule]:
         return list(self._rules.values())

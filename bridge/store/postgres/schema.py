@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.core.errors import StoreError
-from bridge.store.sql import EPISODE_TWINS
+from bridge.store.sql import EPISODE_TWINS, RULE_VERSIONS
 
 #: The advisory lock key of migrations (any constant of our own: "alertbridge" in hex, cut).
 MIGRATION_LOCK = 0x616C657274627269
@@ -169,6 +169,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE alerts ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
     {twins}
     """,
+    # 7: SQLite's migration 12: the rule set managed while running, a row per version
+    RULE_VERSIONS,
 )
 
 #: Fold the counts of backends gone into slot 0 (no live connection holds their rows: this

@@ -17,6 +17,7 @@ import orjson
 
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import Conflict, NotFound, Unprocessable
+from bridge.core.rulebook import RuleVersion
 from bridge.store.postgres import actions as pg_actions
 from bridge.store.postgres import escalations
 from bridge.store.postgres import queries as q
@@ -40,7 +41,16 @@ from bridge.store.records import (
     check_kept_key,
     feed_data,
 )
-from bridge.store.rows import COLUMNS, SAME_ROW, TABLES, row_to_alert
+from bridge.store.rows import (
+    COLUMNS,
+    SAME_ROW,
+    TABLES,
+    row_to_alert,
+    rule_version,
+    rule_version_row,
+    stale_rules,
+)
+from bridge.store.sql import RULE_VERSION_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -353,6 +363,39 @@ class PostgresStore(Database):
 
     async def release(self, name: str, holder: str) -> None:
         await self._write(pg_actions.release(name, holder))
+
+    # --- the managed rule set -------------------------------------------------------------
+
+    async def rule_version(self, version: int | None = None) -> RuleVersion | None:
+        found = await self._rule_versions(version, 1)
+        return found[0] if found else None
+
+    async def rule_history(self, limit: int = 100) -> list[RuleVersion]:
+        return await self._rule_versions(None, limit)
+
+    async def _rule_versions(self, version: int | None, limit: int) -> list[RuleVersion]:
+        sql = f"SELECT {RULE_VERSION_COLUMNS} FROM rule_versions"  # noqa: S608 - constant text
+
+        async def read(conn: Conn) -> list[RuleVersion]:
+            if version is not None:
+                rows = await conn.fetch(sql + " WHERE version = $1", version)
+            else:
+                rows = await conn.fetch(sql + " ORDER BY version DESC LIMIT $1", limit)
+            return [rule_version(r) for r in rows]
+
+        return await self._read(read)
+
+    async def add_rule_version(self, version: RuleVersion) -> None:
+        async def job(conn: Conn) -> None:
+            await conn.execute("LOCK TABLE rule_versions IN EXCLUSIVE MODE")  # one at a time
+            latest = await conn.fetchval("SELECT coalesce(max(version), 0) FROM rule_versions")
+            if latest != version.version - 1:
+                raise stale_rules(latest, version)
+            await conn.execute(f"INSERT INTO rule_versions ({RULE_VERSION_COLUMNS})"  # noqa: S608
+                               " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                               *rule_version_row(version))  # fmt: skip
+
+        await self._write(job)
 
     async def silence_work(self) -> list[StoredAlert]:
         async def read(conn: Conn) -> list[StoredAlert]:

@@ -10,11 +10,13 @@ from typing import Any
 import orjson
 
 from bridge.core.errors import Unprocessable
+from bridge.core.rulebook import RuleVersion
 from bridge.core.times import NS
 from bridge.store import actions
 from bridge.store.actions import Change
 from bridge.store.records import SYSTEM_ACTORS, AmView, Event, SilenceChange, StoredAlert
-from bridge.store.rows import SAME_ROW, TABLES, text_field
+from bridge.store.rows import SAME_ROW, TABLES, rule_version_row, stale_rules, text_field
+from bridge.store.sql import RULE_VERSION_COLUMNS
 from bridge.store.sqlite.database import Job
 from bridge.store.sqlite.queries import get_alert, get_retention, meta
 
@@ -286,6 +288,19 @@ def save_cursor(consumer: str, event_id: int) -> Job[None]:
 
     def job(conn: sqlite3.Connection) -> None:
         _set_meta(conn, f"cursor:{consumer}", str(int(event_id)))
+
+    return job
+
+
+def add_rule_version(version: RuleVersion) -> Job[None]:
+    """Job: record a version of the rule set, if the latest is the one before it."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        latest = conn.execute("SELECT coalesce(max(version), 0) FROM rule_versions").fetchone()[0]
+        if latest != version.version - 1:
+            raise stale_rules(latest, version)
+        conn.execute(f"INSERT INTO rule_versions ({RULE_VERSION_COLUMNS})"  # noqa: S608
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)", rule_version_row(version))  # fmt: skip
 
     return job
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from bridge.core.errors import NotFound
+from bridge.core.rulebook import RuleVersion
 from bridge.store.records import (
     DEFAULT_RETENTION_DAYS,
     PAGE_CHARS,
@@ -25,10 +26,11 @@ from bridge.store.rows import (
     ANNOTATIONS as _ANNOTATIONS,
 )
 from bridge.store.rows import COLUMN_COUNT as _COLUMN_COUNT
-from bridge.store.rows import COLUMNS, TABLES, row_to_alert
+from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
 from bridge.store.rows import COMMENT as _COMMENT
 from bridge.store.rows import LABELS as _LABELS
 from bridge.store.rows import URL as _URL
+from bridge.store.sql import RULE_VERSION_COLUMNS
 from bridge.store.sqlite.schema import ATTENTION_RANK, SEVERITY_RANK
 
 _EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
@@ -387,6 +389,16 @@ def dump(
         args += list(after)
     sql += f" ORDER BY {', '.join(key)} LIMIT ?"
     return [tuple(r) for r in conn.execute(sql, [*args, limit])]
+
+
+def rule_versions(conn: sqlite3.Connection, version: int | None, limit: int) -> list[RuleVersion]:
+    """Version `version` (None: the latest `limit`, newest first)."""
+    sql = f"SELECT {RULE_VERSION_COLUMNS} FROM rule_versions"  # noqa: S608 - constant text
+    if version is not None:
+        rows = conn.execute(sql + " WHERE version = ?", (version,)).fetchall()
+    else:
+        rows = conn.execute(sql + " ORDER BY version DESC LIMIT ?", (limit,)).fetchall()
+    return [rule_version(r) for r in rows]
 
 
 def lease_holder(conn: sqlite3.Connection, name: str) -> str | None:

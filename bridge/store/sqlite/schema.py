@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bridge.core.errors import StoreError
 from bridge.core.matchers import regex_matches
-from bridge.store.sql import EPISODE_TWINS
+from bridge.store.sql import EPISODE_TWINS, RULE_VERSIONS
 
 
 def _state_of(row: str) -> str:
@@ -200,6 +200,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE alerts ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
     {twins}
     """,
+    # 12: the rule set managed while running (bridge.core.rulebook): one row per version
+    RULE_VERSIONS,
 )
 
 

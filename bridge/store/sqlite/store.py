@@ -13,6 +13,7 @@ import orjson
 
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import StoreError
+from bridge.core.rulebook import RuleVersion
 from bridge.store.records import (
     AlertCounts,
     AlertDetail,
@@ -278,6 +279,18 @@ class SqliteStore:
 
     async def release(self, name: str, holder: str) -> None:
         await self._write(actions.release(name, holder))
+
+    # --- the managed rule set -----------------------------------------------------------
+
+    async def rule_version(self, version: int | None = None) -> RuleVersion | None:
+        found = await self._read(lambda c: queries.rule_versions(c, version, 1))
+        return found[0] if found else None
+
+    async def rule_history(self, limit: int = 100) -> list[RuleVersion]:
+        return await self._read(lambda c: queries.rule_versions(c, None, limit))
+
+    async def add_rule_version(self, version: RuleVersion) -> None:
+        await self._write(actions.add_rule_version(version))
 
     # --- consumers of the feed ----------------------------------------------------------
 
