@@ -891,3 +891,32 @@ async def test_a_store_copied_into_another_and_back_holds_the_same_rows(
     finally:
         await source.close()
         await back.close()
+
+
+# --- the rule set managed while running --------------------------------------------------
+
+
+async def test_rule_versions_are_kept_in_order_and_a_stale_one_is_refused(
+    store: AlertStore,
+) -> None:
+    """Versions come back as recorded (the whole rule set in each), newest first; a version
+    made on one that is no longer the latest is refused and not recorded."""
+    from bridge.core.rulebook import RuleVersion
+
+    assert await store.rule_version() is None
+    assert await store.rule_history() == []
+    first = RuleVersion(1, T0, "config", "seeded", "", ({"name": "high_cpu", "threshold": 85},), "")
+    off = {"name": "high_cpu", "threshold": 85, "enabled": False}
+    second = RuleVersion(2, T0 + 1, "ann", "disabled", "high_cpu", (off,), "-x\n+y\n")
+    await store.add_rule_version(first)
+    await store.add_rule_version(second)
+    assert await store.rule_version() == second
+    assert await store.rule_version(1) == first
+    assert await store.rule_version(7) is None
+    assert await store.rule_history() == [second, first]
+    assert await store.rule_history(1) == [second]
+    stale = RuleVersion(2, T0 + 2, "bob", "enabled", "high_cpu", (), "")
+    with pytest.raises(Conflict, match="version 2 is the latest, this change was made on ver"):
+        await store.add_rule_version(stale)
+    assert await store.rule_history() == [second, first]
+    assert (await store.rule_version()).rules().get("high_cpu").enabled is False  # type: ignore[union-attr]

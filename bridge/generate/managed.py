@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,9 +35,10 @@ import aiohttp
 
 from bridge.config import Settings
 from bridge.core.errors import BridgeError, Conflict, RuleError, ToolError
+from bridge.core.policies import is_internal
 from bridge.core.rulebook import RuleVersion, difference, entries_of
 from bridge.core.rules import RuleSet
-from bridge.core.times import now_ns
+from bridge.core.times import format_micros, now_ns, parse_rfc3339
 from bridge.generate import render_all, write_all, write_atomic
 from bridge.generate.check import CheckResult, run_checks
 from bridge.host.tools import find_tool
@@ -137,6 +139,8 @@ class RuleManager:
         self.reloads = 0
         self.outputs = 0  # times the files were written
         self.synced = 0  # versions taken from another replica
+        self.resolved_after_change = 0  # alerts resolved in Alertmanager after a change
+        self.follow_ups: set[asyncio.Task[int]] = set()
 
     @property
     def read_only(self) -> bool:
@@ -171,16 +175,22 @@ class RuleManager:
         while True:
             await asyncio.sleep(every)
             try:
-                latest = await self.store.rule_version()
-                if latest is not None and latest.version != self.version:
-                    async with self.lock:
-                        await self._take(latest, "from another replica")
-                        self.synced += 1
+                await self.sync_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("rules: cannot follow the store's versions (%s); retrying in %ss",
                             exc, every)  # fmt: skip
+
+    async def sync_once(self) -> bool:
+        """Take the latest version if another replica recorded it; whether there was one."""
+        latest = await self.store.rule_version()
+        if latest is None or latest.version == self.version:
+            return False
+        async with self.lock:
+            await self._take(latest, "from another replica")
+        self.synced += 1
+        return True
 
     async def _take(self, latest: RuleVersion, why: str) -> None:
         if latest.version == self.version:
@@ -247,6 +257,7 @@ class RuleManager:
                         " model only")  # fmt: skip
         written: list[str] = []
         reloaded: list[str] = []
+        reloaded_at = time.time()
         if self.output is not None:
             files = render_all(settings).files
             written, reloaded = await self._write_and_reload(files)
@@ -263,7 +274,41 @@ class RuleManager:
             await self.store.add_rule_version(version)
         self._in_force(after, number)
         log.info("rules: version %d by %s: %s %s", number, actor, action, rule or "")
+        ended = [r.name for r in before if r.enabled and after.get(r.name) != r]
+        if reloaded and ended and self.settings.prometheus.url:
+            self._follow_up(ended, reloaded_at)
         return Applied(made[-1], checks, written, reloaded)
+
+    def _follow_up(self, names: list[str], since: float) -> None:
+        task = asyncio.create_task(self._resolve_ended(names, since),
+                                   name="alertbridge-rules-resolve")  # fmt: skip
+        self.follow_ups.add(task)
+        task.add_done_callback(self.follow_ups.discard)
+
+    async def settled(self) -> None:
+        """Wait for the follow-ups of the changes made so far (tests, shutdown)."""
+        while self.follow_ups:
+            await asyncio.gather(*self.follow_ups, return_exceptions=True)
+
+    async def _resolve_ended(self, names: list[str], since: float) -> int:
+        """Resolve in Alertmanager the alerts of rules changed, disabled or deleted that
+        Prometheus no longer has once it evaluated them again.
+
+        Why: Prometheus 2.42 sends no resolution for an alert whose rule a reload changed
+        or removed (measured: no notification after the reload); Alertmanager would keep
+        the alert firing until its endsAt, four resend delays (4 min by default) after
+        Prometheus last sent it, and so would the bridge. This posts the resolution
+        Prometheus would have sent: the same labels, endsAt now."""
+        try:
+            return await ended_in_alertmanager(self.settings, names, since,
+                                               self._count_resolved)  # fmt: skip
+        except Exception as exc:  # a follow-up: logged, never raised into nobody
+            log.warning("rules: could not resolve the alerts the change ended (%s);"
+                        " Alertmanager resolves them at their endsAt", exc)  # fmt: skip
+            return 0
+
+    def _count_resolved(self, count: int) -> None:
+        self.resolved_after_change += count
 
     def _check_policies(self, rules: RuleSet) -> None:
         policies = {p.name for p in self.settings.escalation.policies}
@@ -357,3 +402,71 @@ def _restore(root: Path, previous: Mapping[str, str | None]) -> None:
             (root / rel).unlink(missing_ok=True)
         else:
             write_atomic(root / rel, text)
+
+
+#: How long a follow-up waits for Prometheus to evaluate the changed rules (at least).
+SETTLE_SECONDS = 10.0
+
+
+async def ended_in_alertmanager(settings: Settings, names: Sequence[str], since: float,
+                                count: Callable[[int], None] = lambda n: None) -> int:  # fmt: skip
+    """Once every rule group of Prometheus evaluated after `since` (epoch seconds), post to
+    every Alertmanager the resolution of each alert of the rules `names` it still has
+    active and Prometheus does not (escalation copies, which the bridge posts itself, are
+    left alone). How many were resolved."""
+    prometheus = (settings.prometheus.url or "").rstrip("/")
+    am = settings.alertmanager
+    urls = [u.rstrip("/") for u in (am.urls or ((am.url,) if am.url else ()))]
+    if not prometheus or not urls:
+        return 0
+    wanted = set(names)
+    timeout = aiohttp.ClientTimeout(total=10)
+    bound = max(SETTLE_SECONDS, 3.0 * settings.prometheus.evaluation_interval)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        deadline = time.monotonic() + bound
+        while True:  # bounded: until the deadline
+            async with session.get(f"{prometheus}/api/v1/rules") as response:
+                groups = (await response.json())["data"]["groups"]
+            evaluated = [g.get("lastEvaluation", "") for g in groups]
+            if all(_epoch(t) > since for t in evaluated):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus did not evaluate its rules within {bound:g} s")
+            await asyncio.sleep(0.25)
+        async with session.get(f"{prometheus}/api/v1/alerts") as response:
+            active = (await response.json())["data"]["alerts"]
+        firing = {_key(a["labels"]) for a in active if a["labels"].get("alertname") in wanted}
+        resolved = 0
+        for url in urls:
+            async with session.get(f"{url}/api/v2/alerts") as response:
+                held = await response.json()
+            ended = [a for a in held if a["labels"].get("alertname") in wanted
+                     and not is_internal(a["labels"])
+                     and _key(a["labels"]) not in firing]  # fmt: skip
+            if not ended:
+                continue
+            now = format_micros(now_ns())
+            body = [{"labels": a["labels"], "annotations": a.get("annotations", {}),
+                     "startsAt": a["startsAt"], "endsAt": now,
+                     "generatorURL": a.get("generatorURL", "")} for a in ended]  # fmt: skip
+            async with session.post(f"{url}/api/v2/alerts", json=body) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"{url} answered HTTP {response.status}")
+            resolved += len(ended)
+            log.info("rules: %d alert(s) of %s resolved in %s (their rule changed)",
+                     len(ended), ", ".join(sorted(wanted)), url)  # fmt: skip
+        count(resolved)
+        return resolved
+
+
+def _key(labels: Mapping[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset(labels.items())
+
+
+def _epoch(text: str) -> float:
+    """Seconds since the epoch of Prometheus's RFC 3339 time (0 for none)."""
+    try:
+        ns = parse_rfc3339(text)
+    except (ValueError, TypeError):
+        return 0.0
+    return 0.0 if ns is None else ns / 1e9

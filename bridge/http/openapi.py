@@ -28,6 +28,8 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
                408: "The body did not arrive in time", 409: "Conflict with the alert's state",
                413: "Body or alert too large", 415: "Content-Type is not application/json",
                422: "Unacceptable values",
+               502: "A reload of Prometheus or Alertmanager failed: the previous files are"
+                    " back",
                429: "Too many wrong tokens from this address (server.token_failures);"
                     " Retry-After says when to try again",
                503: "Storage unavailable, the query over its time budget, or (the"
@@ -44,6 +46,7 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
 
 
 _ALERT = {"$ref": "#/components/schemas/Alert"}
+
 _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}  # fmt: skip
 #: Who acts: optional with a key (the key's name; an admin key's `by` acts on behalf of
@@ -109,6 +112,141 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 #: A pause's length: a subset of the durations it takes (any Prometheus duration of at most a
 #: year), each form well inside the year.
+#: A rule as a `rules:` entry of the configuration (bridge.core.rulebook); what GET answers
+#: may come back (its derived fields are ignored).
+_RULE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
+        "metric": {"type": "string", "minLength": 1},
+        "condition": {"enum": [">", "<", ">=", "<=", "==", "!="]},
+        "threshold": {"type": "number"},
+        "severity": {"enum": ["info", "warning", "error", "critical"]},
+        "for": {"type": ["string", "integer"]},
+        "window": {"type": ["string", "integer"]},
+        "cooldown_seconds": {"type": "number", "minimum": 0},
+        "expr": {"type": ["string", "null"]},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "description": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "escalation": {"type": ["string", "null"]},
+    },
+}
+_RULE_NAME = {"name": "name", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}}  # fmt: skip
+_IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
+             "description": "the version of the rule set the change was made on (409 if"
+                            " another is in force)",
+             "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"}}  # fmt: skip
+_BY_QUERY = {
+    "name": "by",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+_CHANGED = ("200", 400, 401, 404, 409, 502)
+
+
+def _rule_change(summary: str, body: bool = False, created: bool = False) -> dict[str, Any]:
+    """A change of the rule set (admin keys): checked, written, reloaded, recorded."""
+    op: dict[str, Any] = {
+        "summary": summary + " (an admin key): checked by promtool and amtool, written,"
+        " Prometheus and Alertmanager reloaded, recorded as a version",
+        "security": [{"bearer": []}],
+        "parameters": [_IF_MATCH, _BY_QUERY],
+        "responses": _responses(
+            "201" if created else "200", *(("requestBody",) if body else ()), *_CHANGED[1:]
+        ),
+    }
+    if created:
+        op["responses"]["200"] = {"description": "Unchanged (the rule set already is so)",
+                                  "content": {"application/json": {"schema": {}}}}  # fmt: skip
+    if body:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": _RULE}}}  # fmt: skip
+    return op
+
+
+_RULE_PATHS: dict[str, Any] = {
+    "/api/v1/rules": {
+        "get": {
+            "summary": "The rule set in force: every rule, its state, the version",
+            "security": [{"bearer": []}],
+            "responses": _responses("200", 401),
+        },
+        "post": _rule_change("Add a rule", body=True, created=True),
+    },
+    "/api/v1/rules/history": {
+        "get": {
+            "summary": "The versions of the rule set, newest first",
+            "security": [{"bearer": []}],
+            "parameters": [
+                _query(
+                    "limit",
+                    "how many (default 50)",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                )
+            ],
+            "responses": _responses("200", 400, 401),
+        },
+    },
+    "/api/v1/rules/versions/{version}": {
+        "get": {
+            "summary": "One version of the rule set, its rules as `rules:` entries",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {
+                    "name": "version",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999},
+                }
+            ],
+            "responses": _responses("200", 400, 401, 404),
+        },
+    },
+    "/api/v1/rules/rollback": {
+        "post": {
+            **_rule_change("Put an earlier version's rule set in force again"),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["to"],
+                            "properties": {
+                                "to": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999}
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": _responses("200", "requestBody", *_CHANGED[1:]),
+        },
+    },
+    "/api/v1/rules/{name}": {
+        "get": {
+            "summary": "A rule, its state and its recent episodes",
+            "security": [{"bearer": []}],
+            "parameters": [_RULE_NAME],
+            "responses": _responses("200", 401, 404),
+        },
+        "put": {**_rule_change("Replace a rule", body=True)},
+        "patch": {**_rule_change("Change fields of a rule", body=True)},
+        "delete": {**_rule_change("Delete a rule (a default rule: disable it)")},
+    },
+    "/api/v1/rules/{name}/enable": {"post": _rule_change("Enable a rule")},
+    "/api/v1/rules/{name}/disable": {"post": _rule_change("Disable a rule")},
+}
+for _path, _ops in _RULE_PATHS.items():
+    if "{name}" in _path:
+        for _op in _ops.values():
+            if _RULE_NAME not in _op["parameters"]:
+                _op["parameters"] = [_RULE_NAME, *_op["parameters"]]
+
+
 _PAUSE = r"^([1-9][0-9]?d|[1-9][0-9]{0,2}h|[1-9][0-9]{0,4}m|[1-9][0-9]{0,6}s)$"
 #: An instant asked for (on-call): RFC 3339 or "now".
 _AT = {"type": "string", "anyOf": [{"const": "now"}, {"pattern": _RFC3339}]}
@@ -456,6 +594,7 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        **_RULE_PATHS,
         "/api/v1/people": {
             "get": {
                 "summary": "The people of the configuration: time zone, kinds of contact"

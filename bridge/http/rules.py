@@ -23,7 +23,7 @@ from bridge.core.times import now_ns
 from bridge.generate.managed import ChecksFailed, ReloadFailed, RuleManager
 from bridge.http.auth import authorize
 from bridge.http.errors import HttpError
-from bridge.http.keys import LEADER, SETTINGS, STORE
+from bridge.http.keys import LEADER, METRICS, SETTINGS, STORE
 from bridge.http.util import json_response, read_json
 from bridge.store.query import parse_alert_query
 
@@ -43,10 +43,16 @@ async def manager_ctx(app: web.Application) -> AsyncIterator[None]:
     leader = app.get(LEADER)
     holder = leader.holder if leader is not None else "alertbridge"
     manager = app[MANAGER] = RuleManager(app[SETTINGS], app[STORE], holder)
+    metrics = app[METRICS]
+    metrics.rules_version.set_function(lambda: manager.version)
+    metrics.rules_reloads.set_function(lambda: manager.reloads)
+    metrics.rules_resolved_after_change.set_function(lambda: manager.resolved_after_change)
     await manager.start()
     task = asyncio.create_task(manager.follow(), name="alertbridge-rules")
     yield
     await stop_task(task)
+    for follow_up in list(manager.follow_ups):
+        await stop_task(follow_up)
 
 
 def rules_in_force(app: web.Application) -> RuleSet:

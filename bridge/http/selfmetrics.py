@@ -291,6 +291,23 @@ class BridgeMetrics:
             ["served_by"],
             registry=registry,
         )
+        self.rules_version = Gauge(
+            "alertbridge_rules_version",
+            "The version of the rule set in force (0: the configuration's, never changed"
+            " over the API).",
+            registry=registry,
+        )
+        self.rules_reloads = Gauge(
+            "alertbridge_rules_reloads",
+            "Reloads of Prometheus and Alertmanager after changes of the rule set, since start.",
+            registry=registry,
+        )
+        self.rules_resolved_after_change = Gauge(
+            "alertbridge_rules_resolved_after_change",
+            "Alerts of changed or removed rules resolved in Alertmanager by the bridge, since"
+            " start (Prometheus sends no resolution for them).",
+            registry=registry,
+        )
         self.stream_worker_up = Gauge(
             "alertbridge_stream_worker_up",
             "1 while the stream worker runs and takes streams, else 0 (`serve` only; the"

@@ -1,0 +1,264 @@
+"""The rule set over the API (bridge.http.rules, bridge.generate.managed), on the app with
+the real promtool and amtool judging every change; aiohttp servers stand in for the
+/-/reload of Prometheus and Alertmanager (the end-to-end test reloads the real ones)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.config import ManagedRulesSettings, Secret, Settings, load_settings
+from bridge.generate import RULES_PATH
+from bridge.host import apikeys
+from bridge.http.app import create_app
+from bridge.http.background import embedded
+from bridge.http.keys import STORE, TELEMETRY
+from bridge.http.rules import MANAGER, rules_in_force
+from bridge.store import AlertQuery
+
+Client = TestClient[Any, Any]
+MakeClient = Callable[..., Awaitable[Client]]
+MakeServer = Callable[..., Awaitable[TestServer]]
+API = {"Authorization": "Bearer api-secret"}
+CPU = {"name": "busy", "metric": "system.cpu.percent", "condition": ">", "threshold": 40,
+       "severity": "warning", "for": 0}  # fmt: skip
+
+
+class Reloads:
+    """A stand-in for a /-/reload: counts the calls, answers `status`."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.status = 200
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        return web.Response(status=self.status, text="" if self.status == 200 else "bad config")
+
+
+async def stand_in(aiohttp_server: MakeServer) -> tuple[Reloads, str]:
+    reloads = Reloads()
+    app = web.Application()
+    app.router.add_post("/-/reload", reloads.handle)
+    server = await aiohttp_server(app)
+    return reloads, str(server.make_url("")).rstrip("/")
+
+
+def settings_for(tmp_path: Path, prometheus: str | None = None, mode: str = "api",
+                 db: str = "alerts.db", out: str = "out") -> Settings:  # fmt: skip
+    base = load_settings(None, {}, db=str(tmp_path / db))
+    server = dataclasses.replace(base.server, api_token=Secret("api-secret"))
+    return dataclasses.replace(
+        base, server=server,
+        prometheus=dataclasses.replace(base.prometheus, url=prometheus),
+        managed_rules=ManagedRulesSettings(mode=mode, output=str(tmp_path / out)),
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def prometheus(aiohttp_server: MakeServer) -> tuple[Reloads, str]:
+    return await stand_in(aiohttp_server)
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tmp_path: Path,
+                 prometheus: tuple[Reloads, str]) -> Client:  # fmt: skip
+    return await aiohttp_client(create_app(settings_for(tmp_path, prometheus[1]),
+                                           background=False))  # fmt: skip
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+async def history(client: Client) -> list[tuple[int, str, str]]:
+    body = await (await client.get("/api/v1/rules/history", headers=API)).json()
+    return [(v["version"], v["action"], v["rule"]) for v in body["versions"]]
+
+
+async def test_a_new_rule_is_checked_written_reloaded_and_versioned(
+    client: Client, tmp_path: Path, prometheus: tuple[Reloads, str]
+) -> None:
+    reloads, _ = prometheus
+    response = await client.post("/api/v1/rules?by=ann", json=CPU, headers=API)
+    body = await response.json()
+    assert response.status == 201, body
+    assert body["version"]["version"] == 2
+    assert body["changed"] is True
+    assert "promtool test rules prometheus/rules/telemetry.rules.test.yml" in body["checks"]
+    assert "amtool config routes test busy -> alertbridge" in body["checks"]
+    assert body["reloaded"] == [f"{prometheus[1]}/-/reload"]
+    assert reloads.calls == 1
+    assert "alert: busy" in (tmp_path / "out" / RULES_PATH).read_text()
+    assert await history(client) == [(2, "created", "busy"), (1, "seeded", "")]
+    versions = (await (await client.get("/api/v1/rules/history", headers=API)).json())["versions"]
+    assert versions[0]["actor"] == "ann"
+    assert "+  threshold: 40\n" in versions[0]["diff"]
+    shown = await (await client.get("/api/v1/rules/busy", headers=API)).json()
+    rule = shown["rule"]
+    assert (rule["threshold"], rule["state"], shown["version"]) == (40, "inactive", 2)
+    seed = await (await client.get("/api/v1/rules/versions/1", headers=API)).json()
+    assert seed["entries"] == []  # the configuration's rules: the ten defaults unchanged
+
+
+async def test_a_change_promtool_refuses_changes_nothing(
+    client: Client, tmp_path: Path, prometheus: tuple[Reloads, str]
+) -> None:
+    await client.post("/api/v1/rules", json=CPU, headers=API)
+    before, reloads = files(tmp_path / "out"), prometheus[0].calls
+    bad = {**CPU, "name": "broken", "metric": "x", "expr": "rate(x[5m) > 1"}
+    response = await client.post("/api/v1/rules", json=bad, headers=API)
+    body = await response.json()
+    assert (response.status, body["error"]) == (400, "checks_failed"), body
+    assert body["message"].startswith("promtool check rules")
+    assert "parse error" in body["checks"][0]["output"]
+    assert files(tmp_path / "out") == before
+    assert prometheus[0].calls == reloads
+    assert await history(client) == [(2, "created", "busy"), (1, "seeded", "")]
+    listed = await (await client.get("/api/v1/rules", headers=API)).json()
+    assert "broken" not in [r["name"] for r in listed["rules"]]
+
+
+async def test_a_failed_reload_puts_the_previous_files_back(
+    client: Client, tmp_path: Path, prometheus: tuple[Reloads, str]
+) -> None:
+    """Prometheus refuses the reload: 502 saying so, the previous files written back and
+    reloaded (a second call), nothing recorded, the rule as it was."""
+    await client.post("/api/v1/rules", json=CPU, headers=API)
+    before = files(tmp_path / "out")
+    reloads = prometheus[0]
+    reloads.status, calls = 500, reloads.calls
+    response = await client.patch("/api/v1/rules/busy", json={"threshold": 50}, headers=API)
+    body = await response.json()
+    assert (response.status, body["error"]) == (502, "reload_failed"), body
+    assert "HTTP 500: bad config" in body["message"]
+    assert "the previous files are back; reloading them failed too" in body["message"]
+    assert reloads.calls == calls + 2
+    assert files(tmp_path / "out") == before
+    assert await history(client) == [(2, "created", "busy"), (1, "seeded", "")]
+    shown = await (await client.get("/api/v1/rules/busy", headers=API)).json()
+    assert shown["rule"]["threshold"] == 40
+
+
+async def test_wrong_changes_are_answered_with_what_is_wrong(client: Client) -> None:
+    cases = [
+        ("post", "/api/v1/rules", {**CPU, "threshold": "high"}, 400, "invalid_rule", "threshold"),
+        ("post", "/api/v1/rules", {**CPU, "name": "high_cpu"}, 409, "conflict", None),
+        ("patch", "/api/v1/rules/nope", {"threshold": 1}, 404, "not_found", None),
+        ("patch", "/api/v1/rules/high_cpu", {"metric": "errors.rate"}, 400, "invalid_rule",
+         "metric"),
+        ("patch", "/api/v1/rules/high_cpu", {"escalation": "pager"}, 400, "invalid_rule",
+         "escalation"),
+        ("delete", "/api/v1/rules/high_cpu", None, 409, "conflict", None),
+        ("post", "/api/v1/rules/rollback", {"to": 9}, 404, "not_found", None),
+        ("post", "/api/v1/rules/rollback", {}, 400, "invalid_input", "to"),
+        ("post", "/api/v1/rules", [1], 400, "invalid_input", "body"),
+    ]  # fmt: skip
+    for method, path, body, status, code, field in cases:
+        response = await client.request(method, path, json=body, headers=API)
+        answer = await response.json()
+        assert (response.status, answer["error"], answer.get("field")) == (status, code, field), (
+            path, body, answer)  # fmt: skip
+    assert await history(client) == []
+
+
+async def test_a_change_made_on_an_old_version_is_refused(client: Client) -> None:
+    first = await client.post("/api/v1/rules", json=CPU, headers=API)
+    assert (await first.json())["version"]["version"] == 2
+    stale = await client.post("/api/v1/rules/busy/disable", headers={**API, "If-Match": "1"})
+    assert stale.status == 409
+    assert "the rule set is at version 2, not 1" in (await stale.json())["message"]
+    fresh = await client.post("/api/v1/rules/busy/disable", headers={**API, "If-Match": '"2"'})
+    assert fresh.status == 200
+    again = await client.post("/api/v1/rules/busy/disable", headers=API)
+    assert (again.status, (await again.json())["changed"]) == (200, False)
+
+
+async def test_rollback_puts_an_old_rule_set_in_force_as_a_new_version(client: Client) -> None:
+    await client.post("/api/v1/rules", json=CPU, headers=API)
+    await client.patch("/api/v1/rules/high_cpu", json={"threshold": 70}, headers=API)
+    response = await client.post("/api/v1/rules/rollback", json={"to": 1}, headers=API)
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["version"]["action"] == "rolled back to version 1"
+    listed = await (await client.get("/api/v1/rules", headers=API)).json()
+    assert "busy" not in [r["name"] for r in listed["rules"]]
+    assert next(r for r in listed["rules"] if r["name"] == "high_cpu")["threshold"] == 80
+    assert listed["version"] == 4
+
+
+async def test_read_keys_and_read_only_mode_change_nothing(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.json"
+    _, read = apikeys.add(keys, "rita", "read")
+    _, write = apikeys.add(keys, "wendy", "write")
+    open_ = settings_for(tmp_path, db="keys.db")
+    open_ = dataclasses.replace(open_, server=dataclasses.replace(open_.server,
+                                                                  keys_file=str(keys)))  # fmt: skip
+    keyed = await aiohttp_client(create_app(open_, background=False))
+    for token in (read, write):
+        refused = await keyed.post("/api/v1/rules", json=CPU,
+                                   headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert refused.status == 403
+    listed = await keyed.get("/api/v1/rules", headers={"Authorization": f"Bearer {read}"})
+    assert listed.status == 200
+    client = await aiohttp_client(create_app(settings_for(tmp_path, mode="read-only"),
+                                             background=False))  # fmt: skip
+    response = await client.post("/api/v1/rules", json=CPU, headers=API)
+    body = await response.json()
+    assert (response.status, body["error"]) == (409, "rules_read_only")
+    assert "managed_rules.mode: read-only" in body["message"]
+    assert (await client.get("/api/v1/rules")).status == 401
+    assert (await client.post("/api/v1/rules", json=CPU)).status == 401
+
+
+async def test_another_replica_takes_the_version_and_writes_its_own_files(
+    aiohttp_client: MakeClient, aiohttp_server: MakeServer, tmp_path: Path,
+    prometheus: tuple[Reloads, str],
+) -> None:  # fmt: skip
+    """Two apps on one database: a change on one is in force on the other at its next
+    round (sync_once: the path taken, counted), its files written and its Prometheus
+    reloaded."""
+    own, own_url = await stand_in(aiohttp_server)
+    one = await aiohttp_client(create_app(settings_for(tmp_path, prometheus[1]),
+                                          background=False))  # fmt: skip
+    two = await aiohttp_client(create_app(settings_for(tmp_path, own_url, out="out-2"),
+                                          background=False))  # fmt: skip
+    assert (await one.post("/api/v1/rules", json=CPU, headers=API)).status == 201
+    manager = two.app[MANAGER]
+    assert rules_in_force(two.app).get("busy") is None
+    assert await manager.sync_once() is True
+    assert (manager.synced, manager.version, own.calls) == (1, 2, 1)
+    assert rules_in_force(two.app).get("busy") is not None
+    assert "alert: busy" in (tmp_path / "out-2" / RULES_PATH).read_text()
+    assert await manager.sync_once() is False
+
+
+async def test_the_embedded_evaluator_takes_a_change_in_place(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    """No Prometheus: a rule added over the API fires in the bridge's own evaluator at its
+    next step; deleted, its alert resolves."""
+    settings = dataclasses.replace(settings_for(tmp_path), managed_rules=ManagedRulesSettings())
+    client = await aiohttp_client(create_app(settings, background=False))
+    app = client.app
+    step = embedded(app)
+    app[TELEMETRY].set_system(cpu_ratio=0.5, memory_bytes=100.0)
+    await step(app)
+    assert await app[STORE].list_alerts(AlertQuery()) == []
+    assert (await client.post("/api/v1/rules", json=CPU, headers=API)).status == 201
+    await step(app)
+    (alert,) = await app[STORE].list_alerts(AlertQuery())
+    assert (alert.alertname, alert.status, alert.source) == ("busy", "firing", "local")
+    assert (await client.delete("/api/v1/rules/busy", headers=API)).status == 200
+    await step(app)
+    (alert,) = await app[STORE].list_alerts(AlertQuery())
+    assert alert.status == "resolved"

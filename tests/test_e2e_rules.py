@@ -1,0 +1,157 @@
+"""Rules changed while running, end to end on the Debian `prometheus` (with
+--web.enable-lifecycle) and `prometheus-alertmanager`: a rule added with `alertbridge rules
+add` fires through Alertmanager into the bridge once its metric crosses; its threshold
+changed, it resolves without a restart; set back, it fires again; deleted, it resolves and
+Prometheus no longer has it. A rule promtool refuses leaves every file as it was; a reload
+Prometheus refuses (no lifecycle API) puts the previous files back."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import main
+from tests.support import (
+    LOOPBACK,
+    PUSH_TELEMETRY,
+    bridge_env,
+    free_port,
+    generate_stack,
+    http_json,
+    running,
+    scraped,
+    stack_config,
+    start_alertmanager,
+    start_bridge,
+    start_prometheus,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+API, HOOK = "e2e-api", "e2e-hook"
+CONFIG = stack_config(rest=PUSH_TELEMETRY + 'managed_rules:\n  output: "{gen}"\n')
+
+
+@dataclass
+class Stack:
+    base: str
+    prometheus: str
+    gen: Path
+    am: str = ""
+
+
+@contextmanager
+def rules_stack(tmp_path: Path, lifecycle: bool = True) -> Iterator[Stack]:
+    bridge_port, am_port, prom_port = free_port(), free_port(), free_port()
+    gen = tmp_path / "gen"
+    config, _ = generate_stack(tmp_path, CONFIG, HOOK, loop=LOOPBACK, bridge=bridge_port,
+                               am=am_port, gen=gen)  # fmt: skip
+    prometheus = f"http://{LOOPBACK}:{prom_port}"
+    env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK,
+                     ALERTBRIDGE_PROMETHEUS_URL=prometheus)  # fmt: skip
+    # (resend delay 5 s, not 1 m: for 5 s after a reload Prometheus has no Alertmanager to
+    # send to and what it sends is lost; it sends firing alerts again at this delay)
+    extra = ["--rules.alert.resend-delay=5s", *(["--web.enable-lifecycle"] if lifecycle else [])]
+    with (
+        running(start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)),
+        running(start_prometheus(tmp_path, gen / "prometheus/prometheus.yml", prom_port, extra)),
+        running(start_bridge(tmp_path, bridge_port, env, config)),
+    ):
+        yield Stack(
+            f"http://{LOOPBACK}:{bridge_port}", prometheus, gen, f"http://{LOOPBACK}:{am_port}"
+        )
+
+
+def cli(stack: Stack, *args: str) -> str:
+    result = CliRunner(env={"ALERTBRIDGE_API_TOKEN": API}).invoke(
+        main, ["rules", *args, "--url", stack.base]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def busy(stack: Stack) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"rule": "busy"})
+    status, body = http_json(f"{stack.base}/api/v1/alerts?{query}", token=API)
+    assert status == 200, body
+    alerts: list[dict[str, Any]] = body["alerts"]
+    return alerts[::-1]  # oldest first
+
+
+def prometheus_rules(stack: Stack) -> list[str]:
+    body = http_json(f"{stack.prometheus}/api/v1/rules")[1]
+    return [r["name"] for g in body["data"]["groups"] for r in g["rules"]]
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_a_rule_added_changed_and_deleted_over_the_cli_takes_effect_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    with rules_stack(tmp_path) as stack:
+        http_json(f"{stack.base}/api/v1/telemetry", {"cpu_usage_ratio": 0.5}, API)
+        said = cli(stack, "add", "busy", "--metric", "system.cpu.percent", "--condition", ">",
+                   "--threshold", "40", "--severity", "warning", "--for", "0s")  # fmt: skip
+        assert said.startswith("version 2: created busy")
+        assert f"reloaded: {stack.prometheus}/-/reload" in said
+        assert "busy" in prometheus_rules(stack)  # reloaded: Prometheus has it at once
+        (first,) = wait_for("busy fired through Alertmanager", lambda: busy(stack), 60)
+        assert first["status"] == "firing"
+        assert first["source"] == "alertmanager"
+        assert first["labels"]["metric"] == "system.cpu.percent"
+
+        cli(stack, "edit", "busy", "--set", "threshold=60")
+        wait_for("busy resolved at 60 %",
+                 lambda: [a for a in busy(stack) if a["status"] == "resolved"], 60)  # fmt: skip
+        cli(stack, "edit", "busy", "--set", "threshold=40")
+        wait_for("busy fired again at 40 %", lambda: len(busy(stack)) == 2, 60)
+
+        resolved_by_us = scraped(stack.base, "alertbridge_rules_resolved_after_change")
+        said = cli(stack, "rm", "busy")
+        assert said.startswith("version 5: deleted busy")
+        assert "busy" not in prometheus_rules(stack)
+        wait_for("busy resolved once deleted",
+                 lambda: all(a["status"] == "resolved" for a in busy(stack)), 60)  # fmt: skip
+        # Prometheus never resolves the alert of a rule it no longer has: the bridge did
+        after = scraped(stack.base, "alertbridge_rules_resolved_after_change")
+        assert after == resolved_by_us + 1
+        history = cli(stack, "history")
+        rows = [line.split() for line in history.splitlines()[1:] if line[:1].isdigit()]
+        assert [row[3] for row in rows] == [
+            "deleted", "updated", "updated", "created", "seeded"]  # fmt: skip
+
+
+def test_what_promtool_or_prometheus_refuses_leaves_the_files_as_they_were(
+    tmp_path: Path,
+) -> None:
+    """Prometheus started without its lifecycle API: a change promtool accepts is written,
+    refused at the reload (403), and the previous files are written back; a change promtool
+    refuses is never written. Nothing is recorded either time."""
+    with rules_stack(tmp_path, lifecycle=False) as stack:
+        before = files(stack.gen)
+        bad = {"name": "broken", "metric": "x", "expr": "rate(x[5m) > 1", "condition": ">",
+               "threshold": 1, "severity": "warning"}  # fmt: skip
+        status, body = http_json(f"{stack.base}/api/v1/rules", bad, API)
+        assert (status, body["error"]) == (400, "checks_failed"), body
+        assert files(stack.gen) == before
+        status, body = http_json(f"{stack.base}/api/v1/rules/high_cpu", {"threshold": 70}, API,
+                                 method="PATCH")  # fmt: skip
+        assert (status, body["error"]) == (502, "reload_failed"), body
+        assert "HTTP 403" in body["message"]
+        assert "--web.enable-lifecycle" in body["message"]
+        assert "the previous files are back" in body["message"]
+        assert files(stack.gen) == before
+        assert http_json(f"{stack.base}/api/v1/rules/history", token=API)[1]["versions"] == []
+        shown = http_json(f"{stack.base}/api/v1/rules/high_cpu", token=API)[1]
+        assert shown["rule"]["threshold"] == 80
