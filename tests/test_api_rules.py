@@ -262,3 +262,19 @@ async def test_the_embedded_evaluator_takes_a_change_in_place(
     await step(app)
     (alert,) = await app[STORE].list_alerts(AlertQuery())
     assert alert.status == "resolved"
+
+
+async def test_files_that_cannot_be_written_change_nothing(
+    aiohttp_client: MakeClient, tmp_path: Path, prometheus: tuple[Reloads, str]
+) -> None:
+    """managed_rules.output is not a directory the bridge can write into: 500 saying so,
+    no reload, no version."""
+    (tmp_path / "out").write_text("a file, not a directory")
+    client = await aiohttp_client(create_app(settings_for(tmp_path, prometheus[1]),
+                                             background=False))  # fmt: skip
+    response = await client.post("/api/v1/rules", json=CPU, headers=API)
+    body = await response.json()
+    assert (response.status, body["error"]) == (500, "write_failed"), body
+    assert f"cannot write under {tmp_path / 'out'}" in body["message"]
+    assert prometheus[0].calls == 0
+    assert await history(client) == []

@@ -480,3 +480,26 @@ async def test_copies_stay_active_long_enough_to_outlast_a_restart(rig: Rig) -> 
     assert (ends - rig.clock.now) / NS == 300  # repost_interval 60: 4 x 60 = 240 < 300
     longer = EscalationSettings(rig.settings.policies, rig.settings.routes, repost_interval=120)
     assert longer.hold_seconds == 480
+
+
+async def test_a_rule_given_a_policy_over_the_api_escalates_by_it(store: AlertStore) -> None:
+    """No route selects the alert; its rule is given the policy in a version of the rule
+    set recorded after the engine started (over the API, by another process): the next
+    episode of that rule escalates by it, with the rule named as the reason."""
+    from bridge.core.rulebook import RuleVersion, entries_of, update
+    from bridge.core.rules import RuleSet
+
+    settings = EscalationSettings((LEVELS,), (Route("standard", severities=frozenset({"info"})),))
+    rig = Rig(store, settings)
+    await rig.start()
+    first = await rig.fire()
+    assert await store.escalations(first) == []
+    rules = update(RuleSet.default(), "high_cpu", {"escalation": LEVELS.name}, merge=True)
+    await store.add_rule_version(RuleVersion(1, T0, "ann", "updated", "high_cpu",
+                                             tuple(entries_of(rules)), ""))  # fmt: skip
+    second = await store.ingest([received(fingerprint="00000000000000f2", severity="critical")],
+                                rig.clock.now)  # fmt: skip
+    await rig.settle()
+    (escalation,) = await store.escalations(second.fired[0])
+    assert escalation.policy.name == LEVELS.name
+    assert rig.engine.rules_version == 1

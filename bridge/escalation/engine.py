@@ -45,7 +45,7 @@ from bridge.escalation.transitions import Move
 from bridge.feed.consumer import FeedConsumer
 from bridge.host.aio import stop_task, wait_event
 from bridge.store import MAX_TEXT, Copy, Escalation, Event, StoredAlert
-from bridge.store.interface import Actions, Escalations, FeedCursors, Reads
+from bridge.store.interface import Actions, Escalations, FeedCursors, Reads, RuleVersions
 
 log = logging.getLogger(__name__)
 #: The consumer name under which the engine keeps its position in the feed.
@@ -152,9 +152,10 @@ def copy_body(alert: StoredAlert, esc: Escalation, copy: Copy, ends_at: int,
     }
 
 
-class EngineStore(Reads, FeedCursors, Actions, Escalations, Protocol):
+class EngineStore(Reads, FeedCursors, Actions, Escalations, RuleVersions, Protocol):
     """What the engine does with the store: follows the feed (its own cursor), reads
-    alerts, withdraws acknowledgements that time out, keeps the escalations."""
+    alerts, withdraws acknowledgements that time out, keeps the escalations, and reads the
+    rule set in force (a rule's `escalation` names its alerts' policy)."""
 
 
 class OverrideStore(Reads, Escalations, Protocol):
@@ -196,8 +197,19 @@ class Escalator:
         self.steps_taken: dict[tuple[str, str], int] = {}
         self.post_failures = 0  # posts no Alertmanager took (each retried at the next tick)
         self.limiter = Limiter({r.receiver: r for r in settings.rate_limits})
+        self.rules_version = 0  # of the rule set whose policies are in self.settings
 
     # --- the feed -----------------------------------------------------------------------
+
+    async def _follow_rules(self) -> None:
+        """The policies rules name, from the rule set in force (changed over the API since
+        this process started: bridge.generate.managed), before new episodes choose theirs."""
+        latest = await self.store.rule_version()
+        if latest is None or latest.version == self.rules_version:
+            return
+        named = {r.name: r.escalation for r in latest.rules() if r.escalation}
+        self.settings = replace(self.settings, rule_policies=named)
+        self.rules_version = latest.version
 
     async def handle(self, events: Sequence[Event]) -> None:
         """The feed consumer's handler: new and reopened episodes start their policies (one
@@ -207,6 +219,7 @@ class Escalator:
             return
         starting = [e for e in wanted if e.kind in ("fired", "reopened")]
         if starting:
+            await self._follow_rules()
             ids = list(dict.fromkeys(e.alert_id for e in starting))
             alerts = {a.id: a for a in await self.store.get_alerts(ids)}
             fresh: list[Escalation] = []

@@ -73,6 +73,10 @@ class ReloadFailed(BridgeError):
     """A reload failed: the previous files are back (and were reloaded)."""
 
 
+class WriteFailed(BridgeError):
+    """A generated file could not be written: the files written before it are back."""
+
+
 class Store(RuleVersions, Leases, Protocol):
     """What the manager needs of a store."""
 
@@ -201,7 +205,7 @@ class RuleManager:
             if _differs(self.output, wanted):
                 try:
                     await self._write_and_reload(wanted)
-                except (ReloadFailed, OSError) as exc:
+                except (ReloadFailed, WriteFailed) as exc:
                     log.error("rules: version %d is in force here, but not in Prometheus and"
                               " Alertmanager: %s", latest.version, exc)  # fmt: skip
         self._in_force(rules, latest.version)
@@ -326,7 +330,15 @@ class RuleManager:
             return [], []
         previous = {rel: _read(root / rel) for rel in files}
         written = [rel for rel, text in files.items() if previous[rel] != text]
-        await asyncio.to_thread(_write, root, {rel: files[rel] for rel in written})
+        try:
+            await asyncio.to_thread(_write, root, {rel: files[rel] for rel in written})
+        except OSError as exc:
+            await asyncio.to_thread(_restore, root, {rel: previous[rel] for rel in written},
+                                    True)  # fmt: skip
+            raise WriteFailed(
+                f"cannot write under {root}: {exc.strerror or exc}; nothing was"
+                " changed (the bridge needs write access there)"
+            ) from None
         self.outputs += 1
         try:
             reloaded = await self.reload()
@@ -383,7 +395,7 @@ async def _reload(session: aiohttp.ClientSession, target: str) -> str:
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -396,12 +408,17 @@ def _write(root: Path, files: Mapping[str, str]) -> None:
         write_atomic(root / rel, text)
 
 
-def _restore(root: Path, previous: Mapping[str, str | None]) -> None:
+def _restore(root: Path, previous: Mapping[str, str | None], quiet: bool = False) -> None:
+    """Put the previous files back (`quiet`: as far as possible, after a failed write)."""
     for rel, text in previous.items():
-        if text is None:
-            (root / rel).unlink(missing_ok=True)
-        else:
-            write_atomic(root / rel, text)
+        try:
+            if text is None:
+                (root / rel).unlink(missing_ok=True)
+            elif _read(root / rel) != text:
+                write_atomic(root / rel, text)
+        except OSError:
+            if not quiet:
+                raise
 
 
 #: How long a follow-up waits for Prometheus to evaluate the changed rules (at least).

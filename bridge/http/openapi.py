@@ -28,6 +28,7 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
                408: "The body did not arrive in time", 409: "Conflict with the alert's state",
                413: "Body or alert too large", 415: "Content-Type is not application/json",
                422: "Unacceptable values",
+               500: "The generated files could not be written (nothing changed)",
                502: "A reload of Prometheus or Alertmanager failed: the previous files are"
                     " back",
                429: "Too many wrong tokens from this address (server.token_failures);"
@@ -145,7 +146,7 @@ _BY_QUERY = {
     "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
-_CHANGED = ("200", 400, 401, 404, 409, 502)
+_CHANGED = ("200", 400, 401, 404, 409, 500, 502)
 
 
 def _rule_change(summary: str, body: bool = False, created: bool = False) -> dict[str, Any]:

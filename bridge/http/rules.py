@@ -20,7 +20,7 @@ from bridge.core.model import json_integer
 from bridge.core.rulebook import create, delete, rule_record, set_enabled, update
 from bridge.core.rules import RuleSet
 from bridge.core.times import now_ns
-from bridge.generate.managed import ChecksFailed, ReloadFailed, RuleManager
+from bridge.generate.managed import ChecksFailed, ReloadFailed, RuleManager, WriteFailed
 from bridge.http.auth import authorize
 from bridge.http.errors import HttpError
 from bridge.http.keys import LEADER, METRICS, SETTINGS, STORE
@@ -181,6 +181,8 @@ async def _apply(request: web.Request, action: str, rule: str, change: Any,
                               "checks": checks}, status=400)  # fmt: skip
     except ReloadFailed as exc:
         raise HttpError(502, "reload_failed", str(exc)) from None
+    except WriteFailed as exc:
+        raise HttpError(500, "write_failed", str(exc)) from None
     shown = manager.rules.get(rule) if rule else None
     body = {**_answer(manager), **applied.record(), "changed": applied.version is not None}
     if shown is not None:
