@@ -94,6 +94,8 @@ async def test_a_new_rule_is_checked_written_reloaded_and_versioned(
     assert body["changed"] is True
     assert "promtool test rules prometheus/rules/telemetry.rules.test.yml" in body["checks"]
     assert "amtool config routes test busy -> alertbridge" in body["checks"]
+    assert not [c for c in body["checks"] if "routes test high_cpu" in c]  # unchanged: its
+    # route is the same (one per alertname), not tested again
     assert body["reloaded"] == [f"{prometheus[1]}/-/reload"]
     assert reloads.calls == 1
     assert "alert: busy" in (tmp_path / "out" / RULES_PATH).read_text()

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +39,9 @@ from bridge.core.policies import is_internal
 from bridge.core.rulebook import RuleVersion, difference, entries_of
 from bridge.core.rules import RuleSet
 from bridge.core.times import format_micros, now_ns, parse_rfc3339
-from bridge.generate import render_all, write_all, write_atomic
+from bridge.generate import RULES_PATH, TESTS_PATH, render_all, write_all, write_atomic
 from bridge.generate.check import CheckResult, run_checks
+from bridge.generate.prometheus import render_rule_tests, render_rules
 from bridge.host.tools import find_tool
 from bridge.store.interface import Leases, RuleVersions
 
@@ -119,13 +120,34 @@ def _tools_present() -> bool:
     return True
 
 
-def check_rules(settings: Settings) -> list[CheckResult]:
-    """Every check of `rules check` on the files `settings` generate (blocking: run in a
-    thread)."""
+def check_rules(settings: Settings, changed: Collection[str] | None = None) -> list[CheckResult]:
+    """The checks of `rules check` on the files `settings` generate, the routes tested of
+    the rules `changed` only (None: of all); blocking: run in a thread."""
     with tempfile.TemporaryDirectory(prefix="alertbridge-change-") as tmp:
         root = Path(tmp)
-        write_all(render_all(settings), root)
-        return list(run_checks(settings, root))
+        artifacts = render_all(settings)
+        write_all(artifacts, root)
+        _tests_on_tested_rules(settings, root, artifacts.untested)
+        return list(run_checks(settings, root, changed))
+
+
+#: The scratch copy of the rules the unit tests load (not the rule_files glob of prometheus.yml).
+TESTED_RULES = "tested-rules.yaml"
+
+
+def _tests_on_tested_rules(settings: Settings, root: Path, untested: Sequence[str]) -> None:
+    """Point the scratch tree's unit tests at a rules file of the rules they test only.
+    promtool evaluates every rule it loads at every step of every test: 1,000 custom rules
+    (which have no tests) made a change's check 9.8 s of promtool test for the ten tested,
+    0.2 s without them. Rules do not read each other's alerts, so the verdicts are the same;
+    `promtool check rules` still checks the whole file."""
+    skipped = {u.split(" ", 1)[0] for u in untested}
+    tested = [r for r in settings.rules if r.enabled and r.name not in skipped]
+    beat = settings.heartbeat.enabled
+    folder = root / RULES_PATH.rsplit("/", 1)[0]
+    write_atomic(folder / TESTED_RULES, render_rules(tested, settings.namespace, heartbeat=beat))
+    tests, _ = render_rule_tests(tested, settings.namespace, TESTED_RULES, heartbeat=beat)
+    write_atomic(root / TESTS_PATH, tests)
 
 
 class RuleManager:
@@ -251,7 +273,8 @@ class RuleManager:
         settings = self.settings_for(after)
         checks: list[str] = []
         if _tools_present():
-            results = await asyncio.to_thread(check_rules, settings)
+            changed = {r.name for r in after if before.get(r.name) != r}
+            results = await asyncio.to_thread(check_rules, settings, changed)
             failed = [r for r in results if not r.ok]
             if failed:
                 raise ChecksFailed(failed)
