@@ -280,3 +280,31 @@ async def test_files_that_cannot_be_written_change_nothing(
     assert f"cannot write under {tmp_path / 'out'}" in body["message"]
     assert prometheus[0].calls == 0
     assert await history(client) == []
+
+
+def test_a_changes_unit_tests_load_only_the_rules_they_test(tmp_path: Path) -> None:
+    """The scratch tree of a change: promtool's unit tests load a file of the tested rules
+    only (a custom rule, which has no test, is left out) and pass there; the rules file
+    promtool checks keeps every rule."""
+    import yaml
+
+    from bridge.core import rulebook
+    from bridge.generate import TESTS_PATH, render_all, write_all
+    from bridge.generate.managed import TESTED_RULES, _tests_on_tested_rules
+    from bridge.host.tools import run_tool
+
+    custom = {"name": "custom", "metric": "x", "expr": "vector(1)", "condition": ">",
+              "threshold": 0, "severity": "info"}  # fmt: skip
+    settings = dataclasses.replace(settings_for(tmp_path),
+                                   rules=rulebook.create(load_settings(None, {}).rules, custom))  # fmt: skip
+    artifacts = render_all(settings)
+    write_all(artifacts, tmp_path)
+    _tests_on_tested_rules(settings, tmp_path, artifacts.untested)
+    tests = yaml.safe_load((tmp_path / TESTS_PATH).read_text())
+    assert tests["rule_files"] == [TESTED_RULES]
+    tested = (tmp_path / "prometheus/rules" / TESTED_RULES).read_text()
+    assert "alert: high_cpu" in tested
+    assert "alert: custom" not in tested
+    assert "alert: custom" in (tmp_path / RULES_PATH).read_text()
+    run = run_tool("promtool", "test", "rules", str(tmp_path / TESTS_PATH))
+    assert run.ok, run.output
