@@ -295,8 +295,8 @@ def test_a_changes_unit_tests_load_only_the_rules_they_test(tmp_path: Path) -> N
 
     custom = {"name": "custom", "metric": "x", "expr": "vector(1)", "condition": ">",
               "threshold": 0, "severity": "info"}  # fmt: skip
-    settings = dataclasses.replace(settings_for(tmp_path),
-                                   rules=rulebook.create(load_settings(None, {}).rules, custom))  # fmt: skip
+    rules = rulebook.create(load_settings(None, {}).rules, custom)
+    settings = dataclasses.replace(settings_for(tmp_path), rules=rules)
     artifacts = render_all(settings)
     write_all(artifacts, tmp_path)
     _tests_on_tested_rules(settings, tmp_path, artifacts.untested)
