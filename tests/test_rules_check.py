@@ -262,3 +262,36 @@ server:
                             f"--template.text={button['url']}")  # fmt: skip
         assert rendered.ok, rendered.output
         assert rendered.output.strip() == expected
+
+
+def test_the_prometheus_operator_resource_holds_the_rule_files_groups(tmp_path: Path) -> None:
+    """`rules generate --format prometheus-operator`: one PrometheusRule whose spec.groups
+    are the rules file's groups, with the name, namespace and labels given; a rule set
+    promtool refuses is not written (exit 1, promtool's words)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from bridge.cli import main
+    from bridge.generate import RULES_PATH, render_all
+    from bridge.generate.prometheus import OPERATOR_FILE
+
+    runner = CliRunner()
+    done = runner.invoke(main, ["rules", "generate", "--format", "prometheus-operator", "--out",
+                                str(tmp_path), "--namespace", "monitoring",
+                                "--label", "release=kps"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    resource = yaml.safe_load((tmp_path / OPERATOR_FILE).read_text())
+    assert (resource["apiVersion"], resource["kind"]) == ("monitoring.coreos.com/v1",
+                                                          "PrometheusRule")  # fmt: skip
+    assert resource["metadata"]["namespace"] == "monitoring"
+    assert resource["metadata"]["labels"]["release"] == "kps"
+    rules_file = yaml.safe_load(render_all(load_settings(None, {})).files[RULES_PATH])
+    assert resource["spec"]["groups"] == rules_file["groups"]
+    config = tmp_path / "bad.yml"
+    config.write_text("rules:\n  - {name: bad, metric: x, expr: 'rate(x[5m)', condition: '>',"
+                      " threshold: 1, severity: info}\n")  # fmt: skip
+    args = ["rules", "generate", "--format", "prometheus-operator", "--out", str(tmp_path / "b")]
+    refused = runner.invoke(main, ["--config", str(config), *args])
+    assert refused.exit_code == 1
+    assert "promtool refused the resource's groups" in refused.output
+    assert not (tmp_path / "b" / OPERATOR_FILE).exists()

@@ -20,6 +20,7 @@ from bridge.cli.common import (
     settings_of,
     table,
 )
+from bridge.config import Settings
 from bridge.core.errors import BridgeError
 from bridge.core.model import AlertRule
 from bridge.core.rulebook import as_yaml, entries_of, rule_from, rule_record
@@ -27,6 +28,8 @@ from bridge.core.rules import RuleSet
 from bridge.core.times import format_duration, format_time
 from bridge.generate import render_all, write_all, write_atomic
 from bridge.generate.check import run_checks
+from bridge.generate.prometheus import OPERATOR_FILE, render_prometheus_rule
+from bridge.host.tools import run_tool
 
 
 @main.group()
@@ -76,19 +79,58 @@ def rules_list(ctx: click.Context, output: str) -> None:
     show_default=True,
     help="Root under which prometheus/ and alertmanager/ are written.",
 )
+@click.option("--format", "fmt", type=click.Choice(["files", "prometheus-operator"]),
+              default="files", show_default=True,
+              help="files: the trees Prometheus, Alertmanager and Grafana read;"
+                   " prometheus-operator: one PrometheusRule resource (its groups checked by"
+                   " promtool).")  # fmt: skip
+@click.option("--name", default="alertbridge", show_default=True,
+              help="prometheus-operator: the resource's name.")  # fmt: skip
+@click.option("--namespace", "k8s_namespace", default=None,
+              help="prometheus-operator: the Kubernetes namespace.")  # fmt: skip
+@click.option("--label", "labels", multiple=True,
+              help="prometheus-operator: KEY=VALUE on the resource, what the Prometheus"
+                   " resource's ruleSelector matches (repeatable).")  # fmt: skip
 @click.pass_context
 @fail_cleanly
-def rules_generate(ctx: click.Context, out: Path) -> None:
-    """Write Prometheus rules and their promtool tests, prometheus.yml and alertmanager.yml."""
-    artifacts = render_all(settings_of(ctx))
+def rules_generate(ctx: click.Context, out: Path, fmt: str, name: str,
+                   k8s_namespace: str | None, labels: tuple[str, ...]) -> None:  # fmt: skip
+    """Write Prometheus rules and their promtool tests, prometheus.yml and alertmanager.yml
+    (or, --format prometheus-operator, a PrometheusRule resource)."""
+    settings = settings_of(ctx)
+    if fmt == "prometheus-operator":
+        _operator(settings, out, name, k8s_namespace, _pairs(labels, "--label"))
+        return
+    artifacts = render_all(settings)
     try:
         written = write_all(artifacts, out)
     except OSError as exc:
         raise click.ClickException(f"cannot write under {out}: {exc.strerror}") from None
     for path in written:
         click.echo(f"wrote {path}")
-    for name in artifacts.untested:
-        click.echo(f"warning: no promtool unit test for rule {name}", err=True)
+    for rule in artifacts.untested:
+        click.echo(f"warning: no promtool unit test for rule {rule}", err=True)
+
+
+def _operator(settings: Settings, out: Path, name: str, k8s_namespace: str | None,
+              labels: dict[str, Any]) -> None:  # fmt: skip
+    """The PrometheusRule resource, written once promtool accepted its groups."""
+    text = render_prometheus_rule(list(settings.rules), settings.namespace, name, k8s_namespace,
+                                  {k: str(v) for k, v in labels.items()},
+                                  heartbeat=settings.heartbeat.enabled)  # fmt: skip
+    spec = yaml.safe_load(text)["spec"]
+    with tempfile.TemporaryDirectory(prefix="alertbridge-operator-") as tmp:
+        groups = Path(tmp) / "groups.yml"
+        groups.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        run = run_tool("promtool", "check", "rules", str(groups))
+    if not run.ok:
+        raise BridgeError(f"promtool refused the resource's groups: {run.output[-500:]}")
+    target = out / OPERATOR_FILE
+    try:
+        write_atomic(target, text)
+    except OSError as exc:
+        raise BridgeError(f"cannot write {target}: {exc.strerror}") from None
+    click.echo(f"wrote {target} (groups checked by promtool)")
 
 
 @rules.command("check")

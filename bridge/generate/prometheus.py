@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from bridge.core.catalog import spec_for
 from bridge.core.expressions import Annotations, alert_expr, alert_labels
 from bridge.core.model import AlertRule, comma_list
@@ -179,3 +181,27 @@ def render_prometheus_config(
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": scraped}]}],
     }
     return dump_yaml(doc)
+
+
+# --- prometheus-operator -----------------------------------------------------------------
+
+#: Where `rules generate --format prometheus-operator` writes the resource.
+OPERATOR_FILE = "alertbridge.prometheusrule.yaml"
+
+
+def render_prometheus_rule(
+    rules: list[AlertRule], namespace: str, name: str = "alertbridge",
+    k8s_namespace: str | None = None, labels: dict[str, str] | None = None,
+    heartbeat: bool = False,
+) -> str:  # fmt: skip
+    """The rule set as a prometheus-operator `PrometheusRule` resource: its `spec.groups`
+    are exactly the groups of `telemetry.rules.yml` (render_rules). `labels` are what the
+    Prometheus resource's ruleSelector matches (often `release: <its Helm release>`)."""
+    groups = yaml.safe_load(render_rules(rules, namespace, heartbeat))["groups"]
+    metadata: dict[str, Any] = {"name": name}
+    if k8s_namespace:
+        metadata["namespace"] = k8s_namespace
+    ours = {"app.kubernetes.io/name": "alertbridge", "app.kubernetes.io/managed-by": "alertbridge"}
+    metadata["labels"] = {**ours, **(labels or {})}
+    return dump_yaml({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+                      "metadata": metadata, "spec": {"groups": groups}})  # fmt: skip
