@@ -15,7 +15,7 @@ from bridge.core.model import Severity
 from bridge.core.times import format_time
 from bridge.feed.notify import Notifier
 from bridge.host.apikeys import KeyRing
-from bridge.http import adapters, api, oncall, pages, rules, slack, stream
+from bridge.http import adapters, api, oncall, pages, rules, slack, stream, websocket
 from bridge.http.auth import authorize
 from bridge.http.background import (
     PRUNE_EVERY_SECONDS,
@@ -263,6 +263,7 @@ def create_app(
     app.add_routes(api.routes)
     app.add_routes(adapters.routes)
     app.add_routes(stream.routes)
+    app.add_routes(websocket.routes)
     app.add_routes(oncall.routes)
     app.add_routes(slack.routes)
     app.add_routes(rules.routes)

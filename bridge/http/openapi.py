@@ -31,6 +31,7 @@ def _responses(ok: str, *codes: int | str, schema: dict[str, Any] | None = None)
                500: "The generated files could not be written (nothing changed)",
                502: "A reload of Prometheus or Alertmanager failed: the previous files are"
                     " back",
+               426: "Not a WebSocket handshake",
                429: "Too many wrong tokens from this address (server.token_failures);"
                     " Retry-After says when to try again",
                503: "Storage unavailable, the query over its time budget, or (the"
@@ -146,6 +147,7 @@ _BY_QUERY = {
     "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
+_WS_PARAMETERS: list[dict[str, Any]] = []  # (filled below, from the stream's)
 _CHANGED = ("200", 400, 401, 404, 409, 500, 502)
 
 
@@ -596,6 +598,30 @@ SPEC: dict[str, Any] = {
             }
         },
         **_RULE_PATHS,
+        "/api/v1/events/ws": {
+            "get": {
+                "summary": "The feed of changes over a WebSocket: a text message"
+                ' {"id": N, "event": {...}} per event, the event stream\'s filters,'
+                " `after` to resume; served by the server on its share of streams",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    _query(
+                        "after",
+                        "resume after this event id",
+                        {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+                    ),
+                    *_ALERT_FILTERS,
+                ],
+                "responses": {
+                    "101": {"description": "Switching protocols: the WebSocket"},
+                    **{k: v for k, v in _responses("200", 400, 401, 426).items() if k != "200"},
+                    "503": {
+                        "description": "The server's share of streams is taken"
+                        " (too_many_streams); retry later"
+                    },
+                },
+            }
+        },
         "/api/v1/people": {
             "get": {
                 "summary": "The people of the configuration: time zone, kinds of contact"
@@ -748,3 +774,8 @@ SPEC: dict[str, Any] = {
         ),
     },
 }
+
+
+#: The WebSocket takes the stream's parameters but Last-Event-ID (it has none).
+_WS_PARAMETERS.extend(p for p in SPEC["paths"]["/api/v1/events/stream"]["get"]["parameters"]
+                      if p["name"] != "Last-Event-ID")  # fmt: skip
