@@ -308,3 +308,31 @@ def test_a_changes_unit_tests_load_only_the_rules_they_test(tmp_path: Path) -> N
     assert "alert: custom" in (tmp_path / RULES_PATH).read_text()
     run = run_tool("promtool", "test", "rules", str(tmp_path / TESTS_PATH))
     assert run.ok, run.output
+
+
+async def test_the_rules_page_shows_definitions_states_episodes_and_changes(
+    client: Client,
+) -> None:
+    """Signed in, /rules: each rule's definition and state, its recent episodes linked, the
+    changes with their differences; text from a rule stays text."""
+    from tests.payloads import am_alert, notification
+
+    entry = {**CPU, "description": "<b>busy</b> cores"}
+    assert (await client.post("/api/v1/rules?by=ann", json=entry, headers=API)).status == 201
+    alert = notification(am_alert("00000000000000b1", alertname="busy"))
+    assert (await client.post("/api/v1/alertmanager", json=alert)).status == 200
+    assert (await client.get("/rules", allow_redirects=False)).status == 303
+    form = {"token": "api-secret", "name": "ann", "next": "/rules"}
+    signed = await client.post("/signin", allow_redirects=False, data=form)
+    assert signed.status == 303
+    page = await (await client.get("/rules")).text()
+    assert "Version 2 in force" in page
+    assert '<tr id="rule-busy">' in page
+    assert "<code>system.cpu.percent &gt; 40 %</code>" in page
+    assert '<td class="state-firing">firing (1)</td>' in page
+    assert '<a href="/alerts/1">#1</a>' in page
+    assert "&lt;b&gt;busy&lt;/b&gt; cores" in page
+    assert "<b>busy</b>" not in page
+    assert "<td>ann</td><td>created busy" in page
+    assert "+  threshold: 40" in page
+    assert '<a href="/rules">Rules</a>' in page

@@ -26,7 +26,7 @@ from aiohttp import web
 from bridge.core.errors import BridgeError, RequestError, StoreError
 from bridge.core.oncall import DAYS, local_time
 from bridge.core.signing import AckLink, LinkRefused
-from bridge.core.times import NS, format_time, now_ns
+from bridge.core.times import NS, format_duration, format_time, now_ns
 from bridge.escalation.engine import change_of, override
 from bridge.export.report import seconds_text
 from bridge.host.apikeys import allows, token_hash
@@ -35,6 +35,7 @@ from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
 from bridge.http.keys import ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
 from bridge.http.oncall import feed_link, signing_key
+from bridge.http.rules import MANAGER
 from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
 from bridge.http.wake import kick_reconciler
 from bridge.store import MAX_TEXT, SYSTEM_ACTORS, StoredAlert
@@ -405,6 +406,47 @@ async def oncall_page(request: web.Request, session: Session) -> web.Response:
                           "calendar": await feed_link(request, "schedules", name)})  # fmt: skip
     return _page("oncall.html", session=session, schedules=schedules,
                  people=oncall.directory())  # fmt: skip
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+#: Episodes shown per rule, and changes shown, on the rules page.
+RULE_EPISODES = 5
+RULE_CHANGES = 20
+
+
+@routes.get("/rules")
+@signed_in
+async def rules_page(request: web.Request, session: Session) -> web.Response:
+    """Each rule of the set in force: its definition, state (firing, inactive, disabled)
+    and recent episodes; the latest changes with their differences."""
+    manager = request.app.get(MANAGER)
+    rules = manager.rules if manager is not None else request.app[SETTINGS].rules
+    store = request.app[STORE]
+    firing = await store.list_alerts(parse_alert_query({"status": ["firing"],
+                                                        "limit": ["1000"]}, now_ns()))  # fmt: skip
+    counts: dict[str, int] = {}
+    for alert in firing:
+        counts[alert.alertname] = counts.get(alert.alertname, 0) + 1
+    shown = []
+    for rule in rules:
+        recent = await store.list_alerts(parse_alert_query(
+            {"rule": [rule.name], "limit": [str(RULE_EPISODES)]}, now_ns()))  # fmt: skip
+        count = counts.get(rule.name, 0)
+        shown.append({
+            "name": rule.name, "description": rule.description, "expr": rule.expr,
+            "metric": rule.metric_name, "condition": rule.condition.value,
+            "threshold_text": f"{rule.threshold:g} {rule.unit}".strip(),
+            "severity": rule.severity.value, "enabled": rule.enabled,
+            "for_text": format_duration(rule.for_seconds),
+            "state": "disabled" if not rule.enabled else ("firing" if count else "inactive"),
+            "firing": count, "episodes": recent,
+        })  # fmt: skip
+    history = [{**v.record(), "at_iso": format_time(v.at)}
+               for v in await store.rule_history(RULE_CHANGES)]  # fmt: skip
+    return _page("rules.html", session=session, rules=shown, history=history,
+                 version=manager.version if manager is not None else 0,
+                 mode=request.app[SETTINGS].managed_rules.mode)  # fmt: skip
 
 
 # --- acknowledgement links ------------------------------------------------------------------
