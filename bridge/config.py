@@ -18,6 +18,8 @@ from limits import parse as parse_rate
 
 from bridge.channels import CHANNELS, ChannelConfigError
 from bridge.core.alerts import AlertLimits
+from bridge.core.catalog import BUILT_IN_SERIES
+from bridge.core.custom import CustomMetric, load_metrics, with_expr
 from bridge.core.enrichment import EnrichRule, load_enrichment
 from bridge.core.errors import ConfigError, RuleError
 from bridge.core.model import Severity, comma_list
@@ -258,6 +260,8 @@ class Settings:
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     managed_rules: ManagedRulesSettings = field(default_factory=ManagedRulesSettings)
+    #: The metrics the application declares (bridge.core.custom).
+    metrics: tuple[CustomMetric, ...] = ()
     enrichment: tuple[EnrichRule, ...] = ()
     #: People and on-call schedules (bridge.core.oncall).
     oncall: OnCall = field(default_factory=lambda: OnCall({}, {}))
@@ -553,6 +557,7 @@ def load_settings(
     unknown = set(raw) - {
         "namespace", "rules", "server", "prometheus", "alertmanager", "telemetry", "limits",
         "escalation", "heartbeat", "enrichment", "people", "schedules", "managed_rules",
+        "metrics",
     }  # fmt: skip
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown setting")
@@ -627,8 +632,13 @@ def load_settings(
                           "telemetry.system", f"must be one of {choices}")  # fmt: skip
     if telemetry.window <= 0 or telemetry.sample_interval <= 0:
         raise ConfigError(source, "telemetry", "window and sample_interval must be positive")
+    metrics = load_metrics(raw.get("metrics"), source, BUILT_IN_SERIES)
+    raw_rules = raw.get("rules")
+    if metrics and isinstance(raw_rules, list):  # rules on declared metrics: their PromQL
+        raw_rules = [with_expr(e, metrics, namespace) if isinstance(e, Mapping) else e
+                     for e in raw_rules]  # fmt: skip
     try:
-        rules = load_rules(raw.get("rules"), source)
+        rules = load_rules(raw_rules, source)
     except RuleError as exc:
         raise ConfigError(source, f"rules.{exc.rule}.{exc.field}", exc.reason) from None
     oncall = load_oncall(raw.get("people"), raw.get("schedules"), source,
@@ -648,6 +658,7 @@ def load_settings(
         raise ConfigError(origins.get("managed_rules.mode", source), "managed_rules.mode",
                           f"must be one of {', '.join(MANAGED_MODES)}")  # fmt: skip
     return Settings(
+        metrics=metrics,
         managed_rules=managed,
         enrichment=load_enrichment(raw.get("enrichment"), source),
         oncall=oncall,

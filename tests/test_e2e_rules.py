@@ -25,6 +25,7 @@ from tests.support import (
     free_port,
     generate_stack,
     http_json,
+    prom_query,
     running,
     scraped,
     stack_config,
@@ -155,3 +156,48 @@ def test_what_promtool_or_prometheus_refuses_leaves_the_files_as_they_were(
         assert http_json(f"{stack.base}/api/v1/rules/history", token=API)[1]["versions"] == []
         shown = http_json(f"{stack.base}/api/v1/rules/high_cpu", token=API)[1]
         assert shown["rule"]["threshold"] == 80
+
+
+METRICS = stack_config(
+    rules="  - {{name: queue_backlog, metric: queue_depth, condition: '>', threshold: 100,"
+          " severity: warning, for: 0s}}\n",
+    rest=PUSH_TELEMETRY + "metrics:\n  - {{name: queue_depth, type: gauge, help: Jobs waiting,"
+         " labels: [queue]}}\n",
+)  # fmt: skip
+
+
+def test_a_declared_metric_pushed_by_name_is_scraped_and_alerted_on(tmp_path: Path) -> None:
+    """`metrics:` declares queue_depth; the application pushes it by name; the real
+    Prometheus scrapes it (with the sample's labels) and evaluates the rule written for it
+    (per job and instance, as the built-in rules); the alert reaches the bridge through
+    Alertmanager."""
+    bridge_port, am_port, prom_port = free_port(), free_port(), free_port()
+    config, gen = generate_stack(tmp_path, METRICS, HOOK, loop=LOOPBACK, bridge=bridge_port,
+                                 am=am_port)  # fmt: skip
+    base = f"http://{LOOPBACK}:{bridge_port}"
+    env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
+    with (
+        running(start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)),
+        running(start_prometheus(tmp_path, gen / "prometheus/prometheus.yml", prom_port)),
+        running(start_bridge(tmp_path, bridge_port, env, config)),
+    ):
+        sample = {"name": "queue_depth", "value": 150, "labels": {"queue": "mail"}}
+        status, body = http_json(f"{base}/api/v1/telemetry", {"metrics": [sample]}, API)
+        assert status == 200, body
+        prometheus = f"http://{LOOPBACK}:{prom_port}"
+
+        def scraped_by_prometheus() -> list[dict[str, Any]]:
+            return prom_query(prometheus, 'telemetry_queue_depth{queue="mail"}')
+
+        (series,) = wait_for("queue_depth scraped", scraped_by_prometheus, 60)
+        assert series["value"][1] == "150"
+
+        def stored() -> list[dict[str, Any]]:
+            query = urllib.parse.urlencode({"rule": "queue_backlog"})
+            alerts: list[dict[str, Any]] = http_json(f"{base}/api/v1/alerts?{query}",
+                                                     token=API)[1]["alerts"]  # fmt: skip
+            return alerts
+
+        (alert,) = wait_for("queue_backlog through Alertmanager", stored, 60)
+        assert alert["source"] == "alertmanager"
+        assert (alert["labels"]["metric"], alert["severity"]) == ("queue_depth", "warning")

@@ -172,3 +172,13 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     5.0,
     10.0,
 )
+
+
+#: The series the built-in metrics export (without namespace): a declared metric may not
+#: shadow one (bridge.core.custom).
+BUILT_IN_SERIES: tuple[str, ...] = tuple(
+    sorted(
+        {s.series for s in CATALOG.values()}
+        | {s.denominator for s in CATALOG.values() if s.denominator}
+    )
+)

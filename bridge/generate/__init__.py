@@ -68,7 +68,7 @@ def render_all(settings: Settings) -> Artifacts:
             settings.alertmanager.url or "http://127.0.0.1:9093",
         ),
         PROVIDER_PATH: render_provider(GRAFANA_DASHBOARDS_DIR),
-        DASHBOARD_PATH: render_dashboard(rules, settings.namespace, prom.job),
+        DASHBOARD_PATH: render_dashboard(rules, settings.namespace, prom.job, settings.metrics),
     }
     return Artifacts(files, untested)
 

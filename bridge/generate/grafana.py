@@ -7,9 +7,11 @@ metric, in the panel's unit (the base unit Prometheus holds).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.catalog import CATALOG, MetricSpec
+from bridge.core.custom import CustomMetric, metric_expr
 from bridge.core.model import AlertRule, Condition, Severity
 from bridge.generate.dump import dump_yaml
 
@@ -96,8 +98,11 @@ def _metric_panel(pid: int, spec: MetricSpec, rules: list[AlertRule], namespace:
     )  # fmt: skip
 
 
-def render_dashboard(rules: list[AlertRule], namespace: str, job: str) -> str:
-    """The overview dashboard: telemetry with rule thresholds, alerts, the bridge's health."""
+def render_dashboard(rules: list[AlertRule], namespace: str, job: str,
+                     metrics: Sequence[CustomMetric] = ()) -> str:  # fmt: skip
+    """The overview dashboard: telemetry with rule thresholds, alerts, the bridge's health,
+    then a panel per metric the application declares (its measured value, as its rules
+    read it, with their thresholds)."""
     panels: list[dict[str, Any]] = []
     enabled = [r for r in rules if r.enabled and r.expr is None]
     for index, spec in enumerate(CATALOG.values()):
@@ -129,6 +134,18 @@ def render_dashboard(rules: list[AlertRule], namespace: str, job: str) -> str:
                  for q, ref in ((0.5, "A"), (0.9, "B"))]  # fmt: skip
     panels.append(_panel(14, "Time to acknowledge (1h window)", "timeseries", 0, y, quantiles,
                          "s"))  # fmt: skip
+    y += 8
+    for index, metric in enumerate(metrics):
+        on_metric = [r for r in rules if r.enabled and r.metric_name == metric.name]
+        expr = metric_expr(metric, namespace, 300).replace(
+            f"{metric.series(namespace)}", f"{metric.series(namespace)}{INSTANCE}", 1
+        )
+        title = f"{metric.name} ({metric.type}{', ' + metric.unit if metric.unit else ''})"
+        panels.append(_panel(
+            100 + index, title, "timeseries", 12 * (index % 2), y + 8 * (index // 2),
+            [_target(expr, "{{instance}}")], "short",
+            {"thresholds": thresholds(on_metric), "custom": {"thresholdsStyle": {"mode": "line"}}},
+        ))  # fmt: skip
     dashboard = {
         "uid": DASHBOARD_UID,
         "title": "alertbridge",

@@ -120,6 +120,7 @@ async def push_telemetry(request: web.Request) -> web.Response:
         await read_json(request),
         max_latencies=settings.telemetry.max_latencies_per_push,
         system_pushed=settings.telemetry.system == "push",
+        declared=request.app[TELEMETRY].custom,
     )
     apply_batch(request.app[TELEMETRY], batch)
     counts = {
@@ -129,6 +130,7 @@ async def push_telemetry(request: web.Request) -> web.Response:
         "errors": batch.errors,
         "cpu_usage_ratio": int(batch.cpu_usage_ratio is not None),
         "memory_used_bytes": int(batch.memory_used_bytes is not None),
+        "metrics": len(batch.custom),
     }
     samples = request.app[METRICS].telemetry_samples
     for name, count in counts.items():
@@ -222,6 +224,8 @@ def create_app(
     telemetry = telemetry or Telemetry(settings.namespace, window_seconds=settings.telemetry.window)
     app[SETTINGS] = settings
     app[KEYRING] = KeyRing(server.keys_path)  # a bad keys file stops the start (KeysError)
+    if settings.metrics and not telemetry.custom:
+        telemetry.declare(settings.metrics)
     app[TELEMETRY] = telemetry
     app[REGISTRY] = telemetry.registry
     metrics = app[METRICS] = BridgeMetrics(telemetry.registry)

@@ -329,6 +329,24 @@ _TELEMETRY = {
         "errors": _COUNT,
         "cpu_usage_ratio": {"type": "number", "minimum": 0, "maximum": 1},
         "memory_used_bytes": {"type": "number", "minimum": 0, "maximum": 2**63},
+        "metrics": {
+            "type": "array", "maxItems": 10_000,
+            "description": "samples of the metrics the configuration declares (`metrics:`):"
+                           " a gauge's value, a counter's increment (>= 0), a histogram's"
+                           " observations; the labels exactly the declared ones. An unknown"
+                           " name, a wrong value or labels: 400 naming the field, and"
+                           " nothing of the batch recorded",
+            "items": {"type": "object", "required": ["name"], "additionalProperties": False,
+                      "properties": {
+                          "name": {"type": "string"},
+                          "value": {"type": "number"},
+                          "values": {"type": "array", "minItems": 1, "maxItems": 10_000,
+                                     "items": {"type": "number"}},
+                          "labels": {"type": "object",
+                                     "additionalProperties": {"type": "string",
+                                                              "maxLength": 1024}},
+                      }},
+        },
     },
 }  # fmt: skip
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.core.custom import with_expr
 from bridge.core.errors import InvalidInput, NotFound, RuleError
 from bridge.core.model import json_integer
 from bridge.core.rulebook import create, delete, rule_record, set_enabled, update
@@ -190,18 +191,22 @@ async def _apply(request: web.Request, action: str, rule: str, change: Any,
     return json_response(body, status=status if applied.version is not None else 200)
 
 
-def _entry(body: Mapping[str, Any]) -> dict[str, Any]:
+def _entry(request: web.Request, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The rule of a body (itself, or its `rule`), with the PromQL of a rule on a declared
+    metric written (bridge.core.custom)."""
     rule = body.get("rule", body)
     if not isinstance(rule, dict):
         raise InvalidInput("rule", "must be a JSON object of the rule's fields")
-    return {k: v for k, v in rule.items() if k != "version" or rule is not body}
+    entry = {k: v for k, v in rule.items() if k != "version" or rule is not body}
+    settings = request.app[SETTINGS]
+    return with_expr(entry, settings.metrics, settings.namespace)
 
 
 @routes.post("/api/v1/rules")
 async def add_rule(request: web.Request) -> web.Response:
     """A new rule (its fields as a `rules:` entry of the configuration file)."""
     body = await _body(request)
-    entry = _entry(body)
+    entry = _entry(request, body)
     name = entry.get("name")
     return await _apply(request, "created", name if isinstance(name, str) else "",
                         lambda rules: create(rules, entry), _base(request, body), 201)  # fmt: skip
@@ -212,7 +217,7 @@ async def replace_rule(request: web.Request) -> web.Response:
     """Rule `name` replaced by the body (fields left out: their defaults)."""
     name = request.match_info["name"]
     body = await _body(request)
-    entry = _entry(body)
+    entry = _entry(request, body)
     return await _apply(request, "updated", name, lambda rules: update(rules, name, entry),
                         _base(request, body))  # fmt: skip
 
@@ -222,7 +227,7 @@ async def patch_rule(request: web.Request) -> web.Response:
     """The fields of the body changed on rule `name`, the others kept."""
     name = request.match_info["name"]
     body = await _body(request)
-    entry = _entry(body)
+    entry = _entry(request, body)
     return await _apply(request, "updated", name,
                         lambda rules: update(rules, name, entry, merge=True),
                         _base(request, body))  # fmt: skip

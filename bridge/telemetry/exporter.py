@@ -13,13 +13,15 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge.core.catalog import CATALOG, LATENCY_BUCKETS, MIB
+from bridge.core.custom import MAX_SERIES, CustomMetric
 from bridge.core.errors import Conflict, InvalidInput
 from bridge.core.model import json_integer
 from bridge.core.promql import bucket_quantile
@@ -50,6 +52,9 @@ class Snapshot:
     throughput: float | None
     error_ratio: float | None
     span_seconds: float
+    #: Declared metrics (bridge.core.custom) by name: a gauge's highest value, a counter's
+    #: rate per second over the window, a histogram's p95 over it (their own units).
+    custom: Mapping[str, float] = field(default_factory=dict)
 
     def as_metrics(self) -> dict[str, float]:
         """Seed metric name -> value, for the evaluator; metrics without data are left out."""
@@ -59,6 +64,7 @@ class Snapshot:
             "search.latency.p95": self.latency_p95_ms,
             "ingestion.throughput": self.throughput,
             "errors.rate": self.error_ratio,
+            **self.custom,
         }
         return {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
 
@@ -135,6 +141,98 @@ class Telemetry:
         self._memory_value: float | None = None
         self._lock = threading.Lock()
         self._history: deque[_Point] = deque()
+        #: Declared metrics: their definition and their prometheus_client metric.
+        self.custom: dict[str, tuple[CustomMetric, Any]] = {}
+        self._label_sets: dict[str, set[tuple[str, ...]]] = {}
+        self._custom_history: deque[tuple[float, dict[str, Any]]] = deque()
+
+    def declare(self, metrics: Sequence[CustomMetric]) -> None:
+        """Export the metrics the application declares (bridge.core.custom)."""
+        kinds: dict[str, Any] = {"gauge": Gauge, "counter": Counter, "histogram": Histogram}
+        for metric in metrics:
+            extra = {"buckets": metric.buckets} if metric.type == "histogram" else {}
+            made = kinds[metric.type](metric.series(self.namespace), metric.help,
+                                      labelnames=metric.labels, registry=self.registry,
+                                      **extra)  # fmt: skip
+            self.custom[metric.name] = (metric, made)
+            self._label_sets[metric.name] = set()
+
+    def record(self, name: str, value: float | Sequence[float],
+               labels: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        """Record a declared metric by name: a gauge's value, a counter's increment, a
+        histogram's observation (or several); InvalidInput naming what is wrong, and
+        nothing recorded."""
+        raw: dict[str, object] = {"name": name, "labels": dict(labels or {})}
+        if isinstance(value, int | float):
+            raw["value"] = value
+        else:
+            raw["values"] = list(value)
+        sample = check_sample(self.custom, raw, "metric")
+        self.record_all([sample])
+
+    def record_all(self, samples: Sequence[Sample]) -> None:
+        """Record checked samples, all or (a new label set past MAX_SERIES) none."""
+        with self._lock:
+            for index, (name, key, _) in enumerate(samples):
+                known = self._label_sets[name]
+                if key not in known and len(known) >= MAX_SERIES:
+                    why = f"{name} has {MAX_SERIES} label sets already: unbounded label values?"
+                    raise InvalidInput(f"metrics[{index}].labels", why)
+            for name, key, values in samples:
+                self._label_sets[name].add(key)
+                metric, made = self.custom[name]
+                child = made.labels(*key) if metric.labels else made
+                for value in values:
+                    if metric.type == "gauge":
+                        child.set(value)
+                    elif metric.type == "counter":
+                        child.inc(value)
+                    else:
+                        child.observe(value)
+
+    def _custom_point(self) -> dict[str, Any]:
+        """Each declared counter's total and histogram's summed buckets, now."""
+        out: dict[str, Any] = {}
+        for name, (metric, made) in self.custom.items():
+            if metric.type == "counter":
+                out[name] = sum(s.value for m in made.collect() for s in m.samples
+                                if s.name.endswith("_total"))  # fmt: skip
+            elif metric.type == "histogram":
+                sums: dict[float, float] = {}
+                for m in made.collect():
+                    for s in m.samples:
+                        if s.name.endswith("_bucket"):
+                            bound = float(s.labels["le"])
+                            sums[bound] = sums.get(bound, 0.0) + s.value
+                out[name] = sorted(sums.items())
+        return out
+
+    def _custom_values(self, now: float, point: dict[str, Any]) -> dict[str, float]:
+        """The declared metrics' values for the evaluator (Snapshot.custom)."""
+        values: dict[str, float] = {}
+        for name, (metric, made) in self.custom.items():
+            if metric.type == "gauge":
+                current = [s.value for m in made.collect() for s in m.samples]
+                if current:
+                    values[name] = max(current)
+        with self._lock:
+            base = next(((at, p) for at, p in self._custom_history
+                         if now - at <= self.window_seconds), None)  # fmt: skip
+        if base is None or now - base[0] <= 0:
+            return values
+        span = now - base[0]
+        for name, (metric, _) in self.custom.items():
+            if name not in base[1] or name not in point:
+                continue
+            if metric.type == "counter":
+                values[name] = (point[name] - base[1][name]) / span
+            elif metric.type == "histogram":
+                before = dict(base[1][name])
+                deltas = [(bound, count - before.get(bound, 0.0)) for bound, count in point[name]]
+                p95 = bucket_quantile(0.95, deltas)
+                if not math.isnan(p95):
+                    values[name] = p95
+        return values
 
     # --- recording ------------------------------------------------------------------------
     def observe_search(self, seconds: float) -> None:
@@ -189,6 +287,7 @@ class Telemetry:
     def tick(self) -> None:
         """Remember the counters now; `snapshot()` compares against the oldest within window."""
         point = self._point()
+        custom = self._custom_point() if self.custom else None
         with self._lock:
             history = self._history
             if history and point.at - history[-1].at < 1.0:
@@ -196,6 +295,11 @@ class Telemetry:
             history.append(point)
             while point.at - history[0].at > self.window_seconds:
                 history.popleft()
+            if custom is not None:
+                kept = self._custom_history
+                kept.append((point.at, custom))
+                while point.at - kept[0][0] > self.window_seconds:
+                    kept.popleft()
 
     def snapshot(self) -> Snapshot:
         """The rules' inputs in seed units over the window (as much of it as is recorded)."""
@@ -205,8 +309,9 @@ class Telemetry:
             base = next((p for p in self._history if now.at - p.at <= self.window_seconds), None)
         cpu = self._cpu_value * 100 if self._cpu_value is not None else None
         memory = self._memory_value / MIB if self._memory_value is not None else None
+        custom = self._custom_values(now.at, self._custom_point()) if self.custom else {}
         if base is None or now.at - base.at <= 0:
-            return Snapshot(cpu, memory, None, None, None, 0.0)
+            return Snapshot(cpu, memory, None, None, None, 0.0, custom)
         span = now.at - base.at
         throughput = (now.documents - base.documents) / span
         ops = now.operations - base.operations
@@ -221,6 +326,7 @@ class Telemetry:
             throughput,
             ratio,
             span,
+            custom,
         )
 
 
@@ -234,6 +340,58 @@ class TelemetryBatch:
     errors: int = 0
     cpu_usage_ratio: float | None = None
     memory_used_bytes: float | None = None
+    #: Declared metrics: (name, label values in declared order, values).
+    custom: tuple[Sample, ...] = ()
+
+
+#: A checked sample of a declared metric: its name, its label values in declared order, and
+#: its values (a gauge's last is the one kept).
+Sample = tuple[str, tuple[str, ...], tuple[float, ...]]
+#: Values one sample may carry (a histogram's observations), at most.
+MAX_VALUES = 10_000
+
+
+def check_sample(declared: Mapping[str, tuple[CustomMetric, Any]], raw: object,
+                 where: str) -> Sample:  # fmt: skip
+    """A sample of a declared metric, checked; InvalidInput naming the field."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(where, "must be an object: {name, value or values, labels}")
+    unknown = sorted(set(raw) - {"name", "value", "values", "labels"})
+    if unknown:
+        raise InvalidInput(f"{where}.{unknown[0]}", "unknown field (allowed: name, value,"
+                           " values, labels)")  # fmt: skip
+    name = raw.get("name")
+    if not isinstance(name, str) or name not in declared:
+        known = ", ".join(sorted(declared)) or "none declared (metrics: in the configuration)"
+        raise InvalidInput(f"{where}.name", f"unknown metric {str(name)[:64]!r} (declared:"
+                           f" {known})")  # fmt: skip
+    metric = declared[name][0]
+    if ("value" in raw) == ("values" in raw):
+        raise InvalidInput(f"{where}.value", "give value (one number) or values (a list)")
+    values_raw = raw["values"] if "values" in raw else [raw["value"]]
+    if not isinstance(values_raw, list) or not values_raw or len(values_raw) > MAX_VALUES:
+        raise InvalidInput(f"{where}.values", f"must be a list of 1 to {MAX_VALUES} numbers")
+    low = 0.0 if metric.type == "counter" else -math.inf
+    values = []
+    for i, value in enumerate(values_raw):
+        field_name = f"{where}.value" if "value" in raw else f"{where}.values[{i}]"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(field_name, f"must be a number, got {value!r:.40}")
+        number = float(value)
+        if not math.isfinite(number) or number < low:
+            what = "a finite number >= 0 (a counter only grows)" if low == 0 else "finite"
+            raise InvalidInput(field_name, f"must be {what}, got {value!r:.40}")
+        values.append(number)
+    labels = raw.get("labels", {})
+    if (
+        not isinstance(labels, dict)
+        or set(labels) != set(metric.labels)
+        or not all(isinstance(v, str) and len(v) <= 1024 for v in labels.values())
+    ):
+        wanted = ", ".join(metric.labels) or "none"
+        raise InvalidInput(f"{where}.labels", f"{name} takes the labels {wanted}, each a text"
+                           " of at most 1024 characters")  # fmt: skip
+    return name, tuple(labels[k] for k in metric.labels), tuple(values)
 
 
 _BATCH_FIELDS = (
@@ -243,6 +401,7 @@ _BATCH_FIELDS = (
     "errors",
     "cpu_usage_ratio",
     "memory_used_bytes",
+    "metrics",
 )
 
 
@@ -263,7 +422,11 @@ def _finite(value: object, name: str, low: float, high: float) -> float:
     return number
 
 
-def parse_batch(payload: object, *, max_latencies: int, system_pushed: bool) -> TelemetryBatch:
+Declared = Mapping[str, tuple[CustomMetric, Any]]
+
+
+def parse_batch(payload: object, *, max_latencies: int, system_pushed: bool,
+                declared: Declared | None = None) -> TelemetryBatch:  # fmt: skip
     """Validate a decoded JSON push; raises InvalidInput naming the field."""
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object")
@@ -299,7 +462,13 @@ def parse_batch(payload: object, *, max_latencies: int, system_pushed: bool) -> 
         )
     cpu = system.get("cpu_usage_ratio")
     memory = system.get("memory_used_bytes")
+    samples = payload.get("metrics", [])
+    if not isinstance(samples, list) or len(samples) > MAX_VALUES:
+        raise InvalidInput("metrics", f"must be a list of at most {MAX_VALUES} samples")
+    custom = tuple(check_sample(declared or {}, raw, f"metrics[{i}]")
+                   for i, raw in enumerate(samples))  # fmt: skip
     return TelemetryBatch(
+        custom=custom,
         search_latency_seconds=latencies,
         documents=documents,
         operations=operations,
@@ -312,7 +481,9 @@ def parse_batch(payload: object, *, max_latencies: int, system_pushed: bool) -> 
 
 
 def apply_batch(telemetry: Telemetry, batch: TelemetryBatch) -> None:
-    """Record a validated batch."""
+    """Record a validated batch (nothing of it when a declared metric refuses its samples)."""
+    if batch.custom:
+        telemetry.record_all(batch.custom)
     telemetry.observe_searches(batch.search_latency_seconds)
     if batch.documents:
         telemetry.add_documents(batch.documents)
