@@ -21,6 +21,7 @@ from bridge.cli.common import (
     table,
 )
 from bridge.config import Settings
+from bridge.core.custom import with_expr
 from bridge.core.errors import BridgeError
 from bridge.core.model import AlertRule
 from bridge.core.rulebook import as_yaml, entries_of, rule_from, rule_record
@@ -29,6 +30,7 @@ from bridge.core.times import format_duration, format_time
 from bridge.generate import render_all, write_all, write_atomic
 from bridge.generate.check import run_checks
 from bridge.generate.prometheus import OPERATOR_FILE, render_prometheus_rule
+from bridge.generate.ruletest import timeline_of
 from bridge.host.tools import run_tool
 
 
@@ -351,3 +353,54 @@ def rules_export(ctx: click.Context, out: str, url: str | None) -> None:
     except OSError as exc:
         raise BridgeError(f"cannot write {out}: {exc.strerror}") from None
     click.echo(f"wrote {out}", err=True)
+
+
+@rules.command("test")
+@click.argument("name")
+@click.option("--series", "series", multiple=True, required=True,
+              help="metric{labels} values, as promtool: 0.5 0.9x10 (repeatable).")  # fmt: skip
+@click.option("--interval", default="1m", show_default=True, help="Between two samples.")
+@click.option("--duration", default=None, help="How long (default: the longest series).")
+@click.option("-f", "--file", "path", default=None,
+              help="Test this rule (YAML or JSON) instead of the rule set's NAME.")  # fmt: skip
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("--url", envvar="ALERTBRIDGE_URL", default=None,
+              help="Test a running bridge's rule (default: the configuration's).")  # fmt: skip
+@click.pass_context
+@fail_cleanly
+def rules_test(ctx: click.Context, name: str, series: tuple[str, ...], interval: str,
+               duration: str | None, path: str | None, output: str,
+               url: str | None) -> None:  # fmt: skip
+    """When would a rule go pending and fire on these series, with which labels and
+    annotations (promtool evaluates the rule as generated)."""
+    body: dict[str, Any] = {"series": list(series), "interval": interval}
+    if duration:
+        body["duration"] = duration
+    if path:
+        body["rule"] = _entry_file(path)
+    if url:
+        answer = _remote(ctx, url, 120).call("POST", f"/api/v1/rules/{name}/test", body)
+    else:
+        settings = settings_of(ctx)
+        if path:
+            rule = rule_from(name, with_expr(body["rule"], settings.metrics, settings.namespace))
+        else:
+            found = settings.rules.get(name)
+            if found is None:
+                raise BridgeError(f"no rule named {name!r} in {settings.source}")
+            rule = found
+        answer = timeline_of(rule, settings.namespace, body["series"], interval, duration)
+    if output == "json":
+        click.echo(json.dumps(answer, indent=2))
+        return
+    if not answer["episodes"]:
+        click.echo(f"{name} neither pends nor fires on these series (for {answer['for']})")
+        return
+    for episode in answer["episodes"]:
+        labels = ", ".join(f'{k}="{v}"' for k, v in episode["labels"].items())
+        click.echo(f"{{{labels}}}")
+        click.echo(f"  pending at {episode['pending_at']}, firing at"
+                   f" {episode['firing_at'] or 'never'}, resolved at"
+                   f" {episode['resolved_at'] or 'never'}")  # fmt: skip
+        for key, value in episode["annotations"].items():
+            click.echo(f"  {key}: {value}")

@@ -240,6 +240,44 @@ _RULE_PATHS: dict[str, Any] = {
         "patch": {**_rule_change("Change fields of a rule", body=True)},
         "delete": {**_rule_change("Delete a rule (a default rule: disable it)")},
     },
+    "/api/v1/rules/{name}/test": {
+        "post": {
+            "summary": "When the rule (or `rule`, unsaved) would go pending and fire on"
+            " these series (promtool's notation), with which labels and annotations:"
+            " promtool evaluates the generated rule",
+            "security": [{"bearer": []}],
+            "parameters": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["series"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "series": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": 100,
+                                    "items": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "description": "metric{labels} values, as"
+                                        " promtool: 0.5 0.9x10",
+                                    },
+                                },
+                                "interval": {"type": "string", "pattern": "^[1-9][0-9]{0,3}[smh]$"},
+                                "duration": {"type": "string", "pattern": "^[1-9][0-9]{0,3}[smh]$"},
+                                "rule": _RULE,
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": _responses("200", "requestBody", 400, 401, 404),
+        },
+    },
     "/api/v1/rules/{name}/enable": {"post": _rule_change("Enable a rule")},
     "/api/v1/rules/{name}/disable": {"post": _rule_change("Disable a rule")},
 }

@@ -10,6 +10,7 @@ previous files are back)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -18,10 +19,11 @@ from aiohttp import web
 from bridge.core.custom import with_expr
 from bridge.core.errors import InvalidInput, NotFound, RuleError
 from bridge.core.model import json_integer
-from bridge.core.rulebook import create, delete, rule_record, set_enabled, update
+from bridge.core.rulebook import create, delete, rule_from, rule_record, set_enabled, update
 from bridge.core.rules import RuleSet
 from bridge.core.times import now_ns
 from bridge.generate.managed import ChecksFailed, ReloadFailed, RuleManager, WriteFailed
+from bridge.generate.ruletest import timeline_of
 from bridge.http.auth import authorize
 from bridge.http.errors import HttpError
 from bridge.http.keys import LEADER, METRICS, SETTINGS, STORE
@@ -37,8 +39,6 @@ RECENT = 10
 async def manager_ctx(app: web.Application) -> AsyncIterator[None]:
     """The rule manager beside the store: the latest version in force before anything
     evaluates, then the versions other replicas record followed."""
-    import asyncio
-
     from bridge.host.aio import stop_task
 
     leader = app.get(LEADER)
@@ -269,3 +269,31 @@ async def rollback(request: web.Request) -> web.Response:
     target = found.rules()
     return await _apply(request, f"rolled back to version {number}", "", lambda rules: target,
                         _base(request, body))  # fmt: skip
+
+
+@routes.post("/api/v1/rules/{name}/test")
+async def try_rule(request: web.Request) -> web.Response:
+    """When rule `name` (or the `rule` given in the body, not yet saved) would go pending and
+    fire on the series given (promtool's notation), with which labels and annotations, as
+    promtool evaluates the generated rule."""
+    authorize(request, "read")
+    manager = _manager(request)
+    name = request.match_info["name"]
+    body = await _body(request)
+    if "rule" in body:
+        try:
+            rule = rule_from(name, _entry(request, body))
+        except RuleError as exc:
+            raise HttpError(400, "invalid_rule", str(exc), exc.field) from None
+    else:
+        found = manager.rules.get(name)
+        if found is None:
+            raise NotFound(f"no rule named {name!r}")
+        rule = found
+    unknown = sorted(set(body) - {"rule", "series", "interval", "duration"})
+    if unknown:
+        raise InvalidInput(unknown[0], "unknown field (allowed: series, interval, duration, rule)")
+    answer = await asyncio.to_thread(timeline_of, rule, request.app[SETTINGS].namespace,
+                                     body.get("series"), body.get("interval", "1m"),
+                                     body.get("duration"))  # fmt: skip
+    return json_response(answer)
