@@ -124,10 +124,14 @@ def test_a_schedule_step_pages_the_person_on_call_and_nobody_else(
         ((page, _),) = people.at(f"/{first}")
         labels = page["alerts"][0]["labels"]
         assert (labels["alertname"], labels["escalation_people"]) == ("disk_full", first)
-        status, detail = http_json(f"{stack.base}/api/v1/alerts/1", token=API)
-        assert status == 200, detail
-        trail = [e["detail"] for e in detail["events"] if e["kind"] == "escalated"]
-        assert trail == [f"level 0: schedule primary -> {first} (webhook)"]
+
+        def trail() -> list[str]:  # (the engine posts the copy, then records the step)
+            status, detail = http_json(f"{stack.base}/api/v1/alerts/1", token=API)
+            assert status == 200, detail
+            return [e["detail"] for e in detail["events"] if e["kind"] == "escalated"]
+
+        steps = wait_for("the step in the trail", trail, 30)
+        assert steps == [f"level 0: schedule primary -> {first} (webhook)"]
         reposted(stack.base, 3)  # the copy posted again: the other's receiver had its chances
         assert people.at(f"/{second}") == []
         assert len(people.at(f"/{first}")) == 1
