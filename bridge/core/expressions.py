@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bridge.core.errors import RuleError
 from bridge.core.humanize import HUMANIZERS
-from bridge.core.model import AlertRule
+from bridge.core.model import AlertRule, Clause
 from bridge.core.times import format_duration
 
 
@@ -27,12 +27,36 @@ def measurement_expr(rule: AlertRule, namespace: str) -> str:
     return spec.measurement(namespace, format_duration(rule.window_seconds))
 
 
-def alert_expr(rule: AlertRule, namespace: str) -> str:
-    """The full alerting expression: measurement, condition, threshold in base units."""
-    measure = measurement_expr(rule, namespace)
-    if rule.expr is not None:
+def _comparison(measure: str, custom: bool, condition: str, threshold: float) -> str:
+    if custom:
         measure = f"({measure})"
-    return f"{measure} {rule.condition.value} {promql_number(rule.threshold_base)}"
+    return f"{measure} {condition} {promql_number(threshold)}"
+
+
+def clause_expr(clause: Clause, window: int, namespace: str) -> str:
+    """One more condition of a rule, as PromQL (its measurement over the rule's window)."""
+    if clause.expr is not None:
+        measure = clause.expr
+    else:
+        spec = clause.spec
+        if spec is None:  # Clause refuses an unknown metric without expr: cannot happen
+            raise RuleError("-", "also", f"unknown metric {clause.metric_name!r}")
+        measure = spec.measurement(namespace, format_duration(window))
+    return _comparison(measure, clause.expr is not None, clause.condition.value,
+                       clause.threshold_base)  # fmt: skip
+
+
+def alert_expr(rule: AlertRule, namespace: str) -> str:
+    """The full alerting expression: measurement, condition, threshold in base units; a rule
+    of several conditions joins them per (job, instance) with `and` (all) or `or` (any), the
+    first condition's value being the alert's."""
+    first = _comparison(measurement_expr(rule, namespace), rule.expr is not None,
+                        rule.condition.value, rule.threshold_base)  # fmt: skip
+    if not rule.also:
+        return first
+    join = " and on (job, instance) " if rule.match == "all" else " or on (job, instance) "
+    parts = [first, *(clause_expr(c, rule.window_seconds, namespace) for c in rule.also)]
+    return join.join(f"({part})" for part in parts)
 
 
 def _humanizer(rule: AlertRule) -> str:
@@ -58,6 +82,10 @@ class Annotations:
         rule = self.rule
         fn = HUMANIZERS[_humanizer(rule)]
         tail = f" ({rule.severity.value} when {rule.condition.value} {fn(rule.threshold_base)}"
+        for clause in rule.also:
+            shown = HUMANIZERS[clause.spec.humanize if clause.spec else "humanize"]
+            tail += (f" {'and' if rule.match == 'all' else 'or'} {_text(clause.metric_name)}"
+                     f" {clause.condition.value} {shown(clause.threshold_base)}")  # fmt: skip
         if rule.for_seconds:
             tail += f" for {format_duration(rule.for_seconds)}"
         return tail + ")"

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from bridge.core.catalog import MetricSpec, spec_for
-from bridge.core.errors import RuleError
+from bridge.core.errors import ConfigError, RuleError
 from bridge.core.times import parse_duration
+from bridge.core.windows import Window, parse_window
 
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RULE_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -124,6 +125,91 @@ def _frozen_labels(rule: str, labels: object) -> Mapping[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class Clause:
+    """One more condition of a rule of several (`also:`): a metric of the catalogue (or a
+    PromQL `expr`, its value in its own unit), a comparison and a threshold in the metric's
+    seed units.
+
+    >>> Clause("errors.rate", ">", 0.05).holds(0.07)
+    True
+    """
+
+    metric_name: str
+    condition: Condition
+    threshold: float
+    expr: str | None = None
+
+    @classmethod
+    def parse(cls, rule: str, index: int, raw: object) -> Clause:
+        """A clause of a `rules:` entry's `also:`; RuleError naming it."""
+        where = f"also[{index}]"
+        if not isinstance(raw, Mapping):
+            raise RuleError(rule, where, "must be a mapping: metric, condition, threshold")
+        unknown = sorted(set(raw) - {"metric", "metric_name", "condition", "threshold", "expr"})
+        if unknown:
+            allowed = "metric, condition, threshold, expr"
+            raise RuleError(rule, f"{where}.{unknown[0]}", f"unknown field (allowed: {allowed})")
+        metric = raw.get("metric", raw.get("metric_name"))
+        expr = raw.get("expr")
+        if not isinstance(metric, str) or not metric:
+            raise RuleError(rule, f"{where}.metric", "must be a metric's name")
+        if expr is not None and (not isinstance(expr, str) or not expr.strip()):
+            raise RuleError(rule, f"{where}.expr", "must be a non-empty PromQL expression")
+        if expr is None and spec_for(metric) is None:
+            why = f"unknown metric {metric!r} (give `expr` for a custom one)"
+            raise RuleError(rule, f"{where}.metric", why)
+        try:
+            condition = Condition(str(raw.get("condition")))
+        except ValueError:
+            why = f"{raw.get('condition')!r} is not one of > < >= <= == !="
+            raise RuleError(rule, f"{where}.condition", why) from None
+        threshold = raw.get("threshold")
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not (math.isfinite(threshold))
+        ):
+            raise RuleError(
+                rule, f"{where}.threshold", f"must be a finite number, got {threshold!r}"
+            )
+        return cls(metric, condition, float(threshold), expr)
+
+    @property
+    def spec(self) -> MetricSpec | None:
+        return spec_for(self.metric_name) if self.expr is None else None
+
+    @property
+    def threshold_base(self) -> float:
+        spec = self.spec
+        return spec.to_base(self.threshold) if spec else self.threshold
+
+    @property
+    def unit(self) -> str:
+        spec = self.spec
+        return spec.seed_unit if spec else ""
+
+    def holds(self, value: float) -> bool:
+        """Verdict on a measured value in seed units, compared in base units."""
+        spec = self.spec
+        base = spec.to_base(value) if spec else value
+        return self.condition.holds(base, self.threshold_base)
+
+    def entry(self) -> dict[str, Any]:
+        """As a `rules:` entry writes it."""
+        out: dict[str, Any] = {"metric": self.metric_name, "condition": self.condition.value,
+                               "threshold": self.threshold}  # fmt: skip
+        if isinstance(self.threshold, float) and self.threshold.is_integer():
+            out["threshold"] = int(self.threshold)
+        if self.expr is not None:
+            out["expr"] = self.expr
+        return out
+
+
+#: How a rule's conditions combine.
+MATCHES = ("all", "any")
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRule:
     """A threshold rule, the single source of truth for every generated artefact.
 
@@ -151,6 +237,13 @@ class AlertRule:
     #: Extra annotations of its alerts (runbook_url, dashboard_url, ...), after summary and
     #: description, which the rule writes itself.
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: More conditions (on the same or other metrics), joined to the first by `match`: all
+    #: must hold, or any; `for` applies to the whole.
+    also: tuple[Clause, ...] = ()
+    match: str = "all"
+    #: When its alerts are notified (bridge.core.windows): outside it Prometheus fires them
+    #: and Alertmanager holds them (active_time_intervals); None: always.
+    when: Window | None = None
 
     def __post_init__(self) -> None:
         name = self.name
@@ -207,6 +300,18 @@ class AlertRule:
             raise RuleError(name, "escalation", "must be the name of an escalation policy")
         object.__setattr__(self, "labels", _frozen_labels(name, self.labels))
         object.__setattr__(self, "annotations", _frozen_annotations(name, self.annotations))
+        if not isinstance(self.also, list | tuple):
+            raise RuleError(name, "also", "must be a list of conditions")
+        clauses = tuple(c if isinstance(c, Clause) else Clause.parse(name, i, c)
+                        for i, c in enumerate(self.also))  # fmt: skip
+        object.__setattr__(self, "also", clauses)
+        if self.match not in MATCHES:
+            raise RuleError(name, "match", f"must be all or any, got {self.match!r}")
+        if self.when is not None and not isinstance(self.when, Window):
+            try:
+                object.__setattr__(self, "when", parse_window(self.when, "-", "when"))
+            except ConfigError as exc:
+                raise RuleError(name, exc.key, exc.reason) from None
 
     @property
     def spec(self) -> MetricSpec | None:
@@ -230,6 +335,33 @@ class AlertRule:
         spec = self.spec
         base = spec.to_base(value) if spec else value
         return self.condition.holds(base, self.threshold_base)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric its conditions read, the first's first."""
+        return tuple(dict.fromkeys([self.metric_name, *(c.metric_name for c in self.also)]))
+
+    def holds_in(self, values: Mapping[str, float]) -> float | None:
+        """Verdict of every condition on the measured values (seed units, by metric): the
+        value the alert shows when the rule holds (the first condition's, or with `any` the
+        first condition that holds), None when it does not. A metric without a value does not
+        hold, as a PromQL comparison on a missing series yields nothing.
+
+        >>> r = AlertRule("x", "system.cpu.percent", ">", 90, "critical",
+        ...               also=[{"metric": "errors.rate", "condition": ">", "threshold": 0.05}])
+        >>> r.holds_in({"system.cpu.percent": 95, "errors.rate": 0.1})
+        95
+        >>> r.holds_in({"system.cpu.percent": 95}) is None
+        True
+        """
+        first = values.get(self.metric_name)
+        verdicts = [(first, first is not None and self.holds(first))]
+        for clause in self.also:
+            value = values.get(clause.metric_name)
+            verdicts.append((value, value is not None and clause.holds(value)))
+        if self.match == "any":
+            return next((v for v, held in verdicts if held), None)
+        return first if all(held for _, held in verdicts) else None
 
     def replace(self, **changes: Any) -> AlertRule:
         """A copy with fields changed (validated again)."""

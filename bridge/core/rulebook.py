@@ -100,6 +100,12 @@ def entry_of(rule: AlertRule, full: bool = False) -> dict[str, Any]:
                 continue
         if name == "expr" and value is None and not full:
             continue
+        if name == "also":
+            out["also"] = [clause.entry() for clause in value]
+            continue
+        if name == "when":
+            out["when"] = value.entry() if value is not None else None
+            continue
         out[_YAML_KEY.get(name, name)] = _plain(value)
     for required in ("metric", "condition", "threshold", "severity"):  # a new rule's own
         if base is None and required not in out:
@@ -129,6 +135,9 @@ def rule_record(rule: AlertRule) -> dict[str, Any]:
         "enabled": rule.enabled,
         "expr": rule.expr,
         "escalation": rule.escalation,
+        "also": [clause.entry() for clause in rule.also],
+        "match": rule.match,
+        "when": rule.when.entry() if rule.when is not None else None,
     }
 
 
@@ -173,7 +182,8 @@ def rule_from(name: str, entry: Mapping[str, Any]) -> AlertRule:
             raise RuleError(name, "-", str(exc)) from None
     values.pop("name")
     for key in sorted(set(values)):  # a default's own fields may come back unchanged
-        if key not in _OVERRIDABLE_FIELDS and values[key] == getattr(base, key):
+        given = tuple(values[key]) if isinstance(values[key], list) else values[key]
+        if key not in _OVERRIDABLE_FIELDS and given == getattr(base, key):
             del values[key]
     bad = sorted(set(values) - _OVERRIDABLE_FIELDS)
     if bad:

@@ -74,6 +74,7 @@ OVERRIDABLE = frozenset(
         "window",
         "escalation",
         "annotations",
+        "when",
     }
 )
 #: YAML key -> AlertRule field.
@@ -96,6 +97,9 @@ _YAML_FIELDS = {
     "expr": "expr",
     "escalation": "escalation",
     "annotations": "annotations",
+    "also": "also",
+    "match": "match",
+    "when": "when",
 }
 _YAML_KEY_OF = {"metric_name": "metric", "for_seconds": "for", "window_seconds": "window"}
 _REQUIRED_NEW = ("metric", "condition", "threshold", "severity")

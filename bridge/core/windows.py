@@ -50,6 +50,16 @@ class Window:
         )
         return f"{days} {hours} {self.timezone}"
 
+    def entry(self) -> dict[str, Any]:
+        """As a configuration writes it (parse_window reads it back)."""
+        return {"timezone": self.timezone, "days": [DAYS[d] for d in sorted(self.days)],
+                "hours": self.hours()}  # fmt: skip
+
+    def hours(self) -> str:
+        return (
+            f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {"timezone": self.timezone, "days": sorted(self.days), "start": self.start,
                 "end": self.end}  # fmt: skip

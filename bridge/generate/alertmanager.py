@@ -272,18 +272,21 @@ def render_alertmanager(
     routes: list[dict[str, Any]] = [heartbeat_route(heartbeat)] if heartbeat else []
     routes += test_routes(settings, sorted(escalation.oncall.people))
     routes += escalation_routes(escalation, settings)
+    windows: list[dict[str, Any]] = []
     for rule in rules:
         if not rule.enabled:
             continue
         # Alertmanager rejects repeat_interval 0s: a cooldown of 0 becomes the minimum, 1s.
-        routes.append(
-            {
-                "matchers": [_matcher("alertname", rule.name)],
-                "receiver": BRIDGE_RECEIVER,
-                "repeat_interval": format_duration(max(1, round(rule.cooldown_seconds))),
-                "continue": True,
-            }
-        )
+        route: dict[str, Any] = {
+            "matchers": [_matcher("alertname", rule.name)],
+            "receiver": BRIDGE_RECEIVER,
+            "repeat_interval": format_duration(max(1, round(rule.cooldown_seconds))),
+            "continue": True,
+        }
+        if rule.when is not None:
+            windows.append(time_interval(rule))
+            route = windowed_route(rule, route, direct_receivers(settings, escalation))
+        routes.append(route)
     for receiver in direct_receivers(settings, escalation):
         routes.append(
             {"matchers": [_severity_matcher(receiver)], "receiver": receiver.name, "continue": True}
@@ -326,4 +329,44 @@ def render_alertmanager(
         "receivers": receivers,
         "templates": [f"{TEMPLATES_DIR}/*.tmpl"],  # relative to alertmanager.yml
     }
+    if windows:
+        doc["time_intervals"] = windows
     return dump_yaml(doc)
+
+
+#: Alertmanager's weekday names (time_intervals).
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def time_interval(rule: AlertRule) -> dict[str, Any]:
+    """The rule's window as an Alertmanager time interval (`rule-NAME`), in its time zone
+    (`location`, Alertmanager 0.25). A window across midnight is its two parts on the same
+    weekdays (the weekday of a window is the local day of the instant, as Alertmanager's)."""
+    window = rule.when
+    if window is None:  # (never: asked for windowed rules only)
+        raise ValueError(f"rule {rule.name} has no window")
+
+    def hhmm(minutes: int) -> str:
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+    if window.start < window.end:
+        times = [{"start_time": hhmm(window.start), "end_time": hhmm(window.end)}]
+    else:
+        times = [{"start_time": hhmm(window.start), "end_time": "24:00"},
+                 {"start_time": "00:00", "end_time": hhmm(window.end)}]  # fmt: skip
+        times = [t for t in times if t["start_time"] != t["end_time"]]
+    return {"name": f"rule-{rule.name}",
+            "time_intervals": [{"weekdays": [_WEEKDAYS[d] for d in sorted(window.days)],
+                                "times": times, "location": window.timezone}]}  # fmt: skip
+
+
+def windowed_route(rule: AlertRule, route: dict[str, Any],
+                   direct: list[Receiver]) -> dict[str, Any]:  # fmt: skip
+    """The route of a rule with a window: every notification of its alerts (the bridge's
+    and the channels' its severity reaches) only within `rule-NAME`; no route after it sees
+    them (routing does not depend on the time: the channels' routes are repeated here,
+    each with the window)."""
+    names = [BRIDGE_RECEIVER, *(r.name for r in direct if rule.severity in r.severities)]
+    children = [{"receiver": name, "active_time_intervals": [f"rule-{rule.name}"],
+                 "continue": True} for name in names]  # fmt: skip
+    return {**route, "continue": False, "routes": children}

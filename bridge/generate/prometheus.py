@@ -8,7 +8,7 @@ import yaml
 
 from bridge.core.catalog import spec_for
 from bridge.core.expressions import Annotations, alert_expr, alert_labels
-from bridge.core.model import AlertRule, comma_list
+from bridge.core.model import AlertRule, Condition, comma_list
 from bridge.core.policies import HEARTBEAT_ALERT, HEARTBEAT_LABELS
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
@@ -60,8 +60,11 @@ _LADDER = (0.001, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 def _pick(rule: AlertRule, fixture: Fixture, fire: bool) -> Any | None:
     """A level just on the wanted side of the threshold, the nearest the kind can express."""
-    t = rule.threshold_base
-    cond = rule.condition
+    return _level(rule.threshold_base, rule.condition, fixture, fire)
+
+
+def _level(t: float, cond: Condition, fixture: Fixture, fire: bool) -> Any | None:
+    """A level on the wanted side of `t` under `cond`, the nearest the fixture expresses."""
     at = fixture.level(t)
     if cond.holds(fixture.measured(at), t) == fire:
         return at  # the threshold itself is the nearest point on the wanted side
@@ -75,7 +78,57 @@ def _pick(rule: AlertRule, fixture: Fixture, fire: bool) -> Any | None:
     return None
 
 
+def _several_test(rule: AlertRule, namespace: str) -> dict[str, Any] | None:
+    """The test of a rule of several conditions, each on its own catalogue metric: with
+    `all`, quiet while the first holds and the others do not, firing once all hold (the
+    first's value shown); with `any`, quiet while none holds, firing on a second condition
+    alone (its value shown). None when two conditions read one metric, or one is custom."""
+    conditions = [(rule.spec, rule.threshold_base, rule.condition),
+                  *((c.spec, c.threshold_base, c.condition) for c in rule.also)]  # fmt: skip
+    if len(set(rule.metrics)) != len(conditions) or any(s is None for s, _, _ in conditions):
+        return None
+    timing = Timing.for_rule(rule.window_seconds, rule.for_seconds)
+    fixtures = [fixture_for(spec, namespace, timing) for spec, _, _ in conditions if spec]
+    levels = []
+    for (_, t, cond), fixture in zip(conditions, fixtures, strict=True):
+        safe, past = _level(t, cond, fixture, False), _level(t, cond, fixture, True)
+        if safe is None or past is None:
+            return None
+        levels.append((safe, past))
+    n, f, step = timing.window_steps, timing.for_steps, timing.step
+    quiet_end = n + f + 2
+    fire_at = quiet_end + n + f + 1
+    if rule.match == "all":
+        quiet = [past if i == 0 else safe for i, (safe, past) in enumerate(levels)]
+        fire = [past for _, past in levels]
+        shown = 0
+    else:
+        quiet = [safe for safe, _ in levels]
+        fire = [past if i == 1 else safe for i, (safe, past) in enumerate(levels)]
+        shown = 1
+    series: list[dict[str, Any]] = []
+    for i, fixture in enumerate(fixtures):
+        series += fixture.input_series([(quiet[i], quiet_end + 1), (fire[i], fire_at - quiet_end)])
+    labels = {**TEST_LABELS, **alert_labels(rule)}
+    value = fixtures[shown].measured(fire[shown])
+    when = "all hold" if rule.match == "all" else "one holds"
+    return {
+        "name": f"{rule.name}: quiet until {when}, then fires after for",
+        "interval": format_duration(step),
+        "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": format_duration(quiet_end * step), "alertname": rule.name,
+             "exp_alerts": []},
+            {"eval_time": format_duration(fire_at * step), "alertname": rule.name,
+             "exp_alerts": [{"exp_labels": labels,
+                             "exp_annotations": Annotations(rule).render(labels, value)}]},
+        ],
+    }  # fmt: skip
+
+
 def _rule_test(rule: AlertRule, namespace: str) -> dict[str, Any] | None:
+    if rule.also:
+        return _several_test(rule, namespace)
     spec = rule.spec
     if spec is None:
         return None  # a custom `expr` rule: its input series are unknown
@@ -131,7 +184,11 @@ def render_rule_tests(
         test = _rule_test(rule, namespace)
         if test is None:
             why = (
-                "custom expr" if spec_for(rule.metric_name) is None or rule.expr else "unreachable"
+                "custom expr"
+                if spec_for(rule.metric_name) is None or rule.expr
+                else "conditions on one metric, or a custom one"
+                if rule.also
+                else "unreachable"
             )
             untested.append(f"{rule.name} ({why})")
         else:

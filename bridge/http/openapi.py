@@ -133,6 +133,16 @@ _RULE = {
         "description": {"type": "string"},
         "enabled": {"type": "boolean"},
         "escalation": {"type": ["string", "null"]},
+        "also": {
+            "type": "array",
+            "description": "more conditions: metric, condition, threshold (expr)",
+            "items": {"type": "object"},
+        },
+        "match": {"enum": ["all", "any"]},
+        "when": {
+            "type": ["object", "null"],
+            "description": "the window its alerts are notified in: timezone, days, hours",
+        },
     },
 }
 _RULE_NAME = {"name": "name", "in": "path", "required": True,

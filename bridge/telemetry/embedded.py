@@ -49,6 +49,7 @@ class EmbeddedEvaluator:
         self._previous: list[StoredAlert] | None = None  # last run's firing, until taken up
         self._grace_ends = clock() + restart_grace
         self._forget: list[str] = []  # rules gone, kept until their resolutions are built
+        self._held: dict[int, Alert] = {}  # fired outside their rule's window (`when`)
 
     def _received(self, alert: Alert, status: str, ends_at: int | None) -> ReceivedAlert:
         rule = self.rules[alert.rule_name]
@@ -116,6 +117,8 @@ class EmbeddedEvaluator:
         now = now_ns()
         for name in gone:
             for alert in self.evaluator.active_of(name):
+                if self._held.pop(alert.id, None) is not None:
+                    continue  # never stored: nothing to resolve
                 self._unsent.append(self._received(alert, "resolved", now))
                 self._episodes.pop(alert.id, None)
             self.evaluator.remove_rule(name)
@@ -125,6 +128,30 @@ class EmbeddedEvaluator:
         self._forget = gone
         return gone
 
+    def _windows(self, fired: list[Alert], resolved: list[Alert],
+                 now: int) -> tuple[list[Alert], list[Alert]]:  # fmt: skip
+        """What is stored of what fired and resolved, as Alertmanager notifies a rule with a
+        window (`when`, active_time_intervals): an alert that fires outside it is held until
+        it opens (then stored, from when it fired), and one that resolves while held is
+        never stored."""
+        out = []
+        for alert in fired:
+            window = self.rules[alert.rule_name].when
+            if window is not None and not window.contains(now):
+                self._held[alert.id] = alert
+            else:
+                out.append(alert)
+        dropped = set()
+        for alert_id, alert in list(self._held.items()):
+            window = self.rules[alert.rule_name].when
+            if alert.resolved_at is not None:
+                dropped.add(alert_id)
+                del self._held[alert_id]
+            elif window is None or window.contains(now):
+                out.append(alert)
+                del self._held[alert_id]
+        return out, [a for a in resolved if a.id not in dropped]
+
     async def evaluate_once(self, store: Intake) -> IngestResult:
         """One evaluation: store what fired and what resolved (first taking up the previous
         run's firing alerts)."""
@@ -132,9 +159,10 @@ class EmbeddedEvaluator:
         if self._previous != []:
             await self._take_up(store, metrics)
         step = self.evaluator.step(metrics, self.labels)
-        received = [self._received(a, "firing", None) for a in step.fired]
         now = now_ns()
-        received += [self._received(a, "resolved", now) for a in step.resolved]
+        fired, resolved = self._windows(step.fired, step.resolved, now)
+        received = [self._received(a, "firing", None) for a in fired]
+        received += [self._received(a, "resolved", now) for a in resolved]
         for alert in step.resolved:
             self._episodes.pop(alert.id, None)
         batch, self._unsent = self._unsent + received, []

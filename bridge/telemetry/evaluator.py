@@ -167,8 +167,8 @@ class Evaluator:
                 continue
             alert_labels = {**base, **rule.labels, "severity": rule.severity.value}
             key: Key = (rule.name, frozenset(alert_labels.items()))
-            value = metrics.get(rule.metric_name)
-            if value is None or not rule.holds(value):
+            value = rule.holds_in(metrics)  # (several conditions: all of them, or any)
+            if value is None:
                 self._pending.pop(key, None)
                 alert = self._active.pop(key, None)
                 if alert is not None:

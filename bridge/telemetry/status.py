@@ -17,7 +17,7 @@ def rule_states(rules: Iterable[AlertRule], metrics: Mapping[str, float]) -> lis
         value = metrics.get(rule.metric_name)
         if value is None:
             state = "NO_DATA"
-        elif rule.holds(value):
+        elif rule.holds_in(metrics) is not None:
             state = rule.severity.value.upper()
         else:
             state = "OK"
