@@ -201,3 +201,62 @@ def test_a_declared_metric_pushed_by_name_is_scraped_and_alerted_on(tmp_path: Pa
         (alert,) = wait_for("queue_backlog through Alertmanager", stored, 60)
         assert alert["source"] == "alertmanager"
         assert (alert["labels"]["metric"], alert["severity"]) == ("queue_depth", "warning")
+
+
+def _windows_config() -> str:
+    """Three rules on one condition: open every day, open but 3 s later (the control), and
+    closed today and tomorrow (UTC)."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).weekday()
+    names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    closed = [names[d] for d in range(7) if d not in (today, (today + 1) % 7)]
+    always = "{{timezone: UTC, hours: '00:00-24:00'}}"
+    rule = ("  - {{{{name: {name}, metric: system.cpu.percent, condition: '>', threshold: 40,"
+            " severity: warning, for: {wait}, when: {when}}}}}\n")  # fmt: skip
+    rules = (rule.format(name="open_rule", wait="0s", when=always)
+             + rule.format(name="later_rule", wait="3s", when=always)
+             + rule.format(name="closed_rule", wait="0s",
+                           when=f"{{{{timezone: UTC, days: [{', '.join(closed)}]}}}}"))  # fmt: skip
+    return stack_config(rules=rules, rest=PUSH_TELEMETRY)
+
+
+def test_a_rule_outside_its_window_fires_in_prometheus_and_is_held_by_alertmanager(
+    tmp_path: Path,
+) -> None:
+    """The real Alertmanager, configured by `rules generate`: the rule whose window is open
+    reaches the bridge; the one whose window is closed fires in Prometheus and is active in
+    Alertmanager, yet never reaches the bridge (a rule 3 s later reaching it shows that
+    Alertmanager flushed its groups meanwhile)."""
+    bridge_port, am_port, prom_port = free_port(), free_port(), free_port()
+    config, gen = generate_stack(tmp_path, _windows_config(), HOOK, loop=LOOPBACK,
+                                 bridge=bridge_port, am=am_port)  # fmt: skip
+    base, am = f"http://{LOOPBACK}:{bridge_port}", f"http://{LOOPBACK}:{am_port}"
+    env = bridge_env(ALERTBRIDGE_API_TOKEN=API, ALERTBRIDGE_WEBHOOK_TOKEN=HOOK)
+    with (
+        running(start_alertmanager(tmp_path, gen / "alertmanager/alertmanager.yml", am_port)),
+        running(start_prometheus(tmp_path, gen / "prometheus/prometheus.yml", prom_port)),
+        running(start_bridge(tmp_path, bridge_port, env, config)),
+    ):
+        http_json(f"{base}/api/v1/telemetry", {"cpu_usage_ratio": 0.5}, API)
+
+        def stored(rule: str) -> list[dict[str, Any]]:
+            query = urllib.parse.urlencode({"rule": rule})
+            found: list[dict[str, Any]] = http_json(f"{base}/api/v1/alerts?{query}",
+                                                    token=API)[1]["alerts"]  # fmt: skip
+            return found
+
+        def in_alertmanager(rule: str) -> list[dict[str, Any]]:
+            query = urllib.parse.urlencode({"filter": f'alertname="{rule}"'})
+            found: list[dict[str, Any]] = http_json(f"{am}/api/v2/alerts?{query}")[1]
+            return found
+
+        wait_for("open_rule stored", lambda: stored("open_rule"), 60)
+        wait_for("closed_rule active in Alertmanager", lambda: in_alertmanager("closed_rule"), 60)
+        rounds = scraped(base, "alertbridge_reconcile_rounds_total", outcome="trusted") + scraped(
+            base, "alertbridge_reconcile_rounds_total", outcome="untrusted")  # fmt: skip
+        wait_for("later_rule stored (the control)", lambda: stored("later_rule"), 60)
+        wait_for("two reconciler rounds since", lambda: sum(
+            scraped(base, "alertbridge_reconcile_rounds_total", outcome=o)
+            for o in ("trusted", "untrusted")) >= rounds + 2, 30)  # fmt: skip
+        assert stored("closed_rule") == []  # neither by the webhook nor by the reconciler

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.errors import RuleError
 from bridge.core.model import AlertRule, Condition, Severity
+from bridge.core.windows import Window
 
 W, C = Severity.WARNING, Severity.CRITICAL
 
@@ -221,3 +222,22 @@ def rules_by_metric(rules: Iterable[AlertRule]) -> dict[str, list[AlertRule]]:
         if rule.enabled:
             out.setdefault(rule.metric_name, []).append(rule)
     return out
+
+
+class WindowHolds:
+    """Whether Alertmanager holds an alert's notifications now: its rule has a window
+    (`when`) that is closed. The windows of the rule set given are looked up by alertname,
+    gathered again only when the rule set changes."""
+
+    def __init__(self, rules: Callable[[], RuleSet]) -> None:
+        self.rules = rules
+        self._of: RuleSet | None = None
+        self._windows: dict[str, Window] = {}
+
+    def __call__(self, labels: Mapping[str, str], at: int) -> bool:
+        rules = self.rules()
+        if rules is not self._of:
+            self._of = rules
+            self._windows = {r.name: r.when for r in rules if r.when is not None}
+        window = self._windows.get(labels.get("alertname", ""))
+        return window is not None and not window.contains(at)

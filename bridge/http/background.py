@@ -17,6 +17,7 @@ from aiohttp import web
 from bridge.alertmanager.client import AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.core.logutil import log_failure
+from bridge.core.rules import WindowHolds
 from bridge.core.times import now_ns
 from bridge.escalation.engine import CONSUMER as ESCALATION_CONSUMER
 from bridge.escalation.engine import Escalator
@@ -42,7 +43,7 @@ from bridge.http.keys import (
     WATCHDOG,
     WORKER,
 )
-from bridge.http.rules import MANAGER
+from bridge.http.rules import MANAGER, rules_in_force
 from bridge.store import open_store
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from bridge.telemetry.exporter import CpuSampler, memory_used_bytes
@@ -160,6 +161,7 @@ async def _alertmanager_work(app: web.Application) -> AsyncIterator[None]:
             max_ack_seconds=am.max_ack_duration or None,
             on_round=lambda outcome: app[METRICS].reconcile_rounds.labels(outcome=outcome).inc(),
             limits=settings.limits,
+            held=WindowHolds(lambda: rules_in_force(app)),
         )
         app[RECONCILER] = reconciler
         # Acks and resolutions through the other replicas wake it (bridge.http.wake).
