@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from bridge.cli import main
@@ -199,3 +200,17 @@ def test_baseline_and_backtest(prometheus: tuple[str, float, str], tmp_path: Pat
     unknown = CliRunner().invoke(main, ["baseline", "disk.io", "--prometheus-url", prom])
     assert unknown.exit_code == 1
     assert "unknown metric 'disk.io'" in unknown.output
+    # A ready rule from the history, and the same taken by `rules add` on the bridge
+    suggested = CliRunner().invoke(main, ["baseline", "system.cpu.percent", "--days", "0.01",
+                                          "--prometheus-url", prom, "--suggest"])  # fmt: skip
+    assert suggested.exit_code == 0, suggested.output
+    (rule,) = yaml.safe_load(suggested.output)["rules"]
+    assert (rule["name"], rule["condition"], rule["severity"]) == (
+        "system_cpu_percent_unusual", ">", "warning")  # fmt: skip
+    assert rule["threshold"] == pytest.approx(result.suggested_warning, rel=1e-3)
+    added = CliRunner(env={"ALERTBRIDGE_API_TOKEN": "t"}).invoke(main, [
+        "rules", "add", "cpu_unusual", "--from-baseline", "system.cpu.percent", "--days",
+        "0.01", "--prometheus-url", prom, "--url", base])  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert added.output.startswith("version 2: created cpu_unusual")
+    assert f"threshold: {rule['threshold']:g}" in added.output

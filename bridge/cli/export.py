@@ -16,10 +16,11 @@ import click
 from bridge.cli.common import Whole, fail_cleanly, main, settings_of
 from bridge.config import Settings
 from bridge.core.errors import BridgeError, StoreError
+from bridge.core.rulebook import as_yaml
 from bridge.core.times import NS, now_ns
 from bridge.export import output as export_output
 from bridge.export.anonymize import Anonymizer
-from bridge.export.baseline import compute_baseline, describe
+from bridge.export.baseline import Baseline, compute_baseline, describe, suggested_rule
 from bridge.export.output import FORMATS, Destination
 from bridge.export.promapi import PrometheusClient, default_step
 from bridge.store import AlertStore, open_store
@@ -194,12 +195,30 @@ def _progress(what: str, total: int | None) -> Iterator[Callable[[int], None] | 
         yield update
 
 
+def baseline_of(ctx: click.Context, metric: str, days: float, step: int | None,
+                prometheus_url: str | None) -> Baseline:  # fmt: skip
+    """A metric's baseline from Prometheus's history over the last `days`."""
+    settings = settings_of(ctx)
+    url = prometheus_url or settings.prometheus.url
+    if not url:
+        raise BridgeError("baseline needs --prometheus-url or prometheus.url")
+    end = now_ns() / NS
+    start = end - days * 86400
+    step = step or default_step(start, end)
+    client = PrometheusClient(url)
+    return compute_baseline(client, list(settings.rules), metric, settings.namespace, start,
+                            end, step)  # fmt: skip
+
+
 @main.command("baseline")
 @click.argument("metric")
 @click.option("--days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True)
 @click.option("--step", type=Whole(1, 10**9), default=None, help="Seconds (default ~1000 points).")
 @click.option("--prometheus-url", default=None, help="Default: prometheus.url of the config.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("--suggest", is_flag=True,
+              help="Print a ready rule (YAML) at the suggested warning threshold instead:"
+                   " `rules add -f -` takes it.")  # fmt: skip
 @click.pass_context
 @fail_cleanly
 def baseline_command(
@@ -209,19 +228,13 @@ def baseline_command(
     step: int | None,
     prometheus_url: str | None,
     output: str,
+    suggest: bool,
 ) -> None:
     """A metric's history: mean, p50, p95, p99, max, suggested thresholds, rule backtest."""
-    settings = settings_of(ctx)
-    url = prometheus_url or settings.prometheus.url
-    if not url:
-        raise BridgeError("baseline needs --prometheus-url or prometheus.url")
-    end = now_ns() / NS
-    start = end - days * 86400
-    step = step or default_step(start, end)
-    client = PrometheusClient(url)
-    result = compute_baseline(
-        client, list(settings.rules), metric, settings.namespace, start, end, step
-    )
+    result = baseline_of(ctx, metric, days, step, prometheus_url)
+    if suggest:
+        click.echo(as_yaml([suggested_rule(result)]), nl=False)
+        return
     if output == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

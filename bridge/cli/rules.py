@@ -238,6 +238,13 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, Any]:
 @click.option("--description", default=None)
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable.")
 @click.option("--annotation", "annotations", multiple=True, help="KEY=VALUE, repeatable.")
+@click.option("--from-baseline", "baseline", default=None, metavar="METRIC",
+              help="Start from the rule `baseline METRIC --suggest` gives (Prometheus's"
+                   " history of --days); the other options change it.")  # fmt: skip
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=7.0,
+              show_default=True, help="--from-baseline: the history's length.")  # fmt: skip
+@click.option("--prometheus-url", default=None,
+              help="--from-baseline: default prometheus.url of the config.")  # fmt: skip
 @_URL
 @_TIMEOUT
 @click.pass_context
@@ -245,10 +252,18 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, Any]:
 def rules_add(ctx: click.Context, name: str | None, path: str | None, metric: str | None,
               condition: str | None, threshold: float | None, severity: str | None,
               for_: str | None, expr: str | None, description: str | None,
-              labels: tuple[str, ...], annotations: tuple[str, ...], url: str | None,
+              labels: tuple[str, ...], annotations: tuple[str, ...], baseline: str | None,
+              days: float, prometheus_url: str | None, url: str | None,
               timeout: float) -> None:  # fmt: skip
     """Add a rule to a running bridge: checked by promtool and amtool, written, reloaded."""
     entry = _entry_file(path) if path else {}
+    if baseline:
+        from bridge.cli.export import baseline_of
+        from bridge.export.baseline import suggested_rule
+
+        _remote(ctx, url)  # (said before Prometheus is asked, when there is no bridge)
+        entry = {**suggested_rule(baseline_of(ctx, baseline, days, None, prometheus_url)),
+                 **entry}  # fmt: skip
     given = {
         "name": name, "metric": metric, "condition": condition, "threshold": threshold,
         "severity": severity, "for": for_, "expr": expr, "description": description,

@@ -207,6 +207,9 @@ class Clause:
 
 #: How a rule's conditions combine.
 MATCHES = ("all", "any")
+#: Anomaly rules: the value's distance from its mean over a trailing window in standard
+#: deviations (stddev), or its ratio to the same time a week before, either way (week).
+ANOMALIES = ("stddev", "week")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,10 @@ class AlertRule:
     #: When its alerts are notified (bridge.core.windows): outside it Prometheus fires them
     #: and Alertmanager holds them (active_time_intervals); None: always.
     when: Window | None = None
+    #: An anomaly rule (ANOMALIES): its threshold is a number of standard deviations, or a
+    #: ratio; `anomaly_window` the trailing window of stddev.
+    anomaly: str | None = None
+    anomaly_window: int = 3600
 
     def __post_init__(self) -> None:
         name = self.name
@@ -307,11 +314,40 @@ class AlertRule:
         object.__setattr__(self, "also", clauses)
         if self.match not in MATCHES:
             raise RuleError(name, "match", f"must be all or any, got {self.match!r}")
+        if self.anomaly is not None:
+            self._check_anomaly()
         if self.when is not None and not isinstance(self.when, Window):
             try:
                 object.__setattr__(self, "when", parse_window(self.when, "-", "when"))
             except ConfigError as exc:
                 raise RuleError(name, exc.key, exc.reason) from None
+
+    def _check_anomaly(self) -> None:
+        name = self.name
+        if self.anomaly not in ANOMALIES:
+            raise RuleError(name, "anomaly", f"must be stddev or week, got {self.anomaly!r}")
+        if self.condition is not Condition.GT:
+            raise RuleError(name, "condition", "an anomaly rule fires above its threshold: >")
+        if self.threshold <= (1 if self.anomaly == "week" else 0):
+            least = "a ratio above 1" if self.anomaly == "week" else "above 0 deviations"
+            raise RuleError(name, "threshold", f"must be {least}, got {self.threshold:g}")
+        if self.also:
+            raise RuleError(name, "also", "an anomaly rule has one condition")
+        try:
+            window = parse_duration(self.anomaly_window)
+        except ValueError as exc:
+            raise RuleError(name, "anomaly_window", str(exc)) from None
+        if not 120 <= window <= 7 * 86400:
+            raise RuleError(name, "anomaly_window", "must be 2m to 1w")
+        object.__setattr__(self, "anomaly_window", window)
+
+    @property
+    def input_key(self) -> str:
+        """What the in-process evaluator reads for it: the metric's value, or an anomaly
+        rule's score (bridge.telemetry.embedded computes it)."""
+        if self.anomaly is None:
+            return self.metric_name
+        return f"{self.anomaly}:{self.anomaly_window}:{self.metric_name}"
 
     @property
     def spec(self) -> MetricSpec | None:
@@ -320,18 +356,25 @@ class AlertRule:
 
     @property
     def threshold_base(self) -> float:
-        """The threshold in Prometheus base units."""
+        """The threshold in Prometheus base units (an anomaly rule's is a pure number)."""
         spec = self.spec
-        return spec.to_base(self.threshold) if spec else self.threshold
+        return spec.to_base(self.threshold) if spec and self.anomaly is None else self.threshold
 
     @property
     def unit(self) -> str:
         """The seed unit of the threshold, empty for a custom rule."""
+        if self.anomaly is not None:
+            return "stddev" if self.anomaly == "stddev" else "x"
         spec = self.spec
         return spec.seed_unit if spec else ""
 
     def holds(self, value: float) -> bool:
-        """Verdict on a measured value in seed units, compared in base units as Prometheus does."""
+        """Verdict on a measured value in seed units, compared in base units as Prometheus does
+        (an anomaly rule's value is its score: deviations, or the ratio either way)."""
+        if self.anomaly == "week":  # the ratio either way
+            return value > self.threshold or value < 1 / self.threshold
+        if self.anomaly is not None:
+            return self.condition.holds(value, self.threshold)
         spec = self.spec
         base = spec.to_base(value) if spec else value
         return self.condition.holds(base, self.threshold_base)
@@ -354,7 +397,7 @@ class AlertRule:
         >>> r.holds_in({"system.cpu.percent": 95}) is None
         True
         """
-        first = values.get(self.metric_name)
+        first = values.get(self.input_key)
         verdicts = [(first, first is not None and self.holds(first))]
         for clause in self.also:
             value = values.get(clause.metric_name)

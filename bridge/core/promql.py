@@ -29,3 +29,19 @@ def bucket_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
         count -= buckets[b - 1][1]
         rank -= buckets[b - 1][1]
     return start + (end - start) * (rank / count)
+
+
+def stddev_score(values: Sequence[float]) -> float:
+    """The last value's distance from the mean of `values` in (population) standard
+    deviations, as `abs(x - avg_over_time(x[W:1m])) / stddev_over_time(x[W:1m])` gives it
+    (a constant series: +Inf for any other value, NaN for the same).
+
+    >>> round(stddev_score([1.0, 3.0, 1.0, 3.0, 7.0]), 3)
+    1.826
+    """
+    mean = sum(values) / len(values)
+    deviation = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    distance = abs(values[-1] - mean)
+    if deviation == 0:
+        return math.nan if distance == 0 else math.inf
+    return distance / deviation

@@ -41,7 +41,7 @@ DERIVED = frozenset({"unit", "threshold_base", "threshold_base_text", "state", "
 
 _DEFAULTS = {r.name: r for r in DEFAULT_RULES}
 _YAML_KEY = {"metric_name": "metric", "for_seconds": "for", "window_seconds": "window",
-             "cooldown_seconds": "cooldown_seconds"}  # fmt: skip
+             "cooldown_seconds": "cooldown_seconds", "anomaly_window": "over"}  # fmt: skip
 _BLANK = {f.name: f.default for f in fields(AlertRule) if f.name != "name"}
 
 
@@ -138,6 +138,8 @@ def rule_record(rule: AlertRule) -> dict[str, Any]:
         "also": [clause.entry() for clause in rule.also],
         "match": rule.match,
         "when": rule.when.entry() if rule.when is not None else None,
+        "anomaly": rule.anomaly,
+        "over": rule.anomaly_window,
     }
 
 

@@ -101,8 +101,11 @@ _YAML_FIELDS = {
     "also": "also",
     "match": "match",
     "when": "when",
+    "anomaly": "anomaly",
+    "over": "anomaly_window",
 }
-_YAML_KEY_OF = {"metric_name": "metric", "for_seconds": "for", "window_seconds": "window"}
+_YAML_KEY_OF = {"metric_name": "metric", "for_seconds": "for", "window_seconds": "window",
+                "anomaly_window": "over"}  # fmt: skip
 _REQUIRED_NEW = ("metric", "condition", "threshold", "severity")
 
 

@@ -156,3 +156,19 @@ def describe(b: Baseline) -> list[str]:
             f"{format_duration(round(t.firing_seconds))} in all"
         )
     return lines
+
+
+def suggested_rule(b: Baseline, name: str | None = None) -> dict[str, Any]:
+    """A ready rule from a baseline: a warning past the suggested threshold (below it for a
+    metric whose rules alert on low values), held for 5 minutes; a `rules:` entry.
+
+    >>> b = Baseline("system.cpu.percent", "%", 10, 40, 38, 70, 80, 90, 77.0, 100.0, ())
+    >>> suggested_rule(b)["threshold"], suggested_rule(b)["condition"]
+    (77.0, '>')
+    """
+    low = b.suggested_warning < b.p50
+    return {"name": name or b.metric.replace(".", "_") + "_unusual", "metric": b.metric,
+            "condition": "<" if low else ">", "threshold": float(f"{b.suggested_warning:.4g}"),
+            "severity": "warning", "for": "5m",
+            "description": f"{b.metric} {'below' if low else 'beyond'} what {b.samples} samples"
+                           " of its history showed"}  # fmt: skip

@@ -10,6 +10,7 @@ from bridge.core.catalog import spec_for
 from bridge.core.expressions import Annotations, alert_expr, alert_labels
 from bridge.core.model import AlertRule, Condition, comma_list
 from bridge.core.policies import HEARTBEAT_ALERT, HEARTBEAT_LABELS
+from bridge.core.promql import stddev_score
 from bridge.core.times import format_duration
 from bridge.generate.dump import dump_yaml
 from bridge.generate.fixtures import TEST_LABELS, Fixture, Timing, fixture_for
@@ -126,7 +127,62 @@ def _several_test(rule: AlertRule, namespace: str) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
+def _anomaly_test(rule: AlertRule, namespace: str) -> dict[str, Any] | None:
+    """The test of an anomaly rule on a gauge: stddev: a series alternating about a level for
+    the window (quiet), then a jump the rule must see (firing once held for `for`, with the
+    score promtool computes: found by playing the evaluations here); week: a week at one
+    level, then a level the threshold's ratio and a half away (firing after `for`)."""
+    spec = rule.spec
+    if spec is None or spec.kind != "gauge" or rule.threshold <= 1:
+        return None
+    series = spec.series_name(namespace) + "{" + ", ".join(
+        f'{k}="{v}"' for k, v in TEST_LABELS.items()) + "}"  # fmt: skip
+    labels = {**TEST_LABELS, **alert_labels(rule)}
+    minute = 60
+    if rule.anomaly == "stddev":
+        n = rule.anomaly_window // minute
+        quiet = [0.4 if i % 2 == 0 else 0.6 for i in range(n + 2)]
+        jump = 0.6 + 0.2 * (rule.threshold + 1) * 2
+        values = quiet + [jump] * (rule.for_seconds // minute + 4)
+        held_since, fire_at, shown = None, None, 0.0
+        for t in range(n + 2, len(values)):
+            # (a subquery [W:1m] at t takes the minutes t - W .. t: both ends, n + 1 values)
+            score = stddev_score(values[max(0, t - n) : t + 1])
+            if score > rule.threshold:
+                held_since = t if held_since is None else held_since
+                if (t - held_since) * minute >= rule.for_seconds:
+                    fire_at, shown = t, score
+                    break
+            else:
+                held_since = None
+        if fire_at is None:
+            return None
+        text = " ".join(f"{v:g}" for v in values)
+        step, quiet_at = minute, n + 1
+    else:
+        week = 7 * 86400 // 300
+        ratio = rule.threshold * 1.5
+        after = rule.for_seconds // 300 + 3
+        text = f"0.5x{week + 3} {0.5 * ratio:g}x{after}"
+        step, quiet_at, shown = 300, week + 3, (0.5 * ratio) / 0.5
+        fire_at = week + 4 + (rule.for_seconds + 299) // 300 + 1
+    return {
+        "name": f"{rule.name}: quiet while usual, fires on an anomaly",
+        "interval": format_duration(step),
+        "input_series": [{"series": series, "values": text}],
+        "alert_rule_test": [
+            {"eval_time": format_duration(quiet_at * step), "alertname": rule.name,
+             "exp_alerts": []},
+            {"eval_time": format_duration(fire_at * step), "alertname": rule.name,
+             "exp_alerts": [{"exp_labels": labels,
+                             "exp_annotations": Annotations(rule).render(labels, shown)}]},
+        ],
+    }  # fmt: skip
+
+
 def _rule_test(rule: AlertRule, namespace: str) -> dict[str, Any] | None:
+    if rule.anomaly is not None:
+        return _anomaly_test(rule, namespace)
     if rule.also:
         return _several_test(rule, namespace)
     spec = rule.spec

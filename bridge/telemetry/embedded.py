@@ -17,6 +17,7 @@ from collections.abc import Callable
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.expressions import Annotations
 from bridge.core.model import AlertRule
+from bridge.core.promql import stddev_score
 from bridge.core.times import now_ns
 from bridge.ingest.episodes import local_fingerprint
 from bridge.store import IngestResult, StoredAlert
@@ -25,6 +26,8 @@ from bridge.telemetry.evaluator import Alert, Evaluator
 from bridge.telemetry.exporter import Telemetry
 
 log = logging.getLogger(__name__)
+#: Minutes in a week (a week anomaly compares with the value this long before).
+WEEK_MINUTES = 7 * 24 * 60
 
 
 class EmbeddedEvaluator:
@@ -50,6 +53,7 @@ class EmbeddedEvaluator:
         self._grace_ends = clock() + restart_grace
         self._forget: list[str] = []  # rules gone, kept until their resolutions are built
         self._held: dict[int, Alert] = {}  # fired outside their rule's window (`when`)
+        self._minutes: dict[str, dict[int, float]] = {}  # metric -> minute -> value
 
     def _received(self, alert: Alert, status: str, ends_at: int | None) -> ReceivedAlert:
         rule = self.rules[alert.rule_name]
@@ -58,7 +62,7 @@ class EmbeddedEvaluator:
         if alert.id not in self._episodes:
             self._episodes[alert.id] = (local_fingerprint(labels), int(alert.started_at * 1e9))
         fingerprint, starts_at = self._episodes[alert.id]
-        spec = rule.spec
+        spec = rule.spec if rule.anomaly is None else None  # (an anomaly's value: its score)
         value = spec.to_base(alert.value) if spec else alert.value
         return ReceivedAlert(
             fingerprint=fingerprint,
@@ -80,7 +84,7 @@ class EmbeddedEvaluator:
         waiting = []
         for stored in self._previous:
             rule = self.rules.get(stored.alertname)
-            value = metrics.get(rule.metric_name) if rule is not None else None
+            value = metrics.get(rule.input_key) if rule is not None else None
             if rule is not None and value is None and not late:
                 waiting.append(stored)
                 continue
@@ -128,6 +132,36 @@ class EmbeddedEvaluator:
         self._forget = gone
         return gone
 
+    def _anomalies(self, metrics: dict[str, float], now: int) -> dict[str, float]:
+        """The scores of the anomaly rules (AlertRule.input_key), from each metric's value
+        every minute, as Prometheus's subqueries sample it: stddev, the current value's
+        distance from the mean of the trailing window's minutes (both ends) in standard
+        deviations; week, its ratio to the value a week before (the last within 5 minutes)."""
+        out: dict[str, float] = {}
+        minute = now // (60 * 1_000_000_000)
+        for rule in self.rules.values():
+            if rule.anomaly is None:
+                continue
+            kept = self._minutes.setdefault(rule.metric_name, {})
+            value = metrics.get(rule.metric_name)
+            if value is None:
+                continue
+            kept[minute] = value
+            for old in [m for m in kept if m < minute - WEEK_MINUTES - 10]:
+                del kept[old]
+            if rule.anomaly == "stddev":
+                span = rule.anomaly_window // 60
+                values = [kept[m] for m in range(minute - span, minute + 1) if m in kept]
+                if len(values) >= 2:
+                    out[rule.input_key] = stddev_score(values)
+            else:
+                before = next((kept[m] for m in range(minute - WEEK_MINUTES,
+                                                      minute - WEEK_MINUTES - 6, -1)
+                               if m in kept), None)  # fmt: skip
+                if before:
+                    out[rule.input_key] = value / before
+        return out
+
     def _windows(self, fired: list[Alert], resolved: list[Alert],
                  now: int) -> tuple[list[Alert], list[Alert]]:  # fmt: skip
         """What is stored of what fired and resolved, as Alertmanager notifies a rule with a
@@ -158,8 +192,9 @@ class EmbeddedEvaluator:
         metrics = self.telemetry.snapshot().as_metrics()
         if self._previous != []:
             await self._take_up(store, metrics)
-        step = self.evaluator.step(metrics, self.labels)
         now = now_ns()
+        metrics = {**metrics, **self._anomalies(metrics, now)}
+        step = self.evaluator.step(metrics, self.labels)
         fired, resolved = self._windows(step.fired, step.resolved, now)
         received = [self._received(a, "firing", None) for a in fired]
         received += [self._received(a, "resolved", now) for a in resolved]
