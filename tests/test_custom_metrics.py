@@ -211,3 +211,14 @@ def test_the_dashboard_has_a_panel_per_declared_metric_with_its_rules_thresholds
     assert [s["value"] for s in steps] == [None, 100]
     assert "jobs_failed (counter)" in panels
     assert "job_seconds (histogram)" in panels
+
+
+def test_a_declared_metric_is_exported_by_name_as_its_rules_read_it(tmp_path: Path) -> None:
+    from bridge.export.telemetry import queries_for
+
+    settings = settings_of(tmp_path)
+    queries = {q.metric: q.expr for q in queries_for([], "telemetry", declared=settings.metrics)}
+    assert queries["queue_depth"] == "max by (job, instance) (telemetry_queue_depth)"
+    assert "system.cpu.percent" in queries  # with the five built in
+    (one,) = queries_for(["jobs_failed"], "telemetry", declared=settings.metrics)
+    assert one.expr == "sum by (job, instance) (rate(telemetry_jobs_failed_total[5m]))"

@@ -96,10 +96,10 @@ def export_command(
                 raise BridgeError("telemetry export needs --prometheus-url or prometheus.url")
             end_s = (end or now) / NS
             start_s = start / NS if start is not None else end_s - 3600
+            queries = queries_for(metrics, settings.namespace, declared=settings.metrics)
             with _progress(what, None) as progress:
                 result = export_telemetry(
-                    PrometheusClient(url), destination, fmt,
-                    queries_for(metrics, settings.namespace), start_s, end_s,
+                    PrometheusClient(url), destination, fmt, queries, start_s, end_s,
                     step=step, anonymizer=anonymizer, progress=progress,
                 )  # fmt: skip
         else:

@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 
 from bridge.core.catalog import CATALOG
+from bridge.core.custom import CustomMetric, metric_expr
 from bridge.core.errors import BridgeError
 from bridge.core.times import format_duration
 from bridge.export.anonymize import Anonymizer
@@ -38,14 +39,23 @@ class Query:
     expr: str
 
 
-def queries_for(metrics: Sequence[str], namespace: str, window_seconds: int = 300) -> list[Query]:
-    """Seed names become their measurement PromQL; other names are PromQL already."""
+def queries_for(metrics: Sequence[str], namespace: str, window_seconds: int = 300,
+                declared: Sequence[CustomMetric] = ()) -> list[Query]:  # fmt: skip
+    """Seed names become their measurement PromQL, as do the names of the metrics the
+    application declares (bridge.core.custom, the PromQL of their rules); other names are
+    PromQL already. None given: the five built in and every declared one."""
     window = format_duration(window_seconds)
-    names = list(metrics) or list(CATALOG)
-    return [
-        Query(name, CATALOG[name].measurement(namespace, window) if name in CATALOG else name)
-        for name in names
-    ]
+    mine = {m.name: m for m in declared}
+    names = list(metrics) or [*CATALOG, *mine]
+
+    def expr(name: str) -> str:
+        if name in CATALOG:
+            return CATALOG[name].measurement(namespace, window)
+        if name in mine:
+            return metric_expr(mine[name], namespace, window_seconds)
+        return name
+
+    return [Query(name, expr(name)) for name in names]
 
 
 def export_telemetry(
