@@ -179,9 +179,12 @@ def person_receivers(
 
 
 def inhibit_rules(rules: list[AlertRule]) -> list[dict[str, Any]]:
-    """A more severe rule on a metric silences each less severe rule on it (same instance)."""
+    """A more severe rule on a metric silences each less severe rule on it (same instance);
+    threshold rules of one condition only (an anomaly, or several conditions, is another
+    question about the metric than its level: neither silences nor is silenced)."""
     out = []
-    for group in rules_by_metric(rules).values():
+    plain = [r for r in rules if r.anomaly is None and not r.also]
+    for group in rules_by_metric(plain).values():
         ordered = sorted(group, key=lambda r: -r.severity.rank)
         for high, low in combinations(ordered, 2):
             if high.severity.rank > low.severity.rank:

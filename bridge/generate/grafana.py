@@ -104,7 +104,7 @@ def render_dashboard(rules: list[AlertRule], namespace: str, job: str,
     then a panel per metric the application declares (its measured value, as its rules
     read it, with their thresholds)."""
     panels: list[dict[str, Any]] = []
-    enabled = [r for r in rules if r.enabled and r.expr is None]
+    enabled = [r for r in rules if r.enabled and r.expr is None and r.anomaly is None]
     for index, spec in enumerate(CATALOG.values()):
         on_metric = [r for r in enabled if r.metric_name == spec.name]
         panels.append(_metric_panel(index + 1, spec, on_metric, namespace, 12 * (index % 2),
