@@ -122,3 +122,20 @@ def test_the_embedded_week_score_is_the_ratio_to_a_week_before() -> None:
         got = embedded._anomalies({"system.cpu.percent": value}, now * 60 * NS)
         assert got[rule.input_key] == pytest.approx(score)
         assert rule.holds(got[rule.input_key]) is holds
+
+
+def test_an_anomaly_rule_neither_silences_nor_is_silenced_nor_draws_a_threshold() -> None:
+    import json
+
+    from bridge.generate import ALERTMANAGER_PATH, DASHBOARD_PATH
+
+    rules = RuleSet((*RuleSet.default(), rule_of(ODD)))
+    files = render_all(Settings(rules=rules)).files
+    inhibits = yaml.safe_load(files[ALERTMANAGER_PATH])["inhibit_rules"]
+    named = {m for r in inhibits for m in r["source_matchers"] + r["target_matchers"]}
+    assert 'alertname="cpu_odd"' not in named
+    assert 'alertname="high_cpu"' in named
+    panels = json.loads(files[DASHBOARD_PATH])["panels"]
+    cpu = next(p for p in panels if p["title"].startswith("system.cpu.percent"))
+    steps = [s["value"] for s in cpu["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps == [None, 0.8, 0.95]  # high_cpu and critical_cpu, not the anomaly's 2.5
