@@ -139,6 +139,10 @@ class Clause:
     threshold: float
     expr: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "condition", Condition(self.condition))
+        object.__setattr__(self, "threshold", float(self.threshold))
+
     @classmethod
     def parse(cls, rule: str, index: int, raw: object) -> Clause:
         """A clause of a `rules:` entry's `also:`; RuleError naming it."""
