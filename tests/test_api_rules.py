@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.config import ManagedRulesSettings, Secret, Settings, load_settings
-from bridge.generate import RULES_PATH
+from bridge.generate import RULES_PATH, render_all, write_all
 from bridge.host import apikeys
 from bridge.http.app import create_app
 from bridge.http.background import embedded
@@ -97,7 +97,7 @@ async def test_a_new_rule_is_checked_written_reloaded_and_versioned(
     assert not [c for c in body["checks"] if "routes test high_cpu" in c]  # unchanged: its
     # route is the same (one per alertname), not tested again
     assert body["reloaded"] == [f"{prometheus[1]}/-/reload"]
-    assert reloads.calls == 1
+    assert reloads.calls == 2  # at start (the output was empty: written), then the change
     assert "alert: busy" in (tmp_path / "out" / RULES_PATH).read_text()
     assert await history(client) == [(2, "created", "busy"), (1, "seeded", "")]
     versions = (await (await client.get("/api/v1/rules/history", headers=API)).json())["versions"]
@@ -238,7 +238,7 @@ async def test_another_replica_takes_the_version_and_writes_its_own_files(
     manager = two.app[MANAGER]
     assert rules_in_force(two.app).get("busy") is None
     assert await manager.sync_once() is True
-    assert (manager.synced, manager.version, own.calls) == (1, 2, 1)
+    assert (manager.synced, manager.version, own.calls) == (1, 2, 2)  # (its start's, then)
     assert rules_in_force(two.app).get("busy") is not None
     assert "alert: busy" in (tmp_path / "out-2" / RULES_PATH).read_text()
     assert await manager.sync_once() is False
@@ -336,3 +336,18 @@ async def test_the_rules_page_shows_definitions_states_episodes_and_changes(
     assert "<td>ann</td><td>created busy" in page
     assert "+  threshold: 40" in page
     assert '<a href="/rules">Rules</a>' in page
+
+
+async def test_at_start_the_output_holds_the_rule_set_in_force(
+    aiohttp_client: MakeClient, tmp_path: Path, prometheus: tuple[Reloads, str]
+) -> None:
+    """A first change killed after its files were written and reloaded, before its version
+    was recorded: the next start finds no version, writes the configuration's rules again
+    and reloads (the files never stay ahead of the store)."""
+    settings = settings_for(tmp_path, prometheus[1])
+    write_all(render_all(settings), tmp_path / "out")
+    rules_file = tmp_path / "out" / RULES_PATH
+    rules_file.write_text(rules_file.read_text() + "  - alert: written_then_killed\\n")
+    await aiohttp_client(create_app(settings, background=False))
+    assert "written_then_killed" not in rules_file.read_text()
+    assert prometheus[0].calls == 1

@@ -194,6 +194,19 @@ class RuleManager:
                 log.warning("rules: version %d of the store is in force (managed over the API);"
                             " the rules of %s are not (alertbridge rules export writes them)",
                             latest.version, self.settings.source)  # fmt: skip
+        elif self.output is not None:
+            # No version yet: the configuration's rules are in force, and the output holds
+            # them (a first change killed after its files were written, before its version
+            # was recorded, left them ahead of the store)
+            wanted = render_all(self.settings).files
+            if _differs(self.output, wanted):
+                try:
+                    await self._write_and_reload(wanted)
+                    log.warning("rules: the files under %s were not the rule set in force:"
+                                " written again", self.output)  # fmt: skip
+                except (ReloadFailed, WriteFailed) as exc:
+                    log.error("rules: the files under %s are not the rule set in force: %s",
+                              self.output, exc)  # fmt: skip
 
     async def follow(self) -> None:
         """Take the versions other replicas record, until cancelled."""
