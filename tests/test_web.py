@@ -233,6 +233,20 @@ async def test_a_read_key_may_look_but_not_act(site: Any) -> None:
     assert bulk.status == 403
     detail = await (await client.get("/api/v1/alerts/1", headers=_bearer(tokens["rita"]))).json()
     assert detail["acked_by"] is None
+    # ... and is shown no button it cannot use (the forms would answer 403 "Not done")
+    listing = await (await client.get("/alerts")).text()
+    alert = await (await client.get("/alerts/1")).text()
+    rows = await (await client.get("/alerts/rows")).text()
+    assert "Acknowledge selected" not in listing
+    assert 'form="bulk"' not in listing + rows
+    assert "<h3>Act</h3>" not in alert
+    assert "Signed in with a read key" in alert
+    await sign_in(client, tokens["root"])  # a write key: the same pages have them
+    listing = await (await client.get("/alerts")).text()
+    alert = await (await client.get("/alerts/1")).text()
+    assert "Acknowledge selected" in listing
+    assert 'form="bulk"' in listing
+    assert "<h3>Act</h3>" in alert
 
 
 async def test_bulk_acknowledge_of_a_selection(site: Any) -> None:

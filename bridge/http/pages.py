@@ -66,6 +66,10 @@ NOT_SIGNED_IN = "Not signed in (or the session ended): sign in again."
 
 
 def _page(template: str, status: int = 200, **context: Any) -> web.Response:
+    """A page; `can_act`: whether the signed-in key may act (a read key gets no buttons it
+    cannot use)."""
+    session = context.get("session")
+    context.setdefault("can_act", session is not None and allows(session.role, "write"))
     body = ENV.get_template(template).render(**context)
     response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
     _harden(response)
