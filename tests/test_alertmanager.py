@@ -19,7 +19,7 @@ from bridge.alertmanager.client import AlertmanagerClient, AlertmanagerCluster
 from bridge.alertmanager.reconciler import Reconciler
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.times import NS, now_ns
-from bridge.store import AlertStore
+from bridge.store import AlertQuery, AlertStore
 from bridge.store.sqlite.store import SqliteStore
 from tests.stores import sqlite_of
 
@@ -468,3 +468,27 @@ async def test_a_kick_during_a_round_starts_the_next_round_at_once() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_an_alert_inhibited_by_an_escalation_copy_names_the_copied_alert(
+    env: Env,
+) -> None:
+    """A warning inhibited by its critical's escalation copy (the copy is what Alertmanager
+    names, and the bridge never stores it): shown inhibited by the critical's number, which
+    the copy's alertbridge_id annotation gives."""
+    fake, store, reconciler, _ = env
+    starts = whole_seconds(now_ns())
+    warning, critical = firing(starts), firing(starts, "fedcba9876543210")
+    await store.ingest([warning, critical], starts)
+    view = am_view(warning, now_ns() + 60 * NS)
+    view["status"] = {"state": "suppressed", "silencedBy": [],
+                      "inhibitedBy": ["c0c0c0c0c0c0c0c0"]}  # fmt: skip
+    copy = am_view(critical, now_ns() + 60 * NS)
+    copy["fingerprint"] = "c0c0c0c0c0c0c0c0"
+    copy["labels"] = {**copy["labels"], "escalation_policy": "page", "escalation_level": "0"}
+    copy["annotations"] = {**copy.get("annotations", {}), "alertbridge_id": "2"}
+    fake.alerts = [view, am_view(critical, now_ns() + 60 * NS), copy]
+    await reconciler.run_once()
+    alert = await store.get_alert(1)
+    assert alert.am_inhibited_by == (("c0c0c0c0c0c0c0c0", 2),)
+    assert len(await store.list_alerts(AlertQuery())) == 2  # the copy is not an alert

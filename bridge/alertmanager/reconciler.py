@@ -36,7 +36,7 @@ from bridge.alertmanager.client import AlertmanagerCluster, ReplicaList
 from bridge.core.alerts import DEFAULT_LIMITS, AlertLimits, ReceivedAlert, parse_time
 from bridge.core.errors import AlertmanagerError, InvalidInput
 from bridge.core.logutil import log_failure
-from bridge.core.policies import is_internal
+from bridge.core.policies import is_copy, is_internal
 from bridge.core.times import NS, ZERO_TIME, now_ns
 from bridge.host.aio import wait_event
 from bridge.ingest.episodes import PROVISIONAL
@@ -131,7 +131,8 @@ class Reconciler:
         listed = _merge(answered, now, self.limits)
         trusted = any(r.trusted for r in answered)
         stored = await self.store.firing("alertmanager")
-        ids = {a.fingerprint: a.id for a in stored}
+        # (an alert inhibited by an escalation copy is named by the copy's alert's number)
+        ids = {**copies_of(answered), **{a.fingerprint: a.id for a in stored}}
         views: list[AmView] = []
         for alert in stored:
             seen = listed.get((alert.fingerprint, alert.starts_at))
@@ -257,6 +258,27 @@ class _Seen:
     def view(self, alert_id: int, ids: Mapping[str, int]) -> AmView:
         inhibitors = [(fp, ids.get(fp)) for fp in sorted(self.inhibited_by)]
         return (alert_id, self.state, sorted(self.silenced_by), inhibitors)
+
+
+def copies_of(answered: Sequence[ReplicaList]) -> dict[str, int]:
+    """The escalation copies the replicas list, by fingerprint: the number of the alert each
+    copies (its `alertbridge_id` annotation), so that an alert a copy inhibits (a warning
+    under its critical's copy) is said to be inhibited by that alert, not by a fingerprint
+    nobody knows."""
+    out: dict[str, int] = {}
+    for replica in answered:
+        for item in replica.alerts or ():
+            if not isinstance(item, dict):
+                continue
+            labels, annotations = item.get("labels"), item.get("annotations")
+            fingerprint = item.get("fingerprint")
+            if not (isinstance(labels, dict) and isinstance(annotations, dict)
+                    and isinstance(fingerprint, str) and is_copy(labels)):  # fmt: skip
+                continue
+            number = str(annotations.get("alertbridge_id", ""))
+            if number.isascii() and number.isdigit():
+                out[fingerprint] = int(number)
+    return out
 
 
 def _merge(
