@@ -470,12 +470,9 @@ async def test_a_kick_during_a_round_starts_the_next_round_at_once() -> None:
             await task
 
 
-async def test_an_alert_inhibited_by_an_escalation_copy_names_the_copied_alert(
-    env: Env,
-) -> None:
+async def _inhibited_by_a_copy(env: Env) -> Any:
     """A warning inhibited by its critical's escalation copy (the copy is what Alertmanager
-    names, and the bridge never stores it): shown inhibited by the critical's number, which
-    the copy's alertbridge_id annotation gives."""
+    names, and the bridge never stores it), after a round: the warning as stored."""
     fake, store, reconciler, _ = env
     starts = whole_seconds(now_ns())
     warning, critical = firing(starts), firing(starts, "fedcba9876543210")
@@ -489,6 +486,24 @@ async def test_an_alert_inhibited_by_an_escalation_copy_names_the_copied_alert(
     copy["annotations"] = {**copy.get("annotations", {}), "alertbridge_id": "2"}
     fake.alerts = [view, am_view(critical, now_ns() + 60 * NS), copy]
     await reconciler.run_once()
-    alert = await store.get_alert(1)
+    return await store.get_alert(1)
+
+
+async def test_an_alert_inhibited_by_an_escalation_copy_names_the_copied_alert(
+    env: Env,
+) -> None:
+    """Shown inhibited by the critical's number, which the copy's alertbridge_id annotation
+    gives; the copy itself is no alert."""
+    alert = await _inhibited_by_a_copy(env)
     assert alert.am_inhibited_by == (("c0c0c0c0c0c0c0c0", 2),)
-    assert len(await store.list_alerts(AlertQuery())) == 2  # the copy is not an alert
+    assert len(await env[1].list_alerts(AlertQuery())) == 2
+
+
+async def test_the_page_names_the_inhibiting_alert_by_its_number(env: Env) -> None:
+    """The alert's page: "inhibited by #2", linked."""
+    from bridge.http.pages import ENV
+
+    alert = await _inhibited_by_a_copy(env)
+    html = ENV.get_template("_detail.html").render(alert=alert, events=[], when=str,
+                                                   escalations=[])  # fmt: skip
+    assert 'inhibited by <a href="/alerts/2">#2</a>' in html
