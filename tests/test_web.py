@@ -381,3 +381,19 @@ async def test_sign_in_and_wrong_tokens_are_rate_limited(
     metrics = await (await client.get("/metrics")).text()
     assert 'alertbridge_attempts_limited_total{what="signin"} 1.0' in metrics
     assert 'alertbridge_attempts_limited_total{what="token"} 1.0' in metrics
+
+
+async def test_an_alerts_page_links_its_runbook_and_dashboard(site: Any) -> None:
+    """The runbook_url and dashboard_url annotations Prometheus rules conventionally carry
+    become links; a URL that is not http(s) stays text (no javascript: link)."""
+    client, tokens = site
+    alert = am_alert("0000000000000009", alertname="disk_full")
+    alert["annotations"] |= {"runbook_url": "https://wiki.example/disk",
+                             "dashboard_url": "javascript:alert(1)"}  # fmt: skip
+    response = await client.post("/api/v1/alertmanager", json=notification(alert), headers=HOOK)
+    assert response.status == 200
+    await sign_in(client, tokens["root"])
+    page = await (await client.get("/alerts/4")).text()
+    assert ('<dt>Runbook</dt><dd><a href="https://wiki.example/disk" rel="noopener noreferrer">'
+            in page)  # fmt: skip
+    assert 'href="javascript:' not in page
