@@ -336,6 +336,18 @@ async def test_the_rules_page_shows_definitions_states_episodes_and_changes(
     assert "<td>ann</td><td>created busy" in page
     assert "+  threshold: 40" in page
     assert '<a href="/rules">Rules</a>' in page
+    # two listings for the whole rule set (firing counts, recent episodes), not one a rule
+    store = client.app[STORE]
+    listings = []
+    original = store.list_alerts
+
+    async def counted(query: Any) -> Any:
+        listings.append(query)
+        return await original(query)
+
+    store.list_alerts = counted  # type: ignore[method-assign]
+    assert (await client.get("/rules")).status == 200
+    assert len(listings) == 2
 
 
 async def test_at_start_the_output_holds_the_rule_set_in_force(

@@ -35,7 +35,7 @@ from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
 from bridge.http.keys import ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
 from bridge.http.oncall import feed_link, signing_key
-from bridge.http.rules import MANAGER
+from bridge.http.rules import MANAGER, firing_counts, recent_episodes
 from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
 from bridge.http.wake import kick_reconciler
 from bridge.store import MAX_TEXT, SYSTEM_ACTORS, StoredAlert
@@ -427,15 +427,11 @@ async def rules_page(request: web.Request, session: Session) -> web.Response:
     manager = request.app.get(MANAGER)
     rules = manager.rules if manager is not None else request.app[SETTINGS].rules
     store = request.app[STORE]
-    firing = await store.list_alerts(parse_alert_query({"status": ["firing"],
-                                                        "limit": ["1000"]}, now_ns()))  # fmt: skip
-    counts: dict[str, int] = {}
-    for alert in firing:
-        counts[alert.alertname] = counts.get(alert.alertname, 0) + 1
+    counts = await firing_counts(store)
+    episodes = await recent_episodes(store, RULE_EPISODES)
     shown = []
     for rule in rules:
-        recent = await store.list_alerts(parse_alert_query(
-            {"rule": [rule.name], "limit": [str(RULE_EPISODES)]}, now_ns()))  # fmt: skip
+        recent = episodes.get(rule.name, [])
         count = counts.get(rule.name, 0)
         shown.append({
             "name": rule.name, "description": rule.description, "expr": rule.expr,

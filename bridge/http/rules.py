@@ -28,6 +28,8 @@ from bridge.http.auth import authorize
 from bridge.http.errors import HttpError
 from bridge.http.keys import LEADER, METRICS, SETTINGS, STORE
 from bridge.http.util import json_response, read_json
+from bridge.store import StoredAlert
+from bridge.store.interface import Reads
 from bridge.store.query import parse_alert_query
 
 routes = web.RouteTableDef()
@@ -69,15 +71,35 @@ def _manager(request: web.Request) -> RuleManager:
     return manager
 
 
-async def _firing(request: web.Request, rule: str | None = None) -> dict[str, int]:
+#: Alerts read, newest first, to find each rule's recent episodes in one listing.
+RECENT_SCAN = 1000  # (the most a listing gives)
+
+
+async def firing_counts(store: Reads, rule: str | None = None) -> dict[str, int]:
+    """Firing alerts by rule (of the first 1,000 firing: a listing, not a count)."""
     params: dict[str, list[str]] = {"status": ["firing"], "limit": ["1000"]}
     if rule is not None:
         params["rule"] = [rule]
-    alerts = await request.app[STORE].list_alerts(parse_alert_query(params, now_ns()))
     counts: dict[str, int] = {}
-    for alert in alerts:
+    for alert in await store.list_alerts(parse_alert_query(params, now_ns())):
         counts[alert.alertname] = counts.get(alert.alertname, 0) + 1
     return counts
+
+
+async def recent_episodes(store: Reads, per_rule: int) -> dict[str, list[StoredAlert]]:
+    """Each rule's latest episodes among the newest RECENT_SCAN alerts: one listing for the
+    whole rule set (a listing per rule made the Rules page 1,000 reads for 1,000 rules)."""
+    params = {"limit": [str(RECENT_SCAN)]}
+    out: dict[str, list[StoredAlert]] = {}
+    for alert in await store.list_alerts(parse_alert_query(params, now_ns())):
+        kept = out.setdefault(alert.alertname, [])
+        if len(kept) < per_rule:
+            kept.append(alert)
+    return out
+
+
+async def _firing(request: web.Request, rule: str | None = None) -> dict[str, int]:
+    return await firing_counts(request.app[STORE], rule)
 
 
 def _shown(rule: Any, firing: Mapping[str, int]) -> dict[str, Any]:
