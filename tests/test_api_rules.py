@@ -345,7 +345,7 @@ async def test_the_rules_page_shows_definitions_states_episodes_and_changes(
         listings.append(query)
         return await original(query)
 
-    store.list_alerts = counted  # type: ignore[method-assign]
+    store.list_alerts = counted
     assert (await client.get("/rules")).status == 200
     assert len(listings) == 2
 
