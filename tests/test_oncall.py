@@ -610,3 +610,157 @@ def test_icalendar_is_loaded_only_where_a_calendar_is_used() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)  # fmt: skip
     assert loaded.stdout.strip() == "[]"
+
+
+# --- alertbridge calendar import -------------------------------------------------------------
+
+
+class _Feed:
+    """A loopback HTTP server answering each GET with (status, body) set by the test, and
+    keeping the paths asked for."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        feed = self
+        self.answer: tuple[int, bytes] = (200, EXPORTED.encode())
+        self.paths: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                feed.paths.append(self.path)
+                status, body = feed.answer
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def feed() -> Any:
+    served = _Feed()
+    yield served
+    served.close()
+
+
+def _import_config(tmp_path: Path) -> str:
+    people = {**PEOPLE, "bob": {"contacts": [{"type": "email",
+                                              "config": {"to": "bob@example.org"}}]}}  # fmt: skip
+    path = tmp_path / "people.yml"
+    path.write_text(yaml.safe_dump({"people": people}))
+    return str(path)
+
+
+def test_calendar_import_from_a_file_names_whom_its_shifts_page(tmp_path: Path) -> None:
+    config = _import_config(tmp_path)
+    (tmp_path / "exported.ics").write_text(EXPORTED)
+    out = tmp_path / "layer" / "primary.ics"
+    result = CliRunner().invoke(main, ["--config", config, "calendar", "import",
+                                       str(tmp_path / "exported.ics"), "--out", str(out),
+                                       "--at", "2027-04-05T00:00:00Z", "--days", "14"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # 3 events; over Apr 5-19: alice's of Mar 29 (until Apr 5 09:00), not hers of the 12th
+    # (an exception); bob's of Apr 5 (his next starts Apr 19 09:00 CEST, after); zed's
+    # names nobody configured
+    assert lines[:3] == ["3 event(s); over the next 14 days:", "  alice: 1 shift(s)",
+                         "  bob: 1 shift(s)"]  # fmt: skip
+    assert "  1 event(s) name nobody configured: not shifts" in lines
+    assert out.read_text() == EXPORTED
+    assert "calendar: {file: primary.ics}" in result.output
+    # the file written is what a layer reads
+    (tmp_path / "schedules.yml").write_text(yaml.safe_dump({
+        "people": yaml.safe_load(Path(config).read_text())["people"],
+        "schedules": {"pd": {"timezone": "Europe/Paris",
+                             "layers": [{"name": "imported",
+                                         "calendar": {"file": "layer/primary.ics"}}]}},
+    }))  # fmt: skip
+    oncall = load_settings(tmp_path / "schedules.yml", {}).oncall
+    assert oncall.schedules["pd"].who(at("2027-03-22T08:00:00Z")) == "bob"
+
+
+def test_calendar_import_follows_a_feed_whose_url_is_kept_off_the_command_line(
+    tmp_path: Path, feed: _Feed
+) -> None:
+    config = _import_config(tmp_path)
+    secret = "/private/s3cr3t-token/calendar.ics"
+    (tmp_path / "url").write_text(feed.base + secret + "\n")
+    out = tmp_path / "primary.ics"
+    args = ["--config", config, "calendar", "import", "--url-file", str(tmp_path / "url"),
+            "--out", str(out), "--at", "2027-03-15T00:00:00Z"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert feed.paths == [secret]
+    assert "  alice: 1 shift(s)" in result.output
+    assert out.read_text() == EXPORTED
+    # the URL from standard input, as calendar applications are given it (webcal: HTTPS)
+    result = CliRunner().invoke(main, [*args[:4], "--url-file", "-", *args[6:]],
+                                input=feed.base + secret)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # what goes wrong is said in one line naming the host, never the secret path
+    before = out.read_text()
+    for answer, message in [
+        ((404, b"gone"), "the feed at 127.0.0.1 answered HTTP 404"),
+        ((200, b"<html>sign in</html>"), "the feed: not an iCalendar file"),
+        ((200, b"X" * (10 * 2**20 + 1)), "the feed at 127.0.0.1 is larger than 10 MiB"),
+    ]:
+        feed.answer = answer
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert message in result.output
+        assert "s3cr3t" not in result.output
+        assert out.read_text() == before  # nothing half-written
+    feed.close()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "cannot fetch the feed at 127.0.0.1: ClientConnectorError" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "url", "message"),
+    [
+        ([], None, "give a SOURCE file or --url-file"),
+        (["x.ics", "--url-file", "url"], "http://127.0.0.1/", "give a SOURCE file or"),
+        (["--url-file", "url"], "ftp://127.0.0.1/a.ics", "must hold one http(s) or webcal URL"),
+        (["--url-file", "url"], "http://a b", "must hold one http(s) or webcal URL"),
+        (["--url-file", "missing"], None, "cannot read missing"),
+        (["missing.ics"], None, "cannot read missing.ics"),
+        (["webcal://127.0.0.1/s3cr3t.ics"], None, "a feed's URL goes in a file"),
+    ],
+)
+def test_calendar_import_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             args: list[str], url: str | None,
+                                             message: str) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    if url is not None:
+        (tmp_path / "url").write_text(url)
+    result = CliRunner().invoke(main, ["--config", _import_config(tmp_path), "calendar",
+                                       "import", *args])  # fmt: skip
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output
+
+
+def test_policies_check_warns_of_calendar_events_naming_nobody(tmp_path: Path) -> None:
+    from bridge.cli.policies import oncall_warnings
+
+    imported(tmp_path)
+    settings = load_settings(tmp_path / "imported.yml", {})
+    warnings = oncall_warnings(settings, at("2027-04-10T00:00:00Z"), days=7)
+    assert ("schedule pd: 1 event(s) of layer from pagerduty's calendar in the next 7 days"
+            " name nobody configured") in warnings  # fmt: skip
+    assert not [w for w in oncall_warnings(settings, at("2027-03-15T09:00:00Z"), days=7)
+                if "name nobody" in w]  # fmt: skip

@@ -190,6 +190,12 @@ def oncall_warnings(settings: Settings, now: int, days: int = DAYS) -> list[str]
             out.append(f"schedule {name}: nobody on call {len(gaps)} time(s) in the next"
                        f" {days} days, first {local_time(first.start, schedule.timezone)} .."
                        f" {local_time(first.end, schedule.timezone)}")  # fmt: skip
+        for layer in schedule.layers:
+            unmatched = getattr(layer, "unmatched", None)  # a calendar layer's
+            count = unmatched(now, now + days * 86400 * NS) if unmatched is not None else 0
+            if count:
+                out.append(f"schedule {name}: {count} event(s) of layer {layer.name}'s"
+                           f" calendar in the next {days} days name nobody configured")  # fmt: skip
     paged = {p for s in oncall.schedules.values() for p in s.people()}
     paged |= {p for pol in settings.escalation.policies for st in pol.steps for p in st.people}
     for name in sorted(paged):

@@ -136,6 +136,14 @@ class CalendarLayer:
         for begin, until, _ in self._events(start, end):
             yield from (t for t in (begin, until) if start < t < end)
 
+    def named(self, start: int, end: int) -> dict[str, int]:
+        """Person -> the events in [start, end) that name them."""
+        out: dict[str, int] = {}
+        for _, _, person in self._events(start, end):
+            if person is not None:
+                out[person] = out.get(person, 0) + 1
+        return out
+
     def unmatched(self, start: int, end: int) -> int:
         """Events in [start, end) that name nobody known."""
         return sum(1 for _, _, person in self._events(start, end) if person is None)
