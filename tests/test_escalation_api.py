@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
 from bridge.cli import main
@@ -20,6 +21,7 @@ from bridge.config import Secret, load_settings
 from bridge.core.policies import EscalationSettings, Policy, Route, Step
 from bridge.core.times import NS, now_ns
 from bridge.escalation import transitions
+from bridge.host import apikeys
 from bridge.http.app import create_app
 from bridge.http.keys import STORE
 from bridge.store import AlertQuery, open_store
@@ -164,3 +166,51 @@ def test_the_cli_escalates_pauses_resumes_and_shows(tmp_path: Path) -> None:
     shown = run(main, ["show", "1", "--db", str(db)])
     assert "escalation: standard: level 0 of 3, running" in shown.output
     assert "escalation_override by carol: level 1 now" in shown.output
+
+
+async def test_the_alert_page_pauses_resumes_and_escalates(client: Client,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    """The page's buttons take the same overrides, as the signed-in person."""
+    keys = tmp_path / "keys.json"
+    _, token = apikeys.add(keys, "pat", "write")
+    await client.close()  # the fixture's alert and escalation stay in its database
+    settings = settings_at(tmp_path / "a.db")
+    settings = dataclasses.replace(settings, server=dataclasses.replace(
+        settings.server, keys_file=str(keys)))  # fmt: skip
+    page_client = TestClient(TestServer(create_app(settings, background=False)))
+    await page_client.start_server()
+    try:
+        signed = await page_client.post("/signin", data={"token": token, "next": "/alerts/1"},
+                                        allow_redirects=False)  # fmt: skip
+        assert signed.status == 303
+        page = await (await page_client.get("/alerts/1")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]  # type: ignore[index]
+        assert "Pause escalation" in page
+        assert "Escalate now" in page
+        assert "Resume escalation" not in page
+
+        async def act(action: str, **form: str) -> str:
+            done = await page_client.post(f"/alerts/1/{action}", allow_redirects=False,
+                                          data={"csrf": csrf, **form})  # fmt: skip
+            assert (done.status, done.headers["Location"]) == (303, f"/alerts/1?done={action}")
+            return await (await page_client.get(done.headers["Location"])).text()
+
+        paused = await act("pause", **{"for": "1h"})
+        assert "Escalation paused." in paused
+        assert "Resume escalation" in paused
+        assert "Escalate now" not in paused
+        resumed = await act("resume")
+        assert "Pause escalation" in resumed
+        await act("escalate")
+        detail = await (await page_client.get("/api/v1/alerts/1", headers=API)).json()
+        trail = [
+            (e["kind"], e["actor"])
+            for e in detail["events"]
+            if e["kind"].startswith("escalation_") and e["kind"] != "escalation_started"
+        ]
+        assert trail == [("escalation_paused", "pat"), ("escalation_resumed", "pat"),
+                         ("escalation_override", "pat")]  # fmt: skip
+        wrong = await page_client.post("/alerts/1/pause", data={"csrf": csrf, "for": "ever"})
+        assert wrong.status == 422
+    finally:
+        await page_client.close()

@@ -23,7 +23,7 @@ from bridge.config import Secret, load_settings
 from bridge.core.errors import ConfigError, InvalidInput
 from bridge.core.ical import CalendarLayer
 from bridge.core.oncall import Layer, OnCall, Shift, load_oncall
-from bridge.core.times import NS
+from bridge.core.times import NS, now_ns
 from bridge.escalation import transitions
 from bridge.escalation.engine import copy_labels
 from bridge.http.app import create_app
@@ -598,6 +598,14 @@ async def test_the_page_shows_who_is_on_call_and_the_next_days(
     assert "<td>&lt;b&gt;mornings&lt;/b&gt;</td>" in page  # markup stays text
     assert "<b>mornings" not in page
     assert '<a href="/oncall">On call</a>' in page
+    # every page's header names who is on call now, in each schedule (nobody: said so)
+    now = load_settings(path, {}).oncall.now(now_ns())
+    assert len(now) == 2
+    listing = await (await client.get("/alerts")).text()
+    header = listing[listing.index('<p class="oncall-now">'):listing.index("</p>", listing.index(
+        '<p class="oncall-now">'))]  # fmt: skip
+    for entry in now:
+        assert f"{entry['schedule']} <strong>{entry['person'] or 'nobody'}</strong>" in header
 
 
 def test_icalendar_is_loaded_only_where_a_calendar_is_used() -> None:

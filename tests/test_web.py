@@ -6,6 +6,7 @@ tests/test_e2e_browser.py."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bridge.config import Secret, load_settings
+from bridge.core.times import parse_rfc3339
 from bridge.host import apikeys
 from bridge.http.app import create_app
 from bridge.http.keys import KEYRING, SESSIONS
@@ -239,33 +241,75 @@ async def test_a_read_key_may_look_but_not_act(site: Any) -> None:
     rows = await (await client.get("/alerts/rows")).text()
     assert "Acknowledge selected" not in listing
     assert 'form="bulk"' not in listing + rows
-    assert "<h3>Act</h3>" not in alert
+    assert 'aria-label="Actions"' not in alert
     assert "Signed in with a read key" in alert
     await sign_in(client, tokens["root"])  # a write key: the same pages have them
     listing = await (await client.get("/alerts")).text()
     alert = await (await client.get("/alerts/1")).text()
     assert "Acknowledge selected" in listing
     assert 'form="bulk"' in listing
-    assert "<h3>Act</h3>" in alert
+    assert 'aria-label="Actions"' in alert
 
 
 async def test_bulk_acknowledge_of_a_selection(site: Any) -> None:
     client, tokens = site
     await sign_in(client, tokens["root"])
     csrf = await csrf_of(client)
-    done = await client.post("/alerts/ack", allow_redirects=False, data=[
-        ("csrf", csrf), ("id", "1"), ("id", "2"), ("comment", "on it"),
-        ("back", "/alerts?status=firing")])  # fmt: skip
-    assert (done.status, done.headers["Location"]) == (303, "/alerts?status=firing")
+    form = [("csrf", csrf), ("id", "1"), ("id", "2"), ("comment", "on it"),
+            ("back", "/alerts?status=firing&acked=9")]  # fmt: skip
+    # first the confirmation: what would be acknowledged, nothing done yet
+    asked = await client.post("/alerts/ack", allow_redirects=False, data=form)
+    assert asked.status == 200
+    page = await asked.text()
+    assert "Acknowledge 2 alerts?" in page
+    assert re.findall(r'<li><a href="/alerts/(\d+)">', page) == ["1", "2"]
+    assert f"CPU {html.escape(MARKUP)} hot" in page  # a summary's markup is text here too
+    assert 'name="confirm" value="yes"' in page
+
+    async def acked() -> list[int]:
+        listed = await client.get("/api/v1/alerts", params={"acknowledged": "true"},
+                                  headers=_bearer(tokens["root"]))  # fmt: skip
+        return sorted(a["id"] for a in (await listed.json())["alerts"])
+
+    assert await acked() == []
+    done = await client.post("/alerts/ack", allow_redirects=False,
+                             data=[*form, ("confirm", "yes")])  # fmt: skip
+    assert (done.status, done.headers["Location"]) == (303, "/alerts?status=firing&acked=1,2")
+    assert await acked() == [1, 2]
+    # the list says so and offers the undo
+    listing = await (await client.get(done.headers["Location"])).text()
+    assert "Acknowledged 2 alerts: #1, #2." in listing
+    assert 'action="/alerts/unack"' in listing
+    undone = await client.post("/alerts/unack", allow_redirects=False, data=[
+        ("csrf", csrf), ("id", "1"), ("id", "2"), ("back", done.headers["Location"])])  # fmt: skip
+    assert (undone.status, undone.headers["Location"]) == (303, "/alerts?status=firing&unacked=1,2")
+    assert await acked() == []
+    listing = await (await client.get(undone.headers["Location"])).text()
+    assert "Undone: the acknowledgement of 2 alerts: #1, #2." in listing
+    assert 'action="/alerts/unack"' not in listing
+    events = await (await client.get("/api/v1/alerts/1", headers=_bearer(tokens["root"]))).json()
+    assert [(e["kind"], e["actor"]) for e in events["events"]][-2:] == [
+        ("acknowledged", "root"), ("unacknowledged", "root")]  # fmt: skip
+    # each on its own: one already acknowledged or resolved does not stop the others
+    await client.post("/alerts/ack", data=[*form[:2], ("confirm", "yes")])
     partly = await client.post("/alerts/ack", data=[("csrf", csrf), ("id", "1"), ("id", "3"),
-                                                    ("id", "x")])  # fmt: skip
+                                                    ("confirm", "yes")])  # fmt: skip
     assert partly.status == 409
     text = await partly.text()
     assert "acknowledged 0" in text
     assert "already acknowledged" in text
-    listed = await client.get("/api/v1/alerts", params={"acknowledged": "true"},
-                              headers=_bearer(tokens["root"]))  # fmt: skip
-    assert sorted(a["id"] for a in (await listed.json())["alerts"]) == [1, 2]
+    assert await acked() == [1]
+    for data, status, said in [
+        ([("csrf", csrf)], 400, "Select at least one alert"),
+        ([("csrf", csrf), ("id", "x")], 400, "id"),
+        ([("csrf", csrf), ("id", "77")], 404, "None of the selected alerts exists"),
+        ([("csrf", csrf)] + [("id", str(n)) for n in range(501)], 400, "At most 500"),
+        ([("id", "2"), ("confirm", "yes")], 403, "CSRF"),
+    ]:
+        refused = await client.post("/alerts/ack", data=data)
+        assert refused.status == status, data[:3]
+        assert said in await refused.text()
+    assert await acked() == [1]
 
 
 async def test_list_filters_search_and_grouping(site: Any) -> None:
@@ -397,3 +441,136 @@ async def test_an_alerts_page_links_its_runbook_and_dashboard(site: Any) -> None
     assert ('<dt>Runbook</dt><dd><a href="https://wiki.example/disk" rel="noopener noreferrer">'
             in page)  # fmt: skip
     assert 'href="javascript:' not in page
+
+
+# --- snooze, silences, escalation buttons, the header (issue 34) ------------------------------
+
+
+@pytest.fixture
+async def with_am(aiohttp_client: MakeClient, aiohttp_server: Any,
+                  tmp_path: Path) -> tuple[Client, dict[str, str], list[Any]]:  # fmt: skip
+    """A bridge whose Alertmanager is a stand-in keeping the silences it is sent (the real
+    one: tests/test_e2e_browser.py), and one firing alert."""
+    from aiohttp import web
+
+    kept: list[Any] = []
+
+    async def post(request: web.Request) -> web.Response:
+        body = await request.json()
+        body["id"] = f"5111e{len(kept):03d}"
+        body["status"] = {"state": "active"}
+        kept.append(body)
+        return web.json_response({"silenceID": body["id"]})
+
+    async def listing(request: web.Request) -> web.Response:
+        old = {"id": "0ld", "status": {"state": "expired"}, "matchers": []}
+        return web.json_response([*kept, old])
+
+    async def expire(request: web.Request) -> web.Response:
+        for s in kept:
+            if s["id"] == request.match_info["id"]:
+                s["status"]["state"] = "expired"
+                return web.Response()
+        if request.match_info["id"] == "b00":
+            return web.Response(status=500, text="boom")
+        return web.Response(status=500, text="silence not found")
+
+    stand_in = web.Application()
+    stand_in.router.add_post("/api/v2/silences", post)
+    stand_in.router.add_get("/api/v2/silences", listing)
+    stand_in.router.add_delete("/api/v2/silence/{id}", expire)
+    am = await aiohttp_server(stand_in)
+    path = tmp_path / "keys.json"
+    tokens = {n: apikeys.add(path, n, r)[1] for n, r in (("rita", "read"), ("root", "write"))}
+    env = {"ALERTBRIDGE_KEYS_FILE": str(path),
+           "ALERTBRIDGE_ALERTMANAGER_URL": str(am.make_url("/"))}  # fmt: skip
+    base = load_settings(None, env, db=str(tmp_path / "a.db"))
+    server = dataclasses.replace(base.server, webhook_token=Secret("hook-secret"))
+    client = await aiohttp_client(create_app(dataclasses.replace(base, server=server),
+                                             background=False))  # fmt: skip
+    payload = notification(am_alert("0000000000000001", instance="db-1"))
+    assert (await client.post("/api/v1/alertmanager", json=payload, headers=HOOK)).status == 200
+    return client, tokens, kept
+
+
+async def test_snooze_silences_the_alert_in_alertmanager_and_says_so(with_am: Any) -> None:
+    client, tokens, kept = with_am
+    await sign_in(client, tokens["root"])
+    page = await (await client.get("/alerts/1")).text()
+    assert 'action="/alerts/1/snooze"' in page
+    csrf = await csrf_of(client, "/alerts/1")
+    done = await client.post(
+        "/alerts/1/snooze",
+        allow_redirects=False,
+        data={"csrf": csrf, "for": "4h", "comment": "deploy window"},
+    )
+    assert (done.status, done.headers["Location"]) == (303, "/alerts/1?done=snooze")
+    [silence] = kept
+    assert silence["createdBy"] == "root"
+    assert silence["comment"] == "snoozed from alertbridge (alert 1) for 4h: deploy window"
+    matchers = {m["name"]: m["value"] for m in silence["matchers"]}
+    assert matchers["instance"] == "db-1"
+    length = parse_rfc3339(silence["endsAt"]) - parse_rfc3339(silence["startsAt"])  # type: ignore[operator]
+    assert length == 4 * 3600 * 10**9
+    detail = await (await client.get("/api/v1/alerts/1", headers=_bearer(tokens["root"]))).json()
+    last = detail["events"][-1]
+    assert (last["kind"], last["actor"]) == ("snoozed", "root")
+    assert "silence 5111e000" in last["detail"]
+    assert last["detail"].endswith(": deploy window")
+    assert detail["acked_by"] is None  # a snooze is not an acknowledgement
+    shown = await (await client.get("/alerts/1?done=snooze")).text()
+    assert "Snoozed: the silence is in Alertmanager" in shown
+    # the silences page lists it (not the expired one), linked to its alert, and expires it
+    listing = await (await client.get("/silences")).text()
+    assert 'data-silence="5111e000"' in listing
+    assert 'data-silence="0ld"' not in listing
+    assert "instance=&#34;db-1&#34;" in listing
+    assert '<a href="/alerts/1">#1</a>' in listing
+    gone = await client.post("/silences/5111e000/expire", data={"csrf": csrf},
+                             allow_redirects=False)  # fmt: skip
+    assert (gone.status, gone.headers["Location"]) == (303, "/silences?expired=5111e000")
+    assert silence["status"]["state"] == "expired"
+    assert "No silence is active or pending" in await (await client.get("/silences")).text()
+    # what a person gets wrong, said on the page; nothing sent
+    for path, data, status, said in [
+        ("/alerts/1/snooze", {"for": "forever"}, 422, "expected a duration"),
+        ("/alerts/1/snooze", {"for": "30s"}, 422, "from 1m to 7d"),
+        ("/alerts/1/snooze", {"for": "8d"}, 422, "from 1m to 7d"),
+        ("/alerts/9/snooze", {"for": "1h"}, 404, "9"),
+        ("/silences/not%20an%20id/expire", {}, 400, "Not a silence id"),
+        ("/silences/b00/expire", {}, 502, "boom"),
+    ]:
+        refused = await client.post(path, data={"csrf": csrf, **data})
+        assert refused.status == status, (path, data)
+        assert said in await refused.text()
+    assert len(kept) == 1
+    # a read key sees the silences, and no button
+    await sign_in(client, tokens["rita"])
+    assert "Expire" not in await (await client.get("/silences")).text()
+    assert 'action="/alerts/1/snooze"' not in await (await client.get("/alerts/1")).text()
+
+
+async def test_without_alertmanager_snooze_and_silences_say_why(site: Any) -> None:
+    client, tokens = site
+    await sign_in(client, tokens["root"])
+    csrf = await csrf_of(client, "/alerts/1")
+    refused = await client.post("/alerts/1/snooze", data={"csrf": csrf, "for": "1h"})
+    assert refused.status == 409
+    assert "No Alertmanager is configured" in await refused.text()
+    assert "No Alertmanager is configured" in await (await client.get("/silences")).text()
+    resolved = await client.post("/alerts/3/snooze", data={"csrf": csrf, "for": "1h"})
+    assert resolved.status == 409  # (checked before Alertmanager is asked)
+
+
+async def test_the_list_is_cards_ready_with_filters_behind_one_control(site: Any) -> None:
+    client, tokens = site
+    await sign_in(client, tokens["root"])
+    page = await (await client.get("/alerts?severity=critical&status=firing")).text()
+    assert '<details class="filterbox" id="filters">' in page
+    assert "<summary>Filters (2 on)</summary>" in page
+    for cell in ("c-sev", "c-age", "c-sum", "c-state", "c-ack"):
+        assert f'class="{cell}' in page
+    assert "data-rel" in page  # ages made relative by the script, the exact time kept
+    grouped = await (await client.get("/alerts?group=rule")).text()
+    # groups in the list's order (attention: the critical disk_full first), not by name
+    assert grouped.index("disk_full (1)") < grouped.index("high_cpu (2)")

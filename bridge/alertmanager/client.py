@@ -111,6 +111,13 @@ class AlertmanagerClient:
             raise
         return True
 
+    async def silences(self) -> list[dict[str, Any]]:
+        """Every silence this replica holds (active, pending, expired)."""
+        result = await self._request("GET", "/api/v2/silences")
+        if not isinstance(result, list):
+            raise AlertmanagerError("unexpected answer to GET /api/v2/silences")
+        return result
+
     async def silence(self, silence_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", f"/api/v2/silence/{silence_id}")
         return result
@@ -206,6 +213,10 @@ class AlertmanagerCluster:
             lambda c: c.create_silence(labels, starts_at, ends_at, created_by, comment,
                                        silence_id, clipped),
         )  # fmt: skip
+
+    async def silences(self) -> list[dict[str, Any]]:
+        """The silences of the first replica that answers (replicas gossip them)."""
+        return await self._first("silences", lambda c: c.silences())
 
     async def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> int:
         """Post alerts to every replica, as Prometheus does (replicas do not gossip alerts,

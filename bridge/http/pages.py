@@ -12,28 +12,29 @@ values and annotations holding markup show as text.
 
 from __future__ import annotations
 
-import itertools
+import contextvars
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
 
-from bridge.core.errors import BridgeError, RequestError, StoreError
-from bridge.core.oncall import DAYS, local_time
+from bridge.core.errors import AlertmanagerError, BridgeError, RequestError, StoreError
+from bridge.core.oncall import DAYS, OnCall, local_time
 from bridge.core.signing import AckLink, LinkRefused
 from bridge.core.times import NS, format_duration, format_time, now_ns
 from bridge.escalation.engine import change_of, override
 from bridge.export.report import seconds_text
 from bridge.host.apikeys import allows, token_hash
+from bridge.http import silences
 from bridge.http.api import observe_ack, report_data
 from bridge.http.auth import identify, session_of
 from bridge.http.errors import status_of
-from bridge.http.keys import ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
+from bridge.http.keys import ADAPTER_SESSION, ATTEMPTS, ESCALATOR, SESSIONS, SETTINGS, STORE
 from bridge.http.oncall import feed_link, signing_key
 from bridge.http.rules import MANAGER, firing_counts, recent_episodes
 from bridge.http.sessions import COOKIE, LIFETIME, Session, SessionsFull
@@ -62,6 +63,8 @@ CSP = "; ".join((
 FILTERS = ("status", "severity", "rule", "filter", "acknowledged", "am_state", "q", "sort",
            "cursor", "limit")  # fmt: skip
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+#: The schedules of the request being answered (a page's header names who is on call).
+_ONCALL: contextvars.ContextVar[OnCall | None] = contextvars.ContextVar("oncall", default=None)
 NOT_SIGNED_IN = "Not signed in (or the session ended): sign in again."
 
 
@@ -70,6 +73,8 @@ def _page(template: str, status: int = 200, **context: Any) -> web.Response:
     cannot use)."""
     session = context.get("session")
     context.setdefault("can_act", session is not None and allows(session.role, "write"))
+    oncall = _ONCALL.get()
+    context.setdefault("on_call", oncall.now(now_ns())[:3] if oncall and session else [])
     body = ENV.get_template(template).render(**context)
     response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
     _harden(response)
@@ -108,6 +113,7 @@ def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
                 return _page("error.html", status=403, session=None, back="/signin",
                              message=NOT_SIGNED_IN)  # fmt: skip
             raise _to_signin(request)
+        _ONCALL.set(request.app[SETTINGS].oncall)  # (the header's "on call now")
         try:
             return await handler(request, session)
         except Refused as exc:
@@ -252,13 +258,16 @@ async def _list_context(request: web.Request) -> dict[str, Any]:
     position = await request.app[STORE].last_event_id()
     page = await request.app[STORE].list_page(query)
     grouped = request.query.get("group") == "rule"
-    groups: list[tuple[str, list[StoredAlert]]] = []
-    if grouped:
-        ordered = sorted(page.alerts, key=lambda a: a.alertname)
-        groups = [(k, list(v)) for k, v in itertools.groupby(ordered, key=lambda a: a.alertname)]
+    groups: dict[str, list[StoredAlert]] = {}
+    if grouped:  # in the list's order: the group needing attention most comes first
+        for alert in page.alerts:
+            groups.setdefault(alert.alertname, []).append(alert)
+    active = sum(1 for k in FILTERS if k not in ("sort", "cursor", "limit") and params.get(k))
     return {
+        "done": _done(request),
+        "active_filters": active,
         "alerts": page.alerts,
-        "groups": groups,
+        "groups": list(groups.items()),
         "grouped": grouped,
         "params": params,
         "one": {k: (params[k][-1] if params.get(k) else "") for k in FILTERS},
@@ -270,6 +279,19 @@ async def _list_context(request: web.Request) -> dict[str, Any]:
         "stream_url": _stream_url(params, after=str(position)),
         "here": request.path_qs,
     }
+
+
+def _done(request: web.Request) -> dict[str, Any] | None:
+    """What a bulk action just did, from the query its redirect added (see _with_done)."""
+    for key, said in (("acked", "Acknowledged"), ("unacked", "Undone: the acknowledgement of")):
+        raw = request.query.get(key, "")
+        ids = [int(t) for t in raw.split(",")[:MAX_BULK] if t.isascii() and t.isdigit()]
+        if ids:
+            shown = ", ".join(f"#{i}" for i in ids[:20]) + (" ..." if len(ids) > 20 else "")
+            plural = "s" if len(ids) != 1 else ""
+            return {"message": f"{said} {len(ids)} alert{plural}: {shown}.",
+                    "undo": ids if key == "acked" else []}  # fmt: skip
+    return None
 
 
 @routes.get("/alerts")
@@ -286,32 +308,86 @@ async def alert_rows(request: web.Request, session: Session) -> web.Response:
     return _page("_rows.html", session=session, **await _list_context(request))
 
 
+#: The most alerts one bulk action takes (a page of the list holds at most 500).
+MAX_BULK = 500
+
+
+def _with_done(back: str, key: str, ids: list[int]) -> str:
+    """`back` with what a bulk action did (the list shows it, with an undo)."""
+    parts = urlsplit(back)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("acked", "unacked")]
+    query.append((key, ",".join(map(str, ids[:MAX_BULK]))))
+    return f"{parts.path}?{urlencode(query)}"
+
+
+def _bulk_ids(form: Any) -> list[int]:
+    raw = [v if isinstance(v, str) else "?" for v in form.getall("id", [])]
+    if not raw:
+        raise Refused(400, "Select at least one alert (the boxes beside them) first.")
+    if len(raw) > MAX_BULK:
+        raise Refused(400, f"At most {MAX_BULK} alerts at once (selected: {len(raw)}).")
+    return list(dict.fromkeys(parse_id(text) for text in raw))
+
+
 @routes.post("/alerts/ack")
 @signed_in
 async def bulk_ack(request: web.Request, session: Session) -> web.StreamResponse:
-    """Acknowledge the selected alerts (each on its own: one already acknowledged or resolved
-    does not stop the others)."""
-    form = await request.post()
+    """Acknowledge the selected alerts, once confirmed: the first POST shows what would be
+    acknowledged, the confirmation's POST (`confirm=yes`) acknowledges each on its own (one
+    already acknowledged or resolved does not stop the others) and goes back to the list,
+    which says what was done and offers to undo it."""
     fields = await _form(request, session)
+    ids = _bulk_ids(await request.post())
     store, at = request.app[STORE], now_ns()
-    done, skipped = 0, []
-    for raw in form.getall("id", []):
-        text = raw if isinstance(raw, str) else "?"
+    back = _safe_next(fields.get("back"))
+    comment = fields.get("comment", "")
+    if fields.get("confirm") != "yes":
+        found = await store.get_alerts(ids)
+        missing = sorted(set(ids) - {a.id for a in found})
+        if not found:
+            raise Refused(404, "None of the selected alerts exists any more.")
+        return _page("confirm.html", session=session, alerts=found, missing=missing,
+                     comment=comment, back=back)  # fmt: skip
+    done, skipped = [], []
+    for alert_id in ids:
         try:
-            acked = await store.acknowledge(parse_id(text), session.by, fields.get("comment", ""),
-                                            at)  # fmt: skip
+            acked = await store.acknowledge(alert_id, session.by, comment, at)
             observe_ack(request, acked)
-            done += 1
+            done.append(alert_id)
         except RequestError as exc:
-            skipped.append(f"{text[:20]}: {exc}")
+            skipped.append(f"#{alert_id}: {exc}")
+    if done:
+        await kick_reconciler(request.app)
+    if skipped:
+        return _page("error.html", status=409 if not done else 200, session=session,
+                     message=f"acknowledged {len(done)}; not: " + "; ".join(skipped[:20]),
+                     back=_with_done(back, "acked", done) if done else back)  # fmt: skip
+    raise web.HTTPSeeOther(_with_done(back, "acked", done))
+
+
+@routes.post("/alerts/unack")
+@signed_in
+async def bulk_unack(request: web.Request, session: Session) -> web.StreamResponse:
+    """Undo a bulk acknowledgement: withdraw each of these acknowledgements (their silences
+    expire, escalation goes on)."""
+    fields = await _form(request, session)
+    ids = _bulk_ids(await request.post())
+    store, at = request.app[STORE], now_ns()
+    done, skipped = [], []
+    for alert_id in ids:
+        try:
+            await store.unacknowledge(alert_id, session.by, "undo of a bulk acknowledgement", at)
+            done.append(alert_id)
+        except RequestError as exc:
+            skipped.append(f"#{alert_id}: {exc}")
     if done:
         await kick_reconciler(request.app)
     back = _safe_next(fields.get("back"))
     if skipped:
-        return _page("error.html", status=409 if done == 0 else 200, session=session,
-                     message=f"acknowledged {done}; not: " + "; ".join(skipped[:20]),
+        return _page("error.html", status=409 if not done else 200, session=session,
+                     message=f"undone {len(done)}; not: " + "; ".join(skipped[:20]),
                      back=back)  # fmt: skip
-    raise web.HTTPSeeOther(back)
+    raise web.HTTPSeeOther(_with_done(back, "unacked", done))
 
 
 # --- one alert ------------------------------------------------------------------------------
@@ -330,11 +406,24 @@ async def _alert_context(store: _DetailStore, alert_id: int) -> dict[str, Any]:
             "stream_url": _stream_url({}, alert_id=str(alert_id), after=str(position))}  # fmt: skip
 
 
+#: What an alert's page says after an action that leaves nothing else to see at once.
+DONE = {"snooze": "Snoozed: the silence is in Alertmanager (see the timeline).",
+        "pause": "Escalation paused.", "resume": "Escalation resumed.",
+        "escalate": "Escalated to the next level."}  # fmt: skip
+
+
+def _detail_page(request: web.Request, session: Session, context: dict[str, Any],
+                 status: int = 200, error: str | None = None) -> web.Response:  # fmt: skip
+    return _page("alert.html", status=status, session=session, error=error, here=request.path,
+                 done=DONE.get(request.query.get("done", "")),
+                 snooze_choices=silences.CHOICES, **context)  # fmt: skip
+
+
 @routes.get("/alerts/{id}")
 @signed_in
 async def alert_page(request: web.Request, session: Session) -> web.Response:
     context = await _alert_context(request.app[STORE], parse_id(request.match_info["id"]))
-    return _page("alert.html", session=session, error=None, here=request.path, **context)
+    return _detail_page(request, session, context)
 
 
 @routes.get("/alerts/{id}/timeline")
@@ -344,6 +433,8 @@ async def alert_timeline(request: web.Request, session: Session) -> web.Response
     return _page("_detail.html", session=session, error=None, **context)
 
 
+#: The escalation's overrides an alert's page offers (pause: for a while or until resumed).
+OVERRIDES = ("escalate", "pause", "resume")
 ACTIONS: dict[str, Callable[[Actions, int, str, Mapping[str, str], int], Awaitable[object]]] = {
     "ack": lambda s, i, by, f, at: s.acknowledge(i, by, f.get("comment", ""), at),
     "unack": lambda s, i, by, f, at: s.unacknowledge(i, by, f.get("comment", ""), at),
@@ -357,19 +448,35 @@ ACTIONS: dict[str, Callable[[Actions, int, str, Mapping[str, str], int], Awaitab
 @signed_in
 async def alert_action(request: web.Request, session: Session) -> web.StreamResponse:
     action = request.match_info["action"]
-    if action not in (*ACTIONS, "escalate"):
+    if action not in (*ACTIONS, *OVERRIDES, "snooze"):
         raise web.HTTPNotFound(text=f"no action {action!r}")
     fields = await _form(request, session)
     store = request.app[STORE]
     try:
         alert_id = parse_id(request.match_info["id"])
-        if action == "escalate":
-            change = change_of("escalate", None, None)
+        if action in OVERRIDES:
+            seconds = None
+            if action == "pause" and fields.get("for"):
+                seconds = silences.snooze_seconds(fields["for"])  # (the same bounds)
+            change = change_of(action, None, seconds)
             engine = request.app.get(ESCALATOR)
             if engine is not None:
                 await engine.override(alert_id, session.by, change)
             else:
                 await override(store, alert_id, session.by, change, now_ns())
+        elif action == "snooze":
+            settings = request.app[SETTINGS]
+            cluster = silences.cluster(settings.alertmanager.urls, request.app[ADAPTER_SESSION])
+            await silences.snooze(
+                store,
+                cluster,
+                await store.get_alert(alert_id),
+                session.by,
+                fields.get("for", ""),
+                fields.get("comment", ""),
+                now_ns(),
+            )
+            await kick_reconciler(request.app)
         else:
             result = await ACTIONS[action](store, alert_id, session.by, fields, now_ns())
             if action == "ack" and isinstance(result, StoredAlert):
@@ -382,9 +489,47 @@ async def alert_action(request: web.Request, session: Session) -> web.StreamResp
         except BridgeError:
             return _page("error.html", status=status, session=session, message=str(exc),
                          back="/alerts")  # fmt: skip
-        return _page("alert.html", status=status, session=session, error=str(exc),
-                     here=request.path, **context)  # fmt: skip
-    raise web.HTTPSeeOther(f"/alerts/{alert_id}")
+        return _detail_page(request, session, context, status, str(exc))
+    done = f"?done={action}" if action in DONE else ""
+    raise web.HTTPSeeOther(f"/alerts/{alert_id}{done}")
+
+
+# --- silences ---------------------------------------------------------------------------------
+
+
+@routes.get("/silences")
+@signed_in
+async def silences_page(request: web.Request, session: Session) -> web.Response:
+    """Alertmanager's active and pending silences, each with an Expire button."""
+    settings = request.app[SETTINGS]
+    listed, error = [], None
+    try:
+        cluster = silences.cluster(settings.alertmanager.urls, request.app[ADAPTER_SESSION])
+        listed = await silences.listed(cluster)
+    except RequestError as exc:
+        error = str(exc)
+    return _page("silences.html", session=session, silences=listed, error=error,
+                 done=request.query.get("expired", "")[:40])  # fmt: skip
+
+
+@routes.post("/silences/{id}/expire")
+@signed_in
+async def silence_expire(request: web.Request, session: Session) -> web.StreamResponse:
+    """Expire one of Alertmanager's silences. An acknowledgement's silence comes back at its
+    next refresh by the reconciler while the alert stays acknowledged (the page says so:
+    unacknowledge the alert to end it for good)."""
+    await _form(request, session)
+    silence_id = request.match_info["id"]
+    if not re.fullmatch(r"[0-9a-fA-F-]{1,64}", silence_id):
+        raise Refused(400, "Not a silence id.")
+    settings = request.app[SETTINGS]
+    cluster = silences.cluster(settings.alertmanager.urls, request.app[ADAPTER_SESSION])
+    try:
+        await cluster.expire_silence(silence_id)
+    except AlertmanagerError as exc:
+        raise Refused(502, f"Alertmanager did not expire the silence: {exc}") from None
+    log.info("silence %s expired by %s from the page", silence_id, session.by)
+    raise web.HTTPSeeOther(f"/silences?expired={silence_id}")
 
 
 # --- on call ----------------------------------------------------------------------------------

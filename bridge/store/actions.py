@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.core.errors import Conflict
+from bridge.core.errors import Conflict, Unprocessable
 from bridge.store.records import StoredAlert
 
 #: The columns an action may set (the stores build their UPDATE from these names only).
@@ -94,3 +94,15 @@ def resolve_system(
 def _resolved(alert: StoredAlert, at: int, resolution: str, actor: str, detail: str) -> Change:
     columns = {"status": "resolved", "ends_at": at, "resolution": resolution, "updated_at": at}
     return Change(at, columns, ("resolved", actor, detail))
+
+
+#: The kinds of event `add_note` writes: an operator's note, a snooze the page made (a
+#: silence in Alertmanager for a while), a silence the page expired.
+NOTE_KINDS = ("note", "snoozed", "silence_expired")
+
+
+def note_kind(kind: str) -> str:
+    """`kind` if it is one of NOTE_KINDS; Unprocessable otherwise."""
+    if kind not in NOTE_KINDS:
+        raise Unprocessable("kind", f"must be one of {', '.join(NOTE_KINDS)}, got {kind!r}")
+    return kind

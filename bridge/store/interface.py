@@ -177,8 +177,11 @@ class Actions(Protocol):
         """Withdraw an acknowledgement (an active silence becomes expiring); Conflict."""
         ...
 
-    async def add_note(self, alert_id: int, by: object, text: object, at: int) -> Event:
-        """Add a note to an alert's trail."""
+    async def add_note(
+        self, alert_id: int, by: object, text: object, at: int, kind: str = "note"
+    ) -> Event:
+        """Add a note to an alert's trail (`kind` one of NOTE_KINDS: an operator's note, or
+        what the page did in Alertmanager for them, such as a snooze)."""
         ...
 
     async def assign(self, alert_id: int, by: object, assignee: object, at: int) -> StoredAlert:

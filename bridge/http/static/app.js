@@ -1,16 +1,44 @@
-// alertbridge's page: local times, "select all", and live updates from the event stream.
-// No library, nothing inline (the Content-Security-Policy allows scripts from this origin only).
+// alertbridge's page: relative ages, filters, "select all", the keyboard, and live updates
+// from the event stream. No library, nothing inline (the Content-Security-Policy allows
+// scripts from this origin only).
 "use strict";
 (function () {
-  function localTimes(root) {
-    root.querySelectorAll("time[datetime]").forEach(function (t) {
-      var iso = t.getAttribute("datetime");
-      var d = new Date(iso);
-      if (!isNaN(d.getTime())) {
-        t.textContent = d.toLocaleString();
-        t.title = iso.replace("T", " ") + " (UTC)";
+  var UNITS = [["d", 86400], ["h", 3600], ["m", 60]];
+
+  function ago(ms) {  // "5m ago", "in 2h", "just now"
+    var s = Math.round((Date.now() - ms) / 1000), a = Math.abs(s);
+    if (a < 45) return "just now";
+    for (var i = 0; i < UNITS.length; i++) {
+      if (a >= UNITS[i][1] || i === UNITS.length - 1) {
+        var n = Math.max(1, Math.floor(a / UNITS[i][1])) + UNITS[i][0];
+        return s >= 0 ? n + " ago" : "in " + n;
       }
+    }
+    return "";
+  }
+
+  function times(root) {  // relative where asked (data-rel), exact local time on hover or tap
+    root.querySelectorAll("time[datetime]").forEach(function (t) {
+      var iso = t.getAttribute("datetime"), d = new Date(iso);
+      if (isNaN(d.getTime())) return;
+      var exact = d.toLocaleString([], { dateStyle: "medium", timeStyle: "medium" });
+      t.title = exact + " (" + iso.replace("T", " ") + " UTC)";
+      t.textContent = t.hasAttribute("data-rel") && !t.classList.contains("exact") ? ago(d.getTime()) : exact;
     });
+  }
+
+  function tapForExact() {
+    document.addEventListener("click", function (e) {
+      var t = e.target.closest && e.target.closest("time[data-rel]");
+      if (!t) return;
+      t.classList.toggle("exact");
+      times(t.parentNode);
+    });
+  }
+
+  function filters() {  // open at desk width; behind one control on a phone
+    var box = document.getElementById("filters");
+    if (box && window.matchMedia("(min-width: 641px)").matches) box.open = true;
   }
 
   function selectAll() {
@@ -20,6 +48,46 @@
       document.querySelectorAll('input[name="id"][form="bulk"]:not([disabled])').forEach(function (box) {
         box.checked = all.checked;
       });
+    });
+  }
+
+  // The keyboard: j/k move through the list, o or Enter opens, x selects, / searches;
+  // on an alert's page, a goes to the acknowledgement's comment (Enter acknowledges).
+  function keyboard() {
+    var at = -1;
+    function rows() { return Array.prototype.slice.call(document.querySelectorAll("tr[data-id]")); }
+    function move(by) {
+      var all = rows();
+      if (!all.length) return;
+      all.forEach(function (r) { r.classList.remove("cursor"); });
+      at = Math.max(0, Math.min(all.length - 1, at + by));
+      all[at].classList.add("cursor");
+      var link = all[at].querySelector("a");
+      if (link) link.focus();
+    }
+    document.addEventListener("keydown", function (e) {
+      if (e.ctrlKey || e.metaKey || e.altKey) return;
+      var tag = (e.target.tagName || "").toLowerCase();
+      if (tag === "input" || tag === "select" || tag === "textarea") return;
+      var row = rows()[at];
+      if (e.key === "j") move(1);
+      else if (e.key === "k") move(-1);
+      else if (e.key === "o" && row) row.querySelector("a").click();
+      else if (e.key === "x" && row) {
+        var box = row.querySelector('input[name="id"]:not([disabled])');
+        if (box) box.checked = !box.checked;
+      } else if (e.key === "/") {
+        var search = document.querySelector('input[name="q"]');
+        if (!search) return;
+        var box2 = document.getElementById("filters");
+        if (box2) box2.open = true;
+        search.focus();
+      } else if (e.key === "a") {
+        var comment = document.querySelector('form[action$="/ack"] input[name="comment"]');
+        if (!comment) return;
+        comment.focus();
+      } else return;
+      e.preventDefault();
     });
   }
 
@@ -33,15 +101,20 @@
 
     function replace(html) {
       if (target.dataset.kind === "rows") {
-        var checked = {};
+        var checked = {}, cursor = target.querySelector("tr.cursor");
+        var at = cursor ? cursor.dataset.id : null;
         target.querySelectorAll('input[name="id"]:checked').forEach(function (b) { checked[b.value] = true; });
         target.querySelectorAll("tbody").forEach(function (b) { b.remove(); });
         target.insertAdjacentHTML("beforeend", html);
         target.querySelectorAll('input[name="id"]').forEach(function (b) { if (checked[b.value]) b.checked = true; });
+        if (at) {
+          var again = target.querySelector('tr[data-id="' + at + '"]');
+          if (again) again.classList.add("cursor");
+        }
       } else {
         target.innerHTML = html;
       }
-      localTimes(target);
+      times(target);
     }
 
     function load() {
@@ -66,8 +139,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    localTimes(document);
+    times(document);
+    setInterval(function () { times(document); }, 30000);
+    tapForExact();
+    filters();
     selectAll();
+    keyboard();
     live();
   });
 })();

@@ -48,14 +48,15 @@ def unacknowledge(alert_id: int, by: object, comment: object, at: int) -> Job[St
     return job
 
 
-def add_note(alert_id: int, by: object, text: object, at: int) -> Job[Event]:
+def add_note(alert_id: int, by: object, text: object, at: int, kind: str = "note") -> Job[Event]:
     who = _text(by, "by", required=True)
     body = _text(text, "text", required=True)
+    actions.note_kind(kind)
 
     async def job(conn: Conn) -> Event:
         await q.get(conn, alert_id)
-        event_id = await q.event(conn, alert_id, at, "note", who, body)
-        return Event(event_id, alert_id, at, "note", who, body)
+        event_id = await q.event(conn, alert_id, at, kind, who, body)
+        return Event(event_id, alert_id, at, kind, who, body)
 
     return job
 

@@ -225,8 +225,10 @@ class PostgresStore(Database):
     ) -> StoredAlert:
         return await self._write(pg_actions.unacknowledge(alert_id, by, comment, at))
 
-    async def add_note(self, alert_id: int, by: object, text: object, at: int) -> Event:
-        return await self._write(pg_actions.add_note(alert_id, by, text, at))
+    async def add_note(
+        self, alert_id: int, by: object, text: object, at: int, kind: str = "note"
+    ) -> Event:
+        return await self._write(pg_actions.add_note(alert_id, by, text, at, kind))
 
     async def assign(self, alert_id: int, by: object, assignee: object, at: int) -> StoredAlert:
         return await self._write(pg_actions.assign(alert_id, by, assignee, at))

@@ -79,14 +79,15 @@ def unacknowledge(alert_id: int, actor: object, comment: object, at: int) -> Job
     return job
 
 
-def add_note(alert_id: int, actor: object, text: object, at: int) -> Job[Event]:
+def add_note(alert_id: int, actor: object, text: object, at: int, kind: str = "note") -> Job[Event]:
     """Job: add a note to an alert's trail."""
     by = _text(actor, "by", required=True)
     body = _text(text, "text", required=True)
+    actions.note_kind(kind)
 
     def job(conn: sqlite3.Connection) -> Event:
         get_alert(conn, alert_id)
-        add_event(conn, alert_id, at, "note", by, body)
+        add_event(conn, alert_id, at, kind, by, body)
         row = conn.execute(
             "SELECT id, alert_id, at, kind, actor, detail FROM events"
             " WHERE id = last_insert_rowid()"

@@ -210,8 +210,10 @@ class SqliteStore:
     ) -> StoredAlert:
         return await self._write(actions.unacknowledge(alert_id, by, comment, at))
 
-    async def add_note(self, alert_id: int, by: object, text: object, at: int) -> Event:
-        return await self._write(actions.add_note(alert_id, by, text, at))
+    async def add_note(
+        self, alert_id: int, by: object, text: object, at: int, kind: str = "note"
+    ) -> Event:
+        return await self._write(actions.add_note(alert_id, by, text, at, kind))
 
     async def assign(self, alert_id: int, by: object, assignee: object, at: int) -> StoredAlert:
         return await self._write(actions.assign(alert_id, by, assignee, at))
