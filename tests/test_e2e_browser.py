@@ -6,6 +6,7 @@ bulk-acknowledge; the phone width; sign out. Screenshots go to the test's direct
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,7 @@ def test_an_operators_morning(tmp_path: Path, browser: WebDriver) -> None:
         chrome.save_screenshot(str(shots / "3-acknowledged.png"))
 
         # A note, shown in the timeline.
+        click(chrome, "details.more summary")  # (note, assign, resolve: under More actions)
         type_in(chrome, 'form[action$="/note"] input[name="text"]', "replacing the disk <now>")
         click(chrome, 'form[action$="/note"] button')
         until(chrome, "the note", lambda c: "replacing the disk <now>" in text_of(c, ".timeline"))
@@ -175,7 +177,11 @@ def test_an_operators_morning(tmp_path: Path, browser: WebDriver) -> None:
             By.CSS_SELECTOR, "tr[data-id]")) == 2)  # fmt: skip
         click(chrome, "#select-all")
         click(chrome, "form#bulk button")
+        until(chrome, "the confirmation", lambda c: "Acknowledge 2 alerts?" in c.title)
+        assert len(chrome.find_elements(By.CSS_SELECTOR, "ul.picked li")) == 2
+        click(chrome, "#confirm")
         until(chrome, "none left", lambda c: "No alert matches" in text_of(c, "table.alerts"))
+        assert "Acknowledged 2 alerts" in text_of(chrome, ".done")
         chrome.save_screenshot(str(shots / "4-bulk-acknowledged.png"))
         listed = http_json(f"{base}/api/v1/alerts?acknowledged=true", None, token)[1]
         assert sorted(a["acked_by"] for a in listed["alerts"]) == ["alice"] * 3
@@ -196,3 +202,180 @@ def test_an_operators_morning(tmp_path: Path, browser: WebDriver) -> None:
         until(chrome, "the sign-in page", lambda c: "/signin" in c.current_url)
         chrome.get(f"{base}/alerts")
         assert "/signin" in chrome.current_url
+
+
+# --- a phone and a desk (issue 34) ------------------------------------------------------------
+
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+AXE_VERSION = "4.10.3"
+SIZES = {"phone": (390, 844), "desk": (1280, 800)}
+
+
+def axe_violations(chrome: WebDriver) -> list[str]:
+    """axe-core's serious and critical violations of the page shown (WCAG 2 A and AA), each
+    as "rule: the first element's selector"."""
+    chrome.execute_script(AXE.read_text())
+    found = chrome.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "var tags = ['wcag2a', 'wcag2aa', 'best-practice'];"
+        "axe.run(document, {runOnly: {type: 'tag', values: tags}}).then(function (r) {"
+        " done({version: axe.version, v: r.violations.map(function (v) {"
+        " return [v.id, v.impact, v.nodes.map(function (n) { return n.target.join(' '); })];"
+        " })}); }, function (e) { done({error: String(e)}); });"
+    )
+    assert "error" not in found, found
+    assert found["version"] == AXE_VERSION
+    return [f"{rule} ({impact}): {', '.join(nodes[:3])}" for rule, impact, nodes in found["v"]
+            if impact in ("serious", "critical")]  # fmt: skip
+
+
+def no_sideways_scroll(chrome: WebDriver) -> int:
+    width: int = chrome.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;"
+    )
+    return width
+
+
+def test_the_page_on_a_phone_and_at_a_desk(tmp_path: Path, browser: WebDriver) -> None:
+    """At 390x844 and 1280x800, light and dark: no sideways scroll on the list, an alert's
+    page, the reports and the silences; Acknowledge inside the first screen of an alert's page;
+    no serious axe-core violation; relative ages; the keyboard; a snooze makes a silence in the
+    real Alertmanager and the row shows the alert muted; a read key sees no action button."""
+    shots = SHOTS["dir"] = tmp_path / "screenshots"
+    shots.mkdir()
+    keys = tmp_path / "keys.json"
+    _, token = apikeys.add(keys, "alice", "write")
+    _, reader = apikeys.add(keys, "rita", "read")
+    am_port, port = free_port(), free_port()
+    (tmp_path / "am.yml").write_text(f"""
+route:
+  receiver: bridge
+  group_wait: 0s
+  group_interval: 1s
+receivers:
+  - name: bridge
+    webhook_configs:
+      - url: http://{LOOPBACK}:{port}/api/v1/alertmanager
+        http_config: {{authorization: {{credentials: hook}}}}
+""")
+    am = start_alertmanager(tmp_path, tmp_path / "am.yml", am_port)
+    am_url = f"http://{LOOPBACK}:{am_port}"
+    env = bridge_env(ALERTBRIDGE_WEBHOOK_TOKEN="hook", ALERTBRIDGE_KEYS_FILE=str(keys),
+                     ALERTBRIDGE_ALERTMANAGER_URL=am_url)  # fmt: skip
+    with running(am), running(start_bridge(tmp_path, port, env)):
+        base = f"http://{LOOPBACK}:{port}"
+        chrome = browser
+        # alerts as Prometheus sends them, through Alertmanager to the bridge's webhook
+        fired = [{"labels": {"alertname": name, "severity": sev, "instance": inst},
+                  "annotations": {"summary": summary, "runbook_url": "https://runbooks.example/x"}}
+                 for name, sev, inst, summary in [
+                     ("disk_full", "critical", "db-1:9100", "Disk /var is 97% full on db-1"),
+                     ("high_cpu", "warning", "web-7:9100", "CPU above 90% for 10 minutes"),
+                     ("error_ratio", "warning", "api-2:8080", "5xx above 2% of all")]]  # fmt: skip
+        assert http_json(f"{am_url}/api/v2/alerts", fired)[0] == 200
+        chrome.get(f"{base}/signin?next=/alerts")
+        chrome.find_element(By.NAME, "token").send_keys(token)
+        chrome.find_element(By.CSS_SELECTOR, "form.signin button").click()
+        until(chrome, "three alerts", lambda c: len(c.find_elements(
+            By.CSS_SELECTOR, "tr[data-id]")) == 3)  # fmt: skip
+
+        # relative ages, the exact time on a tap
+        age = chrome.find_element(By.CSS_SELECTOR, "tr[data-id] time")
+        assert re.fullmatch(r"just now|\d+[mhd] ago", age.text), age.text
+        age.click()
+        assert not re.fullmatch(r"just now|\d+[mhd] ago", age.text), age.text
+
+        # the keyboard: j moves to the first row (the critical one), o opens it, a goes to the
+        # acknowledgement's comment, Enter acknowledges
+        body = chrome.find_element(By.TAG_NAME, "body")
+        body.send_keys("j")
+        body.send_keys("o")
+        until(chrome, "the critical alert's page", lambda c: "disk_full" in c.title)
+        critical = chrome.current_url
+        chrome.find_element(By.TAG_NAME, "body").send_keys("a")
+        comment = chrome.switch_to.active_element
+        assert comment.get_attribute("name") == "comment"
+        comment.send_keys("on it\n")
+        until(chrome, "acknowledged by alice", lambda c: "alice" in text_of(c, ".facts"))
+
+        # snooze the warning on web-7 for 1h: a silence in Alertmanager, the row muted
+        chrome.get(f"{base}/alerts?rule=high_cpu")
+        click(chrome, "tr[data-id] a")
+        until(chrome, "its page", lambda c: "high_cpu" in c.title)
+        type_in(chrome, 'form[action$="/snooze"] input[name="comment"]', "deploying web-7")
+        click(chrome, 'form[action$="/snooze"] button')
+        until(chrome, "snoozed", lambda c: "Snoozed" in text_of(c, ".done"))
+        silences = http_json(f"{am_url}/api/v2/silences")[1]
+        [snooze] = [s for s in silences if s["status"]["state"] == "active"
+                    and "deploying web-7" in s["comment"]]  # fmt: skip
+        assert snooze["createdBy"] == "alice"
+        assert {"name": "instance", "value": "web-7:9100", "isRegex": False,
+                "isEqual": True} in snooze["matchers"]  # fmt: skip
+        assert "snoozed" in text_of(chrome, ".timeline")
+        chrome.get(f"{base}/alerts?rule=high_cpu")
+        until(chrome, "the row muted", lambda c: "(muted)" in text_of(c, "tr[data-id]"))
+        chrome.get(f"{base}/silences")
+        assert "deploying web-7" in text_of(chrome, "ul.cards")
+        chrome.get(f"{base}/alerts")
+
+        pages = {"list": f"{base}/alerts", "alert": critical, "reports": f"{base}/reports",
+                 "silences": f"{base}/silences", "oncall": f"{base}/oncall"}  # fmt: skip
+        problems: list[str] = []
+        for scheme in ("light", "dark"):
+            chrome.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [
+                {"name": "prefers-color-scheme", "value": scheme}]})  # fmt: skip
+            for size, (width, height) in SIZES.items():
+                chrome.set_window_size(width, height)
+                for view, url in pages.items():
+                    chrome.get(url)
+                    until(chrome, f"{view} loaded", lambda c: c.execute_script(
+                        "return document.readyState") == "complete")  # fmt: skip
+                    chrome.save_screenshot(str(shots / f"{view}-{size}-{scheme}.png"))
+                    if no_sideways_scroll(chrome) > 0:
+                        problems.append(f"{view} at {size}: scrolls sideways by"
+                                        f" {no_sideways_scroll(chrome)} px")  # fmt: skip
+                    problems += [f"{view} at {size}, {scheme}: {v}" for v in axe_violations(chrome)]
+                    if view == "alert":
+                        top = chrome.execute_script(
+                            "var b = document.querySelector('form[action$=\"/unack\"] button');"
+                            "return b.getBoundingClientRect().bottom;")  # fmt: skip
+                        if top > height:
+                            problems.append(f"the alert's first action at {size} ends at y={top}")
+                    if view == "list" and size == "phone":
+                        cards = chrome.find_elements(By.CSS_SELECTOR, "tr[data-id]")
+                        assert cards[0].value_of_css_property("display") == "grid"
+                        assert not chrome.find_element(By.ID, "filters").get_attribute("open")
+        assert problems == []
+        # (and axe does find what is wrong: an image with no text alternative, a button with
+        # no name: the check above is not vacuous)
+        chrome.execute_script("document.querySelector('main').insertAdjacentHTML('beforeend',"
+                              " '<img src=\"/static/app.css\"><button></button>');")  # fmt: skip
+        found = axe_violations(chrome)
+        assert any(v.startswith("image-alt (critical)") for v in found), found
+        assert any(v.startswith("button-name (critical)") for v in found), found
+
+        # a fresh alert's Acknowledge is inside a phone's first screen
+        chrome.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        chrome.set_window_size(*SIZES["phone"])
+        chrome.get(f"{base}/alerts?status=firing&acknowledged=false&rule=error_ratio")
+        click(chrome, "tr[data-id] a")
+        until(chrome, "its page", lambda c: "error_ratio" in c.title)
+        button = chrome.find_element(By.CSS_SELECTOR, 'form[action$="/ack"] button')
+        bottom = chrome.execute_script("return arguments[0].getBoundingClientRect().bottom;",
+                                       button)  # fmt: skip
+        assert 0 < bottom <= SIZES["phone"][1], bottom
+        chrome.save_screenshot(str(shots / "alert-unacknowledged-phone.png"))
+
+        # a read key's page has no action button
+        click(chrome, "form.signout button")
+        until(chrome, "signed out", lambda c: "/signin" in c.current_url)
+        chrome.find_element(By.NAME, "token").send_keys(reader)
+        chrome.find_element(By.CSS_SELECTOR, "form.signin button").click()
+        until(chrome, "the list", lambda c: "/alerts" in c.current_url)
+        for url in (f"{base}/alerts", critical, f"{base}/silences"):
+            chrome.get(url)
+            buttons = [
+                b.get_attribute("textContent").strip()
+                for b in chrome.find_elements(By.CSS_SELECTOR, "main button")
+            ]
+            assert buttons == [] or set(buttons) == {"Show"}, (url, buttons)

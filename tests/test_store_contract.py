@@ -244,6 +244,8 @@ async def test_ack_unack_note_assign_and_their_events(store: AlertStore) -> None
         await store.acknowledge(1, "bob", "", T0 + NS)
     note = await store.add_note(1, "bob", "disk is fine", T0 + 2 * NS)
     assert (note.alert_id, note.kind, note.actor, note.detail) == (1, "note", "bob", "disk is fine")
+    snoozed = await store.add_note(1, "bob", "for 1h", T0 + 2 * NS, kind="snoozed")
+    assert (snoozed.kind, snoozed.detail) == ("snoozed", "for 1h")
     assert (await store.assign(1, "bob", "carol", T0 + 3 * NS)).assignee == "carol"
     assert (await store.assign(1, "bob", "carol", T0 + 3 * NS)).assignee == "carol"  # no event
     assert (await store.assign(1, "bob", "", T0 + 4 * NS)).assignee is None
@@ -255,6 +257,7 @@ async def test_ack_unack_note_assign_and_their_events(store: AlertStore) -> None
         ("fired", "alertmanager", ""),
         ("acknowledged", "alice", "looking"),
         ("note", "bob", "disk is fine"),
+        ("snoozed", "bob", "for 1h"),
         ("assigned", "bob", "carol"),
         ("assigned", "bob", ""),
         ("unacknowledged", "alice", "false alarm"),
@@ -277,6 +280,7 @@ async def test_action_errors_change_nothing(store: AlertStore) -> None:
         (store.add_note(1, "a", "   ", T0), "text"),
         (store.acknowledge(1, "a", 5, T0), "comment"),
         (store.add_note(1, "a", "x" * 10_001, T0), "at most"),
+        (store.add_note(1, "a", "x", T0, kind="fired"), "kind"),
     ]:
         with pytest.raises(Unprocessable, match=field):
             await call

@@ -675,11 +675,12 @@ async def ack_link_act(request: web.Request) -> web.Response:
 
 
 def bars(pairs: list[tuple[str, float]], unit: str = "") -> dict[str, Any]:
-    """A horizontal bar chart, as numbers an SVG template draws (server-side: no script)."""
+    """A horizontal bar chart as numbers the template draws (server-side: no script): each
+    bar's length in percent of the largest, drawn by an SVG that stretches to its line (the
+    labels and values stay text, readable at any width)."""
     top = max((v for _, v in pairs), default=0) or 1
-    return {"rows": [{"label": k, "value": v, "width": round(300 * v / top, 1),
-                      "text": _fmt(v, unit), "y": 22 * n} for n, (k, v) in enumerate(pairs)],
-            "height": 22 * len(pairs) + 4}  # fmt: skip
+    return {"rows": [{"label": k, "value": v, "percent": round(100 * v / top, 1),
+                      "text": _fmt(v, unit)} for k, v in pairs]}  # fmt: skip
 
 
 def _fmt(value: float, unit: str) -> str:
