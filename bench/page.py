@@ -83,6 +83,15 @@ def main() -> None:
             form = urllib.parse.urlencode({"token": "bench-api", "name": "bench"}).encode()
             opener.open(f"{base}/signin", form, timeout=30).read()
             api = {"Authorization": "Bearer bench-api"}
+            sizes = {}
+            for asset in ("/static/app.js", "/static/app.css"):
+                with opener.open(base + asset, timeout=30) as response:
+                    sizes[asset] = len(response.read())
+            print(
+                f"assets: {', '.join(f'{k} {v:,} B' for k, v in sizes.items())};"
+                f" {sum(sizes.values()):,} B in all, uncompressed (target < 50 KB);"
+                " nothing else is loaded (the Content-Security-Policy allows this origin only)"
+            )
             for label, page, same in PAGES:
                 timed(opener, base + page, 5)  # warm the caches
                 html = timed(opener, base + page, args.requests)

@@ -375,7 +375,7 @@ receivers:
         for url in (f"{base}/alerts", critical, f"{base}/silences"):
             chrome.get(url)
             buttons = [
-                b.get_attribute("textContent").strip()
+                (b.get_attribute("textContent") or "").strip()
                 for b in chrome.find_elements(By.CSS_SELECTOR, "main button")
             ]
             assert buttons == [] or set(buttons) == {"Show"}, (url, buttons)
