@@ -279,6 +279,29 @@ receivers:
         until(chrome, "three alerts", lambda c: len(c.find_elements(
             By.CSS_SELECTOR, "tr[data-id]")) == 3)  # fmt: skip
 
+        # a stream the server refuses (503: busy, or its stream worker restarting) is opened
+        # again by the page, from the last event seen: a browser does not retry a refusal
+        refusing = chrome.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+            (function () {
+              var Real = window.EventSource;
+              window.opened = [];
+              window.EventSource = function (url) {
+                window.opened.push(url);
+                if (window.opened.length > 1) return new Real(url);
+                var refused = {readyState: 2, lastEventId: ""};
+                setTimeout(function () { refused.onerror(); }, 50);
+                return refused;
+              };
+            })();"""})  # fmt: skip
+        chrome.get(f"{base}/alerts")
+        until(chrome, "live again", lambda c: "is-live" in c.find_element(
+            By.TAG_NAME, "body").get_attribute("class"))  # fmt: skip
+        opened = chrome.execute_script("return window.opened;")
+        assert len(opened) == 2, opened
+        assert opened[0] == opened[1]
+        assert "/api/v1/events/stream?" in opened[1]
+        chrome.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", refusing)
+
         # relative ages, the exact time on a tap
         age = chrome.find_element(By.CSS_SELECTOR, "tr[data-id] time")
         assert re.fullmatch(r"just now|\d+[mhd] ago", age.text), age.text

@@ -380,10 +380,10 @@ async def test_a_worker_that_never_says_ready_is_killed_and_started_again(
 async def test_streams_served_while_the_worker_restarts_are_capped_and_handed_back(
     aiohttp_client: MakeClient, tmp_path: Path
 ) -> None:
-    """With the worker down the server serves streams itself on at most a quarter of its
+    """With the worker down the server serves streams itself on at most a sixteenth of its
     connections (503 too_many_streams past it: the webhook and the API keep the rest); once
     a worker is up again it ends them, and their clients resume with it, missing nothing."""
-    made = await with_worker(aiohttp_client, tmp_path, max_connections=8)
+    made = await with_worker(aiohttp_client, tmp_path, max_connections=32)
     worker = worker_of(made)
     assert worker.proc is not None
     worker.proc.kill()
@@ -392,7 +392,9 @@ async def test_streams_served_while_the_worker_restarts_are_capped_and_handed_ba
     await until(lambda: made.app[HUB].watchers == 2, "the server serves them")
     refused = await made.get("/api/v1/events/stream", headers=API)
     assert refused.status == 503
-    assert (await refused.json())["error"] == "too_many_streams"
+    said = await refused.json()
+    assert said["error"] == "too_many_streams"
+    assert "(server.max_connections / 16 while its stream worker restarts)" in said["message"]
     await fire(made, 1)  # the webhook is heard meanwhile
     last = [(await w.message())[0] for w in here]
     await until(lambda: worker.alive, "the stream worker started again")

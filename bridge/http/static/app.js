@@ -132,10 +132,29 @@
       setTimeout(load, Math.max(0, 1000 - (Date.now() - last)));
     }
 
-    var source = new EventSource(stream);
-    source.onmessage = changed;
-    source.onopen = function () { if (state) state.textContent = "live"; document.body.classList.add("is-live"); };
-    source.onerror = function () { if (state) state.textContent = "reconnecting..."; document.body.classList.remove("is-live"); };
+    // An EventSource retries by itself after a dropped connection, not after a refusal (a
+    // 503 while the server is busy or its stream worker restarts): then open a new one, from
+    // the last event seen, after a few seconds (more each time, with jitter, at most 30 s).
+    var delay = 2000;
+    function open(url) {
+      var source = new EventSource(url);
+      source.onmessage = changed;
+      source.onopen = function () {
+        delay = 2000;
+        if (state) state.textContent = "live";
+        document.body.classList.add("is-live");
+      };
+      source.onerror = function () {
+        if (state) state.textContent = "reconnecting...";
+        document.body.classList.remove("is-live");
+        if (source.readyState !== 2) return;  // CLOSED: refused, the browser will not retry
+        var from = source.lastEventId;
+        var next = from ? url.replace(/([?&])after=[^&]*/, "$1after=" + encodeURIComponent(from)) : url;
+        setTimeout(function () { open(next); changed(); }, delay + Math.random() * 1000);
+        delay = Math.min(delay * 2, 30000);
+      };
+    }
+    open(stream);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
