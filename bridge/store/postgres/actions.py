@@ -5,20 +5,29 @@ bridge.store.sqlite.actions."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
+import orjson
+
+from bridge.core.errors import Conflict, NotFound
+from bridge.core.rulebook import RuleVersion
 from bridge.core.times import NS
 from bridge.store import actions
+from bridge.store.postgres import escalations, schema
 from bridge.store.postgres import queries as q
-from bridge.store.postgres import schema
 from bridge.store.postgres.database import Conn, T
 from bridge.store.records import (
     DEFAULT_RETENTION_DAYS,
+    AmView,
+    Escalation,
     Event,
     SilenceChange,
     StoredAlert,
 )
+from bridge.store.rows import SAME_ROW, TABLES, rule_version_row, stale_rules
 from bridge.store.rows import text_field as _text
+from bridge.store.sql import RULE_VERSION_COLUMNS
 
 #: A job the writer runs in a transaction (as SQLite's bridge.store.sqlite.database.Job).
 Job = Callable[[Conn], Awaitable[T]]
@@ -172,5 +181,119 @@ def prune(at: int, batch: int = 5000) -> Job[int]:
             await conn.execute("DELETE FROM alerts WHERE id = ANY($1::bigint[])", ids)
         await conn.execute(schema.FOLD_COUNTS)
         return len(ids)
+
+    return job
+
+
+def kept_key(name: str, new: str) -> Job[str]:
+    """Job: keep `new` under `name` unless a key is kept already; the key kept."""
+
+    async def job(conn: Conn) -> str:
+        await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
+                           " ON CONFLICT (key) DO NOTHING", name, new)  # fmt: skip
+        return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", name))
+
+    return job
+
+
+def load(table: str, rows: Sequence[tuple[Any, ...]]) -> Job[tuple[int, int]]:
+    """Job: insert a migration's page of rows (those already there skipped); (how many were
+    new, how many of the page are there now)."""
+    columns, key = TABLES[table]
+    identity = table in ("alerts", "events")  # ids kept, then the sequence moved past them
+    key = SAME_ROW.get(table, key)
+    at = [columns.index(k) for k in key]
+    keys = [[row[i] for row in rows] for i in at]
+    types = ["bigint" if k in ("id", "alert_id", "starts_at") else "text" for k in key]
+    unnest = ", ".join(f"${n + 1}::{t}[]" for n, t in enumerate(types))
+    # The page's rows there as in the source, by key (an index read; a count of the whole
+    # table before and after each page made a migration quadratic in its size).
+    there = (f"SELECT count(*) FROM {table} JOIN unnest({unnest})"  # noqa: S608 - TABLES
+             f" AS k({', '.join(key)}) USING ({', '.join(key)})")  # fmt: skip
+
+    async def job(conn: Conn) -> tuple[int, int]:
+        marks = ", ".join(f"${n + 1}" for n in range(len(columns)))
+        before = await conn.fetchval(there, *keys)
+        await conn.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - TABLES names
+            + (" OVERRIDING SYSTEM VALUE" if identity else "")
+            + f" VALUES ({marks}) ON CONFLICT DO NOTHING",
+            rows,
+        )
+        if identity:
+            await conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"  # noqa: S608
+                f" (SELECT max(id) FROM {table}))"
+            )
+        present = await conn.fetchval(there, *keys)
+        return int(present - before), int(present)
+
+    return job
+
+
+def add_rule_version(version: RuleVersion) -> Job[None]:
+    """Job: record the next version of the rule set; Conflict when another came first."""
+
+    async def job(conn: Conn) -> None:
+        await conn.execute("LOCK TABLE rule_versions IN EXCLUSIVE MODE")  # one at a time
+        latest = await conn.fetchval("SELECT coalesce(max(version), 0) FROM rule_versions")
+        if latest != version.version - 1:
+            raise stale_rules(latest, version)
+        await conn.execute(f"INSERT INTO rule_versions ({RULE_VERSION_COLUMNS})"  # noqa: S608
+                           " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                           *rule_version_row(version))  # fmt: skip
+
+    return job
+
+
+def set_am_states(views: Sequence[AmView]) -> Job[int]:
+    """Job: Alertmanager's view of firing alerts; how many rows changed."""
+
+    async def job(conn: Conn) -> int:
+        ordered = sorted(views)  # (rows locked in id order: no deadlock with a replica)
+        status = await conn.execute(
+            "UPDATE alerts a SET am_state = v.state, am_silenced_by = v.silenced,"
+            " am_inhibited_by = v.inhibited"
+            " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])"
+            " AS v(id, state, silenced, inhibited)"
+            " WHERE a.id = v.id AND a.status = 'firing'",
+            [v[0] for v in ordered], [v[1] for v in ordered],
+            [orjson.dumps(v[2]).decode() for v in ordered],
+            [orjson.dumps([{"fingerprint": f, "alert_id": i} for f, i in v[3]]).decode()
+             for v in ordered],
+        )  # fmt: skip
+        return int(status.split()[-1])
+
+    return job
+
+
+def set_enrichment(values: Mapping[int, Mapping[str, str]]) -> Job[int]:
+    """Job: alerts' enrichment fields by id; how many of the ids exist."""
+
+    async def job(conn: Conn) -> int:
+        ids = sorted(values)
+        status = await conn.execute(
+            "UPDATE alerts a SET enrichment = v.fields"
+            " FROM unnest($1::bigint[], $2::text[]) AS v(id, fields) WHERE a.id = v.id",
+            ids, [orjson.dumps(dict(values[i])).decode() for i in ids],
+        )  # fmt: skip
+        return int(status.split()[-1])
+
+    return job
+
+
+def save_escalations(items: Sequence[tuple[Escalation, Sequence[tuple[str, str]]]], at: int,
+                     actor: str) -> Job[list[int | None]]:  # fmt: skip
+    """Job: save each escalation with its events; its new version, or None where a stale
+    read (Conflict) or a pruned alert (NotFound) refused it."""
+
+    async def job(conn: Conn) -> list[int | None]:
+        out: list[int | None] = []
+        for esc, events in items:
+            try:
+                out.append(await escalations.save(conn, esc, events, at, actor, q.event))
+            except (Conflict, NotFound):
+                out.append(None)
+        return out
 
     return job

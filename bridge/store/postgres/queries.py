@@ -1,16 +1,28 @@
 """The PostgreSQL store's SQL beside its facade (bridge.store.postgres.store): an alert read
 (locked for an action), an action's change applied (bridge.store.actions decides it), events
-and people written, and the alert list's filters, order and pages."""
+and people written, the alert list's filters, order and pages, and the facade's other reads."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.errors import NotFound
+from bridge.core.rulebook import RuleVersion
 from bridge.store.actions import Change
 from bridge.store.postgres import schema
-from bridge.store.records import SYSTEM_ACTORS, AlertQuery, StoredAlert
-from bridge.store.rows import COLUMNS, row_to_alert
+from bridge.store.records import (
+    PAGE_CHARS,
+    SYSTEM_ACTORS,
+    AlertCounts,
+    AlertDetail,
+    AlertQuery,
+    EpisodeKey,
+    Event,
+    StoredAlert,
+)
+from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
+from bridge.store.sql import RULE_VERSION_COLUMNS
 
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 EVENT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
@@ -174,3 +186,98 @@ async def fetch(conn: Conn, sql: Sql, order: str, limit: int, max_chars: int | N
             if max_chars is not None and chars >= max_chars:
                 return out, True, chars
     return out, False, chars
+
+
+# --- the facade's reads ---------------------------------------------------------------------
+
+
+async def get_alerts(conn: Conn, ids: Sequence[int]) -> list[StoredAlert]:
+    rows = await conn.fetch(f"SELECT {COLUMNS} FROM alerts WHERE id = ANY($1::bigint[])",  # noqa: S608
+                            list(ids))  # fmt: skip
+    found = {a.id: a for a in map(row_to_alert, rows)}
+    return [found[i] for i in ids if i in found]
+
+
+async def alert_detail(conn: Conn, alert_id: int) -> AlertDetail:
+    """The alert and its trail, the trail cut at PAGE_CHARS of text."""
+    alert = await get(conn, alert_id)
+    budget, trail, truncated = PAGE_CHARS, [], False
+    async with conn.transaction():
+        async for row in conn.cursor(EVENT + " WHERE alert_id = $1 ORDER BY id", alert_id):
+            if budget <= 0:
+                truncated = True
+                break
+            trail.append(Event(*row))
+            budget -= len(row[4]) + len(row[5]) + 64
+    return AlertDetail(alert, trail, truncated)
+
+
+async def events(conn: Conn, alert_id: int) -> list[Event]:
+    return [Event(*r) for r in await conn.fetch(EVENT + " WHERE alert_id = $1 ORDER BY id",
+                                                alert_id)]  # fmt: skip
+
+
+async def events_after(conn: Conn, after_id: int, limit: int) -> list[Event]:
+    rows = await conn.fetch(EVENT + " WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit)
+    return [Event(*r) for r in rows]
+
+
+async def counts(conn: Conn) -> AlertCounts:
+    # The firing ones by their index; the resolved (nearly all) by the counts the triggers
+    # keep (schema migration 5): no scan of every alert at every scrape.
+    firing = await conn.fetch(
+        "SELECT CASE WHEN acked_at IS NULL THEN 'firing' ELSE 'acknowledged' END,"
+        " severity, CASE am_state WHEN 'suppressed' THEN 'suppressed' ELSE 'active'"
+        " END, count(*) FROM alerts WHERE status = 'firing' GROUP BY 1, 2, 3"
+    )
+    resolved = await conn.fetch(
+        "SELECT severity, sum(count) FROM resolved_counts GROUP BY severity HAVING sum(count) > 0"
+    )
+    by_state: dict[tuple[str, str], int] = {("resolved", v): int(n) for v, n in resolved}
+    for state, severity, _, n in firing:
+        by_state[(state, severity)] = by_state.get((state, severity), 0) + n
+    return AlertCounts(by_state, {(s, v, m): n for s, v, m, n in firing})
+
+
+async def where(conn: Conn, condition: str, *args: object) -> list[StoredAlert]:
+    """The alerts meeting a constant SQL condition (firing of a source, silence work)."""
+    sql = f"SELECT {COLUMNS} FROM alerts WHERE {condition}"  # noqa: S608 - constant text
+    return [row_to_alert(r) for r in await conn.fetch(sql, *args)]
+
+
+async def by_key(conn: Conn, keys: Sequence[EpisodeKey], column: str) -> dict[EpisodeKey, Any]:
+    rows = await conn.fetch(
+        f"SELECT a.fingerprint, a.starts_at, a.{column} FROM alerts a"  # noqa: S608
+        " JOIN unnest($1::text[], $2::bigint[]) AS k(fp, st)"
+        " ON a.fingerprint = k.fp AND a.starts_at = k.st",
+        [k[0] for k in keys], [k[1] for k in keys],
+    )  # fmt: skip
+    return {(fp, st): value for fp, st, value in rows}
+
+
+async def rule_versions(conn: Conn, version: int | None, limit: int) -> list[RuleVersion]:
+    sql = f"SELECT {RULE_VERSION_COLUMNS} FROM rule_versions"  # noqa: S608 - constant text
+    if version is not None:
+        rows = await conn.fetch(sql + " WHERE version = $1", version)
+    else:
+        rows = await conn.fetch(sql + " ORDER BY version DESC LIMIT $1", limit)
+    return [rule_version(r) for r in rows]
+
+
+async def dump(conn: Conn, table: str, after: tuple[Any, ...] | None,
+               limit: int) -> list[tuple[Any, ...]]:  # fmt: skip
+    columns, key = TABLES[table]
+    sql = f"SELECT {', '.join(columns)} FROM {table}"  # noqa: S608 - names from TABLES
+    args: list[Any] = list(after or ())
+    if after is not None:
+        marks = ", ".join(f"${n + 1}" for n in range(len(key)))
+        sql += f" WHERE ({', '.join(key)}) > ({marks})"
+    sql += f" ORDER BY {', '.join(key)} LIMIT {int(limit)}"
+    return [tuple(r) for r in await conn.fetch(sql, *args)]
+
+
+async def count(conn: Conn, what: str, since: int | None, until: int | None) -> int:
+    table, column = {"alerts": ("alerts", "starts_at"), "events": ("events", "at")}[what]
+    sql = (f"SELECT count(*) FROM {table} WHERE ($1::bigint IS NULL OR {column} >= $1)"  # noqa: S608
+           f" AND ($2::bigint IS NULL OR {column} < $2)")  # fmt: skip
+    return int(await conn.fetchval(sql, since, until))

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bridge.core.alerts import ReceivedAlert
-from bridge.core.errors import Conflict, NotFound, Unprocessable
+from bridge.core.errors import Unprocessable
 from bridge.core.rulebook import RuleVersion
 from bridge.store.postgres import actions as pg_actions
 from bridge.store.postgres import escalations
 from bridge.store.postgres import queries as q
-from bridge.store.postgres.database import Conn, Database
+from bridge.store.postgres.database import Database
 from bridge.store.postgres.ingest import PgIngestJob
 from bridge.store.records import (
     DEFAULT_RETENTION_DAYS,
@@ -41,16 +41,6 @@ from bridge.store.records import (
     check_kept_key,
     feed_data,
 )
-from bridge.store.rows import (
-    COLUMNS,
-    SAME_ROW,
-    TABLES,
-    row_to_alert,
-    rule_version,
-    rule_version_row,
-    stale_rules,
-)
-from bridge.store.sql import RULE_VERSION_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -88,13 +78,7 @@ class PostgresStore(Database):
         return await self._read(lambda c: q.get(c, alert_id))
 
     async def get_alerts(self, ids: Sequence[int]) -> list[StoredAlert]:
-        async def read(conn: Conn) -> list[StoredAlert]:
-            rows = await conn.fetch(f"SELECT {COLUMNS} FROM alerts WHERE id = ANY($1::bigint[])",  # noqa: S608
-                                    list(ids))  # fmt: skip
-            found = {a.id: a for a in map(row_to_alert, rows)}
-            return [found[i] for i in ids if i in found]
-
-        return await self._read(read)
+        return await self._read(lambda c: q.get_alerts(c, ids))
 
     async def list_page(self, query: AlertQuery) -> Page:
         rows, full = await self._read(lambda c: q.select(c, query, PAGE_CHARS))
@@ -106,35 +90,13 @@ class PostgresStore(Database):
         return [a for a, _ in rows]
 
     async def alert_detail(self, alert_id: int) -> AlertDetail:
-        async def read(conn: Conn) -> AlertDetail:
-            alert = await q.get(conn, alert_id)
-            budget, events, truncated = PAGE_CHARS, [], False
-            async with conn.transaction():
-                async for row in conn.cursor(q.EVENT + " WHERE alert_id = $1 ORDER BY id",
-                                             alert_id):  # fmt: skip
-                    if budget <= 0:
-                        truncated = True
-                        break
-                    events.append(Event(*row))
-                    budget -= len(row[4]) + len(row[5]) + 64
-            return AlertDetail(alert, events, truncated)
-
-        return await self._read(read)
+        return await self._read(lambda c: q.alert_detail(c, alert_id))
 
     async def events(self, alert_id: int) -> list[Event]:
-        async def read(conn: Conn) -> list[Event]:
-            rows = await conn.fetch(q.EVENT + " WHERE alert_id = $1 ORDER BY id", alert_id)
-            return [Event(*r) for r in rows]
-
-        return await self._read(read)
+        return await self._read(lambda c: q.events(c, alert_id))
 
     async def events_after(self, after_id: int, limit: int = 500) -> list[Event]:
-        async def read(conn: Conn) -> list[Event]:
-            rows = await conn.fetch(q.EVENT + " WHERE id > $1 ORDER BY id LIMIT $2",
-                                    after_id, limit)  # fmt: skip
-            return [Event(*r) for r in rows]
-
-        return await self._read(read)
+        return await self._read(lambda c: q.events_after(c, after_id, limit))
 
     async def feed_after(self, after_id: int, limit: int = 500) -> list[FeedEntry]:
         events = await self.events_after(after_id, limit)
@@ -155,46 +117,13 @@ class PostgresStore(Database):
         return int(value)
 
     async def counts(self) -> AlertCounts:
-        async def read(conn: Conn) -> AlertCounts:
-            # The firing ones by their index; the resolved (nearly all) by the counts the
-            # triggers keep (schema migration 5): no scan of every alert at every scrape.
-            firing = await conn.fetch(
-                "SELECT CASE WHEN acked_at IS NULL THEN 'firing' ELSE 'acknowledged' END,"
-                " severity, CASE am_state WHEN 'suppressed' THEN 'suppressed' ELSE 'active'"
-                " END, count(*) FROM alerts WHERE status = 'firing' GROUP BY 1, 2, 3"
-            )
-            resolved = await conn.fetch(
-                "SELECT severity, sum(count) FROM resolved_counts GROUP BY severity"
-                " HAVING sum(count) > 0"
-            )
-            by_state: dict[tuple[str, str], int] = {("resolved", v): int(n) for v, n in resolved}
-            for state, severity, _, n in firing:
-                by_state[(state, severity)] = by_state.get((state, severity), 0) + n
-            return AlertCounts(by_state, {(s, v, m): n for s, v, m, n in firing})
-
-        return await self._read(read)
+        return await self._read(q.counts)
 
     async def firing(self, source: str) -> list[StoredAlert]:
-        async def read(conn: Conn) -> list[StoredAlert]:
-            sql = f"SELECT {COLUMNS} FROM alerts WHERE status = 'firing' AND source = $1"  # noqa: S608
-            return [row_to_alert(r) for r in await conn.fetch(sql, source)]
-
-        return await self._read(read)
+        return await self._read(lambda c: q.where(c, "status = 'firing' AND source = $1", source))
 
     async def _by_key(self, keys: Sequence[EpisodeKey], column: str) -> dict[EpisodeKey, Any]:
-        if not keys:
-            return {}
-
-        async def read(conn: Conn) -> dict[EpisodeKey, Any]:
-            rows = await conn.fetch(
-                f"SELECT a.fingerprint, a.starts_at, a.{column} FROM alerts a"  # noqa: S608
-                " JOIN unnest($1::text[], $2::bigint[]) AS k(fp, st)"
-                " ON a.fingerprint = k.fp AND a.starts_at = k.st",
-                [k[0] for k in keys], [k[1] for k in keys],
-            )  # fmt: skip
-            return {(fp, st): value for fp, st, value in rows}
-
-        return await self._read(read)
+        return await self._read(lambda c: q.by_key(c, keys, column)) if keys else {}
 
     async def resolutions(self, keys: Sequence[EpisodeKey]) -> dict[EpisodeKey, str | None]:
         return await self._by_key(keys, "resolution")
@@ -295,63 +224,17 @@ class PostgresStore(Database):
         check_kept_key(name)
         if new is None:
             return await self._meta(name)
-
-        async def job(conn: Conn) -> str:
-            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2)"
-                               " ON CONFLICT (key) DO NOTHING", name, new)  # fmt: skip
-            return str(await conn.fetchval("SELECT value FROM meta WHERE key = $1", name))
-
-        return await self._write(job)
+        return await self._write(pg_actions.kept_key(name, new))
 
     async def export_key(self, new: str | None = None) -> str | None:
         return await self.kept_key("export_key", new)
 
     async def dump(self, table: str, after: tuple[Any, ...] | None,
                    limit: int) -> list[tuple[Any, ...]]:  # fmt: skip
-        columns, key = TABLES[table]
-        sql = f"SELECT {', '.join(columns)} FROM {table}"  # noqa: S608 - names from TABLES
-        args: list[Any] = list(after or ())
-        if after is not None:
-            marks = ", ".join(f"${n + 1}" for n in range(len(key)))
-            sql += f" WHERE ({', '.join(key)}) > ({marks})"
-        sql += f" ORDER BY {', '.join(key)} LIMIT {int(limit)}"
-        rows = await self._read(lambda c: c.fetch(sql, *args))
-        return [tuple(r) for r in rows]
+        return await self._read(lambda c: q.dump(c, table, after, limit))
 
     async def load(self, table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
-        if not rows:
-            return 0, 0
-        columns, key = TABLES[table]
-        identity = table in ("alerts", "events")  # ids kept, then the sequence moved past them
-        key = SAME_ROW.get(table, key)
-        at = [columns.index(k) for k in key]
-
-        keys = [[row[i] for row in rows] for i in at]
-        types = ["bigint" if k in ("id", "alert_id", "starts_at") else "text" for k in key]
-        unnest = ", ".join(f"${n + 1}::{t}[]" for n, t in enumerate(types))
-        # The page's rows there as in the source, by key (an index read; a count of the
-        # whole table before and after each page made a migration quadratic in its size).
-        there = (f"SELECT count(*) FROM {table} JOIN unnest({unnest})"  # noqa: S608 - TABLES
-                 f" AS k({', '.join(key)}) USING ({', '.join(key)})")  # fmt: skip
-
-        async def job(conn: Conn) -> tuple[int, int]:
-            marks = ", ".join(f"${n + 1}" for n in range(len(columns)))
-            before = await conn.fetchval(there, *keys)
-            await conn.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - TABLES names
-                + (" OVERRIDING SYSTEM VALUE" if identity else "")
-                + f" VALUES ({marks}) ON CONFLICT DO NOTHING",
-                rows,
-            )
-            if identity:
-                await conn.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"  # noqa: S608
-                    f" (SELECT max(id) FROM {table}))"
-                )
-            present = await conn.fetchval(there, *keys)
-            return int(present - before), int(present)
-
-        return await self._write(job)
+        return await self._write(pg_actions.load(table, rows)) if rows else (0, 0)
 
     async def lease(
         self, name: str, holder: str, until: int, at: int, replacing: str | None = None
@@ -376,78 +259,27 @@ class PostgresStore(Database):
         return await self._rule_versions(None, limit)
 
     async def _rule_versions(self, version: int | None, limit: int) -> list[RuleVersion]:
-        sql = f"SELECT {RULE_VERSION_COLUMNS} FROM rule_versions"  # noqa: S608 - constant text
-
-        async def read(conn: Conn) -> list[RuleVersion]:
-            if version is not None:
-                rows = await conn.fetch(sql + " WHERE version = $1", version)
-            else:
-                rows = await conn.fetch(sql + " ORDER BY version DESC LIMIT $1", limit)
-            return [rule_version(r) for r in rows]
-
-        return await self._read(read)
+        return await self._read(lambda c: q.rule_versions(c, version, limit))
 
     async def add_rule_version(self, version: RuleVersion) -> None:
-        async def job(conn: Conn) -> None:
-            await conn.execute("LOCK TABLE rule_versions IN EXCLUSIVE MODE")  # one at a time
-            latest = await conn.fetchval("SELECT coalesce(max(version), 0) FROM rule_versions")
-            if latest != version.version - 1:
-                raise stale_rules(latest, version)
-            await conn.execute(f"INSERT INTO rule_versions ({RULE_VERSION_COLUMNS})"  # noqa: S608
-                               " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                               *rule_version_row(version))  # fmt: skip
-
-        await self._write(job)
+        await self._write(pg_actions.add_rule_version(version))
 
     async def silence_work(self) -> list[StoredAlert]:
-        async def read(conn: Conn) -> list[StoredAlert]:
-            sql = (f"SELECT {COLUMNS} FROM alerts"  # noqa: S608 - a constant column list
-                   " WHERE silence_state IN ('pending', 'expiring', 'active')")  # fmt: skip
-            return [row_to_alert(r) for r in await conn.fetch(sql)]
-
-        return await self._read(read)
+        return await self._read(
+            lambda c: q.where(c, "silence_state IN ('pending', 'expiring', 'active')")
+        )
 
     async def set_silence(self, alert_id: int, at: int, change: SilenceChange) -> StoredAlert:
         return await self._write(pg_actions.set_silence(alert_id, at, change))
 
     async def set_am_states(self, views: Sequence[AmView]) -> int:
-        if not views:
-            return 0
-
-        async def job(conn: Conn) -> int:
-            ordered = sorted(views)  # (rows locked in id order: no deadlock with a replica)
-            status = await conn.execute(
-                "UPDATE alerts a SET am_state = v.state, am_silenced_by = v.silenced,"
-                " am_inhibited_by = v.inhibited"
-                " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])"
-                " AS v(id, state, silenced, inhibited)"
-                " WHERE a.id = v.id AND a.status = 'firing'",
-                [v[0] for v in ordered], [v[1] for v in ordered],
-                [orjson.dumps(v[2]).decode() for v in ordered],
-                [orjson.dumps([{"fingerprint": f, "alert_id": i} for f, i in v[3]]).decode()
-                 for v in ordered],
-            )  # fmt: skip
-            return int(status.split()[-1])
-
-        return await self._write(job)
+        return await self._write(pg_actions.set_am_states(views)) if views else 0
 
     async def prune(self, at: int, batch: int = 5000) -> int:
         return await self._write(pg_actions.prune(at, batch))
 
     async def set_enrichment(self, values: Mapping[int, Mapping[str, str]]) -> int:
-        if not values:
-            return 0
-
-        async def job(conn: Conn) -> int:
-            ids = sorted(values)
-            status = await conn.execute(
-                "UPDATE alerts a SET enrichment = v.fields"
-                " FROM unnest($1::bigint[], $2::text[]) AS v(id, fields) WHERE a.id = v.id",
-                ids, [orjson.dumps(dict(values[i])).decode() for i in ids],
-            )  # fmt: skip
-            return int(status.split()[-1])
-
-        return await self._write(job)
+        return await self._write(pg_actions.set_enrichment(values)) if values else 0
 
     async def add_escalations(self, escalations_: Sequence[Escalation], details: Sequence[str],
                               at: int | None = None) -> int:  # fmt: skip
@@ -476,30 +308,14 @@ class PostgresStore(Database):
 
     async def save_escalations(self, items: Sequence[tuple[Escalation, Sequence[tuple[str, str]]]],
                                at: int, actor: str = "escalation") -> list[int | None]:  # fmt: skip
-        if not items:
-            return []
-
-        async def job(conn: Conn) -> list[int | None]:
-            out: list[int | None] = []
-            for esc, events in items:
-                try:
-                    out.append(await escalations.save(conn, esc, events, at, actor, q.event))
-                except (Conflict, NotFound):
-                    out.append(None)
-            return out
-
-        return await self._write(job)
+        return await self._write(pg_actions.save_escalations(items, at, actor)) if items else []
 
     async def label_sets(self) -> list[dict[str, str]]:
         rows = await self._read(lambda c: c.fetch("SELECT DISTINCT labels FROM alerts"))
         return [orjson.loads(r[0]) for r in rows]
 
     async def count(self, what: str, since: int | None, until: int | None) -> int:
-        table, column = {"alerts": ("alerts", "starts_at"), "events": ("events", "at")}[what]
-        sql = (f"SELECT count(*) FROM {table} WHERE ($1::bigint IS NULL OR {column} >= $1)"  # noqa: S608
-               f" AND ($2::bigint IS NULL OR {column} < $2)")  # fmt: skip
-        total = await self._read(lambda c: c.fetchval(sql, since, until))
-        return int(total)
+        return await self._read(lambda c: q.count(c, what, since, until))
 
     def alert_batches(self, since: int | None, until: int | None,
                       batch: int) -> Iterator[pa.RecordBatch]:  # fmt: skip
