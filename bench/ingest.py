@@ -10,7 +10,9 @@
    - no-fsync: the receiver with SQLite's synchronous=OFF (not durable; a baseline only, to
      show what waiting for the disk costs);
    - receiver: `alertbridge serve` (auth, validation, durable group-committed SQLite).
-   Each notification carries new fingerprints, so every alert is an insert plus an event.
+   Each notification carries new fingerprints, so every alert is an insert plus an event; they
+   are hashes of the label sets, as Alertmanager makes them (--fingerprints sequential: each
+   after the last, the old shape, which hides the cost of a growing store: bench.growth).
    --repeats: also notifications that re-send stored alerts with a new $value, as Alertmanager
    does every repeat_interval (the common case in production): an update of each episode.
 2. A store of --rows alerts (1% firing): list 50 firing alerts with filters, beside the bare
@@ -52,6 +54,16 @@ _fingerprints = itertools.count(1)
 _REPEATS_STARTED = now_ns()
 #: The alert groups the repeat case re-sends in turn (enough for every client to send another).
 REPEAT_GROUPS = 256
+#: How the alerts' fingerprints are made: "hashed" as Alertmanager does (a hash of the label
+#: set: new alerts land anywhere in the store's indexes), or "sequential" (each after the last:
+#: what this bench generated before issue 35, which hid a slowdown as the store grows).
+FINGERPRINTS = {"mode": "hashed"}
+
+
+def fingerprint(n: int, labels: dict[str, str]) -> str:
+    if FINGERPRINTS["mode"] == "sequential":
+        return f"{n:016x}"
+    return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def payload(alerts: int, group: int | None = None, value: int = 91) -> bytes:
@@ -61,21 +73,22 @@ def payload(alerts: int, group: int | None = None, value: int = 91) -> bytes:
     items = []
     for i in range(alerts):
         n = next(_fingerprints) if group is None else (1 << 48) + group * alerts + i
+        labels = {
+            "alertname": "high_cpu",
+            "severity": "warning",
+            "instance": f"i{n}:9100",
+            "job": "app",
+            "metric": "system.cpu.percent",
+        }
         items.append(
             {
                 "status": "firing",
-                "labels": {
-                    "alertname": "high_cpu",
-                    "severity": "warning",
-                    "instance": f"i{n}:9100",
-                    "job": "app",
-                    "metric": "system.cpu.percent",
-                },
+                "labels": labels,
                 "annotations": {"summary": "CPU usage is high", "description": f"CPU is {value}%"},
                 "startsAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // NS)) + ".123Z",
                 "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "http://127.0.0.1:9090/graph",
-                "fingerprint": f"{n:016x}",
+                "fingerprint": fingerprint(n, labels),
             }
         )
     body = {
@@ -500,6 +513,8 @@ def main() -> None:
         help="postgresql: also the receiver on a local PostgreSQL, 1 and 2 replicas",
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--fingerprints", choices=("hashed", "sequential"), default="hashed",
+                        help="hashed: as Alertmanager makes them (default)")  # fmt: skip
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     if sys.argv[1:2] == ["--serve-without-fsync"]:
         serve_without_fsync(sys.argv[2:])
@@ -508,6 +523,7 @@ def main() -> None:
     if args.serve_bare:
         serve_bare(args.serve_bare)
         return
+    FINGERPRINTS["mode"] = args.fingerprints
     with (
         tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
         contextlib.ExitStack() as stack,
