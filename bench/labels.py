@@ -38,7 +38,7 @@ QUERIES = [
     ("instance=~\"mail-.*\"", "0%", 'filter=instance=~"mail-.*"'),
     ("team!=\"team1\"", "75%", 'filter=team!="team1"'),
     ("instance!~\"i.*\"", "0%", 'filter=instance!~"i.*"'),
-    ("two: team=\"team1\", alertname=\"rule_5\"", "2.5%",
+    ("two: team=\"team1\", alertname=\"rule_5\"", "5%",
      'filter=team="team1"&filter=alertname="rule_5"'),
     ("three, none in common", "0%",
      'filter=team="team1"&filter=alertname="rule_5"&filter=severity="critical"'),

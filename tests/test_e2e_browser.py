@@ -368,6 +368,15 @@ receivers:
                         cards = chrome.find_elements(By.CSS_SELECTOR, "tr[data-id]")
                         assert cards[0].value_of_css_property("display") == "grid"
                         assert not chrome.find_element(By.ID, "filters").get_attribute("open")
+        # the narrowest phones (360 px) too
+        chrome.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        chrome.set_window_size(360, 740)
+        for view, url in pages.items():
+            chrome.get(url)
+            until(chrome, f"{view} loaded", lambda c: c.execute_script(
+                "return document.readyState") == "complete")  # fmt: skip
+            if no_sideways_scroll(chrome) > 0:
+                problems.append(f"{view} at 360 px: scrolls sideways")
         assert problems == []
         # (and axe does find what is wrong: an image with no text alternative, a button with
         # no name: the check above is not vacuous)
@@ -387,6 +396,7 @@ receivers:
         bottom = chrome.execute_script("return arguments[0].getBoundingClientRect().bottom;",
                                        button)  # fmt: skip
         assert 0 < bottom <= SIZES["phone"][1], bottom
+        print(f"the Acknowledge button ends at y={bottom:.0f} of {SIZES['phone'][1]}")
         chrome.save_screenshot(str(shots / "alert-unacknowledged-phone.png"))
 
         # a read key's page has no action button
