@@ -41,6 +41,8 @@ def streams_here(worker: object | None, limit: int) -> int:
     """How many streams the server may serve itself: with no worker configured, or while the
     one configured restarts."""
     return max(1, limit // (STREAMS_HERE if worker is None else STREAMS_DURING_RESTART))
+
+
 #: The server's own hub writes to its streams at most this often a second (EventHub.pause),
 #: a fifth of the stream worker's: it shares its loop with the webhook. While the worker
 #: restarts, 256 streams served here each 0.04 s took 14 % of the loop's samples and the
