@@ -60,13 +60,7 @@ def grow(path: Path, start_at: int, rows: int, hashed: bool) -> None:
             ingest._insert(conn, batch)
             batch = []
     ingest._insert(conn, batch)
-    conn.execute(
-        "INSERT INTO alert_counts (state, severity, count) SELECT status, severity, count(*)"
-        " FROM alerts GROUP BY 1, 2"
-        " ON CONFLICT (state, severity) DO UPDATE SET count = excluded.count"
-    )
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA synchronous = FULL")
+    ingest.finish_build(conn)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
 

@@ -407,6 +407,14 @@ def build_store(path: Path, rows: int) -> None:
             _insert(conn, batch)
             batch = []
     _insert(conn, batch)
+    finish_build(conn)
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+def finish_build(conn: Any) -> None:
+    """End a store's build: the counts the store keeps by state, committed, and durability
+    back on for the work that is measured."""
     conn.execute(
         "INSERT INTO alert_counts (state, severity, count) SELECT status, severity, count(*)"
         " FROM alerts GROUP BY 1, 2"
@@ -414,8 +422,6 @@ def build_store(path: Path, rows: int) -> None:
     )
     conn.execute("COMMIT")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("ANALYZE")
-    conn.close()
 
 
 def _insert(conn: Any, batch: list[tuple[Any, ...]]) -> None:

@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from bench.ingest import TOKEN, build_store, start
+from bench.ingest import TOKEN, build_store, pct, start
 from tests.support import LOOPBACK, free_port
 
 #: (what, the share of the alerts it matches, the query string)
@@ -65,11 +65,6 @@ def timed(url: str, count: int) -> tuple[list[float], int, str]:
             error = json.loads(exc.read() or b"{}").get("error", str(exc.code))
         out.append(time.perf_counter() - began)
     return out, rows, error
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def main() -> None:
