@@ -212,5 +212,8 @@ async def test_the_alert_page_pauses_resumes_and_escalates(client: Client,
                          ("escalation_override", "pat")]  # fmt: skip
         wrong = await page_client.post("/alerts/1/pause", data={"csrf": csrf, "for": "ever"})
         assert wrong.status == 422
+        long = await page_client.post("/alerts/1/pause", data={"csrf": csrf, "for": "8d"})
+        assert long.status == 422
+        assert "a pause lasts from 1m to 7d" in await long.text()
     finally:
         await page_client.close()

@@ -566,7 +566,7 @@ async def test_a_calendar_application_subscribes_by_a_signed_link(client: Any) -
 
 
 async def test_the_page_shows_who_is_on_call_and_the_next_days(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Signed in: each schedule with who is on call now, the shifts of the next 14 days in
     its zone (a gap says nobody), its feed's link; the people. Markup stays text."""
@@ -606,6 +606,19 @@ async def test_the_page_shows_who_is_on_call_and_the_next_days(
         '<p class="oncall-now">'))]  # fmt: skip
     for entry in now:
         assert f"{entry['schedule']} <strong>{entry['person'] or 'nobody'}</strong>" in header
+    # the rows the live refresh fetches (once a second under load) work out nobody on call
+    asked = []
+    real = OnCall.now
+
+    def counted(self: OnCall, at: int) -> Any:
+        asked.append(at)
+        return real(self, at)
+
+    monkeypatch.setattr(OnCall, "now", counted)
+    assert (await client.get("/alerts/rows")).status == 200
+    assert asked == []
+    await client.get("/alerts")
+    assert len(asked) == 1
 
 
 def test_icalendar_is_loaded_only_where_a_calendar_is_used() -> None:

@@ -74,7 +74,9 @@ def _page(template: str, status: int = 200, **context: Any) -> web.Response:
     session = context.get("session")
     context.setdefault("can_act", session is not None and allows(session.role, "write"))
     oncall = _ONCALL.get()
-    context.setdefault("on_call", oncall.now(now_ns())[:3] if oncall and session else [])
+    whole = not template.startswith("_")  # (fragments the live refresh fetches: no header)
+    context.setdefault("on_call", oncall.now(now_ns())[:3] if oncall and session and whole
+                       else [])  # fmt: skip
     body = ENV.get_template(template).render(**context)
     response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
     _harden(response)
@@ -457,7 +459,7 @@ async def alert_action(request: web.Request, session: Session) -> web.StreamResp
         if action in OVERRIDES:
             seconds = None
             if action == "pause" and fields.get("for"):
-                seconds = silences.snooze_seconds(fields["for"])  # (the same bounds)
+                seconds = silences.snooze_seconds(fields["for"], "a pause")
             change = change_of(action, None, seconds)
             engine = request.app.get(ESCALATOR)
             if engine is not None:

@@ -44,13 +44,14 @@ def _unavailable(what: str, exc: AlertmanagerError) -> HttpError:
     return HttpError(502, "alertmanager_unavailable", f"{what}: {exc}")
 
 
-def snooze_seconds(raw: str) -> int:
+def snooze_seconds(raw: str, what: str = "a snooze") -> int:
+    """Seconds of a chosen length (default 1h), 1m to 7d; Unprocessable naming `for`."""
     try:
         seconds = parse_duration(raw or "1h")
     except ValueError as exc:
         raise Unprocessable("for", str(exc)) from None
     if not 60 <= seconds <= MAX_SNOOZE:
-        raise Unprocessable("for", "a snooze lasts from 1m to 7d")
+        raise Unprocessable("for", f"{what} lasts from 1m to 7d")
     return seconds
 
 
