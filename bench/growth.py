@@ -60,7 +60,7 @@ def grow(path: Path, start_at: int, rows: int, hashed: bool) -> None:
             ingest._insert(conn, batch)
             batch = []
     ingest._insert(conn, batch)
-    ingest.finish_build(conn)
+    ingest.finish_build(conn, start_at)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
 

@@ -412,9 +412,14 @@ def build_store(path: Path, rows: int) -> None:
     conn.close()
 
 
-def finish_build(conn: Any) -> None:
-    """End a store's build: the counts the store keeps by state, committed, and durability
-    back on for the work that is measured."""
+def finish_build(conn: Any, after: int = 0) -> None:
+    """End a store's build: the label index of the alerts above id `after` (where the bridge
+    measured has one), the counts the store keeps by state, committed, and durability back on
+    for the work that is measured."""
+    from bridge.store.sqlite import schema
+
+    if hasattr(schema, "build_label_index"):  # (a baseline before issue 35 has none)
+        schema.build_label_index(conn, after)
     conn.execute(
         "INSERT INTO alert_counts (state, severity, count) SELECT status, severity, count(*)"
         " FROM alerts GROUP BY 1, 2"

@@ -1,6 +1,10 @@
 """SQL both store implementations run as it is (SQLite and PostgreSQL alike), kept once:
 text only, no driver (each implementation runs it on its own connections)."""
 
+from collections.abc import Callable, Sequence
+
+from bridge.store.labelindex import Resolved
+
 #: Merge the rows of one episode that differ below the millisecond, into the first (lowest
 #: id): its trail gets the others' events and a "merged" event, its row what they knew more
 #: (an acknowledgement and its silence, an assignee, Alertmanager's final resolution, a
@@ -77,3 +81,70 @@ CREATE TABLE rule_versions (
 
 #: The columns of a rule version, in RuleVersion's order (bridge.store.rows.rule_version).
 RULE_VERSION_COLUMNS = "version, at, actor, action, rule, entries, diff"
+
+
+#: The label index (bridge.store.labelindex) and its first build from the alerts stored:
+#: SQLite's migration 13, PostgreSQL's 8. {serial}: an integer key the database numbers;
+#: {without_rowid}: SQLite's clustering of the postings on their key; {name_index}: how
+#: label values are found by name (PostgreSQL: a hash index, a name may be past a B-tree
+#: entry's size); {each}: the rows (key, value) of the JSON object in `labels`; {len}: a
+#: text's length in characters. A series' and a pair's keys are labelindex.series_key and
+#: pair_key. Followed by LABEL_INDEX_BUILD.
+LABEL_INDEX = """
+CREATE TABLE series (
+    id {serial},
+    key TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL
+);
+CREATE TABLE label_values (
+    id {serial},
+    key TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX label_values_name ON label_values {name_index};
+CREATE TABLE postings (
+    value_id BIGINT NOT NULL,
+    series_id BIGINT NOT NULL,
+    PRIMARY KEY (value_id, series_id)
+){without_rowid};
+-- Acknowledged episodes, newest first (a listing of them read every alert; an acknowledgement
+-- writes the entry, an ingest none).
+CREATE INDEX alerts_acknowledged ON alerts (id) WHERE acked_at IS NOT NULL;
+"""
+
+#: Index the alerts with ids above {after} (the migration: all of them; a benchmark that
+#: inserts rows directly: those it added); placeholders as LABEL_INDEX's. What is indexed
+#: already is skipped.
+LABEL_INDEX_BUILD = """
+CREATE TEMP TABLE stored_series AS
+    SELECT md5({len}(fingerprint) || ':' || fingerprint || labels) AS key, fingerprint, labels
+    FROM (SELECT DISTINCT fingerprint, labels FROM alerts WHERE id > {after}) AS d;
+INSERT INTO series (key, fingerprint) SELECT key, fingerprint FROM stored_series WHERE true
+    ORDER BY key ON CONFLICT (key) DO NOTHING;
+INSERT INTO label_values (key, name, value)
+    SELECT DISTINCT md5({len}(j.key) || ':' || j.key || j.value), j.key, j.value
+    FROM stored_series AS t, {each} AS j WHERE true
+    ON CONFLICT (key) DO NOTHING;
+INSERT INTO postings (value_id, series_id)
+    SELECT DISTINCT v.id, s.id FROM stored_series AS t
+    JOIN series AS s ON s.key = t.key
+    CROSS JOIN {each} AS j
+    JOIN label_values AS v ON v.key = md5({len}(j.key) || ':' || j.key || j.value)
+    WHERE true ON CONFLICT (value_id, series_id) DO NOTHING;
+DROP TABLE stored_series;
+"""
+
+
+def candidates_sql(resolved: Resolved, ids: Callable[[Sequence[int]], str]) -> str | None:
+    """SQL: the ids of the episodes whose series satisfy `resolved` (not `nothing`), without
+    its LIMIT; `ids` renders a list of value ids as a subquery of the store's dialect. None when
+    the matchers exclude nothing (every series can match)."""
+    postings = "SELECT series_id FROM postings WHERE value_id IN ({})"
+    terms = [f"s.id IN ({postings.format(ids(group))})" for group in resolved.required]
+    if resolved.excluded:
+        terms.append(f"s.id NOT IN ({postings.format(ids(resolved.excluded))})")
+    if not terms:
+        return None
+    series = f"SELECT s.fingerprint FROM series AS s WHERE {' AND '.join(terms)}"  # noqa: S608
+    return f"SELECT a.id FROM alerts AS a WHERE a.fingerprint IN ({series})"  # noqa: S608

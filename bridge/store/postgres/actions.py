@@ -14,9 +14,11 @@ from bridge.core.errors import Conflict, NotFound
 from bridge.core.rulebook import RuleVersion
 from bridge.core.times import NS
 from bridge.store import actions
+from bridge.store.labelindex import NewSeries, gone_postings, series_of
 from bridge.store.postgres import escalations, schema
 from bridge.store.postgres import queries as q
 from bridge.store.postgres.database import Conn, T
+from bridge.store.postgres.ingest import index_series
 from bridge.store.records import (
     DEFAULT_RETENTION_DAYS,
     AmView,
@@ -177,12 +179,47 @@ def prune(at: int, batch: int = 5000) -> Job[int]:
             "SELECT id FROM alerts WHERE status = 'resolved' AND ends_at < $1"
             " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED", cutoff, batch)]  # fmt: skip
         if ids:
+            series = await conn.fetch(
+                "SELECT DISTINCT fingerprint, labels FROM alerts WHERE id = ANY($1::bigint[])", ids
+            )
             await conn.execute("DELETE FROM events WHERE alert_id = ANY($1::bigint[])", ids)
             await conn.execute("DELETE FROM alerts WHERE id = ANY($1::bigint[])", ids)
+            await _unindex(conn, series)
         await conn.execute(schema.FOLD_COUNTS)
         return len(ids)
 
     return job
+
+
+async def _unindex(conn: Conn, rows: Sequence[Any]) -> None:
+    """Take out of the label index the series (fingerprint, labels) of which no episode is
+    left, their postings, and the values no series carries any more: under the index lock
+    held exclusively (ingestion holds it shared while it adds), to COMMIT."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", schema.INDEX_LOCK)
+    orphans = await conn.fetch(
+        "SELECT fp, labels FROM unnest($1::text[], $2::text[]) AS g(fp, labels) WHERE NOT EXISTS"
+        " (SELECT 1 FROM alerts AS a WHERE a.fingerprint = g.fp AND a.labels = g.labels)",
+        [r[0] for r in rows], [r[1] for r in rows],
+    )  # fmt: skip
+    if not orphans:
+        return
+    gone = series_of([(r[0], r[1]) for r in orphans])
+    deleted = await conn.fetch(
+        "DELETE FROM series WHERE key = ANY($1::text[]) RETURNING key, id", list(gone)
+    )
+    ids = {r[0]: r[1] for r in deleted}
+    postings, values = gone_postings(gone, ids)
+    await conn.execute(
+        "DELETE FROM postings AS p USING unnest($1::text[], $2::bigint[]) AS g(key, series_id),"
+        " label_values AS v WHERE v.key = g.key AND p.value_id = v.id"
+        " AND p.series_id = g.series_id",
+        [p[0] for p in postings], [p[1] for p in postings],
+    )  # fmt: skip
+    await conn.execute(
+        "DELETE FROM label_values AS v WHERE v.key = ANY($1::text[])"
+        " AND NOT EXISTS (SELECT 1 FROM postings AS p WHERE p.value_id = v.id)",
+        values,
+    )
 
 
 def kept_key(name: str, new: str) -> Job[str]:
@@ -220,6 +257,8 @@ def load(table: str, rows: Sequence[tuple[Any, ...]]) -> Job[tuple[int, int]]:
             + f" VALUES ({marks}) ON CONFLICT DO NOTHING",
             rows,
         )
+        if table == "alerts":
+            await index_series(conn, NewSeries.of_rows(rows, columns))
         if identity:
             await conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"  # noqa: S608

@@ -20,7 +20,8 @@ from typing import Any
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.model import dumps_extra, dumps_list, dumps_map
 from bridge.ingest.episodes import change, reopened_detail
-from bridge.store.postgres.schema import FEED_LOCK
+from bridge.store.labelindex import NewSeries
+from bridge.store.postgres.schema import FEED_LOCK, INDEX_LOCK
 from bridge.store.records import IngestResult
 
 _INSERT = """
@@ -130,11 +131,12 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
     inserted: set[tuple[str, int]] = set()
     if first:
         new = list(first.values())
+        labels = [dumps_map(a.labels) for a, _, _ in new]
         rows = await conn.fetch(
             _INSERT, [a.fingerprint for a, _, _ in new], [a.starts_at for a, _, _ in new],
             [a.ends_at for a, _, _ in new], [a.status for a, _, _ in new],
             [a.alertname for a, _, _ in new], [a.severity for a, _, _ in new],
-            [dumps_map(a.labels) for a, _, _ in new], [ann[0] for _, ann, _ in new],
+            labels, [ann[0] for _, ann, _ in new],
             [a.generator_url for a, _, _ in new], source, [rec for _, _, rec in new],
             [a.starts_ns for a, _, _ in new], [dumps_list(a.clipped) for a, _, _ in new],
             [ann[1] for _, ann, _ in new],
@@ -144,6 +146,12 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
             resolution = _final(source) if a.status == "resolved" else None
             states[(fp, starts)] = [alert_id, a.status, a.ends_at, resolution]
             inserted.add((fp, starts))
+        if inserted:
+            series = NewSeries()
+            for (a, _, _), text in zip(new, labels, strict=True):
+                if (a.fingerprint, a.starts_at) in inserted:
+                    series.add(a.fingerprint, text, a.labels)
+            await index_series(conn, series)
         raced = [k for k in first if k not in inserted]  # another replica's, committed since
         if raced:
             states.update(await _lock(conn, raced))
@@ -202,6 +210,37 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
         )  # fmt: skip
     await insert_events(conn, events)
     return results
+
+
+async def index_series(conn: Any, series: NewSeries) -> None:
+    """The label index of episodes this transaction inserted (bridge.store.labelindex): their
+    series, and for the series new to the store (those this transaction made: a replica that
+    made one first holds it until COMMIT), their label values and postings, in key order. The
+    shared index lock keeps retention from taking a series or value out under them."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", INDEX_LOCK)
+    keys = sorted(series.by_key)
+    rows = await conn.fetch(_SERIES, keys, [series.by_key[k][0] for k in keys])
+    if not rows:
+        return
+    values, postings = series.entries({r[0]: r[1] for r in rows})
+    values.sort()
+    await conn.execute(_VALUES, *(list(column) for column in zip(*values, strict=True)))
+    await conn.execute(_POSTINGS, [p[0] for p in postings], [p[1] for p in postings])
+
+
+_SERIES = """
+INSERT INTO series (key, fingerprint) SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT (key) DO NOTHING RETURNING key, id
+"""
+_VALUES = """
+INSERT INTO label_values (key, name, value) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+ON CONFLICT (key) DO NOTHING
+"""
+_POSTINGS = """
+INSERT INTO postings (value_id, series_id)
+SELECT v.id, p.series_id FROM unnest($1::text[], $2::bigint[]) AS p(key, series_id)
+JOIN label_values AS v ON v.key = p.key
+"""
 
 
 async def insert_events(conn: Any, events: Sequence[tuple[int, int, str, str, str]]) -> None:

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.errors import NotFound
+from bridge.core.matchers import Matcher
 from bridge.core.rulebook import RuleVersion
 from bridge.store.actions import Change
+from bridge.store.labelindex import MAX_EPISODES, lookup, resolve
 from bridge.store.postgres import schema
 from bridge.store.records import (
     PAGE_CHARS,
@@ -22,7 +24,7 @@ from bridge.store.records import (
     StoredAlert,
 )
 from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
-from bridge.store.sql import RULE_VERSION_COLUMNS
+from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql
 
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 EVENT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
@@ -131,8 +133,37 @@ def filters(query: AlertQuery) -> Sql:
 Row = tuple[StoredAlert, str]
 
 
+async def label_candidates(conn: Conn, matchers: Sequence[Matcher]) -> list[int] | None:
+    """The ids of the episodes whose labels can match, from the label index (none: an empty
+    list), or None when they are more than labelindex.MAX_EPISODES or every series can match
+    (the listing then reads in its own order)."""
+    values: dict[Matcher, list[tuple[int, str]]] = {}
+    for m in matchers:
+        how, what = lookup(m)
+        where = "name = $1" if how == "name" else "key = ANY($1::text[])"
+        rows = await conn.fetch(f"SELECT id, value FROM label_values WHERE {where}", what)  # noqa: S608
+        values[m] = [(r[0], r[1]) for r in rows]
+    resolved = resolve(matchers, values)
+    if resolved.nothing:
+        return []
+    sql = Sql()
+    text = candidates_sql(
+        resolved, lambda group: f"SELECT unnest({sql.arg(list(group))}::bigint[])"
+    )
+    if text is None:
+        return None
+    found = [r[0] for r in await conn.fetch(f"{text} LIMIT {sql.arg(MAX_EPISODES + 1)}", *sql.args)]
+    return None if len(found) > MAX_EPISODES else found
+
+
 async def select(conn: Conn, query: AlertQuery, max_chars: int | None) -> tuple[list[Row], bool]:
     base = filters(query)
+    if query.matchers:
+        candidates = await label_candidates(conn, query.matchers)
+        if candidates is not None:
+            if not candidates:  # no stored label set can match: nothing to read
+                return [], False
+            base.where.append(f"id = ANY({base.arg(candidates)}::bigint[])")
     if query.sort != "attention":
         sql = base.copy()
         if query.status:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.core.errors import StoreError
-from bridge.store.sql import EPISODE_TWINS, RULE_VERSIONS
+from bridge.store.sql import EPISODE_TWINS, LABEL_INDEX, LABEL_INDEX_BUILD, RULE_VERSIONS
 
 #: The advisory lock key of migrations (any constant of our own: "alertbridge" in hex, cut).
 MIGRATION_LOCK = 0x616C657274627269
@@ -15,6 +15,11 @@ MIGRATION_LOCK = 0x616C657274627269
 #: events get their ids in commit order across replicas (a watcher that read up to id N never
 #: sees a smaller id commit later).
 FEED_LOCK = 0x616C657274666565
+#: The advisory lock key of the label index (bridge.store.labelindex): ingestion holds it
+#: shared while it adds to the index, retention exclusive while it takes out of it what no
+#: episode uses any more (so that it never takes a series or value an episode being inserted
+#: is about to use).
+INDEX_LOCK = 0x616C657274696478
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: what SQLite's migrations 1-9 hold: one row per episode, the audit trail, settings,
@@ -171,6 +176,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 7: SQLite's migration 12: the rule set managed while running, a row per version
     RULE_VERSIONS,
+    # 8: SQLite's migration 13: the label index, built from the alerts stored
+    (LABEL_INDEX + LABEL_INDEX_BUILD).format(
+        serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        without_rowid="",
+        name_index="USING hash (name)",
+        each="jsonb_each_text(t.labels::jsonb)",
+        len="length",
+        after=0,
+    ),
 )
 
 #: Fold the counts of backends gone into slot 0 (no live connection holds their rows: this

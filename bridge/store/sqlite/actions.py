@@ -14,10 +14,12 @@ from bridge.core.rulebook import RuleVersion
 from bridge.core.times import NS
 from bridge.store import actions
 from bridge.store.actions import Change
+from bridge.store.labelindex import NewSeries, gone_postings, series_of
 from bridge.store.records import SYSTEM_ACTORS, AmView, Event, SilenceChange, StoredAlert
 from bridge.store.rows import SAME_ROW, TABLES, rule_version_row, stale_rules, text_field
 from bridge.store.sql import RULE_VERSION_COLUMNS
 from bridge.store.sqlite.database import Job
+from bridge.store.sqlite.ingest import index_series
 from bridge.store.sqlite.queries import get_alert, get_retention, meta
 
 
@@ -237,11 +239,45 @@ def prune(at: int, batch: int = 5000) -> Job[int]:
         ]
         if ids:
             marks = ",".join("?" * len(ids))
+            series = conn.execute(
+                f"SELECT DISTINCT fingerprint, labels FROM alerts WHERE id IN ({marks})",  # noqa: S608
+                ids,
+            ).fetchall()
             conn.execute(f"DELETE FROM events WHERE alert_id IN ({marks})", ids)  # noqa: S608
             conn.execute(f"DELETE FROM alerts WHERE id IN ({marks})", ids)  # noqa: S608
+            _unindex(conn, series)
         return len(ids)
 
     return job
+
+
+def _unindex(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+    """Take out of the label index the series (fingerprint, labels) of which no episode is
+    left, their postings, and the label values no series carries any more."""
+    orphans = conn.execute(
+        "SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j WHERE NOT EXISTS"
+        " (SELECT 1 FROM alerts AS a WHERE a.fingerprint = j.value ->> 0"
+        " AND a.labels = j.value ->> 1)",
+        (orjson.dumps(rows).decode(),),
+    ).fetchall()
+    if not orphans:
+        return
+    gone = series_of(orphans)
+    ids = dict(conn.execute(
+        "DELETE FROM series WHERE key IN (SELECT value FROM json_each(?)) RETURNING key, id",
+        (orjson.dumps(list(gone)).decode(),),
+    ).fetchall())  # fmt: skip
+    postings, values = gone_postings(gone, ids)
+    conn.execute(
+        "DELETE FROM postings WHERE (value_id, series_id) IN (SELECT v.id, j.value ->> 1"
+        " FROM json_each(?) AS j JOIN label_values AS v ON v.key = j.value ->> 0)",
+        (orjson.dumps(postings).decode(),),
+    )
+    conn.execute(
+        "DELETE FROM label_values WHERE key IN (SELECT value FROM json_each(?))"
+        " AND NOT EXISTS (SELECT 1 FROM postings AS p WHERE p.value_id = label_values.id)",
+        (orjson.dumps(values).decode(),),
+    )
 
 
 def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
@@ -360,6 +396,8 @@ def load(table: str, rows: Sequence[tuple[Any, ...]]) -> Job[tuple[int, int]]:
             rows,
         )
         inserted = conn.total_changes - before
+        if table == "alerts":
+            index_series(conn, NewSeries.of_rows(rows, columns))
         at = [columns.index(k) for k in key]
         present = sum(
             conn.execute(

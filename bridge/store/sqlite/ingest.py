@@ -18,6 +18,7 @@ import orjson
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.model import dumps_extra, dumps_list, dumps_map
 from bridge.ingest.episodes import change, reopened_detail
+from bridge.store.labelindex import NewSeries
 from bridge.store.records import IngestResult
 
 _INSERT_INTO = (
@@ -60,6 +61,7 @@ SMALL_BATCH = 2
 Row = tuple[str, int, int | None, str, str, str, str, str, str, str, int, int, str, str]
 #: Where Row holds what the updates and events need (a plain tuple: it is built per alert on
 #: the event loop, and bound to the INSERT as it is).
+_LABELS: Final = 6
 _ANNOTATIONS: Final = 7
 _SOURCE: Final = 9
 _RECEIVED_AT: Final = 10
@@ -256,6 +258,33 @@ def _account(
         outcome.repeats += 1
 
 
+_SERIES = (
+    "INSERT INTO series (key, fingerprint) SELECT value ->> 0, value ->> 1 FROM json_each(?)"
+    " WHERE true ON CONFLICT (key) DO NOTHING RETURNING key, id"
+)
+_VALUES = (
+    "INSERT INTO label_values (key, name, value) SELECT value ->> 0, value ->> 1, value ->> 2"
+    " FROM json_each(?) WHERE true ON CONFLICT (key) DO NOTHING"
+)
+_POSTINGS = (
+    "INSERT INTO postings (value_id, series_id) SELECT v.id, j.value ->> 1 FROM json_each(?) AS j"
+    " JOIN label_values AS v ON v.key = j.value ->> 0"
+)
+
+
+def index_series(conn: sqlite3.Connection, series: NewSeries) -> None:
+    """The label index of new episodes (bridge.store.labelindex): their series, and for the
+    series new to the store, their label values and postings. A batch whose series are all
+    stored already costs one statement."""
+    keys = orjson.dumps([[key, fp] for key, (fp, _) in series.by_key.items()]).decode()
+    made = dict(conn.execute(_SERIES, (keys,)).fetchall())
+    if not made:
+        return
+    values, postings = series.entries(made)
+    conn.execute(_VALUES, (orjson.dumps(values).decode(),))
+    conn.execute(_POSTINGS, (orjson.dumps(postings).decode(),))
+
+
 def _new_events(conn: sqlite3.Connection, first: int, last: int, actor: str) -> None:
     """The events of the new rows first..last, as _record_new writes them, made by SQLite."""
     conn.execute(
@@ -323,6 +352,7 @@ def _apply(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestRe
     ]
     events: list[Event] = []
     new: list[ReceivedAlert] = []
+    new_rows: list[Row] = []
     known: list[Known] = []
     if len(receipts) <= SMALL_BATCH:  # try the insert; a conflict means the episode is known
         for a, row, outcome in receipts:
@@ -331,11 +361,11 @@ def _apply(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestRe
                 known.append((a, row, None, outcome))
             else:
                 new.append(a)
+                new_rows.append(row)
                 _record_new(inserted[0], a, row, source, events, outcome)
     else:
         keys = ",".join(job.keys for job in jobs if job.keys)
         stored = _stored(conn, f"[{keys}]")
-        new_rows: list[Row] = []
         new_results: list[IngestResult] = []
         seen: set[tuple[str, int]] = set()
         for a, row, outcome in receipts:
@@ -359,6 +389,11 @@ def _apply(conn: sqlite3.Connection, jobs: Sequence[IngestJob]) -> list[IngestRe
                 for alert_id, a, row, outcome in zip(ids, new, new_rows, new_results, strict=True):
                     _record_new(alert_id, a, row, source, events, outcome)
     _count_new(conn, new)
+    if new:
+        series = NewSeries()
+        for a, row in zip(new, new_rows, strict=True):
+            series.add(a.fingerprint, row[_LABELS], a.labels)
+        index_series(conn, series)
     _apply_known(conn, known, source, events)
     _write_events(conn, events, actor)
     return results

@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 
 from bridge.core.errors import NotFound
+from bridge.core.matchers import Matcher
 from bridge.core.rulebook import RuleVersion
+from bridge.store.labelindex import MAX_EPISODES, lookup, resolve
 from bridge.store.records import (
     DEFAULT_RETENTION_DAYS,
     PAGE_CHARS,
@@ -30,7 +32,7 @@ from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
 from bridge.store.rows import COMMENT as _COMMENT
 from bridge.store.rows import LABELS as _LABELS
 from bridge.store.rows import URL as _URL
-from bridge.store.sql import RULE_VERSION_COLUMNS
+from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql
 from bridge.store.sqlite.schema import ATTENTION_RANK, SEVERITY_RANK
 
 _EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
@@ -156,6 +158,37 @@ def _filters(query: AlertQuery) -> tuple[list[str], list[object]]:
     return where, args
 
 
+def label_candidates(conn: sqlite3.Connection, matchers: Sequence[Matcher]) -> list[int] | None:
+    """The ids of the episodes whose labels can match, from the label index (none: an empty
+    list), or None when they are more than labelindex.MAX_EPISODES or every series can match
+    (the listing then reads in its own order)."""
+    values: dict[Matcher, list[tuple[int, str]]] = {}
+    for m in matchers:
+        how, what = lookup(m)
+        if how == "name":
+            rows = conn.execute("SELECT id, value FROM label_values WHERE name = ?", (what,))
+        else:
+            rows = conn.execute(
+                "SELECT id, value FROM label_values WHERE key IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(what).decode(),),
+            )
+        values[m] = rows.fetchall()
+    resolved = resolve(matchers, values)
+    if resolved.nothing:
+        return []
+    args: list[object] = []
+
+    def ids(group: Sequence[int]) -> str:
+        args.append(orjson.dumps(group).decode())
+        return "SELECT value FROM json_each(?)"
+
+    sql = candidates_sql(resolved, ids)
+    if sql is None:
+        return None
+    found = [r[0] for r in conn.execute(f"{sql} LIMIT ?", [*args, MAX_EPISODES + 1])]
+    return None if len(found) > MAX_EPISODES else found
+
+
 Row = tuple[StoredAlert, str]  # an alert and the cursor that continues after it
 
 
@@ -164,6 +197,13 @@ def _select_alerts(
 ) -> tuple[list[Row], bool]:
     """The alerts of a page with their cursors, and whether it stopped at max_chars."""
     where, args = _filters(query)
+    if query.matchers:
+        candidates = label_candidates(conn, query.matchers)
+        if candidates is not None:
+            if not candidates:  # no stored label set can match: nothing to read
+                return [], False
+            where.append("id IN (SELECT value FROM json_each(?))")
+            args.append(orjson.dumps(candidates).decode())
     if query.sort != "attention":
         if query.status:
             where.append("status = ?")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from bridge.core.errors import StoreError
 from bridge.core.matchers import regex_matches
-from bridge.store.sql import EPISODE_TWINS, RULE_VERSIONS
+from bridge.store.labelindex import md5_hex
+from bridge.store.sql import EPISODE_TWINS, LABEL_INDEX, LABEL_INDEX_BUILD, RULE_VERSIONS
 
 
 def _state_of(row: str) -> str:
@@ -41,6 +42,15 @@ SEVERITY_RANK = (
     "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2"
     " WHEN 'info' THEN 3 ELSE 4 END"
 )
+
+#: The label index's SQL (bridge.store.sql.LABEL_INDEX) in SQLite's words.
+_INDEX_DIALECT = {
+    "serial": "INTEGER PRIMARY KEY",
+    "without_rowid": " WITHOUT ROWID",
+    "name_index": "(name)",
+    "each": "json_each(t.labels)",
+    "len": "length",
+}
 
 #: The time in ns, as SQLite computes it (to the millisecond).
 _NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000"
@@ -202,7 +212,18 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 12: the rule set managed while running (bridge.core.rulebook): one row per version
     RULE_VERSIONS,
+    # 13: the label index (bridge.store.labelindex): series, label values and postings,
+    #     built from the alerts stored (a matcher that matched nothing read every alert)
+    (LABEL_INDEX + LABEL_INDEX_BUILD).format(**_INDEX_DIALECT, after=0),
 )
+
+
+def build_label_index(conn: sqlite3.Connection, after: int) -> None:
+    """Index the alerts with ids above `after` (rows inserted by other means than ingestion:
+    a benchmark's), in the caller's transaction."""
+    for statement in LABEL_INDEX_BUILD.format(**_INDEX_DIALECT, after=int(after)).split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 _TWINS = EPISODE_TWINS.format(now=_NOW, least="min", greatest="max")
@@ -238,6 +259,7 @@ def connect(
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("regexp", 2, regex_matches, deterministic=True)
+    conn.create_function("md5", 1, md5_hex, deterministic=True)
     return conn
 
 
@@ -261,6 +283,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         raise StoreError(
             f"database schema v{version} is newer than this alertbridge (v{len(MIGRATIONS)})"
         )
+    conn.create_function("md5", 1, md5_hex, deterministic=True)  # (the label index's keys)
     for number, text in enumerate(MIGRATIONS[version:], start=version + 1):
         script = text.replace(
             "{twins}", EPISODE_TWINS.format(now=_NOW, least="min", greatest="max")
