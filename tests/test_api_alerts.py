@@ -336,9 +336,7 @@ async def test_a_slow_filter_stops_at_the_query_budget(client: Client) -> None:
     assert "longer than 0.05s" in body["message"]
     assert elapsed < 2.0  # the budget plus scheduling; the whole scan takes far longer
     sqlite_of(client.app[STORE]).db.query_timeout = 60
-    full = await client.get(
-        "/api/v1/alerts", params={"q": "zz-nowhere", "limit": "1"}, headers=API
-    )
+    full = await client.get("/api/v1/alerts", params={"q": "zz-nowhere", "limit": "1"}, headers=API)
     assert full.status == 200  # with room, the same query completes (empty)
     assert (await full.json())["alerts"] == []
 
