@@ -177,6 +177,10 @@ def build_rows(db: Path, rows: int) -> None:
         " '{}', '', 'alertmanager', ?2 + i * ?3, ?2 + i * ?3, 1, ?2 + i * ?3 FROM n",
         (rows, now_ns() - (rows + 1) * NS, NS),
     )
+    from bridge.store.sqlite import schema
+
+    if hasattr(schema, "build_label_index"):  # (a baseline before issue 35 has none)
+        schema.build_label_index(conn, 0)
     conn.execute("PRAGMA synchronous = FULL")
     conn.close()
 

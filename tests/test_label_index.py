@@ -19,7 +19,7 @@ from bridge.core.alerts import ReceivedAlert
 from bridge.core.matchers import Matcher
 from bridge.core.times import NS
 from bridge.store import AlertQuery, AlertStore, labelindex
-from bridge.store.labelindex import Resolved, literals, resolve
+from bridge.store.labelindex import Resolved, literals, lookup, pair_key, resolve
 from bridge.store.postgres import queries as pg_queries
 from bridge.store.sqlite import queries as sqlite_queries
 from bridge.store.sqlite.schema import MIGRATIONS, connect
@@ -167,8 +167,18 @@ def _resolved(matchers: list[Matcher], alerts: list[Any]) -> Resolved:
     """What resolve() makes of the matchers over the label values these alerts carry."""
     pairs = sorted({(k, v) for a in alerts for k, v in a.labels.items()})
     ids = {pair: n for n, pair in enumerate(pairs)}
-    return resolve(matchers, {m: [(ids[(k, v)], v) for k, v in pairs if k == m.name]
+    return resolve(matchers, {m: _as_a_store_reads(m, [(ids[(k, v)], v) for k, v in pairs
+                                                        if k == m.name])
                               for m in matchers})  # fmt: skip
+
+
+def _as_a_store_reads(m: Matcher, stored: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The values of a matcher's label a store reads for it (labelindex.lookup): its literals,
+    or those it accepts (or refuses) by the matcher itself."""
+    how, what = lookup(m)
+    if how == "keys":
+        return [(i, v) for i, v in stored if pair_key(m.name, v) in what]  # type: ignore[operator]
+    return [(i, v) for i, v in stored if m.matches({m.name: v}) == what]
 
 
 def test_resolve_and_literals() -> None:
@@ -178,7 +188,7 @@ def test_resolve_and_literals() -> None:
 
     def of(*texts: str) -> Resolved:
         ms = [Matcher.parse(t) for t in texts]
-        return resolve(ms, {m: values.get(m.name, []) for m in ms})
+        return resolve(ms, {m: _as_a_store_reads(m, values.get(m.name, [])) for m in ms})
 
     assert of('team="a"') == Resolved(((1,),), ())
     assert of('team!="a"') == Resolved((), (1,))

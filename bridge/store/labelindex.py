@@ -129,22 +129,25 @@ class Resolved:
 def resolve(
     matchers: Sequence[Matcher], values: Mapping[Matcher, Sequence[tuple[int, str]]]
 ) -> Resolved:
-    """The matchers as value ids, from `values`: each matcher's stored (id, value) pairs of
-    its label (only those of its literals() when it has them). A missing label is the empty
-    string, as in Alertmanager: a matcher the empty string satisfies matches every series but
-    those carrying a value it refuses (their ids excluded); any other matches only the series
-    carrying a value it accepts."""
+    """The matchers as value ids, from `values`: for each matcher, what lookup() said to read
+    (its literals' stored values, tested here; or the values of its label the store selected
+    by the matcher itself, taken as they are). A missing label is the empty string, as in
+    Alertmanager: a matcher the empty string satisfies matches every series but those carrying
+    a value it refuses (their ids excluded); any other matches only the series carrying a value
+    it accepts."""
     required: list[tuple[int, ...]] = []
     excluded: set[int] = set()
     for m in matchers:
         stored = values.get(m, ())
-        if m.matches({}):  # the empty string matches: exclude the values that do not
-            excluded.update(i for i, v in stored if not m.matches({m.name: v}))
+        empty = m.matches({})
+        if lookup(m)[0] == "keys":  # a handful: tested here
+            stored = [(i, v) for i, v in stored if m.matches({m.name: v}) != empty]
+        if empty:  # the empty string matches: exclude the values that do not
+            excluded.update(i for i, _ in stored)
             continue
-        accepted = tuple(i for i, v in stored if m.matches({m.name: v}))
-        if not accepted:
+        if not stored:
             return Resolved((), (), nothing=True)
-        required.append(accepted)
+        required.append(tuple(i for i, _ in stored))
     required.sort(key=len)
     return Resolved(tuple(required), tuple(sorted(excluded)))
 
@@ -170,10 +173,12 @@ def gone_postings(
     return postings, list(values)
 
 
-def lookup(m: Matcher) -> tuple[str, str | list[str]]:
-    """How a store finds the values a matcher needs: ("name", its label name): every stored
-    value of the label; ("keys", pair keys): those of its literals()."""
+def lookup(m: Matcher) -> tuple[str, list[str] | bool]:
+    """How a store finds the values a matcher needs: ("keys", pair keys): the stored values
+    of its literals(), by key; ("scan", accepted): the values of its label that the matcher
+    accepts (True) or refuses (False), selected by the store in SQL (so that a label with a
+    million values is read within the query budget, not tested one by one here)."""
     named = literals(m)
     if named is None:
-        return "name", m.name
+        return "scan", not m.matches({})
     return "keys", [pair_key(m.name, v) for v in sorted(named)]

@@ -140,8 +140,19 @@ async def label_candidates(conn: Conn, matchers: Sequence[Matcher]) -> list[int]
     values: dict[Matcher, list[tuple[int, str]]] = {}
     for m in matchers:
         how, what = lookup(m)
-        where = "name = $1" if how == "name" else "key = ANY($1::text[])"
-        rows = await conn.fetch(f"SELECT id, value FROM label_values WHERE {where}", what)  # noqa: S608
+        if how == "scan":
+            test = {"=": "value = $2", "!=": "value <> $2"}.get(m.op, "value ~ $2")
+            if what == (m.op == "!~"):  # the values it accepts of !~, it refuses of the others
+                test = f"NOT ({test})"
+            pattern = m.value if m.op in ("=", "!=") else f"^(?:{m.value})$"
+            rows = await conn.fetch(
+                f"SELECT id, value FROM label_values WHERE name = $1 AND {test}",  # noqa: S608
+                m.name, pattern,
+            )  # fmt: skip
+        else:
+            rows = await conn.fetch(
+                "SELECT id, value FROM label_values WHERE key = ANY($1::text[])", what
+            )
         values[m] = [(r[0], r[1]) for r in rows]
     resolved = resolve(matchers, values)
     if resolved.nothing:

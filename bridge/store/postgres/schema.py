@@ -21,6 +21,15 @@ FEED_LOCK = 0x616C657274666565
 #: is about to use).
 INDEX_LOCK = 0x616C657274696478
 
+#: The label index's SQL (bridge.store.sql.LABEL_INDEX) in PostgreSQL's words.
+_INDEX_DIALECT = {
+    "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "without_rowid": "",
+    "name_index": "USING hash (name)",
+    "each": "jsonb_each_text(t.labels::jsonb)",
+    "len": "length",
+}
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: what SQLite's migrations 1-9 hold: one row per episode, the audit trail, settings,
     #    the people named; times in ns since the epoch (BIGINT), labels and annotations as
@@ -177,15 +186,15 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: SQLite's migration 12: the rule set managed while running, a row per version
     RULE_VERSIONS,
     # 8: SQLite's migration 13: the label index, built from the alerts stored
-    (LABEL_INDEX + LABEL_INDEX_BUILD).format(
-        serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-        without_rowid="",
-        name_index="USING hash (name)",
-        each="jsonb_each_text(t.labels::jsonb)",
-        len="length",
-        after=0,
-    ),
+    (LABEL_INDEX + LABEL_INDEX_BUILD).format(**_INDEX_DIALECT, after=0),
 )
+
+
+def label_index_build(after: int) -> str:
+    """SQL: index the alerts with ids above `after` (rows inserted by other means than
+    ingestion: a benchmark's)."""
+    return LABEL_INDEX_BUILD.format(**_INDEX_DIALECT, after=int(after))
+
 
 #: Fold the counts of backends gone into slot 0 (no live connection holds their rows: this
 #: waits for nobody but a new backend that happens to reuse a pid).

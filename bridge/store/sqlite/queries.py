@@ -165,8 +165,14 @@ def label_candidates(conn: sqlite3.Connection, matchers: Sequence[Matcher]) -> l
     values: dict[Matcher, list[tuple[int, str]]] = {}
     for m in matchers:
         how, what = lookup(m)
-        if how == "name":
-            rows = conn.execute("SELECT id, value FROM label_values WHERE name = ?", (what,))
+        if how == "scan":
+            test = {"=": "value = ?", "!=": "value != ?"}.get(m.op, "regexp(?, value)")
+            if what == (m.op == "!~"):  # the values it accepts of !~, it refuses of the others
+                test = f"NOT {test}"
+            rows = conn.execute(
+                f"SELECT id, value FROM label_values WHERE name = ? AND {test}",  # noqa: S608
+                (m.name, m.value),
+            )
         else:
             rows = conn.execute(
                 "SELECT id, value FROM label_values WHERE key IN (SELECT value FROM json_each(?))",
