@@ -356,8 +356,9 @@ async def ingestion(args: argparse.Namespace, tmp: Path, pg: Any = None) -> None
                   f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)})")  # fmt: skip
 
 
-def build_store(path: Path, rows: int) -> None:
-    """rows alerts, 1% firing, 500 label sets (four teams, four severities); one event each.
+def build_store(path: Path, rows: int, ago: int = 0) -> None:
+    """rows alerts, 1% firing, 500 label sets (four teams, four severities); one event each;
+    the newest began `ago` ns before now, the others a second apart before it.
 
     As in Alertmanager, the fingerprint is a hash of the label set, so an alert's episodes
     share it; annotations carry the instance and a value (3,500 distinct texts).
@@ -384,7 +385,7 @@ def build_store(path: Path, rows: int) -> None:
         annotations = json.dumps(
             {"description": f"value is {80 + i % 7}%", "summary": f"rule_{i % 10} on {instance}"}
         )
-        start_at = now - (rows - i) * NS
+        start_at = now - ago - (rows - i) * NS
         batch.append(
             (
                 hashlib.sha256(labels.encode()).hexdigest()[:16],

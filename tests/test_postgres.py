@@ -18,6 +18,7 @@ import pytest
 
 from bridge.core.alerts import ReceivedAlert
 from bridge.core.errors import NotFound, StoreError
+from bridge.core.matchers import Matcher
 from bridge.core.times import NS
 from bridge.store import AlertQuery, AlertStore
 from bridge.store.postgres import ingest, schema
@@ -219,6 +220,38 @@ async def test_an_event_id_is_readable_only_after_every_smaller_one(pg_cluster: 
         assert [(e.alert_id, e.kind) for e in events] == [(1, "fired"), (1, "note"),
                                                           (2, "fired")]  # fmt: skip
         assert [e.id for e in events] == sorted(e.id for e in events)
+    finally:
+        await held.close()
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_retention_never_takes_a_series_an_uncommitted_episode_uses(
+    pg_cluster: Cluster,
+) -> None:
+    """The label index on replicas: one replica's ingest holds a new episode of a series
+    uncommitted (the index lock shared) while another prunes the series' only stored
+    episode; the prune waits for the lock, then sees the new episode and keeps the series,
+    whose label still finds it."""
+    url = pg_cluster.new_database()
+    a, b = replica(pg_cluster, url), replica(pg_cluster, url)
+    await asyncio.gather(a.start(), b.start())
+    held = await asyncpg.connect(url, password=pg_cluster.password)
+    old = received("resolved", T0, T0 + NS, "a" * 16, team="kept")
+    new = received(starts=T0 + 400 * 86400 * NS, fingerprint="a" * 16, team="kept")
+    try:
+        await a.ingest([old], T0)
+        await b.set_retention_days(1)
+        transaction = held.transaction()
+        await transaction.start()
+        await ingest.apply(held, [ingest.PgIngestJob([new], T0, "alertmanager", None)])
+        pruning = asyncio.create_task(b.prune(T0 + 400 * 86400 * NS))
+        await until_waiting(b, pruning, "wait_event = 'advisory'",
+                            "the prune did not wait for the ingest holding the lock")  # fmt: skip
+        await transaction.commit()
+        assert await asyncio.wait_for(pruning, 30) == 1
+        kept = AlertQuery(matchers=(Matcher.parse('team="kept"'),))
+        assert [x.starts_at for x in await a.list_alerts(kept)] == [new.starts_at]
+        assert await a.pool.fetchval("SELECT count(*) FROM series") == 1
     finally:
         await held.close()
         await asyncio.gather(a.close(), b.close())

@@ -28,6 +28,7 @@ label sets share a fingerprint.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,7 @@ def series_key(fingerprint: str, labels: str) -> str:
     return md5_hex(f"{len(fingerprint)}:{fingerprint}{labels}")
 
 
+@functools.lru_cache(maxsize=65536)  # a pair recurs in every series carrying it
 def pair_key(name: str, value: str) -> str:
     """A label pair's key: the MD5 of the name's length in characters, a colon, the name and
     the value (SQL: md5(length(name) || ':' || name || value))."""

@@ -217,9 +217,8 @@ async def index_series(conn: Any, series: NewSeries) -> None:
     series, and for the series new to the store (those this transaction made: a replica that
     made one first holds it until COMMIT), their label values and postings, in key order. The
     shared index lock keeps retention from taking a series or value out under them."""
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", INDEX_LOCK)
     keys = sorted(series.by_key)
-    rows = await conn.fetch(_SERIES, keys, [series.by_key[k][0] for k in keys])
+    rows = await conn.fetch(_SERIES, keys, [series.by_key[k][0] for k in keys], INDEX_LOCK)
     if not rows:
         return
     values, postings = series.entries({r[0]: r[1] for r in rows})
@@ -228,8 +227,12 @@ async def index_series(conn: Any, series: NewSeries) -> None:
     await conn.execute(_POSTINGS, [p[0] for p in postings], [p[1] for p in postings])
 
 
+#: The lock is taken before the first row is inserted (no row comes out of the join without
+#: it), and held to COMMIT.
 _SERIES = """
-INSERT INTO series (key, fingerprint) SELECT * FROM unnest($1::text[], $2::text[])
+INSERT INTO series (key, fingerprint)
+SELECT u.key, u.fingerprint FROM unnest($1::text[], $2::text[]) AS u(key, fingerprint)
+CROSS JOIN (SELECT pg_advisory_xact_lock_shared($3)) AS locked
 ON CONFLICT (key) DO NOTHING RETURNING key, id
 """
 _VALUES = """
