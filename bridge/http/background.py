@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -44,7 +45,7 @@ from bridge.http.keys import (
     WORKER,
 )
 from bridge.http.rules import MANAGER, rules_in_force
-from bridge.store import open_store
+from bridge.store import AlertStore, open_store
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from bridge.telemetry.exporter import CpuSampler, memory_used_bytes
 from bridge.workers.leader import Leader, lead
@@ -226,10 +227,41 @@ def sampler(app: web.Application) -> Callable[[web.Application], Awaitable[None]
     return step
 
 
+#: Retention deletes in batches sized to take about this long each (the webhook's jobs wait
+#: behind one batch at most), from PRUNE_BATCHES[0] rows to [1], starting at [0].
+PRUNE_BATCH_SECONDS = 0.005
+PRUNE_BATCHES = (50, 5000)
+
+
+def next_batch(rows: int, seconds: float) -> int:
+    """The next batch's size after one of `rows` took `seconds` (its wait for the writer
+    included: a busy webhook shrinks the batches): doubled under half the target, halved over
+    twice it, within PRUNE_BATCHES."""
+    if seconds < PRUNE_BATCH_SECONDS / 2:
+        rows *= 2
+    elif seconds > PRUNE_BATCH_SECONDS * 2:
+        rows //= 2
+    return max(PRUNE_BATCHES[0], min(PRUNE_BATCHES[1], rows))
+
+
 async def prune(app: web.Application) -> None:
-    for _ in range(1000):  # bounded: at most 5 million rows a round
-        if not await app[STORE].prune(now_ns()):
+    removed = await prune_store(app[STORE])
+    if removed:
+        log.info("retention deleted %d resolved episodes", removed)
+
+
+async def prune_store(store: AlertStore) -> int:
+    """Delete what retention says, batch after batch; how many episodes went. Bounded: 5
+    million a round (the next round, an hour later, goes on)."""
+    rows, removed = PRUNE_BATCHES[0], 0
+    for _ in range(5_000_000 // PRUNE_BATCHES[0]):
+        began = time.monotonic()
+        done = await store.prune(now_ns(), rows)
+        removed += done
+        if done < rows or removed >= 5_000_000:
             break
+        rows = next_batch(rows, time.monotonic() - began)
+    return removed
 
 
 def embedded(app: web.Application) -> Callable[[web.Application], Awaitable[None]]:
