@@ -57,13 +57,27 @@ REPEAT_GROUPS = 256
 #: How the alerts' fingerprints are made: "hashed" as Alertmanager does (a hash of the label
 #: set: new alerts land anywhere in the store's indexes), or "sequential" (each after the last:
 #: what this bench generated before issue 35, which hid a slowdown as the store grows).
-FINGERPRINTS = {"mode": "hashed"}
+FINGERPRINTS: dict[str, Any] = {"mode": "hashed", "label_sets": 0}
 
 
 def fingerprint(n: int, labels: dict[str, str]) -> str:
     if FINGERPRINTS["mode"] == "sequential":
         return f"{n:016x}"
     return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _label_set(n: int) -> int:
+    """The label set of new alert n: its own, or one of --label-sets in turn."""
+    count = FINGERPRINTS["label_sets"]
+    return n % count if count else n
+
+
+def _rfc3339_ms(at: int) -> str:
+    """RFC 3339 to the millisecond, as Alertmanager writes a start it did not set itself."""
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at // NS))
+        + f".{at // 1_000_000 % 1000:03d}Z"
+    )
 
 
 def payload(alerts: int, group: int | None = None, value: int = 91) -> bytes:
@@ -73,10 +87,13 @@ def payload(alerts: int, group: int | None = None, value: int = 91) -> bytes:
     items = []
     for i in range(alerts):
         n = next(_fingerprints) if group is None else (1 << 48) + group * alerts + i
+        starts = base
+        if group is None and FINGERPRINTS["label_sets"]:  # a new episode of a known label set
+            starts = _REPEATS_STARTED - 86400 * NS + n * 1_000_000  # each its own millisecond
         labels = {
             "alertname": "high_cpu",
             "severity": "warning",
-            "instance": f"i{n}:9100",
+            "instance": f"i{_label_set(n)}:9100",
             "job": "app",
             "metric": "system.cpu.percent",
         }
@@ -85,7 +102,7 @@ def payload(alerts: int, group: int | None = None, value: int = 91) -> bytes:
                 "status": "firing",
                 "labels": labels,
                 "annotations": {"summary": "CPU usage is high", "description": f"CPU is {value}%"},
-                "startsAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base // NS)) + ".123Z",
+                "startsAt": _rfc3339_ms(starts if group is None else base),
                 "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "http://127.0.0.1:9090/graph",
                 "fingerprint": fingerprint(n, labels),
@@ -530,6 +547,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--fingerprints", choices=("hashed", "sequential"), default="hashed",
                         help="hashed: as Alertmanager makes them (default)")  # fmt: skip
+    parser.add_argument("--label-sets", type=int, default=0,
+                        help="new alerts are new episodes of this many label sets in turn (0:"
+                             " each its own label set, the default)")  # fmt: skip
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     if sys.argv[1:2] == ["--serve-without-fsync"]:
         serve_without_fsync(sys.argv[2:])
@@ -539,6 +559,7 @@ def main() -> None:
         serve_bare(args.serve_bare)
         return
     FINGERPRINTS["mode"] = args.fingerprints
+    FINGERPRINTS["label_sets"] = args.label_sets
     with (
         tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
         contextlib.ExitStack() as stack,
