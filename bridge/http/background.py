@@ -250,17 +250,17 @@ async def prune(app: web.Application) -> None:
         log.info("retention deleted %d resolved episodes", removed)
 
 
-async def prune_store(store: AlertStore) -> int:
+async def prune_store(store: AlertStore, clock: Callable[[], float] = time.monotonic) -> int:
     """Delete what retention says, batch after batch; how many episodes went. Bounded: 5
     million a round (the next round, an hour later, goes on)."""
     rows, removed = PRUNE_BATCHES[0], 0
     for _ in range(5_000_000 // PRUNE_BATCHES[0]):
-        began = time.monotonic()
+        began = clock()
         done = await store.prune(now_ns(), rows)
         removed += done
         if done < rows or removed >= 5_000_000:
             break
-        rows = next_batch(rows, time.monotonic() - began)
+        rows = next_batch(rows, clock() - began)
     return removed
 
 
