@@ -3,6 +3,7 @@ text only, no driver (each implementation runs it on its own connections)."""
 
 from collections.abc import Callable, Sequence
 
+from bridge.core.matchers import Matcher
 from bridge.store.labelindex import Resolved
 
 #: Merge the rows of one episode that differ below the millisecond, into the first (lowest
@@ -148,3 +149,12 @@ def candidates_sql(resolved: Resolved, ids: Callable[[Sequence[int]], str]) -> s
         return None
     series = f"SELECT s.fingerprint FROM series AS s WHERE {' AND '.join(terms)}"  # noqa: S608
     return f"SELECT a.id FROM alerts AS a WHERE a.fingerprint IN ({series})"  # noqa: S608
+
+
+def values_test(m: Matcher, accepted: bool, value: str, regex: str) -> str:
+    """SQL: whether a label_values row's value is one the matcher accepts (`accepted`) or
+    refuses (labelindex.lookup's "scan"); `value` is the bound matcher value's placeholder,
+    `regex` the dialect's anchored match of it ({} the placeholder)."""
+    test = {"=": f"value = {value}", "!=": f"value <> {value}"}.get(m.op, regex.format(value))
+    # The test is acceptance but for !~, whose test (the regex) is refusal.
+    return f"NOT ({test})" if accepted == (m.op == "!~") else test

@@ -24,7 +24,7 @@ from bridge.store.records import (
     StoredAlert,
 )
 from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
-from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql
+from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql, values_test
 
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 EVENT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
@@ -141,9 +141,7 @@ async def label_candidates(conn: Conn, matchers: Sequence[Matcher]) -> list[int]
     for m in matchers:
         how, what = lookup(m)
         if how == "scan":
-            test = {"=": "value = $2", "!=": "value <> $2"}.get(m.op, "value ~ $2")
-            if what == (m.op == "!~"):  # the values it accepts of !~, it refuses of the others
-                test = f"NOT ({test})"
+            test = values_test(m, bool(what), "$2", "value ~ {}")
             pattern = m.value if m.op in ("=", "!=") else f"^(?:{m.value})$"
             rows = await conn.fetch(
                 f"SELECT id, value FROM label_values WHERE name = $1 AND {test}",  # noqa: S608

@@ -32,7 +32,7 @@ from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
 from bridge.store.rows import COMMENT as _COMMENT
 from bridge.store.rows import LABELS as _LABELS
 from bridge.store.rows import URL as _URL
-from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql
+from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql, values_test
 from bridge.store.sqlite.schema import ATTENTION_RANK, SEVERITY_RANK
 
 _EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
@@ -166,9 +166,7 @@ def label_candidates(conn: sqlite3.Connection, matchers: Sequence[Matcher]) -> l
     for m in matchers:
         how, what = lookup(m)
         if how == "scan":
-            test = {"=": "value = ?", "!=": "value != ?"}.get(m.op, "regexp(?, value)")
-            if what == (m.op == "!~"):  # the values it accepts of !~, it refuses of the others
-                test = f"NOT {test}"
+            test = values_test(m, bool(what), "?", "regexp({}, value)")
             rows = conn.execute(
                 f"SELECT id, value FROM label_values WHERE name = ? AND {test}",  # noqa: S608
                 (m.name, m.value),
