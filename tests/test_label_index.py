@@ -225,6 +225,32 @@ def test_retention_leaves_no_orphan_entries(name: str, tmp_path: Path) -> None:
         assert _index_rows(sync) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
+def test_a_notification_of_more_series_than_a_statement_binds(name: str, tmp_path: Path) -> None:
+    """601 new series in one notification (SQLite binds INDEX_ROWS a statement, the last
+    padded with copies of its last row), each with a value of its own and values shared; then
+    the same label sets again as new episodes (every series known): each found by its own
+    value, every value once, every posting once."""
+    with Sync(IMPLEMENTATIONS[name](tmp_path)) as sync:
+        count = 601  # postings: 1,803, the last 11 padded to 16
+        first = [alert(f"{n:016x}", {"team": f"t{n % 3}", "x": f"v{n}"}, False, n)
+                 for n in range(count)]  # fmt: skip
+        sync.ingest(first, T0)
+        # values: alertname=r, team=t0..t2, x=v0..v599; postings: 3 a series
+        assert _index_rows(sync) == (count, 4 + count, 3 * count)
+        sync.ingest([alert(a.fingerprint, dict(a.labels), False, count + n)
+                     for n, a in enumerate(first)], T0)  # fmt: skip
+        assert _index_rows(sync) == (count, 4 + count, 3 * count)
+        for n in (0, 255, 256, 257, 511, 600):
+            query = AlertQuery(matchers=(Matcher.parse(f'x="v{n}"'),))
+            assert [a.starts_at for a in sync.list_alerts(query)] == [
+                T0 + (count + n) * NS,
+                T0 + n * NS,
+            ]
+        team = AlertQuery(matchers=(Matcher.parse('team="t1"'),), limit=100_000)
+        assert len(sync.list_alerts(team)) == 2 * (count // 3)
+
+
 def test_the_migration_builds_the_index_of_a_store_of_the_schema_before(tmp_path: Path) -> None:
     """A database at migration 12 (no index) with alerts in it: opened, it is migrated, and
     its alerts are found through the index it built."""

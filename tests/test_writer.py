@@ -20,7 +20,7 @@ from bridge.store import IngestResult
 from bridge.store.sqlite.actions import acknowledge
 from bridge.store.sqlite.database import Database, Job
 from bridge.store.sqlite.ingest import IngestJob
-from bridge.store.sqlite.writer import Writer
+from bridge.store.sqlite.writer import WRITER_CACHE_KIB, Writer
 from tests.stores import T0, ingest, received
 from tests.stores import alert_rows as rows
 from tests.support import until
@@ -36,6 +36,17 @@ async def test_concurrent_jobs_share_commits(tmp_path: Path) -> None:
     assert writer.jobs == 200
     assert writer.batches < 200
     assert len(rows(store)) == 200
+    store.close()
+
+
+async def test_the_writer_keeps_a_page_cache_of_its_own(tmp_path: Path) -> None:
+    """The writer's connection caches WRITER_CACHE_KIB of pages; the store's others keep
+    SQLite's default (a reader per thread would multiply the memory)."""
+    store = Database(tmp_path / "a.db")
+    async with Writer(store) as writer:
+        size = await writer.submit(lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0])
+    assert size == -WRITER_CACHE_KIB
+    assert store.new_connection().execute("PRAGMA cache_size").fetchone()[0] == -2000
     store.close()
 
 

@@ -54,6 +54,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: The writer connection's page cache, in KiB (SQLite's default is 2,000: a store of a
+#: million alerts then reads most index pages a new episode touches back from the OS on every
+#: insert). Memory taken only as pages are read; 64 MiB holds the index pages of several
+#: million alerts. bench/ingest.py, 100-alert notifications of new alerts: the server's CPU
+#: per notification 5.1 -> 4.0 ms with it.
+WRITER_CACHE_KIB = 65536
+
+
 @dataclass(slots=True)
 class _Pending:
     job: Job[Any]
@@ -235,6 +243,7 @@ class Writer:
     def _run(self, ready: threading.Event) -> None:
         try:
             conn = self.store.new_connection()
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             self._syncer = _Syncer(self._pipeline(conn), self._synced)
         except sqlite3.Error as exc:
             self._start_error = StoreError(f"the storage writer cannot start: {exc}")
