@@ -22,6 +22,7 @@ from bridge.core.matchers import Matcher
 from bridge.core.times import NS
 from bridge.store import AlertQuery, AlertStore
 from bridge.store.postgres import ingest, schema
+from bridge.store.postgres import queries as pg_queries
 from bridge.store.postgres.ingest import insert_events
 from bridge.store.postgres.store import PostgresStore
 from bridge.store.sqlite.store import SqliteStore
@@ -255,6 +256,45 @@ async def test_retention_never_takes_a_series_an_uncommitted_episode_uses(
     finally:
         await held.close()
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_label_values_another_replica_commits_meanwhile_still_get_postings(
+    pg_cluster: Cluster,
+) -> None:
+    """One replica's ingest holds new label values uncommitted while another ingests a new
+    series carrying them: the second waits on them, does not insert them, and cannot see them
+    in its statement's snapshot; their postings come back from its insert and go in by a
+    statement of their own, so that a matcher finds both series through the index."""
+    url = pg_cluster.new_database()
+    store = replica(pg_cluster, url)
+    await store.start()
+    held = await asyncpg.connect(url, password=pg_cluster.password)
+    one = received(fingerprint="1" * 16, team="raced")
+    two = received(fingerprint="2" * 16, team="raced", zone="z")
+    try:
+        transaction = held.transaction()
+        await transaction.start()
+        await ingest.apply(held, [ingest.PgIngestJob([one], T0, "alertmanager", None)])
+        second = asyncio.create_task(store.ingest([two], T0))
+        await until_waiting(store, second, "wait_event = 'transactionid'",
+                            "the second ingest did not wait for the values held")  # fmt: skip
+        await transaction.commit()
+        (two_id,) = (await asyncio.wait_for(second, 30)).fired
+        postings = await store.pool.fetchval(
+            "SELECT count(*) FROM postings p JOIN series s ON s.id = p.series_id"
+            " WHERE s.fingerprint = $1",
+            two.fingerprint,
+        )
+        assert postings == len(two.labels)  # zone=z its own, the other four held by `one`
+        raced = AlertQuery(matchers=(Matcher.parse('team="raced"'),))
+        assert {x.fingerprint for x in await store.list_alerts(raced)} == {"1" * 16, "2" * 16}
+        candidates = await store._read(
+            lambda c: pg_queries.label_candidates(c, [Matcher.parse('instance="a:1"')])
+        )
+        assert candidates is not None and two_id in candidates
+    finally:
+        await held.close()
+        await store.close()
 
 
 async def test_an_event_never_outlives_its_alert_without_a_foreign_key(

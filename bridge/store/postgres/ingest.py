@@ -5,7 +5,8 @@ number of alerts, safely beside other replicas doing the same:
 1. the stored episodes among the receipts are locked (FOR UPDATE, in key order);
 2. the new ones are inserted (ON CONFLICT DO NOTHING, in key order): one that another replica
    inserted meanwhile conflicts, waits for that replica's COMMIT, and is then locked and
-   treated as stored: one row per episode, whichever replica got there first;
+   treated as stored: one row per episode, whichever replica got there first; the label
+   index of those inserted is written by the same statement (no round trip of its own);
 3. each receipt, in arrival order, is applied in Python to the locked state by the same rules
    as SQLite's (`episodes.change`), and each touched row is written once with its final
    values; the events go in last, under the feed lock (schema.FEED_LOCK).
@@ -24,7 +25,15 @@ from bridge.store.labelindex import NewSeries
 from bridge.store.postgres.schema import FEED_LOCK, INDEX_LOCK
 from bridge.store.records import IngestResult
 
+#: The new episodes, and the label index of those inserted (bridge.store.labelindex) in the
+#: same statement, keys computed by PostgreSQL as the migration does: their series new to the
+#: store (one another replica is making waits for its COMMIT and is then that replica's), in
+#: key order, and those series' label values and postings. A value another replica committed
+#: after this statement's snapshot is neither inserted here nor seen: its postings come back
+#: as rows (key, series_id) for _POSTINGS. The index lock is held from _LOCK on (retention
+#: takes nothing this statement's snapshot still sees).
 _INSERT = """
+WITH inserted AS (
 INSERT INTO alerts (fingerprint, starts_at, ends_at, status, alertname, severity, labels,
                     annotations, generator_url, source, first_received_at, last_received_at,
                     receive_count, updated_at, resolution, starts_ns, clipped, extra)
@@ -38,20 +47,53 @@ FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::
      AS r(fp, st, en, status, name, sev, labels, ann, url, rec, ns, clipped, extra)
 ORDER BY fp, st
 ON CONFLICT (fingerprint, starts_at) DO NOTHING
-RETURNING id, fingerprint, starts_at
+RETURNING id, fingerprint, starts_at, labels
+), stored AS (
+SELECT DISTINCT md5(length(fingerprint) || ':' || fingerprint || labels) AS key, fingerprint,
+       labels
+FROM inserted
+), made AS (
+INSERT INTO series (key, fingerprint) SELECT key, fingerprint FROM stored ORDER BY key
+ON CONFLICT (key) DO NOTHING RETURNING key, id
+), pairs AS (
+SELECT made.id AS series_id, md5(length(j.key) || ':' || j.key || j.value) AS key,
+       j.key AS name, j.value
+FROM made JOIN stored ON stored.key = made.key
+CROSS JOIN jsonb_each_text(stored.labels::jsonb) AS j
+), added AS (
+INSERT INTO label_values (key, name, value)
+SELECT DISTINCT key, name, value FROM pairs ORDER BY key
+ON CONFLICT (key) DO NOTHING RETURNING key, id
+), posted AS (
+INSERT INTO postings (value_id, series_id)
+SELECT coalesce(added.id, v.id), pairs.series_id FROM pairs
+LEFT JOIN added ON added.key = pairs.key
+LEFT JOIN label_values AS v ON v.key = pairs.key
+WHERE coalesce(added.id, v.id) IS NOT NULL
+)
+SELECT id, fingerprint, starts_at, NULL AS key, NULL::bigint AS series_id FROM inserted
+UNION ALL
+SELECT NULL, NULL, NULL, pairs.key, pairs.series_id FROM pairs
+WHERE NOT EXISTS (SELECT FROM added WHERE added.key = pairs.key)
+  AND NOT EXISTS (SELECT FROM label_values AS v WHERE v.key = pairs.key)
 """
 
 #: The batch's stored episodes, locked one key after another in the order given (sorted:
 #: replicas lock in one order, no deadlock). One index probe per key, whatever the table's
 #: size: as a join, the planner hashed the whole table for a batch of 3,200 keys (40 ms at
 #: 100,000 alerts, growing with the table) where the probes take 8 ms; the LIMIT keeps the
-#: subquery a probe per key (the key is unique: at most one row).
+#: subquery a probe per key (the key is unique: at most one row). First the index lock, shared
+#: (schema.INDEX_LOCK, to COMMIT), for _INSERT: the outer side of a left join, read whatever
+#: the keys find (one row of NULLs when none is stored).
 _LOCK = """
 SELECT a.fingerprint, a.starts_at, a.id, a.status, a.ends_at, a.resolution
-FROM unnest($1::text[], $2::bigint[]) AS k(fp, st)
-CROSS JOIN LATERAL (
-  SELECT * FROM alerts a WHERE a.fingerprint = k.fp AND a.starts_at = k.st LIMIT 1 FOR UPDATE
-) a
+FROM (SELECT pg_advisory_xact_lock_shared($3)) AS locked
+LEFT JOIN LATERAL (
+  SELECT a.* FROM unnest($1::text[], $2::bigint[]) AS k(fp, st)
+  CROSS JOIN LATERAL (
+    SELECT * FROM alerts a WHERE a.fingerprint = k.fp AND a.starts_at = k.st LIMIT 1 FOR UPDATE
+  ) a
+) a ON true
 """
 
 _UPDATE = """
@@ -110,8 +152,8 @@ def _final(source: str) -> str:
 
 async def _lock(conn: Any, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], State]:
     keys = sorted(keys)
-    rows = await conn.fetch(_LOCK, [k[0] for k in keys], [k[1] for k in keys])
-    return {(r[0], r[1]): [r[2], r[3], r[4], r[5]] for r in rows}
+    rows = await conn.fetch(_LOCK, [k[0] for k in keys], [k[1] for k in keys], INDEX_LOCK)
+    return {(r[0], r[1]): [r[2], r[3], r[4], r[5]] for r in rows if r[0] is not None}
 
 
 async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
@@ -141,17 +183,17 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
             [a.starts_ns for a, _, _ in new], [dumps_list(a.clipped) for a, _, _ in new],
             [ann[1] for _, ann, _ in new],
         )  # fmt: skip
-        for alert_id, fp, starts in rows:
+        unseen: list[tuple[str, int]] = []  # postings of values committed meanwhile
+        for alert_id, fp, starts, key, series_id in rows:
+            if alert_id is None:
+                unseen.append((key, series_id))
+                continue
             a = first[(fp, starts)][0]
             resolution = _final(source) if a.status == "resolved" else None
             states[(fp, starts)] = [alert_id, a.status, a.ends_at, resolution]
             inserted.add((fp, starts))
-        if inserted:
-            series = NewSeries()
-            for (a, _, _), text in zip(new, labels, strict=True):
-                if (a.fingerprint, a.starts_at) in inserted:
-                    series.add(a.fingerprint, text, a.labels)
-            await index_series(conn, series)
+        if unseen:
+            await conn.execute(_POSTINGS, [k for k, _ in unseen], [i for _, i in unseen])
         raced = [k for k in first if k not in inserted]  # another replica's, committed since
         if raced:
             states.update(await _lock(conn, raced))
@@ -213,7 +255,8 @@ async def apply(conn: Any, jobs: Sequence[PgIngestJob]) -> list[IngestResult]:
 
 
 async def index_series(conn: Any, series: NewSeries) -> None:
-    """The label index of episodes this transaction inserted (bridge.store.labelindex): their
+    """The label index of alerts a store copy loads (bridge.store.labelindex; ingestion's
+    is written by _INSERT itself): their
     series, and for the series new to the store (those this transaction made: a replica that
     made one first holds it until COMMIT), their label values and postings, in key order. The
     shared index lock keeps retention from taking a series or value out under them."""
