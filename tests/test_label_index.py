@@ -278,6 +278,41 @@ def test_the_migration_builds_the_index_of_a_store_of_the_schema_before(tmp_path
         assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
+def test_postgresql_finds_values_by_name_in_a_btree_whatever_the_name(tmp_path: Path) -> None:
+    """A label name of 1,024 four-byte characters (past a B-tree entry) is stored, and a
+    regex on it reads its values by name (migration 9's index of the name's first
+    NAME_PREFIX characters, which the lookup's query uses: its plan, with sequential scans
+    off, is that index)."""
+    from bridge.store.postgres.schema import NAME_PREFIX
+    from bridge.store.postgres.store import PostgresStore
+
+    long = "\U0001f600" * 1024
+    with Sync(IMPLEMENTATIONS["postgresql"](tmp_path)) as sync:
+        sync.ingest([alert("f" * 16, {long: "v1", "team": "a"}, False, 0),
+                     alert("e" * 16, {long: "v2"}, False, 1),
+                     alert("d" * 16, {long[:-1]: "v3"}, False, 2)], T0)  # fmt: skip
+        regex = Matcher(long, "=~", "v.")
+        found = sync.list_alerts(AlertQuery(matchers=(regex,)))
+        assert sorted(a.fingerprint for a in found) == ["e" * 16, "f" * 16]
+        assert sorted(sync(_candidates(sync.store, [regex]))) == sorted(a.id for a in found)
+        store = sync.store
+        assert isinstance(store, PostgresStore)
+
+        async def plan(c: Any) -> str:
+            async with c.transaction():
+                await c.execute("SET LOCAL enable_seqscan = off")
+                rows = await c.fetch(
+                    f"EXPLAIN SELECT id FROM label_values WHERE left(name, {NAME_PREFIX})"
+                    f" = left($1, {NAME_PREFIX}) AND name = $1",
+                    long,
+                )
+            return "\n".join(r[0] for r in rows)
+
+        shown = sync(store._read(plan))
+        assert "label_values_name" in shown, shown
+        assert f'"left"(name, {NAME_PREFIX})' in shown.split("Index Cond:")[1], shown
+
+
 def test_postgresql_migration_builds_the_index(tmp_path: Path) -> None:
     """The same on PostgreSQL: a database at its migration 7 with alerts, then opened."""
     import asyncpg

@@ -291,7 +291,8 @@ async def test_label_values_another_replica_commits_meanwhile_still_get_postings
         candidates = await store._read(
             lambda c: pg_queries.label_candidates(c, [Matcher.parse('instance="a:1"')])
         )
-        assert candidates is not None and two_id in candidates
+        assert candidates is not None
+        assert two_id in candidates
     finally:
         await held.close()
         await store.close()

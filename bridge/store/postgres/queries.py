@@ -144,7 +144,8 @@ async def label_candidates(conn: Conn, matchers: Sequence[Matcher]) -> list[int]
             test = values_test(m, bool(what), "$2", "value ~ {}")
             pattern = m.value if m.op in ("=", "!=") else f"^(?:{m.value})$"
             rows = await conn.fetch(
-                f"SELECT id, value FROM label_values WHERE name = $1 AND {test}",  # noqa: S608
+                f"SELECT id, value FROM label_values WHERE left(name, {schema.NAME_PREFIX})"  # noqa: S608
+                f" = left($1, {schema.NAME_PREFIX}) AND name = $1 AND {test}",
                 m.name, pattern,
             )  # fmt: skip
         else:
@@ -161,8 +162,13 @@ async def label_candidates(conn: Conn, matchers: Sequence[Matcher]) -> list[int]
     )
     if text is None:
         return None
-    found = [r[0] for r in await conn.fetch(f"{text} LIMIT {sql.arg(MAX_EPISODES + 1)}", *sql.args)]
-    return None if len(found) > MAX_EPISODES else found
+    # One array, not a record per id: asyncpg decodes 20,000 records in tens of milliseconds.
+    found = await conn.fetchval(
+        f"SELECT array_agg(id) FROM ({text} LIMIT {sql.arg(MAX_EPISODES + 1)}) AS c",  # noqa: S608
+        *sql.args,
+    )
+    found = found or []  # (the aggregate of no rows is NULL)
+    return None if len(found) > MAX_EPISODES else list(found)
 
 
 async def select(conn: Conn, query: AlertQuery, max_chars: int | None) -> tuple[list[Row], bool]:
