@@ -313,6 +313,44 @@ def test_postgresql_finds_values_by_name_in_a_btree_whatever_the_name(tmp_path: 
         assert f'"left"(name, {NAME_PREFIX})' in shown.split("Index Cond:")[1], shown
 
 
+def test_postgresql_walks_the_newest_first_when_the_index_cannot_narrow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_EPISODES candidates the listing reads newest first, with sequential scans and
+    parallel plans off for its transaction only (PostgreSQL misjudges JSON tests as rare and
+    scanned the whole table); with the index's ids, or no matcher, the planner's own plan."""
+    from bridge.store.postgres.store import PostgresStore
+
+    walked: list[bool] = []
+    real = pg_queries.fetch
+
+    async def fetch(conn: Any, *args: Any) -> Any:
+        walked.append(args[-1] if len(args) == 6 else False)
+        return await real(conn, *args)
+
+    monkeypatch.setattr(pg_queries, "fetch", fetch)
+    with Sync(IMPLEMENTATIONS["postgresql"](tmp_path)) as sync:
+        sync.ingest([alert(f"{n:016x}", {"team": "a", "x": str(n)}, False, n) for n in range(5)],
+                    T0)  # fmt: skip
+        team = AlertQuery(matchers=(Matcher.parse('team="a"'),))
+        assert len(sync.list_alerts(team)) == 5
+        assert len(sync.list_alerts(AlertQuery())) == 5
+        monkeypatch.setattr(pg_queries, "MAX_EPISODES", 2)
+        assert [a.labels["x"] for a in sync.list_alerts(team)] == ["4", "3", "2", "1", "0"]
+        assert walked == [False, False, True]
+        store = sync.store
+        assert isinstance(store, PostgresStore)
+
+        async def settings(c: Any) -> list[str]:
+            async with c.transaction():
+                await c.execute(pg_queries._WALK)
+                inside = [await c.fetchval("SHOW enable_seqscan"),
+                          await c.fetchval("SHOW max_parallel_workers_per_gather")]  # fmt: skip
+            return [*inside, await c.fetchval("SHOW enable_seqscan")]
+
+        assert sync(store._read(settings)) == ["off", "0", "on"]
+
+
 def test_postgresql_migration_builds_the_index(tmp_path: Path) -> None:
     """The same on PostgreSQL: a database at its migration 7 with alerts, then opened."""
     import asyncpg
