@@ -137,17 +137,25 @@ DROP TABLE stored_series;
 """
 
 
-def candidates_sql(resolved: Resolved, ids: Callable[[Sequence[int]], str]) -> str | None:
-    """SQL: the ids of the episodes whose series satisfy `resolved` (not `nothing`), without
-    its LIMIT; `ids` renders a list of value ids as a subquery of the store's dialect. None when
-    the matchers exclude nothing (every series can match)."""
+def fingerprints_sql(resolved: Resolved, ids: Callable[[Sequence[int]], str]) -> str | None:
+    """SQL: the fingerprints of the series that satisfy `resolved` (not `nothing`); `ids`
+    renders a list of value ids as a subquery of the store's dialect. None when the matchers
+    exclude nothing (every series can match)."""
     postings = "SELECT series_id FROM postings WHERE value_id IN ({})"
     terms = [f"s.id IN ({postings.format(ids(group))})" for group in resolved.required]
     if resolved.excluded:
         terms.append(f"s.id NOT IN ({postings.format(ids(resolved.excluded))})")
     if not terms:
         return None
-    series = f"SELECT s.fingerprint FROM series AS s WHERE {' AND '.join(terms)}"  # noqa: S608
+    return f"SELECT s.fingerprint FROM series AS s WHERE {' AND '.join(terms)}"  # noqa: S608
+
+
+def candidates_sql(resolved: Resolved, ids: Callable[[Sequence[int]], str]) -> str | None:
+    """SQL: the ids of the episodes whose series satisfy `resolved`, without its LIMIT (as
+    fingerprints_sql; None when every series can match)."""
+    series = fingerprints_sql(resolved, ids)
+    if series is None:
+        return None
     return f"SELECT a.id FROM alerts AS a WHERE a.fingerprint IN ({series})"  # noqa: S608
 
 
