@@ -21,6 +21,7 @@ from bridge.http import pages
 from bridge.http.app import create_app
 from bridge.http.keys import STORE, TELEMETRY
 from bridge.store import AlertQuery
+from bridge.store.sqlite.schema import build_label_index
 from bridge.telemetry.embedded import EmbeddedEvaluator
 from tests.payloads import am_alert, notification
 from tests.stores import sqlite_of
@@ -338,6 +339,33 @@ async def test_a_slow_filter_stops_at_the_query_budget(client: Client) -> None:
     sqlite_of(client.app[STORE]).db.query_timeout = 60
     full = await client.get("/api/v1/alerts", params={"q": "zz-nowhere", "limit": "1"}, headers=API)
     assert full.status == 200  # with room, the same query completes (empty)
+    assert (await full.json())["alerts"] == []
+
+
+async def test_a_regex_over_a_label_of_many_values_stops_at_the_query_budget(
+    client: Client,
+) -> None:
+    """A regular expression is tested against every stored value of its label (the label
+    index's values, 300,000 instances here) inside the budgeted read: over the budget, 503
+    query_timeout; with room, the empty page the index then gives."""
+
+    def stored(conn: sqlite3.Connection) -> int:
+        _many_rows(conn, 300_000)
+        build_label_index(conn, 0)
+        return int(conn.execute("SELECT count(*) FROM label_values").fetchone()[0])
+
+    assert await sqlite_of(client.app[STORE]).writer.submit(stored) > 300_000
+    sqlite_of(client.app[STORE]).db.query_timeout = 0.05
+    params = {"filter": 'instance=~"zz.*"', "limit": "1"}
+    started = time.perf_counter()
+    response = await client.get("/api/v1/alerts", params=params, headers=API)
+    elapsed = time.perf_counter() - started
+    assert response.status == 503
+    assert (await response.json())["error"] == "query_timeout"
+    assert elapsed < 2.0  # the budget plus scheduling, not the whole label's values
+    sqlite_of(client.app[STORE]).db.query_timeout = 60
+    full = await client.get("/api/v1/alerts", params=params, headers=API)
+    assert full.status == 200
     assert (await full.json())["alerts"] == []
 
 
