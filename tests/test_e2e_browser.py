@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -86,7 +90,14 @@ SHOTS: dict[str, Path] = {}
 
 
 def text_of(chrome: WebDriver, css: str) -> str:
-    return str(chrome.find_element(By.CSS_SELECTOR, css).text)
+    try:
+        return str(chrome.find_element(By.CSS_SELECTOR, css).text)
+    except WebDriverException as exc:
+        # Chromium 156 sometimes reports an element the live refresh replaced between the find
+        # and the read as an inspector error, not as a stale element: the same race, retried.
+        if "does not belong to the document" in str(exc.msg):
+            raise StaleElementReferenceException(exc.msg) from exc
+        raise
 
 
 def click(chrome: WebDriver, css: str) -> None:
