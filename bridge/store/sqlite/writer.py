@@ -57,8 +57,10 @@ T = TypeVar("T")
 #: The writer connection's page cache, in KiB (SQLite's default is 2,000: a store of a
 #: million alerts then reads most index pages a new episode touches back from the OS on every
 #: insert). Memory taken only as pages are read; 64 MiB holds the index pages of several
-#: million alerts. bench/ingest.py, 100-alert notifications of new alerts: the server's CPU
-#: per notification 5.1 -> 4.0 ms with it.
+#: million alerts. Measured with bench/ingest.py's load on the tree before the label index
+#: (a scratch driver, 2026-12-07): the server's CPU per 100-alert notification of new alerts
+#: 5.1 -> 4.0 ms with it. It does not keep ingestion flat as the store grows (bench/growth.py:
+#: the pages a batch dirties at random are written to the WAL at COMMIT all the same).
 WRITER_CACHE_KIB = 65536
 
 
