@@ -46,7 +46,11 @@ QUERIES = [
     ("team=\"team2\" and firing", "0.25%", 'filter=team="team2"&status=firing'),
     ("team=\"team2\", acknowledged", "0%", 'filter=team="team2"&acknowledged=true'),
     ("free text 'rule_3 on'", "10%", "q=rule_3+on"),
+    ("free text 'on i7:9100'", "0.2%", "q=on+i7:9100"),
+    ("free text 'value is 8'", "100%", "q=value+is+8"),
     ("free text nowhere", "0%", "q=no+such+text"),
+    ("free text and team=\"team2\", none both", "0%", 'q=on+i7:9100&filter=team="team2"'),
+    ("free text of 2 characters, nowhere", "0%", "q=zq"),
 ]  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from bridge.store.records import (
 )
 from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
 from bridge.store.sql import RULE_VERSION_COLUMNS, fingerprints_sql, values_test
+from bridge.store.textindex import MIN_CHARS, like_pattern
 
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 EVENT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
@@ -112,8 +113,7 @@ def filters(query: AlertQuery) -> Sql:
     elif query.am_state == "active":
         sql.where.append("status = 'firing' AND coalesce(am_state, '') != 'suppressed'")
     if query.text:
-        escaped = query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = sql.arg(f"%{escaped}%")
+        like = sql.arg(like_pattern(query.text))
         sql.where.append(
             f"((annotations::jsonb ->> 'summary') ILIKE {like}"  # noqa: S608 - values bound
             f" OR (annotations::jsonb ->> 'description') ILIKE {like}"
@@ -178,22 +178,50 @@ async def label_candidates(conn: Conn, matchers: Sequence[Matcher]) -> list[int]
     return None if count > MAX_EPISODES else list(found or [])
 
 
+async def text_candidates(conn: Conn, text: str) -> list[int] | None:
+    """The ids of the episodes whose summary, description or a note can hold `text`, from
+    the free-text index (bridge.store.textindex), or None when they are more than
+    MAX_EPISODES or the text is shorter than a trigram. UNION ALL, not UNION: a UNION
+    reads every match before its first row (a hash of them), UNION ALL stops at the LIMIT."""
+    if len(text) < MIN_CHARS:
+        return None
+    found = await conn.fetchval(
+        f"SELECT array_agg(id) FROM (SELECT id FROM alerts WHERE {schema.TEXT_OF} ILIKE $1"  # noqa: S608
+        " UNION ALL SELECT alert_id FROM events WHERE kind = 'note' AND detail ILIKE $1"
+        " LIMIT $2) AS c",
+        like_pattern(text), MAX_EPISODES + 1,
+    )  # fmt: skip
+    ids = set(found or ())
+    return None if len(found or ()) > MAX_EPISODES else sorted(ids)
+
+
+async def candidates(conn: Conn, query: AlertQuery) -> list[int] | None:
+    """The episodes the query's matchers and text can match, from the indexes (both: those
+    both name), or None when neither narrows it to MAX_EPISODES or fewer."""
+    found = await label_candidates(conn, query.matchers) if query.matchers else None
+    if query.text and found != []:
+        texts = await text_candidates(conn, query.text)
+        if texts is not None:
+            found = texts if found is None else sorted(set(found).intersection(texts))
+    return found
+
+
 async def select(conn: Conn, query: AlertQuery, max_chars: int | None) -> tuple[list[Row], bool]:
     base = filters(query)
-    # Matchers the index cannot narrow to a few episodes: the listing walks the alerts newest
-    # first, testing each row's labels, until the page is full (matching episodes are common).
+    # Matchers or a text the indexes cannot narrow to a few episodes: the listing walks the
+    # alerts newest first, testing each row, until the page is full (matching ones are common).
     # PostgreSQL estimates a JSON test at 0.5 % of the rows, so two of them at a handful, and
     # then plans a parallel sequential scan of the table and a sort (1.25 s at 1,000,000
     # alerts, for a page the walk fills after ~1,000 rows): sequential scans are off for it
     # (10 ms; 2 ms without parallel workers).
     walk = False
-    if query.matchers:
-        candidates = await label_candidates(conn, query.matchers)
-        if candidates is not None:
-            if not candidates:  # no stored label set can match: nothing to read
+    if query.matchers or query.text:
+        found = await candidates(conn, query)
+        if found is not None:
+            if not found:  # no stored episode can match: nothing to read
                 return [], False
-            base.where.append(f"id = ANY({base.arg(candidates)}::bigint[])")
-        walk = candidates is None
+            base.where.append(f"id = ANY({base.arg(found)}::bigint[])")
+        walk = found is None
     if query.sort != "attention":
         sql = base.copy()
         if query.status:

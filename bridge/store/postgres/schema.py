@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
 from bridge.core.errors import StoreError
 from bridge.store.sql import EPISODE_TWINS, LABEL_INDEX, LABEL_INDEX_BUILD, RULE_VERSIONS
 
@@ -20,6 +22,15 @@ FEED_LOCK = 0x616C657274666565
 #: episode uses any more (so that it never takes a series or value an episode being inserted
 #: is about to use).
 INDEX_LOCK = 0x616C657274696478
+
+#: SQL: the text an episode is found by in the free-text index (migration 10), its summary
+#: and its description; a search tests `TEXT_OF ILIKE pattern` to use the index.
+TEXT_OF = (
+    "coalesce(annotations::jsonb ->> 'summary', '') || E'\\n'"
+    " || coalesce(annotations::jsonb ->> 'description', '')"
+)
+#: The migration that creates the pg_trgm extension (what an operator may have to do first).
+TEXT_MIGRATION = 10
 
 #: The label index's SQL (bridge.store.sql.LABEL_INDEX) in PostgreSQL's words.
 _INDEX_DIALECT = {
@@ -196,6 +207,14 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX label_values_name;
     CREATE INDEX label_values_name ON label_values (left(name, 256));
     """,
+    # 10: SQLite's migration 14: the free-text index (bridge.store.textindex), trigrams of
+    #     every episode's summary and description in a GIN index of pg_trgm (an extension
+    #     PostgreSQL ships, trusted: the database's owner may create it). GIN's pending list
+    #     (fastupdate, the default) keeps an insert from updating a posting per trigram.
+    f"""
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX alerts_text ON alerts USING gin (({TEXT_OF}) gin_trgm_ops);
+    """,
 )
 
 #: The characters of a label name in the index of label values by name (migration 9);
@@ -244,7 +263,16 @@ async def migrate(conn: Any) -> int:
                 f"database schema v{version} is newer than this alertbridge (v{len(MIGRATIONS)})"
             )
         for number, text in enumerate(MIGRATIONS[version:], start=version + 1):
-            await conn.execute(text.replace("{twins}", _TWINS))
+            try:
+                await conn.execute(text.replace("{twins}", _TWINS))
+            except asyncpg.InsufficientPrivilegeError as exc:
+                if number != TEXT_MIGRATION:
+                    raise
+                raise StoreError(
+                    f"schema migration {number} needs the pg_trgm extension, which this"
+                    f" database's user may not create ({exc}); have its owner or a superuser"
+                    " run CREATE EXTENSION pg_trgm; in it, then start again"
+                ) from exc
             await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
     return len(MIGRATIONS)
 

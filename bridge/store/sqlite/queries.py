@@ -34,6 +34,7 @@ from bridge.store.rows import LABELS as _LABELS
 from bridge.store.rows import URL as _URL
 from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql, values_test
 from bridge.store.sqlite.schema import ATTENTION_RANK, SEVERITY_RANK
+from bridge.store.textindex import MIN_CHARS, fts_phrase, like_pattern
 
 _EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
 
@@ -132,8 +133,7 @@ def _filters(query: AlertQuery) -> tuple[list[str], list[object]]:
         where.append("status = 'firing' AND coalesce(am_state, '') != 'suppressed'")
     if query.text:
         # Case-insensitive (ASCII) substring of the summary, the description or a note.
-        escaped = query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = f"%{escaped}%"
+        like = like_pattern(query.text)
         where.append(
             "(json_extract(annotations, '$.summary') LIKE ? ESCAPE '\\'"
             " OR json_extract(annotations, '$.description') LIKE ? ESCAPE '\\'"
@@ -195,6 +195,34 @@ def label_candidates(conn: sqlite3.Connection, matchers: Sequence[Matcher]) -> l
     return None if len(found) > MAX_EPISODES else found
 
 
+def text_candidates(conn: sqlite3.Connection, text: str) -> list[int] | None:
+    """The ids of the episodes whose summary, description or a note can hold `text`, from
+    the free-text index (bridge.store.textindex), or None when they are more than
+    MAX_EPISODES or the text is shorter than a trigram."""
+    if len(text) < MIN_CHARS:
+        return None
+    found: list[int] = orjson.loads(
+        conn.execute(
+            "SELECT json_group_array(id) FROM (SELECT rowid AS id FROM alert_text"
+            " WHERE alert_text MATCH ? UNION SELECT alert_id FROM events"
+            " WHERE kind = 'note' AND detail LIKE ? ESCAPE '\\' LIMIT ?)",
+            (fts_phrase(text), like_pattern(text), MAX_EPISODES + 1),
+        ).fetchone()[0]
+    )
+    return None if len(found) > MAX_EPISODES else found
+
+
+def candidates(conn: sqlite3.Connection, query: AlertQuery) -> list[int] | None:
+    """The episodes the query's matchers and text can match, from the indexes (both: those
+    both name), or None when neither narrows it to MAX_EPISODES or fewer."""
+    found = label_candidates(conn, query.matchers) if query.matchers else None
+    if query.text and found != []:
+        texts = text_candidates(conn, query.text)
+        if texts is not None:
+            found = texts if found is None else sorted(set(found).intersection(texts))
+    return found
+
+
 Row = tuple[StoredAlert, str]  # an alert and the cursor that continues after it
 
 
@@ -203,13 +231,12 @@ def _select_alerts(
 ) -> tuple[list[Row], bool]:
     """The alerts of a page with their cursors, and whether it stopped at max_chars."""
     where, args = _filters(query)
-    if query.matchers:
-        candidates = label_candidates(conn, query.matchers)
-        if candidates is not None:
-            if not candidates:  # no stored label set can match: nothing to read
-                return [], False
-            where.append("id IN (SELECT value FROM json_each(?))")
-            args.append(orjson.dumps(candidates).decode())
+    found = candidates(conn, query) if query.matchers or query.text else None
+    if found is not None:
+        if not found:  # no stored episode can match: nothing to read
+            return [], False
+        where.append("id IN (SELECT value FROM json_each(?))")
+        args.append(orjson.dumps(found).decode())
     if query.sort != "attention":
         if query.status:
             where.append("status = ?")

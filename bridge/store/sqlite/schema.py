@@ -43,6 +43,27 @@ SEVERITY_RANK = (
     " WHEN 'info' THEN 3 ELSE 4 END"
 )
 
+
+def _text_of(row: str) -> str:
+    """SQL: the rowid and the texts an alerts row is found by in the free-text index (`row`
+    is "NEW.", "OLD." or "" for the table's own). A contentless table forgets a row only when
+    given the very texts it was given: both triggers compute them by this one expression."""
+    return (
+        f"{row}id, coalesce(json_extract({row}annotations, '$.summary'), ''),"
+        f" coalesce(json_extract({row}annotations, '$.description'), '')"
+    )
+
+
+# Trigger bodies of migration 14: the new row's texts in, the old row's out.
+_TEXT_NEW = (
+    "INSERT INTO alert_text (rowid, summary, description)"  # noqa: S608 - constants
+    f" VALUES ({_text_of('NEW.')});"
+)
+_TEXT_OLD = (
+    "INSERT INTO alert_text (alert_text, rowid, summary, description)"  # noqa: S608
+    f" VALUES ('delete', {_text_of('OLD.')});"
+)
+
 #: The label index's SQL (bridge.store.sql.LABEL_INDEX) in SQLite's words.
 _INDEX_DIALECT = {
     "serial": "INTEGER PRIMARY KEY",
@@ -215,6 +236,18 @@ MIGRATIONS: tuple[str, ...] = (
     # 13: the label index (bridge.store.labelindex): series, label values and postings,
     #     built from the alerts stored (a matcher that matched nothing read every alert)
     (LABEL_INDEX + LABEL_INDEX_BUILD).format(**_INDEX_DIALECT, after=0),
+    # 14: the free-text index (bridge.store.textindex): every episode's summary and
+    #     description as trigrams, in a contentless FTS5 table (the text stays in alerts, the
+    #     table holds only what finds it), kept by triggers in the writing transaction
+    f"""
+    CREATE VIRTUAL TABLE alert_text USING fts5
+        (summary, description, content='', columnsize=0, tokenize='trigram');
+    INSERT INTO alert_text (rowid, summary, description) SELECT {_text_of("")} FROM alerts;
+    CREATE TRIGGER alerts_text_insert AFTER INSERT ON alerts BEGIN {_TEXT_NEW} END;
+    CREATE TRIGGER alerts_text_delete AFTER DELETE ON alerts BEGIN {_TEXT_OLD} END;
+    CREATE TRIGGER alerts_text_update AFTER UPDATE OF annotations ON alerts
+        WHEN OLD.annotations IS NOT NEW.annotations BEGIN {_TEXT_OLD} {_TEXT_NEW} END;
+    """,  # noqa: S608 - constants
 )
 
 

@@ -1,0 +1,42 @@
+"""The free-text index both stores keep (issue 35): the page's search (`q`, a substring of an
+episode's summary, its description or one of its notes, case-insensitive) answered from
+trigrams instead of a read of every alert.
+
+- SQLite (migration 14): a contentless FTS5 table `alert_text` with the trigram tokenizer,
+  one row per episode (rowid = the alert's id; its summary and description), kept by
+  triggers on `alerts` in the writing transaction (insert; an update that changes the
+  annotations; delete, retention's included). A search is a phrase of the text: FTS5's
+  trigram tokenizer matches a phrase as a substring, case folded.
+- PostgreSQL (migration 10): a GIN index of pg_trgm over the same two texts (`TEXT_OF`),
+  which ILIKE uses.
+
+Notes are few (people write them) and are read from the partial index of note events both
+stores keep. As for the label index, a search finds candidates, and then:
+
+- none: the page is empty, without reading an alert;
+- a few episodes (at most labelindex.MAX_EPISODES): those ids, sorted and filtered as any
+  listing;
+- more, or a text shorter than a trigram (MIN_CHARS): the listing reads alerts in its own
+  order testing each, as before (a text that common fills a page after a bounded read).
+
+The index only narrows: the listing still tests every row it returns with the same LIKE
+(SQLite: ASCII case-insensitive; PostgreSQL: ILIKE), so an answer equals a full scan's
+(property-tested in tests/test_text_index.py). Trigrams fold case further than LIKE does, so
+they find a superset, never less.
+"""
+
+from __future__ import annotations
+
+#: A search shorter than this (in characters) has no trigram to look up.
+MIN_CHARS = 3
+
+
+def like_pattern(text: str) -> str:
+    """The LIKE pattern of a substring search, its wildcards escaped (ESCAPE '\\')."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def fts_phrase(text: str) -> str:
+    """The FTS5 query that matches `text` as a substring (a phrase: double quotes doubled)."""
+    return '"' + text.replace('"', '""') + '"'
