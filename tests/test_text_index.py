@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -24,7 +25,7 @@ from bridge.store.postgres import queries as pg_queries
 from bridge.store.sqlite import queries as sqlite_queries
 from bridge.store.sqlite.schema import MIGRATIONS, connect
 from bridge.store.sqlite.store import SqliteStore
-from bridge.store.textindex import MIN_CHARS
+from bridge.store.textindex import MIN_CHARS, fts_phrase, like_pattern
 from tests.stores import IMPLEMENTATIONS, T0, Sync
 
 ALL = AlertQuery(limit=100_000)
@@ -61,6 +62,24 @@ def _candidates(store: AlertStore, text: str) -> Any:
 
     assert isinstance(store, PostgresStore)
     return store._read(lambda c: pg_queries.text_candidates(c, text))
+
+
+def _indexed(store: AlertStore, text: str) -> Any:
+    """The episodes the index itself names for a text (no note): SQLite's FTS5 phrase,
+    PostgreSQL's trigram-indexed ILIKE."""
+    if isinstance(store, SqliteStore):
+        sql = "SELECT rowid FROM alert_text WHERE alert_text MATCH ? ORDER BY rowid"
+        return store._read(lambda c: [r[0] for r in c.execute(sql, (fts_phrase(text),))])
+    from bridge.store.postgres.schema import TEXT_OF
+    from bridge.store.postgres.store import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+
+    async def read(c: Any) -> list[int]:
+        sql = f"SELECT id FROM alerts WHERE {TEXT_OF} ILIKE $1 ORDER BY id"
+        return [r[0] for r in await c.fetch(sql, like_pattern(text))]
+
+    return store._read(read)
 
 
 def _holds(a: StoredAlert, notes: list[str], text: str) -> bool:
@@ -115,14 +134,22 @@ def test_a_search_equals_a_full_scan(
         for sort in ("newest", "attention"):
             page = sync.list_page(AlertQuery(text=text, limit=100_000, sort=sort))
             assert sorted(a.id for a in page.alerts) == sorted(expected)
-        # The path: exactly the matching episodes (ASCII: trigrams fold as LIKE does), or
-        # None for a text shorter than a trigram; for this text and every text ever stored
-        # (an index that kept a changed or deleted one would name its episode still).
+        # The path: the candidates hold every matching episode (None for a text shorter
+        # than a trigram); and what the index holds is exactly the texts stored now (ASCII:
+        # trigrams fold as LIKE does), for this text and every text ever stored (an index
+        # that kept a changed or deleted one would still name its episode).
         for searched in {text, *pieces}:
             holding = [a.id for a in everything
                        if _holds(a, notes.get(a.id, []), searched)]  # fmt: skip
             found = sync(_candidates(sync.store, searched))
-            assert found == (sorted(holding) if len(searched) >= MIN_CHARS else None), searched
+            if len(searched) < MIN_CHARS:
+                assert found is None
+                continue
+            assert set(holding) <= set(found), searched
+            with mock.patch.object(sqlite_queries, "RARE", 0):  # no trigram rare: the phrase
+                assert set(holding) <= set(sync(_candidates(sync.store, searched))), searched
+            indexed = [a.id for a in everything if _holds(a, [], searched)]
+            assert sync(_indexed(sync.store, searched)) == sorted(indexed), searched
 
 
 @pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
@@ -283,3 +310,32 @@ def test_the_sqlite_search_reads_notes_by_their_partial_index(tmp_path: Path) ->
             return "\n".join(str(r[-1]) for r in c.execute(sql, ("%x%",)))
 
         assert "events_notes" in store.db.read(plan)
+
+
+def test_sqlite_looks_a_search_up_by_its_rare_trigrams(tmp_path: Path) -> None:
+    """A search with trigrams fewer than RARE episodes hold is looked up by those alone (an AND
+    of them: a superset, judged by the listing); one with none by its whole phrase. The
+    statements run say which."""
+    with Sync(SqliteStore(tmp_path / "alerts.db")) as sync:
+        sync.ingest([alert(n, f"disk full on web-{n % 2}", "", False) for n in range(6)], T0)
+        store = sync.store
+        assert isinstance(store, SqliteStore)
+
+        def looked_up(conn: sqlite3.Connection) -> tuple[Any, list[str]]:
+            traced: list[str] = []
+            conn.set_trace_callback(traced.append)
+            try:
+                return sqlite_queries.text_candidates(conn, "web-1"), traced
+            finally:
+                conn.set_trace_callback(None)
+
+        with mock.patch.object(sqlite_queries, "RARE", 4):  # web-1: 3 episodes, web: 6
+            found, traced = store.db.read(looked_up)
+        assert found == [2, 4, 6]
+        assert any("""MATCH '"b-1"' UNION ALL""" in t for t in traced), traced
+        found, traced = store.db.read(looked_up)  # RARE 256: every trigram is rare
+        assert any("""MATCH '"web" AND "eb-" AND "b-1"'""" in t for t in traced), traced
+        with mock.patch.object(sqlite_queries, "RARE", 0):
+            found, traced = store.db.read(looked_up)
+        assert found == [2, 4, 6]
+        assert any("""MATCH '"web-1"'""" in t for t in traced), traced

@@ -5,8 +5,13 @@ trigrams instead of a read of every alert.
 - SQLite (migration 14): a contentless FTS5 table `alert_text` with the trigram tokenizer,
   one row per episode (rowid = the alert's id; its summary and description), kept by
   triggers on `alerts` in the writing transaction (insert; an update that changes the
-  annotations; delete, retention's included). A search is a phrase of the text: FTS5's
-  trigram tokenizer matches a phrase as a substring, case folded.
+  annotations; delete, retention's included). FTS5 matches a phrase of trigrams as a
+  substring, case folded, but walks every trigram's list for each row its rarest one names
+  (a 10-character text held by 0.2 % of 1,000,000 alerts: 32 ms, most of it in trigrams every
+  alert holds). So a search first counts, up to RARE, the episodes of a few of its trigrams
+  (PROBED, spread over it), and when some are held by fewer, asks for the episodes holding
+  all of those (a superset of the holders, fewer than RARE, read in well under a
+  millisecond); else the whole phrase, whose cost grows with its rarest trigram's episodes.
 - PostgreSQL (migration 10): a GIN index of pg_trgm over the same two texts (`TEXT_OF`),
   which ILIKE uses.
 
@@ -29,6 +34,23 @@ from __future__ import annotations
 
 #: A search shorter than this (in characters) has no trigram to look up.
 MIN_CHARS = 3
+
+
+#: A trigram held by fewer episodes than this is rare: SQLite looks a search up by its rare
+#: trigrams alone when it has some (each probe reads at most this many ids).
+RARE = 256
+#: The trigrams of a search whose frequency SQLite probes (spread over the text).
+PROBED = 8
+
+
+def trigrams(text: str) -> list[str]:
+    """The distinct trigrams of `text` (its 3-character windows, as FTS5's trigram tokenizer
+    makes them), at most PROBED of them, spread over the text."""
+    found = list(dict.fromkeys(text[i : i + 3] for i in range(len(text) - 2)))
+    if len(found) <= PROBED:
+        return found
+    step = (len(found) - 1) / (PROBED - 1)
+    return [found[round(n * step)] for n in range(PROBED)]
 
 
 def like_pattern(text: str) -> str:
