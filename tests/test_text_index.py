@@ -339,3 +339,23 @@ def test_sqlite_looks_a_search_up_by_its_rare_trigrams(tmp_path: Path) -> None:
             found, traced = store.db.read(looked_up)
         assert found == [2, 4, 6]
         assert any("""MATCH '"web-1"'""" in t for t in traced), traced
+
+
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
+def test_a_text_the_newest_episodes_hold_densely_is_read_in_order(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text DENSE_HITS of the newest DENSE_WINDOW episodes hold is not looked up (the
+    listing fills a page of it soon reading in order); a sparser one is, and a dense one is
+    too when the window is too small to hold that many."""
+    from bridge.store import textindex
+
+    with Sync(IMPLEMENTATIONS[name](tmp_path)) as sync:
+        sync.ingest([alert(n, f"disk full on web-{n}", "", False) for n in range(60)], T0)
+        assert sync(_candidates(sync.store, "disk full")) is None
+        assert sync(_candidates(sync.store, "web-5")) == [6, *range(51, 61)]
+        page = sync.list_page(AlertQuery(text="disk full", limit=50))
+        assert len(page.alerts) == 50
+        for module in (sqlite_queries, pg_queries):
+            monkeypatch.setattr(module, "DENSE_HITS", textindex.DENSE_WINDOW + 1)
+        assert sync(_candidates(sync.store, "disk full")) == list(range(1, 61))

@@ -25,7 +25,7 @@ from bridge.store.records import (
 )
 from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
 from bridge.store.sql import RULE_VERSION_COLUMNS, fingerprints_sql, values_test
-from bridge.store.textindex import MIN_CHARS, like_pattern
+from bridge.store.textindex import DENSE_HITS, DENSE_WINDOW, MIN_CHARS, like_pattern
 
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 EVENT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
@@ -185,11 +185,20 @@ async def text_candidates(conn: Conn, text: str) -> list[int] | None:
     reads every match before its first row (a hash of them), UNION ALL stops at the LIMIT."""
     if len(text) < MIN_CHARS:
         return None
+    like = like_pattern(text)
+    newest = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM (SELECT annotations FROM alerts ORDER BY id DESC"
+        " LIMIT $2) AS a WHERE (annotations::jsonb ->> 'summary') ILIKE $1"
+        " OR (annotations::jsonb ->> 'description') ILIKE $1 LIMIT $3) AS d",
+        like, DENSE_WINDOW, DENSE_HITS,
+    )  # fmt: skip
+    if newest >= DENSE_HITS:  # dense: read in order (textindex.DENSE_HITS)
+        return None
     found = await conn.fetchval(
         f"SELECT array_agg(id) FROM (SELECT id FROM alerts WHERE {schema.TEXT_OF} ILIKE $1"  # noqa: S608
         " UNION ALL SELECT alert_id FROM events WHERE kind = 'note' AND detail ILIKE $1"
         " LIMIT $2) AS c",
-        like_pattern(text), MAX_EPISODES + 1,
+        like, MAX_EPISODES + 1,
     )  # fmt: skip
     ids = set(found or ())
     return None if len(found or ()) > MAX_EPISODES else sorted(ids)

@@ -34,7 +34,15 @@ from bridge.store.rows import LABELS as _LABELS
 from bridge.store.rows import URL as _URL
 from bridge.store.sql import RULE_VERSION_COLUMNS, candidates_sql, values_test
 from bridge.store.sqlite.schema import ATTENTION_RANK, SEVERITY_RANK
-from bridge.store.textindex import MIN_CHARS, RARE, fts_phrase, like_pattern, trigrams
+from bridge.store.textindex import (
+    DENSE_HITS,
+    DENSE_WINDOW,
+    MIN_CHARS,
+    RARE,
+    fts_phrase,
+    like_pattern,
+    trigrams,
+)
 
 _EVENT_ACTOR, _EVENT_DETAIL = 4, 5  # of _EVENT_SELECT
 
@@ -202,6 +210,15 @@ def text_candidates(conn: sqlite3.Connection, text: str) -> list[int] | None:
     MAX_EPISODES or the text is shorter than a trigram."""
     if len(text) < MIN_CHARS:
         return None
+    like = like_pattern(text)
+    newest = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM (SELECT annotations FROM alerts ORDER BY id DESC"
+        " LIMIT ?2) WHERE json_extract(annotations, '$.summary') LIKE ?1 ESCAPE '\\'"
+        " OR json_extract(annotations, '$.description') LIKE ?1 ESCAPE '\\' LIMIT ?3)",
+        (like, DENSE_WINDOW, DENSE_HITS),
+    ).fetchone()[0]
+    if newest >= DENSE_HITS:  # dense: read in order
+        return None
     probe = "SELECT count(*) FROM (SELECT 1 FROM alert_text WHERE alert_text MATCH ? LIMIT ?)"
     rare = [g for g in trigrams(text)
             if conn.execute(probe, (fts_phrase(g), RARE)).fetchone()[0] < RARE]  # fmt: skip
@@ -213,7 +230,7 @@ def text_candidates(conn: sqlite3.Connection, text: str) -> list[int] | None:
             "SELECT json_group_array(id) FROM (SELECT rowid AS id FROM alert_text"
             " WHERE alert_text MATCH ? UNION ALL SELECT alert_id FROM events"
             " WHERE kind = 'note' AND detail LIKE ? ESCAPE '\\' LIMIT ?)",
-            (search, like_pattern(text), MAX_EPISODES + 1),
+            (search, like, MAX_EPISODES + 1),
         ).fetchone()[0]
     )
     return None if len(found) > MAX_EPISODES else sorted(set(found))
