@@ -17,6 +17,7 @@ from bridge.core.times import NS
 from bridge.store import AlertQuery, AlertStore, Escalation
 from bridge.store.postgres.store import PostgresStore
 from bridge.store.rows import TABLES
+from bridge.store.sqlite.queries import text_candidates
 from bridge.store.sqlite.store import SqliteStore
 from tests.pg import Cluster
 from tests.stores import T0, received
@@ -63,6 +64,18 @@ async def test_a_copy_is_row_for_row_and_again_changes_nothing(
         assert result.fired == [31]
         assert (await target.get_alert(1)).acked_by == "alice"
         assert [a.id for a in await target.list_alerts(AlertQuery(text="not markup"))] == [2]
+        # And back into a new SQLite store: counted by the rows copied (not by what the
+        # free-text index's triggers write beside them), and found through that index.
+        back = SqliteStore(tmp_path / "back.db")
+        await back.start()
+        try:
+            done = await copy(target, back, page=7)
+            assert done["alerts"] == (31, 31)
+            assert done["events"][0] == done["events"][1]
+            resolved = await back._read(lambda c: text_candidates(c, f"resolved at {T0 + NS}"))
+            assert resolved == [4]
+        finally:
+            await back.close()
     finally:
         await target.close()
         await source.close()

@@ -70,13 +70,12 @@ def _indexed(store: AlertStore, text: str) -> Any:
     if isinstance(store, SqliteStore):
         sql = "SELECT rowid FROM alert_text WHERE alert_text MATCH ? ORDER BY rowid"
         return store._read(lambda c: [r[0] for r in c.execute(sql, (fts_phrase(text),))])
-    from bridge.store.postgres.schema import TEXT_OF
     from bridge.store.postgres.store import PostgresStore
 
     assert isinstance(store, PostgresStore)
 
     async def read(c: Any) -> list[int]:
-        sql = f"SELECT id FROM alerts WHERE {TEXT_OF} ILIKE $1 ORDER BY id"
+        sql = "SELECT alert_id FROM alert_texts WHERE text ILIKE $1 ORDER BY alert_id"
         return [r[0] for r in await c.fetch(sql, like_pattern(text))]
 
     return store._read(read)
@@ -148,7 +147,8 @@ def test_a_search_equals_a_full_scan(
             assert set(holding) <= set(found), searched
             with mock.patch.object(sqlite_queries, "RARE", 0):  # no trigram rare: the phrase
                 assert set(holding) <= set(sync(_candidates(sync.store, searched))), searched
-            indexed = [a.id for a in everything if _holds(a, [], searched)]
+            indexed = [a.id for a in everything
+                       if a.status == "resolved" and _holds(a, [], searched)]  # fmt: skip
             assert sync(_indexed(sync.store, searched)) == sorted(indexed), searched
 
 
@@ -162,7 +162,7 @@ def test_past_max_episodes_the_listing_reads_in_order(
     from bridge.core.matchers import Matcher
 
     with Sync(IMPLEMENTATIONS[name](tmp_path)) as sync:
-        sync.ingest([alert(n, f"disk full on web-{n}", "", False) for n in range(5)], T0)
+        sync.ingest([alert(n, f"disk full on web-{n}", "", True) for n in range(5)], T0)
         monkeypatch.setattr(sqlite_queries, "MAX_EPISODES", 3)
         monkeypatch.setattr(pg_queries, "MAX_EPISODES", 3)
         assert sync(_candidates(sync.store, "disk full")) is None
@@ -179,9 +179,10 @@ def test_past_max_episodes_the_listing_reads_in_order(
 def test_the_sqlite_migration_builds_the_index_of_a_store_of_the_schema_before(
     tmp_path: Path,
 ) -> None:
-    """A database at migration 13 (no text index) with alerts in it: opened, it is migrated,
-    its alerts are found through the index it built, and a later change of one's text (the
-    update trigger) and its deletion (the delete trigger) leave nothing behind."""
+    """A database at migration 13 (no text index) with resolved alerts in it: opened, it is
+    migrated, its alerts are found through the index it built; a later change of one's text
+    (the update trigger), its deletion (the delete trigger), a reopening and a resolution
+    leave in the index exactly the resolved episodes' texts of now."""
     path = tmp_path / "alerts.db"
     conn = connect(path)
     for number, text in enumerate(MIGRATIONS[:13], start=1):
@@ -191,7 +192,7 @@ def test_the_sqlite_migration_builds_the_index_of_a_store_of_the_schema_before(
                " generator_url, source, first_received_at, last_received_at, receive_count,"
                " updated_at")  # fmt: skip
     for n, held in enumerate(['{"summary":"Disk full"}', '{"description":"CPU hot"}', "{}"]):
-        conn.execute(f"INSERT INTO alerts ({columns}) VALUES (?, 0, 'firing', 'r', '', '{{}}',"
+        conn.execute(f"INSERT INTO alerts ({columns}) VALUES (?, 0, 'resolved', 'r', '', '{{}}',"
                      " ?, '', 'alertmanager', 0, 0, 1, 0)", (f"f{n}", held))  # fmt: skip
     conn.close()
     with Sync(SqliteStore(path)) as sync:
@@ -199,26 +200,34 @@ def test_the_sqlite_migration_builds_the_index_of_a_store_of_the_schema_before(
         assert sync(_candidates(sync.store, "cpu h")) == [2]
         assert [a.id for a in sync.list_alerts(AlertQuery(text="hot"))] == [2]
     conn = connect(path)
-    conn.execute("""UPDATE alerts SET annotations = '{"summary":"Disk fine"}' WHERE id = 1""")
-    conn.execute("DELETE FROM alerts WHERE id = 2")
 
     def rowids(phrase: str) -> list[int]:
-        sql = "SELECT rowid FROM alert_text WHERE alert_text MATCH ?"
+        sql = "SELECT rowid FROM alert_text WHERE alert_text MATCH ? ORDER BY rowid"
         return [r[0] for r in conn.execute(sql, (f'"{phrase}"',))]
 
+    conn.execute("""UPDATE alerts SET annotations = '{"summary":"Disk fine"}' WHERE id = 1""")
+    conn.execute("DELETE FROM alerts WHERE id = 2")
     assert (rowids("full"), rowids("fine"), rowids("cpu")) == ([], [1], [])
+    # Reopened (firing): out of the index, its texts changed meanwhile; resolved: back in.
+    conn.execute("UPDATE alerts SET status = 'firing' WHERE id = 1")
+    conn.execute("""UPDATE alerts SET annotations = '{"summary":"Disk 1"}' WHERE id = 1""")
+    assert rowids("disk") == []
+    conn.execute("""UPDATE alerts SET status = 'resolved', annotations = '{"summary":"Disk 2"}'"""
+                 " WHERE id IN (1, 3)")  # fmt: skip
+    assert (rowids("disk 2"), rowids("disk 1")) == ([1, 3], [])
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.close()
 
 
 def test_postgresql_migration_builds_the_index_and_the_search_uses_it(tmp_path: Path) -> None:
-    """A PostgreSQL database at its migration 9 with alerts: opened, migration 10 builds the
-    GIN index, whose expression is the one the search tests (its plan, with sequential scans
-    off, is that index)."""
+    """A PostgreSQL database at its migration 9 with alerts: opened, migration 10 indexes the
+    resolved ones (the firing found by their own text), and the search's query uses the GIN
+    index (its plan, with sequential scans off); then the triggers keep it: a repeat of a
+    firing episode writes nothing to it, a resolution its texts, a reopening takes them out,
+    a deletion too."""
     import asyncpg
 
     from bridge.store.postgres.schema import MIGRATIONS as PG
-    from bridge.store.postgres.schema import TEXT_OF
     from bridge.store.postgres.store import PostgresStore
     from tests.pg import shared
 
@@ -234,13 +243,15 @@ def test_postgresql_migration_builds_the_index_and_the_search_uses_it(tmp_path: 
             for number, text in enumerate(PG[:9], start=1):
                 await conn.execute(text.replace("{twins}", ""))
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
-            for n, held in enumerate(['{"summary":"Disk f\u00fcll"}', "{}"]):
+            for n, (held, status) in enumerate([('{"summary":"Disk f\u00fcll"}', "resolved"),
+                                                ('{"summary":"disk full"}', "firing"),
+                                                ("{}", "resolved")]):  # fmt: skip
                 await conn.execute(
                     "INSERT INTO alerts (fingerprint, starts_at, status, alertname, severity,"
                     " labels, annotations, generator_url, source, first_received_at,"
-                    " last_received_at, receive_count, updated_at) VALUES ($1, 0, 'firing',"
+                    " last_received_at, receive_count, updated_at) VALUES ($1, 0, $3,"
                     " 'r', '', '{}', $2, '', 'alertmanager', 0, 0, 1, 0)",
-                    f"f{n}", held,
+                    f"f{n}", held, status,
                 )  # fmt: skip
         finally:
             await conn.close()
@@ -248,6 +259,8 @@ def test_postgresql_migration_builds_the_index_and_the_search_uses_it(tmp_path: 
     asyncio.run(at_nine())
     with Sync(IMPLEMENTATIONS["postgresql"](tmp_path)) as sync:
         assert sync(_candidates(sync.store, "DISK F\u00dcLL")) == [1]
+        assert sync(_candidates(sync.store, "disk")) == [1, 2]
+        assert sync(_indexed(sync.store, "disk")) == [1]
         assert [a.id for a in sync.list_alerts(AlertQuery(text="f\u00fcl"))] == [1]
         store = sync.store
         assert isinstance(store, PostgresStore)
@@ -255,12 +268,26 @@ def test_postgresql_migration_builds_the_index_and_the_search_uses_it(tmp_path: 
         async def plan(c: Any) -> str:
             async with c.transaction():
                 await c.execute("SET LOCAL enable_seqscan = off")
-                rows = await c.fetch(f"EXPLAIN SELECT id FROM alerts WHERE {TEXT_OF} ILIKE $1",
-                                     "%disk%")  # fmt: skip
+                rows = await c.fetch("EXPLAIN SELECT alert_id FROM alert_texts"
+                                     " WHERE text ILIKE $1", "%disk%")  # fmt: skip
             return "\n".join(r[0] for r in rows)
 
         shown = sync(store._read(plan))
-        assert "Bitmap Index Scan on alerts_text" in shown, shown
+        assert "Bitmap Index Scan on alert_texts_trigrams" in shown, shown
+
+        async def change(c: Any) -> None:
+            texts = '{"summary": "cpu 7"}'
+            await c.execute("UPDATE alerts SET annotations = $1 WHERE id = 2", texts)
+            await c.execute("UPDATE alerts SET status = 'firing' WHERE id = 1")
+            await c.execute("UPDATE alerts SET status = 'resolved' WHERE id = 2")
+            await c.execute("DELETE FROM alerts WHERE id = 3")
+
+        async def rows(c: Any) -> list[tuple[int, str]]:
+            return [tuple(r) for r in await c.fetch("SELECT * FROM alert_texts ORDER BY 1")]
+
+        assert sync(store._read(rows)) == [(1, "Disk f\u00fcll\n"), (3, "\n")]
+        sync(store._write(change))
+        assert sync(store._read(rows)) == [(2, "cpu 7\n")]
 
 
 def test_postgresql_a_user_who_may_not_create_pg_trgm_is_told_what_to_do(tmp_path: Path) -> None:
@@ -317,7 +344,7 @@ def test_sqlite_looks_a_search_up_by_its_rare_trigrams(tmp_path: Path) -> None:
     of them: a superset, judged by the listing); one with none by its whole phrase. The
     statements run say which."""
     with Sync(SqliteStore(tmp_path / "alerts.db")) as sync:
-        sync.ingest([alert(n, f"disk full on web-{n % 2}", "", False) for n in range(6)], T0)
+        sync.ingest([alert(n, f"disk full on web-{n % 2}", "", True) for n in range(6)], T0)
         store = sync.store
         assert isinstance(store, SqliteStore)
 
@@ -351,7 +378,7 @@ def test_a_text_the_newest_episodes_hold_densely_is_read_in_order(
     from bridge.store import textindex
 
     with Sync(IMPLEMENTATIONS[name](tmp_path)) as sync:
-        sync.ingest([alert(n, f"disk full on web-{n}", "", False) for n in range(60)], T0)
+        sync.ingest([alert(n, f"disk full on web-{n}", "", True) for n in range(60)], T0)
         assert sync(_candidates(sync.store, "disk full")) is None
         assert sync(_candidates(sync.store, "web-5")) == [6, *range(51, 61)]
         page = sync.list_page(AlertQuery(text="disk full", limit=50))

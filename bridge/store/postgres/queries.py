@@ -194,8 +194,12 @@ async def text_candidates(conn: Conn, text: str) -> list[int] | None:
     )  # fmt: skip
     if newest >= DENSE_HITS:  # dense: read in order (textindex.DENSE_HITS)
         return None
+    # The resolved episodes from the index, the firing ones (not in it) tested here.
     found = await conn.fetchval(
-        f"SELECT array_agg(id) FROM (SELECT id FROM alerts WHERE {schema.TEXT_OF} ILIKE $1"  # noqa: S608
+        "SELECT array_agg(id) FROM (SELECT alert_id AS id FROM alert_texts WHERE text ILIKE $1"
+        " UNION ALL SELECT id FROM alerts WHERE status = 'firing'"
+        " AND ((annotations::jsonb ->> 'summary') ILIKE $1"
+        " OR (annotations::jsonb ->> 'description') ILIKE $1)"
         " UNION ALL SELECT alert_id FROM events WHERE kind = 'note' AND detail ILIKE $1"
         " LIMIT $2) AS c",
         like, MAX_EPISODES + 1,

@@ -54,14 +54,14 @@ def _text_of(row: str) -> str:
     )
 
 
-# Trigger bodies of migration 14: the new row's texts in, the old row's out.
+# Trigger bodies of migration 14: a resolved row's texts in, a resolved row's out.
 _TEXT_NEW = (
-    "INSERT INTO alert_text (rowid, summary, description)"  # noqa: S608 - constants
-    f" VALUES ({_text_of('NEW.')});"
+    "INSERT INTO alert_text (rowid, summary, description)"
+    f" SELECT {_text_of('NEW.')} WHERE NEW.status = 'resolved';"
 )
 _TEXT_OLD = (
-    "INSERT INTO alert_text (alert_text, rowid, summary, description)"  # noqa: S608
-    f" VALUES ('delete', {_text_of('OLD.')});"
+    "INSERT INTO alert_text (alert_text, rowid, summary, description)"
+    f" SELECT 'delete', {_text_of('OLD.')} WHERE OLD.status = 'resolved';"
 )
 
 #: The label index's SQL (bridge.store.sql.LABEL_INDEX) in SQLite's words.
@@ -236,17 +236,24 @@ MIGRATIONS: tuple[str, ...] = (
     # 13: the label index (bridge.store.labelindex): series, label values and postings,
     #     built from the alerts stored (a matcher that matched nothing read every alert)
     (LABEL_INDEX + LABEL_INDEX_BUILD).format(**_INDEX_DIALECT, after=0),
-    # 14: the free-text index (bridge.store.textindex): every episode's summary and
-    #     description as trigrams, in a contentless FTS5 table (the text stays in alerts, the
-    #     table holds only what finds it), kept by triggers in the writing transaction
+    # 14: the free-text index (bridge.store.textindex): the summary and description of every
+    #     resolved episode as trigrams, in a contentless FTS5 table (the text stays in alerts,
+    #     the table holds only what finds it), kept by triggers in the writing transaction. A
+    #     firing episode is not in it: its repeats change its texts ($value), and each change
+    #     re-indexed cost 35-135 us (a search tests the firing episodes, few, directly).
     f"""
     CREATE VIRTUAL TABLE alert_text USING fts5
         (summary, description, content='', columnsize=0, tokenize='trigram');
-    INSERT INTO alert_text (rowid, summary, description) SELECT {_text_of("")} FROM alerts;
-    CREATE TRIGGER alerts_text_insert AFTER INSERT ON alerts BEGIN {_TEXT_NEW} END;
-    CREATE TRIGGER alerts_text_delete AFTER DELETE ON alerts BEGIN {_TEXT_OLD} END;
-    CREATE TRIGGER alerts_text_update AFTER UPDATE OF annotations ON alerts
-        WHEN OLD.annotations IS NOT NEW.annotations BEGIN {_TEXT_OLD} {_TEXT_NEW} END;
+    INSERT INTO alert_text (rowid, summary, description)
+        SELECT {_text_of("")} FROM alerts WHERE status = 'resolved';
+    CREATE TRIGGER alerts_text_insert AFTER INSERT ON alerts WHEN NEW.status = 'resolved'
+        BEGIN {_TEXT_NEW} END;
+    CREATE TRIGGER alerts_text_delete AFTER DELETE ON alerts WHEN OLD.status = 'resolved'
+        BEGIN {_TEXT_OLD} END;
+    CREATE TRIGGER alerts_text_update AFTER UPDATE OF status, annotations ON alerts
+        WHEN (OLD.status = 'resolved' OR NEW.status = 'resolved')
+        AND (OLD.status IS NOT NEW.status OR OLD.annotations IS NOT NEW.annotations)
+        BEGIN {_TEXT_OLD} {_TEXT_NEW} END;
     """,  # noqa: S608 - constants
 )
 
