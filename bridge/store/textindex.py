@@ -9,14 +9,14 @@ PostgreSQL a non-HOT update); a search tests the firing episodes, few, by their 
 - SQLite (migration 14): a contentless FTS5 table `alert_text` with the trigram tokenizer,
   one row per resolved episode (rowid = the alert's id; its summary and description), kept
   by triggers on `alerts` in the writing transaction (a resolved insert; a resolution, a
-  reopening, a change of a resolved row's texts; a delete, retention's included). FTS5 matches a phrase of trigrams as a
-  substring, case folded, but walks every trigram's list for each row its rarest one names
-  (a 10-character text held by 0.2 % of 1,000,000 alerts: 32 ms, most of it in trigrams every
-  alert holds). So a search first counts, up to RARE, the episodes of a few of its trigrams
-  (PROBED, spread over it), and when some are held by fewer, asks for the episodes holding
-  all of those (a superset of the holders, fewer than RARE, read in a few milliseconds:
-  "on i7:9100" 32 -> 4 ms; the listing then judges them); else the whole phrase, whose cost
-  grows with its rarest trigram's episodes.
+  reopening, a change of a resolved row's texts; a delete, retention's included). FTS5
+  matches a phrase of trigrams as a substring, case folded, but walks every trigram's list
+  for each row its rarest one names (a 10-character text held by 0.2 % of 1,000,000 alerts:
+  32 ms, most of it in trigrams every alert holds). So a search first counts, up to RARE,
+  the episodes of a few of its trigrams (PROBED, spread over it), and when some are held by
+  fewer, asks for the episodes holding all of those (a superset of the holders, fewer than
+  RARE, read in a few milliseconds: "on i7:9100" 32 -> 4 ms; the listing then judges them);
+  else the whole phrase, whose cost grows with its rarest trigram's episodes.
 - PostgreSQL (migration 10): a table `alert_texts` (the alert's id, its two texts as one,
   `TEXT_OF`) with a GIN index of pg_trgm, which ILIKE uses, kept by statement triggers from
   the transition tables (set-based).
