@@ -68,6 +68,14 @@ def trigrams(text: str) -> list[str]:
     return [found[round(n * step)] for n in range(PROBED)]
 
 
+def verbatim_in_json(text: str) -> bool:
+    """Whether `text` is written as it is inside any JSON string holding it: printable ASCII
+    but the quote, the backslash and the slash (which an encoder may escape; orjson and json
+    write the rest verbatim). Then a LIKE over a row's raw annotations JSON finds every row
+    whose summary or description holds it (maybe more, judged after) without parsing it."""
+    return text.isascii() and text.isprintable() and not set(text) & {'"', "\\", "/"}
+
+
 def like_pattern(text: str) -> str:
     """The LIKE pattern of a substring search, its wildcards escaped (ESCAPE '\\')."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

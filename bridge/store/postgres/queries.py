@@ -25,7 +25,13 @@ from bridge.store.records import (
 )
 from bridge.store.rows import COLUMNS, TABLES, row_to_alert, rule_version
 from bridge.store.sql import RULE_VERSION_COLUMNS, fingerprints_sql, values_test
-from bridge.store.textindex import DENSE_HITS, DENSE_WINDOW, MIN_CHARS, like_pattern
+from bridge.store.textindex import (
+    DENSE_HITS,
+    DENSE_WINDOW,
+    MIN_CHARS,
+    like_pattern,
+    verbatim_in_json,
+)
 
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 EVENT = "SELECT id, alert_id, at, kind, actor, detail FROM events"
@@ -194,12 +200,16 @@ async def text_candidates(conn: Conn, text: str) -> list[int] | None:
     )  # fmt: skip
     if newest >= DENSE_HITS:  # dense: read in order (textindex.DENSE_HITS)
         return None
-    # The resolved episodes from the index, the firing ones (not in it) tested here.
+    # The resolved episodes from the index, the firing ones (not in it) tested here: by
+    # their raw JSON when the text is written verbatim there, else by the two texts.
+    firing = (
+        "annotations ILIKE $1" if verbatim_in_json(text)
+        else "((annotations::jsonb ->> 'summary') ILIKE $1"
+             " OR (annotations::jsonb ->> 'description') ILIKE $1)"
+    )  # fmt: skip
     found = await conn.fetchval(
-        "SELECT array_agg(id) FROM (SELECT alert_id AS id FROM alert_texts WHERE text ILIKE $1"
-        " UNION ALL SELECT id FROM alerts WHERE status = 'firing'"
-        " AND ((annotations::jsonb ->> 'summary') ILIKE $1"
-        " OR (annotations::jsonb ->> 'description') ILIKE $1)"
+        "SELECT array_agg(id) FROM (SELECT alert_id AS id FROM alert_texts WHERE text ILIKE $1"  # noqa: S608
+        f" UNION ALL SELECT id FROM alerts WHERE status = 'firing' AND {firing}"
         " UNION ALL SELECT alert_id FROM events WHERE kind = 'note' AND detail ILIKE $1"
         " LIMIT $2) AS c",
         like, MAX_EPISODES + 1,
