@@ -245,9 +245,7 @@ MIGRATIONS: tuple[str, ...] = (
     #     firing repeat's) does not run it at all (a trigger with only a WHEN still ran once
     #     per row: 3.5 us a repeat). So a resolved row's texts change only with its status
     #     set in the same statement: ingest's resolve and reopen (a firing repeat changes
-    #     a firing row's, which is not in the index). The firing rows' annotations are read
-    #     by a search from a partial covering index of their own (10,000 firing rows: 14 ms
-    #     through the status index and the table, 0.9 ms from it).
+    #     a firing row's, which is not in the index).
     f"""
     CREATE VIRTUAL TABLE alert_text USING fts5
         (summary, description, content='', columnsize=0, tokenize='trigram');
@@ -257,7 +255,6 @@ MIGRATIONS: tuple[str, ...] = (
         BEGIN {_TEXT_NEW} END;
     CREATE TRIGGER alerts_text_delete AFTER DELETE ON alerts WHEN OLD.status = 'resolved'
         BEGIN {_TEXT_OLD} END;
-    CREATE INDEX alerts_firing_texts ON alerts (status, annotations) WHERE status = 'firing';
     CREATE TRIGGER alerts_text_update AFTER UPDATE OF status ON alerts
         WHEN (OLD.status = 'resolved' OR NEW.status = 'resolved')
         AND (OLD.status IS NOT NEW.status OR OLD.annotations IS NOT NEW.annotations)
