@@ -151,7 +151,10 @@ def _state(conn: sqlite3.Connection, a: ReceivedAlert) -> State:
     return state
 
 
-#: The updates of a known episode by the HA rules, by kind (see _change).
+#: The updates of a known episode by the HA rules, by kind (see _change). A resolved row's
+#: annotations change only in a statement that sets its status too (resolve, reopen): the
+#: free-text index's trigger runs OF status (schema migration 14); still_firing changes a
+#: firing row's, which is not in that index.
 _UPDATES = {
     "resolve": "UPDATE alerts SET status = 'resolved', ends_at = ?, annotations = ?, extra = ?,"  # noqa: S608 - constants
     f" resolution = {_FINAL.format('?')}, receive_count = receive_count + 1,"
